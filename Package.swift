@@ -1,0 +1,68 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// One set of settings for every Swift target (swift-nio style).
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+// The layers, bottom to top; arrows point one way:
+//   CHDF5 (C shim) -> HDF5Layer (safe handles, errors) -> BundleFormat (spec v1)
+//   DropoutRandom (Philox streams)                       -> DropModelCLI -> dropmodel
+let package = Package(
+    name: "dropmodel",
+    products: [
+        .executable(name: "dropmodel", targets: ["dropmodel"]),
+        .library(name: "BundleFormat", targets: ["BundleFormat"]),
+        .library(name: "HDF5Layer", targets: ["HDF5Layer"]),
+        .library(name: "DropoutRandom", targets: ["DropoutRandom"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CHDF5",
+            path: "Sources/CHDF5",
+            pkgConfig: "hdf5",
+            providers: [.apt(["libhdf5-dev"])]
+        ),
+        .target(name: "HDF5Layer", dependencies: ["CHDF5"], swiftSettings: swiftSettings),
+        .target(
+            name: "BundleFormat",
+            dependencies: ["HDF5Layer", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings
+        ),
+        .target(name: "DropoutRandom", swiftSettings: swiftSettings),
+        .target(
+            name: "DropModelCLI",
+            dependencies: [
+                "BundleFormat", "HDF5Layer", "DropoutRandom",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(name: "dropmodel", dependencies: ["DropModelCLI"], swiftSettings: swiftSettings),
+        .target(
+            name: "TestSupport",
+            dependencies: ["BundleFormat", "HDF5Layer"],
+            path: "Tests/TestSupport",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "HDF5LayerTests", dependencies: ["HDF5Layer", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "BundleFormatTests",
+            dependencies: ["BundleFormat", "HDF5Layer", "TestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "DropoutRandomTests", dependencies: ["DropoutRandom"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "CLITests",
+            dependencies: ["BundleFormat", "TestSupport", "dropmodel"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

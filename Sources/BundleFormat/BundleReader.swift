@@ -1,0 +1,348 @@
+public import HDF5Layer
+
+/// An open bundle: its metadata is read and validated at open; weights are read on demand.
+///
+/// Opening reads attributes and dataset shapes and types only, never weight data, so it answers
+/// at once on a multi-GB file. Every rule broken is collected, so a ``BundleError`` lists all
+/// problems rather than the first.
+///
+/// ```swift
+/// let bundle = try BundleReader(path: "model.h5")
+/// print(bundle.info.layers.map(\.name))
+/// let model = try bundle.readModel()      // all weights
+/// ```
+public final class BundleReader: @unchecked Sendable {
+    public let path: String
+    public let info: ModelInfo
+    let file: File
+    let layerGroups: [Group]
+
+    /// Opens and validates `path`; throws ``BundleError`` listing every problem found.
+    public init(path: String) throws {
+        self.path = path
+        var parser = Parser(path: path)
+        let parsed = try parser.parse()
+        if !parsed.problems.isEmpty {
+            throw BundleError(code: parsed.code, problems: parsed.problems)
+        }
+        self.file = parsed.file!
+        self.info = parsed.info!
+        self.layerGroups = parsed.layerGroups
+    }
+
+    /// Opens `path` leniently and returns what could be parsed plus every problem (for `check`).
+    public static func diagnose(path: String) -> (info: ModelInfo?, problems: [Problem]) {
+        do {
+            var parser = Parser(path: path)
+        let parsed = try parser.parse()
+            return (parsed.info, parsed.problems)
+        } catch let e as BundleError {
+            return (nil, e.problems)
+        } catch {
+            return (nil, [Problem(file: path, object: "/", message: "\(error)")])
+        }
+    }
+
+    /// The weight dataset of layer `i`.
+    public func weightDataset(_ i: Int) throws -> Dataset {
+        try wrap { try layerGroups[i].dataset(Schema.weightDataset) }
+    }
+
+    /// The bias dataset of layer `i`.
+    public func biasDataset(_ i: Int) throws -> Dataset {
+        try wrap { try layerGroups[i].dataset(Schema.biasDataset) }
+    }
+
+    /// Reads layer `i`'s weights and bias.
+    public func parameters(_ i: Int) throws -> Parameters {
+        try wrap {
+            Parameters(weight: try layerGroups[i].dataset(Schema.weightDataset).readFloats(),
+                       bias: try layerGroups[i].dataset(Schema.biasDataset).readFloats())
+        }
+    }
+
+    /// Reads every layer's weights.
+    public func readModel() throws -> Model {
+        Model(info: info, parameters: try (0..<info.layers.count).map { try parameters($0) })
+    }
+
+    /// Streams layer `i`'s weight matrix in blocks of whole rows (one row = one unit's incoming
+    /// weights), reusing one buffer of at most `maxBlockElements` floats: bounded memory
+    /// whatever the layer's size.
+    public func streamWeightRows(
+        _ i: Int, maxBlockElements: Int = 1 << 20,
+        _ body: (_ firstRow: Int, _ rows: Int, UnsafeBufferPointer<Float>) throws -> Void
+    ) throws {
+        let layer = info.layers[i]
+        let ds = try weightDataset(i)
+        let rowsPerBlock = max(1, maxBlockElements / max(1, layer.inputs))
+        let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: rowsPerBlock * layer.inputs)
+        defer { buffer.deallocate() }
+        var row = 0
+        while row < layer.outputs {
+            let n = min(rowsPerBlock, layer.outputs - row)
+            try wrap { try ds.readFloatRows(start: row, count: n, into: buffer) }
+            try body(row, n, UnsafeBufferPointer(rebasing: buffer[0..<(n * layer.inputs)]))
+            row += n
+        }
+    }
+
+    /// Digest of all weights as they are stored now (streamed), as in the history section.
+    public func weightsDigest() throws -> [UInt8] {
+        var stream = WeightDigest.Stream()
+        for i in info.layers.indices {
+            try streamWeightRows(i) { _, _, block in stream.update(block) }
+            let bias = try parameters(i).bias
+            bias.withUnsafeBufferPointer { stream.update($0) }
+        }
+        return stream.finalize()
+    }
+
+    func wrap<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as HDF5Error { throw BundleError(e) }
+    }
+}
+
+/// Parses a bundle's metadata, collecting problems instead of stopping at the first.
+struct Parser {
+    let path: String
+    var problems: [Problem] = []
+
+    init(path: String) { self.path = path }
+
+    struct Result {
+        var file: File?
+        var info: ModelInfo?
+        var layerGroups: [Group]
+        var problems: [Problem]
+        var code: BundleError.Code
+    }
+
+    private mutating func note(_ e: any Error) {
+        if let h = e as? HDF5Error {
+            problems.append(contentsOf: BundleError(h).problems)
+        } else if let b = e as? BundleError {
+            problems.append(contentsOf: b.problems)
+        } else {
+            problems.append(Problem(file: path, object: "/", message: "\(e)"))
+        }
+    }
+
+    private mutating func add(_ object: String, _ message: String, _ hint: String? = nil) {
+        problems.append(Problem(file: path, object: object, message: message, hint: hint))
+    }
+
+    /// Reads an attribute, recording a problem and returning nil on failure.
+    private mutating func get<T>(_ body: () throws -> T) -> T? {
+        do { return try body() } catch { note(error); return nil }
+    }
+
+    /// Reads an optional attribute (nil when absent, a problem when present but bad).
+    private mutating func optional<T>(_ object: Object, _ name: String, _ body: () throws -> T) -> T? {
+        guard let has = get({ try object.hasAttribute(name) }), has else { return nil }
+        return get(body)
+    }
+
+    private mutating func enumValue<E: RawRepresentable>(
+        _ object: Object, _ name: String, _ type: E.Type, what: String
+    ) -> E? where E.RawValue == String, E: CaseIterable {
+        guard let s = get({ try object.readString(name) }) else { return nil }
+        guard let v = E(rawValue: s) else {
+            let allowed = E.allCases.map { "'\($0.rawValue)'" }.joined(separator: ", ")
+            add(object.path + "@" + name, "\(what) '\(s)' is not one of \(allowed)", Schema.specHint)
+            return nil
+        }
+        return v
+    }
+
+    mutating func parse() throws -> Result {
+        let file: File
+        do { file = try File.open(path) } catch let e as HDF5Error {
+            throw BundleError(code: .unreadable, problems: BundleError(e).problems)
+        }
+        let root: Group
+        do { root = try file.root() } catch let e as HDF5Error { throw BundleError(e) }
+
+        // Identify the file and its version first: nothing else is meaningful otherwise.
+        let marker = try? root.readString(Schema.formatMarkerAttribute)
+        if marker != Schema.formatMarker {
+            let what = marker.map { "its dropmodel_format attribute is '\($0)', not '\(Schema.formatMarker)'" }
+                ?? "the root group has no dropmodel_format attribute"
+            throw BundleError(code: .invalid, file: path, object: "/",
+                message: "not a dropmodel bundle: \(what)",
+                hint: "to bring in a Keras or safetensors model use 'dropmodel import'; the layout is in Specs/bundle-format.md")
+        }
+        var version = FormatVersion.current
+        do {
+            let v = try root.readInt64s(Schema.formatVersionAttribute)
+            guard v.count == 2, v[0] >= 0, v[1] >= 0, v[0] < 1 << 20, v[1] < 1 << 20 else {
+                throw BundleError(code: .invalid, file: path, object: "/@format_version",
+                    message: "format_version is \(v); it must be two non-negative integers [major, minor]",
+                    hint: Schema.specHint)
+            }
+            version = FormatVersion(Int(v[0]), Int(v[1]))
+        } catch let e as HDF5Error {
+            throw BundleError(code: .invalid, problems: BundleError(e).problems)
+        }
+        if version.major != FormatVersion.current.major {
+            throw BundleError(code: .unsupportedVersion, file: path, object: "/@format_version",
+                message: "format version \(version) is not readable by this dropmodel, which reads \(FormatVersion.current.major).x",
+                hint: version.major > FormatVersion.current.major
+                    ? "the file was written by a newer dropmodel: upgrade dropmodel to read it"
+                    : "the version is not one dropmodel ever wrote; the file is corrupt")
+        }
+
+        let convention = enumValue(root, Schema.conventionAttribute, DropoutConvention.self, what: "convention")
+        var baked: Bool?
+        if let b = get({ try root.readInt64(Schema.bakedAttribute) }) {
+            if b == 0 || b == 1 { baked = b == 1 } else { add("/@baked", "baked is \(b); it must be 0 or 1") }
+        }
+        let creator = optional(root, Schema.creatorAttribute) { try root.readString(Schema.creatorAttribute) }
+
+        // Layers.
+        var layers: [LayerInfo?] = []
+        var groups: [Group] = []
+        if let lg = get({ try root.group(Schema.layersGroup) }), let count = get({ try lg.readInt64(Schema.layerCountAttribute) }) {
+            if count < 1 || count > Int64(Schema.maxLayers) {
+                add("/layers@count", "layer count \(count) is outside 1...\(Schema.maxLayers)")
+            } else {
+                for i in 0..<Int(count) {
+                    guard let g = get({ try lg.group(String(i)) }) else { layers.append(nil); continue }
+                    groups.append(g)
+                    layers.append(parseLayer(g, index: i))
+                }
+            }
+        }
+
+        let rng = parseRNG(root)
+        let training = parseTraining(root)
+        let history = parseHistory(root)
+
+        problems += Schema.problems(
+            file: path, convention: convention, baked: baked, layers: layers, rng: rng, training: training,
+            history: history)
+
+        var info: ModelInfo?
+        if let convention, let baked, layers.allSatisfy({ $0 != nil }), !layers.isEmpty {
+            info = ModelInfo(
+                formatVersion: version, convention: convention, baked: baked, layers: layers.map { $0! },
+                rng: rng, training: training, history: history, creator: creator)
+        }
+        let code: BundleError.Code = problems.contains { $0.message.contains("refuse") } ? .refused : .invalid
+        return Result(file: file, info: info, layerGroups: groups, problems: problems, code: code)
+    }
+
+    private mutating func parseLayer(_ g: Group, index i: Int) -> LayerInfo? {
+        let name = get { try g.readString("name") }
+        let kind: LayerKind?
+        if let k = get({ try g.readString("kind") }) {
+            kind = LayerKind(rawValue: k)
+            if kind == nil {
+                add(g.path + "@kind", "layer kind '\(k)' is not supported (format 1.0 defines 'dense')",
+                    "dropmodel reads dense layers; other kinds are reserved for later versions")
+            }
+        } else { kind = nil }
+        let inputs = get { try g.readInt64("inputs") }
+        let outputs = get { try g.readInt64("outputs") }
+        let activation = enumValue(g, "activation", Activation.self, what: "activation")
+        let keep = get { try g.readDouble("keep_prob") }
+
+        // Datasets: shapes and element types only.
+        var dtype: WeightType?
+        if let w = get({ try g.dataset(Schema.weightDataset) }) {
+            if let shape = get({ try w.shape() }), let inputs, let outputs, shape != [Int(outputs), Int(inputs)] {
+                add(w.path, "the weight matrix has shape \(shape) but the layer declares outputs x inputs = [\(outputs), \(inputs)]",
+                    "weights are stored [outputs, inputs]: row u holds unit u's incoming weights")
+            }
+            dtype = floatType(w)
+        }
+        if let b = get({ try g.dataset(Schema.biasDataset) }) {
+            if let shape = get({ try b.shape() }), let outputs, shape != [Int(outputs)] {
+                add(b.path, "the bias has shape \(shape) but the layer has \(outputs) outputs")
+            }
+            _ = floatType(b)
+        }
+        guard let name, let kind, let inputs, let outputs, let activation, let keep, let dtype else { return nil }
+        guard inputs <= Int64(Schema.maxUnits), outputs <= Int64(Schema.maxUnits) else {
+            add(g.path, "the layer declares \(outputs) x \(inputs) units, beyond any model dropmodel reads")
+            return nil
+        }
+        return LayerInfo(name: name, kind: kind, inputs: Int(inputs), outputs: Int(outputs), activation: activation,
+                         keepProb: keep, dtype: dtype)
+    }
+
+    private mutating func floatType(_ ds: Dataset) -> WeightType? {
+        guard let t = get({ try ds.elementType() }) else { return nil }
+        switch t {
+        case .float(2): return .float16
+        case .float(4): return .float32
+        case .float(8): return .float64
+        default:
+            add(ds.path, "the dataset holds \(t); weights must be float16, float32 or float64")
+            return nil
+        }
+    }
+
+    private mutating func parseRNG(_ root: Group) -> RNGInfo? {
+        guard let has = get({ try root.contains(Schema.rngGroup) }), has,
+              let g = get({ try root.group(Schema.rngGroup) }) else { return nil }
+        guard let algorithm = get({ try g.readString("algorithm") }) else { return nil }
+        let seed = optional(g, "seed") { try g.readInt64("seed") }
+        let layout = optional(g, "stream_layout") { try g.readInt64("stream_layout") } ?? 1
+        return RNGInfo(algorithm: algorithm, seed: seed, streamLayout: Int(clamping: layout))
+    }
+
+    private mutating func parseTraining(_ root: Group) -> TrainingInfo? {
+        guard let has = get({ try root.contains(Schema.trainingGroup) }), has,
+              let g = get({ try root.group(Schema.trainingGroup) }) else { return nil }
+        guard let recipe = get({ try g.readString("recipe") }) else { return nil }
+        let fp = optional(g, "data_fingerprint") { try g.readString("data_fingerprint") }
+        let desc = optional(g, "data_description") { try g.readString("data_description") }
+        return TrainingInfo(recipe: recipe, dataFingerprint: fp, dataDescription: desc)
+    }
+
+    private mutating func parseHistory(_ root: Group) -> History? {
+        guard let has = get({ try root.contains(Schema.historyGroup) }), has,
+              let g = get({ try root.group(Schema.historyGroup) }) else { return nil }
+        var initial: [UInt8]?
+        if let d = optional(g, "initial_weights_sha256", { try g.readInt64s("initial_weights_sha256") }) {
+            if d.allSatisfy({ (0...255).contains($0) }) { initial = d.map { UInt8($0) } } else {
+                add(g.path + "@initial_weights_sha256", "the digest has values outside 0...255")
+            }
+        }
+        // Every column must exist with one row per epoch; check shapes before reading.
+        let columns = ["epoch", "loss", "train_error", "test_error", "weights_sha256"]
+        var datasets: [String: Dataset] = [:]
+        for c in columns {
+            if let d = get({ try g.dataset(c) }) { datasets[c] = d }
+        }
+        guard datasets.count == columns.count else { return nil }
+        guard let n = get({ try datasets["epoch"]!.shape() }), n.count == 1 else {
+            add(g.path + "/epoch", "the epoch column must be one-dimensional"); return nil
+        }
+        let rows = n[0]
+        guard rows <= Schema.maxEpochs else { add(g.path + "/epoch", "\(rows) epochs is beyond any history dropmodel reads"); return nil }
+        for c in ["loss", "train_error", "test_error"] {
+            if let s = get({ try datasets[c]!.shape() }), s != [rows] {
+                add(g.path + "/" + c, "has shape \(s) but the history has \(rows) epochs"); return nil
+            }
+        }
+        if let s = get({ try datasets["weights_sha256"]!.shape() }), s != [rows, Schema.digestBytes] {
+            add(g.path + "/weights_sha256", "has shape \(s); it must be [epochs, 32] = [\(rows), 32]"); return nil
+        }
+        guard let epochs = get({ try datasets["epoch"]!.readInt64s() }),
+              let loss = get({ try datasets["loss"]!.readDoubles() }),
+              let train = get({ try datasets["train_error"]!.readDoubles() }),
+              let test = get({ try datasets["test_error"]!.readDoubles() }),
+              let digests = get({ try datasets["weights_sha256"]!.readUInt8s() })
+        else { return nil }
+        var records: [EpochRecord] = []
+        records.reserveCapacity(rows)
+        for k in 0..<rows {
+            records.append(EpochRecord(
+                epoch: Int(clamping: epochs[k]), loss: loss[k], trainError: train[k], testError: test[k],
+                weightsSHA256: Array(digests[(k * 32)..<((k + 1) * 32)])))
+        }
+        return History(initialWeightsSHA256: initial, epochs: records)
+    }
+}

@@ -1,0 +1,131 @@
+public import HDF5Layer
+
+/// How weight datasets are stored.
+public struct WriteOptions: Sendable {
+    /// Target bytes per chunk of a weight matrix; chunks hold whole rows.
+    public var chunkBytes: Int = 1 << 20
+    /// Fletcher32 checksums on every chunk (default on: a flipped byte becomes a read error).
+    public var fletcher32: Bool = true
+    /// Written to the root `creator` attribute.
+    public var creator: String? = "dropmodel \(DropModelVersion.string)"
+    public init() {}
+}
+
+/// The version of this program.
+public enum DropModelVersion {
+    public static let string = "0.1.0"
+}
+
+/// Writes bundles, always atomically: a temporary file renamed into place.
+public enum BundleWriter {
+    /// Validates `model` and writes it to `path` atomically.
+    public static func write(_ model: Model, to path: String, options: WriteOptions = WriteOptions()) throws {
+        try validate(model, file: path)
+        do {
+            try File.writeAtomically(to: path) { file in
+                let layers = try writeMetadata(model.info, to: file, options: options)
+                for (i, p) in model.parameters.enumerated() {
+                    let (w, b) = try createLayerDatasets(layers[i], model.info.layers[i], options: options)
+                    try w.write(floats: p.weight)
+                    try b.write(floats: p.bias)
+                }
+            }
+        } catch let e as HDF5Error {
+            throw BundleError(e)
+        }
+    }
+
+    /// Throws ``BundleError`` listing every rule `model` breaks.
+    public static func validate(_ model: Model, file: String) throws {
+        var problems = model.info.problems(file: file)
+        if model.parameters.count != model.info.layers.count {
+            problems.append(Problem(file: file, object: "/layers",
+                message: "\(model.parameters.count) parameter sets for \(model.info.layers.count) layers"))
+        }
+        for (i, (layer, p)) in zip(model.info.layers, model.parameters).enumerated() {
+            if p.weight.count != layer.inputs * layer.outputs {
+                problems.append(Problem(file: file, object: "/layers/\(i)/weight",
+                    message: "\(p.weight.count) weights for a \(layer.outputs) x \(layer.inputs) layer"))
+            }
+            if p.bias.count != layer.outputs {
+                problems.append(Problem(file: file, object: "/layers/\(i)/bias",
+                    message: "\(p.bias.count) biases for \(layer.outputs) outputs"))
+            }
+        }
+        if !problems.isEmpty { throw BundleError(code: .invalid, problems: problems) }
+    }
+
+    /// Writes every attribute and group of `info` (no weight data) and returns the layer groups.
+    /// Streaming writers (bake) use this, then ``createLayerDatasets(_:_:options:)``.
+    public static func writeMetadata(_ info: ModelInfo, to file: File, options: WriteOptions) throws -> [Group] {
+        let root = try file.root()
+        try root.write(Schema.formatMarkerAttribute, string: Schema.formatMarker)
+        try root.write(Schema.formatVersionAttribute,
+                       int64: [Int64(FormatVersion.current.major), Int64(FormatVersion.current.minor)], shape: [2])
+        try root.write(Schema.conventionAttribute, string: info.convention.rawValue)
+        try root.write(Schema.bakedAttribute, uint8: info.baked ? 1 : 0)
+        if let creator = options.creator { try root.write(Schema.creatorAttribute, string: creator) }
+
+        let lg = try root.createGroup(Schema.layersGroup)
+        try lg.write(Schema.layerCountAttribute, int64: Int64(info.layers.count))
+        var groups: [Group] = []
+        for (i, layer) in info.layers.enumerated() {
+            let g = try lg.createGroup(String(i))
+            try g.write("name", string: layer.name)
+            try g.write("kind", string: layer.kind.rawValue)
+            try g.write("inputs", int64: Int64(layer.inputs))
+            try g.write("outputs", int64: Int64(layer.outputs))
+            try g.write("activation", string: layer.activation.rawValue)
+            try g.write("keep_prob", double: layer.keepProb)
+            groups.append(g)
+        }
+        if let rng = info.rng {
+            let g = try root.createGroup(Schema.rngGroup)
+            try g.write("algorithm", string: rng.algorithm)
+            if let seed = rng.seed { try g.write("seed", int64: seed) }
+            try g.write("stream_layout", int64: Int64(rng.streamLayout))
+        }
+        if let t = info.training {
+            let g = try root.createGroup(Schema.trainingGroup)
+            try g.write("recipe", string: t.recipe)
+            if let fp = t.dataFingerprint { try g.write("data_fingerprint", string: fp) }
+            if let d = t.dataDescription { try g.write("data_description", string: d) }
+        }
+        if let h = info.history {
+            let g = try root.createGroup(Schema.historyGroup)
+            if let d = h.initialWeightsSHA256 {
+                try g.write("initial_weights_sha256", int64: d.map { Int64($0) }, shape: [d.count])
+            }
+            let n = h.epochs.count
+            try g.createDataset("epoch", type: .int64, shape: [n]).write(int64s: h.epochs.map { Int64($0.epoch) })
+            try g.createDataset("loss", type: .float64, shape: [n]).write(doubles: h.epochs.map(\.loss))
+            try g.createDataset("train_error", type: .float64, shape: [n]).write(doubles: h.epochs.map(\.trainError))
+            try g.createDataset("test_error", type: .float64, shape: [n]).write(doubles: h.epochs.map(\.testError))
+            try g.createDataset("weights_sha256", type: .uint8, shape: [n, Schema.digestBytes])
+                .write(uint8s: h.epochs.flatMap(\.weightsSHA256))
+        }
+        return groups
+    }
+
+    /// Creates layer `layer`'s weight and bias datasets in `group`: chunked by whole rows of
+    /// about `options.chunkBytes`, Fletcher32 if enabled, element type `layer.dtype`.
+    public static func createLayerDatasets(
+        _ group: Group, _ layer: LayerInfo, options: WriteOptions
+    ) throws -> (weight: Dataset, bias: Dataset) {
+        let type: StorageType
+        switch layer.dtype {
+        case .float16: type = .float16
+        case .float32: type = .float32
+        case .float64: type = .float64
+        }
+        let rowBytes = max(1, layer.inputs * layer.dtype.bytes)
+        let rows = min(layer.outputs, max(1, options.chunkBytes / rowBytes))
+        let w = try group.createDataset(
+            Schema.weightDataset, type: type, shape: [layer.outputs, layer.inputs],
+            chunk: [rows, layer.inputs], fletcher32: options.fletcher32)
+        let b = try group.createDataset(
+            Schema.biasDataset, type: type, shape: [layer.outputs],
+            chunk: [layer.outputs], fletcher32: options.fletcher32)
+        return (w, b)
+    }
+}

@@ -1,0 +1,50 @@
+import Crypto
+
+/// The weight digest recorded per epoch in a bundle's history.
+///
+/// SHA-256 over, for each layer in order, the weight matrix then the bias vector, every value
+/// as IEEE 754 binary32 little-endian, row-major (`Specs/bundle-format.md` §History).
+public enum WeightDigest {
+    public static func sha256(_ parameters: [Parameters]) -> [UInt8] {
+        var hasher = SHA256()
+        for p in parameters {
+            update(&hasher, p.weight)
+            update(&hasher, p.bias)
+        }
+        return Array(hasher.finalize())
+    }
+
+    /// An incremental digest for weights streamed block by block.
+    public struct Stream {
+        var hasher = SHA256()
+        public init() {}
+        public mutating func update(_ values: UnsafeBufferPointer<Float>) {
+            WeightDigest.update(&hasher, values)
+        }
+        public func finalize() -> [UInt8] { Array(hasher.finalize()) }
+    }
+
+    static func update(_ hasher: inout SHA256, _ values: [Float]) {
+        values.withUnsafeBufferPointer { update(&hasher, $0) }
+    }
+
+    static func update(_ hasher: inout SHA256, _ values: UnsafeBufferPointer<Float>) {
+        #if _endian(little)
+        hasher.update(bufferPointer: UnsafeRawBufferPointer(values))
+        #else
+        for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { hasher.update(bufferPointer: $0) } }
+        #endif
+    }
+
+    /// Lowercase hex.
+    public static func hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(bytes.count * 2)
+        for b in bytes {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 15)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}

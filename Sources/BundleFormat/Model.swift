@@ -1,0 +1,204 @@
+/// A dropout network as a bundle holds it: metadata (``ModelInfo``) and one ``Parameters``
+/// value per layer.
+///
+/// The layout on disk is normative in `Specs/bundle-format.md`; the Swift names follow it.
+public struct Model: Equatable, Sendable {
+    public var info: ModelInfo
+    /// One per layer, in order; `parameters[i]` belongs to `info.layers[i]`.
+    public var parameters: [Parameters]
+
+    public init(info: ModelInfo, parameters: [Parameters]) {
+        self.info = info
+        self.parameters = parameters
+    }
+}
+
+/// The weights of one dense layer.
+public struct Parameters: Equatable, Sendable {
+    /// `outputs x inputs`, row-major: row `u` holds unit `u`'s incoming weights.
+    public var weight: [Float]
+    /// `outputs` values.
+    public var bias: [Float]
+
+    public init(weight: [Float], bias: [Float]) {
+        self.weight = weight
+        self.bias = bias
+    }
+}
+
+/// Which dropout convention produced the weights (see `Specs/bundle-format.md`).
+public enum DropoutConvention: String, Sendable, CaseIterable, Codable {
+    /// The paper's scheme: no scaling while training; weights must be scaled by the keep
+    /// probability of their inputs at test time (baking does this once).
+    case classic
+    /// Kept activations were multiplied by 1/p while training; inference uses the weights as
+    /// they are and must never scale them again.
+    case inverted
+}
+
+public enum Activation: String, Sendable, CaseIterable, Codable {
+    case relu, logistic, tanh, linear, softmax
+}
+
+public enum LayerKind: String, Sendable, CaseIterable, Codable {
+    case dense
+}
+
+/// The element type of a layer's weight and bias datasets.
+public enum WeightType: String, Sendable, CaseIterable, Codable {
+    case float16, float32, float64
+
+    public var bytes: Int {
+        switch self {
+        case .float16: return 2
+        case .float32: return 4
+        case .float64: return 8
+        }
+    }
+}
+
+/// `major.minor`. A reader accepts its own major version and any minor version of it.
+public struct FormatVersion: Comparable, Sendable, CustomStringConvertible, Codable {
+    public var major: Int
+    public var minor: Int
+    public init(_ major: Int, _ minor: Int) {
+        self.major = major
+        self.minor = minor
+    }
+    /// The version this build writes.
+    public static let current = FormatVersion(1, 0)
+    public var description: String { "\(major).\(minor)" }
+    public static func < (a: FormatVersion, b: FormatVersion) -> Bool {
+        (a.major, a.minor) < (b.major, b.minor)
+    }
+}
+
+/// Everything about one layer except its weights.
+public struct LayerInfo: Equatable, Sendable {
+    public var name: String
+    public var kind: LayerKind
+    public var inputs: Int
+    public var outputs: Int
+    public var activation: Activation
+    /// The probability that each of this layer's INPUT units is kept during training
+    /// (for layer 0: the input features).
+    public var keepProb: Double
+    public var dtype: WeightType
+
+    public init(
+        name: String, kind: LayerKind = .dense, inputs: Int, outputs: Int, activation: Activation,
+        keepProb: Double, dtype: WeightType = .float32
+    ) {
+        self.name = name
+        self.kind = kind
+        self.inputs = inputs
+        self.outputs = outputs
+        self.activation = activation
+        self.keepProb = keepProb
+        self.dtype = dtype
+    }
+
+    /// Weights plus biases.
+    public var parameterCount: Int { inputs * outputs + outputs }
+}
+
+/// The random-number section: enough to recompute every random draw of training.
+public struct RNGInfo: Equatable, Sendable {
+    /// "philox4x32-10" for bundles dropmodel trains.
+    public var algorithm: String
+    /// The run's seed, if known (0 ..< 2^63).
+    public var seed: Int64?
+    /// The version of `Specs/random-streams.md` the draws follow.
+    public var streamLayout: Int
+
+    public init(algorithm: String = "philox4x32-10", seed: Int64?, streamLayout: Int = 1) {
+        self.algorithm = algorithm
+        self.seed = seed
+        self.streamLayout = streamLayout
+    }
+}
+
+/// The training section.
+public struct TrainingInfo: Equatable, Sendable {
+    /// The recipe as a JSON object (UTF-8 text). Keys: `Specs/bundle-format.md` §Recipe.
+    public var recipe: String
+    /// "sha256:" and 64 lowercase hex digits: the fingerprint of the decoded training data.
+    public var dataFingerprint: String?
+    /// Free text naming the data, e.g. "fashion-mnist train[0..<60000]".
+    public var dataDescription: String?
+
+    public init(recipe: String, dataFingerprint: String? = nil, dataDescription: String? = nil) {
+        self.recipe = recipe
+        self.dataFingerprint = dataFingerprint
+        self.dataDescription = dataDescription
+    }
+}
+
+/// Metrics and a weight digest after one epoch.
+public struct EpochRecord: Equatable, Sendable {
+    public var epoch: Int
+    public var loss: Double
+    public var trainError: Double
+    /// NaN when not measured.
+    public var testError: Double
+    /// SHA-256 of all weights after this epoch (``WeightDigest``); 32 bytes.
+    public var weightsSHA256: [UInt8]
+
+    public init(epoch: Int, loss: Double, trainError: Double, testError: Double, weightsSHA256: [UInt8]) {
+        self.epoch = epoch
+        self.loss = loss
+        self.trainError = trainError
+        self.testError = testError
+        self.weightsSHA256 = weightsSHA256
+    }
+
+    public static func == (a: EpochRecord, b: EpochRecord) -> Bool {
+        // NaN test errors compare equal to each other: "not measured" on both sides.
+        a.epoch == b.epoch && a.loss.bitPattern == b.loss.bitPattern
+            && a.trainError.bitPattern == b.trainError.bitPattern
+            && a.testError.bitPattern == b.testError.bitPattern && a.weightsSHA256 == b.weightsSHA256
+    }
+}
+
+/// The history section.
+public struct History: Equatable, Sendable {
+    /// SHA-256 of the initial weights (epoch 0), if recorded.
+    public var initialWeightsSHA256: [UInt8]?
+    public var epochs: [EpochRecord]
+
+    public init(initialWeightsSHA256: [UInt8]? = nil, epochs: [EpochRecord]) {
+        self.initialWeightsSHA256 = initialWeightsSHA256
+        self.epochs = epochs
+    }
+}
+
+/// All metadata of a bundle: what `inspect` shows without reading weights.
+public struct ModelInfo: Equatable, Sendable {
+    public var formatVersion: FormatVersion
+    public var convention: DropoutConvention
+    /// Whether the weight-scaling rule has been folded into the weights (classic only).
+    public var baked: Bool
+    public var layers: [LayerInfo]
+    public var rng: RNGInfo?
+    public var training: TrainingInfo?
+    public var history: History?
+    /// Informational: the program that wrote the file.
+    public var creator: String?
+
+    public init(
+        formatVersion: FormatVersion = .current, convention: DropoutConvention, baked: Bool = false,
+        layers: [LayerInfo], rng: RNGInfo? = nil, training: TrainingInfo? = nil, history: History? = nil,
+        creator: String? = nil
+    ) {
+        self.formatVersion = formatVersion
+        self.convention = convention
+        self.baked = baked
+        self.layers = layers
+        self.rng = rng
+        self.training = training
+        self.history = history
+        self.creator = creator
+    }
+
+    public var parameterCount: Int { layers.reduce(0) { $0 + $1.parameterCount } }
+}

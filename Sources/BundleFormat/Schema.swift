@@ -1,0 +1,119 @@
+import Foundation
+
+/// The names and rules of bundle format version 1 (normative text: `Specs/bundle-format.md`).
+public enum Schema {
+    /// Root attribute that marks a file as a dropmodel bundle, and its value.
+    public static let formatMarkerAttribute = "dropmodel_format"
+    public static let formatMarker = "dropmodel.bundle"
+    public static let formatVersionAttribute = "format_version"
+    public static let conventionAttribute = "convention"
+    public static let bakedAttribute = "baked"
+    public static let creatorAttribute = "creator"
+
+    public static let layersGroup = "layers"
+    public static let layerCountAttribute = "count"
+    public static let weightDataset = "weight"
+    public static let biasDataset = "bias"
+
+    public static let rngGroup = "rng"
+    public static let trainingGroup = "training"
+    public static let historyGroup = "history"
+
+    /// Bounds a reader applies before allocating (a model beyond them is not a model).
+    public static let maxLayers = 100_000
+    public static let maxUnits = 1 << 31
+    public static let maxEpochs = 10_000_000
+    public static let digestBytes = 32
+
+    /// The keep-probability rule: finite and in (0, 1].
+    public static func isValidKeepProb(_ p: Double) -> Bool { p.isFinite && p > 0 && p <= 1 }
+
+    /// "sha256:" + 64 lowercase hex digits.
+    public static func isValidFingerprint(_ s: String) -> Bool {
+        guard s.hasPrefix("sha256:") else { return false }
+        let hex = s.dropFirst(7)
+        return hex.count == 64 && hex.allSatisfy { ("0"..."9").contains($0) || ("a"..."f").contains($0) }
+    }
+
+    /// Whether `text` is a JSON object.
+    public static func isJSONObject(_ text: String) -> Bool {
+        guard let data = text.data(using: .utf8),
+            let obj = try? JSONSerialization.jsonObject(with: data)
+        else { return false }
+        return obj is [String: Any]
+    }
+
+    static let specHint = "see Specs/bundle-format.md"
+
+    /// Semantic rules over parsed metadata. `layers` entries are nil where a layer could not be
+    /// parsed (its own problems are reported elsewhere); rules that need it are skipped.
+    static func problems(
+        file: String, convention: DropoutConvention?, baked: Bool?, layers: [LayerInfo?],
+        rng: RNGInfo?, training: TrainingInfo?, history: History?
+    ) -> [Problem] {
+        var out: [Problem] = []
+        func add(_ object: String, _ message: String, _ hint: String? = nil) {
+            out.append(Problem(file: file, object: object, message: message, hint: hint))
+        }
+        if layers.isEmpty { add("/layers", "the model has no layers", specHint) }
+        if baked == true && convention == .inverted {
+            add("/@baked", "the bundle is marked baked but its convention is 'inverted'; only classic weights are ever baked",
+                "an inverted bundle needs no baking: set baked to 0")
+        }
+        var names: [String: Int] = [:]
+        for (i, layer) in layers.enumerated() {
+            guard let layer else { continue }
+            let obj = "/layers/\(i)"
+            if layer.name.isEmpty { add(obj + "@name", "the layer name is empty", "give every layer a non-empty, unique name") }
+            if let j = names[layer.name] {
+                add(obj + "@name", "the layer name '\(layer.name)' is also used by layer \(j)", "give every layer a unique name")
+            } else {
+                names[layer.name] = i
+            }
+            if !isValidKeepProb(layer.keepProb) {
+                add(obj + "@keep_prob",
+                    "keep probability \(layer.keepProb) is outside (0, 1]",
+                    "keep_prob is the probability that each input unit of this layer is kept in training (1 = no dropout); "
+                    + "a Keras dropout rate r corresponds to keep_prob = 1 - r")
+            }
+            if layer.inputs < 1 || layer.inputs > maxUnits { add(obj + "@inputs", "inputs is \(layer.inputs); it must be in 1...\(maxUnits)") }
+            if layer.outputs < 1 || layer.outputs > maxUnits { add(obj + "@outputs", "outputs is \(layer.outputs); it must be in 1...\(maxUnits)") }
+            if i > 0, let prev = layers[i - 1], prev.outputs != layer.inputs {
+                add(obj, "layer \(i) ('\(layer.name)') has \(layer.inputs) inputs but layer \(i - 1) ('\(prev.name)') has \(prev.outputs) outputs; the shapes do not chain",
+                    "each layer's inputs must equal the previous layer's outputs")
+            }
+        }
+        if let rng {
+            if rng.algorithm.isEmpty { add("/rng@algorithm", "the random-number algorithm name is empty") }
+            if let seed = rng.seed, seed < 0 { add("/rng@seed", "the seed is \(seed); seeds are in 0 ..< 2^63") }
+            if rng.streamLayout < 1 { add("/rng@stream_layout", "stream layout \(rng.streamLayout) is not a version (1 or more)") }
+        }
+        if let training {
+            if !isJSONObject(training.recipe) {
+                add("/training@recipe", "the recipe is not a JSON object", specHint)
+            }
+            if let fp = training.dataFingerprint, !isValidFingerprint(fp) {
+                add("/training@data_fingerprint", "data fingerprint '\(fp)' is not 'sha256:' followed by 64 lowercase hex digits")
+            }
+        }
+        if let history {
+            if let d = history.initialWeightsSHA256, d.count != digestBytes {
+                add("/history@initial_weights_sha256", "the initial digest has \(d.count) bytes, not \(digestBytes)")
+            }
+            for (k, e) in history.epochs.enumerated() where e.epoch != k + 1 {
+                add("/history/epoch", "row \(k) records epoch \(e.epoch); epochs must be 1, 2, 3, ... in order")
+                break
+            }
+        }
+        return out
+    }
+}
+
+extension ModelInfo {
+    /// Every rule of Specs/bundle-format.md that metadata alone can break.
+    public func problems(file: String) -> [Problem] {
+        Schema.problems(
+            file: file, convention: convention, baked: baked, layers: layers, rng: rng, training: training,
+            history: history)
+    }
+}

@@ -1,0 +1,213 @@
+import ArgumentParser
+import BundleFormat
+import Foundation
+import HDF5Layer
+
+/// `dropmodel inspect`: what is in a bundle, at a glance or as JSON.
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show what is in a bundle, reading metadata only unless --stats is given.",
+        discussion: """
+            The summary shows the format version, the dropout convention, whether the weights are \
+            baked, a table of layers (kind, inputs -> outputs, activation, keep probability of the \
+            layer's inputs, dtype, parameters), totals, the random-number algorithm and seed, the \
+            training recipe and the history. Without --stats no weight data is read, so it \
+            answers at once on a multi-GB file.
+            """)
+
+    @Argument(help: "The bundle (.h5) to inspect.")
+    var file: String
+
+    @Flag(help: "Print one JSON object instead of the summary.")
+    var json = false
+
+    @Flag(help: "Also stream the weights: per layer min, max, mean, std, NaN/Inf counts and the largest L2 norm of a unit's incoming weights.")
+    var stats = false
+
+    func run() throws {
+        let bundle = try BundleReader(path: file)
+        let layerStats = stats ? try (0..<bundle.info.layers.count).map { try WeightStats.compute(bundle, layer: $0) } : nil
+        if json {
+            print(InspectReport.json(bundle, stats: layerStats).serialized())
+        } else {
+            print(InspectReport.text(bundle, stats: layerStats))
+        }
+    }
+}
+
+/// Per-layer statistics of the weight matrix, computed by streaming rows.
+struct WeightStats {
+    var min = Double.infinity
+    var max = -Double.infinity
+    var mean = 0.0
+    var std = 0.0
+    var nanCount = 0
+    var infCount = 0
+    /// Largest L2 norm of a unit's incoming weight vector (a row).
+    var maxUnitNorm = 0.0
+
+    static func compute(_ bundle: BundleReader, layer: Int) throws -> WeightStats {
+        var s = WeightStats()
+        var count = 0
+        var sum = 0.0
+        var sumSq = 0.0
+        let inputs = bundle.info.layers[layer].inputs
+        try bundle.streamWeightRows(layer) { _, rows, block in
+            for r in 0..<rows {
+                var norm = 0.0
+                for v in block[(r * inputs)..<((r + 1) * inputs)] {
+                    if v.isNaN { s.nanCount += 1; continue }
+                    if v.isInfinite { s.infCount += 1; continue }
+                    let d = Double(v)
+                    s.min = Swift.min(s.min, d)
+                    s.max = Swift.max(s.max, d)
+                    sum += d
+                    sumSq += d * d
+                    norm += d * d
+                    count += 1
+                }
+                s.maxUnitNorm = Swift.max(s.maxUnitNorm, norm.squareRoot())
+            }
+        }
+        if count > 0 {
+            s.mean = sum / Double(count)
+            s.std = Swift.max(0, sumSq / Double(count) - s.mean * s.mean).squareRoot()
+        } else {
+            s.min = .nan
+            s.max = .nan
+            s.mean = .nan
+            s.std = .nan
+        }
+        return s
+    }
+}
+
+/// Renders `inspect` output.
+enum InspectReport {
+    static func conventionText(_ info: ModelInfo) -> String {
+        switch (info.convention, info.baked) {
+        case (.classic, false): return "classic, not baked (scale weights by p at test time: run 'dropmodel bake')"
+        case (.classic, true): return "classic, baked (weight scaling already applied: use the weights as they are)"
+        case (.inverted, _): return "inverted (scaled by 1/p while training: use the weights as they are)"
+        }
+    }
+
+    static func recipeSummary(_ recipe: String) -> String {
+        guard let r = JSON.parse(recipe), case .object(let pairs) = r else { return "(not a JSON object)" }
+        let wanted = ["epochs", "batch_size", "learning_rate", "lr_decay", "momentum", "momentum_final",
+                      "momentum_ramp_epochs", "max_norm", "l2", "limit", "data"]
+        var parts: [String] = []
+        for key in wanted {
+            if let v = r[key] { parts.append("\(key) \(v.serialized(indent: nil))") }
+        }
+        if parts.isEmpty { parts = pairs.prefix(8).map { "\($0.0) \($0.1.serialized(indent: nil))" } }
+        return parts.joined(separator: ", ")
+    }
+
+    static func text(_ bundle: BundleReader, stats: [WeightStats]?) -> String {
+        let info = bundle.info
+        var out: [String] = []
+        let size = File.size(of: bundle.path).map(Format.bytes) ?? "?"
+        var head = "\(bundle.path)  (\(size), format \(info.formatVersion)"
+        if let c = info.creator { head += ", written by \(c)" }
+        out.append(head + ")")
+        if info.formatVersion > FormatVersion.current {
+            out.append("note: written by a newer minor format version; fields this dropmodel does not know are not shown")
+        }
+        out.append("convention  " + conventionText(info))
+        let bytes = info.layers.reduce(0) { $0 + $1.parameterCount * $1.dtype.bytes }
+        out.append("parameters  \(Format.grouped(info.parameterCount)) (\(Format.bytes(UInt64(bytes))))")
+        out.append("")
+        var rows: [[String]] = []
+        for (i, l) in info.layers.enumerated() {
+            rows.append([String(i), l.name, l.kind.rawValue, "\(l.inputs) -> \(l.outputs)", l.activation.rawValue,
+                         Format.short(l.keepProb), l.dtype.rawValue, Format.grouped(l.parameterCount)])
+        }
+        rows.append(["", "total", "", "", "", "", "", Format.grouped(info.parameterCount)])
+        out.append(Format.table(["#", "name", "kind", "inputs -> outputs", "activation", "keep p", "dtype", "parameters"],
+                                rows, rightAligned: [0, 7]))
+        if let stats {
+            out.append("")
+            var srows: [[String]] = []
+            for (i, s) in stats.enumerated() {
+                srows.append([String(i), info.layers[i].name, Format.short(s.min), Format.short(s.max), Format.short(s.mean),
+                              Format.short(s.std), String(s.nanCount), String(s.infCount), Format.short(s.maxUnitNorm)])
+            }
+            out.append(Format.table(["#", "name", "min", "max", "mean", "std", "NaN", "Inf", "max unit L2"],
+                                    srows, rightAligned: [0, 2, 3, 4, 5, 6, 7, 8]))
+        }
+        out.append("")
+        if let rng = info.rng {
+            out.append("rng         \(rng.algorithm), seed \(rng.seed.map { String($0) } ?? "not recorded"), stream layout \(rng.streamLayout)")
+        } else {
+            out.append("rng         not recorded")
+        }
+        if let t = info.training {
+            out.append("training    " + recipeSummary(t.recipe))
+            if let d = t.dataDescription { out.append("data        " + d) }
+            if let fp = t.dataFingerprint { out.append("fingerprint " + fp) }
+        } else {
+            out.append("training    not recorded")
+        }
+        if let h = info.history, let last = h.epochs.last {
+            out.append("history     \(h.epochs.count) epoch\(h.epochs.count == 1 ? "" : "s"); last: loss \(Format.short(last.loss)), "
+                       + "train error \(Format.percent(last.trainError)), test error \(Format.percent(last.testError))")
+            out.append("digest      sha256:\(WeightDigest.hex(last.weightsSHA256)) (after epoch \(last.epoch))")
+        } else if let h = info.history {
+            out.append("history     0 epochs" + (h.initialWeightsSHA256 != nil ? " (initial weights only)" : ""))
+        } else {
+            out.append("history     not recorded")
+        }
+        return out.joined(separator: "\n")
+    }
+
+    static func json(_ bundle: BundleReader, stats: [WeightStats]?) -> JSON {
+        let info = bundle.info
+        let layers: [JSON] = info.layers.enumerated().map { i, l in
+            var o: [(String, JSON)] = [
+                ("index", .int(Int64(i))), ("name", .string(l.name)), ("kind", .string(l.kind.rawValue)),
+                ("inputs", .int(Int64(l.inputs))), ("outputs", .int(Int64(l.outputs))),
+                ("activation", .string(l.activation.rawValue)), ("keep_prob", .double(l.keepProb)),
+                ("dtype", .string(l.dtype.rawValue)), ("parameters", .int(Int64(l.parameterCount))),
+            ]
+            if let s = stats?[i] {
+                o.append(("stats", .object([
+                    ("min", .number(s.min)), ("max", .number(s.max)), ("mean", .number(s.mean)), ("std", .number(s.std)),
+                    ("nan", .int(Int64(s.nanCount))), ("inf", .int(Int64(s.infCount))), ("max_unit_norm", .number(s.maxUnitNorm)),
+                ])))
+            }
+            return .object(o)
+        }
+        let rng: JSON = info.rng.map { r in
+            .object([("algorithm", .string(r.algorithm)), ("seed", r.seed.map { .int($0) } ?? .null),
+                     ("stream_layout", .int(Int64(r.streamLayout)))])
+        } ?? .null
+        let training: JSON = info.training.map { t in
+            .object([("recipe", JSON.parse(t.recipe) ?? .string(t.recipe)), ("data_fingerprint", .optional(t.dataFingerprint)),
+                     ("data_description", .optional(t.dataDescription))])
+        } ?? .null
+        let history: JSON = info.history.map { h in
+            .object([
+                ("epochs", .int(Int64(h.epochs.count))),
+                ("initial_weights_sha256", h.initialWeightsSHA256.map { .string(WeightDigest.hex($0)) } ?? .null),
+                ("records", .array(h.epochs.map { e in
+                    .object([("epoch", .int(Int64(e.epoch))), ("loss", .number(e.loss)), ("train_error", .number(e.trainError)),
+                             ("test_error", .number(e.testError)), ("weights_sha256", .string(WeightDigest.hex(e.weightsSHA256)))])
+                })),
+            ])
+        } ?? .null
+        return .object([
+            ("file", .string(bundle.path)),
+            ("file_size", File.size(of: bundle.path).map { .int(Int64($0)) } ?? .null),
+            ("format_version", .string(info.formatVersion.description)),
+            ("creator", .optional(info.creator)),
+            ("convention", .string(info.convention.rawValue)),
+            ("baked", .bool(info.baked)),
+            ("parameters", .int(Int64(info.parameterCount))),
+            ("layers", .array(layers)),
+            ("rng", rng),
+            ("training", training),
+            ("history", history),
+        ])
+    }
+}

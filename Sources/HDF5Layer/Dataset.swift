@@ -1,0 +1,278 @@
+internal import CHDF5
+
+/// How a dataset's bytes are laid out in the file.
+public struct StorageInfo: Sendable, Equatable {
+    public enum Layout: String, Sendable { case compact, contiguous, chunked, virtual, unknown }
+    public var layout: Layout
+    /// Chunk dimensions for chunked datasets.
+    public var chunk: [Int]?
+    /// Filter names in pipeline order ("fletcher32", "deflate", "shuffle", or the id of another).
+    public var filters: [String]
+    /// The number of external-storage files (a bundle has none).
+    public var externalFiles: Int
+    /// Bytes allocated in the file for the data.
+    public var storedBytes: UInt64
+}
+
+/// A dataset in an open file.
+///
+/// Opening one through ``Group/dataset(_:)`` refuses what a bundle never needs: external raw
+/// storage (which reads bytes of any other file), virtual datasets, and any filter but
+/// Fletcher32, deflate and shuffle (plugin loading is off for the whole process anyway).
+/// Reads bound their element count before allocating.
+public final class Dataset: Object, @unchecked Sendable {
+    /// The filters a bundle may use. Built into libhdf5; never a plugin.
+    public static let allowedFilters: Set<Int32> = [
+        Int32(chdf5_Z_FILTER_FLETCHER32()), Int32(chdf5_Z_FILTER_DEFLATE()), Int32(chdf5_Z_FILTER_SHUFFLE()),
+    ]
+
+    /// The dataset's shape, bounded in rank.
+    public func shape() throws -> [Int] {
+        try HDF5Library.withLock { () throws -> [Int] in
+            let space = Dataspace(owning: try location.checkID(H5Dget_space(handle.id), "read shape"))
+            let dims = try space.dims(at: location, maxRank: limits.maxRank)
+            guard elementCount(dims) != nil else {
+                throw location.error(.tooLarge, "read shape", "its shape \(dims) overflows a 64-bit element count")
+            }
+            return dims.map { Int($0) }
+        }
+    }
+
+    /// The stored element type.
+    public func elementType() throws -> ElementType {
+        try HDF5Library.withLock { () throws -> ElementType in
+            let type = Handle(try location.checkID(H5Dget_type(handle.id), "read datatype"), .datatype)
+            return try ElementType.describe(type.id, at: location)
+        }
+    }
+
+    /// Layout, chunking and filters, read from the creation property list (no data read).
+    public func storageInfo() throws -> StorageInfo {
+        try HDF5Library.withLock { () throws -> StorageInfo in
+            let dcpl = Handle(try location.checkID(H5Dget_create_plist(handle.id), "read storage properties"), .plist)
+            let layout: StorageInfo.Layout
+            var chunk: [Int]?
+            switch H5Pget_layout(dcpl.id) {
+            case H5D_COMPACT: layout = .compact
+            case H5D_CONTIGUOUS: layout = .contiguous
+            case H5D_CHUNKED:
+                layout = .chunked
+                var dims = [hsize_t](repeating: 0, count: 32)
+                let rank = H5Pget_chunk(dcpl.id, 32, &dims)
+                if rank < 0 { throw location.libraryError("read chunking") }
+                chunk = dims.prefix(Int(rank)).map { Int($0) }
+            case H5D_VIRTUAL: layout = .virtual
+            default: layout = .unknown
+            }
+            let external = H5Pget_external_count(dcpl.id)
+            if external < 0 { throw location.libraryError("read external storage") }
+            let nfilters = H5Pget_nfilters(dcpl.id)
+            if nfilters < 0 { throw location.libraryError("read filters") }
+            var filters: [String] = []
+            for i in 0..<UInt32(nfilters) {
+                var flags: UInt32 = 0
+                var nelmts: Int = 0
+                var config: UInt32 = 0
+                var name = [CChar](repeating: 0, count: 256)
+                let id = H5Pget_filter2(dcpl.id, i, &flags, &nelmts, nil, name.count, &name, &config)
+                if id < 0 { throw location.libraryError("read filters") }
+                switch id {
+                case chdf5_Z_FILTER_FLETCHER32(): filters.append("fletcher32")
+                case chdf5_Z_FILTER_DEFLATE(): filters.append("deflate")
+                case chdf5_Z_FILTER_SHUFFLE(): filters.append("shuffle")
+                default: filters.append("filter \(id)")
+                }
+            }
+            let stored = H5Dget_storage_size(handle.id)
+            return StorageInfo(layout: layout, chunk: chunk, filters: filters, externalFiles: Int(external), storedBytes: stored)
+        }
+    }
+
+    /// Throws if the dataset uses external storage, a virtual layout or a filter not allowed.
+    func checkStorageIsSafe() throws {
+        let info = try storageInfo()
+        if info.externalFiles > 0 {
+            throw error(.refused, "open dataset",
+                "its data is stored in \(info.externalFiles) external file(s); dropmodel refuses external storage "
+                + "because it can read any file on this machine")
+        }
+        if info.layout == .virtual {
+            throw error(.refused, "open dataset", "it is a virtual dataset, which maps data from other files")
+        }
+        if info.layout == .unknown {
+            throw error(.refused, "open dataset", "its storage layout is not one HDF5 1.10 defines")
+        }
+        if let bad = info.filters.first(where: { $0.hasPrefix("filter ") }) {
+            throw error(.refused, "open dataset",
+                "it uses \(bad), which is not built in; dropmodel reads only Fletcher32, deflate and shuffle "
+                + "and never loads filter plugins")
+        }
+    }
+
+    // MARK: Reading
+
+    /// Reads the whole dataset as `Float` (from any float or integer type).
+    public func readFloats() throws -> [Float] {
+        let shape = try shape()
+        return try readFloatRows(start: 0, count: shape.first ?? 1)
+    }
+
+    /// Reads rows `start ..< start + count` (along the first dimension) as `Float`.
+    public func readFloatRows(start: Int, count: Int) throws -> [Float] {
+        try readRows(start: start, count: count, memType: { chdf5_T_NATIVE_FLOAT() }, zero: Float(0))
+    }
+
+    /// Reads rows into a caller-provided buffer (no allocation), as `Float`.
+    public func readFloatRows(start: Int, count: Int, into buffer: UnsafeMutableBufferPointer<Float>) throws {
+        try HDF5Library.withLock { () throws in
+            let (memSpace, fileSpace, n) = try selectRows(start: start, count: count)
+            guard buffer.count >= n else {
+                throw location.error(.typeMismatch, "read rows", "the buffer holds \(buffer.count) of \(n) elements")
+            }
+            try requireNumeric()
+            if n == 0 { return }
+            try location.check(
+                H5Dread(handle.id, chdf5_T_NATIVE_FLOAT(), memSpace.id, fileSpace.id, chdf5_P_DEFAULT(), buffer.baseAddress),
+                "read data")
+        }
+    }
+
+    /// Reads the whole dataset as `Double`.
+    public func readDoubles() throws -> [Double] {
+        let shape = try shape()
+        return try readRows(start: 0, count: shape.first ?? 1, memType: { chdf5_T_NATIVE_DOUBLE() }, zero: Double(0))
+    }
+
+    /// Reads the whole dataset as `Int64` (integer datasets only).
+    public func readInt64s() throws -> [Int64] {
+        guard case .integer = try elementType() else {
+            throw error(.typeMismatch, "read data", "expected integers, found \(try elementType())")
+        }
+        let shape = try shape()
+        return try readRows(start: 0, count: shape.first ?? 1, memType: { chdf5_T_NATIVE_INT64() }, zero: Int64(0))
+    }
+
+    /// Reads the whole dataset as bytes (integer datasets of one byte only).
+    public func readUInt8s() throws -> [UInt8] {
+        guard case .integer(1, _) = try elementType() else {
+            throw error(.typeMismatch, "read data", "expected 8-bit integers, found \(try elementType())")
+        }
+        let shape = try shape()
+        return try readRows(start: 0, count: shape.first ?? 1, memType: { chdf5_T_NATIVE_UINT8() }, zero: UInt8(0))
+    }
+
+    private func requireNumeric() throws {
+        let type = Handle(try location.checkID(H5Dget_type(handle.id), "read datatype"), .datatype)
+        let t = try ElementType.describe(type.id, at: location)
+        switch t {
+        case .float, .integer: return
+        default: throw location.error(.typeMismatch, "read data", "expected numbers, found \(t)")
+        }
+    }
+
+    private func readRows<T>(start: Int, count: Int, memType: () -> hid_t, zero: T) throws -> [T] {
+        try HDF5Library.withLock { () throws -> [T] in
+            let (memSpace, fileSpace, n) = try selectRows(start: start, count: count)
+            try requireNumeric()
+            guard n <= limits.maxElementsPerRead else {
+                throw location.error(.tooLarge, "read data",
+                    "reading \(n) elements at once is more than the \(limits.maxElementsPerRead) allowed; read it in blocks")
+            }
+            var out = [T](repeating: zero, count: n)
+            if n == 0 { return out }
+            try location.check(
+                out.withUnsafeMutableBytes { H5Dread(handle.id, memType(), memSpace.id, fileSpace.id, chdf5_P_DEFAULT(), $0.baseAddress) },
+                "read data")
+            return out
+        }
+    }
+
+    /// Selects rows [start, start+count) of the first dimension in the file, and a matching
+    /// memory space. Scalars: the whole (one-element) dataset.
+    private func selectRows(start: Int, count: Int) throws -> (Dataspace, Dataspace, Int) {
+        let fileSpace = Dataspace(owning: try location.checkID(H5Dget_space(handle.id), "read shape"))
+        let dims = try fileSpace.dims(at: location, maxRank: limits.maxRank)
+        if dims.isEmpty {
+            let mem = try Dataspace.simple([], at: location)
+            return (mem, fileSpace, 1)
+        }
+        guard start >= 0, count >= 0, UInt64(start) + UInt64(count) <= dims[0] else {
+            throw location.error(.typeMismatch, "read rows", "rows \(start)..<\(start + count) are outside its \(dims[0]) rows")
+        }
+        var sub = dims
+        sub[0] = UInt64(count)
+        guard let n = elementCount(sub) else {
+            throw location.error(.tooLarge, "read rows", "the selection overflows a 64-bit element count")
+        }
+        guard n <= limits.maxElementsPerRead else {
+            throw location.error(.tooLarge, "read data",
+                "reading \(n) elements at once is more than the \(limits.maxElementsPerRead) allowed")
+        }
+        if count == 0 { return (try Dataspace.simple([0], at: location), fileSpace, 0) }
+        var offset = [hsize_t](repeating: 0, count: dims.count)
+        offset[0] = hsize_t(start)
+        let counts = sub.map { hsize_t($0) }
+        try location.check(
+            H5Sselect_hyperslab(fileSpace.id, H5S_SELECT_SET, offset, nil, counts, nil), "select rows")
+        let mem = try Dataspace.simple(sub.map { Int($0) }, at: location)
+        return (mem, fileSpace, n)
+    }
+
+    // MARK: Writing
+
+    /// Writes rows `start ..< start + count` from `values` (row-major, `Float`), converting to
+    /// the dataset's stored type. float16 datasets are written with round-to-nearest-even done
+    /// in Swift (`Float16.init`), so the bits never depend on HDF5's converter.
+    public func writeFloatRows(start: Int, count: Int, _ values: UnsafeBufferPointer<Float>) throws {
+        let type = try elementType()
+        try HDF5Library.withLock { () throws in
+            let (memSpace, fileSpace, n) = try selectRows(start: start, count: count)
+            precondition(values.count == n, "writeFloatRows: \(values.count) values for \(n) elements")
+            if n == 0 { return }
+            if case .float(2) = type {
+                let half = try StorageType.float16.makeFileType(at: location)
+                let bits = values.map { Float16($0).bitPattern }  // little-endian host
+                try location.check(
+                    bits.withUnsafeBytes { H5Dwrite(handle.id, half.id, memSpace.id, fileSpace.id, chdf5_P_DEFAULT(), $0.baseAddress) },
+                    "write data")
+            } else {
+                try location.check(
+                    H5Dwrite(handle.id, chdf5_T_NATIVE_FLOAT(), memSpace.id, fileSpace.id, chdf5_P_DEFAULT(), values.baseAddress),
+                    "write data")
+            }
+        }
+    }
+
+    /// Writes the whole dataset from `Float`s.
+    public func write(floats values: [Float]) throws {
+        let rows = try shape().first ?? 1
+        try values.withUnsafeBufferPointer { try writeFloatRows(start: 0, count: rows, $0) }
+    }
+
+    /// Writes the whole dataset from `Double`s.
+    public func write(doubles values: [Double]) throws {
+        try writeAll(values, memType: chdf5_T_NATIVE_DOUBLE())
+    }
+
+    /// Writes the whole dataset from `Int64`s.
+    public func write(int64s values: [Int64]) throws {
+        try writeAll(values, memType: chdf5_T_NATIVE_INT64())
+    }
+
+    /// Writes the whole dataset from bytes.
+    public func write(uint8s values: [UInt8]) throws {
+        try writeAll(values, memType: chdf5_T_NATIVE_UINT8())
+    }
+
+    private func writeAll<T>(_ values: [T], memType: hid_t) throws {
+        let rows = try shape().first ?? 1
+        try HDF5Library.withLock { () throws in
+            let (memSpace, fileSpace, n) = try selectRows(start: 0, count: rows)
+            precondition(values.count == n, "write: \(values.count) values for \(n) elements")
+            if n == 0 { return }
+            try location.check(
+                values.withUnsafeBytes { H5Dwrite(handle.id, memType, memSpace.id, fileSpace.id, chdf5_P_DEFAULT(), $0.baseAddress) },
+                "write data")
+        }
+    }
+}

@@ -1,0 +1,121 @@
+internal import CHDF5
+import Foundation
+
+/// An open HDF5 file.
+///
+/// Files are opened with `H5F_CLOSE_STRONG`, so closing the file closes every object still
+/// open in it; objects keep their file alive, so that never happens under a live object.
+/// Created files do not track object times, so writing the same content twice gives the same
+/// bytes.
+public final class File: @unchecked Sendable {
+    let handle: Handle
+    public let path: String
+    public let limits: ReadLimits
+
+    private init(handle: Handle, path: String, limits: ReadLimits) {
+        self.handle = handle
+        self.path = path
+        self.limits = limits
+    }
+
+    /// Opens an existing file read-only.
+    public static func open(_ path: String, limits: ReadLimits = .default) throws -> File {
+        let loc = Location(file: path, object: "/")
+        var st = stat()
+        if stat(path, &st) != 0 {
+            let reason = String(cString: strerror(errno))
+            throw loc.error(.system, "open file", reason.lowercased())
+        }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            throw loc.error(.system, "open file", "it is a directory")
+        }
+        return try HDF5Library.withLock { () throws -> File in
+            let fapl = Handle(try loc.checkID(H5Pcreate(chdf5_P_FILE_ACCESS()), "open file"), .plist)
+            try loc.check(H5Pset_fclose_degree(fapl.id, H5F_CLOSE_STRONG), "open file")
+            let isHDF5 = H5Fis_hdf5(path)
+            if isHDF5 == 0 {
+                throw loc.error(.typeMismatch, "open file",
+                    "it is not an HDF5 file (no HDF5 signature found); a dropmodel bundle is an HDF5 file")
+            }
+            if isHDF5 < 0 { throw loc.libraryError("open file") }
+            let id = try loc.checkID(H5Fopen(path, chdf5_F_ACC_RDONLY(), fapl.id), "open file")
+            return File(handle: Handle(id, .file), path: path, limits: limits)
+        }
+    }
+
+    /// Creates (truncating) a file for writing. Prefer ``writeAtomically(to:_:)``.
+    public static func create(_ path: String) throws -> File {
+        let loc = Location(file: path, object: "/")
+        return try HDF5Library.withLock { () throws -> File in
+            let fcpl = Handle(try loc.checkID(H5Pcreate(chdf5_P_FILE_CREATE()), "create file"), .plist)
+            try loc.check(chdf5_set_track_times(fcpl.id, 0), "create file")
+            let fapl = Handle(try loc.checkID(H5Pcreate(chdf5_P_FILE_ACCESS()), "create file"), .plist)
+            try loc.check(H5Pset_fclose_degree(fapl.id, H5F_CLOSE_STRONG), "create file")
+            let id = try loc.checkID(H5Fcreate(path, chdf5_F_ACC_TRUNC(), fcpl.id, fapl.id), "create file")
+            return File(handle: Handle(id, .file), path: path, limits: .default)
+        }
+    }
+
+    /// The root group.
+    public func root() throws -> Group {
+        let loc = Location(file: path, object: "/")
+        return try HDF5Library.withLock { () throws -> Group in
+            let id = try loc.checkID(H5Gopen2(handle.id, "/", chdf5_P_DEFAULT()), "open root group")
+            return Group(handle: Handle(id, .group), owner: self, location: loc, limits: limits)
+        }
+    }
+
+    /// Flushes and closes the file now (also done when the last reference goes away).
+    public func close() throws {
+        let loc = Location(file: path, object: "/")
+        try HDF5Library.withLock { () throws in
+            guard handle.id >= 0 else { return }
+            try loc.check(H5Fflush(handle.id, H5F_SCOPE_GLOBAL), "flush file")
+        }
+        handle.close()
+    }
+
+    /// The size of the file on disk in bytes.
+    public static func size(of path: String) -> UInt64? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return UInt64(st.st_size)
+    }
+
+    /// Writes a new file at `path` without ever leaving a partial file there.
+    ///
+    /// `body` writes into a temporary file in the same directory; on success the file is
+    /// closed, synced to disk and renamed over `path` (atomic on POSIX file systems), and the
+    /// directory is synced. On any error, or if the process dies, `path` is untouched and the
+    /// temporary file is removed (or, after a kill, left under a `.dropmodel-tmp-` name).
+    public static func writeAtomically<T>(to path: String, _ body: (File) throws -> T) throws -> T {
+        let url = URL(fileURLWithPath: path)
+        let dir = url.deletingLastPathComponent().path
+        let tmp = dir + "/.dropmodel-tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))-" + url.lastPathComponent
+        let loc = Location(file: path, object: "/")
+        var ok = false
+        defer { if !ok { unlink(tmp) } }
+        let result: T
+        do {
+            let file = try File.create(tmp)
+            result = try body(file)
+            try file.close()
+        }
+        let fd = Glibc.open(tmp, O_RDONLY)
+        if fd >= 0 {
+            _ = fsync(fd)
+            Glibc.close(fd)
+        }
+        if rename(tmp, path) != 0 {
+            throw loc.error(.system, "write file", "renaming the finished temporary file into place failed: "
+                + String(cString: strerror(errno)))
+        }
+        ok = true
+        let dfd = Glibc.open(dir.isEmpty ? "." : dir, O_RDONLY)
+        if dfd >= 0 {
+            _ = fsync(dfd)
+            Glibc.close(dfd)
+        }
+        return result
+    }
+}

@@ -1,0 +1,142 @@
+internal import CHDF5
+
+/// A failure inside the HDF5 layer: which file, which object in it, what was being done, and
+/// what went wrong.
+///
+/// Errors coming from the C library carry the top and bottom descriptions of HDF5's error
+/// stack (the API call's summary and the root cause), captured immediately after the failing
+/// call; the message reads like h5py's: `top (bottom)`.
+public struct HDF5Error: Error, CustomStringConvertible, Sendable, Equatable {
+    /// What kind of failure this is. Extensible: new codes never break a caller's `switch`
+    /// because callers compare against the static members.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        public let rawValue: String
+        public init(_ rawValue: String) { self.rawValue = rawValue }
+        public var description: String { rawValue }
+
+        /// The C library reported a failure.
+        public static let library = Code("library")
+        /// The object or attribute does not exist.
+        public static let notFound = Code("not-found")
+        /// The object exists but is of the wrong kind or type, shape or size.
+        public static let typeMismatch = Code("type-mismatch")
+        /// A declared size is beyond what dropmodel will allocate.
+        public static let tooLarge = Code("too-large")
+        /// The file uses a feature a bundle never needs and that dropmodel refuses
+        /// (external links, external storage, unknown filters, ...).
+        public static let refused = Code("refused")
+        /// A string is not valid in its declared encoding.
+        public static let badString = Code("bad-string")
+        /// An operating-system failure (open, rename, ...).
+        public static let system = Code("system")
+    }
+
+    public var code: Code
+    /// The file the failure happened in.
+    public var file: String
+    /// The object path inside the file ("/" for the root), possibly with `@attribute`.
+    public var object: String
+    /// What dropmodel was doing, e.g. "open dataset".
+    public var operation: String
+    /// What is wrong, in words.
+    public var message: String
+    /// HDF5's own top and bottom error-stack descriptions, when the C library failed.
+    public var hdf5Top: String?
+    public var hdf5Bottom: String?
+
+    public init(
+        code: Code, file: String, object: String, operation: String, message: String,
+        hdf5Top: String? = nil, hdf5Bottom: String? = nil
+    ) {
+        self.code = code
+        self.file = file
+        self.object = object
+        self.operation = operation
+        self.message = message
+        self.hdf5Top = hdf5Top
+        self.hdf5Bottom = hdf5Bottom
+    }
+
+    public var description: String {
+        "\(file): \(object): cannot \(operation): \(message)"
+    }
+}
+
+/// One frame of HDF5's error stack.
+struct ErrorFrame {
+    var description: String
+    var function: String
+}
+
+/// Walks the calling thread's current HDF5 error stack (downward: API call first, root cause
+/// last) and clears it. Must run under the library lock, right after the failing call.
+func captureErrorStack() -> [ErrorFrame] {
+    final class Box { var frames: [ErrorFrame] = [] }
+    let box = Box()
+    let stack = H5Eget_current_stack()
+    guard stack >= 0 else { return [] }
+    defer { H5Eclose_stack(stack) }
+    let unmanaged = Unmanaged.passUnretained(box)
+    _ = withExtendedLifetime(box) {
+        H5Ewalk2(stack, H5E_WALK_DOWNWARD, { _, frame, context in
+            guard let frame, let context else { return 0 }
+            let box = Unmanaged<Box>.fromOpaque(context).takeUnretainedValue()
+            let desc = frame.pointee.desc.map { String(cString: $0) } ?? ""
+            let fn = frame.pointee.func_name.map { String(cString: $0) } ?? ""
+            box.frames.append(ErrorFrame(description: desc, function: fn))
+            return 0
+        }, unmanaged.toOpaque())
+    }
+    return box.frames
+}
+
+/// Where an operation happens, for error messages.
+struct Location: Sendable {
+    var file: String
+    var object: String
+    init(file: String, object: String) {
+        self.file = file
+        self.object = object
+    }
+
+    func error(_ code: HDF5Error.Code, _ operation: String, _ message: String) -> HDF5Error {
+        HDF5Error(code: code, file: file, object: object, operation: operation, message: message)
+    }
+
+    /// The error for a failed C call, with HDF5's stack captured now.
+    func libraryError(_ operation: String) -> HDF5Error {
+        let frames = captureErrorStack()
+        let top = frames.first?.description
+        let bottom = frames.count > 1 ? frames.last?.description : nil
+        let message: String
+        switch (top, bottom) {
+        case let (t?, b?) where !t.isEmpty && !b.isEmpty && t != b: message = "\(t) (\(b))"
+        case let (t?, _) where !t.isEmpty: message = t
+        default: message = "the HDF5 library reported an error"
+        }
+        return HDF5Error(
+            code: .library, file: file, object: object, operation: operation, message: message,
+            hdf5Top: top, hdf5Bottom: bottom)
+    }
+
+    /// Checks a status return (`herr_t`): negative means failure.
+    @discardableResult
+    func check(_ status: herr_t, _ operation: @autoclosure () -> String) throws -> herr_t {
+        if status < 0 { throw libraryError(operation()) }
+        return status
+    }
+
+    /// Checks an identifier return (`hid_t`): negative means failure.
+    func checkID(_ id: hid_t, _ operation: @autoclosure () -> String) throws -> hid_t {
+        if id < 0 { throw libraryError(operation()) }
+        return id
+    }
+
+    func child(_ name: String) -> Location {
+        Location(file: file, object: object == "/" ? "/" + name : object + "/" + name)
+    }
+
+    func attribute(_ name: String) -> Location {
+        Location(file: file, object: object + "@" + name)
+    }
+}

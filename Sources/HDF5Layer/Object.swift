@@ -1,0 +1,380 @@
+internal import CHDF5
+internal import Glibc
+
+/// A group or dataset in an open file: the things that carry attributes.
+///
+/// Attribute readers check the stored type and size before allocating, and convert between
+/// numeric types only where no information is lost in meaning (any integer or float to
+/// `Double`; integers to `Int64`).
+public class Object: @unchecked Sendable {
+    let handle: Handle
+    /// Keeps the file open for as long as any of its objects lives.
+    let owner: File?
+    let location: Location
+    let limits: ReadLimits
+
+    /// The path of the file this object is in.
+    public var filePath: String { location.file }
+    /// The object's absolute path inside the file.
+    public var path: String { location.object }
+
+    init(handle: Handle, owner: File?, location: Location, limits: ReadLimits) {
+        self.handle = handle
+        self.owner = owner
+        self.location = location
+        self.limits = limits
+    }
+
+    /// An error located at this object.
+    public func error(_ code: HDF5Error.Code, _ operation: String, _ message: String) -> HDF5Error {
+        location.error(code, operation, message)
+    }
+
+    /// An error located at one of this object's attributes.
+    public func attributeError(_ name: String, _ code: HDF5Error.Code, _ message: String) -> HDF5Error {
+        location.attribute(name).error(code, "read attribute", message)
+    }
+
+    // MARK: Listing
+
+    /// The names of this object's attributes, in creation/name order as HDF5 lists them.
+    public func attributeNames() throws -> [String] {
+        try HDF5Library.withLock { () throws -> [String] in
+            var info = H5O_info_t()
+            try location.check(H5Oget_info2(handle.id, &info, UInt32(H5O_INFO_NUM_ATTRS)), "list attributes")
+            if info.num_attrs > UInt64(limits.maxListed) {
+                throw location.error(.tooLarge, "list attributes",
+                    "it has \(info.num_attrs) attributes, more than the \(limits.maxListed) dropmodel reads")
+            }
+            var names: [String] = []
+            for i in 0..<info.num_attrs {
+                let len = H5Aget_name_by_idx(handle.id, ".", H5_INDEX_NAME, H5_ITER_INC, hsize_t(i), nil, 0, chdf5_P_DEFAULT())
+                if len < 0 { throw location.libraryError("list attributes") }
+                if len > 65536 { throw location.error(.tooLarge, "list attributes", "an attribute name is \(len) bytes long") }
+                var buf = [CChar](repeating: 0, count: Int(len) + 1)
+                let got = H5Aget_name_by_idx(handle.id, ".", H5_INDEX_NAME, H5_ITER_INC, hsize_t(i), &buf, buf.count, chdf5_P_DEFAULT())
+                if got < 0 { throw location.libraryError("list attributes") }
+                names.append(try decodeName(buf, what: "an attribute name"))
+            }
+            return names
+        }
+    }
+
+    public func hasAttribute(_ name: String) throws -> Bool {
+        try HDF5Library.withLock { () throws -> Bool in
+            let r = H5Aexists(handle.id, name)
+            if r < 0 { throw location.attribute(name).libraryError("check for attribute") }
+            return r > 0
+        }
+    }
+
+    /// The stored type and shape of an attribute, without reading its value.
+    public func attributeInfo(_ name: String) throws -> (type: ElementType, shape: [Int]) {
+        try withAttribute(name) { attr, type, dims, loc throws in
+            (try ElementType.describe(type, at: loc), dims.map { Int($0) })
+        }
+    }
+
+    // MARK: Reading attributes
+
+    /// Reads a string attribute stored in any of the four encodings (fixed or variable length,
+    /// ASCII or UTF-8). A scalar or a one-element array.
+    public func readString(_ name: String) throws -> String {
+        let all = try readStrings(name)
+        guard all.count == 1 else {
+            throw attributeError(name, .typeMismatch, "expected one string, found an array of \(all.count)")
+        }
+        return all[0]
+    }
+
+    /// Reads a string-array attribute (any of the four encodings).
+    public func readStrings(_ name: String) throws -> [String] {
+        try withAttribute(name) { attr, type, dims, loc throws -> [String] in
+            guard case let .string(storage) = try ElementType.describe(type, at: loc) else {
+                let t = try ElementType.describe(type, at: loc)
+                throw loc.error(.typeMismatch, "read attribute", "expected a string, found \(t)")
+            }
+            guard let count = elementCount(dims), count <= limits.maxAttributeBytes else {
+                throw loc.error(.tooLarge, "read attribute", "it declares \(dims) strings")
+            }
+            return try readStringElements(
+                count: count, storage: storage, fileType: type, at: loc,
+                read: { mem, buf in H5Aread(attr, mem, buf) },
+                space: { H5Aget_space(attr) })
+        }
+    }
+
+    /// Reads an integer attribute (integer or enum class, scalar or one element).
+    public func readInt64(_ name: String) throws -> Int64 {
+        let v = try readInt64s(name)
+        guard v.count == 1 else {
+            throw attributeError(name, .typeMismatch, "expected one integer, found \(v.count) values")
+        }
+        return v[0]
+    }
+
+    /// Reads an integer-array attribute.
+    public func readInt64s(_ name: String) throws -> [Int64] {
+        try withAttribute(name) { attr, type, dims, loc throws -> [Int64] in
+            let t = try ElementType.describe(type, at: loc)
+            switch t {
+            case .integer, .enumeration: break
+            default: throw loc.error(.typeMismatch, "read attribute", "expected an integer, found \(t)")
+            }
+            let count = try boundedCount(dims, elementBytes: 8, at: loc)
+            let baseType: hid_t
+            if case .enumeration = t { baseType = H5Tget_super(type) } else { baseType = H5Tcopy(type) }
+            let base = Handle(try loc.checkID(baseType, "read attribute"), .datatype)
+            // Read with the base integer type in native order, then widen: an enum cannot
+            // be converted to a plain integer by HDF5.
+            let native = Handle(try loc.checkID(H5Tget_native_type(base.id, H5T_DIR_ASCEND), "read attribute"), .datatype)
+            let size = Int(H5Tget_size(native.id))
+            let signed = H5Tget_sign(native.id) == H5T_SGN_2
+            if case .enumeration = t {
+                // Reading an enum needs an enum memory type; use the file type's native copy.
+                let memEnum = Handle(try loc.checkID(H5Tget_native_type(type, H5T_DIR_ASCEND), "read attribute"), .datatype)
+                return try readRawIntegers(count: count, size: size, signed: signed, at: loc) { buf in
+                    H5Aread(attr, memEnum.id, buf)
+                }
+            }
+            return try readRawIntegers(count: count, size: size, signed: signed, at: loc) { buf in
+                H5Aread(attr, native.id, buf)
+            }
+        }
+    }
+
+    /// Reads a numeric attribute as a `Double` (scalar or one element).
+    public func readDouble(_ name: String) throws -> Double {
+        let v = try readDoubles(name)
+        guard v.count == 1 else {
+            throw attributeError(name, .typeMismatch, "expected one number, found \(v.count) values")
+        }
+        return v[0]
+    }
+
+    /// Reads a numeric array attribute as `Double`s.
+    public func readDoubles(_ name: String) throws -> [Double] {
+        let t = try attributeInfo(name).type
+        if case .float = t {
+            return try withAttribute(name) { attr, type, dims, loc throws -> [Double] in
+                let count = try boundedCount(dims, elementBytes: 8, at: loc)
+                var out = [Double](repeating: 0, count: count)
+                if count > 0 {
+                    try loc.check(out.withUnsafeMutableBytes { H5Aread(attr, chdf5_T_NATIVE_DOUBLE(), $0.baseAddress) }, "read attribute")
+                }
+                return out
+            }
+        }
+        if case .integer = t { return try readInt64s(name).map { Double($0) } }
+        if case .enumeration = t { return try readInt64s(name).map { Double($0) } }
+        throw attributeError(name, .typeMismatch, "expected a number, found \(t)")
+    }
+
+    // MARK: Writing attributes
+
+    /// How a string attribute is stored. dropmodel writes `.variableUTF8`; the others exist so
+    /// tests (and tools) can produce every encoding a reader meets.
+    public enum StringEncoding: Sendable {
+        case variableUTF8, variableASCII, fixedUTF8, fixedASCII
+    }
+
+    /// Writes (or replaces) a scalar string attribute, variable-length UTF-8 by default.
+    public func write(_ name: String, string value: String, encoding: StringEncoding = .variableUTF8) throws {
+        try HDF5Library.withLock { () throws in
+            let loc = location.attribute(name)
+            let type = Handle(try loc.checkID(H5Tcopy(chdf5_T_C_S1()), "write attribute"), .datatype)
+            let utf8 = encoding == .variableUTF8 || encoding == .fixedUTF8
+            let variable = encoding == .variableUTF8 || encoding == .variableASCII
+            let bytes = Array(value.utf8)
+            try loc.check(H5Tset_size(type.id, variable ? chdf5_T_VARIABLE() : max(1, bytes.count)), "write attribute")
+            try loc.check(H5Tset_cset(type.id, utf8 ? H5T_CSET_UTF8 : H5T_CSET_ASCII), "write attribute")
+            if !variable {
+                // NumPy's fixed-length `S` strings, as h5py writes them: NUL-padded.
+                try loc.check(H5Tset_strpad(type.id, H5T_STR_NULLPAD), "write attribute")
+            }
+            let space = try Dataspace.simple([], at: loc)
+            let attr = try createAttribute(name, type: type.id, space: space.id, at: loc)
+            let status: herr_t
+            if variable {
+                status = value.withCString { cstr in
+                    var ptr: UnsafePointer<CChar>? = cstr
+                    return withUnsafeMutablePointer(to: &ptr) { H5Awrite(attr.id, type.id, $0) }
+                }
+            } else {
+                let padded = bytes.isEmpty ? [0] : bytes
+                status = padded.withUnsafeBytes { H5Awrite(attr.id, type.id, $0.baseAddress) }
+            }
+            try loc.check(status, "write attribute")
+        }
+    }
+
+    /// Deletes an attribute.
+    public func deleteAttribute(_ name: String) throws {
+        try HDF5Library.withLock { () throws in
+            _ = try location.attribute(name).check(H5Adelete(handle.id, name), "delete attribute")
+        }
+    }
+
+    /// Writes (or replaces) a little-endian int64 attribute, scalar unless `shape` is given.
+    public func write(_ name: String, int64 values: [Int64], shape: [Int]? = nil) throws {
+        try writeNumeric(name, fileType: chdf5_T_STD_I64LE(), memType: chdf5_T_NATIVE_INT64(), values: values, shape: shape)
+    }
+
+    public func write(_ name: String, int64 value: Int64) throws {
+        try write(name, int64: [value], shape: [])
+    }
+
+    /// Writes (or replaces) a little-endian float64 attribute, scalar unless `shape` is given.
+    public func write(_ name: String, double values: [Double], shape: [Int]? = nil) throws {
+        try writeNumeric(name, fileType: chdf5_T_IEEE_F64LE(), memType: chdf5_T_NATIVE_DOUBLE(), values: values, shape: shape)
+    }
+
+    public func write(_ name: String, double value: Double) throws {
+        try write(name, double: [value], shape: [])
+    }
+
+    /// Writes a scalar uint8 attribute (dropmodel's booleans: 0 or 1).
+    public func write(_ name: String, uint8 value: UInt8) throws {
+        try writeNumeric(name, fileType: chdf5_T_STD_U8LE(), memType: chdf5_T_NATIVE_UINT8(), values: [value], shape: [])
+    }
+
+    // MARK: Internals
+
+    private func writeNumeric<T>(_ name: String, fileType: hid_t, memType: hid_t, values: [T], shape: [Int]?) throws {
+        try HDF5Library.withLock { () throws in
+            let loc = location.attribute(name)
+            let dims = shape ?? [values.count]
+            let space = try Dataspace.simple(dims, at: loc)
+            let attr = try createAttribute(name, type: fileType, space: space.id, at: loc)
+            try loc.check(values.withUnsafeBytes { H5Awrite(attr.id, memType, $0.baseAddress) }, "write attribute")
+        }
+    }
+
+    private func createAttribute(_ name: String, type: hid_t, space: hid_t, at loc: Location) throws -> Handle {
+        let exists = H5Aexists(handle.id, name)
+        if exists < 0 { throw loc.libraryError("write attribute") }
+        if exists > 0 { try loc.check(H5Adelete(handle.id, name), "replace attribute") }
+        return Handle(try loc.checkID(H5Acreate2(handle.id, name, type, space, chdf5_P_DEFAULT(), chdf5_P_DEFAULT()), "create attribute"), .attribute)
+    }
+
+    /// Opens an attribute, describes its type and shape, and runs `body` under the lock.
+    private func withAttribute<T>(
+        _ name: String, _ body: (hid_t, hid_t, [UInt64], Location) throws -> T
+    ) throws -> T {
+        try HDF5Library.withLock { () throws -> T in
+            let loc = location.attribute(name)
+            let exists = H5Aexists(handle.id, name)
+            if exists < 0 { throw loc.libraryError("read attribute") }
+            if exists == 0 { throw loc.error(.notFound, "read attribute", "the attribute is missing") }
+            let attr = Handle(try loc.checkID(H5Aopen(handle.id, name, chdf5_P_DEFAULT()), "open attribute"), .attribute)
+            let type = Handle(try loc.checkID(H5Aget_type(attr.id), "read attribute type"), .datatype)
+            let space = Dataspace(owning: try loc.checkID(H5Aget_space(attr.id), "read attribute shape"))
+            let dims = try space.dims(at: loc, maxRank: limits.maxRank)
+            return try body(attr.id, type.id, dims, loc)
+        }
+    }
+
+    private func boundedCount(_ dims: [UInt64], elementBytes: Int, at loc: Location) throws -> Int {
+        guard let n = elementCount(dims), n <= limits.maxAttributeBytes / elementBytes else {
+            throw loc.error(.tooLarge, "read attribute", "it declares shape \(dims), larger than dropmodel reads")
+        }
+        return n
+    }
+
+    func decodeName(_ buf: [CChar], what: String) throws -> String {
+        let bytes = buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+        guard let s = String(validating: bytes, as: UTF8.self) else {
+            throw location.error(.badString, "read \(what)", "it is not valid UTF-8")
+        }
+        return s
+    }
+}
+
+/// Reads `count` integers of `size` bytes through `read`, widening to Int64.
+func readRawIntegers(
+    count: Int, size: Int, signed: Bool, at loc: Location, read: (UnsafeMutableRawPointer) -> herr_t
+) throws -> [Int64] {
+    guard [1, 2, 4, 8].contains(size) else {
+        throw loc.error(.typeMismatch, "read integers", "integers of \(size) bytes are not supported")
+    }
+    if count == 0 { return [] }
+    var raw = [UInt8](repeating: 0, count: count * size)
+    let status = raw.withUnsafeMutableBytes { read($0.baseAddress!) }
+    try loc.check(status, "read integers")
+    var out = [Int64](repeating: 0, count: count)
+    raw.withUnsafeBytes { p in
+        for i in 0..<count {
+            let o = i * size
+            switch (size, signed) {
+            case (1, true): out[i] = Int64(p.load(fromByteOffset: o, as: Int8.self))
+            case (1, false): out[i] = Int64(p.load(fromByteOffset: o, as: UInt8.self))
+            case (2, true): out[i] = Int64(p.loadUnaligned(fromByteOffset: o, as: Int16.self))
+            case (2, false): out[i] = Int64(p.loadUnaligned(fromByteOffset: o, as: UInt16.self))
+            case (4, true): out[i] = Int64(p.loadUnaligned(fromByteOffset: o, as: Int32.self))
+            case (4, false): out[i] = Int64(p.loadUnaligned(fromByteOffset: o, as: UInt32.self))
+            case (8, true): out[i] = p.loadUnaligned(fromByteOffset: o, as: Int64.self)
+            default: out[i] = Int64(bitPattern: p.loadUnaligned(fromByteOffset: o, as: UInt64.self))
+            }
+        }
+    }
+    if size == 8 && !signed && out.contains(where: { $0 < 0 }) {
+        throw loc.error(.typeMismatch, "read integers", "an unsigned value does not fit in 64-bit signed range")
+    }
+    return out
+}
+
+/// Reads `count` strings stored with `storage` (fixed or variable, ASCII or UTF-8) and
+/// validates each as UTF-8 (ASCII as 7-bit).
+func readStringElements(
+    count: Int, storage: ElementType.StringStorage, fileType: hid_t, at loc: Location,
+    read: (hid_t, UnsafeMutableRawPointer) -> herr_t, space: () -> hid_t
+) throws -> [String] {
+    if count == 0 { return [] }
+    let limit = ReadLimits.default.maxAttributeBytes
+    var results: [String] = []
+    results.reserveCapacity(count)
+    func decode(_ bytes: some Collection<UInt8>) throws -> String {
+        if !storage.utf8, bytes.contains(where: { $0 >= 0x80 }) {
+            throw loc.error(.badString, "read string", "it is declared ASCII but has bytes above 127")
+        }
+        guard let s = String(validating: bytes, as: UTF8.self) else {
+            throw loc.error(.badString, "read string", "it is not valid UTF-8")
+        }
+        return s
+    }
+    if let length = storage.fixedLength {
+        guard length > 0, length <= limit, count <= limit / length else {
+            throw loc.error(.tooLarge, "read string", "\(count) strings of \(length) bytes are more than dropmodel reads")
+        }
+        let mem = Handle(try loc.checkID(H5Tcopy(fileType), "read string"), .datatype)
+        var raw = [UInt8](repeating: 0, count: count * length)
+        try loc.check(raw.withUnsafeMutableBytes { read(mem.id, $0.baseAddress!) }, "read string")
+        let pad = H5Tget_strpad(fileType)
+        for i in 0..<count {
+            var slice = raw[(i * length)..<((i + 1) * length)]
+            if let nul = slice.firstIndex(of: 0) { slice = slice[..<nul] }
+            if pad == H5T_STR_SPACEPAD { while slice.last == 0x20 { slice = slice.dropLast() } }
+            results.append(try decode(slice))
+        }
+        return results
+    }
+    // Variable length: read into C string pointers with a memory type of the same encoding,
+    // then free HDF5's buffers.
+    let mem = Handle(try loc.checkID(H5Tcopy(chdf5_T_C_S1()), "read string"), .datatype)
+    try loc.check(H5Tset_size(mem.id, chdf5_T_VARIABLE()), "read string")
+    try loc.check(H5Tset_cset(mem.id, storage.utf8 ? H5T_CSET_UTF8 : H5T_CSET_ASCII), "read string")
+    var ptrs = [UnsafeMutablePointer<CChar>?](repeating: nil, count: count)
+    try loc.check(ptrs.withUnsafeMutableBytes { read(mem.id, $0.baseAddress!) }, "read string")
+    let sp = Dataspace(owning: space())
+    defer {
+        _ = ptrs.withUnsafeMutableBytes { H5Dvlen_reclaim(mem.id, sp.id, chdf5_P_DEFAULT(), $0.baseAddress) }
+    }
+    for p in ptrs {
+        guard let p else { results.append(""); continue }
+        let n = strnlen(p, limit + 1)
+        if n > limit { throw loc.error(.tooLarge, "read string", "a string is longer than \(limit) bytes") }
+        let bytes = UnsafeRawBufferPointer(start: p, count: n)
+        results.append(try decode(bytes))
+    }
+    return results
+}

@@ -1,0 +1,3 @@
+import DropModelCLI
+
+DropModelCommand.main()

@@ -1,0 +1,122 @@
+public import BundleFormat
+import Foundation
+
+/// A fresh temporary directory, removed when the value is released.
+public final class TemporaryDirectory: @unchecked Sendable {
+    public let path: String
+
+    public init() {
+        let base = FileManager.default.temporaryDirectory.path
+        path = base + "/dropmodel-test-" + UUID().uuidString
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    public func file(_ name: String) -> String { path + "/" + name }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// Deterministic values for fixtures (xorshift64*; tests only, not the training streams).
+public struct FixtureRandom {
+    var state: UInt64
+    public init(seed: UInt64) { state = seed == 0 ? 0x9E37_79B9_7F4A_7C15 : seed }
+    public mutating func next() -> UInt64 {
+        state ^= state >> 12
+        state ^= state << 25
+        state ^= state >> 27
+        return state &* 0x2545_F491_4F6C_DD1D
+    }
+    /// Uniform in [-1, 1).
+    public mutating func float() -> Float { Float(next() >> 40) / Float(1 << 23) - 1 }
+}
+
+/// Builds small valid models for tests.
+public enum Fixtures {
+    /// A dense model with the given layer sizes, deterministic weights and full metadata.
+    public static func model(
+        sizes: [Int] = [6, 5, 4, 3], keep: [Double]? = nil, convention: DropoutConvention = .classic,
+        baked: Bool = false, seed: UInt64 = 1, dtype: WeightType = .float32, withHistory: Bool = true
+    ) -> Model {
+        var rng = FixtureRandom(seed: seed)
+        let keep = keep ?? (0..<(sizes.count - 1)).map { $0 == 0 ? 0.8 : 0.5 }
+        var layers: [LayerInfo] = []
+        var params: [Parameters] = []
+        for i in 0..<(sizes.count - 1) {
+            let last = i == sizes.count - 2
+            layers.append(LayerInfo(
+                name: last ? "output" : "hidden\(i + 1)", inputs: sizes[i], outputs: sizes[i + 1],
+                activation: last ? .softmax : .relu, keepProb: keep[i], dtype: dtype))
+            var w = (0..<(sizes[i] * sizes[i + 1])).map { _ in rng.float() }
+            var b = (0..<sizes[i + 1]).map { _ in rng.float() / 10 }
+            if dtype == .float16 {
+                w = w.map { Float(Float16($0)) }
+                b = b.map { Float(Float16($0)) }
+            }
+            params.append(Parameters(weight: w, bias: b))
+        }
+        let digest = WeightDigest.sha256(params)
+        let history = withHistory ? History(initialWeightsSHA256: Array(repeating: 7, count: 32), epochs: [
+            EpochRecord(epoch: 1, loss: 0.9, trainError: 0.3, testError: 0.31, weightsSHA256: Array(repeating: 1, count: 32)),
+            EpochRecord(epoch: 2, loss: 0.5, trainError: 0.2, testError: .nan, weightsSHA256: digest),
+        ]) : nil
+        let info = ModelInfo(
+            convention: convention, baked: baked, layers: layers,
+            rng: RNGInfo(seed: Int64(seed)),
+            training: TrainingInfo(
+                recipe: #"{"epochs":2,"batch_size":100,"learning_rate":0.1,"data":"fixture"}"#,
+                dataFingerprint: "sha256:" + String(repeating: "ab", count: 32), dataDescription: "fixture data"),
+            history: history, creator: "dropmodel tests")
+        return Model(info: info, parameters: params)
+    }
+}
+
+/// Runs the built `dropmodel` executable and captures its output.
+public struct CommandResult: Sendable {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+}
+
+public enum CLI {
+    /// The `dropmodel` binary next to the test bundle (`.build/<config>/dropmodel`), or
+    /// `$DROPMODEL_BIN`.
+    public static var executable: String {
+        if let env = ProcessInfo.processInfo.environment["DROPMODEL_BIN"] { return env }
+        var dir = Bundle.main.bundleURL
+        for _ in 0..<4 {
+            let candidate = dir.appendingPathComponent("dropmodel").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        let argv0 = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        return argv0.appendingPathComponent("dropmodel").path
+    }
+
+    @discardableResult
+    public static func run(_ arguments: [String], environment: [String: String]? = nil) throws -> CommandResult {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments
+        if let environment {
+            p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        // Read both pipes fully before waiting, so a large output cannot block the child.
+        let group = DispatchGroup()
+        nonisolated(unsafe) var errData = Data()
+        group.enter()
+        DispatchQueue.global().async {
+            errData = err.fileHandleForReading.readDataToEndOfFile()
+            group.leave()
+        }
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        p.waitUntilExit()
+        return CommandResult(
+            status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+            stderr: String(decoding: errData, as: UTF8.self))
+    }
+}
