@@ -10,7 +10,8 @@ let swiftSettings: [SwiftSetting] = [
 
 // The layers, bottom to top; arrows point one way:
 //   CHDF5 (C shim) -> HDF5Layer (safe handles, errors) -> BundleFormat (spec v1)
-//   DropoutRandom (Philox streams)                       -> DropModelCLI -> dropmodel
+//   DropoutRandom (Philox streams) -> Training (recipe, engine)
+//   all of the above -> DropModelCLI (commands) -> dropmodel (executable)
 let package = Package(
     name: "dropmodel",
     products: [
@@ -37,10 +38,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(name: "DropoutRandom", swiftSettings: swiftSettings),
+        .target(name: "Training", dependencies: ["BundleFormat", "DropoutRandom"], swiftSettings: swiftSettings),
         .target(
             name: "DropModelCLI",
             dependencies: [
-                "BundleFormat", "HDF5Layer", "DropoutRandom",
+                "BundleFormat", "HDF5Layer", "DropoutRandom", "Training",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings

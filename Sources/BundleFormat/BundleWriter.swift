@@ -94,7 +94,7 @@ public enum BundleWriter {
         if let h = info.history {
             let g = try root.createGroup(Schema.historyGroup)
             if let d = h.initialWeightsSHA256 {
-                try g.write("initial_weights_sha256", int64: d.map { Int64($0) }, shape: [d.count])
+                try g.write("initial_weights_sha256", uint8s: d)
             }
             let n = h.epochs.count
             try g.createDataset("epoch", type: .int64, shape: [n]).write(int64s: h.epochs.map { Int64($0.epoch) })

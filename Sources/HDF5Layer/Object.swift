@@ -233,6 +233,11 @@ public class Object: @unchecked Sendable {
         try write(name, double: [value], shape: [])
     }
 
+    /// Writes (or replaces) a uint8 array attribute (digests).
+    public func write(_ name: String, uint8s values: [UInt8]) throws {
+        try writeNumeric(name, fileType: chdf5_T_STD_U8LE(), memType: chdf5_T_NATIVE_UINT8(), values: values, shape: [values.count])
+    }
+
     /// Writes a scalar uint8 attribute (dropmodel's booleans: 0 or 1).
     public func write(_ name: String, uint8 value: UInt8) throws {
         try writeNumeric(name, fileType: chdf5_T_STD_U8LE(), memType: chdf5_T_NATIVE_UINT8(), values: [value], shape: [])

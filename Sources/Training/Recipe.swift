@@ -1,0 +1,131 @@
+public import BundleFormat
+import DropoutRandom
+import Foundation
+
+/// Everything that determines a training run besides the data: stored as JSON in a bundle's
+/// `/training@recipe` (keys: `Specs/bundle-format.md` §Recipe).
+public struct Recipe: Codable, Equatable, Sendable {
+    /// Layer widths, input first: `[784, 1024, 1024, 10]`.
+    public var layers: [Int]
+    /// Keep probability of each dense layer's inputs (`layers.count - 1` values).
+    public var keep: [Double]
+    /// Activation of the hidden layers; the output layer is softmax.
+    public var activation: Activation
+    public var convention: DropoutConvention
+    public var epochs: Int
+    public var batchSize: Int
+    /// Learning rate at epoch 1 (epoch e uses `learningRate * lrDecay^(e-1)`).
+    public var learningRate: Double
+    public var lrDecay: Double
+    /// Momentum at epoch 1, rising linearly to `momentumFinal` at `momentumRampEpochs`.
+    public var momentum: Double
+    public var momentumFinal: Double
+    public var momentumRampEpochs: Int
+    /// Max-norm radius c for each hidden unit's incoming weights (nil: no constraint).
+    public var maxNorm: Double?
+    /// L2 weight decay coefficient (0: none).
+    public var l2: Double
+    /// The data set name or path, as given to `--data`.
+    public var data: String
+    /// Use only the first `limit` training examples (nil: all).
+    public var limit: Int?
+    /// Weight initialisation scheme (`Specs/random-streams.md` §6).
+    public var initialization: String
+
+    enum CodingKeys: String, CodingKey {
+        case layers, keep, activation, convention, epochs
+        case batchSize = "batch_size"
+        case learningRate = "learning_rate"
+        case lrDecay = "lr_decay"
+        case momentum
+        case momentumFinal = "momentum_final"
+        case momentumRampEpochs = "momentum_ramp_epochs"
+        case maxNorm = "max_norm"
+        case l2, data, limit
+        case initialization = "init"
+    }
+
+    public init(
+        layers: [Int], keep: [Double], activation: Activation = .relu, convention: DropoutConvention = .classic,
+        epochs: Int = 10, batchSize: Int = 100, learningRate: Double = 0.1, lrDecay: Double = 1,
+        momentum: Double = 0.5, momentumFinal: Double = 0.99, momentumRampEpochs: Int = 500,
+        maxNorm: Double? = nil, l2: Double = 0, data: String = "fashion-mnist", limit: Int? = nil,
+        initialization: String = "glorot-uniform"
+    ) {
+        self.layers = layers
+        self.keep = keep
+        self.activation = activation
+        self.convention = convention
+        self.epochs = epochs
+        self.batchSize = batchSize
+        self.learningRate = learningRate
+        self.lrDecay = lrDecay
+        self.momentum = momentum
+        self.momentumFinal = momentumFinal
+        self.momentumRampEpochs = momentumRampEpochs
+        self.maxNorm = maxNorm
+        self.l2 = l2
+        self.data = data
+        self.limit = limit
+        self.initialization = initialization
+    }
+
+    /// What is wrong with the recipe, if anything (each a full sentence).
+    public func problems() -> [String] {
+        var out: [String] = []
+        if layers.count < 2 { out.append("--layers needs at least two sizes (inputs and outputs), e.g. 784,1024,10") }
+        if layers.contains(where: { $0 < 1 || $0 > 1 << 24 }) { out.append("every layer size must be in 1...16777216") }
+        if layers.count - 1 > StreamLayout.layerLimit { out.append("at most \(StreamLayout.layerLimit) layers") }
+        if keep.count != layers.count - 1 {
+            out.append("--keep needs one keep probability per dense layer (\(max(0, layers.count - 1))), got \(keep.count)")
+        }
+        if let bad = keep.first(where: { !Schema.isValidKeepProb($0) }) {
+            out.append("keep probability \(bad) is outside (0, 1]")
+        }
+        if epochs < 0 || epochs >= StreamLayout.epochLimit { out.append("--epochs must be in 0..<\(StreamLayout.epochLimit)") }
+        if batchSize < 1 || batchSize >= StreamLayout.exampleInBatchLimit { out.append("--batch-size must be at least 1") }
+        if !(learningRate.isFinite && learningRate > 0) { out.append("--learning-rate must be positive") }
+        if !(lrDecay.isFinite && lrDecay > 0 && lrDecay <= 1) { out.append("--lr-decay must be in (0, 1]") }
+        if !(0...1).contains(momentum) || !(0...1).contains(momentumFinal) { out.append("momentum must be in [0, 1]") }
+        if momentumRampEpochs < 0 { out.append("--momentum-ramp-epochs must be 0 or more") }
+        if let c = maxNorm, !(c.isFinite && c > 0) { out.append("--max-norm must be positive") }
+        if !(l2.isFinite && l2 >= 0) { out.append("--l2 must be 0 or more") }
+        if let l = limit, l < 1 { out.append("--limit must be at least 1") }
+        if initialization != "glorot-uniform" { out.append("init '\(initialization)' is not known (glorot-uniform)") }
+        return out
+    }
+
+    /// The layer metadata this recipe describes.
+    public var layerInfos: [LayerInfo] {
+        (0..<(layers.count - 1)).map { i in
+            let last = i == layers.count - 2
+            return LayerInfo(
+                name: last ? "output" : "hidden\(i + 1)", inputs: layers[i], outputs: layers[i + 1],
+                activation: last ? .softmax : activation, keepProb: keep[i])
+        }
+    }
+
+    /// Canonical JSON: sorted keys, so the same recipe is always the same bytes.
+    public func json() -> String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return String(decoding: try! e.encode(self), as: UTF8.self)
+    }
+
+    public static func decode(json: String) throws -> Recipe {
+        try JSONDecoder().decode(Recipe.self, from: Data(json.utf8))
+    }
+
+    /// The seeded initial weights (epoch 0), a pure function of (seed, layer sizes):
+    /// `Specs/random-streams.md` §6.
+    public func initialParameters(seed: UInt64) -> [Parameters] {
+        let streams = RandomStreams(seed: seed)
+        return layerInfos.enumerated().map { l, layer in
+            var w = [Float](repeating: 0, count: layer.inputs * layer.outputs)
+            w.withUnsafeMutableBufferPointer {
+                streams.glorotUniformInit(layer: l, outputs: layer.outputs, inputs: layer.inputs, into: $0)
+            }
+            return Parameters(weight: w, bias: [Float](repeating: 0, count: layer.outputs))
+        }
+    }
+}
