@@ -63,7 +63,7 @@ let package = Package(
         .testTarget(name: "DropoutRandomTests", dependencies: ["DropoutRandom"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CLITests",
-            dependencies: ["BundleFormat", "TestSupport", "dropmodel"],
+            dependencies: ["BundleFormat", "HDF5Layer", "TestSupport", "dropmodel"],
             swiftSettings: swiftSettings
         ),
     ]

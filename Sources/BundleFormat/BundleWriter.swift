@@ -28,6 +28,8 @@ public enum BundleWriter {
                     let (w, b) = try createLayerDatasets(layers[i], model.info.layers[i], options: options)
                     try w.write(floats: p.weight)
                     try b.write(floats: p.bias)
+                    w.close()
+                    b.close()
                 }
             }
         } catch let e as HDF5Error {
@@ -97,12 +99,16 @@ public enum BundleWriter {
                 try g.write("initial_weights_sha256", uint8s: d)
             }
             let n = h.epochs.count
-            try g.createDataset("epoch", type: .int64, shape: [n]).write(int64s: h.epochs.map { Int64($0.epoch) })
-            try g.createDataset("loss", type: .float64, shape: [n]).write(doubles: h.epochs.map(\.loss))
-            try g.createDataset("train_error", type: .float64, shape: [n]).write(doubles: h.epochs.map(\.trainError))
-            try g.createDataset("test_error", type: .float64, shape: [n]).write(doubles: h.epochs.map(\.testError))
-            try g.createDataset("weights_sha256", type: .uint8, shape: [n, Schema.digestBytes])
-                .write(uint8s: h.epochs.flatMap(\.weightsSHA256))
+            func column(_ name: String, _ type: StorageType, _ shape: [Int], _ write: (Dataset) throws -> Void) throws {
+                let d = try g.createDataset(name, type: type, shape: shape)
+                try write(d)
+                d.close()
+            }
+            try column("epoch", .int64, [n]) { try $0.write(int64s: h.epochs.map { Int64($0.epoch) }) }
+            try column("loss", .float64, [n]) { try $0.write(doubles: h.epochs.map(\.loss)) }
+            try column("train_error", .float64, [n]) { try $0.write(doubles: h.epochs.map(\.trainError)) }
+            try column("test_error", .float64, [n]) { try $0.write(doubles: h.epochs.map(\.testError)) }
+            try column("weights_sha256", .uint8, [n, Schema.digestBytes]) { try $0.write(uint8s: h.epochs.flatMap(\.weightsSHA256)) }
         }
         return groups
     }

@@ -75,6 +75,8 @@ func writeInitialBundle(recipe r: Recipe, seed: Int64, to path: String) throws {
                 let (w, b) = try BundleWriter.createLayerDatasets(groups[l], layers[l], options: options)
                 try generate(l) { block, row, n in try w.writeFloatRows(start: row, count: n, block) }
                 try b.write(floats: [Float](repeating: 0, count: layers[l].outputs))
+                w.close()
+                b.close()
             }
         }
     } catch let e as HDF5Error {

@@ -138,8 +138,13 @@ public final class Group: Object, @unchecked Sendable {
             }
             let ftype = try type.makeFileType(at: loc)
             let space = try Dataspace.simple(shape, at: loc)
+            // No chunk cache while writing: each chunk is allocated and written during the
+            // H5Dwrite call that completes it, not whenever the dataset happens to be closed,
+            // so file layout (and bytes) do not depend on object lifetimes (debug vs release).
+            let dapl = Handle(try loc.checkID(H5Pcreate(chdf5_P_DATASET_ACCESS()), "create dataset"), .plist)
+            try loc.check(H5Pset_chunk_cache(dapl.id, 0, 0, 1.0), "create dataset")
             let id = try loc.checkID(
-                H5Dcreate2(handle.id, name, ftype.id, space.id, chdf5_P_DEFAULT(), dcpl.id, chdf5_P_DEFAULT()),
+                H5Dcreate2(handle.id, name, ftype.id, space.id, chdf5_P_DEFAULT(), dcpl.id, dapl.id),
                 "create dataset")
             return Dataset(handle: Handle(id, .dataset), owner: owner, location: loc, limits: limits)
         }

@@ -25,6 +25,12 @@ public class Object: @unchecked Sendable {
         self.limits = limits
     }
 
+    /// Closes the object now instead of when the last reference goes away. Writers call this
+    /// so the order in which HDF5 finalises objects is fixed by the code, not by ARC.
+    public func close() {
+        handle.close()
+    }
+
     /// An error located at this object.
     public func error(_ code: HDF5Error.Code, _ operation: String, _ message: String) -> HDF5Error {
         location.error(code, operation, message)

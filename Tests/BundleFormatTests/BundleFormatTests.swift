@@ -1,0 +1,282 @@
+import BundleFormat
+import Foundation
+import HDF5Layer
+import Testing
+import TestSupport
+
+@Suite("Bundle round trips")
+struct RoundTripTests {
+    @Test("weights bit for bit and all metadata", arguments: [WeightType.float32, .float16, .float64])
+    func exactRoundTrip(_ dtype: WeightType) throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("m.h5")
+        var model = Fixtures.model(sizes: [7, 5, 3, 2], dtype: dtype)
+        // Include values that must survive exactly: signed zero, subnormal-ish tiny values, extremes.
+        if dtype != .float16 {
+            model.parameters[0].weight[0] = -0.0
+            model.parameters[0].weight[1] = Float.leastNormalMagnitude
+            model.parameters[0].weight[2] = 1e30
+        }
+        try BundleWriter.write(model, to: path)
+        let reader = try BundleReader(path: path)
+        var expected = model.info
+        expected.creator = WriteOptions().creator
+        #expect(reader.info == expected)
+        let back = try reader.readModel()
+        for (a, b) in zip(back.parameters, model.parameters) {
+            #expect(a.weight.map(\.bitPattern) == b.weight.map(\.bitPattern))
+            #expect(a.bias.map(\.bitPattern) == b.bias.map(\.bitPattern))
+        }
+        #expect(try reader.weightDataset(0).elementType() == .float(bytes: dtype.bytes))
+    }
+
+    @Test("optional sections may be absent")
+    func minimal() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("m.h5")
+        var model = Fixtures.model(convention: .inverted)
+        model.info.rng = nil
+        model.info.training = nil
+        model.info.history = nil
+        model.info.creator = nil
+        var options = WriteOptions()
+        options.creator = nil
+        try BundleWriter.write(model, to: path, options: options)
+        let info = try BundleReader(path: path).info
+        #expect(info == model.info)
+        #expect(info.convention == .inverted)
+    }
+
+    @Test("weights are chunked by whole rows with Fletcher32")
+    func storage() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("m.h5")
+        try BundleWriter.write(Fixtures.model(sizes: [300, 2000, 10]), to: path)
+        let reader = try BundleReader(path: path)
+        let s = try reader.weightDataset(0).storageInfo()
+        #expect(s.layout == .chunked)
+        #expect(s.filters == ["fletcher32"])
+        let chunk = try #require(s.chunk)
+        #expect(chunk[1] == 300)
+        #expect(chunk[0] * 300 * 4 <= 1 << 20)
+    }
+
+    @Test("streaming rows reproduces the full matrix and the digest")
+    func streaming() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("m.h5")
+        let model = Fixtures.model(sizes: [33, 17, 5])
+        try BundleWriter.write(model, to: path)
+        let reader = try BundleReader(path: path)
+        var rows: [Float] = []
+        try reader.streamWeightRows(0, maxBlockElements: 100) { first, n, block in
+            #expect(first * 33 == rows.count)
+            #expect(block.count == n * 33)
+            rows += block
+        }
+        #expect(rows == model.parameters[0].weight)
+        #expect(try reader.weightsDigest() == WeightDigest.sha256(model.parameters))
+    }
+
+    @Test("the same model written twice gives the same bytes")
+    func reproducible() throws {
+        let dir = TemporaryDirectory()
+        try BundleWriter.write(Fixtures.model(), to: dir.file("a.h5"))
+        Thread.sleep(forTimeInterval: 1.1)
+        try BundleWriter.write(Fixtures.model(), to: dir.file("b.h5"))
+        #expect(FileManager.default.contentsEqual(atPath: dir.file("a.h5"), andPath: dir.file("b.h5")))
+    }
+
+    @Test("opening reads metadata only: corrupt weight data does not stop it")
+    func metadataOnly() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("m.h5")
+        let model = Fixtures.model(sizes: [64, 64, 4], withHistory: false)
+        try BundleWriter.write(model, to: path)
+        // Flip one byte inside the first weight chunk: find the weights' bytes in the file.
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        let needle = model.parameters[0].weight[10..<14].withUnsafeBytes { Data($0) }
+        let at = try #require(bytes.range(of: needle)).lowerBound
+        bytes[at] ^= 0x40
+        try bytes.write(to: URL(fileURLWithPath: path))
+        let reader = try BundleReader(path: path)  // metadata still fine
+        #expect(reader.info.layers.count == 2)
+        // The Fletcher32 checksum turns the flipped byte into an error, not a wrong weight.
+        #expect(throws: BundleError.self) { try reader.parameters(0) }
+    }
+}
+
+/// Writes a bundle through the metadata writer (no validation), then lets `tamper` break it.
+func writeTampered(
+    _ path: String, model: Model = Fixtures.model(), info: ModelInfo? = nil, _ tamper: (Group) throws -> Void
+) throws {
+    let info = info ?? model.info
+    try File.writeAtomically(to: path) { file in
+        let groups = try BundleWriter.writeMetadata(info, to: file, options: WriteOptions())
+        for (i, layer) in info.layers.enumerated() {
+            let (w, b) = try BundleWriter.createLayerDatasets(groups[i], layer, options: WriteOptions())
+            let n = layer.inputs * layer.outputs
+            try w.write(floats: Array(model.parameters[i].weight.prefix(n)) + Array(repeating: 0, count: max(0, n - model.parameters[i].weight.count)))
+            try b.write(floats: Array(model.parameters[i].bias.prefix(layer.outputs)) + Array(repeating: 0, count: max(0, layer.outputs - model.parameters[i].bias.count)))
+        }
+        try tamper(try file.root())
+    }
+}
+
+func problems(_ path: String) throws -> [Problem] {
+    let e = try #require(throws: BundleError.self) { try BundleReader(path: path) }
+    return e.problems
+}
+
+@Suite("Validation rules")
+struct ValidationTests {
+    @Test("keep probability outside (0, 1] or NaN", arguments: [1.5, 0, -0.2, Double.nan, Double.infinity])
+    func keepProb(_ p: Double) throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("m.h5")
+        try writeTampered(path) { root in try root.group("layers").group("1").write("keep_prob", double: p) }
+        let ps = try problems(path)
+        #expect(ps.count == 1)
+        #expect(ps[0].object == "/layers/1@keep_prob")
+        #expect(ps[0].file == path)
+        #expect(ps[0].message.contains("outside (0, 1]"))
+    }
+
+    @Test("keep probability 1 (no dropout) is valid")
+    func keepOne() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("m.h5")
+        try BundleWriter.write(Fixtures.model(keep: [1, 1, 1]), to: path)
+        #expect(try BundleReader(path: path).info.layers.map(\.keepProb) == [1, 1, 1])
+    }
+
+    @Test("shapes that do not chain")
+    func chain() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("m.h5")
+        var info = Fixtures.model().info
+        info.layers[1].inputs = 4  // layer 0 has 5 outputs
+        try writeTampered(path, info: info) { _ in }
+        let ps = try problems(path)
+        #expect(ps.contains { $0.object == "/layers/1" && $0.message.contains("do not chain") })
+    }
+
+    @Test("a weight matrix whose shape is not [outputs, inputs]")
+    func weightShape() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("m.h5")
+        try writeTampered(path) { root in
+            let g = try root.group("layers").group("0")
+            try g.write("outputs", int64: 4)
+        }
+        let ps = try problems(path)
+        #expect(ps.contains { $0.object == "/layers/0/weight" && $0.message.contains("[4, 6]") })
+    }
+
+    @Test("missing required attributes are each reported", arguments: [
+        ("/", "convention"), ("/", "baked"), ("/layers/0", "keep_prob"), ("/layers/1", "activation"),
+        ("/layers/2", "name"), ("/layers", "count"),
+    ])
+    func missing(_ object: String, _ attribute: String) throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("m.h5")
+        try writeTampered(path) { root in
+            var g: Group = root
+            for part in object.split(separator: "/") { g = try g.group(String(part)) }
+            try g.deleteAttribute(attribute)
+        }
+        let ps = try problems(path)
+        let at = object == "/" ? "/@\(attribute)" : "\(object)@\(attribute)"
+        #expect(ps.contains { $0.object == at && $0.message.contains("missing") })
+    }
+
+    @Test("every problem is listed, not only the first")
+    func allProblems() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("m.h5")
+        try writeTampered(path) { root in
+            try root.write("convention", string: "sideways")
+            try root.group("layers").group("0").write("keep_prob", double: 2)
+            try root.group("layers").group("2").write("activation", string: "swish")
+        }
+        let objects = Set(try problems(path).map(\.object))
+        #expect(objects == ["/@convention", "/layers/0@keep_prob", "/layers/2@activation"])
+    }
+
+    @Test("unknown and newer versions")
+    func versions() throws {
+        let dir = TemporaryDirectory()
+        let newer = dir.file("newer-major.h5")
+        try writeTampered(newer) { root in try root.write("format_version", int64: [2, 0], shape: [2]) }
+        let e = try #require(throws: BundleError.self) { try BundleReader(path: newer) }
+        #expect(e.code == .unsupportedVersion)
+        #expect(e.problems[0].object == "/@format_version")
+        #expect(e.problems[0].hint?.contains("upgrade") == true)
+
+        let minor = dir.file("newer-minor.h5")
+        try writeTampered(minor) { root in
+            try root.write("format_version", int64: [1, 3], shape: [2])
+            try root.write("some_future_field", string: "ignored")
+        }
+        let info = try BundleReader(path: minor).info
+        #expect(info.formatVersion == FormatVersion(1, 3))
+    }
+
+    @Test("not a bundle: an HDF5 file without the marker")
+    func notABundle() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("plain.h5")
+        try File.writeAtomically(to: path) { f in try f.root().write("x", int64: 1) }
+        let ps = try problems(path)
+        #expect(ps[0].message.contains("not a dropmodel bundle"))
+    }
+
+    @Test("baked with the inverted convention, duplicate names, unknown kind")
+    func otherRules() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("m.h5")
+        try writeTampered(path) { root in
+            try root.write("convention", string: "inverted")
+            try root.write("baked", uint8: 1)
+            try root.group("layers").group("1").write("name", string: "hidden1")
+            try root.group("layers").group("2").write("kind", string: "conv2d")
+        }
+        let ps = try problems(path)
+        #expect(ps.contains { $0.object == "/@baked" })
+        #expect(ps.contains { $0.object == "/layers/1@name" && $0.message.contains("also used") })
+        #expect(ps.contains { $0.object == "/layers/2@kind" && $0.message.contains("conv2d") })
+    }
+
+    @Test("the writer refuses invalid models and leaves nothing behind")
+    func writerValidates() throws {
+        let dir = TemporaryDirectory()
+        var model = Fixtures.model()
+        model.info.layers[0].keepProb = 0
+        model.parameters[1].bias.removeLast()
+        let e = try #require(throws: BundleError.self) { try BundleWriter.write(model, to: dir.file("m.h5")) }
+        #expect(e.problems.count == 2)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+    }
+
+    @Test("a truncated bundle is an error, at every cut")
+    func truncated() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("m.h5")
+        try BundleWriter.write(Fixtures.model(sizes: [40, 30, 10]), to: path)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        let cut = dir.file("cut.h5")
+        for fraction in [0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99] {
+            try bytes.prefix(Int(Double(bytes.count) * fraction)).write(to: URL(fileURLWithPath: cut))
+            // Either opening fails, or (if all metadata survived) reading the weights does.
+            let failed: Bool
+            do {
+                let r = try BundleReader(path: cut)
+                _ = try r.readModel()
+                failed = false
+            } catch is BundleError {
+                failed = true
+            }
+            #expect(failed, "cut at \(fraction)")
+        }
+    }
+}
