@@ -31,6 +31,7 @@ let package = Package(
             pkgConfig: "hdf5",
             providers: [.apt(["libhdf5-dev"])]
         ),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "HDF5Layer", dependencies: ["CHDF5"], swiftSettings: swiftSettings),
         .target(
             name: "BundleFormat",
@@ -38,7 +39,21 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(name: "DropoutRandom", swiftSettings: swiftSettings),
-        .target(name: "Training", dependencies: ["BundleFormat", "DropoutRandom"], swiftSettings: swiftSettings),
+        // Deterministic matrix kernels (Specs/determinism.md): C for explicit FMA intrinsics with
+        // function multiversioning; always optimised, so debug and release run the same code.
+        .target(
+            name: "CKernels",
+            cSettings: [.unsafeFlags(["-O2"])]
+        ),
+        .target(name: "Kernels", dependencies: ["CKernels"], swiftSettings: swiftSettings),
+        .target(
+            name: "TrainingData",
+            dependencies: ["CZlib", "HDF5Layer", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Training", dependencies: ["BundleFormat", "DropoutRandom", "Kernels", "TrainingData"],
+            swiftSettings: swiftSettings),
         .target(
             name: "DropModelCLI",
             dependencies: [
@@ -61,6 +76,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "DropoutRandomTests", dependencies: ["DropoutRandom"], swiftSettings: swiftSettings),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CLITests",
             dependencies: ["BundleFormat", "HDF5Layer", "TestSupport", "dropmodel"],

@@ -107,6 +107,9 @@ public final class BundleReader: @unchecked Sendable {
 struct Parser {
     let path: String
     var problems: [Problem] = []
+    /// Whether any problem is a refusal of something a bundle never needs (links, external
+    /// storage, unknown filters).
+    var refused = false
 
     init(path: String) { self.path = path }
 
@@ -120,6 +123,7 @@ struct Parser {
 
     private mutating func note(_ e: any Error) {
         if let h = e as? HDF5Error {
+            if h.code == .refused { refused = true }
             problems.append(contentsOf: BundleError(h).problems)
         } else if let b = e as? BundleError {
             problems.append(contentsOf: b.problems)
@@ -164,10 +168,17 @@ struct Parser {
         do { root = try file.root() } catch let e as HDF5Error { throw BundleError(e) }
 
         // Identify the file and its version first: nothing else is meaningful otherwise.
+        let hasMarker = (try? root.hasAttribute(Schema.formatMarkerAttribute)) ?? false
         let marker = try? root.readString(Schema.formatMarkerAttribute)
         if marker != Schema.formatMarker {
-            let what = marker.map { "its dropmodel_format attribute is '\($0)', not '\(Schema.formatMarker)'" }
-                ?? "the root group has no dropmodel_format attribute"
+            let what: String
+            if let marker {
+                what = "its dropmodel_format attribute is '\(marker)', not '\(Schema.formatMarker)'"
+            } else if hasMarker {
+                what = "its dropmodel_format attribute is not a string"
+            } else {
+                what = "the root group has no dropmodel_format attribute"
+            }
             throw BundleError(code: .invalid, file: path, object: "/",
                 message: "not a dropmodel bundle: \(what)",
                 hint: "to bring in a Keras or safetensors model use 'dropmodel import'; the layout is in Specs/bundle-format.md")
@@ -207,7 +218,14 @@ struct Parser {
                 add("/layers@count", "layer count \(count) is outside 1...\(Schema.maxLayers)")
             } else {
                 for i in 0..<Int(count) {
-                    guard let g = get({ try lg.group(String(i)) }) else { layers.append(nil); continue }
+                    guard let g = get({ try lg.group(String(i)) }) else {
+                        // One problem, not one per missing group: the count is what is wrong.
+                        if i + 1 < count {
+                            add("/layers@count", "count is \(count) but /layers/\(i) cannot be opened; the layers after it were not read")
+                        }
+                        layers.append(nil)
+                        break
+                    }
                     groups.append(g)
                     layers.append(parseLayer(g, index: i))
                 }
@@ -220,7 +238,7 @@ struct Parser {
 
         problems += Schema.problems(
             file: path, convention: convention, baked: baked, layers: layers, rng: rng, training: training,
-            history: history)
+            history: history, hasLayerCountProblem: problems.contains { $0.object == "/layers@count" })
 
         var info: ModelInfo?
         if let convention, let baked, layers.allSatisfy({ $0 != nil }), !layers.isEmpty {
@@ -228,7 +246,7 @@ struct Parser {
                 formatVersion: version, convention: convention, baked: baked, layers: layers.map { $0! },
                 rng: rng, training: training, history: history, creator: creator)
         }
-        let code: BundleError.Code = problems.contains { $0.message.contains("refuse") } ? .refused : .invalid
+        let code: BundleError.Code = refused ? .refused : .invalid
         return Result(file: file, info: info, layerGroups: groups, problems: problems, code: code)
     }
 
@@ -260,7 +278,9 @@ struct Parser {
             if let shape = get({ try b.shape() }), let outputs, shape != [Int(outputs)] {
                 add(b.path, "the bias has shape \(shape) but the layer has \(outputs) outputs")
             }
-            _ = floatType(b)
+            if let bt = floatType(b), let dtype, bt != dtype {
+                add(b.path, "the bias is \(bt.rawValue) but the weight matrix is \(dtype.rawValue); a layer's weight and bias share one dtype")
+            }
         }
         guard let name, let kind, let inputs, let outputs, let activation, let keep, let dtype else { return nil }
         guard inputs <= Int64(Schema.maxUnits), outputs <= Int64(Schema.maxUnits) else {
@@ -305,9 +325,12 @@ struct Parser {
         guard let has = get({ try root.contains(Schema.historyGroup) }), has,
               let g = get({ try root.group(Schema.historyGroup) }) else { return nil }
         var initial: [UInt8]?
-        if let d = optional(g, "initial_weights_sha256", { try g.readInt64s("initial_weights_sha256") }) {
-            if d.allSatisfy({ (0...255).contains($0) }) { initial = d.map { UInt8($0) } } else {
-                add(g.path + "@initial_weights_sha256", "the digest has values outside 0...255")
+        if let info = optional(g, "initial_weights_sha256", { try g.attributeInfo("initial_weights_sha256") }) {
+            if info.type != .integer(bytes: 1, signed: false) || info.shape != [Schema.digestBytes] {
+                add(g.path + "@initial_weights_sha256",
+                    "the digest is \(info.type) of shape \(info.shape); it must be uint8 of shape [\(Schema.digestBytes)]")
+            } else if let d = get({ try g.readInt64s("initial_weights_sha256") }) {
+                initial = d.map { UInt8($0) }
             }
         }
         // Every column must exist with one row per epoch; check shapes before reading.
@@ -329,6 +352,9 @@ struct Parser {
         }
         if let s = get({ try datasets["weights_sha256"]!.shape() }), s != [rows, Schema.digestBytes] {
             add(g.path + "/weights_sha256", "has shape \(s); it must be [epochs, 32] = [\(rows), 32]"); return nil
+        }
+        if let t = get({ try datasets["weights_sha256"]!.elementType() }), t != .integer(bytes: 1, signed: false) {
+            add(g.path + "/weights_sha256", "holds \(t); digests must be uint8"); return nil
         }
         guard let epochs = get({ try datasets["epoch"]!.readInt64s() }),
               let loss = get({ try datasets["loss"]!.readDoubles() }),

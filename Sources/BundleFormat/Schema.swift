@@ -22,6 +22,8 @@ public enum Schema {
     /// Bounds a reader applies before allocating (a model beyond them is not a model).
     public static let maxLayers = 100_000
     public static let maxUnits = 1 << 31
+    /// Most weights in one layer, and in a whole model (2^40: 4 TiB of float32).
+    public static let maxParameters = 1 << 40
     public static let maxEpochs = 10_000_000
     public static let digestBytes = 32
 
@@ -49,18 +51,19 @@ public enum Schema {
     /// parsed (its own problems are reported elsewhere); rules that need it are skipped.
     static func problems(
         file: String, convention: DropoutConvention?, baked: Bool?, layers: [LayerInfo?],
-        rng: RNGInfo?, training: TrainingInfo?, history: History?
+        rng: RNGInfo?, training: TrainingInfo?, history: History?, hasLayerCountProblem: Bool = false
     ) -> [Problem] {
         var out: [Problem] = []
         func add(_ object: String, _ message: String, _ hint: String? = nil) {
             out.append(Problem(file: file, object: object, message: message, hint: hint))
         }
-        if layers.isEmpty { add("/layers", "the model has no layers", specHint) }
+        if layers.isEmpty && !hasLayerCountProblem { add("/layers", "the model has no layers", specHint) }
         if baked == true && convention == .inverted {
             add("/@baked", "the bundle is marked baked but its convention is 'inverted'; only classic weights are ever baked",
                 "an inverted bundle needs no baking: set baked to 0")
         }
         var names: [String: Int] = [:]
+        var totalParameters = 0
         for (i, layer) in layers.enumerated() {
             guard let layer else { continue }
             let obj = "/layers/\(i)"
@@ -78,10 +81,21 @@ public enum Schema {
             }
             if layer.inputs < 1 || layer.inputs > maxUnits { add(obj + "@inputs", "inputs is \(layer.inputs); it must be in 1...\(maxUnits)") }
             if layer.outputs < 1 || layer.outputs > maxUnits { add(obj + "@outputs", "outputs is \(layer.outputs); it must be in 1...\(maxUnits)") }
+            if layer.inputs >= 1, layer.outputs >= 1, layer.inputs <= maxUnits, layer.outputs <= maxUnits {
+                // Both factors < 2^32, so the product fits in Int.
+                if layer.inputs * layer.outputs > maxParameters {
+                    add(obj, "the layer declares \(layer.outputs) x \(layer.inputs) weights, more than the \(maxParameters) any model may have")
+                } else {
+                    totalParameters += layer.inputs * layer.outputs + layer.outputs
+                }
+            }
             if i > 0, let prev = layers[i - 1], prev.outputs != layer.inputs {
                 add(obj, "layer \(i) ('\(layer.name)') has \(layer.inputs) inputs but layer \(i - 1) ('\(prev.name)') has \(prev.outputs) outputs; the shapes do not chain",
                     "each layer's inputs must equal the previous layer's outputs")
             }
+        }
+        if totalParameters > maxParameters {
+            add("/layers", "the model declares \(totalParameters) parameters, more than the \(maxParameters) any model may have")
         }
         if let rng {
             if rng.algorithm.isEmpty { add("/rng@algorithm", "the random-number algorithm name is empty") }
@@ -99,6 +113,12 @@ public enum Schema {
         if let history {
             if let d = history.initialWeightsSHA256, d.count != digestBytes {
                 add("/history@initial_weights_sha256", "the initial digest has \(d.count) bytes, not \(digestBytes)")
+            }
+            for e in history.epochs
+            where !(0...1).contains(e.trainError) || !(e.testError.isNaN || (0...1).contains(e.testError)) {
+                add("/history", "epoch \(e.epoch) records train error \(e.trainError) and test error \(e.testError); "
+                    + "errors are fractions in [0, 1] (test error NaN when not measured)")
+                break
             }
             for (k, e) in history.epochs.enumerated() where e.epoch != k + 1 {
                 add("/history/epoch", "row \(k) records epoch \(e.epoch); epochs must be 1, 2, 3, ... in order")

@@ -162,7 +162,7 @@ public final class Group: Object, @unchecked Sendable {
         }
         guard kind == .hard else {
             throw location.child(name).error(.refused, operation,
-                "it is a \(kind.rawValue) link; dropmodel never follows links that are not hard links, "
+                "it is \(kind == .external ? "an" : "a") \(kind.rawValue) link; dropmodel never follows links that are not hard links, "
                 + "because they can point into other files")
         }
     }

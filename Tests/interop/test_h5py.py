@@ -537,19 +537,22 @@ def test_newer_minor_version_with_unknown_items(dropmodel, tmp_path):
     assert "newer" in text.stdout.lower(), "a newer minor version must be reported:\n" + text.stdout
 
 
-def test_spec_example_writes_a_valid_bundle(dropmodel, tmp_path):
-    """The h5py example in Specs/bundle-format.md produces a bundle dropmodel reads."""
+def test_spec_example_writes_a_valid_bundle(dropmodel, tmp_path, monkeypatch):
+    """The h5py example of Specs/bundle-format.md (section 12.2) writes a bundle dropmodel reads."""
     text = SPEC.read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    example = [b for b in blocks if "h5py.File" in b]
-    assert example, "Specs/bundle-format.md has no h5py example"
+    example = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "h5py.File" in b]
+    assert example, f"{SPEC} has no h5py example"
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example[0], str(SPEC), "exec"), {"__name__": "spec_example"})
     path = tmp_path / "example.h5"
-    exec(compile(example[0], str(SPEC), "exec"), {"__name__": "spec_example", "PATH": str(path)})
     rep = inspect_json(dropmodel, path)
-    assert rep["format_version"] == "1.0" and rep["convention"] == "classic"
-    assert rep["history"]["records"][-1]["weights_sha256"] == rep["history"]["records"][-1]["weights_sha256"].lower()
+    assert rep["format_version"] == "1.0" and rep["convention"] == "classic" and rep["baked"] is False
+    assert [l["name"] for l in rep["layers"]] == ["hidden1", "output"]
+    assert rep["rng"]["seed"] == 42
     with h5py.File(path, "r") as f:
-        params = [(f[f"layers/{i}/weight"][...], f[f"layers/{i}/bias"][...]) for i in range(f["layers"].attrs["count"])]
+        count = f["layers"].attrs["count"]
+        params = [(f[f"layers/{i}/weight"][...], f[f"layers/{i}/bias"][...]) for i in range(count)]
+    assert [r["epoch"] for r in rep["history"]["records"]] == [1, 2]
     assert rep["history"]["records"][-1]["weights_sha256"] == weights_digest(params).hex()
 
 
@@ -623,6 +626,19 @@ def weight_as_int(f, tmp):
     g.create_dataset("weight", data=np.ones(shape, dtype="<i4"))
 
 
+def digests_as_int8(f, tmp):
+    d = f["history/weights_sha256"][...]
+    del f["history/weights_sha256"]
+    f["history"].create_dataset("weights_sha256", data=d.view(np.int8))  # bytes >= 0x80 become negative
+
+
+def bias_dtype_differs(f, tmp):
+    g = f["layers/0"]
+    b = g["bias"][...]
+    del g["bias"]
+    g.create_dataset("bias", data=b.astype("<f8"), chunks=True, fletcher32=True)  # weight stays float32
+
+
 def bad_epochs(f, tmp):
     del f["history/epoch"]
     f["history"].create_dataset("epoch", data=np.array([1, 3], dtype="<i8"))
@@ -689,6 +705,8 @@ BAD = [
     ("recipe_not_object", set_attr("training", "recipe", "[1, 2]"), "/training@recipe"),
     ("bad_fingerprint", set_attr("training", "data_fingerprint", "sha256:ABC"), "/training@data_fingerprint"),
     ("epochs_out_of_order", bad_epochs, "/history/epoch"),
+    ("digests_not_uint8", digests_as_int8, "/history/weights_sha256"),
+    ("bias_dtype_differs", bias_dtype_differs, "/layers/0/bias"),
     ("short_initial_digest", set_attr("history", "initial_weights_sha256", np.zeros(16, "u1")),
      "/history@initial_weights_sha256"),
     ("ascii_with_high_bytes", fixed_ascii_with_high_bytes, "/layers/1@name"),

@@ -1,0 +1,1 @@
+// Placeholder: the deterministic kernels land here.

@@ -1,0 +1,76 @@
+import Crypto
+import Foundation
+
+/// Labelled examples: `count` rows of `features` float32 inputs, and one class label each.
+public struct LabeledExamples: Sendable, Equatable {
+    public let count: Int
+    public let features: Int
+    public let classes: Int
+    /// Row-major `count x features`.
+    public let inputs: [Float]
+    public let labels: [UInt8]
+
+    public init(count: Int, features: Int, classes: Int, inputs: [Float], labels: [UInt8]) {
+        precondition(inputs.count == count * features && labels.count == count)
+        self.count = count
+        self.features = features
+        self.classes = classes
+        self.inputs = inputs
+        self.labels = labels
+    }
+
+    /// The first `n` examples (all if `n` is nil or larger).
+    public func prefix(_ n: Int?) -> LabeledExamples {
+        guard let n, n < count else { return self }
+        return LabeledExamples(
+            count: n, features: features, classes: classes, inputs: Array(inputs[0..<(n * features)]),
+            labels: Array(labels[0..<n]))
+    }
+}
+
+/// A training set and an optional test set, with where they came from.
+public struct DataSplit: Sendable {
+    public var train: LabeledExamples
+    public var test: LabeledExamples?
+    /// E.g. "fashion-mnist (/usr/share/datasets/fashion-mnist): train 60000, test 10000".
+    public var description: String
+
+    public init(train: LabeledExamples, test: LabeledExamples?, description: String) {
+        self.train = train
+        self.test = test
+        self.description = description
+    }
+
+    /// The data fingerprint recorded in bundles: `sha256:` + hex of SHA-256 over the decoded
+    /// data, defined in Specs/determinism.md §Data fingerprint.
+    public var fingerprint: String {
+        var h = SHA256()
+        h.update(data: Data("dropmodel-data-v1\n".utf8))
+        func add(_ part: LabeledExamples?) {
+            var header: [UInt64] = [UInt64(part?.count ?? 0), UInt64(part?.features ?? 0), UInt64(part?.classes ?? 0)]
+            for i in header.indices { header[i] = header[i].littleEndian }
+            header.withUnsafeBytes { h.update(bufferPointer: $0) }
+            guard let part else { return }
+            part.inputs.withUnsafeBytes { h.update(bufferPointer: $0) }  // float32 little-endian host
+            part.labels.withUnsafeBytes { h.update(bufferPointer: $0) }
+        }
+        add(train)
+        add(test)
+        return "sha256:" + h.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+/// A data set that cannot be loaded: which file, what is wrong, what to do.
+public struct DataError: Error, CustomStringConvertible, Sendable {
+    public var file: String
+    public var message: String
+    public var hint: String?
+
+    public init(file: String, message: String, hint: String? = nil) {
+        self.file = file
+        self.message = message
+        self.hint = hint
+    }
+
+    public var description: String { "\(file): \(message)" }
+}

@@ -1,0 +1,62 @@
+internal import CZlib
+import Foundation
+
+/// gzip decompression (zlib), bounded: a file that inflates beyond `maxOutput` bytes is refused
+/// before it can exhaust memory.
+enum Gzip {
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func isGzip(_ data: Data) -> Bool {
+        data.count >= 2 && data[data.startIndex] == 0x1f && data[data.startIndex + 1] == 0x8b
+    }
+
+    static func decompress(_ input: Data, maxOutput: Int) throws -> Data {
+        var stream = z_stream()
+        guard czlib_inflate_init_gzip(&stream) == Z_OK else { throw Failure(description: "zlib could not start") }
+        defer { inflateEnd(&stream) }
+        var output = Data()
+        let chunk = 1 << 20
+        var buffer = [UInt8](repeating: 0, count: chunk)
+        return try input.withUnsafeBytes { (inBytes: UnsafeRawBufferPointer) -> Data in
+            stream.next_in = UnsafeMutablePointer(mutating: inBytes.bindMemory(to: Bytef.self).baseAddress)
+            stream.avail_in = uInt(inBytes.count)
+            while true {
+                let status: Int32 = buffer.withUnsafeMutableBufferPointer { out in
+                    stream.next_out = out.baseAddress
+                    stream.avail_out = uInt(chunk)
+                    return inflate(&stream, Z_NO_FLUSH)
+                }
+                let produced = chunk - Int(stream.avail_out)
+                if output.count + produced > maxOutput {
+                    throw Failure(description: "it inflates to more than \(maxOutput) bytes")
+                }
+                output.append(contentsOf: buffer[0..<produced])
+                switch status {
+                case Z_STREAM_END: return output
+                case Z_OK: if stream.avail_in == 0 && produced == 0 { throw Failure(description: "the gzip stream is truncated") }
+                case Z_BUF_ERROR: throw Failure(description: "the gzip stream is truncated")
+                default:
+                    let msg = stream.msg.map { String(cString: $0) } ?? "error \(status)"
+                    throw Failure(description: "it is not valid gzip data (\(msg))")
+                }
+            }
+        }
+    }
+}
+
+/// zlib deflate (for PNG image data) and CRC-32.
+public enum Zlib {
+    public static func deflate(_ input: [UInt8]) -> [UInt8] {
+        var length = compressBound(uLong(input.count))
+        var out = [UInt8](repeating: 0, count: Int(length))
+        let status = compress2(&out, &length, input, uLong(input.count), 6)
+        precondition(status == Z_OK, "zlib compress2 failed: \(status)")
+        return Array(out[0..<Int(length)])
+    }
+
+    public static func crc32(_ bytes: [UInt8], seed: UInt32 = 0) -> UInt32 {
+        UInt32(CZlib.crc32(uLong(seed), bytes, uInt(bytes.count)))
+    }
+}
