@@ -57,7 +57,7 @@ let package = Package(
         .target(
             name: "DropModelCLI",
             dependencies: [
-                "BundleFormat", "HDF5Layer", "DropoutRandom", "Training",
+                "BundleFormat", "HDF5Layer", "DropoutRandom", "Training", "TrainingData",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings

@@ -234,7 +234,7 @@ struct Parser {
 
         let rng = parseRNG(root)
         let training = parseTraining(root)
-        let history = parseHistory(root)
+        let history = parseHistory(root, layerCount: layers.count)
 
         problems += Schema.problems(
             file: path, convention: convention, baked: baked, layers: layers, rng: rng, training: training,
@@ -318,10 +318,14 @@ struct Parser {
         guard let recipe = get({ try g.readString("recipe") }) else { return nil }
         let fp = optional(g, "data_fingerprint") { try g.readString("data_fingerprint") }
         let desc = optional(g, "data_description") { try g.readString("data_description") }
-        return TrainingInfo(recipe: recipe, dataFingerprint: fp, dataDescription: desc)
+        var examples: Int?
+        if let n = optional(g, "examples", { try g.readInt64("examples") }) {
+            if n >= 1 && n < 1 << 40 { examples = Int(n) } else { add(g.path + "@examples", "examples is \(n); it must be at least 1") }
+        }
+        return TrainingInfo(recipe: recipe, dataFingerprint: fp, dataDescription: desc, examples: examples)
     }
 
-    private mutating func parseHistory(_ root: Group) -> History? {
+    private mutating func parseHistory(_ root: Group, layerCount: Int) -> History? {
         guard let has = get({ try root.contains(Schema.historyGroup) }), has,
               let g = get({ try root.group(Schema.historyGroup) }) else { return nil }
         var initial: [UInt8]?
@@ -362,12 +366,29 @@ struct Parser {
               let test = get({ try datasets["test_error"]!.readDoubles() }),
               let digests = get({ try datasets["weights_sha256"]!.readUInt8s() })
         else { return nil }
+        // Optional per-layer digests [epochs, layers, 32].
+        var perLayer: [UInt8]?
+        if let has = get({ try g.contains("layer_weights_sha256") }), has, let d = get({ try g.dataset("layer_weights_sha256") }) {
+            let shape = get { try d.shape() }
+            let type = get { try d.elementType() }
+            if shape != [rows, layerCount, Schema.digestBytes] || type != .integer(bytes: 1, signed: false) {
+                add(d.path, "must be uint8 of shape [epochs, layers, 32] = [\(rows), \(layerCount), 32]")
+            } else {
+                perLayer = get { try d.readUInt8s() }
+            }
+        }
         var records: [EpochRecord] = []
         records.reserveCapacity(rows)
         for k in 0..<rows {
             records.append(EpochRecord(
                 epoch: Int(clamping: epochs[k]), loss: loss[k], trainError: train[k], testError: test[k],
-                weightsSHA256: Array(digests[(k * 32)..<((k + 1) * 32)])))
+                weightsSHA256: Array(digests[(k * 32)..<((k + 1) * 32)]),
+                layerSHA256: perLayer.map { all in
+                    (0..<layerCount).map { l in
+                        let o = (k * layerCount + l) * 32
+                        return Array(all[o..<(o + 32)])
+                    }
+                }))
         }
         return History(initialWeightsSHA256: initial, epochs: records)
     }

@@ -92,6 +92,7 @@ public enum BundleWriter {
             try g.write("recipe", string: t.recipe)
             if let fp = t.dataFingerprint { try g.write("data_fingerprint", string: fp) }
             if let d = t.dataDescription { try g.write("data_description", string: d) }
+            if let n = t.examples { try g.write("examples", int64: Int64(n)) }
         }
         if let h = info.history {
             let g = try root.createGroup(Schema.historyGroup)
@@ -109,6 +110,12 @@ public enum BundleWriter {
             try column("train_error", .float64, [n]) { try $0.write(doubles: h.epochs.map(\.trainError)) }
             try column("test_error", .float64, [n]) { try $0.write(doubles: h.epochs.map(\.testError)) }
             try column("weights_sha256", .uint8, [n, Schema.digestBytes]) { try $0.write(uint8s: h.epochs.flatMap(\.weightsSHA256)) }
+            // Per-layer digests: only when every epoch has them, one per layer.
+            if n > 0, h.epochs.allSatisfy({ $0.layerSHA256?.count == info.layers.count }) {
+                try column("layer_weights_sha256", .uint8, [n, info.layers.count, Schema.digestBytes]) {
+                    try $0.write(uint8s: h.epochs.flatMap { $0.layerSHA256!.flatMap { $0 } })
+                }
+            }
         }
         return groups
     }

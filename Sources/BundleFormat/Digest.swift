@@ -14,6 +14,11 @@ public enum WeightDigest {
         return Array(hasher.finalize())
     }
 
+    /// One digest per layer: SHA-256 of that layer's weight matrix then bias, as above.
+    public static func layerSHA256(_ parameters: [Parameters]) -> [[UInt8]] {
+        parameters.map { sha256([$0]) }
+    }
+
     /// An incremental digest for weights streamed block by block.
     public struct Stream {
         var hasher = SHA256()

@@ -124,13 +124,17 @@ public struct TrainingInfo: Equatable, Sendable {
     public var recipe: String
     /// "sha256:" and 64 lowercase hex digits: the fingerprint of the decoded training data.
     public var dataFingerprint: String?
-    /// Free text naming the data, e.g. "fashion-mnist train[0..<60000]".
+    /// Free text naming the data, e.g. "fashion-mnist: train 60000, test 10000".
     public var dataDescription: String?
+    /// The number of training examples (after any limit): with the recipe's batch size it
+    /// fixes the steps of an epoch, so masks can be recomputed without the data.
+    public var examples: Int?
 
-    public init(recipe: String, dataFingerprint: String? = nil, dataDescription: String? = nil) {
+    public init(recipe: String, dataFingerprint: String? = nil, dataDescription: String? = nil, examples: Int? = nil) {
         self.recipe = recipe
         self.dataFingerprint = dataFingerprint
         self.dataDescription = dataDescription
+        self.examples = examples
     }
 }
 
@@ -143,13 +147,20 @@ public struct EpochRecord: Equatable, Sendable {
     public var testError: Double
     /// SHA-256 of all weights after this epoch (``WeightDigest``); 32 bytes.
     public var weightsSHA256: [UInt8]
+    /// SHA-256 of each layer's weights after this epoch (one 32-byte digest per layer), if
+    /// recorded: lets `replay` name the layer where a run diverged.
+    public var layerSHA256: [[UInt8]]?
 
-    public init(epoch: Int, loss: Double, trainError: Double, testError: Double, weightsSHA256: [UInt8]) {
+    public init(
+        epoch: Int, loss: Double, trainError: Double, testError: Double, weightsSHA256: [UInt8],
+        layerSHA256: [[UInt8]]? = nil
+    ) {
         self.epoch = epoch
         self.loss = loss
         self.trainError = trainError
         self.testError = testError
         self.weightsSHA256 = weightsSHA256
+        self.layerSHA256 = layerSHA256
     }
 
     public static func == (a: EpochRecord, b: EpochRecord) -> Bool {
@@ -157,6 +168,7 @@ public struct EpochRecord: Equatable, Sendable {
         a.epoch == b.epoch && a.loss.bitPattern == b.loss.bitPattern
             && a.trainError.bitPattern == b.trainError.bitPattern
             && a.testError.bitPattern == b.testError.bitPattern && a.weightsSHA256 == b.weightsSHA256
+            && a.layerSHA256 == b.layerSHA256
     }
 }
 

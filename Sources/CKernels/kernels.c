@@ -1,1 +1,418 @@
+// Deterministic float32 matrix products: see include/dm_kernels.h for the contract.
+//
+// Every output element is one fused multiply-add chain over p = 0..k-1 in increasing order,
+// starting from C (accumulate) or +0. Both paths below compute exactly that:
+//  * the AVX2+FMA path: a 6x16 register tile of C (12 ymm accumulators), k innermost, one
+//    _mm256_fmadd_ps per element per p; k is cut into blocks that resume from the value stored
+//    in C (a float round-trips memory exactly); m and n are cut into cache blocks; op(A) and
+//    op(B) are packed into panels (packing only moves bits);
+//  * the scalar path: plain loops calling fmaf (correctly rounded by IEEE 754, like vfmadd).
+// Nothing else touches the values, and the compiler must not fuse anything on its own:
+#pragma STDC FP_CONTRACT OFF
+
 #include "dm_kernels.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ---------------------------------------------------------------------------------------------
+// Path selection
+
+static atomic_int g_path = -2; // -2: not resolved yet
+
+static atomic_int g_hw = -1; // -1: not probed yet
+
+static int hardware_has_avx2_fma(void) {
+    int hw = atomic_load_explicit(&g_hw, memory_order_relaxed);
+    if (hw >= 0) return hw;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    hw = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    hw = 0;
+#endif
+    atomic_store_explicit(&g_hw, hw, memory_order_relaxed);
+    return hw;
+}
+
+int dm_kernel_path_available(int path) {
+    switch (path) {
+    case DM_PATH_SCALAR: return 1;
+    case DM_PATH_AVX2: return hardware_has_avx2_fma();
+    default: return 0;
+    }
+}
+
+int dm_kernel_path(void) {
+    int p = atomic_load_explicit(&g_path, memory_order_relaxed);
+    if (p >= 0) return p;
+    p = hardware_has_avx2_fma() ? DM_PATH_AVX2 : DM_PATH_SCALAR;
+    const char *env = getenv("DROPMODEL_KERNEL");
+    if (env != NULL && strcmp(env, "scalar") == 0) p = DM_PATH_SCALAR;
+    atomic_store_explicit(&g_path, p, memory_order_relaxed);
+    return p;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scalar path: the contract written out, in a memory-friendly loop order. Each C element still
+// sees exactly acc = fmaf(a(i,p), b(p,j), acc) for p = 0, 1, ..., k-1.
+
+static void sgemm_scalar(int transA, int transB, long m, long n, long k,
+                         const float *A, long lda, const float *B, long ldb,
+                         float *C, long ldc, int accumulate) {
+    for (long i = 0; i < m; ++i) {
+        float *crow = C + i * ldc;
+        if (transB) {
+            // op(B) column j is the contiguous row j of B: one chain per element.
+            for (long j = 0; j < n; ++j) {
+                const float *bcol = B + j * ldb;
+                float acc = accumulate ? crow[j] : 0.0f;
+                if (transA) {
+                    for (long p = 0; p < k; ++p) acc = fmaf(A[p * lda + i], bcol[p], acc);
+                } else {
+                    const float *arow = A + i * lda;
+                    for (long p = 0; p < k; ++p) acc = fmaf(arow[p], bcol[p], acc);
+                }
+                crow[j] = acc;
+            }
+        } else {
+            // Row i of C is updated in place, p outer: element (i,j) still gets its chain in
+            // increasing p, with acc round-tripping through memory (exact).
+            if (!accumulate) {
+                for (long j = 0; j < n; ++j) crow[j] = 0.0f;
+            }
+            for (long p = 0; p < k; ++p) {
+                const float a = transA ? A[p * lda + i] : A[i * lda + p];
+                const float *brow = B + p * ldb;
+                for (long j = 0; j < n; ++j) crow[j] = fmaf(a, brow[j], crow[j]);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-thread packing buffers (grown on demand, freed when the thread exits).
+
+typedef struct {
+    float *buf[2];
+    size_t cap[2]; // in floats
+} dm_scratch;
+
+static pthread_key_t g_scratch_key;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *p) {
+    dm_scratch *s = (dm_scratch *)p;
+    if (s == NULL) return;
+    free(s->buf[0]);
+    free(s->buf[1]);
+    free(s);
+}
+
+static void scratch_make_key(void) { (void)pthread_key_create(&g_scratch_key, scratch_free); }
+
+// Returns a 64-byte aligned buffer of at least `floats` floats, or NULL.
+static float *scratch_get(int which, size_t floats) {
+    pthread_once(&g_scratch_once, scratch_make_key);
+    dm_scratch *s = (dm_scratch *)pthread_getspecific(g_scratch_key);
+    if (s == NULL) {
+        s = (dm_scratch *)calloc(1, sizeof *s);
+        if (s == NULL) return NULL;
+        if (pthread_setspecific(g_scratch_key, s) != 0) {
+            free(s);
+            return NULL;
+        }
+    }
+    if (s->cap[which] < floats) {
+        free(s->buf[which]);
+        s->buf[which] = NULL;
+        s->cap[which] = 0;
+        size_t bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
+        float *p = (float *)aligned_alloc(64, bytes);
+        if (p == NULL) return NULL;
+        s->buf[which] = p;
+        s->cap[which] = floats;
+    }
+    return s->buf[which];
+}
+
+// ---------------------------------------------------------------------------------------------
+// AVX2+FMA path
+
+#if defined(__x86_64__)
+
+#define MR 6
+#define NR 16
+#define KC_MAX 384  // k block: B micro-panel KC x 16 floats stays in L1
+#define MC_MAX 144  // m block (multiple of MR): packed A block MC x KC stays in L2
+#define NC_MAX 4096 // n block (multiple of NR): packed B block KC x NC in L2/L3
+#define SLACK 16    // floats past the end of a packed buffer that a vector store may touch
+
+#define AVX2 __attribute__((target("avx2,fma")))
+
+// C tile (6 x 16, row stride ldc) = (zero ? 0 : C tile) + sum over p of a[p*6 + r] * b[p*16 + c],
+// each element a chain of fused multiply-adds in increasing p.
+AVX2 static void ukernel_6x16(long kc, const float *restrict a, const float *restrict b,
+                              float *restrict c, long ldc, int zero) {
+    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+    if (zero) {
+        c00 = c01 = c10 = c11 = c20 = c21 = _mm256_setzero_ps();
+        c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+    } else {
+        c00 = _mm256_loadu_ps(c + 0 * ldc);
+        c01 = _mm256_loadu_ps(c + 0 * ldc + 8);
+        c10 = _mm256_loadu_ps(c + 1 * ldc);
+        c11 = _mm256_loadu_ps(c + 1 * ldc + 8);
+        c20 = _mm256_loadu_ps(c + 2 * ldc);
+        c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
+        c30 = _mm256_loadu_ps(c + 3 * ldc);
+        c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
+        c40 = _mm256_loadu_ps(c + 4 * ldc);
+        c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
+        c50 = _mm256_loadu_ps(c + 5 * ldc);
+        c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
+    }
+    for (long p = 0; p < kc; ++p) {
+        const __m256 b0 = _mm256_load_ps(b);
+        const __m256 b1 = _mm256_load_ps(b + 8);
+        __m256 av;
+        av = _mm256_broadcast_ss(a + 0);
+        c00 = _mm256_fmadd_ps(av, b0, c00);
+        c01 = _mm256_fmadd_ps(av, b1, c01);
+        av = _mm256_broadcast_ss(a + 1);
+        c10 = _mm256_fmadd_ps(av, b0, c10);
+        c11 = _mm256_fmadd_ps(av, b1, c11);
+        av = _mm256_broadcast_ss(a + 2);
+        c20 = _mm256_fmadd_ps(av, b0, c20);
+        c21 = _mm256_fmadd_ps(av, b1, c21);
+        av = _mm256_broadcast_ss(a + 3);
+        c30 = _mm256_fmadd_ps(av, b0, c30);
+        c31 = _mm256_fmadd_ps(av, b1, c31);
+        av = _mm256_broadcast_ss(a + 4);
+        c40 = _mm256_fmadd_ps(av, b0, c40);
+        c41 = _mm256_fmadd_ps(av, b1, c41);
+        av = _mm256_broadcast_ss(a + 5);
+        c50 = _mm256_fmadd_ps(av, b0, c50);
+        c51 = _mm256_fmadd_ps(av, b1, c51);
+        a += MR;
+        b += NR;
+    }
+    _mm256_storeu_ps(c + 0 * ldc, c00);
+    _mm256_storeu_ps(c + 0 * ldc + 8, c01);
+    _mm256_storeu_ps(c + 1 * ldc, c10);
+    _mm256_storeu_ps(c + 1 * ldc + 8, c11);
+    _mm256_storeu_ps(c + 2 * ldc, c20);
+    _mm256_storeu_ps(c + 2 * ldc + 8, c21);
+    _mm256_storeu_ps(c + 3 * ldc, c30);
+    _mm256_storeu_ps(c + 3 * ldc + 8, c31);
+    _mm256_storeu_ps(c + 4 * ldc, c40);
+    _mm256_storeu_ps(c + 4 * ldc + 8, c41);
+    _mm256_storeu_ps(c + 5 * ldc, c50);
+    _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+}
+
+// A partial tile (mr <= 6 rows, nr <= 16 columns): run the full kernel on a local copy. The
+// padded rows/columns of the packed panels are zeros; their results are thrown away.
+AVX2 static void ukernel_edge(long kc, const float *a, const float *b, float *c, long ldc,
+                              int zero, long mr, long nr) {
+    _Alignas(32) float t[MR * NR];
+    if (!zero) {
+        for (long r = 0; r < mr; ++r)
+            for (long j = 0; j < nr; ++j) t[r * NR + j] = c[r * ldc + j];
+    }
+    ukernel_6x16(kc, a, b, t, NR, zero);
+    for (long r = 0; r < mr; ++r)
+        for (long j = 0; j < nr; ++j) c[r * ldc + j] = t[r * NR + j];
+}
+
+// Transposes 8 rows of 8 floats in registers (moves bits only).
+AVX2 static inline void transpose8(__m256 *r) {
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// Packs op(A)[i0 .. i0+mc, p0 .. p0+kc] into ceil(mc/6) panels; panel q holds rows
+// i0+6q .. i0+6q+5 as dst[q*kc*6 + p*6 + r] (rows past mc are zeros).
+AVX2 static void pack_a(int transA, const float *A, long lda, long i0, long mc, long p0, long kc,
+                        float *dst) {
+    for (long ir = 0; ir < mc; ir += MR, dst += kc * MR) {
+        const long mr = mc - ir < MR ? mc - ir : MR;
+        const long i = i0 + ir;
+        if (transA) {
+            // op(A)(i,p) = A[p*lda + i]: the 6 values for one p are contiguous.
+            for (long p = 0; p < kc; ++p) {
+                const float *src = A + (p0 + p) * lda + i;
+                float *d = dst + p * MR;
+                long r = 0;
+                for (; r < mr; ++r) d[r] = src[r];
+                for (; r < MR; ++r) d[r] = 0.0f;
+            }
+        } else {
+            // op(A)(i,p) = A[i*lda + p]: rows are contiguous in p; transpose 8 p at a time.
+            const float *rows[MR];
+            for (long r = 0; r < MR; ++r) rows[r] = A + (i + (r < mr ? r : 0)) * lda + p0;
+            long p = 0;
+            if (mr == MR) {
+                for (; p + 8 <= kc; p += 8) {
+                    __m256 v[8];
+                    for (int r = 0; r < MR; ++r) v[r] = _mm256_loadu_ps(rows[r] + p);
+                    v[6] = v[7] = _mm256_setzero_ps();
+                    transpose8(v);
+                    // Each store writes 8 floats where 6 belong; the 2 extra land on the next
+                    // p's slots (rewritten next) or, at the very end, on the next panel or SLACK.
+                    for (int q = 0; q < 8; ++q) _mm256_storeu_ps(dst + (p + q) * MR, v[q]);
+                }
+            }
+            for (; p < kc; ++p) {
+                float *d = dst + p * MR;
+                long r = 0;
+                for (; r < mr; ++r) d[r] = rows[r][p];
+                for (; r < MR; ++r) d[r] = 0.0f;
+            }
+        }
+    }
+}
+
+// Packs op(B)[p0 .. p0+kc, j0 .. j0+nc] into ceil(nc/16) panels; panel q holds columns
+// j0+16q .. j0+16q+15 as dst[q*kc*16 + p*16 + c] (columns past nc are zeros).
+AVX2 static void pack_b(int transB, const float *B, long ldb, long p0, long kc, long j0, long nc,
+                        float *dst) {
+    for (long jr = 0; jr < nc; jr += NR, dst += kc * NR) {
+        const long nr = nc - jr < NR ? nc - jr : NR;
+        const long j = j0 + jr;
+        if (!transB) {
+            // op(B)(p,j) = B[p*ldb + j]: 16 contiguous values per p.
+            if (nr == NR) {
+                for (long p = 0; p < kc; ++p) {
+                    const float *src = B + (p0 + p) * ldb + j;
+                    _mm256_store_ps(dst + p * NR, _mm256_loadu_ps(src));
+                    _mm256_store_ps(dst + p * NR + 8, _mm256_loadu_ps(src + 8));
+                }
+            } else {
+                for (long p = 0; p < kc; ++p) {
+                    const float *src = B + (p0 + p) * ldb + j;
+                    float *d = dst + p * NR;
+                    long c = 0;
+                    for (; c < nr; ++c) d[c] = src[c];
+                    for (; c < NR; ++c) d[c] = 0.0f;
+                }
+            }
+        } else {
+            // op(B)(p,j) = B[j*ldb + p]: columns of op(B) are contiguous rows of B; transpose
+            // 8 x 8 blocks.
+            long p = 0;
+            if (nr == NR) {
+                for (; p + 8 <= kc; p += 8) {
+                    for (int h = 0; h < 2; ++h) {
+                        __m256 v[8];
+                        for (int c = 0; c < 8; ++c)
+                            v[c] = _mm256_loadu_ps(B + (j + h * 8 + c) * ldb + p0 + p);
+                        transpose8(v);
+                        for (int q = 0; q < 8; ++q) _mm256_store_ps(dst + (p + q) * NR + h * 8, v[q]);
+                    }
+                }
+            }
+            for (; p < kc; ++p) {
+                float *d = dst + p * NR;
+                long c = 0;
+                for (; c < nr; ++c) d[c] = B[(j + c) * ldb + p0 + p];
+                for (; c < NR; ++c) d[c] = 0.0f;
+            }
+        }
+    }
+}
+
+// Splits `total` into ceil(total / max) nearly equal blocks, each a multiple of `unit`.
+static long balanced_block(long total, long max, long unit) {
+    const long blocks = (total + max - 1) / max;
+    long b = (total + blocks - 1) / blocks;
+    b = (b + unit - 1) / unit * unit;
+    return b;
+}
+
+// Returns 0 if the packing buffers could not be allocated (caller falls back to scalar).
+AVX2 static int sgemm_avx2(int transA, int transB, long m, long n, long k,
+                           const float *A, long lda, const float *B, long ldb,
+                           float *C, long ldc, int accumulate) {
+    const long KC = balanced_block(k, KC_MAX, 1);
+    const long MC = balanced_block(m, MC_MAX, MR);
+    const long NC = balanced_block(n, NC_MAX, NR);
+    float *ap = scratch_get(0, (size_t)MC * (size_t)KC + SLACK);
+    float *bp = scratch_get(1, (size_t)NC * (size_t)KC + SLACK);
+    if (ap == NULL || bp == NULL) return 0;
+
+    for (long jc = 0; jc < n; jc += NC) {
+        const long nc = n - jc < NC ? n - jc : NC;
+        for (long pc = 0; pc < k; pc += KC) {
+            const long kc = k - pc < KC ? k - pc : KC;
+            const int zero = pc == 0 && !accumulate;
+            pack_b(transB, B, ldb, pc, kc, jc, nc, bp);
+            for (long ic = 0; ic < m; ic += MC) {
+                const long mc = m - ic < MC ? m - ic : MC;
+                pack_a(transA, A, lda, ic, mc, pc, kc, ap);
+                for (long jr = 0; jr < nc; jr += NR) {
+                    const long nr = nc - jr < NR ? nc - jr : NR;
+                    const float *bpanel = bp + (jr / NR) * kc * NR;
+                    for (long ir = 0; ir < mc; ir += MR) {
+                        const long mr = mc - ir < MR ? mc - ir : MR;
+                        const float *apanel = ap + (ir / MR) * kc * MR;
+                        float *ct = C + (ic + ir) * ldc + jc + jr;
+                        if (mr == MR && nr == NR)
+                            ukernel_6x16(kc, apanel, bpanel, ct, ldc, zero);
+                        else
+                            ukernel_edge(kc, apanel, bpanel, ct, ldc, zero, mr, nr);
+                    }
+                }
+            }
+        }
+    }
+    return 1;
+}
+
+#endif // __x86_64__
+
+// ---------------------------------------------------------------------------------------------
+// Entry points
+
+void dm_sgemm_path(int path, int transA, int transB, long m, long n, long k,
+                   const float *A, long lda, const float *B, long ldb,
+                   float *C, long ldc, int accumulate) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) {
+        if (!accumulate)
+            for (long i = 0; i < m; ++i) memset(C + i * ldc, 0, (size_t)n * sizeof(float));
+        return;
+    }
+    if (path == DM_PATH_AUTO) path = dm_kernel_path();
+#if defined(__x86_64__)
+    if (path == DM_PATH_AVX2 && dm_kernel_path_available(DM_PATH_AVX2)) {
+        if (sgemm_avx2(transA, transB, m, n, k, A, lda, B, ldb, C, ldc, accumulate)) return;
+    }
+#endif
+    sgemm_scalar(transA, transB, m, n, k, A, lda, B, ldb, C, ldc, accumulate);
+}
+
+void dm_sgemm(int transA, int transB, long m, long n, long k,
+              const float *A, long lda, const float *B, long ldb,
+              float *C, long ldc, int accumulate) {
+    dm_sgemm_path(DM_PATH_AUTO, transA, transB, m, n, k, A, lda, B, ldb, C, ldc, accumulate);
+}

@@ -1,56 +1,63 @@
 import ArgumentParser
+import Foundation
 import BundleFormat
 import Training
 
-/// The recipe options `init` and `train` share.
+/// The recipe options `init` and `train` share. Every option is optional: an option given
+/// overrides the base recipe (a `--from` bundle's, or the defaults shown).
 struct RecipeOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Layer widths, input first.", valueName: "n,n,..."))
-    var layers: String = "784,1024,1024,10"
+    @Option(help: ArgumentHelp("Layer widths, input first (default 784,1024,1024,10).", valueName: "n,n,..."))
+    var layers: String?
 
-    @Option(help: ArgumentHelp("Keep probability of each dense layer's inputs, input layer first (one per dense layer).",
-                               valueName: "p,p,..."))
-    var keep: String = "0.8,0.5,0.5"
+    @Option(help: ArgumentHelp(
+        "Keep probability of each dense layer's inputs, input layer first, one per dense layer (default 0.8,0.5,0.5).",
+        valueName: "p,p,..."))
+    var keep: String?
 
-    @Option(help: "Hidden activation: relu, logistic, tanh or linear (the output layer is softmax).")
-    var activation: String = "relu"
+    @Option(help: "Hidden activation: relu, logistic, tanh or linear; the output layer is softmax (default relu).")
+    var activation: String?
 
-    @Option(help: "Dropout convention: classic (the paper's: scale weights at test time) or inverted (scale by 1/p while training).")
-    var convention: String = "classic"
+    @Option(help: "classic (the paper's: weights scaled by p at test time) or inverted (scaled by 1/p while training) (default classic).")
+    var convention: String?
 
-    @Option(help: "Number of epochs.")
-    var epochs: Int = 10
+    @Option(help: "Number of epochs (default 10).")
+    var epochs: Int?
 
-    @Option(name: .customLong("batch-size"), help: "Minibatch size.")
-    var batchSize: Int = 100
+    @Option(name: .customLong("batch-size"), help: "Minibatch size (default 100).")
+    var batchSize: Int?
 
-    @Option(name: .customLong("learning-rate"), help: "Learning rate at epoch 1.")
-    var learningRate: Double = 0.1
+    @Option(name: .customLong("learning-rate"), help: "Learning rate at epoch 1 (default 0.1).")
+    var learningRate: Double?
 
-    @Option(name: .customLong("lr-decay"), help: "Multiply the learning rate by this after every epoch.")
-    var lrDecay: Double = 1
+    @Option(name: .customLong("lr-decay"), help: "Multiply the learning rate by this after every epoch (default 1).")
+    var lrDecay: Double?
 
-    @Option(help: "Momentum at epoch 1.")
-    var momentum: Double = 0.5
+    @Option(help: "Momentum at epoch 1 (default 0.5).")
+    var momentum: Double?
 
-    @Option(name: .customLong("momentum-final"), help: "Momentum reached at --momentum-ramp-epochs (linear ramp).")
-    var momentumFinal: Double = 0.99
+    @Option(name: .customLong("momentum-final"), help: "Momentum reached at --momentum-ramp-epochs, linearly (default 0.99).")
+    var momentumFinal: Double?
 
-    @Option(name: .customLong("momentum-ramp-epochs"), help: "Epochs over which momentum rises linearly.")
-    var momentumRampEpochs: Int = 500
+    @Option(name: .customLong("momentum-ramp-epochs"), help: "Epochs over which momentum rises linearly (default 500).")
+    var momentumRampEpochs: Int?
 
-    @Option(name: .customLong("max-norm"), help: "Max-norm radius c of every unit's incoming weights (omit for none).")
+    @Option(name: .customLong("max-norm"), help: "Max-norm radius c of every hidden unit's incoming weights (default: none).")
     var maxNorm: Double?
 
-    @Option(help: "L2 weight decay coefficient.")
-    var l2: Double = 0
+    @Option(help: "L2 weight decay coefficient (default 0).")
+    var l2: Double?
 
-    @Option(help: "Training data: fashion-mnist, mnist, a directory of IDX files, or an HDF5 file.")
-    var data: String = "fashion-mnist"
+    @Option(help: "Training data: fashion-mnist, mnist, a directory of IDX files, or an HDF5 file (default fashion-mnist).")
+    var data: String?
 
     @Option(help: "Use only the first N training examples.")
     var limit: Int?
 
-    func recipe() throws -> Recipe {
+    @Option(name: .customLong("test-limit"), help: "Measure test error on the first N test examples only.")
+    var testLimit: Int?
+
+    /// The recipe: `base` (or the defaults) with every option given applied.
+    func recipe(base: Recipe? = nil) throws -> Recipe {
         func ints(_ s: String, _ flag: String) throws -> [Int] {
             try s.split(separator: ",").map {
                 guard let v = Int($0.trimmingCharacters(in: .whitespaces)) else {
@@ -67,17 +74,33 @@ struct RecipeOptions: ParsableArguments {
                 return v
             }
         }
-        guard let act = Activation(rawValue: activation), act != .softmax else {
-            throw ValidationError("--activation must be relu, logistic, tanh or linear")
+        var r = base ?? Recipe(layers: [784, 1024, 1024, 10], keep: [0.8, 0.5, 0.5])
+        if let layers { r.layers = try ints(layers, "--layers") }
+        if let keep { r.keep = try doubles(keep, "--keep") }
+        if let activation {
+            guard let act = Activation(rawValue: activation), act != .softmax else {
+                throw ValidationError("--activation must be relu, logistic, tanh or linear")
+            }
+            r.activation = act
         }
-        guard let conv = DropoutConvention(rawValue: convention) else {
-            throw ValidationError("--convention must be classic or inverted")
+        if let convention {
+            guard let conv = DropoutConvention(rawValue: convention) else {
+                throw ValidationError("--convention must be classic or inverted")
+            }
+            r.convention = conv
         }
-        let r = Recipe(
-            layers: try ints(layers, "--layers"), keep: try doubles(keep, "--keep"), activation: act, convention: conv,
-            epochs: epochs, batchSize: batchSize, learningRate: learningRate, lrDecay: lrDecay, momentum: momentum,
-            momentumFinal: momentumFinal, momentumRampEpochs: momentumRampEpochs, maxNorm: maxNorm, l2: l2,
-            data: data, limit: limit)
+        if let epochs { r.epochs = epochs }
+        if let batchSize { r.batchSize = batchSize }
+        if let learningRate { r.learningRate = learningRate }
+        if let lrDecay { r.lrDecay = lrDecay }
+        if let momentum { r.momentum = momentum }
+        if let momentumFinal { r.momentumFinal = momentumFinal }
+        if let momentumRampEpochs { r.momentumRampEpochs = momentumRampEpochs }
+        if let maxNorm { r.maxNorm = maxNorm }
+        if let l2 { r.l2 = l2 }
+        if let data { r.data = data }
+        if let limit { r.limit = limit }
+        if let testLimit { r.testLimit = testLimit }
         if let first = r.problems().first { throw ValidationError(first) }
         return r
     }
@@ -94,5 +117,19 @@ struct SeedOption: ParsableArguments {
             return seed
         }
         return Int64.random(in: 0...Int64.max)
+    }
+}
+
+/// `--threads`.
+struct ThreadsOption: ParsableArguments {
+    @Option(help: "Worker threads for matrix products (default: all cores). Results are bit-identical for every value.")
+    var threads: Int?
+
+    func resolve() throws -> Int {
+        if let threads {
+            guard (1...256).contains(threads) else { throw ValidationError("--threads must be in 1...256") }
+            return threads
+        }
+        return max(1, ProcessInfo.processInfo.activeProcessorCount)
     }
 }

@@ -29,6 +29,8 @@ public struct Recipe: Codable, Equatable, Sendable {
     public var data: String
     /// Use only the first `limit` training examples (nil: all).
     public var limit: Int?
+    /// Use only the first `testLimit` test examples for the per-epoch test error (nil: all).
+    public var testLimit: Int?
     /// Weight initialisation scheme (`Specs/random-streams.md` §6).
     public var initialization: String
 
@@ -42,6 +44,7 @@ public struct Recipe: Codable, Equatable, Sendable {
         case momentumRampEpochs = "momentum_ramp_epochs"
         case maxNorm = "max_norm"
         case l2, data, limit
+        case testLimit = "test_limit"
         case initialization = "init"
     }
 
@@ -50,7 +53,7 @@ public struct Recipe: Codable, Equatable, Sendable {
         epochs: Int = 10, batchSize: Int = 100, learningRate: Double = 0.1, lrDecay: Double = 1,
         momentum: Double = 0.5, momentumFinal: Double = 0.99, momentumRampEpochs: Int = 500,
         maxNorm: Double? = nil, l2: Double = 0, data: String = "fashion-mnist", limit: Int? = nil,
-        initialization: String = "glorot-uniform"
+        testLimit: Int? = nil, initialization: String = "glorot-uniform"
     ) {
         self.layers = layers
         self.keep = keep
@@ -67,6 +70,7 @@ public struct Recipe: Codable, Equatable, Sendable {
         self.l2 = l2
         self.data = data
         self.limit = limit
+        self.testLimit = testLimit
         self.initialization = initialization
     }
 
@@ -91,6 +95,7 @@ public struct Recipe: Codable, Equatable, Sendable {
         if let c = maxNorm, !(c.isFinite && c > 0) { out.append("--max-norm must be positive") }
         if !(l2.isFinite && l2 >= 0) { out.append("--l2 must be 0 or more") }
         if let l = limit, l < 1 { out.append("--limit must be at least 1") }
+        if let l = testLimit, l < 1 { out.append("--test-limit must be at least 1") }
         if initialization != "glorot-uniform" { out.append("init '\(initialization)' is not known (glorot-uniform)") }
         return out
     }

@@ -1,1 +1,66 @@
-#pragma once
+// Deterministic float32 matrix products (Specs/determinism.md, "matrix products").
+//
+// The contract. For C = opA(A) · opB(B), with C m x n and inner dimension k, every output
+// element is computed as
+//
+//     acc = accumulate ? C[i][j] : +0.0f
+//     for p = 0, 1, ..., k-1 (in this order):
+//         acc = fmaf(a(i,p), b(p,j), acc)        // fused multiply-add, one rounding
+//     C[i][j] = acc
+//
+// a single fused multiply-add chain in increasing p: no other rounding, no reassociation, no
+// splitting of k between threads or vector lanes. Every code path (AVX2+FMA intrinsics, the
+// portable fallback calling fmaf, any blocking, any thread split done by the caller over rows or
+// columns of C) therefore produces the same bits. Floating-point environment: the default one
+// (round to nearest even, no flush-to-zero / denormals-are-zero); NaN payloads are not part of
+// the contract.
+//
+// The path is chosen at run time: AVX2+FMA when the CPU has both, else the scalar fallback.
+// The environment variable DROPMODEL_KERNEL=scalar forces the fallback (read once, at the first
+// call of dm_sgemm or dm_kernel_path); DROPMODEL_KERNEL=avx2 asks for AVX2+FMA (ignored if the
+// CPU lacks it).
+//
+// All functions are thread-safe; calls on disjoint blocks of C may run concurrently.
+
+#ifndef DM_KERNELS_H
+#define DM_KERNELS_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Kernel paths, as returned by dm_kernel_path() and accepted by dm_sgemm_path().
+enum {
+    DM_PATH_AUTO = -1,   ///< dm_sgemm_path only: whatever dm_kernel_path() says.
+    DM_PATH_SCALAR = 0,  ///< portable C, one fmaf call per multiply-add.
+    DM_PATH_AVX2 = 1,    ///< AVX2+FMA intrinsics, 6x16 register tile, packed panels.
+};
+
+/// C[m x n] (row stride ldc) = (accumulate ? C : 0) + opA(A) · opB(B), per the FMA-chain contract.
+///
+/// opA(A) is m x k: element (i,p) is A[i*lda + p] if !transA, A[p*lda + i] if transA.
+/// opB(B) is k x n: element (p,j) is B[p*ldb + j] if !transB, B[j*ldb + p] if transB.
+/// Element (i,j) of C is C[i*ldc + j]. Strides are in elements and must be at least the row
+/// length they describe (lda >= k or m, ldb >= n or k, ldc >= n). m, n or k may be 0: with k == 0,
+/// C is left unchanged if accumulate, else set to +0. C must not overlap A or B.
+void dm_sgemm(int transA, int transB, long m, long n, long k,
+              const float *A, long lda, const float *B, long ldb,
+              float *C, long ldc, int accumulate);
+
+/// dm_sgemm on an explicit path (DM_PATH_*). A path the CPU cannot run falls back to the scalar
+/// path. Same bits as dm_sgemm on every path; for tests that compare the paths in one process.
+void dm_sgemm_path(int path, int transA, int transB, long m, long n, long k,
+                   const float *A, long lda, const float *B, long ldb,
+                   float *C, long ldc, int accumulate);
+
+/// The path dm_sgemm uses: 0 = scalar fallback, 1 = AVX2+FMA.
+int dm_kernel_path(void);
+
+/// Whether this CPU can run the given path (DM_PATH_SCALAR is always available).
+int dm_kernel_path_available(int path);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,144 @@
+import CKernels
+import Dispatch
+
+/// Deterministic float32 matrix products (Specs/determinism.md).
+///
+/// For `C = op(A)·op(B)` (C is m×n, inner dimension k) every element of C is computed as
+///
+///     acc = accumulate ? C[i][j] : +0
+///     for p in 0..<k { acc = fma(a(i,p), b(p,j), acc) }   // fused multiply-add, one rounding
+///     C[i][j] = acc
+///
+/// on every kernel path (AVX2+FMA intrinsics or the portable `fmaf` fallback) and for every
+/// thread count: threads split the *output* (blocks of rows or of columns of C), never k.
+/// `ReferenceGemm` is this definition written as a plain triple loop.
+///
+/// Storage is row-major with explicit strides (in elements):
+/// `op(A)(i,p)` is `a[i*lda + p]`, or `a[p*lda + i]` if `transA`;
+/// `op(B)(p,j)` is `b[p*ldb + j]`, or `b[j*ldb + p]` if `transB`; `C(i,j)` is `c[i*ldc + j]`.
+public enum Gemm {
+    /// A kernel path. All paths give the same bits; they differ only in speed.
+    public enum Kernel: Sendable, Hashable, CaseIterable {
+        /// The path `path` names: AVX2+FMA if the CPU has it, unless `DROPMODEL_KERNEL=scalar`.
+        case automatic
+        /// Portable C, one `fmaf` per multiply-add (slow).
+        case scalar
+        /// AVX2+FMA intrinsics, 6×16 register tile, packed panels.
+        case avx2
+
+        var code: Int32 {
+            switch self {
+            case .automatic: -1
+            case .scalar: 0
+            case .avx2: 1
+            }
+        }
+    }
+
+    /// The kernel path `multiply` uses by default: `"avx2+fma"` or `"scalar"`.
+    public static var path: String {
+        dm_kernel_path() == 1 ? "avx2+fma" : "scalar"
+    }
+
+    /// Whether this CPU can run `kernel` (`.scalar` and `.automatic` always can).
+    public static func isAvailable(_ kernel: Kernel) -> Bool {
+        kernel == .automatic || dm_kernel_path_available(kernel.code) != 0
+    }
+
+    /// `C (m×n) = (accumulate ? C : 0) + op(A)·op(B)`, with the output split between `threads`
+    /// workers. Bit-identical for every `threads` (see the type's documentation).
+    public static func multiply(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int
+    ) {
+        multiply(
+            transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+            c: c, ldc: ldc, accumulate: accumulate, threads: threads, kernel: .automatic)
+    }
+
+    /// `multiply` on an explicit kernel path (a path the CPU lacks runs the scalar fallback),
+    /// for tests that compare paths within one process. Products of fewer than
+    /// `minimumParallelFlops` floating-point operations (2·m·n·k) run on the calling thread
+    /// whatever `threads` says (pass 0 to always use `threads` workers, as far as there are
+    /// register tiles to share). Neither choice changes a bit of the result.
+    public static func multiply(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int, kernel: Kernel,
+        minimumParallelFlops: Int = Gemm.defaultMinimumParallelFlops
+    ) {
+        precondition(m >= 0 && n >= 0 && k >= 0, "Gemm: negative dimension")
+        precondition(lda >= (transA ? m : k) && ldb >= (transB ? k : n) && ldc >= n, "Gemm: stride too small")
+        guard m > 0, n > 0 else { return }
+        let code = kernel.code
+        let tA: Int32 = transA ? 1 : 0
+        let tB: Int32 = transB ? 1 : 0
+        let acc: Int32 = accumulate ? 1 : 0
+
+        // Split the larger output dimension, in whole register tiles (6 rows / 16 columns), so
+        // the operand every worker packs in full is the smaller one. Never split k.
+        let splitRows = m >= n
+        let unit = splitRows ? 6 : 16
+        let extent = splitRows ? m : n
+        let tiles = (extent + unit - 1) / unit
+        var workers = max(1, min(threads, tiles))
+        if 2 * m * n * k < minimumParallelFlops { workers = 1 }
+
+        if workers == 1 {
+            dm_sgemm_path(code, tA, tB, m, n, k, a, lda, b, ldb, c, ldc, acc)
+            return
+        }
+        // Each worker writes a disjoint block of C and only reads A and B.
+        let operands = Operands(a: a, b: b, c: c)
+        let count = workers
+        DispatchQueue.concurrentPerform(iterations: count) { w in
+            let (a, b, c) = (operands.a, operands.b, operands.c)
+            let lo = min(extent, tiles * w / count * unit)
+            let hi = min(extent, tiles * (w + 1) / count * unit)
+            guard hi > lo else { return }
+            if splitRows {
+                dm_sgemm_path(
+                    code, tA, tB, hi - lo, n, k, transA ? a + lo : a + lo * lda, lda, b, ldb,
+                    c + lo * ldc, ldc, acc)
+            } else {
+                dm_sgemm_path(
+                    code, tA, tB, m, hi - lo, k, a, lda, transB ? b + lo * ldb : b + lo, ldb,
+                    c + lo, ldc, acc)
+            }
+        }
+    }
+
+    private struct Operands: @unchecked Sendable {
+        let a: UnsafePointer<Float>
+        let b: UnsafePointer<Float>
+        let c: UnsafeMutablePointer<Float>
+    }
+
+    /// Products smaller than this (in floating-point operations, 2·m·n·k) run on the calling
+    /// thread by default: dispatching costs more than it saves. Does not affect results.
+    public static let defaultMinimumParallelFlops = 1 << 21
+}
+
+/// The contract of `Gemm`, literally: one fused multiply-add chain per element in increasing p.
+/// Slow; for tests and small shapes.
+public enum ReferenceGemm {
+    public static func multiply(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool
+    ) {
+        for i in 0..<m {
+            for j in 0..<n {
+                var acc: Float = accumulate ? c[i * ldc + j] : 0
+                for p in 0..<k {
+                    let x = transA ? a[p * lda + i] : a[i * lda + p]
+                    let y = transB ? b[j * ldb + p] : b[p * ldb + j]
+                    // `addingProduct` is IEEE 754 fusedMultiplyAdd: acc + x·y rounded once.
+                    acc = acc.addingProduct(x, y)
+                }
+                c[i * ldc + j] = acc
+            }
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// Placeholder: the deterministic kernels land here.

@@ -1,0 +1,131 @@
+public import BundleFormat
+import Kernels
+
+/// A dense network's weights in the engine's layout (the bundle's: W is [outputs, inputs]).
+public struct Network: Sendable, Equatable {
+    public var layers: [LayerInfo]
+    public var parameters: [Parameters]
+
+    public init(layers: [LayerInfo], parameters: [Parameters]) {
+        precondition(layers.count == parameters.count)
+        self.layers = layers
+        self.parameters = parameters
+    }
+
+    public var inputs: Int { layers.first?.inputs ?? 0 }
+    public var outputs: Int { layers.last?.outputs ?? 0 }
+
+    /// The network with the weight-scaling rule applied, for deterministic inference of a
+    /// classic (unbaked) model: every weight `w` of a layer whose inputs were kept with
+    /// probability p becomes `Float(p) * w` (one float32 rounding; Specs/bake.md). Biases are
+    /// unchanged.
+    public func weightScaled() -> Network {
+        var out = self
+        for l in layers.indices {
+            let p = Float(layers[l].keepProb)
+            if p == 1 { continue }
+            out.parameters[l].weight = parameters[l].weight.map { p * $0 }
+        }
+        return out
+    }
+
+    /// The network to use for deterministic inference, given a bundle's convention and
+    /// baked flag: classic and not baked -> weight-scaled; otherwise as stored.
+    public func forInference(convention: DropoutConvention, baked: Bool) -> Network {
+        convention == .classic && !baked ? weightScaled() : self
+    }
+}
+
+/// Applies an activation in place.
+@inline(__always)
+func activate(_ a: Activation, _ z: UnsafeMutableBufferPointer<Float>) {
+    switch a {
+    case .relu: for i in z.indices where !(z[i] > 0) { z[i] = 0 }
+    case .logistic: for i in z.indices { z[i] = DeterministicMath.logistic(z[i]) }
+    case .tanh: for i in z.indices { z[i] = DeterministicMath.tanh(z[i]) }
+    case .linear: break
+    case .softmax: preconditionFailure("softmax is applied with the loss")
+    }
+}
+
+/// Row-wise softmax in place over `rows x cols`: subtract the row max, exponentiate, divide by
+/// the sum (summed left to right).
+func softmaxRows(_ z: UnsafeMutableBufferPointer<Float>, rows: Int, cols: Int) {
+    for r in 0..<rows {
+        let row = UnsafeMutableBufferPointer(rebasing: z[(r * cols)..<((r + 1) * cols)])
+        var m = row[0]
+        for v in row where v > m { m = v }
+        var sum: Float = 0
+        for i in row.indices {
+            row[i] = DeterministicMath.exp(row[i] - m)
+            sum += row[i]
+        }
+        for i in row.indices { row[i] = row[i] / sum }
+    }
+}
+
+/// Deterministic inference: class probabilities for `count` examples.
+public struct Predictor {
+    public let network: Network
+    public let threads: Int
+
+    public init(network: Network, threads: Int = 1) {
+        self.network = network
+        self.threads = max(1, threads)
+    }
+
+    /// Probabilities `[count x classes]` for row-major inputs `[count x inputs]`, in batches.
+    /// `masks`, if given, is called per (layer, first example, rows, buffer) to multiply each
+    /// layer's inputs by a mask (Monte-Carlo dropout); nil for the deterministic network.
+    public func probabilities(
+        _ inputs: UnsafeBufferPointer<Float>, count: Int, batch: Int = 1000,
+        mask: ((_ layer: Int, _ firstExample: Int, _ rows: Int, _ buffer: UnsafeMutableBufferPointer<Float>) -> Void)? = nil
+    ) -> [Float] {
+        let layers = network.layers
+        var out = [Float](repeating: 0, count: count * network.outputs)
+        let widest = layers.map { max($0.inputs, $0.outputs) }.max() ?? 0
+        var bufA = [Float](repeating: 0, count: batch * widest)
+        var bufB = [Float](repeating: 0, count: batch * widest)
+        var start = 0
+        while start < count {
+            let n = min(batch, count - start)
+            bufA.withUnsafeMutableBufferPointer { a in
+                for i in 0..<(n * network.inputs) { a[i] = inputs[start * network.inputs + i] }
+            }
+            for (l, layer) in layers.enumerated() {
+                bufA.withUnsafeMutableBufferPointer { x in
+                    bufB.withUnsafeMutableBufferPointer { z in
+                        if let mask { mask(l, start, n, UnsafeMutableBufferPointer(rebasing: x[0..<(n * layer.inputs)])) }
+                        let p = network.parameters[l]
+                        for r in 0..<n { for o in 0..<layer.outputs { z[r * layer.outputs + o] = p.bias[o] } }
+                        p.weight.withUnsafeBufferPointer { w in
+                            Gemm.multiply(
+                                transA: false, transB: true, m: n, n: layer.outputs, k: layer.inputs,
+                                a: UnsafePointer(x.baseAddress!), lda: layer.inputs, b: w.baseAddress!, ldb: layer.inputs,
+                                c: z.baseAddress!, ldc: layer.outputs, accumulate: true, threads: threads)
+                        }
+                        let zs = UnsafeMutableBufferPointer(rebasing: z[0..<(n * layer.outputs)])
+                        if layer.activation == .softmax {
+                            softmaxRows(zs, rows: n, cols: layer.outputs)
+                        } else {
+                            activate(layer.activation, zs)
+                        }
+                    }
+                }
+                swap(&bufA, &bufB)
+            }
+            for i in 0..<(n * network.outputs) { out[start * network.outputs + i] = bufA[i] }
+            start += n
+        }
+        return out
+    }
+
+    /// Predicted class of each example (first maximum).
+    public static func argmax(_ probs: [Float], classes: Int) -> [Int] {
+        stride(from: 0, to: probs.count, by: classes).map { s in
+            var best = 0
+            for c in 1..<classes where probs[s + c] > probs[s + best] { best = c }
+            return best
+        }
+    }
+}

@@ -1,0 +1,310 @@
+public import BundleFormat
+public import DropoutRandom
+public import TrainingData
+import Foundation
+import Kernels
+
+/// What one epoch of training measured.
+public struct EpochMetrics: Sendable, Equatable {
+    public var epoch: Int
+    /// Mean cross-entropy (natural log) of the thinned networks over the epoch's examples.
+    public var loss: Double
+    /// Fraction of the epoch's training examples the thinned network misclassified.
+    public var trainError: Double
+    /// Fraction of test examples the deterministic network misclassifies; NaN without a test set.
+    public var testError: Double
+    public var weightsSHA256: [UInt8]
+}
+
+/// Trains a dense dropout network with minibatch SGD, momentum and max-norm, bit for bit
+/// reproducibly: every step is a pure function of (recipe, seed, data, epoch, step).
+///
+/// The arithmetic is defined in `Specs/determinism.md`; random draws in
+/// `Specs/random-streams.md`. Threads split matrix products by output rows or columns only, so
+/// the result does not depend on `threads`.
+public final class Trainer {
+    public let recipe: Recipe
+    public let streams: RandomStreams
+    public let data: DataSplit
+    public let threads: Int
+    public private(set) var network: Network
+
+    private var velocityW: [[Float]]
+    private var velocityB: [[Float]]
+    // Per-layer scratch for one batch: masks, masked inputs, activations, gradients.
+    private var masks: [[Float]]
+    private var inputs: [[Float]]  // inputs[l]: the masked input of layer l (B x in_l)
+    private var outputs: [[Float]]  // outputs[l]: the activation of layer l (B x out_l)
+    private var deltas: [[Float]]  // deltas[l]: dLoss/dZ of layer l (B x out_l)
+    private var gradW: [[Float]]
+    private var gradB: [[Float]]
+    private var backInput: [Float]
+
+    /// - Parameters:
+    ///   - initial: starting weights (the recipe's seeded initialisation, or a bundle's).
+    public init(recipe: Recipe, seed: UInt64, data: DataSplit, initial: [Parameters], threads: Int) {
+        self.recipe = recipe
+        self.streams = RandomStreams(seed: seed)
+        self.data = data
+        self.threads = max(1, threads)
+        let layers = recipe.layerInfos
+        self.network = Network(layers: layers, parameters: initial)
+        let b = recipe.batchSize
+        velocityW = layers.map { [Float](repeating: 0, count: $0.inputs * $0.outputs) }
+        velocityB = layers.map { [Float](repeating: 0, count: $0.outputs) }
+        masks = layers.map { [Float](repeating: 0, count: b * $0.inputs) }
+        inputs = layers.map { [Float](repeating: 0, count: b * $0.inputs) }
+        outputs = layers.map { [Float](repeating: 0, count: b * $0.outputs) }
+        deltas = layers.map { [Float](repeating: 0, count: b * $0.outputs) }
+        gradW = layers.map { [Float](repeating: 0, count: $0.inputs * $0.outputs) }
+        gradB = layers.map { [Float](repeating: 0, count: $0.outputs) }
+        backInput = [Float](repeating: 0, count: b * (layers.map(\.inputs).max() ?? 0))
+    }
+
+    /// The number of minibatches in an epoch (the last may be smaller).
+    public var stepsPerEpoch: Int { (data.train.count + recipe.batchSize - 1) / recipe.batchSize }
+
+    /// Learning rate of epoch `e` (1-based): `learningRate * lrDecay^(e-1)`, by repeated
+    /// multiplication in float64, then rounded to float32.
+    public func learningRate(epoch e: Int) -> Float {
+        var lr = recipe.learningRate
+        for _ in 1..<max(1, e) { lr *= recipe.lrDecay }
+        return Float(lr)
+    }
+
+    /// Momentum of epoch `e` (1-based): linear from `momentum` at epoch 1 to `momentumFinal` at
+    /// epoch `momentumRampEpochs`, constant after; float64, then rounded to float32.
+    public func momentum(epoch e: Int) -> Float {
+        let ramp = recipe.momentumRampEpochs
+        guard ramp > 1 else { return Float(recipe.momentumFinal) }
+        let t = min(1.0, Double(e - 1) / Double(ramp - 1))
+        return Float(recipe.momentum + (recipe.momentumFinal - recipe.momentum) * t)
+    }
+
+    /// Trains epoch `e` (1-based) and returns its metrics. `progress` is called after every
+    /// step with (steps done, steps in the epoch).
+    public func trainEpoch(_ e: Int, progress: ((Int, Int) -> Void)? = nil) -> EpochMetrics {
+        let n = data.train.count
+        let order = streams.epochPermutation(epoch: e - 1, count: n)
+        let lr = learningRate(epoch: e)
+        let mu = momentum(epoch: e)
+        var lossSum = 0.0
+        var errors = 0
+        let steps = stepsPerEpoch
+        for t in 0..<steps {
+            let first = t * recipe.batchSize
+            let rows = min(recipe.batchSize, n - first)
+            let (l, err) = forwardBackward(epoch: e - 1, step: t, examples: order[first..<(first + rows)])
+            update(lr: lr, mu: mu)
+            lossSum += l
+            errors += err
+            progress?(t + 1, steps)
+        }
+        let testError = data.test.map { self.testError($0) } ?? .nan
+        return EpochMetrics(
+            epoch: e, loss: lossSum / Double(n), trainError: Double(errors) / Double(n), testError: testError,
+            weightsSHA256: WeightDigest.sha256(network.parameters))
+    }
+
+    /// Test error of the deterministic network (weight scaling for the classic convention).
+    public func testError(_ set: LabeledExamples) -> Double {
+        let net = network.forInference(convention: recipe.convention, baked: false)
+        let probs = set.inputs.withUnsafeBufferPointer {
+            Predictor(network: net, threads: threads).probabilities($0, count: set.count)
+        }
+        let predicted = Predictor.argmax(probs, classes: net.outputs)
+        var wrong = 0
+        for i in 0..<set.count where predicted[i] != Int(set.labels[i]) { wrong += 1 }
+        return Double(wrong) / Double(set.count)
+    }
+
+    /// The summed loss of one minibatch and the gradients of the MEAN loss, with the masks of
+    /// (epoch, step) (`epoch` 0-based as in the random streams), without updating anything.
+    /// For gradient checks.
+    public func gradients(epoch: Int, step: Int, examples: [Int]) -> (loss: Double, weight: [[Float]], bias: [[Float]]) {
+        precondition(examples.count <= recipe.batchSize)
+        let (loss, _) = forwardBackward(epoch: epoch, step: step, examples: examples[...])
+        return (loss, gradW, gradB)
+    }
+
+    /// Replaces the weights (for gradient checks).
+    public func setParameters(_ parameters: [Parameters]) {
+        network.parameters = parameters
+    }
+
+    /// One minibatch: forward with dropout, softmax cross-entropy, backward into `gradW` and
+    /// `gradB`. Returns (summed loss, misclassified count).
+    private func forwardBackward(epoch: Int, step: Int, examples: ArraySlice<Int>) -> (Double, Int) {
+        let layers = network.layers
+        let rows = examples.count
+        let features = data.train.features
+        let convention = recipe.convention
+
+        // Forward.
+        for (l, layer) in layers.enumerated() {
+            let width = layer.inputs
+            let keptValue: Float = convention == .classic ? 1 : Float(1 / layer.keepProb)
+            masks[l].withUnsafeMutableBufferPointer { m in
+                for r in 0..<rows {
+                    let row = UnsafeMutableBufferPointer(rebasing: m[(r * width)..<((r + 1) * width)])
+                    streams.keepMask(
+                        epoch: epoch, step: step, layer: l, example: r, units: width, keepProbability: layer.keepProb,
+                        keptValue: keptValue, into: row)
+                }
+            }
+            inputs[l].withUnsafeMutableBufferPointer { x in
+                masks[l].withUnsafeBufferPointer { m in
+                    if l == 0 {
+                        data.train.inputs.withUnsafeBufferPointer { src in
+                            for (r, ex) in examples.enumerated() {
+                                let s = ex * features
+                                for j in 0..<width { x[r * width + j] = src[s + j] * m[r * width + j] }
+                            }
+                        }
+                    } else {
+                        outputs[l - 1].withUnsafeBufferPointer { a in
+                            for i in 0..<(rows * width) { x[i] = a[i] * m[i] }
+                        }
+                    }
+                }
+            }
+            outputs[l].withUnsafeMutableBufferPointer { z in
+                let bias = network.parameters[l].bias
+                for r in 0..<rows { for o in 0..<layer.outputs { z[r * layer.outputs + o] = bias[o] } }
+                inputs[l].withUnsafeBufferPointer { x in
+                    network.parameters[l].weight.withUnsafeBufferPointer { w in
+                        Gemm.multiply(
+                            transA: false, transB: true, m: rows, n: layer.outputs, k: layer.inputs,
+                            a: x.baseAddress!, lda: layer.inputs, b: w.baseAddress!, ldb: layer.inputs,
+                            c: z.baseAddress!, ldc: layer.outputs, accumulate: true, threads: threads)
+                    }
+                }
+                let zs = UnsafeMutableBufferPointer(rebasing: z[0..<(rows * layer.outputs)])
+                if layer.activation != .softmax { activate(layer.activation, zs) }
+            }
+        }
+
+        // Loss and output delta: dZ = (softmax(z) - onehot) / rows.
+        let last = layers.count - 1
+        let classes = layers[last].outputs
+        var lossSum = 0.0
+        var wrong = 0
+        outputs[last].withUnsafeMutableBufferPointer { z in
+            deltas[last].withUnsafeMutableBufferPointer { d in
+                for (r, ex) in examples.enumerated() {
+                    let label = Int(data.train.labels[ex])
+                    let row = r * classes
+                    var m = z[row]
+                    var best = 0
+                    for c in 1..<classes where z[row + c] > m { m = z[row + c]; best = c }
+                    if best != label { wrong += 1 }
+                    var sum: Float = 0
+                    for c in 0..<classes {
+                        let e = DeterministicMath.exp(z[row + c] - m)
+                        d[row + c] = e
+                        sum += e
+                    }
+                    // loss = log(sum) - (z_label - m), in float64 for reporting.
+                    lossSum += Foundation.log(Double(sum)) - Double(z[row + label] - m)
+                    let scale = Float(rows)
+                    for c in 0..<classes {
+                        let p = d[row + c] / sum
+                        d[row + c] = ((c == label ? p - 1 : p)) / scale
+                    }
+                }
+            }
+        }
+
+        // Backward.
+        for l in stride(from: last, through: 0, by: -1) {
+            let layer = layers[l]
+            // dW = dZᵀ · X (outputs x inputs); db = column sums of dZ (rows in order).
+            deltas[l].withUnsafeBufferPointer { d in
+                inputs[l].withUnsafeBufferPointer { x in
+                    gradW[l].withUnsafeMutableBufferPointer { g in
+                        Gemm.multiply(
+                            transA: true, transB: false, m: layer.outputs, n: layer.inputs, k: rows,
+                            a: d.baseAddress!, lda: layer.outputs, b: x.baseAddress!, ldb: layer.inputs,
+                            c: g.baseAddress!, ldc: layer.inputs, accumulate: false, threads: threads)
+                    }
+                }
+                gradB[l].withUnsafeMutableBufferPointer { gb in
+                    for o in 0..<layer.outputs {
+                        var s: Float = 0
+                        for r in 0..<rows { s += d[r * layer.outputs + o] }
+                        gb[o] = s
+                    }
+                }
+                guard l > 0 else { return }
+                // dX = dZ · W (rows x inputs), then through the mask and the activation below.
+                backInput.withUnsafeMutableBufferPointer { dx in
+                    network.parameters[l].weight.withUnsafeBufferPointer { w in
+                        Gemm.multiply(
+                            transA: false, transB: false, m: rows, n: layer.inputs, k: layer.outputs,
+                            a: d.baseAddress!, lda: layer.outputs, b: w.baseAddress!, ldb: layer.inputs,
+                            c: dx.baseAddress!, ldc: layer.inputs, accumulate: false, threads: threads)
+                    }
+                    let below = layers[l - 1].activation
+                    masks[l].withUnsafeBufferPointer { m in
+                        outputs[l - 1].withUnsafeBufferPointer { a in
+                            deltas[l - 1].withUnsafeMutableBufferPointer { dz in
+                                for i in 0..<(rows * layer.inputs) {
+                                    let g = dx[i] * m[i]
+                                    let y = a[i]
+                                    switch below {
+                                    case .relu: dz[i] = y > 0 ? g : 0
+                                    case .logistic: dz[i] = g * (y * (1 - y))
+                                    case .tanh: dz[i] = g * (1 - y * y)
+                                    case .linear, .softmax: dz[i] = g
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        return (lossSum, wrong)
+    }
+
+    /// Update: v = mu*v - lr*(g + l2*w); w = w + v; then max-norm on hidden layers.
+    private func update(lr: Float, mu: Float) {
+        let layers = network.layers
+        let l2 = Float(recipe.l2)
+        let maxNorm = recipe.maxNorm.map { Float($0) }
+        for l in layers.indices {
+            let layer = layers[l]
+            network.parameters[l].weight.withUnsafeMutableBufferPointer { w in
+                velocityW[l].withUnsafeMutableBufferPointer { v in
+                    gradW[l].withUnsafeBufferPointer { g in
+                        if l2 != 0 {
+                            for i in w.indices { v[i] = mu * v[i] - lr * (g[i] + l2 * w[i]); w[i] = w[i] + v[i] }
+                        } else {
+                            for i in w.indices { v[i] = mu * v[i] - lr * g[i]; w[i] = w[i] + v[i] }
+                        }
+                    }
+                }
+                if let c = maxNorm, l < layers.count - 1 {
+                    for u in 0..<layer.outputs {
+                        let row = UnsafeMutableBufferPointer(rebasing: w[(u * layer.inputs)..<((u + 1) * layer.inputs)])
+                        var sq: Float = 0
+                        for x in row { sq += x * x }
+                        let norm = sq.squareRoot()
+                        if norm > c {
+                            let s = c / norm
+                            for i in row.indices { row[i] = row[i] * s }
+                        }
+                    }
+                }
+            }
+            network.parameters[l].bias.withUnsafeMutableBufferPointer { b in
+                velocityB[l].withUnsafeMutableBufferPointer { v in
+                    gradB[l].withUnsafeBufferPointer { g in
+                        for i in b.indices { v[i] = mu * v[i] - lr * g[i]; b[i] = b[i] + v[i] }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,335 @@
+// Bit-exactness tests of the matrix kernels against the contract of Specs/determinism.md:
+// every element of C is one fused multiply-add chain in increasing p, starting from C
+// (accumulate) or +0. `ReferenceGemm` is that contract as a plain triple loop; every kernel
+// path and every thread count must reproduce its bits exactly (no tolerances anywhere).
+
+import Kernels
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+// MARK: - Helpers
+
+/// SplitMix64: deterministic test data, independent of the code under test.
+private struct SplitMix64 {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+    /// A float in [-1, 1) with a full 24-bit significand, so products need 48 bits and fused
+    /// and unfused multiply-adds round differently.
+    mutating func value() -> Float {
+        Float(Int32(truncatingIfNeeded: next() >> 32) >> 8) * 0x1p-23
+    }
+    mutating func values(_ count: Int) -> [Float] { (0..<count).map { _ in value() } }
+}
+
+/// The paths to test: the scalar fallback always, AVX2+FMA where the CPU has it, and the
+/// default path (whatever `Gemm.path` says).
+private let kernels: [Gemm.Kernel] = Gemm.Kernel.allCases.filter { Gemm.isAvailable($0) }
+
+private func bits(_ x: [Float]) -> [UInt32] { x.map(\.bitPattern) }
+
+/// One product: operands stored with strides possibly larger than the minimum; the padding is
+/// filled with values that must neither be read into the result nor be overwritten.
+private struct Problem {
+    var transA: Bool, transB: Bool
+    var m: Int, n: Int, k: Int
+    var lda: Int, ldb: Int, ldc: Int
+    var accumulate: Bool
+    var a: [Float], b: [Float], c: [Float]
+
+    init(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, pad: (Int, Int, Int) = (0, 0, 0),
+         accumulate: Bool, rng: inout SplitMix64) {
+        self.transA = transA
+        self.transB = transB
+        (self.m, self.n, self.k) = (m, n, k)
+        self.accumulate = accumulate
+        lda = (transA ? m : k) + pad.0
+        ldb = (transB ? k : n) + pad.1
+        ldc = n + pad.2
+        a = rng.values(max(1, (transA ? k : m) * lda))
+        b = rng.values(max(1, (transB ? n : k) * ldb))
+        c = rng.values(max(1, m * ldc))
+    }
+
+    /// C after the contract's product (ReferenceGemm).
+    func reference() -> [Float] {
+        var out = c
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                out.withUnsafeMutableBufferPointer { pc in
+                    ReferenceGemm.multiply(
+                        transA: transA, transB: transB, m: m, n: n, k: k,
+                        a: pa.baseAddress!, lda: lda, b: pb.baseAddress!, ldb: ldb,
+                        c: pc.baseAddress!, ldc: ldc, accumulate: accumulate)
+                }
+            }
+        }
+        return out
+    }
+
+    /// C after Gemm.multiply on `kernel` with `threads` workers (no small-product shortcut, so
+    /// small shapes really are split).
+    func gemm(kernel: Gemm.Kernel, threads: Int) -> [Float] {
+        var out = c
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                out.withUnsafeMutableBufferPointer { pc in
+                    Gemm.multiply(
+                        transA: transA, transB: transB, m: m, n: n, k: k,
+                        a: pa.baseAddress!, lda: lda, b: pb.baseAddress!, ldb: ldb,
+                        c: pc.baseAddress!, ldc: ldc, accumulate: accumulate, threads: threads,
+                        kernel: kernel, minimumParallelFlops: 0)
+                }
+            }
+        }
+        return out
+    }
+
+    /// C after an *unfused* chain (acc = acc + x*y, two roundings per step; Swift never
+    /// contracts this into an FMA). Not the contract: used to show the tests can tell.
+    func unfused() -> [Float] {
+        var out = c
+        for i in 0..<m {
+            for j in 0..<n {
+                var acc: Float = accumulate ? c[i * ldc + j] : 0
+                for p in 0..<k {
+                    let x = transA ? a[p * lda + i] : a[i * lda + p]
+                    let y = transB ? b[j * ldb + p] : b[p * ldb + j]
+                    acc = acc + x * y
+                }
+                out[i * ldc + j] = acc
+            }
+        }
+        return out
+    }
+
+    var label: String {
+        "transA=\(transA) transB=\(transB) m=\(m) n=\(n) k=\(k) lda=\(lda) ldb=\(ldb) ldc=\(ldc) accumulate=\(accumulate)"
+    }
+}
+
+/// Checks every kernel path and thread count 1...4 against `expected`, bit for bit.
+private func expectAllPathsMatch(_ problem: Problem, _ expected: [Float]) {
+    let want = bits(expected)
+    for kernel in kernels {
+        for threads in 1...4 {
+            let got = bits(problem.gemm(kernel: kernel, threads: threads))
+            if got != want {
+                let bad = zip(got, want).filter { $0 != $1 }.count
+                Issue.record("\(problem.label) kernel=\(kernel) threads=\(threads): \(bad) elements differ")
+            }
+        }
+    }
+}
+
+// MARK: - Bit identity with the reference
+
+/// Ragged sizes around the 6x16 register tile and the cache blocks.
+private let smallDims = [1, 5, 7, 17]
+private let allDims = [1, 2, 5, 7, 13, 17, 31, 100, 129]
+
+@Test("Gemm equals ReferenceGemm bit for bit: every path, threads 1-4, ragged shapes, padded strides",
+      arguments: [false, true], [false, true])
+func matchesReference(transA: Bool, transB: Bool) {
+    var rng = SplitMix64(state: 0x5EED_0000 + (transA ? 2 : 0) + (transB ? 1 : 0))
+    var problems: [Problem] = []
+    // Every combination of small ragged sizes, both accumulate modes, tight and padded strides.
+    for m in smallDims {
+        for n in smallDims {
+            for k in smallDims {
+                let accumulate = (m + n + k) % 2 == 0
+                let pad = (m * n + k) % 3 == 0 ? (0, 0, 0) : (3, 1, 5)
+                problems.append(Problem(transA: transA, transB: transB, m: m, n: n, k: k, pad: pad,
+                                        accumulate: accumulate, rng: &rng))
+            }
+        }
+    }
+    // Random shapes over the full list, including products larger than one tile and k larger
+    // than one register pass.
+    for i in 0..<14 {
+        let m = allDims[rng.below(allDims.count)]
+        let n = allDims[rng.below(allDims.count)]
+        let k = allDims[rng.below(allDims.count)]
+        problems.append(Problem(transA: transA, transB: transB, m: m, n: n, k: k,
+                                pad: (rng.below(4), rng.below(20), rng.below(4)),
+                                accumulate: i % 2 == 0, rng: &rng))
+    }
+    for problem in problems {
+        expectAllPathsMatch(problem, problem.reference())
+    }
+}
+
+@Test("k larger than the cache block (resumes from C) and n, m larger than the cache blocks",
+      arguments: [false, true], [false, true])
+func blockedDimensions(transA: Bool, transB: Bool) {
+    var rng = SplitMix64(state: 0xB10C + (transA ? 2 : 0) + (transB ? 1 : 0))
+    // k = 800 is cut into k blocks; m = 150 into m blocks (144 max); n = 4113 into two n blocks.
+    let shapes = [(13, 19, 800), (150, 17, 9), (7, 4113, 3)]
+    for (index, (m, n, k)) in shapes.enumerated() {
+        let problem = Problem(transA: transA, transB: transB, m: m, n: n, k: k, pad: (1, 2, 3),
+                              accumulate: index == 1, rng: &rng)
+        expectAllPathsMatch(problem, problem.reference())
+    }
+}
+
+@Test("k = 0 leaves C unchanged when accumulating, else sets it to +0; m = 0 or n = 0 is a no-op")
+func emptyProducts() {
+    var rng = SplitMix64(state: 0xE0)
+    for transA in [false, true] {
+        for transB in [false, true] {
+            let kept = Problem(transA: transA, transB: transB, m: 5, n: 7, k: 0, pad: (1, 1, 2),
+                               accumulate: true, rng: &rng)
+            expectAllPathsMatch(kept, kept.c)
+            let zeroed = Problem(transA: transA, transB: transB, m: 5, n: 7, k: 0, pad: (1, 1, 2),
+                                 accumulate: false, rng: &rng)
+            var expected = zeroed.c
+            for i in 0..<5 { for j in 0..<7 { expected[i * zeroed.ldc + j] = 0 } }
+            #expect(bits(zeroed.reference()) == bits(expected))
+            expectAllPathsMatch(zeroed, expected)
+            for (m, n) in [(0, 7), (5, 0), (0, 0)] {
+                let none = Problem(transA: transA, transB: transB, m: m, n: n, k: 3, pad: (1, 1, 1),
+                                   accumulate: false, rng: &rng)
+                expectAllPathsMatch(none, none.c)
+            }
+        }
+    }
+}
+
+@Test("signed zeros, subnormals, exact powers of two: same bits as the reference (no flush to zero)")
+func specialValues() {
+    var rng = SplitMix64(state: 0x5BEC)
+    let pool: [Float] = [0, -0.0, 1, -1, 0.5, 3, 0x1p-126, -0x1p-130, 0x1p-149, 0x1.5p-127, -0x1.4p-129,
+                         0x1p-70, -0x1p-75, 0x1.fffffep-1, 1 + 0x1p-23, 65504]
+    for (m, n, k) in [(7, 19, 5), (13, 33, 17), (6, 16, 64)] {
+        var problem = Problem(transA: false, transB: true, m: m, n: n, k: k, accumulate: false, rng: &rng)
+        problem.a = problem.a.map { _ in pool[rng.below(pool.count)] }
+        problem.b = problem.b.map { _ in pool[rng.below(pool.count)] * 0x1p-60 }
+        expectAllPathsMatch(problem, problem.reference())
+        problem.accumulate = true
+        problem.c = problem.c.map { _ in pool[rng.below(pool.count)] * 0x1p-80 }
+        expectAllPathsMatch(problem, problem.reference())
+    }
+    // All products are -0: the chain from +0 stays +0 (-0 + +0 = +0); from -0 (accumulate) it
+    // stays -0.
+    var zeros = Problem(transA: false, transB: false, m: 7, n: 17, k: 3, accumulate: false, rng: &rng)
+    zeros.a = zeros.a.map { _ in -0.0 }
+    let plusZero = zeros.reference()
+    #expect(plusZero.allSatisfy { $0.bitPattern == 0 })
+    expectAllPathsMatch(zeros, plusZero)
+    zeros.accumulate = true
+    zeros.c = zeros.c.map { _ in -0.0 }
+    let minusZero = zeros.reference()
+    #expect(minusZero.allSatisfy { $0.bitPattern == 0x8000_0000 })
+    expectAllPathsMatch(zeros, minusZero)
+}
+
+// MARK: - The tests can tell fused from unfused
+
+@Test("one multiply-add whose fused and unfused results differ: every path gives the fused one")
+func fusedNotUnfused() {
+    // x·y = 1 + 2^-11 + 2^-24 exactly; rounded to float (a tie, to even) it is 1 + 2^-11.
+    // So c + x·y with c = -(1 + 2^-11) is 2^-24 fused, but 0 unfused.
+    let x: Float = 1 + 0x1p-12
+    let c0: Float = -(1 + 0x1p-11)
+    #expect(c0.addingProduct(x, x) == 0x1p-24)
+    #expect(c0 + x * x == 0)
+    // A matrix of such products (m, n cover full and partial tiles), k = 1 and k = 2.
+    var rng = SplitMix64(state: 1)
+    for k in [1, 2] {
+        for (transA, transB) in [(false, false), (false, true), (true, false), (true, true)] {
+            var problem = Problem(transA: transA, transB: transB, m: 13, n: 37, k: k,
+                                  accumulate: true, rng: &rng)
+            problem.a = problem.a.map { _ in x }
+            problem.b = problem.b.enumerated().map { i, _ in
+                // second row of op(B) (p = 1) zero, so the result is still c0 + x·x (then + x·0)
+                let p = transB ? i % problem.ldb : i / problem.ldb
+                return p == 0 ? x : 0
+            }
+            problem.c = problem.c.map { _ in c0 }
+            let expected = problem.reference()
+            #expect(expected.allSatisfy { $0 == 0x1p-24 })
+            #expect(problem.unfused().allSatisfy { $0 == 0 })
+            expectAllPathsMatch(problem, expected)
+        }
+    }
+}
+
+@Test("on the random test data an unfused chain gives different bits in most elements")
+func testsHaveTeeth() {
+    var rng = SplitMix64(state: 0x7EE7)
+    for (transA, transB) in [(false, false), (false, true), (true, false), (true, true)] {
+        let problem = Problem(transA: transA, transB: transB, m: 31, n: 33, k: 100, pad: (1, 2, 3),
+                              accumulate: transA, rng: &rng)
+        let fused = problem.reference()
+        let unfused = problem.unfused()
+        let differing = zip(bits(fused), bits(unfused)).filter { $0 != $1 }.count
+        // An implementation that does not fuse (or rounds anywhere else) fails the bit
+        // comparisons above on most elements.
+        #expect(differing > problem.m * problem.n / 2, "only \(differing) differ")
+        expectAllPathsMatch(problem, fused)
+        for kernel in kernels {
+            #expect(bits(problem.gemm(kernel: kernel, threads: 2)) != bits(unfused))
+        }
+    }
+}
+
+// MARK: - The training engine's products
+
+/// Elements of the contract computed one at a time (the full reference on these shapes would be
+/// slow in a debug build).
+private func referenceElement(_ p: Problem, _ i: Int, _ j: Int) -> Float {
+    var acc: Float = p.accumulate ? p.c[i * p.ldc + j] : 0
+    for q in 0..<p.k {
+        let x = p.transA ? p.a[q * p.lda + i] : p.a[i * p.lda + q]
+        let y = p.transB ? p.b[j * p.ldb + q] : p.b[q * p.ldb + j]
+        acc = acc.addingProduct(x, y)
+    }
+    return acc
+}
+
+@Test("training shapes (batch 100, 784-1024-10): forward, backward, gradient; paths and threads agree",
+      arguments: [(784, 1024), (1024, 10)])
+func trainingShapes(inputs: Int, outputs: Int) {
+    var rng = SplitMix64(state: UInt64(inputs * 10_000 + outputs))
+    let batch = 100
+    // forward Z = bias + X·Wᵀ, backward dX = dZ·W, gradient dW = dZᵀ·X
+    let products = [
+        Problem(transA: false, transB: true, m: batch, n: outputs, k: inputs, accumulate: true, rng: &rng),
+        Problem(transA: false, transB: false, m: batch, n: inputs, k: outputs, accumulate: false, rng: &rng),
+        Problem(transA: true, transB: false, m: outputs, n: inputs, k: batch, accumulate: false, rng: &rng),
+    ]
+    for problem in products {
+        let first = problem.gemm(kernel: .scalar, threads: 1)
+        for (i, j) in (0..<64).map({ _ in (rng.below(problem.m), rng.below(problem.n)) }) {
+            #expect(first[i * problem.ldc + j].bitPattern == referenceElement(problem, i, j).bitPattern,
+                    "\(problem.label) element (\(i), \(j))")
+        }
+        for kernel in kernels {
+            for threads in [1, 2, 3] {
+                #expect(bits(problem.gemm(kernel: kernel, threads: threads)) == bits(first),
+                        "\(problem.label) kernel=\(kernel) threads=\(threads)")
+            }
+        }
+    }
+}
+
+// MARK: - Path reporting
+
+@Test("path names the fastest available kernel unless DROPMODEL_KERNEL=scalar")
+func pathReport() {
+    let forcedScalar = getenv("DROPMODEL_KERNEL").map { String(cString: $0) } == "scalar"
+    let expected = Gemm.isAvailable(.avx2) && !forcedScalar ? "avx2+fma" : "scalar"
+    #expect(Gemm.path == expected)
+    #expect(Gemm.isAvailable(.scalar))
+}
