@@ -78,6 +78,11 @@ let package = Package(
         .testTarget(name: "DropoutRandomTests", dependencies: ["DropoutRandom"], swiftSettings: swiftSettings),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: swiftSettings),
         .testTarget(
+            name: "TrainingTests", dependencies: ["Training", "TrainingData", "BundleFormat", "DropoutRandom", "TestSupport"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TrainingDataTests", dependencies: ["TrainingData", "HDF5Layer", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
             name: "CLITests",
             dependencies: ["BundleFormat", "HDF5Layer", "TestSupport", "dropmodel"],
             swiftSettings: swiftSettings

@@ -35,7 +35,7 @@ public enum DataSource {
         }
         var split: DataSplit
         if isDir.boolValue {
-            split = try loadIDXDirectory(path, name: name)
+            split = try loadIDXDirectory(path, name: name, limit: limit, testLimit: testLimit)
         } else {
             split = try loadHDF5(path)
         }
@@ -54,15 +54,15 @@ public enum DataSource {
         return nil
     }
 
-    static func loadIDXDirectory(_ dir: String, name: String) throws -> DataSplit {
+    static func loadIDXDirectory(_ dir: String, name: String, limit: Int?, testLimit: Int?) throws -> DataSplit {
         guard let ti = find(dir, "train-images-idx3-ubyte"), let tl = find(dir, "train-labels-idx1-ubyte") else {
             throw DataError(file: dir, message: "has no train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]",
                             hint: "point --data at a directory with the MNIST-format IDX files")
         }
-        let train = try IDX.examples(images: ti, labels: tl)
+        let train = try IDX.examples(images: ti, labels: tl, limit: limit)
         var test: LabeledExamples?
         if let si = find(dir, "t10k-images-idx3-ubyte"), let sl = find(dir, "t10k-labels-idx1-ubyte") {
-            test = try IDX.examples(images: si, labels: sl)
+            test = try IDX.examples(images: si, labels: sl, limit: testLimit)
             if test!.features != train.features {
                 throw DataError(file: si, message: "has \(test!.features) features per example, the training set \(train.features)")
             }

@@ -48,8 +48,8 @@ enum IDX {
         return (dims, data.subdata(in: (data.startIndex + header)..<(data.startIndex + header + total)))
     }
 
-    /// Reads an image file and a label file into examples.
-    static func examples(images: String, labels: String) throws -> LabeledExamples {
+    /// Reads an image file and a label file into examples, decoding only the first `limit`.
+    static func examples(images: String, labels: String, limit: Int? = nil) throws -> LabeledExamples {
         let (idims, ibytes) = try read(images)
         let (ldims, lbytes) = try read(labels)
         guard idims.count >= 2 else { throw DataError(file: images, message: "is not an image file (dimensions \(idims))") }
@@ -57,13 +57,19 @@ enum IDX {
         guard idims[0] == ldims[0] else {
             throw DataError(file: labels, message: "has \(ldims[0]) labels for \(idims[0]) images in \(images)")
         }
-        let count = idims[0]
+        let count = min(idims[0], limit ?? idims[0])
         let features = idims.dropFirst().reduce(1, *)
-        let labels = [UInt8](lbytes)
+        let labels = [UInt8](lbytes.prefix(count))
         let classes = Int(labels.max() ?? 0) + 1
         var inputs = [Float](repeating: 0, count: count * features)
+        // A table of the 256 possible values: the same correctly rounded divisions, done once.
+        let table = (0..<256).map { Float($0) / 255 }
         ibytes.withUnsafeBytes { (p: UnsafeRawBufferPointer) in
-            for i in 0..<inputs.count { inputs[i] = Float(p[i]) / 255 }
+            inputs.withUnsafeMutableBufferPointer { out in
+                table.withUnsafeBufferPointer { t in
+                    for i in 0..<out.count { out[i] = t[Int(p[i])] }
+                }
+            }
         }
         return LabeledExamples(count: count, features: features, classes: max(classes, 2), inputs: inputs, labels: labels)
     }
