@@ -83,9 +83,13 @@ func writeIDX(_ set: IDXSet, prefix: String, in dir: String, gzip: Bool = false,
     return (images, labels)
 }
 
-func expectDecoded(_ ex: LabeledExamples, _ set: IDXSet, limit: Int? = nil, classes: Int = 4,
+/// Checks decoded examples against the bytes they came from: the first `limit`, pixels
+/// `Float(byte) / 255` exactly, and `classes` = 1 + max label (at least 2) AFTER the limit
+/// (Specs/determinism.md §6.2).
+func expectDecoded(_ ex: LabeledExamples, _ set: IDXSet, limit: Int? = nil,
                    sourceLocation: SourceLocation = #_sourceLocation) {
     let n = min(limit ?? set.count, set.count)
+    let classes = max(2, Int(set.labels[0..<n].max() ?? 0) + 1)
     #expect(ex.count == n, sourceLocation: sourceLocation)
     #expect(ex.features == set.features, sourceLocation: sourceLocation)
     #expect(ex.classes == classes, sourceLocation: sourceLocation)
@@ -349,7 +353,32 @@ struct HDF5DataTests {
         // limit / testLimit apply to HDF5 files too.
         let limited = try DataSource.load(path, limit: 4, testLimit: 1)
         #expect(limited.train.count == 4 && limited.train.labels == [0, 1, 2, 6])
+        #expect(limited.train.inputs.map(\.bitPattern) == trainX.prefix(16).map(\.bitPattern))
         #expect(limited.test?.count == 1)
+    }
+
+    @Test("classes are counted after the limit, as for IDX files (Specs/determinism.md §6.2)")
+    func classesAfterLimit() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("data.h5")
+        let set = IDXSet.make(count: 5, seed: 1)  // labels 1, 0, 3, 2, 1
+        try writeHDF5(
+            path, train: Part(bytes: set.pixels, shape: [5, 12], labels: set.labels.map(Int64.init)),
+            test: Part(bytes: Array(set.pixels.prefix(36)), shape: [3, 12], labels: [1, 0, 3]))
+        let split = try DataSource.load(path, limit: 2, testLimit: 2)
+        expectDecoded(split.train, set, limit: 2)  // labels 1, 0: 2 classes, not 4
+        #expect(split.test?.classes == 2)
+        // The same examples from IDX files have the same fingerprint.
+        let idxDir = TemporaryDirectory()
+        try writeIDX(set, prefix: "train", in: idxDir.path)
+        var test = set
+        test.pixels = Array(set.pixels.prefix(36))
+        test.labels = [1, 0, 3]
+        try writeIDX(test, prefix: "t10k", in: idxDir.path)
+        let fromIDX = try DataSource.load(idxDir.path, limit: 2, testLimit: 2)
+        #expect(fromIDX.train == split.train)
+        #expect(fromIDX.test == split.test)
+        #expect(fromIDX.fingerprint == split.fingerprint)
     }
 
     @Test("uint8 inputs are divided by 255; no /test means no test set")
@@ -477,7 +506,8 @@ struct FingerprintTests {
         Change(name: "no test set", test: false),
     ])
     func changes(_ c: Change) throws {
-        let base = try DataSource.load(try Self.dataset().path).fingerprint
+        let baseDir = try Self.dataset()
+        let base = try DataSource.load(baseDir.path).fingerprint
         let dir = try Self.dataset(pixel: c.pixel, label: c.label, test: c.test, testPixel: c.testPixel)
         let changed = try DataSource.load(dir.path, limit: c.limit, testLimit: c.testLimit).fingerprint
         #expect(changed != base)
