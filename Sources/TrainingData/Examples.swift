@@ -19,12 +19,19 @@ public struct LabeledExamples: Sendable, Equatable {
         self.labels = labels
     }
 
-    /// The first `n` examples (all if `n` is nil or larger).
+    /// The first `n` examples (all if `n` is nil or larger), with `classes` counted again over
+    /// the kept labels (Specs/determinism.md §6.2).
     public func prefix(_ n: Int?) -> LabeledExamples {
         guard let n, n < count else { return self }
+        let kept = Array(labels[0..<n])
         return LabeledExamples(
-            count: n, features: features, classes: classes, inputs: Array(inputs[0..<(n * features)]),
-            labels: Array(labels[0..<n]))
+            count: n, features: features, classes: LabeledExamples.classes(of: kept),
+            inputs: Array(inputs[0..<(n * features)]), labels: kept)
+    }
+
+    /// `1 + max(label)`, at least 2.
+    public static func classes(of labels: [UInt8]) -> Int {
+        max(2, Int(labels.max() ?? 0) + 1)
     }
 }
 

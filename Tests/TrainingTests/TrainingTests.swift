@@ -322,13 +322,15 @@ struct UpdateTests {
 @Suite("Training determinism")
 struct DeterminismTests {
     static func run(seed: UInt64, threads: Int, convention: DropoutConvention = .classic) -> (Trainer, [EpochMetrics]) {
+        // Large enough that the matrix products really are split between threads (Gemm runs
+        // products under 2^21 flops on one thread): 2·128·256·192 ≈ 12.6M flops.
         let recipe = Recipe(
-            layers: [12, 40, 24, 4], keep: [0.8, 0.5, 0.5], activation: .relu, convention: convention, epochs: 2,
-            batchSize: 16, learningRate: 0.05, momentum: 0.5, momentumFinal: 0.9, momentumRampEpochs: 3, maxNorm: 2,
+            layers: [256, 192, 64, 10], keep: [0.8, 0.5, 0.5], activation: .relu, convention: convention, epochs: 2,
+            batchSize: 128, learningRate: 0.05, momentum: 0.5, momentumFinal: 0.9, momentumRampEpochs: 3, maxNorm: 2,
             l2: 1e-4)
         let data = DataSplit(
-            train: syntheticExamples(count: 120, features: 12, classes: 4, seed: 21),
-            test: syntheticExamples(count: 40, features: 12, classes: 4, seed: 22), description: "synthetic")
+            train: syntheticExamples(count: 300, features: 256, classes: 10, seed: 21),
+            test: syntheticExamples(count: 200, features: 256, classes: 10, seed: 22), description: "synthetic")
         let trainer = Trainer(
             recipe: recipe, seed: seed, data: data, initial: recipe.initialParameters(seed: seed), threads: threads)
         let metrics = (1...2).map { trainer.trainEpoch($0) }
