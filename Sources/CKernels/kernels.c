@@ -12,13 +12,15 @@
 
 #include "dm_kernels.h"
 
-#include <immintrin.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // Path selection
@@ -95,6 +97,8 @@ static void sgemm_scalar(int transA, int transB, long m, long n, long k,
     }
 }
 
+#if defined(__x86_64__)
+
 // ---------------------------------------------------------------------------------------------
 // Per-thread packing buffers (grown on demand, freed when the thread exits).
 
@@ -144,13 +148,17 @@ static float *scratch_get(int which, size_t floats) {
 // ---------------------------------------------------------------------------------------------
 // AVX2+FMA path
 
-#if defined(__x86_64__)
-
 #define MR 6
 #define NR 16
+#ifndef KC_MAX
 #define KC_MAX 384  // k block: B micro-panel KC x 16 floats stays in L1
+#endif
+#ifndef MC_MAX
 #define MC_MAX 144  // m block (multiple of MR): packed A block MC x KC stays in L2
-#define NC_MAX 4096 // n block (multiple of NR): packed B block KC x NC in L2/L3
+#endif
+#ifndef NC_MAX
+#define NC_MAX 2048 // n block (multiple of NR): packed B block KC x NC (<= 3 MiB) in L2/L3
+#endif
 #define SLACK 16    // floats past the end of a packed buffer that a vector store may touch
 
 #define AVX2 __attribute__((target("avx2,fma")))
@@ -182,23 +190,23 @@ AVX2 static void ukernel_6x16(long kc, const float *restrict a, const float *res
         const __m256 b1 = _mm256_load_ps(b + 8);
         __m256 av;
         av = _mm256_broadcast_ss(a + 0);
-        c00 = _mm256_add_ps(_mm256_mul_ps(av, b0), c00);
-        c01 = _mm256_add_ps(_mm256_mul_ps(av, b1), c01);
+        c00 = _mm256_fmadd_ps(av, b0, c00);
+        c01 = _mm256_fmadd_ps(av, b1, c01);
         av = _mm256_broadcast_ss(a + 1);
-        c10 = _mm256_add_ps(_mm256_mul_ps(av, b0), c10);
-        c11 = _mm256_add_ps(_mm256_mul_ps(av, b1), c11);
+        c10 = _mm256_fmadd_ps(av, b0, c10);
+        c11 = _mm256_fmadd_ps(av, b1, c11);
         av = _mm256_broadcast_ss(a + 2);
-        c20 = _mm256_add_ps(_mm256_mul_ps(av, b0), c20);
-        c21 = _mm256_add_ps(_mm256_mul_ps(av, b1), c21);
+        c20 = _mm256_fmadd_ps(av, b0, c20);
+        c21 = _mm256_fmadd_ps(av, b1, c21);
         av = _mm256_broadcast_ss(a + 3);
-        c30 = _mm256_add_ps(_mm256_mul_ps(av, b0), c30);
-        c31 = _mm256_add_ps(_mm256_mul_ps(av, b1), c31);
+        c30 = _mm256_fmadd_ps(av, b0, c30);
+        c31 = _mm256_fmadd_ps(av, b1, c31);
         av = _mm256_broadcast_ss(a + 4);
-        c40 = _mm256_add_ps(_mm256_mul_ps(av, b0), c40);
-        c41 = _mm256_add_ps(_mm256_mul_ps(av, b1), c41);
+        c40 = _mm256_fmadd_ps(av, b0, c40);
+        c41 = _mm256_fmadd_ps(av, b1, c41);
         av = _mm256_broadcast_ss(a + 5);
-        c50 = _mm256_add_ps(_mm256_mul_ps(av, b0), c50);
-        c51 = _mm256_add_ps(_mm256_mul_ps(av, b1), c51);
+        c50 = _mm256_fmadd_ps(av, b0, c50);
+        c51 = _mm256_fmadd_ps(av, b1, c51);
         a += MR;
         b += NR;
     }
@@ -220,7 +228,7 @@ AVX2 static void ukernel_6x16(long kc, const float *restrict a, const float *res
 // padded rows/columns of the packed panels are zeros; their results are thrown away.
 AVX2 static void ukernel_edge(long kc, const float *a, const float *b, float *c, long ldc,
                               int zero, long mr, long nr) {
-    _Alignas(32) float t[MR * NR];
+    _Alignas(32) float t[MR * NR] = {0};
     if (!zero) {
         for (long r = 0; r < mr; ++r)
             for (long j = 0; j < nr; ++j) t[r * NR + j] = c[r * ldc + j];
@@ -254,90 +262,97 @@ AVX2 static inline void transpose8(__m256 *r) {
 // i0+6q .. i0+6q+5 as dst[q*kc*6 + p*6 + r] (rows past mc are zeros).
 AVX2 static void pack_a(int transA, const float *A, long lda, long i0, long mc, long p0, long kc,
                         float *dst) {
+    if (transA) {
+        // op(A)(i,p) = A[p*lda + i]: row p of A holds op(A)(i0 .. i0+mc, p) contiguously. Read
+        // it once, sequentially, scattering 6 values to each panel (reading each panel's 6
+        // columns down all rows instead would stride by lda and miss cache on every row).
+        for (long p = 0; p < kc; ++p) {
+            const float *src = A + (p0 + p) * lda + i0;
+            float *d = dst + p * MR;
+            long ir = 0;
+            for (; ir + MR <= mc; ir += MR, d += kc * MR) {
+                for (int r = 0; r < MR; ++r) d[r] = src[ir + r];
+            }
+            if (ir < mc) {
+                long r = 0;
+                for (; ir + r < mc; ++r) d[r] = src[ir + r];
+                for (; r < MR; ++r) d[r] = 0.0f;
+            }
+        }
+        return;
+    }
+    // op(A)(i,p) = A[i*lda + p]: each panel reads 6 rows of A sequentially in p, transposing
+    // 8 p at a time.
     for (long ir = 0; ir < mc; ir += MR, dst += kc * MR) {
         const long mr = mc - ir < MR ? mc - ir : MR;
-        const long i = i0 + ir;
-        if (transA) {
-            // op(A)(i,p) = A[p*lda + i]: the 6 values for one p are contiguous.
-            for (long p = 0; p < kc; ++p) {
-                const float *src = A + (p0 + p) * lda + i;
-                float *d = dst + p * MR;
-                long r = 0;
-                for (; r < mr; ++r) d[r] = src[r];
-                for (; r < MR; ++r) d[r] = 0.0f;
+        const float *rows[MR];
+        for (long r = 0; r < MR; ++r) rows[r] = A + (i0 + ir + (r < mr ? r : 0)) * lda + p0;
+        long p = 0;
+        if (mr == MR) {
+            for (; p + 8 <= kc; p += 8) {
+                __m256 v[8];
+                for (int r = 0; r < MR; ++r) v[r] = _mm256_loadu_ps(rows[r] + p);
+                v[6] = v[7] = _mm256_setzero_ps();
+                transpose8(v);
+                // Each store writes 8 floats where 6 belong; the 2 extra land on the next p's
+                // slots (rewritten next) or, at the very end, on the next panel or the SLACK.
+                for (int q = 0; q < 8; ++q) _mm256_storeu_ps(dst + (p + q) * MR, v[q]);
             }
-        } else {
-            // op(A)(i,p) = A[i*lda + p]: rows are contiguous in p; transpose 8 p at a time.
-            const float *rows[MR];
-            for (long r = 0; r < MR; ++r) rows[r] = A + (i + (r < mr ? r : 0)) * lda + p0;
-            long p = 0;
-            if (mr == MR) {
-                for (; p + 8 <= kc; p += 8) {
-                    __m256 v[8];
-                    for (int r = 0; r < MR; ++r) v[r] = _mm256_loadu_ps(rows[r] + p);
-                    v[6] = v[7] = _mm256_setzero_ps();
-                    transpose8(v);
-                    // Each store writes 8 floats where 6 belong; the 2 extra land on the next
-                    // p's slots (rewritten next) or, at the very end, on the next panel or SLACK.
-                    for (int q = 0; q < 8; ++q) _mm256_storeu_ps(dst + (p + q) * MR, v[q]);
-                }
-            }
-            for (; p < kc; ++p) {
-                float *d = dst + p * MR;
-                long r = 0;
-                for (; r < mr; ++r) d[r] = rows[r][p];
-                for (; r < MR; ++r) d[r] = 0.0f;
-            }
+        }
+        for (; p < kc; ++p) {
+            float *d = dst + p * MR;
+            long r = 0;
+            for (; r < mr; ++r) d[r] = rows[r][p];
+            for (; r < MR; ++r) d[r] = 0.0f;
         }
     }
 }
 
-// Packs op(B)[p0 .. p0+kc, j0 .. j0+nc] into ceil(nc/16) panels; panel q holds columns
-// j0+16q .. j0+16q+15 as dst[q*kc*16 + p*16 + c] (columns past nc are zeros).
-AVX2 static void pack_b(int transB, const float *B, long ldb, long p0, long kc, long j0, long nc,
-                        float *dst) {
-    for (long jr = 0; jr < nc; jr += NR, dst += kc * NR) {
-        const long nr = nc - jr < NR ? nc - jr : NR;
-        const long j = j0 + jr;
-        if (!transB) {
-            // op(B)(p,j) = B[p*ldb + j]: 16 contiguous values per p.
-            if (nr == NR) {
-                for (long p = 0; p < kc; ++p) {
-                    const float *src = B + (p0 + p) * ldb + j;
-                    _mm256_store_ps(dst + p * NR, _mm256_loadu_ps(src));
-                    _mm256_store_ps(dst + p * NR + 8, _mm256_loadu_ps(src + 8));
-                }
-            } else {
-                for (long p = 0; p < kc; ++p) {
-                    const float *src = B + (p0 + p) * ldb + j;
-                    float *d = dst + p * NR;
-                    long c = 0;
-                    for (; c < nr; ++c) d[c] = src[c];
-                    for (; c < NR; ++c) d[c] = 0.0f;
-                }
-            }
-        } else {
-            // op(B)(p,j) = B[j*ldb + p]: columns of op(B) are contiguous rows of B; transpose
-            // 8 x 8 blocks.
-            long p = 0;
-            if (nr == NR) {
-                for (; p + 8 <= kc; p += 8) {
-                    for (int h = 0; h < 2; ++h) {
-                        __m256 v[8];
-                        for (int c = 0; c < 8; ++c)
-                            v[c] = _mm256_loadu_ps(B + (j + h * 8 + c) * ldb + p0 + p);
-                        transpose8(v);
-                        for (int q = 0; q < 8; ++q) _mm256_store_ps(dst + (p + q) * NR + h * 8, v[q]);
-                    }
-                }
-            }
-            for (; p < kc; ++p) {
-                float *d = dst + p * NR;
-                long c = 0;
-                for (; c < nr; ++c) d[c] = B[(j + c) * ldb + p0 + p];
-                for (; c < NR; ++c) d[c] = 0.0f;
+// Packs op(B)[p0 .. p0+kc, j0 .. j0+nc] for !transB (op(B)(p,j) = B[p*ldb + j]) into
+// ceil(nc/16) panels; panel q holds columns j0+16q .. j0+16q+15 as dst[q*kc*16 + p*16 + c]
+// (columns past nc are zeros). Row p of B holds op(B)(p, j0 .. j0+nc) contiguously: it is read
+// once, sequentially, 16 values to each panel (reading one panel's 16 columns down all rows
+// instead would stride by ldb and miss cache on every row).
+AVX2 static void pack_b_rows(const float *B, long ldb, long p0, long kc, long j0, long nc,
+                             float *dst) {
+    for (long p = 0; p < kc; ++p) {
+        const float *src = B + (p0 + p) * ldb + j0;
+        float *d = dst + p * NR;
+        long jr = 0;
+        for (; jr + NR <= nc; jr += NR, d += kc * NR) {
+            _mm256_store_ps(d, _mm256_loadu_ps(src + jr));
+            _mm256_store_ps(d + 8, _mm256_loadu_ps(src + jr + 8));
+        }
+        if (jr < nc) {
+            long c = 0;
+            for (; jr + c < nc; ++c) d[c] = src[jr + c];
+            for (; c < NR; ++c) d[c] = 0.0f;
+        }
+    }
+}
+
+// Packs one panel of op(B)[p0 .. p0+kc, j .. j+nr] (nr <= 16) for transB
+// (op(B)(p,j) = B[j*ldb + p]) as dst[p*16 + c] (columns past nr are zeros). The panel's columns
+// are nr rows of B, each read sequentially in p; 8 x 8 blocks are transposed in registers.
+AVX2 static void pack_b_trans_panel(const float *B, long ldb, long p0, long kc, long j, long nr,
+                                    float *dst) {
+    const float *rows = B + j * ldb + p0;
+    long p = 0;
+    if (nr == NR) {
+        for (; p + 8 <= kc; p += 8) {
+            for (int h = 0; h < 2; ++h) {
+                __m256 v[8];
+                for (int c = 0; c < 8; ++c) v[c] = _mm256_loadu_ps(rows + (h * 8 + c) * ldb + p);
+                transpose8(v);
+                for (int q = 0; q < 8; ++q) _mm256_store_ps(dst + (p + q) * NR + h * 8, v[q]);
             }
         }
+    }
+    for (; p < kc; ++p) {
+        float *d = dst + p * NR;
+        long c = 0;
+        for (; c < nr; ++c) d[c] = rows[c * ldb + p];
+        for (; c < NR; ++c) d[c] = 0.0f;
     }
 }
 
@@ -365,13 +380,17 @@ AVX2 static int sgemm_avx2(int transA, int transB, long m, long n, long k,
         for (long pc = 0; pc < k; pc += KC) {
             const long kc = k - pc < KC ? k - pc : KC;
             const int zero = pc == 0 && !accumulate;
-            pack_b(transB, B, ldb, pc, kc, jc, nc, bp);
+            // Row-major B is packed up front, reading it row by row. Transposed B is packed one
+            // panel at a time just before its first use, so the panel is still in L1 when the
+            // micro-kernels of the first m block read it.
+            if (!transB) pack_b_rows(B, ldb, pc, kc, jc, nc, bp);
             for (long ic = 0; ic < m; ic += MC) {
                 const long mc = m - ic < MC ? m - ic : MC;
                 pack_a(transA, A, lda, ic, mc, pc, kc, ap);
                 for (long jr = 0; jr < nc; jr += NR) {
                     const long nr = nc - jr < NR ? nc - jr : NR;
-                    const float *bpanel = bp + (jr / NR) * kc * NR;
+                    float *bpanel = bp + (jr / NR) * kc * NR;
+                    if (transB && ic == 0) pack_b_trans_panel(B, ldb, pc, kc, jc + jr, nr, bpanel);
                     for (long ir = 0; ir < mc; ir += MR) {
                         const long mr = mc - ir < MR ? mc - ir : MR;
                         const float *apanel = ap + (ir / MR) * kc * MR;

@@ -46,8 +46,10 @@ func writeInitialBundle(recipe r: Recipe, seed: Int64, to path: String) throws {
             let n = min(rowsPerBlock, layer.outputs - row)
             try buffer.withUnsafeMutableBufferPointer { buf in
                 for i in 0..<n {
-                    for j in 0..<layer.inputs {
-                        buf[i * layer.inputs + j] = streams.uniformInitWeight(layer: l, row: row + i, column: j, limit: limit)
+                    // Row i's weights, ceil(inputs/4) Philox blocks (Specs/random-streams.md §6).
+                    let base = i * layer.inputs
+                    streams.weightInitRow(layer: l, row: row + i).forEachWord(count: layer.inputs) { j, w in
+                        buf[base + j] = RandomStreams.symmetricUniform(w) * limit
                     }
                 }
                 try body(UnsafeBufferPointer(rebasing: buf[0..<(n * layer.inputs)]), row, n)

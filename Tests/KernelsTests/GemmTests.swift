@@ -37,7 +37,14 @@ private struct SplitMix64 {
 /// default path (whatever `Gemm.path` says).
 private let kernels: [Gemm.Kernel] = Gemm.Kernel.allCases.filter { Gemm.isAvailable($0) }
 
-private func bits(_ x: [Float]) -> [UInt32] { x.map(\.bitPattern) }
+
+/// How many elements differ in their bit patterns. (Tests compare this count with #expect, never
+/// the arrays themselves: a failed #expect on large arrays makes Swift Testing diff them, which
+/// takes minutes.)
+private func mismatches(_ x: [Float], _ y: [Float]) -> Int {
+    precondition(x.count == y.count)
+    return zip(x, y).filter { $0.bitPattern != $1.bitPattern }.count
+}
 
 /// One product: operands stored with strides possibly larger than the minimum; the padding is
 /// filled with values that must neither be read into the result nor be overwritten.
@@ -121,14 +128,10 @@ private struct Problem {
 
 /// Checks every kernel path and thread count 1...4 against `expected`, bit for bit.
 private func expectAllPathsMatch(_ problem: Problem, _ expected: [Float]) {
-    let want = bits(expected)
     for kernel in kernels {
         for threads in 1...4 {
-            let got = bits(problem.gemm(kernel: kernel, threads: threads))
-            if got != want {
-                let bad = zip(got, want).filter { $0 != $1 }.count
-                Issue.record("\(problem.label) kernel=\(kernel) threads=\(threads): \(bad) elements differ")
-            }
+            let bad = mismatches(problem.gemm(kernel: kernel, threads: threads), expected)
+            #expect(bad == 0, "\(problem.label) kernel=\(kernel) threads=\(threads): elements differ")
         }
     }
 }
@@ -174,7 +177,7 @@ func matchesReference(transA: Bool, transB: Bool) {
       arguments: [false, true], [false, true])
 func blockedDimensions(transA: Bool, transB: Bool) {
     var rng = SplitMix64(state: 0xB10C + (transA ? 2 : 0) + (transB ? 1 : 0))
-    // k = 800 is cut into k blocks; m = 150 into m blocks (144 max); n = 4113 into two n blocks.
+    // k = 800 is cut into k blocks; m = 150 into m blocks (144 max); n = 4113 into three n blocks (2048 max).
     let shapes = [(13, 19, 800), (150, 17, 9), (7, 4113, 3)]
     for (index, (m, n, k)) in shapes.enumerated() {
         let problem = Problem(transA: transA, transB: transB, m: m, n: n, k: k, pad: (1, 2, 3),
@@ -195,7 +198,7 @@ func emptyProducts() {
                                  accumulate: false, rng: &rng)
             var expected = zeroed.c
             for i in 0..<5 { for j in 0..<7 { expected[i * zeroed.ldc + j] = 0 } }
-            #expect(bits(zeroed.reference()) == bits(expected))
+            #expect(mismatches(zeroed.reference(), expected) == 0)
             expectAllPathsMatch(zeroed, expected)
             for (m, n) in [(0, 7), (5, 0), (0, 0)] {
                 let none = Problem(transA: transA, transB: transB, m: m, n: n, k: 3, pad: (1, 1, 1),
@@ -274,13 +277,13 @@ func testsHaveTeeth() {
                               accumulate: transA, rng: &rng)
         let fused = problem.reference()
         let unfused = problem.unfused()
-        let differing = zip(bits(fused), bits(unfused)).filter { $0 != $1 }.count
+        let differing = mismatches(fused, unfused)
         // An implementation that does not fuse (or rounds anywhere else) fails the bit
         // comparisons above on most elements.
         #expect(differing > problem.m * problem.n / 2, "only \(differing) differ")
         expectAllPathsMatch(problem, fused)
         for kernel in kernels {
-            #expect(bits(problem.gemm(kernel: kernel, threads: 2)) != bits(unfused))
+            #expect(mismatches(problem.gemm(kernel: kernel, threads: 2), unfused) == differing)
         }
     }
 }
@@ -319,7 +322,7 @@ func trainingShapes(inputs: Int, outputs: Int) {
         }
         for kernel in kernels where kernel != .scalar {
             for threads in [1, 2, 3] {
-                #expect(bits(problem.gemm(kernel: kernel, threads: threads)) == bits(first),
+                #expect(mismatches(problem.gemm(kernel: kernel, threads: threads), first) == 0,
                         "\(problem.label) kernel=\(kernel) threads=\(threads)")
             }
         }
@@ -334,4 +337,33 @@ func pathReport() {
     let expected = Gemm.isAvailable(.avx2) && !forcedScalar ? "avx2+fma" : "scalar"
     #expect(Gemm.path == expected)
     #expect(Gemm.isAvailable(.scalar))
+}
+
+// MARK: - Concurrency
+
+@Test("concurrent callers (each splitting its own product over the pool) get the reference bits")
+func concurrentCallers() async {
+    var rng = SplitMix64(state: 0xC0C0)
+    let problems = (0..<8).map { i in
+        Problem(transA: i % 2 == 1, transB: i % 3 == 0, m: 37 + i, n: 45, k: 29, pad: (1, 2, 3),
+                accumulate: i % 4 == 0, rng: &rng)
+    }
+    let expected = problems.map { $0.reference() }
+    await withTaskGroup(of: Int.self) { group in
+        for round in 0..<4 {
+            for (index, problem) in problems.enumerated() {
+                group.addTask {
+                    var bad = 0
+                    for threads in [2, 3] {
+                        let kernel: Gemm.Kernel = round % 2 == 0 ? .automatic : .scalar
+                        bad += mismatches(problem.gemm(kernel: kernel, threads: threads), expected[index])
+                    }
+                    return bad
+                }
+            }
+        }
+        for await bad in group {
+            #expect(bad == 0)
+        }
+    }
 }

@@ -17,8 +17,7 @@
 //
 // The path is chosen at run time: AVX2+FMA when the CPU has both, else the scalar fallback.
 // The environment variable DROPMODEL_KERNEL=scalar forces the fallback (read once, at the first
-// call of dm_sgemm or dm_kernel_path); DROPMODEL_KERNEL=avx2 asks for AVX2+FMA (ignored if the
-// CPU lacks it).
+// call of dm_sgemm or dm_kernel_path; other values are ignored).
 //
 // All functions are thread-safe; calls on disjoint blocks of C may run concurrently.
 
@@ -58,6 +57,13 @@ int dm_kernel_path(void);
 
 /// Whether this CPU can run the given path (DM_PATH_SCALAR is always available).
 int dm_kernel_path_available(int path);
+
+/// Runs fn(ctx, i) for every i in 0 ..< count, on the calling thread and up to count - 1 workers
+/// of a persistent pool, and returns when all are done. Which thread runs which i is not fixed,
+/// so fn must write disjoint data for different i (e.g. disjoint blocks of C). Idle workers spin
+/// for a short while (0.2 ms) before they sleep. Calls made while the pool is busy (from another
+/// thread, or from inside fn) run all items inline on the calling thread.
+void dm_parallel_for(long count, void (*fn)(void *ctx, long i), void *ctx);
 
 #ifdef __cplusplus
 }
