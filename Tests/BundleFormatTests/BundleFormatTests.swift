@@ -106,23 +106,6 @@ struct RoundTripTests {
     }
 }
 
-/// Writes a bundle through the metadata writer (no validation), then lets `tamper` break it.
-func writeTampered(
-    _ path: String, model: Model = Fixtures.model(), info: ModelInfo? = nil, _ tamper: (Group) throws -> Void
-) throws {
-    let info = info ?? model.info
-    try File.writeAtomically(to: path) { file in
-        let groups = try BundleWriter.writeMetadata(info, to: file, options: WriteOptions())
-        for (i, layer) in info.layers.enumerated() {
-            let (w, b) = try BundleWriter.createLayerDatasets(groups[i], layer, options: WriteOptions())
-            let n = layer.inputs * layer.outputs
-            try w.write(floats: Array(model.parameters[i].weight.prefix(n)) + Array(repeating: 0, count: max(0, n - model.parameters[i].weight.count)))
-            try b.write(floats: Array(model.parameters[i].bias.prefix(layer.outputs)) + Array(repeating: 0, count: max(0, layer.outputs - model.parameters[i].bias.count)))
-        }
-        try tamper(try file.root())
-    }
-}
-
 func problems(_ path: String) throws -> [Problem] {
     let e = try #require(throws: BundleError.self) { try BundleReader(path: path) }
     return e.problems

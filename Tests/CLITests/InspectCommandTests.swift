@@ -123,18 +123,18 @@ struct InspectCommandTests {
             let bytes = try Data(contentsOf: URL(fileURLWithPath: dir.file("full.h5")))
             try bytes.prefix(bytes.count / 3).write(to: URL(fileURLWithPath: path))
         case "keep":
-            try writeBundle(path) { root in try root.group("layers").group("1").write("keep_prob", double: .nan) }
+            try writeTampered(path) { root in try root.group("layers").group("1").write("keep_prob", double: .nan) }
             object = "/layers/1@keep_prob"
         case "chain":
             var info = Fixtures.model().info
             info.layers[2].inputs = 3
-            try writeBundle(path, info: info) { _ in }
+            try writeTampered(path, info: info) { _ in }
             object = "/layers/2"
         case "version":
-            try writeBundle(path) { root in try root.write("format_version", int64: [9, 1], shape: [2]) }
+            try writeTampered(path) { root in try root.write("format_version", int64: [9, 1], shape: [2]) }
             object = "/@format_version"
         case "attribute":
-            try writeBundle(path) { root in try root.group("layers").group("0").deleteAttribute("inputs") }
+            try writeTampered(path) { root in try root.group("layers").group("0").deleteAttribute("inputs") }
             object = "/layers/0@inputs"
         default:
             path = dir.path
@@ -153,20 +153,5 @@ struct InspectCommandTests {
         let r = try CLI.run(["inspect"])
         #expect(r.status == 64)
         #expect(r.stderr.contains("Missing expected argument"))
-    }
-}
-
-/// A bundle from the fixture, tampered with before it is closed.
-func writeBundle(_ path: String, info: ModelInfo? = nil, _ tamper: (HDF5Layer.Group) throws -> Void) throws {
-    let model = Fixtures.model()
-    let info = info ?? model.info
-    try HDF5Layer.File.writeAtomically(to: path) { file in
-        let groups = try BundleWriter.writeMetadata(info, to: file, options: WriteOptions())
-        for (i, layer) in info.layers.enumerated() {
-            let (w, b) = try BundleWriter.createLayerDatasets(groups[i], layer, options: WriteOptions())
-            try w.write(floats: [Float](repeating: 0.5, count: layer.inputs * layer.outputs))
-            try b.write(floats: [Float](repeating: 0, count: layer.outputs))
-        }
-        try tamper(try file.root())
     }
 }

@@ -1,4 +1,5 @@
 public import BundleFormat
+public import HDF5Layer
 import Foundation
 
 /// A fresh temporary directory, removed when the value is released.
@@ -118,5 +119,26 @@ public enum CLI {
         return CommandResult(
             status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
             stderr: String(decoding: errData, as: UTF8.self))
+    }
+}
+
+/// Writes `model`'s bundle (or `info` with the model's weights, padded or cut to fit) through
+/// the metadata writer, which does not validate, then lets `tamper` break it before the file
+/// is closed: how tests make invalid bundles.
+public func writeTampered(
+    _ path: String, model: Model = Fixtures.model(), info: ModelInfo? = nil, _ tamper: (Group) throws -> Void
+) throws {
+    let info = info ?? model.info
+    func fit(_ values: [Float], _ n: Int) -> [Float] {
+        Array(values.prefix(n)) + Array(repeating: 0, count: max(0, n - values.count))
+    }
+    try File.writeAtomically(to: path) { file in
+        let groups = try BundleWriter.writeMetadata(info, to: file, options: WriteOptions())
+        for (i, layer) in info.layers.enumerated() {
+            let (w, b) = try BundleWriter.createLayerDatasets(groups[i], layer, options: WriteOptions())
+            try w.write(floats: fit(model.parameters[i].weight, layer.inputs * layer.outputs))
+            try b.write(floats: fit(model.parameters[i].bias, layer.outputs))
+        }
+        try tamper(try file.root())
     }
 }
