@@ -84,7 +84,10 @@ let package = Package(
             name: "TrainingDataTests", dependencies: ["TrainingData", "HDF5Layer", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CLITests",
-            dependencies: ["BundleFormat", "HDF5Layer", "TestSupport", "dropmodel"],
+            dependencies: [
+                "BundleFormat", "HDF5Layer", "TestSupport", "dropmodel",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

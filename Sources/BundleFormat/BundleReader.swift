@@ -209,6 +209,7 @@ struct Parser {
             if b == 0 || b == 1 { baked = b == 1 } else { add("/@baked", "baked is \(b); it must be 0 or 1") }
         }
         let creator = optional(root, Schema.creatorAttribute) { try root.readString(Schema.creatorAttribute) }
+        let unbaked = digestAttribute(root, Schema.unbakedDigestAttribute)
 
         // Layers.
         var layers: [LayerInfo?] = []
@@ -245,6 +246,7 @@ struct Parser {
             info = ModelInfo(
                 formatVersion: version, convention: convention, baked: baked, layers: layers.map { $0! },
                 rng: rng, training: training, history: history, creator: creator)
+            info?.unbakedWeightsSHA256 = unbaked
         }
         let code: BundleError.Code = refused ? .refused : .invalid
         return Result(file: file, info: info, layerGroups: groups, problems: problems, code: code)
@@ -325,18 +327,21 @@ struct Parser {
         return TrainingInfo(recipe: recipe, dataFingerprint: fp, dataDescription: desc, examples: examples)
     }
 
+    /// An optional uint8[32] digest attribute.
+    private mutating func digestAttribute(_ object: Object, _ name: String) -> [UInt8]? {
+        guard let info = optional(object, name, { try object.attributeInfo(name) }) else { return nil }
+        guard info.type == .integer(bytes: 1, signed: false), info.shape == [Schema.digestBytes] else {
+            add(object.path + "@" + name,
+                "the digest is \(info.type) of shape \(info.shape); it must be uint8 of shape [\(Schema.digestBytes)]")
+            return nil
+        }
+        return get { try object.readInt64s(name) }?.map { UInt8($0) }
+    }
+
     private mutating func parseHistory(_ root: Group, layerCount: Int) -> History? {
         guard let has = get({ try root.contains(Schema.historyGroup) }), has,
               let g = get({ try root.group(Schema.historyGroup) }) else { return nil }
-        var initial: [UInt8]?
-        if let info = optional(g, "initial_weights_sha256", { try g.attributeInfo("initial_weights_sha256") }) {
-            if info.type != .integer(bytes: 1, signed: false) || info.shape != [Schema.digestBytes] {
-                add(g.path + "@initial_weights_sha256",
-                    "the digest is \(info.type) of shape \(info.shape); it must be uint8 of shape [\(Schema.digestBytes)]")
-            } else if let d = get({ try g.readInt64s("initial_weights_sha256") }) {
-                initial = d.map { UInt8($0) }
-            }
-        }
+        let initial = digestAttribute(g, "initial_weights_sha256")
         // Every column must exist with one row per epoch; check shapes before reading.
         let columns = ["epoch", "loss", "train_error", "test_error", "weights_sha256"]
         var datasets: [String: Dataset] = [:]

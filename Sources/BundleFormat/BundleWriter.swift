@@ -67,6 +67,7 @@ public enum BundleWriter {
         try root.write(Schema.conventionAttribute, string: info.convention.rawValue)
         try root.write(Schema.bakedAttribute, uint8: info.baked ? 1 : 0)
         if let creator = options.creator { try root.write(Schema.creatorAttribute, string: creator) }
+        if let d = info.unbakedWeightsSHA256 { try root.write(Schema.unbakedDigestAttribute, uint8s: d) }
 
         let lg = try root.createGroup(Schema.layersGroup)
         try lg.write(Schema.layerCountAttribute, int64: Int64(info.layers.count))

@@ -196,6 +196,9 @@ public struct ModelInfo: Equatable, Sendable {
     public var history: History?
     /// Informational: the program that wrote the file.
     public var creator: String?
+    /// For a baked bundle: the weight digest of the weights before baking, so the history's
+    /// last digest can still be checked against the model's provenance.
+    public var unbakedWeightsSHA256: [UInt8]?
 
     public init(
         formatVersion: FormatVersion = .current, convention: DropoutConvention, baked: Bool = false,

@@ -9,6 +9,8 @@ public enum Schema {
     public static let conventionAttribute = "convention"
     public static let bakedAttribute = "baked"
     public static let creatorAttribute = "creator"
+    /// Root attribute of a baked bundle: the weight digest before baking (provenance).
+    public static let unbakedDigestAttribute = "unbaked_weights_sha256"
 
     public static let layersGroup = "layers"
     public static let layerCountAttribute = "count"

@@ -17,7 +17,7 @@ public struct DropModelCommand: ParsableCommand {
             is missing, unreadable or not a valid bundle; 64 bad command-line usage.
             """,
         version: DropModelVersion.string,
-        subcommands: [Inspect.self, Init.self, Train.self, Replay.self, Masks.self]
+        subcommands: [Inspect.self, Init.self, Train.self, Replay.self, Masks.self, BakeCommand.self, Eval.self]
     )
 
     public init() {}
@@ -25,6 +25,9 @@ public struct DropModelCommand: ParsableCommand {
     /// Runs the command line, printing errors as `dropmodel: error: ...` with a hint and the
     /// documented exit code: never a stack trace, never HDF5's own diagnostics.
     public static func main() {
+        if ProcessInfo.processInfo.environment["DROPMODEL_PEAK_MEMORY"] == "1" {
+            atexit { DropModelCommand.reportPeakMemory() }
+        }
         do {
             var command = try parseAsRoot()
             try command.run()
@@ -41,6 +44,16 @@ public struct DropModelCommand: ParsableCommand {
         } catch {
             exit(withError: error)
         }
+    }
+
+    /// With DROPMODEL_PEAK_MEMORY=1: the process's peak resident memory (VmHWM), on stderr at
+    /// exit, as `dropmodel: peak memory: N KiB` (for tests and the benchmark).
+    static func reportPeakMemory() {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+        else { return }
+        let kib = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+        FileHandle.standardError.write(Data("dropmodel: peak memory: \(kib) KiB\n".utf8))
     }
 
     static func report(_ problems: [Problem]) {

@@ -1,0 +1,116 @@
+public import BundleFormat
+public import DropoutRandom
+public import TrainingData
+
+/// Test error of the deterministic (weight-scaled) network and of Monte-Carlo model averaging
+/// over sampled thinned networks (JMLR Sec. 7.5).
+public struct Evaluation {
+    public let network: Network
+    public let convention: DropoutConvention
+    public let baked: Bool
+    public let threads: Int
+
+    public init(network: Network, convention: DropoutConvention, baked: Bool, threads: Int = 1) {
+        self.network = network
+        self.convention = convention
+        self.baked = baked
+        self.threads = max(1, threads)
+    }
+
+    /// One line of the Monte-Carlo table.
+    public struct MonteCarloRow: Sendable, Equatable {
+        public var k: Int
+        public var meanError: Double
+        public var stdError: Double
+        /// The error of each repeat.
+        public var errors: [Double]
+    }
+
+    /// Misclassified fraction of `set` by class scores `probs` (first maximum wins).
+    static func error<T: BinaryFloatingPoint>(_ probs: [T], _ set: LabeledExamples, classes: Int) -> Double {
+        var wrong = 0
+        for i in 0..<set.count {
+            let s = i * classes
+            var best = 0
+            for c in 1..<classes where probs[s + c] > probs[s + best] { best = c }
+            if best != Int(set.labels[i]) { wrong += 1 }
+        }
+        return Double(wrong) / Double(set.count)
+    }
+
+    /// Class probabilities of the deterministic network: weight scaling applied on the fly to a
+    /// classic unbaked model; a baked or inverted model as it is.
+    public func deterministicProbabilities(_ set: LabeledExamples) -> [Float] {
+        let net = network.forInference(convention: convention, baked: baked)
+        return set.inputs.withUnsafeBufferPointer {
+            Predictor(network: net, threads: threads).probabilities($0, count: set.count)
+        }
+    }
+
+    public func weightScalingError(_ set: LabeledExamples) -> Double {
+        Self.error(deterministicProbabilities(set), set, classes: network.outputs)
+    }
+
+    /// The value a kept unit carries in a thinned network, so that it is the network training
+    /// saw: classic unbaked weights are used as they are (1); inverted weights were trained
+    /// with 1/p; baked classic weights already hold p·W, so 1/p undoes the scaling.
+    func keptValue(_ layer: LayerInfo) -> Float {
+        convention == .classic && !baked ? 1 : Float(1 / layer.keepProb)
+    }
+
+    /// Class probabilities of thinned network `sample` (masks: Specs/random-streams.md §8).
+    public func thinnedProbabilities(_ set: LabeledExamples, sample: Int, streams: RandomStreams) -> [Float] {
+        let layers = network.layers
+        let widest = layers.map(\.inputs).max() ?? 0
+        var row = [Float](repeating: 0, count: widest)
+        return set.inputs.withUnsafeBufferPointer { inputs in
+            Predictor(network: network, threads: threads).probabilities(inputs, count: set.count) { l, first, rows, x in
+                let layer = layers[l]
+                if layer.keepProb == 1 && keptValue(layer) == 1 { return }
+                row.withUnsafeMutableBufferPointer { m in
+                    let mask = UnsafeMutableBufferPointer(rebasing: m[0..<layer.inputs])
+                    for r in 0..<rows {
+                        streams.monteCarloKeepMask(
+                            sample: sample, example: first + r, layer: l, units: layer.inputs,
+                            keepProbability: layer.keepProb, keptValue: keptValue(layer), into: mask)
+                        let base = r * layer.inputs
+                        for j in 0..<layer.inputs { x[base + j] = x[base + j] * mask[j] }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Monte-Carlo model averaging: for each repeat `r`, thinned networks
+    /// `r·kmax ..< (r+1)·kmax` (kmax = the largest k) are sampled once and their probabilities
+    /// averaged cumulatively (summed in sample order, float64), so the k-network average of a
+    /// repeat extends its (k-1)-network average. Returns one row per k, ascending.
+    public func monteCarlo(
+        _ set: LabeledExamples, ks: [Int], repeats: Int, seed: UInt64, progress: ((Int, Int) -> Void)? = nil
+    ) -> [MonteCarloRow] {
+        let ks = Array(Set(ks)).sorted()
+        guard let kmax = ks.last, kmax > 0, repeats > 0 else { return [] }
+        let streams = RandomStreams(seed: seed)
+        let classes = network.outputs
+        var errors = [[Double]](repeating: [], count: ks.count)
+        for r in 0..<repeats {
+            var sum = [Double](repeating: 0, count: set.count * classes)
+            var next = 0
+            for j in 0..<kmax {
+                let probs = thinnedProbabilities(set, sample: r * kmax + j, streams: streams)
+                for i in sum.indices { sum[i] += Double(probs[i]) }
+                progress?(r * kmax + j + 1, repeats * kmax)
+                while next < ks.count && ks[next] == j + 1 {
+                    // argmax of the sum = argmax of the mean.
+                    errors[next].append(Self.error(sum, set, classes: classes))
+                    next += 1
+                }
+            }
+        }
+        return zip(ks, errors).map { k, e in
+            let mean = e.reduce(0, +) / Double(e.count)
+            let variance = e.count > 1 ? e.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(e.count - 1) : 0
+            return MonteCarloRow(k: k, meanError: mean, stdError: variance.squareRoot(), errors: e)
+        }
+    }
+}
