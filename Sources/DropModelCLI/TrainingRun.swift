@@ -45,6 +45,8 @@ enum TrainingRun {
                 print(String(format: "epoch %d/%d  loss %.4f  train error %@  test error %@  (%.1f s, %@ ex/s)",
                              e, epochs, m.loss, Format.percent(m.trainError), Format.percent(m.testError), seconds,
                              Format.grouped(Int(rate))))
+                // Into a pipe (`dropmodel train | tee log`) too, each line as it happens.
+                fflush(nil)
             }
             out.append(m)
             if try !check(m) { break }

@@ -6,7 +6,7 @@ import Foundation
 /// Files are opened with `H5F_CLOSE_STRONG`, so closing the file closes every object still
 /// open in it; objects keep their file alive, so that never happens under a live object.
 /// Created files do not track object times, so writing the same content twice gives the same
-/// bytes.
+/// bytes, and use the HDF5 1.10 format, whose metadata is checksummed.
 public final class File: @unchecked Sendable {
     let handle: Handle
     public let path: String
@@ -51,6 +51,11 @@ public final class File: @unchecked Sendable {
             try loc.check(chdf5_set_track_times(fcpl.id, 0), "create file")
             let fapl = Handle(try loc.checkID(H5Pcreate(chdf5_P_FILE_ACCESS()), "create file"), .plist)
             try loc.check(H5Pset_fclose_degree(fapl.id, H5F_CLOSE_STRONG), "create file")
+            // The HDF5 1.10 file format: superblock v3, object headers v2, and v2 B-tree or
+            // extensible-array chunk indexes, all of which carry checksums, so a flipped bit in
+            // metadata (an attribute's value included) is a read error, not a wrong number.
+            // Pinned (not "latest") so the bytes do not change with the library version.
+            try loc.check(H5Pset_libver_bounds(fapl.id, H5F_LIBVER_V110, H5F_LIBVER_V110), "create file")
             let id = try loc.checkID(H5Fcreate(path, chdf5_F_ACC_TRUNC(), fcpl.id, fapl.id), "create file")
             return File(handle: Handle(id, .file), path: path, limits: .default)
         }

@@ -108,7 +108,9 @@ public struct Evaluation {
             }
         }
         return zip(ks, errors).map { k, e in
-            let mean = e.reduce(0, +) / Double(e.count)
+            // Running mean: exact when every repeat gives the same error (then std is exactly 0).
+            var mean = 0.0
+            for (i, x) in e.enumerated() { mean += (x - mean) / Double(i + 1) }
             let variance = e.count > 1 ? e.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(e.count - 1) : 0
             return MonteCarloRow(k: k, meanError: mean, stdError: variance.squareRoot(), errors: e)
         }
