@@ -78,6 +78,10 @@ let package = Package(
         .testTarget(name: "DropoutRandomTests", dependencies: ["DropoutRandom"], swiftSettings: swiftSettings),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: swiftSettings),
         .testTarget(
+            name: "HostileInputTests",
+            dependencies: ["BundleFormat", "HDF5Layer", "TestSupport", "dropmodel"],
+            swiftSettings: swiftSettings),
+        .testTarget(
             name: "TrainingTests", dependencies: ["Training", "TrainingData", "BundleFormat", "DropoutRandom", "TestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(
