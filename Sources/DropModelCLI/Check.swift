@@ -27,8 +27,15 @@ struct Check: ParsableCommand {
     var json = false
 
     func run() throws {
-        var (info, problems) = BundleReader.diagnose(path: file)
+        let (info, found) = BundleReader.diagnose(path: file)
+        var problems = found
         var notes: [String] = []
+        if info != nil || !problems.isEmpty && !problems.allSatisfy({ $0.object == "/" }) {
+            // The whole tree, not only the paths a reader opens: a link or unsafe dataset anywhere
+            // is something a bundle never needs.
+            let extra = walk().filter { p in !problems.contains { $0.object == p.object } }
+            problems += extra
+        }
         if let info, info.formatVersion > FormatVersion.current {
             notes.append("written by format \(info.formatVersion); items a \(FormatVersion.current) reader does not know were not checked")
         }
@@ -61,6 +68,51 @@ struct Check: ParsableCommand {
             print("\(problems.count) problem\(problems.count == 1 ? "" : "s") found")
         }
         if !problems.isEmpty { throw ExitCode(unreadable ? ExitStatus.badInput : ExitStatus.difference) }
+    }
+
+    /// Visits every object below the root (depth and count bounded), reporting links that are
+    /// not hard links and datasets whose storage the reader refuses.
+    func walk() -> [Problem] {
+        var problems: [Problem] = []
+        var visited = 0
+        func visit(_ group: Group, depth: Int) {
+            guard depth < 64 else {
+                problems.append(Problem(file: file, object: group.path, message: "groups are nested more than 64 deep; not followed further"))
+                return
+            }
+            guard let names = try? group.memberNames() else { return }
+            for name in names {
+                visited += 1
+                if visited > 100_000 {
+                    if visited == 100_001 {
+                        problems.append(Problem(file: file, object: group.path, message: "more than 100000 objects; the rest were not checked"))
+                    }
+                    return
+                }
+                let path = group.path == "/" ? "/" + name : group.path + "/" + name
+                do {
+                    guard let kind = try group.linkKind(name) else { continue }
+                    if kind != .hard {
+                        problems.append(Problem(
+                            file: file, object: path,
+                            message: "it is \(kind == .external ? "an" : "a") \(kind.rawValue) link; a bundle never contains links, and dropmodel never follows them",
+                            hint: "a dropmodel bundle never needs this; if you trust the file, re-save it without it (e.g. with h5repack)"))
+                        continue
+                    }
+                    switch try group.objectKind(name) {
+                    case .group: visit(try group.group(name), depth: depth + 1)
+                    case .dataset: _ = try group.dataset(name)  // refuses unsafe storage
+                    default: break
+                    }
+                } catch let e as HDF5Error {
+                    problems += BundleError(e).problems
+                } catch {
+                    problems.append(Problem(file: file, object: path, message: "\(error)"))
+                }
+            }
+        }
+        if let root = try? File.open(file).root() { visit(root, depth: 0) }
+        return problems
     }
 
     /// Reads every byte of data: problems found, and notes on what was verified.
