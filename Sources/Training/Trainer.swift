@@ -278,22 +278,26 @@ public final class Trainer {
             network.parameters[l].weight.withUnsafeMutableBufferPointer { w in
                 velocityW[l].withUnsafeMutableBufferPointer { v in
                     gradW[l].withUnsafeBufferPointer { g in
-                        if l2 != 0 {
-                            for i in w.indices { v[i] = mu * v[i] - lr * (g[i] + l2 * w[i]); w[i] = w[i] + v[i] }
-                        } else {
-                            for i in w.indices { v[i] = mu * v[i] - lr * g[i]; w[i] = w[i] + v[i] }
-                        }
-                    }
-                }
-                if let c = maxNorm, l < layers.count - 1 {
-                    for u in 0..<layer.outputs {
-                        let row = UnsafeMutableBufferPointer(rebasing: w[(u * layer.inputs)..<((u + 1) * layer.inputs)])
-                        var sq: Float = 0
-                        for x in row { sq += x * x }
-                        let norm = sq.squareRoot()
-                        if norm > c {
-                            let s = c / norm
-                            for i in row.indices { row[i] = row[i] * s }
+                        // Whole rows per thread: every element's arithmetic is independent, and
+                        // each row's max-norm sum runs in order on one thread.
+                        Parallel.forEachRange(count: layer.outputs, threads: threads, minimumCount: 64) { rows in
+                            let lo = rows.lowerBound * layer.inputs, hi = rows.upperBound * layer.inputs
+                            if l2 != 0 {
+                                for i in lo..<hi { v[i] = mu * v[i] - lr * (g[i] + l2 * w[i]); w[i] = w[i] + v[i] }
+                            } else {
+                                for i in lo..<hi { v[i] = mu * v[i] - lr * g[i]; w[i] = w[i] + v[i] }
+                            }
+                            guard let c = maxNorm, l < layers.count - 1 else { return }
+                            for u in rows {
+                                let row = UnsafeMutableBufferPointer(rebasing: w[(u * layer.inputs)..<((u + 1) * layer.inputs)])
+                                var sq: Float = 0
+                                for x in row { sq += x * x }
+                                let norm = sq.squareRoot()
+                                if norm > c {
+                                    let s = c / norm
+                                    for i in row.indices { row[i] = row[i] * s }
+                                }
+                            }
                         }
                     }
                 }
