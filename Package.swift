@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "BundleFormat", targets: ["BundleFormat"]),
         .library(name: "HDF5Layer", targets: ["HDF5Layer"]),
         .library(name: "DropoutRandom", targets: ["DropoutRandom"]),
+        .library(name: "Kernels", targets: ["Kernels"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
