@@ -1,0 +1,124 @@
+// Times dropmodel's deterministic GEMM (Kernels.Gemm.multiply) on the eight matrix products of
+// one training step of a 784-1024-1024-10 network at batch 100 (Specs/determinism.md §4.2,
+// §4.5), with the same transposes as the trainer:
+//   forward   Z_l  += Xm_l · W_lᵀ   m = batch, n = out, k = in   (transB)
+//   gradient  gW_l  = dZ_lᵀ · Xm_l  m = out, n = in, k = batch   (transA)
+//   backward  dX    = dZ_l · W_l    m = batch, n = in, k = out   (l > 0)
+// Prints one JSON object: per product the median seconds and GFLOP/s, and the step's total
+// FLOPs over the sum of the medians ("aggregate_gflops").
+//
+// usage: GemmBench [--layers 784,1024,1024,10] [--batch 100] [--threads 1] [--repeats 31]
+//                  [--min-seconds 0.2]
+import Foundation
+import Kernels
+
+var layers = [784, 1024, 1024, 10]
+var batch = 100
+var threads = 1
+var repeats = 31
+var minSeconds = 0.2
+var args = Array(CommandLine.arguments.dropFirst())
+while !args.isEmpty {
+    let flag = args.removeFirst()
+    guard let value = args.first else { fatalError("\(flag) needs a value") }
+    args.removeFirst()
+    switch flag {
+    case "--layers": layers = value.split(separator: ",").map { Int($0)! }
+    case "--batch": batch = Int(value)!
+    case "--threads": threads = Int(value)!
+    case "--repeats": repeats = Int(value)!
+    case "--min-seconds": minSeconds = Double(value)!
+    default: fatalError("unknown option \(flag)")
+    }
+}
+
+struct Product {
+    let name: String, kind: String
+    let transA: Bool, transB: Bool
+    let m: Int, n: Int, k: Int
+    let lda: Int, ldb: Int, ldc: Int
+    let accumulate: Bool
+    var flops: Double { 2 * Double(m) * Double(n) * Double(k) }
+}
+
+var products: [Product] = []
+for l in 0..<(layers.count - 1) {
+    let (i, o) = (layers[l], layers[l + 1])
+    // Xm [batch, i] · W[o, i]ᵀ -> Z [batch, o]
+    products.append(Product(name: "forward\(l)", kind: "forward", transA: false, transB: true,
+        m: batch, n: o, k: i, lda: i, ldb: i, ldc: o, accumulate: true))
+}
+for l in stride(from: layers.count - 2, through: 0, by: -1) {
+    let (i, o) = (layers[l], layers[l + 1])
+    // dZ [batch, o]ᵀ · Xm [batch, i] -> gW [o, i]
+    products.append(Product(name: "gradient\(l)", kind: "gradient", transA: true, transB: false,
+        m: o, n: i, k: batch, lda: o, ldb: i, ldc: i, accumulate: false))
+    if l > 0 {
+        // dZ [batch, o] · W [o, i] -> dX [batch, i]
+        products.append(Product(name: "backward\(l)", kind: "backward", transA: false, transB: false,
+            m: batch, n: i, k: o, lda: o, ldb: i, ldc: i, accumulate: false))
+    }
+}
+
+// Deterministic operands in [-1, 1) (values do not affect the speed of this kernel).
+func filled(_ count: Int, seed: UInt64) -> UnsafeMutablePointer<Float> {
+    let p = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
+    var s = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+    for i in 0..<count {
+        s ^= s << 13; s ^= s >> 7; s ^= s << 17
+        p[i] = Float(s >> 40) / Float(1 << 23) - 1
+    }
+    return p
+}
+
+func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+var results: [String] = []
+var totalFlops = 0.0
+var totalSeconds = 0.0
+for (index, p) in products.enumerated() {
+    let aCount = (p.transA ? p.k : p.m) * p.lda
+    let bCount = (p.transB ? p.n : p.k) * p.ldb
+    let a = filled(aCount, seed: UInt64(3 * index + 1))
+    let b = filled(bCount, seed: UInt64(3 * index + 2))
+    let c = filled(p.m * p.ldc, seed: UInt64(3 * index + 3))
+    func run() {
+        Gemm.multiply(transA: p.transA, transB: p.transB, m: p.m, n: p.n, k: p.k,
+                      a: a, lda: p.lda, b: b, ldb: p.ldb, c: c, ldc: p.ldc,
+                      accumulate: p.accumulate, threads: threads)
+    }
+    // Calls per sample: enough for about 2 ms, so timer resolution does not matter.
+    run()
+    let t0 = now()
+    run()
+    let once = max(now() - t0, 1e-7)
+    let inner = max(1, Int(0.002 / once))
+    var samples: [Double] = []
+    let start = now()
+    while samples.count < repeats || now() - start < minSeconds {
+        let t = now()
+        for _ in 0..<inner { run() }
+        samples.append((now() - t) / Double(inner))
+    }
+    samples.sort()
+    let median = samples[samples.count / 2]
+    totalFlops += p.flops
+    totalSeconds += median
+    results.append("""
+        {"name": "\(p.name)", "kind": "\(p.kind)", "m": \(p.m), "n": \(p.n), "k": \(p.k), \
+        "transA": \(p.transA), "transB": \(p.transB), "seconds": \(median), \
+        "gflops": \(p.flops / median / 1e9), "samples": \(samples.count)}
+        """)
+    a.deallocate(); b.deallocate(); c.deallocate()
+}
+print("""
+    {"kernel": "\(Gemm.path)", "threads": \(threads), "batch": \(batch), \
+    "layers": [\(layers.map(String.init).joined(separator: ", "))], \
+    "flops_per_step": \(totalFlops), "seconds_per_step": \(totalSeconds), \
+    "aggregate_gflops": \(totalFlops / totalSeconds / 1e9), \
+    "products": [\(results.joined(separator: ", "))]}
+    """)

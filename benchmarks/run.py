@@ -1,0 +1,609 @@
+"""The measuring half of scripts/benchmark (which builds dropmodel and the GEMM benchmark,
+creates .venv-bench and then runs this file with the venv's Python).
+
+Every row is dropmodel ("ours") against a peer measured in the same run, side by side:
+time ratios (bake, inspect) are ours / peer, lower is better; rate ratios (train, gemm) are
+ours / peer, higher is better. Progress goes to stderr; stdout gets the table, or with --json
+one object with a key per row plus "machine".
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PY = sys.executable
+
+# Matrix FLOPs of one training example of 784-1024-1024-10 (2 per multiply-add): forward
+# 2(784·1024 + 1024·1024 + 1024·10), backward gradients the same again, plus input gradients
+# of layers 1 and 2: 2(1024·1024 + 1024·10). About 9.5 MFLOP (3.7 forward, 5.8 backward).
+LAYERS = [784, 1024, 1024, 10]
+KEEP = [0.8, 0.5, 0.5]
+
+
+def matrix_flops_per_example(layers):
+    forward = sum(2 * i * o for i, o in zip(layers[:-1], layers[1:]))
+    input_grads = sum(2 * i * o for i, o in zip(layers[1:-1], layers[2:]))
+    return forward, forward + input_grads
+
+
+FWD_FLOPS, BWD_FLOPS = matrix_flops_per_example(LAYERS)
+FLOPS_PER_EXAMPLE = FWD_FLOPS + BWD_FLOPS
+
+# Targets from the issue: (comparison, value).
+TARGETS = {
+    "bake_vs_cp": ("<=", 1.2),
+    "bake_vs_h5py": None,
+    "bake_peak_mib": ("<=", 64),  # judged on ours, in MiB
+    "inspect_vs_h5ls": ("<=", 2.0),
+    "train_vs_numpy_1t": (">=", 1.2),
+    "train_vs_numpy_2t": (">=", 1.4),
+    "train_vs_keras_1t": (">=", 1.2),
+    "train_vs_keras_2t": (">=", 1.25),
+    "gemm_vs_openblas_1t": (">=", 0.9),
+    "train_efficiency": (">=", 0.8),
+}
+
+VERBOSE = True
+
+
+def log(message):
+    if VERBOSE:
+        sys.stderr.write(f"benchmark: {message}\n")
+        sys.stderr.flush()
+
+
+class Failure(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Running things
+
+
+def run(cmd, env=None, cwd=None, check=True, stdout_path=None):
+    """Runs cmd; returns (wall seconds, rusage of the child, stdout, stderr, exit code).
+    The rusage (os.wait4) gives the child's own CPU time and peak resident memory."""
+    out = open(stdout_path, "wb") if stdout_path else tempfile.TemporaryFile()
+    err = tempfile.TemporaryFile()
+    try:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        _, status, usage = os.wait4(p.pid, 0)
+        seconds = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        text_out = ""
+        if not stdout_path:
+            out.seek(0)
+            text_out = out.read().decode(errors="replace")
+        err.seek(0)
+        text_err = err.read().decode(errors="replace")
+    finally:
+        out.close()
+        err.close()
+    if check and p.returncode != 0:
+        raise Failure(f"{' '.join(cmd)} exited {p.returncode}:\n{text_err[-3000:]}{text_out[-2000:]}")
+    return seconds, usage, text_out, text_err, p.returncode
+
+
+def json_from(text, what):
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    raise Failure(f"{what}: no JSON result in its output:\n{text[-2000:]}")
+
+
+def cpus(threads):
+    """The first `threads` CPUs this process may run on, as a taskset list ("0" or "0,1")."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return ",".join(str(c) for c in allowed[:threads]) if threads <= len(allowed) else None
+
+
+def pinned(cmd, threads):
+    """cmd restricted to `threads` CPUs (taskset), so a 1-thread run uses one core whatever
+    threads the program starts (XLA, for one, sizes its thread pool from the affinity)."""
+    if shutil.which("taskset") and cpus(threads):
+        return ["taskset", "-c", cpus(threads)] + cmd
+    return cmd
+
+
+def peer_env(threads=None, extra=None):
+    env = dict(os.environ)
+    # kernels.md: these two are set on this kind of machine and slow a current numpy; unset
+    # both together for the peers (numpy then picks its own kernel, recorded below).
+    env.pop("OPENBLAS_CORETYPE", None)
+    env.pop("OPENBLAS_L2_SIZE", None)
+    env["PYTHONPATH"] = HERE
+    env["KERAS_BACKEND"] = "jax"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    if threads:
+        for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[name] = str(threads)
+    env.update(extra or {})
+    return env
+
+
+def ours_env(extra=None):
+    env = dict(os.environ)
+    env.pop("DROPMODEL_KERNEL", None)  # measure the default (fast) kernel path
+    env.update(extra or {})
+    return env
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def drop_caches():
+    """Syncs, then drops the page cache (root only). Returns whether it could."""
+    subprocess.run(["sync"], check=False)
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows
+
+
+def row(key, ours, peer, unit, ratio=None, direction=None, details=None, met=None):
+    if ratio is None and ours is not None and peer:
+        ratio = ours / peer
+    target = TARGETS.get(key)
+    if met is None and target and ratio is not None:
+        op, value = target
+        judged = ours if key == "bake_peak_mib" else ratio
+        met = judged <= value if op == "<=" else judged >= value
+    return key, {
+        "ours": ours, "peer": peer, "ratio": ratio,
+        "target": (f"{target[0]} {target[1]}" + (" MiB (ours)" if key == "bake_peak_mib" else "")) if target else None,
+        "unit": unit, "direction": direction, "met": met, "details": details or {},
+    }
+
+
+# --- bake -------------------------------------------------------------------------------------
+
+
+def bake_rows(dm, work, quick, repeats):
+    if quick:
+        layers, desc = [2048] * 5, "4 layers of 2048x2048 (64 MiB)"
+    else:
+        layers, desc = [4096] * 17, "16 layers of 4096x4096 (1 GiB)"
+    big = os.path.join(work, "big.h5")
+    log(f"bake: making the bundle ({desc})")
+    run([dm, "init", "--layers", ",".join(map(str, layers)), "--keep", ",".join(["0.5"] * (len(layers) - 1)),
+         "--seed", "1", "-o", big], env=ours_env())
+    size = os.path.getsize(big)
+    outputs = {name: os.path.join(work, f"{name}.h5") for name in ("bake", "cp", "h5py")}
+    commands = {
+        "bake": [dm, "bake", big, "-o", outputs["bake"]],
+        "cp": ["cp", big, outputs["cp"]],
+        "h5py": [PY, os.path.join(HERE, "bake_h5py.py"), big, outputs["h5py"]],
+    }
+    envs = {"bake": ours_env({"DROPMODEL_PEAK_MEMORY": "1"}), "cp": peer_env(), "h5py": peer_env(1)}
+    # Loads each program (not the bundle) so that after a cache drop none pays for reading its
+    # own executable and libraries from disk.
+    preload = {
+        "bake": [dm, "--version"], "cp": ["cp", "--version"],
+        "h5py": [PY, "-c", "import h5py, numpy, resource"],
+    }
+    times = {k: [] for k in commands}
+    exit_times = {k: [] for k in commands}
+    peaks = {k: [] for k in commands}
+    self_reported = []
+    cold = None
+    for rep in range(repeats):
+        order = list(commands)[rep % 3:] + list(commands)[:rep % 3]
+        for name in order:
+            if os.path.exists(outputs[name]):
+                os.remove(outputs[name])
+            dropped = drop_caches()
+            cold = dropped if cold is None else (cold and dropped)
+            if not dropped:
+                run(["cat", big], stdout_path=os.devnull)  # same warm start for all three
+            run(preload[name], env=envs[name])
+            t0 = time.perf_counter()
+            seconds, usage, out, err, _ = run(commands[name], env=envs[name])
+            # cp and the h5py script leave the new file in the page cache; dropmodel syncs its
+            # output before renaming it into place. Same durability for all: sync each output
+            # inside the timed span (for dropmodel's already-synced file this costs ~nothing).
+            run(["sync", outputs[name]])
+            total = time.perf_counter() - t0
+            times[name].append(total)
+            exit_times[name].append(seconds)
+            peaks[name].append(usage.ru_maxrss / 1024)
+            if name == "bake":
+                m = re.search(r"peak memory: (\d+) KiB", err)
+                if m:
+                    self_reported.append(int(m.group(1)) / 1024)
+            log(f"bake: {name:5s} {total:6.2f} s (exit after {seconds:.2f} s), peak {usage.ru_maxrss / 1024:.1f} MiB")
+    # The peer's result must be the same weights as dropmodel's (checked on two layers).
+    import h5py
+    import numpy as np
+    with h5py.File(outputs["bake"], "r") as a, h5py.File(outputs["h5py"], "r") as b:
+        keys = sorted(a["layers"], key=int)
+        same = all(np.array_equal(a["layers"][k]["weight"][...], b["layers"][k]["weight"][...])
+                   for k in (keys[0], keys[-1]))
+    if not same:
+        raise Failure("bake: the h5py peer's baked weights differ from dropmodel's")
+    for path in outputs.values():
+        os.remove(path)
+    common = {"bundle": desc, "bytes": size, "repeats": repeats,
+              "page_cache": "dropped before each run" if cold else "warm (could not drop; input read once before each run)",
+              "timing": "median wall time from start to the output synced to disk (`sync FILE` after the command)"}
+    t = {k: median(v) for k, v in times.items()}
+    details_time = dict(common, samples={k: v for k, v in times.items()},
+                        exit_seconds={k: median(v) for k, v in exit_times.items()},
+                        mib_per_second={k: size / 2**20 / t[k] for k in t})
+    rows = [
+        row("bake_vs_cp", t["bake"], t["cp"], "s", direction="lower is better", details=details_time),
+        row("bake_vs_h5py", t["bake"], t["h5py"], "s", direction="lower is better",
+            details=dict(details_time, peer_output_matches=same)),
+        row("bake_peak_mib", max(peaks["bake"]), max(peaks["h5py"]), "MiB", direction="lower is better",
+            details={"measure": "peak resident set (getrusage of the child, max over runs)",
+                     "dropmodel_self_reported_mib": max(self_reported) if self_reported else None,
+                     "cp_mib": max(peaks["cp"]), "bundle": desc}),
+    ]
+    return big, rows
+
+
+# --- inspect ----------------------------------------------------------------------------------
+
+
+def inspect_row(dm, big, repeats):
+    commands = {"ours": [dm, "inspect", big], "peer": ["h5ls", "-r", big]}
+    envs = {"ours": ours_env(), "peer": peer_env()}
+    samples = {k: [] for k in commands}
+    cpu = {k: [] for k in commands}
+    for _ in range(3):  # warm-up: metadata and programs in the page cache
+        for k in commands:
+            run(commands[k], env=envs[k], stdout_path=os.devnull)
+    for rep in range(repeats):
+        for k in (commands if rep % 2 == 0 else list(commands)[::-1]):
+            seconds, usage, _, _, _ = run(commands[k], env=envs[k], stdout_path=os.devnull)
+            samples[k].append(seconds)
+            cpu[k].append(usage.ru_utime + usage.ru_stime)
+    ours, peer = median(samples["ours"]), median(samples["peer"])
+    log(f"inspect: dropmodel {ours * 1000:.1f} ms, h5ls -r {peer * 1000:.1f} ms")
+    return row("inspect_vs_h5ls", ours, peer, "s", direction="lower is better",
+               details={"repeats": repeats, "timing": "median wall time of the whole process, output to /dev/null, warm cache",
+                        "cpu_seconds": {k: median(v) for k, v in cpu.items()},
+                        "samples": samples})
+
+
+# --- gemm -------------------------------------------------------------------------------------
+
+
+def gemm(gemm_bin, repeats):
+    ours = json_from(run(pinned([gemm_bin, "--threads", "1", "--repeats", str(repeats)], 1),
+                         env=ours_env())[2], "GemmBench")
+    peer = json_from(run(pinned([PY, os.path.join(HERE, "gemm_numpy.py"), "--repeats", str(repeats)], 1),
+                         env=peer_env(1))[2], "gemm_numpy.py")
+    log(f"gemm: dropmodel {ours['aggregate_gflops']:.1f} GFLOP/s ({ours['kernel']}), "
+        f"numpy {peer['aggregate_gflops']:.1f} GFLOP/s")
+    return ours, peer
+
+
+def gemm_row(ours, peer):
+    per = {p["name"]: {"shape": f"{p['m']}x{p['n']}x{p['k']}", "ours": p["gflops"]} for p in ours["products"]}
+    for p in peer["products"]:
+        per[p["name"]]["peer"] = p["gflops"]
+        per[p["name"]]["ratio"] = per[p["name"]]["ours"] / p["gflops"]
+    return row("gemm_vs_openblas_1t", ours["aggregate_gflops"], peer["aggregate_gflops"], "GFLOP/s",
+               direction="higher is better",
+               details={"what": "the 8 matrix products of one 784-1024-1024-10 training step at batch 100 "
+                                "(forward X·Wᵀ, gradient dZᵀ·X, backward dZ·W), 1 thread; "
+                                "step FLOPs / sum of per-product median times",
+                        "kernel": ours["kernel"], "blas": peer["blas"], "products": per})
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+def train_ours(dm, work, threads, limit, rep):
+    out = os.path.join(work, f"train-{threads}t-{rep}.h5")
+    cmd = [dm, "train", "--data", "fashion-mnist", "--layers", ",".join(map(str, LAYERS)),
+           "--keep", ",".join(map(str, KEEP)), "--momentum", "0.9", "--momentum-final", "0.9",
+           "--epochs", "1", "--limit", str(limit), "--test-limit", "100",
+           "--threads", str(threads), "--seed", "1", "-o", out]
+    seconds, usage, text, err, _ = run(pinned(cmd, threads), env=ours_env())
+    m = re.search(r"epoch 1/1.*\(([\d.]+) s, ([\d,]+) ex/s\)", text + err)
+    if not m:
+        raise Failure(f"dropmodel train: no epoch line with ex/s in its output:\n{text}{err}")
+    rate = float(m.group(2).replace(",", ""))
+    info = json.loads(run([dm, "inspect", "--json", out], env=ours_env())[2])
+    digest = info["history"]["records"][-1]["weights_sha256"]
+    os.remove(out)
+    return {"examples_per_second": rate, "epoch_seconds": float(m.group(1)), "process_seconds": seconds,
+            "cores_used": (usage.ru_utime + usage.ru_stime) / seconds, "weights_sha256": digest}
+
+
+def train_peer(script, threads, limit, extra_env=None):
+    cmd = [PY, os.path.join(HERE, script), "--limit", str(limit)]
+    return json_from(run(pinned(cmd, threads), env=peer_env(threads, extra_env))[2], script)
+
+
+def training(dm, work, limit, repeats):
+    results = {(who, t): [] for who in ("ours", "numpy", "keras") for t in (1, 2)}
+    # XLA on the CPU: these flags are the documented way to a single-threaded Eigen pool, but
+    # a current jaxlib ignores them (two tf_XLAEigen threads busy, measured); the CPU affinity
+    # from `pinned` is what sizes XLA's pool to one thread. Both are applied; the peer reports
+    # its XLA threads so the run shows it.
+    xla_1t = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+    for rep in range(repeats):
+        for t in (1, 2):
+            runs = [("ours", lambda: train_ours(dm, work, t, limit, rep)),
+                    ("numpy", lambda: train_peer("mlp_numpy.py", t, limit)),
+                    ("keras", lambda: train_peer("mlp_keras.py", t, limit, xla_1t if t == 1 else None))]
+            runs = runs[rep % 3:] + runs[:rep % 3]
+            for who, fn in runs:
+                r = fn()
+                results[(who, t)].append(r)
+                log(f"train: {who:5s} {t} thread{'s' if t > 1 else ''}: {r['examples_per_second']:8,.0f} ex/s"
+                    f" (cores used {r['cores_used']:.2f})")
+    digests = {t: sorted({r["weights_sha256"] for r in results[("ours", t)]}) for t in (1, 2)}
+    identical = len(digests[1]) == 1 and digests[1] == digests[2]
+    rate = {k: median([r["examples_per_second"] for r in v]) for k, v in results.items()}
+    return results, rate, digests, identical
+
+
+def train_rows(results, rate, digests, identical, limit, repeats, gemm_ours):
+    rows = []
+    for peer in ("numpy", "keras"):
+        for t in (1, 2):
+            key = f"train_vs_{peer}_{t}t"
+            _, r = row(key, rate[("ours", t)], rate[(peer, t)], "examples/s", direction="higher is better")
+            details = {
+                "examples": limit, "repeats": repeats, "network": "784-1024-1024-10 relu, keep 0.8,0.5,0.5, batch 100, "
+                "SGD momentum 0.9, float32, Fashion-MNIST", "threads": t,
+                "ours_samples": [x["examples_per_second"] for x in results[("ours", t)]],
+                "peer_samples": [x["examples_per_second"] for x in results[(peer, t)]],
+                "ours_cores_used": [round(x["cores_used"], 3) for x in results[("ours", t)]],
+                "peer_cores_used": [round(x["cores_used"], 3) for x in results[(peer, t)]],
+                "cpu_affinity": f"taskset -c {cpus(t)}" if shutil.which("taskset") and cpus(t) else None,
+                "weights_sha256_1t": digests[1], "weights_sha256_2t": digests[2],
+                "bit_identical_across_threads": identical,
+            }
+            last = results[(peer, t)][-1]
+            if peer == "numpy":
+                details["peer_blas"] = last.get("blas")
+            else:
+                details["peer_xla_flags"] = last.get("xla_flags")
+                details["peer_xla_threads"] = last.get("xla_threads")
+            r["details"] = details
+            if r["met"] is not None:
+                r["met"] = r["met"] and identical
+            rows.append((key, r))
+    eff = {t: rate[("ours", t)] * FLOPS_PER_EXAMPLE / (t * gemm_ours["aggregate_gflops"] * 1e9) for t in (1, 2)}
+    worst = min(eff.values())
+    rows.append(row("train_efficiency", worst, None, "fraction", ratio=worst, direction="higher is better",
+                    details={"formula": "examples/s x matrix FLOPs per example / (threads x kernel 1-core GFLOP/s)",
+                             "value": "the lower of 1 and 2 threads",
+                             "per_threads": {f"{t}t": eff[t] for t in eff},
+                             "flops_per_example": FLOPS_PER_EXAMPLE,
+                             "flops_forward": FWD_FLOPS, "flops_backward": BWD_FLOPS,
+                             "kernel_gflops_1core": gemm_ours["aggregate_gflops"]}))
+    return rows
+
+
+# --- machine ----------------------------------------------------------------------------------
+
+
+def machine_info(dm, started, environment_before, peer_blas):
+    def first(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip().splitlines()[0]
+        except Exception:
+            return None
+
+    cpu, flags = None, set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and cpu is None:
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    versions = {"python": platform.python_version()}
+    from importlib.metadata import PackageNotFoundError, version
+    for mod in ("numpy", "h5py", "keras", "jax", "jaxlib", "threadpoolctl"):
+        try:
+            versions[mod] = version(mod)
+        except PackageNotFoundError:
+            versions[mod] = None
+    try:
+        import h5py
+        versions["libhdf5 (h5py)"] = h5py.version.hdf5_version
+    except Exception:
+        pass
+    h5ls = first(["h5ls", "--version"])
+    versions["libhdf5 (h5ls, dropmodel)"] = h5ls.split("Version")[-1].strip() if h5ls else None
+    versions["dropmodel"] = first([dm, "--version"])
+    versions["swift"] = first(["swift", "--version"])
+    sys.path.insert(0, HERE)
+    from common import blas_info
+    return {
+        "nproc": os.cpu_count(), "cpu": cpu,
+        "cpu_features": sorted(flags & {"avx2", "fma", "avx512f", "sse4_2"}),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "kernel": platform.release(), "load_average_at_start": round(environment_before["load"], 2),
+        "versions": versions,
+        # The BLAS the numpy peers used (their environment), and what numpy picks in the
+        # environment scripts/benchmark was started with (OPENBLAS_CORETYPE etc. as set).
+        "numpy_blas": peer_blas, "numpy_blas_in_callers_environment": blas_info(),
+        "peer_environment": {
+            "unset": {k: environment_before["env"].get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")},
+            "threads": "OPENBLAS_NUM_THREADS/OMP_NUM_THREADS = threads; every run (ours too) pinned to "
+                       f"as many CPUs as threads with taskset (1 thread: -c {cpus(1)}, 2: -c {cpus(2)})",
+        },
+        "wall_seconds": time.time() - started,
+    }
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+def fmt(value, unit):
+    if value is None:
+        return "-"
+    if unit == "s":
+        return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+    if unit == "examples/s":
+        return f"{value:,.0f} ex/s"
+    if unit == "GFLOP/s":
+        return f"{value:.1f} GFLOP/s"
+    if unit == "MiB":
+        return f"{value:.1f} MiB"
+    return f"{value:.3f}"
+
+
+def table(rows, machine, setup_seconds):
+    lines = []
+    head = ("row", "ours", "peer", "ratio", "target", "met")
+    body = []
+    for key, r in rows.items():
+        met = {True: "yes", False: "NO", None: "-"}[r["met"]]
+        target = r["target"] or "-"
+        body.append((key, fmt(r["ours"], r["unit"]), fmt(r["peer"], r["unit"]),
+                     "-" if r["ratio"] is None else f"{r['ratio']:.2f}", target, met))
+    widths = [max(len(x[i]) for x in body + [head]) for i in range(len(head))]
+    for i, line in enumerate([head] + body):
+        lines.append("  ".join(c.ljust(w) if j in (0, 4, 5) else c.rjust(w)
+                               for j, (c, w) in enumerate(zip(line, widths))).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    notes = [
+        "ratio = ours / peer: for times (bake, inspect) lower is better, for rates (train, gemm) higher is better;",
+        "bake_peak_mib: peak resident memory, ours = dropmodel bake, peer = the h5py script (target on ours);",
+        "train_efficiency: examples/s x {:.2f} MFLOP / (threads x kernel 1-core GFLOP/s), the lower of 1 and 2 threads."
+        .format(FLOPS_PER_EXAMPLE / 1e6),
+    ]
+    tr = rows.get("train_vs_numpy_1t")
+    if tr:
+        d = tr["details"]
+        notes.append("dropmodel 1- and 2-thread weights: " + ("bit-identical (sha256 " + d["weights_sha256_1t"][0][:16] + "...)"
+                                                              if d["bit_identical_across_threads"] else
+                                                              f"DIFFER: 1t {d['weights_sha256_1t']}, 2t {d['weights_sha256_2t']}"))
+        eff = rows["train_efficiency"]["details"]["per_threads"]
+        notes.append(f"train_efficiency per thread count: 1t {eff['1t']:.2f}, 2t {eff['2t']:.2f}")
+    bk = rows.get("bake_vs_cp")
+    if bk:
+        notes.append(f"bake: {bk['details']['bundle']}, page cache {bk['details']['page_cache']}; "
+                     f"times include syncing the output")
+    v = machine["versions"]
+    blas = (machine["numpy_blas"] or machine["numpy_blas_in_callers_environment"] or [{}])[0]
+    caller = (machine["numpy_blas_in_callers_environment"] or [{}])[0]
+    lines += [""] + notes + [
+        "",
+        f"machine: {machine['nproc']} cores, {machine['cpu']} ({', '.join(machine['cpu_features'])}), "
+        f"{machine['memory_gib']} GiB, load average at start {machine['load_average_at_start']}",
+        f"versions: dropmodel {v.get('dropmodel')}; numpy {v.get('numpy')} (OpenBLAS {blas.get('version')}, "
+        f"kernel {blas.get('architecture')}); jax {v.get('jax')}, keras {v.get('keras')}; "
+        f"h5py {v.get('h5py')} (libhdf5 {v.get('libhdf5 (h5py)')}); libhdf5 {v.get('libhdf5 (h5ls, dropmodel)')} "
+        f"(h5ls, dropmodel)",
+        "peer environment: OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE unset (were: "
+        + (", ".join(f"{k}={val}" for k, val in machine["peer_environment"]["unset"].items() if val is not None)
+           or "not set")
+        + f"; numpy's kernel with them as set: {caller.get('architecture')})",
+        f"total wall time {machine['wall_seconds']:.0f} s"
+        + (f" (of which setup and builds {setup_seconds:.0f} s)" if setup_seconds is not None else ""),
+    ]
+    return "\n".join(lines)
+
+
+def main():
+    global VERBOSE
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--dropmodel", required=True)
+    ap.add_argument("--gemm-bench", required=True)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--only", default="bake,inspect,gemm,train",
+                    help="comma-separated subset of bake,inspect,gemm,train (for debugging the harness)")
+    ap.add_argument("--started", type=float, default=None, help="epoch seconds when scripts/benchmark started")
+    ap.add_argument("--strict", action="store_true", help="exit 3 if a target is not met")
+    args = ap.parse_args()
+    VERBOSE = not args.quiet
+    started = args.started or time.time()
+    setup_seconds = time.time() - args.started if args.started else None
+    before = {"env": dict(os.environ), "load": os.getloadavg()[0]}
+    only = set(args.only.split(","))
+    if not only <= {"bake", "inspect", "gemm", "train"}:
+        ap.error(f"--only: unknown part(s) {', '.join(sorted(only - {'bake', 'inspect', 'gemm', 'train'}))}")
+    dm = os.path.abspath(args.dropmodel)
+
+    quick = args.quick
+    limit = 2000 if quick else 20000
+    train_repeats = 1 if quick else 3
+    bake_repeats = 1 if quick else 3
+    inspect_repeats = 7 if quick else 31
+    gemm_repeats = 11 if quick else 51
+
+    rows = {}
+    work = tempfile.mkdtemp(prefix="dropmodel-bench-", dir="/tmp")
+    try:
+        if "bake" in only or "inspect" in only:
+            big, bake = bake_rows(dm, work, quick, bake_repeats) if "bake" in only else (None, [])
+            if big is None:
+                big = os.path.join(work, "big.h5")
+                run([dm, "init", "--layers", ",".join(["2048"] * 5), "--keep", "0.5,0.5,0.5,0.5", "--seed", "1", "-o", big])
+            rows.update(bake)
+            if "inspect" in only:
+                rows.update([inspect_row(dm, big, inspect_repeats)])
+            os.remove(big)
+        gemm_ours = gemm_peer = None
+        if "gemm" in only or "train" in only:  # train_efficiency needs the kernel's GFLOP/s
+            gemm_ours, gemm_peer = gemm(args.gemm_bench, gemm_repeats)
+            if "gemm" in only:
+                rows.update([gemm_row(gemm_ours, gemm_peer)])
+        if "train" in only:
+            results, rate, digests, identical = training(dm, work, limit, train_repeats)
+            if not identical:
+                log(f"train: dropmodel's 1- and 2-thread weights DIFFER: {digests}")
+            rows.update(train_rows(results, rate, digests, identical, limit, train_repeats, gemm_ours))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    order = list(TARGETS)
+    rows = {k: rows[k] for k in order if k in rows}
+    machine = machine_info(dm, started, before, gemm_peer["blas"] if gemm_peer else None)
+    machine["mode"] = "quick" if quick else "full"
+    machine["setup_seconds"] = setup_seconds
+    if args.json:
+        print(json.dumps(dict(rows, machine=machine), indent=2))
+    else:
+        print(table(rows, machine, setup_seconds))
+    failed = False
+    if "train" in only:
+        failed = not rows["train_vs_numpy_1t"]["details"]["bit_identical_across_threads"]
+    if failed:
+        return 1
+    if args.strict and any(r["met"] is False for r in rows.values()):
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Failure as error:
+        sys.stderr.write(f"benchmark: failed: {error}\n")
+        sys.exit(2)
+    except Exception:
+        import traceback
+        traceback.print_exc()
+        sys.exit(2)
