@@ -101,8 +101,12 @@ public enum BundleWriter {
                 try g.write("initial_weights_sha256", uint8s: d)
             }
             let n = h.epochs.count
+            // Chunked with Fletcher32 like the weights: contiguous data has no checksum, and a
+            // flipped bit in a loss or digest must be an error, not a different number.
             func column(_ name: String, _ type: StorageType, _ shape: [Int], _ write: (Dataset) throws -> Void) throws {
-                let d = try g.createDataset(name, type: type, shape: shape)
+                let chunked = shape.allSatisfy { $0 > 0 }
+                let d = try g.createDataset(
+                    name, type: type, shape: shape, chunk: chunked ? shape : nil, fletcher32: chunked && options.fletcher32)
                 try write(d)
                 d.close()
             }

@@ -23,7 +23,8 @@ public enum Schema {
 
     /// Bounds a reader applies before allocating (a model beyond them is not a model).
     public static let maxLayers = 100_000
-    public static let maxUnits = 1 << 31
+    /// Most units in one layer (2^24: a row of 64 MiB of float32, streamed as one block).
+    public static let maxUnits = 1 << 24
     /// Most weights in one layer, and in a whole model (2^40: 4 TiB of float32).
     public static let maxParameters = 1 << 40
     public static let maxEpochs = 10_000_000

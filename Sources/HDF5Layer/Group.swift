@@ -25,15 +25,13 @@ public final class Group: Object, @unchecked Sendable {
                 throw location.error(.tooLarge, "list members",
                     "it has \(info.nlinks) members, more than the \(limits.maxListed) dropmodel reads")
             }
-            var names: [String] = []
-            for i in 0..<info.nlinks {
-                let len = H5Lget_name_by_idx(handle.id, ".", H5_INDEX_NAME, H5_ITER_INC, hsize_t(i), nil, 0, chdf5_P_DEFAULT())
-                if len < 0 { throw location.libraryError("list members") }
-                if len > 65536 { throw location.error(.tooLarge, "list members", "a member name is \(len) bytes long") }
-                var buf = [CChar](repeating: 0, count: Int(len) + 1)
-                let got = H5Lget_name_by_idx(handle.id, ".", H5_INDEX_NAME, H5_ITER_INC, hsize_t(i), &buf, buf.count, chdf5_P_DEFAULT())
-                if got < 0 { throw location.libraryError("list members") }
-                names.append(try decodeName(buf, what: "a member name"))
+            // One pass over the group (H5Literate), not one name lookup per index, which costs
+            // time proportional to the group's size per call on large groups.
+            let names = try iterateNames(at: location, what: "a member name") { op, box in
+                var idx: hsize_t = 0
+                return H5Literate(handle.id, H5_INDEX_NAME, H5_ITER_INC, &idx, { _, name, _, ctx in
+                    NameCollector.add(name, ctx)
+                }, box)
             }
             return names
         }

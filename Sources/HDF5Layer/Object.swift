@@ -52,15 +52,11 @@ public class Object: @unchecked Sendable {
                 throw location.error(.tooLarge, "list attributes",
                     "it has \(info.num_attrs) attributes, more than the \(limits.maxListed) dropmodel reads")
             }
-            var names: [String] = []
-            for i in 0..<info.num_attrs {
-                let len = H5Aget_name_by_idx(handle.id, ".", H5_INDEX_NAME, H5_ITER_INC, hsize_t(i), nil, 0, chdf5_P_DEFAULT())
-                if len < 0 { throw location.libraryError("list attributes") }
-                if len > 65536 { throw location.error(.tooLarge, "list attributes", "an attribute name is \(len) bytes long") }
-                var buf = [CChar](repeating: 0, count: Int(len) + 1)
-                let got = H5Aget_name_by_idx(handle.id, ".", H5_INDEX_NAME, H5_ITER_INC, hsize_t(i), &buf, buf.count, chdf5_P_DEFAULT())
-                if got < 0 { throw location.libraryError("list attributes") }
-                names.append(try decodeName(buf, what: "an attribute name"))
+            let names = try iterateNames(at: location, what: "an attribute name") { op, box in
+                var idx: hsize_t = 0
+                return H5Aiterate2(handle.id, H5_INDEX_NAME, H5_ITER_INC, &idx, { _, name, _, ctx in
+                    NameCollector.add(name, ctx)
+                }, box)
             }
             return names
         }
@@ -178,14 +174,17 @@ public class Object: @unchecked Sendable {
 
     // MARK: Writing attributes
 
-    /// How a string attribute is stored. dropmodel writes `.variableUTF8`; the others exist so
+    /// How a string attribute is stored. dropmodel writes `.fixedUTF8`; the others exist so
     /// tests (and tools) can produce every encoding a reader meets.
     public enum StringEncoding: Sendable {
         case variableUTF8, variableASCII, fixedUTF8, fixedASCII
     }
 
-    /// Writes (or replaces) a scalar string attribute, variable-length UTF-8 by default.
-    public func write(_ name: String, string value: String, encoding: StringEncoding = .variableUTF8) throws {
+    /// Writes (or replaces) a scalar string attribute, fixed-length UTF-8 by default: the value
+    /// then lives in the attribute's object header, which the HDF5 1.10 format checksums.
+    /// Variable-length strings live in the global heap, which has no checksum: there one
+    /// flipped bit in a stored length made libhdf5 crash or hang while reading.
+    public func write(_ name: String, string value: String, encoding: StringEncoding = .fixedUTF8) throws {
         try HDF5Library.withLock { () throws in
             let loc = location.attribute(name)
             let type = Handle(try loc.checkID(H5Tcopy(chdf5_T_C_S1()), "write attribute"), .datatype)
@@ -292,6 +291,25 @@ public class Object: @unchecked Sendable {
         return n
     }
 
+    /// Runs an HDF5 iteration whose callback is ``NameCollector/add(_:_:)`` and returns the
+    /// names it saw, each checked as UTF-8 and bounded in length.
+    func iterateNames(
+        at loc: Location, what: String, _ iterate: (Void, UnsafeMutableRawPointer) -> herr_t
+    ) throws -> [String] {
+        let collector = NameCollector()
+        let status = withExtendedLifetime(collector) {
+            iterate((), Unmanaged.passUnretained(collector).toOpaque())
+        }
+        if status < 0 { throw loc.libraryError("list \(what)s") }
+        return try collector.names.map { bytes in
+            guard bytes.count <= 65536 else { throw loc.error(.tooLarge, "list \(what)s", "\(what) is \(bytes.count) bytes long") }
+            guard let s = String(validating: bytes, as: UTF8.self) else {
+                throw loc.error(.badString, "read \(what)", "it is not valid UTF-8")
+            }
+            return s
+        }
+    }
+
     func decodeName(_ buf: [CChar], what: String) throws -> String {
         let bytes = buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
         guard let s = String(validating: bytes, as: UTF8.self) else {
@@ -388,4 +406,17 @@ func readStringElements(
         results.append(try decode(bytes))
     }
     return results
+}
+
+/// Collects names from an HDF5 iteration callback (context: an unretained instance).
+final class NameCollector {
+    var names: [[UInt8]] = []
+
+    static func add(_ name: UnsafePointer<CChar>?, _ context: UnsafeMutableRawPointer?) -> herr_t {
+        guard let name, let context else { return -1 }
+        let collector = Unmanaged<NameCollector>.fromOpaque(context).takeUnretainedValue()
+        let n = strnlen(name, 65537)
+        collector.names.append(Array(UnsafeRawBufferPointer(start: name, count: n)))
+        return 0
+    }
 }

@@ -32,7 +32,7 @@ struct HDF5LayerTests {
         #expect(try root.readDouble("i") == -42)  // integers widen to Double
         #expect(Set(try root.attributeNames()) == ["s", "i", "ia", "d", "b"])
         #expect(try root.attributeInfo("d").type == .float(bytes: 8))
-        #expect(try root.attributeInfo("s").type == .string(.init(fixedLength: nil, utf8: true)))
+        #expect(try root.attributeInfo("s").type == .string(.init(fixedLength: "héllo ∑".utf8.count, utf8: true)))
 
         let e = try #require(throws: HDF5Error.self) { try root.readDouble("s") }
         #expect(e.code == .typeMismatch)

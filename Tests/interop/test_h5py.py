@@ -92,6 +92,11 @@ def weights_digest(params):
     return h.digest()
 
 
+def text(value):
+    """A string attribute as str: dropmodel writes fixed-length UTF-8, which h5py returns as bytes."""
+    return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else value
+
+
 def str_writer(encoding):
     """Writes a scalar string attribute in one of the four encodings a reader must accept."""
 
@@ -212,11 +217,11 @@ def attr_type(obj, name):
     return obj.attrs.get_id(name).dtype, obj.attrs.get_id(name).shape
 
 
-def assert_vlen_utf8(obj, name):
-    dt, shape = attr_type(obj, name)
+def assert_fixed_utf8(obj, name):
+    """dropmodel writes string attributes as fixed-length UTF-8 (Specs/bundle-format.md section 2)."""
+    dt = obj.attrs.get_id(name).dtype
     info = h5py.check_string_dtype(dt)
-    assert info is not None and info.encoding == "utf-8" and info.length is None, f"{obj.name}@{name}: {dt}"
-    assert shape == ()
+    assert info is not None and info.encoding == "utf-8" and info.length is not None, f"{obj.name}@{name}: {dt}"
 
 
 def assert_scalar(obj, name, dtype):
@@ -235,18 +240,18 @@ def init_bundle(dropmodel, tmp_path_factory):
 
 def test_read_root(init_bundle):
     with h5py.File(init_bundle, "r") as f:
-        assert_vlen_utf8(f, "dropmodel_format")
-        assert f.attrs["dropmodel_format"] == FORMAT_MARKER
+        assert_fixed_utf8(f, "dropmodel_format")
+        assert text(f.attrs["dropmodel_format"]) == FORMAT_MARKER
         dt, shape = attr_type(f, "format_version")
         assert dt == np.dtype("<i8") and shape == (2,)
         assert list(f.attrs["format_version"]) == [1, 0]
-        assert_vlen_utf8(f, "convention")
-        assert f.attrs["convention"] == "classic"
+        assert_fixed_utf8(f, "convention")
+        assert text(f.attrs["convention"]) == "classic"
         assert_scalar(f, "baked", "u1")
         assert f.attrs["baked"] == 0
         if "creator" in f.attrs:
-            assert_vlen_utf8(f, "creator")
-            assert f.attrs["creator"].startswith("dropmodel")
+            assert_fixed_utf8(f, "creator")
+            assert text(f.attrs["creator"]).startswith("dropmodel")
 
 
 def test_read_layers(init_bundle):
@@ -261,14 +266,14 @@ def test_read_layers(init_bundle):
             g = lg[str(i)]
             assert lg.get(str(i), getlink=True).__class__ is h5py.HardLink
             for a in ("name", "kind", "activation"):
-                assert_vlen_utf8(g, a)
+                assert_fixed_utf8(g, a)
             for a in ("inputs", "outputs"):
                 assert_scalar(g, a, "<i8")
             assert_scalar(g, "keep_prob", "<f8")
-            names.append(g.attrs["name"])
-            assert g.attrs["kind"] == "dense"
+            names.append(text(g.attrs["name"]))
+            assert text(g.attrs["kind"]) == "dense"
             assert g.attrs["inputs"] == sizes[i] and g.attrs["outputs"] == sizes[i + 1]
-            assert g.attrs["activation"] == ("softmax" if i == 2 else "relu")
+            assert text(g.attrs["activation"]) == ("softmax" if i == 2 else "relu")
             assert g.attrs["keep_prob"] == keeps[i]
             w, b = g["weight"], g["bias"]
             assert w.shape == (sizes[i + 1], sizes[i])  # [outputs, inputs]
@@ -290,16 +295,16 @@ def test_read_layers(init_bundle):
 def test_read_rng_training_history(init_bundle):
     with h5py.File(init_bundle, "r") as f:
         r = f["rng"]
-        assert_vlen_utf8(r, "algorithm")
-        assert r.attrs["algorithm"] == "philox4x32-10"
+        assert_fixed_utf8(r, "algorithm")
+        assert text(r.attrs["algorithm"]) == "philox4x32-10"
         assert_scalar(r, "seed", "<i8")
         assert r.attrs["seed"] == 7
         assert_scalar(r, "stream_layout", "<i8")
         assert r.attrs["stream_layout"] == 1
 
         t = f["training"]
-        assert_vlen_utf8(t, "recipe")
-        recipe = json.loads(t.attrs["recipe"])
+        assert_fixed_utf8(t, "recipe")
+        recipe = json.loads(text(t.attrs["recipe"]))
         assert isinstance(recipe, dict)
         assert RECIPE_KEYS_ALWAYS <= set(recipe) <= RECIPE_KEYS_ALWAYS | RECIPE_KEYS_OPTIONAL
         assert recipe["layers"] == [20, 16, 8, 3]
@@ -307,7 +312,7 @@ def test_read_rng_training_history(init_bundle):
         assert recipe["convention"] == "classic"
         assert recipe["init"] == "glorot-uniform"
         if "data_fingerprint" in t.attrs:
-            assert re.fullmatch(r"sha256:[0-9a-f]{64}", t.attrs["data_fingerprint"])
+            assert re.fullmatch(r"sha256:[0-9a-f]{64}", text(t.attrs["data_fingerprint"]))
 
         h = f["history"]
         dt, shape = attr_type(h, "initial_weights_sha256")
@@ -325,7 +330,7 @@ def test_read_matches_inspect(dropmodel, init_bundle):
     report = inspect_json(dropmodel, init_bundle)
     with h5py.File(init_bundle, "r") as f:
         assert report["format_version"] == "%d.%d" % tuple(f.attrs["format_version"])
-        assert report["convention"] == f.attrs["convention"]
+        assert report["convention"] == text(f.attrs["convention"])
         assert report["baked"] is bool(f.attrs["baked"])
         total = 0
         assert len(report["layers"]) == f["layers"].attrs["count"]
@@ -334,16 +339,16 @@ def test_read_matches_inspect(dropmodel, init_bundle):
             n = g["weight"].size + g["bias"].size
             total += n
             assert lr["index"] == i
-            assert lr["name"] == g.attrs["name"]
-            assert lr["kind"] == g.attrs["kind"]
+            assert lr["name"] == text(g.attrs["name"])
+            assert lr["kind"] == text(g.attrs["kind"])
             assert [lr["outputs"], lr["inputs"]] == list(g["weight"].shape)
-            assert lr["activation"] == g.attrs["activation"]
+            assert lr["activation"] == text(g.attrs["activation"])
             assert lr["keep_prob"] == g.attrs["keep_prob"]
             assert lr["dtype"] == "float32"
             assert lr["parameters"] == n
         assert report["parameters"] == total
         assert report["rng"] == {"algorithm": "philox4x32-10", "seed": 7, "stream_layout": 1}
-        assert report["training"]["recipe"] == json.loads(f["training"].attrs["recipe"])
+        assert report["training"]["recipe"] == json.loads(text(f["training"].attrs["recipe"]))
         assert report["history"]["epochs"] == 0
         assert report["history"]["records"] == []
         assert report["history"]["initial_weights_sha256"] == bytes(f["history"].attrs["initial_weights_sha256"]).hex()
