@@ -144,26 +144,34 @@ public final class Trainer {
         for (l, layer) in layers.enumerated() {
             let width = layer.inputs
             let keptValue: Float = convention == .classic ? 1 : Float(1 / layer.keepProb)
+            // Masks and masked inputs, one example (row) per unit of work: rows are
+            // independent, so any split between threads gives the same bits.
             masks[l].withUnsafeMutableBufferPointer { m in
-                for r in 0..<rows {
-                    let row = UnsafeMutableBufferPointer(rebasing: m[(r * width)..<((r + 1) * width)])
-                    streams.keepMask(
-                        epoch: epoch, step: step, layer: l, example: r, units: width, keepProbability: layer.keepProb,
-                        keptValue: keptValue, into: row)
-                }
-            }
-            inputs[l].withUnsafeMutableBufferPointer { x in
-                masks[l].withUnsafeBufferPointer { m in
-                    if l == 0 {
-                        data.train.inputs.withUnsafeBufferPointer { src in
-                            for (r, ex) in examples.enumerated() {
-                                let s = ex * features
-                                for j in 0..<width { x[r * width + j] = src[s + j] * m[r * width + j] }
+                inputs[l].withUnsafeMutableBufferPointer { x in
+                    do {
+                        func prepare(_ rowRange: Range<Int>, _ source: (Int) -> UnsafePointer<Float>) {
+                            for r in rowRange {
+                                let mrow = UnsafeMutableBufferPointer(rebasing: m[(r * width)..<((r + 1) * width)])
+                                streams.keepMask(
+                                    epoch: epoch, step: step, layer: l, example: r, units: width,
+                                    keepProbability: layer.keepProb, keptValue: keptValue, into: mrow)
+                                let src = source(r)
+                                let base = r * width
+                                for j in 0..<width { x[base + j] = src[j] * mrow[j] }
                             }
                         }
-                    } else {
-                        outputs[l - 1].withUnsafeBufferPointer { a in
-                            for i in 0..<(rows * width) { x[i] = a[i] * m[i] }
+                        if l == 0 {
+                            data.train.inputs.withUnsafeBufferPointer { src in
+                                Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
+                                    prepare(range) { r in src.baseAddress! + examples[examples.startIndex + r] * features }
+                                }
+                            }
+                        } else {
+                            outputs[l - 1].withUnsafeBufferPointer { a in
+                                Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
+                                    prepare(range) { r in a.baseAddress! + r * width }
+                                }
+                            }
                         }
                     }
                 }
@@ -179,8 +187,12 @@ public final class Trainer {
                             c: z.baseAddress!, ldc: layer.outputs, accumulate: true, threads: threads)
                     }
                 }
-                let zs = UnsafeMutableBufferPointer(rebasing: z[0..<(rows * layer.outputs)])
-                if layer.activation != .softmax { activate(layer.activation, zs) }
+                if layer.activation != .softmax {
+                    Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
+                        activate(layer.activation, UnsafeMutableBufferPointer(
+                            rebasing: z[(range.lowerBound * layer.outputs)..<(range.upperBound * layer.outputs)]))
+                    }
+                }
             }
         }
 
