@@ -92,7 +92,7 @@ public final class BundleReader: @unchecked Sendable {
         var stream = WeightDigest.Stream()
         for i in info.layers.indices {
             try streamWeightRows(i) { _, _, block in stream.update(block) }
-            let bias = try parameters(i).bias
+            let bias = try wrap { try biasDataset(i).readFloats() }
             bias.withUnsafeBufferPointer { stream.update($0) }
         }
         return stream.finalize()

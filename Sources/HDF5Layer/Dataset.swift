@@ -164,9 +164,12 @@ public final class Dataset: Object, @unchecked Sendable {
     private func requireNumeric() throws {
         let type = Handle(try location.checkID(H5Dget_type(handle.id), "read datatype"), .datatype)
         let t = try ElementType.describe(type.id, at: location)
+        // Only the element sizes a number can have: a type that declares gigabytes per element
+        // would make HDF5 allocate them in the conversion.
         switch t {
-        case .float, .integer: return
-        default: throw location.error(.typeMismatch, "read data", "expected numbers, found \(t)")
+        case .float(let b) where [2, 4, 8].contains(b): return
+        case .integer(let b, _) where [1, 2, 4, 8].contains(b): return
+        default: throw location.error(.typeMismatch, "read data", "expected numbers of 1, 2, 4 or 8 bytes, found \(t)")
         }
     }
 

@@ -157,7 +157,10 @@ public class Object: @unchecked Sendable {
     /// Reads a numeric array attribute as `Double`s.
     public func readDoubles(_ name: String) throws -> [Double] {
         let t = try attributeInfo(name).type
-        if case .float = t {
+        if case .float(let b) = t {
+            guard [2, 4, 8].contains(b) else {
+                throw attributeError(name, .typeMismatch, "expected a number, found a \(b)-byte float type")
+            }
             return try withAttribute(name) { attr, type, dims, loc throws -> [Double] in
                 let count = try boundedCount(dims, elementBytes: 8, at: loc)
                 var out = [Double](repeating: 0, count: count)
