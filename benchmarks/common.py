@@ -56,3 +56,18 @@ def emit(result):
 
 
 now = time.perf_counter
+
+
+def peer_arguments():
+    """The command line both training peers share (mlp_numpy.py, mlp_keras.py)."""
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--limit", type=int, default=20000)
+    ap.add_argument("--layers", default="784,1024,1024,10")
+    ap.add_argument("--keep", default="0.8,0.5,0.5")
+    ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--learning-rate", type=float, default=0.1)
+    ap.add_argument("--momentum", type=float, default=0.9)
+    ap.add_argument("--warmup-steps", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=1)
+    return ap.parse_args()

@@ -5,14 +5,13 @@ Keras's Dropout is inverted dropout with rate = 1 - keep.
 
 One warm-up `fit` on a few batches compiles the train step; then `fit` runs one epoch over
 `--limit` examples, and a callback times the epoch (its begin to its end). Threads: set by the harness (XLA_FLAGS and CPU affinity). Prints one JSON object."""
-import argparse
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import numpy as np  # noqa: E402
 
-from common import cpu_seconds, emit, fashion_mnist, now  # noqa: E402
+from common import cpu_seconds, emit, fashion_mnist, now, peer_arguments  # noqa: E402
 
 
 def xla_threads():
@@ -35,16 +34,7 @@ def xla_threads():
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--limit", type=int, default=20000)
-    ap.add_argument("--layers", default="784,1024,1024,10")
-    ap.add_argument("--keep", default="0.8,0.5,0.5")
-    ap.add_argument("--batch-size", type=int, default=100)
-    ap.add_argument("--learning-rate", type=float, default=0.1)
-    ap.add_argument("--momentum", type=float, default=0.9)
-    ap.add_argument("--warmup-steps", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=1)
-    args = ap.parse_args()
+    args = peer_arguments()
 
     import jax
     import keras

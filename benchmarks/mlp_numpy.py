@@ -5,24 +5,14 @@ dropmodel (Specs/determinism.md §4). Thread count: OPENBLAS_NUM_THREADS (set by
 
 Trains a few warm-up steps, then times `--limit` examples (one pass in batches of 100) and
 prints one JSON object with examples per second."""
-import argparse
 
 import numpy as np
 
-from common import blas_info, cpu_seconds, emit, fashion_mnist, now
+from common import blas_info, cpu_seconds, emit, fashion_mnist, now, peer_arguments
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--limit", type=int, default=20000)
-    ap.add_argument("--layers", default="784,1024,1024,10")
-    ap.add_argument("--keep", default="0.8,0.5,0.5")
-    ap.add_argument("--batch-size", type=int, default=100)
-    ap.add_argument("--learning-rate", type=float, default=0.1)
-    ap.add_argument("--momentum", type=float, default=0.9)
-    ap.add_argument("--warmup-steps", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=1)
-    args = ap.parse_args()
+    args = peer_arguments()
     sizes = [int(v) for v in args.layers.split(",")]
     keep = [np.float32(v) for v in args.keep.split(",")]
     B = args.batch_size

@@ -141,11 +141,7 @@ struct Eval: ParsableCommand {
             svg += "<circle cx=\"\(x(Double(r.k)))\" cy=\"\(y(r.meanError))\" r=\"3\" fill=\"#1f77b4\"/>\n"
         }
         svg += "<text x=\"\(left + 10)\" y=\"\(top + 12)\" fill=\"#1f77b4\">Monte-Carlo average (mean ± std)</text>\n</svg>\n"
-        let tmp = path + ".dropmodel-tmp"
-        guard FileManager.default.createFile(atPath: tmp, contents: Data(svg.utf8)), rename(tmp, path) == 0 else {
-            unlink(tmp)
-            throw CommandFailure(message: "\(path): cannot write the plot (\(String(cString: strerror(errno))))")
-        }
+        try writeOutputFile(Data(svg.utf8), to: path, what: "plot")
     }
 
     func escape(_ s: String) -> String {

@@ -130,10 +130,6 @@ struct Masks: ParsableCommand {
         let header = bigEndian(UInt32(width)) + bigEndian(UInt32(height)) + [8, 0, 0, 0, 0]
         let bytes: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + chunk("IHDR", header)
             + chunk("IDAT", Zlib.deflate(raw)) + chunk("IEND", [])
-        let tmp = path + ".dropmodel-tmp"
-        guard FileManager.default.createFile(atPath: tmp, contents: Data(bytes)), rename(tmp, path) == 0 else {
-            unlink(tmp)
-            throw CommandFailure(message: "\(path): cannot write the PNG (\(String(cString: strerror(errno))))")
-        }
+        try writeOutputFile(Data(bytes), to: path, what: "PNG")
     }
 }

@@ -58,25 +58,17 @@ struct RecipeOptions: ParsableArguments {
 
     /// The recipe: `base` (or the defaults) with every option given applied.
     func recipe(base: Recipe? = nil) throws -> Recipe {
-        func ints(_ s: String, _ flag: String) throws -> [Int] {
+        func list<T: LosslessStringConvertible>(_ s: String, _ flag: String, _ what: String) throws -> [T] {
             try s.split(separator: ",").map {
-                guard let v = Int($0.trimmingCharacters(in: .whitespaces)) else {
-                    throw ValidationError("\(flag): '\($0)' is not an integer")
-                }
-                return v
-            }
-        }
-        func doubles(_ s: String, _ flag: String) throws -> [Double] {
-            try s.split(separator: ",").map {
-                guard let v = Double($0.trimmingCharacters(in: .whitespaces)) else {
-                    throw ValidationError("\(flag): '\($0)' is not a number")
+                guard let v = T($0.trimmingCharacters(in: .whitespaces)) else {
+                    throw ValidationError("\(flag): '\($0)' is not \(what)")
                 }
                 return v
             }
         }
         var r = base ?? Recipe(layers: [784, 1024, 1024, 10], keep: [0.8, 0.5, 0.5])
-        if let layers { r.layers = try ints(layers, "--layers") }
-        if let keep { r.keep = try doubles(keep, "--keep") }
+        if let layers { r.layers = try list(layers, "--layers", "an integer") }
+        if let keep { r.keep = try list(keep, "--keep", "a number") }
         if let activation {
             guard let act = Activation(rawValue: activation), act != .softmax else {
                 throw ValidationError("--activation must be relu, logistic, tanh or linear")

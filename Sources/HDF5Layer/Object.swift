@@ -313,13 +313,6 @@ public class Object: @unchecked Sendable {
         }
     }
 
-    func decodeName(_ buf: [CChar], what: String) throws -> String {
-        let bytes = buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
-        guard let s = String(validating: bytes, as: UTF8.self) else {
-            throw location.error(.badString, "read \(what)", "it is not valid UTF-8")
-        }
-        return s
-    }
 }
 
 /// Reads `count` integers of `size` bytes through `read`, widening to Int64.
