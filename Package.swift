@@ -33,7 +33,9 @@ let package = Package(
             providers: [.apt(["libhdf5-dev"])]
         ),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
-        .target(name: "HDF5Layer", dependencies: ["CHDF5"], swiftSettings: swiftSettings),
+        // The isolated pre-read of untrusted files (a forked child; C, so the child runs no Swift).
+        .target(name: "CProbe", dependencies: ["CHDF5"]),
+        .target(name: "HDF5Layer", dependencies: ["CHDF5", "CProbe"], swiftSettings: swiftSettings),
         .target(
             name: "BundleFormat",
             dependencies: ["HDF5Layer", .product(name: "Crypto", package: "swift-crypto")],

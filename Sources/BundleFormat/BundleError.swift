@@ -55,13 +55,16 @@ public struct BundleError: Error, CustomStringConvertible, Sendable {
     public init(_ error: HDF5Error) {
         let code: Code
         switch error.code {
-        case .refused: code = .refused
+        case .refused, .unsafeFile: code = .refused
         case .library, .system: code = .unreadable
         default: code = .invalid
         }
         let hint: String?
         switch error.code {
         case .refused: hint = "a dropmodel bundle never needs this; if you trust the file, re-save it without it (e.g. with h5repack)"
+        case .unsafeFile:
+            hint = "do not open it with h5py, h5dump or other HDF5 tools either: they run the same library "
+                + "without isolation; ask whoever made it for a fresh copy"
         case .library: hint = "the file may be truncated or corrupt; re-create or re-download it"
         case .tooLarge: hint = "the file declares sizes far beyond any model; it is likely corrupt or hostile"
         default: hint = nil

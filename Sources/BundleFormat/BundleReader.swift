@@ -275,6 +275,7 @@ struct Parser {
                     "weights are stored [outputs, inputs]: row u holds unit u's incoming weights")
             }
             dtype = floatType(w)
+            requireStored(w)
         }
         if let b = get({ try g.dataset(Schema.biasDataset) }) {
             if let shape = get({ try b.shape() }), let outputs, shape != [Int(outputs)] {
@@ -283,6 +284,7 @@ struct Parser {
             if let bt = floatType(b), let dtype, bt != dtype {
                 add(b.path, "the bias is \(bt.rawValue) but the weight matrix is \(dtype.rawValue); a layer's weight and bias share one dtype")
             }
+            requireStored(b)
         }
         guard let name, let kind, let inputs, let outputs, let activation, let keep, let dtype else { return nil }
         guard inputs <= Int64(Schema.maxUnits), outputs <= Int64(Schema.maxUnits) else {
@@ -291,6 +293,18 @@ struct Parser {
         }
         return LayerInfo(name: name, kind: kind, inputs: Int(inputs), outputs: Int(outputs), activation: activation,
                          keepProb: keep, dtype: dtype)
+    }
+
+    /// Every value of a weight or bias must be stored: a missing chunk reads as the fill value,
+    /// so a file whose writer stopped early (or was made to look big) would read as a model of
+    /// zeros. Counting stored chunks walks the chunk index only.
+    private mutating func requireStored(_ ds: Dataset) {
+        guard let (stored, expected) = get({ try ds.storedExtent() }), stored < expected else { return }
+        let chunked = (try? ds.storageInfo().layout) == .chunked
+        add(ds.path, chunked
+                ? "only \(stored) of its \(expected) chunks are stored; the rest would read as the fill value"
+                : "only \(stored) of its \(expected) bytes are stored; the rest would read as the fill value",
+            "the file is incomplete (its writer stopped early, or it was cut); re-create or re-download it")
     }
 
     private mutating func floatType(_ ds: Dataset) -> WeightType? {

@@ -88,6 +88,40 @@ public final class Dataset: Object, @unchecked Sendable {
         }
     }
 
+    /// How much of the dataset's data is stored: `(stored, expected)` in chunks for a chunked
+    /// dataset, in bytes otherwise. A missing chunk (or unallocated contiguous storage) reads as
+    /// the fill value: the file is incomplete. Walks the chunk index (no data read).
+    public func storedExtent() throws -> (stored: UInt64, expected: UInt64) {
+        let info = try storageInfo()
+        let shape = try self.shape()
+        return try HDF5Library.withLock { () throws -> (stored: UInt64, expected: UInt64) in
+            switch info.layout {
+            case .chunked:
+                guard let chunk = info.chunk, chunk.count == shape.count, !chunk.contains(0) else {
+                    throw location.error(.typeMismatch, "read chunking", "its chunk shape does not match its rank")
+                }
+                var expected: UInt64 = 1
+                for (d, c) in zip(shape, chunk) {
+                    let (p, o) = expected.multipliedReportingOverflow(by: UInt64((d + c - 1) / c))
+                    if o { throw location.error(.tooLarge, "read chunking", "its chunk count overflows") }
+                    expected = p
+                }
+                var stored: hsize_t = 0
+                let space = Dataspace(owning: try location.checkID(H5Dget_space(handle.id), "read shape"))
+                try location.check(H5Dget_num_chunks(handle.id, space.id, &stored), "count stored chunks")
+                return (UInt64(stored), expected)
+            case .compact:
+                return (1, 1)
+            default:
+                let type = Handle(try location.checkID(H5Dget_type(handle.id), "read datatype"), .datatype)
+                let size = UInt64(H5Tget_size(type.id))
+                let (bytes, o) = UInt64(shape.reduce(1, *)).multipliedReportingOverflow(by: size)
+                if o { throw location.error(.tooLarge, "read shape", "its byte size overflows") }
+                return (min(info.storedBytes, bytes), bytes)
+            }
+        }
+    }
+
     /// Throws if the dataset uses external storage, a virtual layout or a filter not allowed.
     func checkStorageIsSafe() throws {
         let info = try storageInfo()

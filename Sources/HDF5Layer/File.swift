@@ -29,6 +29,7 @@ public final class File: @unchecked Sendable {
         if (st.st_mode & S_IFMT) == S_IFDIR {
             throw loc.error(.system, "open file", "it is a directory")
         }
+        try Probe.check(path)
         return try HDF5Library.withLock { () throws -> File in
             let fapl = Handle(try loc.checkID(H5Pcreate(chdf5_P_FILE_ACCESS()), "open file"), .plist)
             try loc.check(H5Pset_fclose_degree(fapl.id, H5F_CLOSE_STRONG), "open file")

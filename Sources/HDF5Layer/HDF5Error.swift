@@ -27,6 +27,9 @@ public struct HDF5Error: Error, CustomStringConvertible, Sendable, Equatable {
         public static let refused = Code("refused")
         /// A string is not valid in its declared encoding.
         public static let badString = Code("bad-string")
+        /// libhdf5 crashed, hung or ran out of memory on the file in the isolated pre-read
+        /// (Specs/bundle-format.md, "Reading untrusted files"); the file is not opened.
+        public static let unsafeFile = Code("unsafe-file")
         /// An operating-system failure (open, rename, ...).
         public static let system = Code("system")
     }

@@ -100,9 +100,7 @@ public class Object: @unchecked Sendable {
                 throw loc.error(.tooLarge, "read attribute", "it declares \(dims) strings")
             }
             return try readStringElements(
-                count: count, storage: storage, fileType: type, at: loc,
-                read: { mem, buf in H5Aread(attr, mem, buf) },
-                space: { H5Aget_space(attr) })
+                count: count, storage: storage, fileType: type, at: loc, attribute: attr)
         }
     }
 
@@ -351,8 +349,7 @@ func readRawIntegers(
 /// Reads `count` strings stored with `storage` (fixed or variable, ASCII or UTF-8) and
 /// validates each as UTF-8 (ASCII as 7-bit).
 func readStringElements(
-    count: Int, storage: ElementType.StringStorage, fileType: hid_t, at loc: Location,
-    read: (hid_t, UnsafeMutableRawPointer) -> herr_t, space: () -> hid_t
+    count: Int, storage: ElementType.StringStorage, fileType: hid_t, at loc: Location, attribute: hid_t
 ) throws -> [String] {
     if count == 0 { return [] }
     let limit = ReadLimits.default.maxAttributeBytes
@@ -373,7 +370,7 @@ func readStringElements(
         }
         let mem = Handle(try loc.checkID(H5Tcopy(fileType), "read string"), .datatype)
         var raw = [UInt8](repeating: 0, count: count * length)
-        try loc.check(raw.withUnsafeMutableBytes { read(mem.id, $0.baseAddress!) }, "read string")
+        try loc.check(raw.withUnsafeMutableBytes { H5Aread(attribute, mem.id, $0.baseAddress!) }, "read string")
         let pad = H5Tget_strpad(fileType)
         for i in 0..<count {
             var slice = raw[(i * length)..<((i + 1) * length)]
@@ -383,23 +380,16 @@ func readStringElements(
         }
         return results
     }
-    // Variable length: read into C string pointers with a memory type of the same encoding,
-    // then free HDF5's buffers.
+    // Variable length: the strings live in libhdf5's global heap, whose reader overflows
+    // buffers, loops and over-allocates on malformed files (Fuzz/README.md); read them in a
+    // forked child (Probe), which sends the bytes back.
     let mem = Handle(try loc.checkID(H5Tcopy(chdf5_T_C_S1()), "read string"), .datatype)
     try loc.check(H5Tset_size(mem.id, chdf5_T_VARIABLE()), "read string")
     try loc.check(H5Tset_cset(mem.id, storage.utf8 ? H5T_CSET_UTF8 : H5T_CSET_ASCII), "read string")
-    var ptrs = [UnsafeMutablePointer<CChar>?](repeating: nil, count: count)
-    try loc.check(ptrs.withUnsafeMutableBytes { read(mem.id, $0.baseAddress!) }, "read string")
-    let sp = Dataspace(owning: space())
-    defer {
-        _ = ptrs.withUnsafeMutableBytes { H5Dvlen_reclaim(mem.id, sp.id, chdf5_P_DEFAULT(), $0.baseAddress) }
-    }
-    for p in ptrs {
-        guard let p else { results.append(""); continue }
-        let n = strnlen(p, limit + 1)
-        if n > limit { throw loc.error(.tooLarge, "read string", "a string is longer than \(limit) bytes") }
-        let bytes = UnsafeRawBufferPointer(start: p, count: n)
-        results.append(try decode(bytes))
+    for value in try Probe.readVariableStrings(attribute: attribute, memType: mem.id, count: count, maxBytes: limit, at: loc) {
+        guard let value else { results.append(""); continue }
+        if value.count > limit { throw loc.error(.tooLarge, "read string", "a string is longer than \(limit) bytes") }
+        results.append(try decode(value))
     }
     return results
 }

@@ -1,0 +1,719 @@
+// The isolated pre-read of an untrusted HDF5 file: see include/dm_probe.h and
+// Specs/bundle-format.md, "Reading untrusted files".
+#define _GNU_SOURCE
+#include "dm_probe.h"
+
+#include <hdf5.h>
+#include <H5PLpublic.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+// The same bounds as the reader (HDF5Layer ReadLimits, the check command's walk).
+enum {
+    MAX_DEPTH = 64,
+    MAX_OBJECTS = 100000,
+    MAX_LISTED = 1 << 16,
+    MAX_ATTRIBUTE_BYTES = 16 << 20,
+    MAX_RANK = 32,
+    MAX_PATH = 4096,
+};
+// Above this many chunks the chunk index is not walked (a valid bundle has a few thousand).
+static const unsigned long long MAX_CHUNKS = 1ull << 22;
+
+// Exit statuses of the child (any other ending is a crash).
+enum { CHILD_DONE = 0, CHILD_MEMORY = 3 };
+
+// ---------------------------------------------------------------------------------------------
+// Child: the walk.
+
+typedef struct {
+    int fd;        // the step pipe
+    long visited;  // objects visited
+} walker;
+
+static void write_all(int fd, const char *p, size_t n) {
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            return;
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+}
+
+// Reports the step about to be taken: "OBJECT\tWHAT\n" (control characters replaced).
+static void step(walker *w, const char *object, const char *what, const char *attribute) {
+    char buf[sizeof(((dm_probe_result *)0)->step)];
+    int n = attribute ? snprintf(buf, sizeof buf, "%s@%s\t%s", object, attribute, what)
+                      : snprintf(buf, sizeof buf, "%s\t%s", object, what);
+    if (n < 0) return;
+    if ((size_t)n > sizeof buf - 2) n = (int)sizeof buf - 2;
+    for (int i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)buf[i];
+        if (c == '\n' || c == '\r' || (c < 0x20 && c != '\t')) buf[i] = '?';
+    }
+    buf[n++] = '\n';
+    write_all(w->fd, buf, (size_t)n);
+}
+
+static herr_t find_allocation_failure(unsigned n, const H5E_error2_t *e, void *data) {
+    (void)n;
+    if (e->min_num == H5E_CANTALLOC || e->min_num == H5E_NOSPACE) *(int *)data = 1;
+    return 0;
+}
+
+// After a failed call: an allocation failure ends the walk (the file asks for more memory than
+// the limit); any other error is the parent's to find and report.
+static void after_failure(walker *w) {
+    int found = 0;
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, find_allocation_failure, &found);
+    H5Eclear2(H5E_DEFAULT);
+    if (found) {
+        write_all(w->fd, "=memory\n", 8);
+        _exit(CHILD_MEMORY);
+    }
+}
+
+typedef struct {
+    char **names;
+    size_t count, capacity;
+    size_t bytes;
+} name_list;
+
+static int name_list_add(name_list *l, const char *name) {
+    if (l->count >= MAX_LISTED) return 1;
+    size_t len = strnlen(name, 1 << 16);
+    if (l->bytes + len > (64u << 20)) return 1;
+    if (l->count == l->capacity) {
+        size_t cap = l->capacity ? l->capacity * 2 : 16;
+        char **p = realloc(l->names, cap * sizeof(char *));
+        if (!p) return 1;
+        l->names = p;
+        l->capacity = cap;
+    }
+    char *copy = strndup(name, len);
+    if (!copy) return 1;
+    l->names[l->count++] = copy;
+    l->bytes += len;
+    return 0;
+}
+
+static void name_list_free(name_list *l) {
+    for (size_t i = 0; i < l->count; i++) free(l->names[i]);
+    free(l->names);
+}
+
+static herr_t collect_attribute(hid_t loc, const char *name, const H5A_info_t *info, void *data) {
+    (void)loc; (void)info;
+    return name_list_add((name_list *)data, name) ? 1 : 0;
+}
+
+static herr_t collect_link(hid_t group, const char *name, const H5L_info_t *info, void *data) {
+    (void)group; (void)info;
+    return name_list_add((name_list *)data, name) ? 1 : 0;
+}
+
+static void read_attribute_value(walker *w, hid_t attribute, hid_t type, hid_t space) {
+    hssize_t n = H5Sget_simple_extent_npoints(space);
+    if (n <= 0 || n > MAX_ATTRIBUTE_BYTES) return;
+    size_t size = H5Tget_size(type);
+    H5T_class_t cls = H5Tget_class(type);
+    if (cls == H5T_STRING) {
+        htri_t variable = H5Tis_variable_str(type);
+        if (variable > 0) {
+            // Variable length: the strings live in the global heap (the crashes in
+            // Fuzz/README.md); read them as the reader does, into C strings.
+            hid_t mem = H5Tcopy(H5T_C_S1);
+            if (mem < 0) {
+                after_failure(w);
+                return;
+            }
+            H5Tset_size(mem, H5T_VARIABLE);
+            H5T_cset_t cset = H5Tget_cset(type);
+            H5Tset_cset(mem, cset == H5T_CSET_UTF8 ? H5T_CSET_UTF8 : H5T_CSET_ASCII);
+            char **buf = calloc((size_t)n, sizeof(char *));
+            if (buf) {
+                if (H5Aread(attribute, mem, buf) < 0) after_failure(w);
+                else H5Dvlen_reclaim(mem, space, H5P_DEFAULT, buf);
+                free(buf);
+            }
+            H5Tclose(mem);
+        } else if (variable == 0 && size > 0 && size <= MAX_ATTRIBUTE_BYTES &&
+                   (unsigned long long)n <= MAX_ATTRIBUTE_BYTES / size) {
+            hid_t mem = H5Tcopy(type);
+            if (mem < 0) {
+                after_failure(w);
+                return;
+            }
+            void *buf = malloc(size * (size_t)n);
+            if (buf) {
+                if (H5Aread(attribute, mem, buf) < 0) after_failure(w);
+                free(buf);
+            }
+            H5Tclose(mem);
+        } else if (variable < 0) {
+            after_failure(w);
+        }
+        return;
+    }
+    if (cls != H5T_INTEGER && cls != H5T_FLOAT && cls != H5T_ENUM) return;
+    // The reader refuses numbers that are not 1, 2, 4 or 8 bytes before reading them.
+    if (size != 1 && size != 2 && size != 4 && size != 8) return;
+    if ((unsigned long long)n > MAX_ATTRIBUTE_BYTES / 8) return;
+    void *buf = malloc(8 * (size_t)n);
+    if (!buf) return;
+    // As stored, and converted to double (the reader does both, depending on the attribute).
+    hid_t raw = H5Tcopy(type);
+    if (raw >= 0) {
+        if (H5Aread(attribute, raw, buf) < 0) after_failure(w);
+        H5Tclose(raw);
+    } else {
+        after_failure(w);
+    }
+    if (cls != H5T_ENUM && H5Aread(attribute, H5T_NATIVE_DOUBLE, buf) < 0) after_failure(w);
+    free(buf);
+}
+
+static void probe_attributes(walker *w, hid_t object, const char *path) {
+    name_list names = {0};
+    step(w, path, "list the attributes", NULL);
+    hsize_t index = 0;
+    if (H5Aiterate2(object, H5_INDEX_NAME, H5_ITER_NATIVE, &index, collect_attribute, &names) < 0)
+        after_failure(w);
+    for (size_t i = 0; i < names.count; i++) {
+        const char *name = names.names[i];
+        step(w, path, "find the attribute", name);
+        htri_t exists = H5Aexists(object, name);
+        if (exists <= 0) {
+            if (exists < 0) after_failure(w);
+            continue;
+        }
+        step(w, path, "open the attribute", name);
+        hid_t attribute = H5Aopen(object, name, H5P_DEFAULT);
+        if (attribute < 0) {
+            after_failure(w);
+            continue;
+        }
+        step(w, path, "read the attribute's type and shape", name);
+        hid_t type = H5Aget_type(attribute);
+        hid_t space = H5Aget_space(attribute);
+        if (type >= 0 && space >= 0) {
+            int rank = H5Sget_simple_extent_ndims(space);
+            if (rank >= 0 && rank <= MAX_RANK) {
+                step(w, path, "read the attribute", name);
+                read_attribute_value(w, attribute, type, space);
+            }
+        } else {
+            after_failure(w);
+        }
+        if (type >= 0) H5Tclose(type);
+        if (space >= 0) H5Sclose(space);
+        H5Aclose(attribute);
+    }
+    name_list_free(&names);
+}
+
+static void probe_dataset(walker *w, hid_t dataset, const char *path) {
+    step(w, path, "read the dataset's type, shape and storage", NULL);
+    hid_t type = H5Dget_type(dataset);
+    hid_t space = H5Dget_space(dataset);
+    hid_t dcpl = H5Dget_create_plist(dataset);
+    if (type < 0 || space < 0 || dcpl < 0) after_failure(w);
+    if (type >= 0) {
+        H5Tget_class(type);
+        H5Tget_size(type);
+        hid_t native = H5Tget_native_type(type, H5T_DIR_ASCEND);
+        if (native >= 0) H5Tclose(native);
+        else after_failure(w);
+    }
+    hsize_t dims[MAX_RANK] = {0};
+    int rank = -1;
+    if (space >= 0) {
+        rank = H5Sget_simple_extent_ndims(space);
+        if (rank >= 0 && rank <= MAX_RANK) H5Sget_simple_extent_dims(space, dims, NULL);
+        else rank = -1;
+    }
+    if (dcpl >= 0) {
+        H5D_layout_t layout = H5Pget_layout(dcpl);
+        int external = H5Pget_external_count(dcpl);
+        (void)external;
+        int filters = H5Pget_nfilters(dcpl);
+        for (int i = 0; i < filters && i < 32; i++) {
+            unsigned flags = 0, config = 0;
+            size_t nvalues = 16;
+            unsigned values[16];
+            char name[256];
+            if (H5Pget_filter2(dcpl, (unsigned)i, &flags, &nvalues, values, sizeof name, name, &config) < 0)
+                after_failure(w);
+        }
+        if (layout == H5D_CHUNKED && rank > 0) {
+            hsize_t chunk[MAX_RANK] = {0};
+            int crank = H5Pget_chunk(dcpl, MAX_RANK, chunk);
+            unsigned long long chunks = 1;
+            int ok = crank == rank;
+            for (int i = 0; ok && i < rank; i++) {
+                if (chunk[i] == 0) { ok = 0; break; }
+                unsigned long long c = (dims[i] + chunk[i] - 1) / chunk[i];
+                if (c != 0 && chunks > MAX_CHUNKS / c) { ok = 0; break; }
+                chunks *= c;
+            }
+            if (ok && chunks <= MAX_CHUNKS && space >= 0) {
+                step(w, path, "read the dataset's chunk index", NULL);
+                hsize_t count = 0;
+                if (H5Dget_num_chunks(dataset, space, &count) < 0) after_failure(w);
+            }
+        }
+        H5Pclose(dcpl);
+    }
+    step(w, path, "read the dataset's storage size", NULL);
+    H5Dget_storage_size(dataset);
+    H5Eclear2(H5E_DEFAULT);
+    if (type >= 0) H5Tclose(type);
+    if (space >= 0) H5Sclose(space);
+}
+
+static void probe_object(walker *w, hid_t object, const char *path, int depth);
+
+static void probe_members(walker *w, hid_t group, const char *path, int depth) {
+    name_list names = {0};
+    step(w, path, "list the group's members", NULL);
+    hsize_t index = 0;
+    if (H5Literate(group, H5_INDEX_NAME, H5_ITER_NATIVE, &index, collect_link, &names) < 0) after_failure(w);
+    size_t plen = strlen(path);
+    for (size_t i = 0; i < names.count && w->visited <= MAX_OBJECTS; i++) {
+        const char *name = names.names[i];
+        char child[MAX_PATH];
+        snprintf(child, sizeof child, "%s%s%s", path, (plen > 0 && path[plen - 1] == '/') ? "" : "/", name);
+        step(w, child, "read the link", NULL);
+        H5L_info_t link;
+        if (H5Lget_info(group, name, &link, H5P_DEFAULT) < 0) {
+            after_failure(w);
+            continue;
+        }
+        if (link.type != H5L_TYPE_HARD) continue;  // never followed, by the reader either
+        step(w, child, "open the object", NULL);
+        hid_t object = H5Oopen(group, name, H5P_DEFAULT);
+        if (object < 0) {
+            after_failure(w);
+            continue;
+        }
+        probe_object(w, object, child, depth + 1);
+        H5Oclose(object);
+    }
+    name_list_free(&names);
+}
+
+static void probe_object(walker *w, hid_t object, const char *path, int depth) {
+    if (++w->visited > MAX_OBJECTS) return;
+    step(w, path, "read the object header", NULL);
+    H5O_info_t info;
+    if (H5Oget_info2(object, &info, H5O_INFO_BASIC | H5O_INFO_NUM_ATTRS) < 0) {
+        after_failure(w);
+        return;
+    }
+    probe_attributes(w, object, path);
+    if (info.type == H5O_TYPE_DATASET) {
+        probe_dataset(w, object, path);
+    } else if (info.type == H5O_TYPE_GROUP && depth < MAX_DEPTH) {
+        probe_members(w, object, path, depth);
+    }
+}
+
+// Default handling of fatal signals (no runtime crash handler, no backtrace), no core file,
+// stderr on /dev/null unless kept, the memory limit, HDF5 error printing off.
+static void child_setup(unsigned long long memory_limit, int keep_stderr);
+
+static void close_inherited(int keep_a, int keep_b);
+
+static void child_main(const char *path, int fd, unsigned long long memory_limit, int keep_stderr) {
+    child_setup(memory_limit, keep_stderr);
+    close_inherited(fd, -1);
+    walker w = {fd, 0};
+    H5PLset_loading_state(0);
+    step(&w, "/", "check the file signature", NULL);
+    if (H5Fis_hdf5(path) <= 0) {
+        write_all(fd, "=done\n", 6);
+        _exit(CHILD_DONE);
+    }
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0) H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
+    step(&w, "/", "open the file", NULL);
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl >= 0 ? fapl : H5P_DEFAULT);
+    if (file >= 0) {
+        step(&w, "/", "open the root group", NULL);
+        hid_t root = H5Oopen(file, "/", H5P_DEFAULT);
+        if (root >= 0) probe_object(&w, root, "/", 0);
+        else after_failure(&w);
+    } else {
+        after_failure(&w);
+    }
+    // Nothing is closed: the child leaves with _exit, so nothing is flushed (the parent's open
+    // files included) and no exit handler runs.
+    write_all(fd, "=done\n", 6);
+    _exit(CHILD_DONE);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parent.
+
+// Whether this process already has the file open in libhdf5 (then it was probed when opened,
+// or it is a file this process is writing; a child must not open a file the parent writes).
+static int already_open(const char *path) {
+    struct stat target;
+    if (stat(path, &target) != 0) return 0;
+    ssize_t n = H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_FILE);
+    if (n <= 0) return 0;
+    if (n > 4096) n = 4096;
+    hid_t *ids = calloc((size_t)n, sizeof(hid_t));
+    if (!ids) return 0;
+    ssize_t got = H5Fget_obj_ids(H5F_OBJ_ALL, H5F_OBJ_FILE, (size_t)n, ids);
+    int found = 0;
+    for (ssize_t i = 0; i < got && !found; i++) {
+        ssize_t len = H5Fget_name(ids[i], NULL, 0);
+        if (len <= 0 || len > 65536) continue;
+        char *name = malloc((size_t)len + 1);
+        if (!name) continue;
+        struct stat st;
+        if (H5Fget_name(ids[i], name, (size_t)len + 1) > 0 && stat(name, &st) == 0 &&
+            st.st_dev == target.st_dev && st.st_ino == target.st_ino)
+            found = 1;
+        free(name);
+    }
+    free(ids);
+    H5Eclear2(H5E_DEFAULT);
+    return found;
+}
+
+int dm_probe_start(const char *path, unsigned long long memory_limit_bytes, int keep_stderr,
+                   int *read_fd, dm_probe_result *result) {
+    memset(result, 0, sizeof *result);
+    result->exit_status = -1;
+    *read_fd = -1;
+    if (already_open(path)) {
+        result->outcome = DM_PROBE_SKIPPED;
+        return 0;
+    }
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        result->outcome = DM_PROBE_UNAVAILABLE;
+        result->errno_value = errno;
+        return 0;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        result->outcome = DM_PROBE_UNAVAILABLE;
+        result->errno_value = errno;
+        close(p[0]);
+        close(p[1]);
+        return 0;
+    }
+    if (pid == 0) {
+        close(p[0]);
+        child_main(path, p[1], memory_limit_bytes, keep_stderr);
+        _exit(CHILD_DONE);
+    }
+    close(p[1]);
+    *read_fd = p[0];
+    return pid;
+}
+
+static long long now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+void dm_probe_wait(int pid, int read_fd, int timeout_ms, dm_probe_result *result) {
+    long long start = now_ms();
+    char line[sizeof result->step];
+    size_t length = 0;
+    char last[sizeof result->step] = "";
+    int done = 0, memory = 0, timed_out = 0;
+    char buf[8192];
+    for (;;) {
+        long long remaining = (long long)timeout_ms - (now_ms() - start);
+        if (remaining <= 0) {
+            timed_out = 1;
+            break;
+        }
+        struct pollfd pfd = {read_fd, POLLIN, 0};
+        int ready = poll(&pfd, 1, (int)remaining);
+        if (ready < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (ready == 0) {
+            timed_out = 1;
+            break;
+        }
+        ssize_t n = read(read_fd, buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (n == 0) break;  // the child is gone
+        for (ssize_t i = 0; i < n; i++) {
+            if (buf[i] != '\n') {
+                if (length < sizeof line - 1) line[length++] = buf[i];
+                continue;
+            }
+            line[length] = 0;
+            if (strcmp(line, "=done") == 0) done = 1;
+            else if (strcmp(line, "=memory") == 0) memory = 1;
+            else memcpy(last, line, length + 1);
+            length = 0;
+        }
+    }
+    if (timed_out) kill(pid, SIGKILL);
+    int status = 0;
+    pid_t r;
+    do r = waitpid(pid, &status, 0); while (r < 0 && errno == EINTR);
+    close(read_fd);
+    result->elapsed_ms = now_ms() - start;
+    memcpy(result->step, last, sizeof result->step);
+    if (r == pid && WIFSIGNALED(status)) result->signal = WTERMSIG(status);
+    if (r == pid && WIFEXITED(status)) result->exit_status = WEXITSTATUS(status);
+    if (timed_out) result->outcome = DM_PROBE_TIMEOUT;
+    else if (memory) result->outcome = DM_PROBE_MEMORY;
+    else if (result->signal != 0) result->outcome = DM_PROBE_CRASHED;
+    // Finished only if it said so and (when its status is known) exited normally.
+    else if (done && (r != pid || result->exit_status == CHILD_DONE)) result->outcome = DM_PROBE_OK;
+    else result->outcome = DM_PROBE_CRASHED;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Variable-length strings, read in a child.
+
+static void child_setup(unsigned long long memory_limit, int keep_stderr) {
+    const int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS, SIGPIPE};
+    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) signal(fatal[i], SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    struct rlimit nocore = {0, 0};
+    setrlimit(RLIMIT_CORE, &nocore);
+    if (!keep_stderr) {
+        int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (devnull >= 0) dup2(devnull, STDERR_FILENO);
+    }
+    FILE *statm = fopen("/proc/self/statm", "r");
+    unsigned long long pages = 0;
+    if (statm) {
+        if (fscanf(statm, "%llu", &pages) != 1) pages = 0;
+        fclose(statm);
+    }
+    if (pages > 0 && memory_limit > 0) {
+        unsigned long long bytes = pages * (unsigned long long)sysconf(_SC_PAGESIZE) + memory_limit;
+        struct rlimit as = {bytes, bytes};
+        setrlimit(RLIMIT_AS, &as);
+    }
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+
+// Closes every inherited descriptor above stderr except `keep_a` and `keep_b` (-1: none): a
+// child must not keep the parent's files (their flock locks, pipes' ends) alive.
+static void close_inherited(int keep_a, int keep_b) {
+    if (keep_a > keep_b) {
+        int t = keep_a;
+        keep_a = keep_b;
+        keep_b = t;
+    }
+    unsigned lo = 3;
+    int keep[2] = {keep_a, keep_b};
+    for (int i = 0; i < 2; i++) {
+        if (keep[i] < 3) continue;
+        if ((unsigned)keep[i] > lo) close_range(lo, (unsigned)keep[i] - 1, 0);
+        lo = (unsigned)keep[i] + 1;
+    }
+    close_range(lo, ~0u, 0);
+}
+
+static herr_t bottom_description(unsigned n, const H5E_error2_t *e, void *data) {
+    (void)n;
+    char *buf = data;
+    if (e->desc) snprintf(buf, 512, "%s", e->desc);
+    return 0;
+}
+
+static void put_u32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+
+static void strings_child(hid_t attribute, hid_t memtype, size_t count, size_t max_string_bytes, int fd) {
+    char **buf = calloc(count, sizeof(char *));
+    if (!buf) {
+        write_all(fd, "M", 1);
+        _exit(CHILD_MEMORY);
+    }
+    if (H5Aread(attribute, memtype, buf) < 0) {
+        int memory = 0;
+        H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, find_allocation_failure, &memory);
+        if (memory) {
+            write_all(fd, "M", 1);
+            _exit(CHILD_MEMORY);
+        }
+        char desc[512] = "unknown error";
+        H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, bottom_description, desc);
+        unsigned char head[5] = {'E'};
+        size_t n = strnlen(desc, sizeof desc);
+        put_u32(head + 1, (uint32_t)n);
+        write_all(fd, (const char *)head, 5);
+        write_all(fd, desc, n);
+        write_all(fd, "D", 1);
+        _exit(CHILD_DONE);
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (!buf[i]) {
+            write_all(fd, "N", 1);
+            continue;
+        }
+        size_t n = strnlen(buf[i], max_string_bytes + 1);
+        unsigned char head[5] = {'S'};
+        put_u32(head + 1, (uint32_t)n);
+        write_all(fd, (const char *)head, 5);
+        write_all(fd, buf[i], n);
+    }
+    write_all(fd, "D", 1);
+    _exit(CHILD_DONE);
+}
+
+void dm_isolated_read_strings(long long attribute, long long memtype, unsigned long long count,
+                              unsigned long long max_string_bytes, int timeout_ms,
+                              unsigned long long memory_limit_bytes, int keep_stderr,
+                              dm_probe_result *result, unsigned char **out,
+                              unsigned long long *out_length, char **error_out) {
+    memset(result, 0, sizeof *result);
+    result->exit_status = -1;
+    *out = NULL;
+    *out_length = 0;
+    *error_out = NULL;
+    // Records: 5 bytes of header per string plus its bytes; a bound on what is accepted.
+    unsigned long long cap = count * (5 + max_string_bytes + 1) + 1;
+    if (count == 0 || count > (1ull << 24) || max_string_bytes > (64ull << 20) || cap > (256ull << 20)) {
+        result->outcome = DM_PROBE_MEMORY;
+        return;
+    }
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        result->outcome = DM_PROBE_UNAVAILABLE;
+        result->errno_value = errno;
+        return;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        result->outcome = DM_PROBE_UNAVAILABLE;
+        result->errno_value = errno;
+        close(p[0]);
+        close(p[1]);
+        return;
+    }
+    if (pid == 0) {
+        close(p[0]);
+        child_setup(memory_limit_bytes, keep_stderr);
+        // Keep only the pipe and the descriptor of the attribute's own file.
+        int file_fd = -1;
+        hid_t file = H5Iget_file_id((hid_t)attribute);
+        if (file >= 0) {
+            void *handle = NULL;
+            if (H5Fget_vfd_handle(file, H5P_DEFAULT, &handle) >= 0 && handle) file_fd = *(int *)handle;
+        }
+        close_inherited(p[1], file_fd);
+        strings_child((hid_t)attribute, (hid_t)memtype, (size_t)count, (size_t)max_string_bytes, p[1]);
+        _exit(CHILD_DONE);
+    }
+    close(p[1]);
+    int fd = p[0];
+    long long start = now_ms();
+    size_t capacity = 4096, length = 0;
+    unsigned char *data = malloc(capacity);
+    int timed_out = 0, overflow = 0;
+    for (;;) {
+        long long remaining = (long long)timeout_ms - (now_ms() - start);
+        if (remaining <= 0) {
+            timed_out = 1;
+            break;
+        }
+        struct pollfd pfd = {fd, POLLIN, 0};
+        int ready = poll(&pfd, 1, (int)remaining);
+        if (ready < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (ready == 0) {
+            timed_out = 1;
+            break;
+        }
+        if (!data || length == capacity) {
+            size_t grown = capacity * 2;
+            if (!data || grown > cap + 4096) {
+                overflow = 1;
+                break;
+            }
+            unsigned char *q = realloc(data, grown);
+            if (!q) {
+                overflow = 1;
+                break;
+            }
+            data = q;
+            capacity = grown;
+        }
+        ssize_t n = read(fd, data + length, capacity - length);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (n == 0) break;
+        length += (size_t)n;
+    }
+    if (timed_out || overflow) kill(pid, SIGKILL);
+    int status = 0;
+    pid_t r;
+    do r = waitpid(pid, &status, 0); while (r < 0 && errno == EINTR);
+    close(fd);
+    result->elapsed_ms = now_ms() - start;
+    if (r == pid && WIFSIGNALED(status)) result->signal = WTERMSIG(status);
+    if (r == pid && WIFEXITED(status)) result->exit_status = WEXITSTATUS(status);
+    int done = length > 0 && data && data[length - 1] == 'D';
+    int memory = length > 0 && data && data[length - 1] == 'M';
+    if (timed_out) result->outcome = DM_PROBE_TIMEOUT;
+    else if (overflow || memory) result->outcome = DM_PROBE_MEMORY;
+    else if (result->signal != 0) result->outcome = DM_PROBE_CRASHED;
+    else if (done && (r != pid || result->exit_status == CHILD_DONE)) result->outcome = DM_PROBE_OK;
+    else result->outcome = DM_PROBE_CRASHED;
+    if (result->outcome != DM_PROBE_OK) {
+        free(data);
+        return;
+    }
+    if (data[0] == 'E' && length >= 6) {
+        uint32_t n = (uint32_t)data[1] | (uint32_t)data[2] << 8 | (uint32_t)data[3] << 16 | (uint32_t)data[4] << 24;
+        if (n > length - 6) n = (uint32_t)(length - 6);
+        char *message = malloc(n + 1);
+        if (message) {
+            memcpy(message, data + 5, n);
+            message[n] = 0;
+        }
+        *error_out = message;
+        free(data);
+        return;
+    }
+    *out = data;
+    *out_length = length - 1;
+}

@@ -1,0 +1,165 @@
+internal import CHDF5
+internal import CProbe
+import Foundation
+
+/// The isolated pre-read that every ``File/open(_:limits:)`` runs first (Specs/bundle-format.md,
+/// "Reading untrusted files").
+///
+/// libhdf5 crashes, loops for ever or allocates gigabytes on some malformed files, inside calls no
+/// caller can avoid (decoding object headers, reading variable-length strings from the global
+/// heap: Fuzz/README.md). So before the file is opened in this process, a forked child (C code
+/// only: `Sources/CProbe`) opens it and performs every metadata operation the reader can
+/// perform on every object reachable by hard links, under a memory limit and a timeout. The file
+/// is opened here only if the child finished; otherwise the error says what libhdf5 did and at
+/// which object.
+enum Probe {
+    /// Wall-clock limit for the child (`DROPMODEL_PROBE_TIMEOUT`, seconds, overrides).
+    static let timeoutMilliseconds: Int32 = {
+        if let s = ProcessInfo.processInfo.environment["DROPMODEL_PROBE_TIMEOUT"], let v = Double(s), v > 0, v < 3600 {
+            return Int32(v * 1000)
+        }
+        return 10_000
+    }()
+    /// Memory the child may map beyond what the process had mapped when it was forked.
+    static let memoryAllowance: UInt64 = 1 << 30
+    /// `DROPMODEL_PROBE_STDERR=1` keeps the child's standard error (to debug a refusal).
+    static let keepStandardError: Bool = ProcessInfo.processInfo.environment["DROPMODEL_PROBE_STDERR"] == "1"
+
+    /// The identity of a file's current content, as far as `stat` tells.
+    struct FileIdentity: Hashable {
+        var device: UInt64, inode: UInt64, size: Int64
+        var modified: Int, modifiedNanoseconds: Int, changed: Int, changedNanoseconds: Int
+
+        init?(_ path: String) {
+            var st = stat()
+            guard stat(path, &st) == 0 else { return nil }
+            device = UInt64(st.st_dev)
+            inode = UInt64(st.st_ino)
+            size = Int64(st.st_size)
+            modified = st.st_mtim.tv_sec
+            modifiedNanoseconds = st.st_mtim.tv_nsec
+            changed = st.st_ctim.tv_sec
+            changedNanoseconds = st.st_ctim.tv_nsec
+        }
+    }
+
+    /// Verdicts of earlier pre-reads in this process (nil: the file may be opened), so a command
+    /// that opens one file several times pays once. Guarded by the HDF5 lock.
+    nonisolated(unsafe) private static var verdicts: [FileIdentity: HDF5Error?] = [:]
+
+    /// Runs the child on `path` (or reuses its verdict for this unchanged file); returns normally
+    /// when the file may be opened.
+    static func check(_ path: String) throws {
+        let identity = FileIdentity(path)
+        if let identity, let verdict = HDF5Library.withLock({ verdicts[identity] }) {
+            if let error = verdict { throw error }
+            return
+        }
+        var result = dm_probe_result()
+        var fd: Int32 = -1
+        // No other thread may be inside libhdf5 while the process forks: take the library lock.
+        let pid = HDF5Library.withLock {
+            dm_probe_start(path, memoryAllowance, keepStandardError ? 1 : 0, &fd, &result)
+        }
+        if pid > 0 { dm_probe_wait(pid, fd, timeoutMilliseconds, &result) }
+        let step = withUnsafeBytes(of: result.step) { raw in
+            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        let parts = step.split(separator: "\t", maxSplits: 1).map(String.init)
+        let object = parts.first.flatMap { $0.isEmpty ? nil : $0 } ?? "/"
+        let activity = parts.count > 1 ? parts[1] : "open the file"
+        let error = failure(result, at: Location(file: path, object: object),
+                            operation: "read the file's metadata (\(activity))", what: "this file's metadata")
+        if let identity, result.outcome != Int32(DM_PROBE_SKIPPED.rawValue), result.outcome != Int32(DM_PROBE_UNAVAILABLE.rawValue) {
+            HDF5Library.withLock {
+                if verdicts.count >= 4096 { verdicts.removeAll() }  // a long-running process (the fuzzer)
+                verdicts[identity] = .some(error)
+            }
+        }
+        if let error { throw error }
+    }
+
+    /// Reads the `count` variable-length strings of an open attribute in a forked child; nil
+    /// for a null string. Call with the HDF5 lock held (every caller in this module does).
+    static func readVariableStrings(
+        attribute: hid_t, memType: hid_t, count: Int, maxBytes: Int, at loc: Location
+    ) throws -> [[UInt8]?] {
+        var result = dm_probe_result()
+        var out: UnsafeMutablePointer<UInt8>?
+        var length: UInt64 = 0
+        var message: UnsafeMutablePointer<CChar>?
+        dm_isolated_read_strings(
+            attribute, memType, UInt64(count), UInt64(maxBytes), timeoutMilliseconds, memoryAllowance,
+            keepStandardError ? 1 : 0, &result, &out, &length, &message)
+        defer { free(out); free(message) }
+        if let error = failure(result, at: loc, operation: "read string", what: "this variable-length string") {
+            throw error
+        }
+        if let message {
+            throw loc.error(.library, "read string", String(cString: message))
+        }
+        guard let out else { throw loc.error(.library, "read string", "the isolated read returned nothing") }
+        let data = UnsafeBufferPointer(start: out, count: Int(length))
+        var values: [[UInt8]?] = []
+        values.reserveCapacity(count)
+        var i = 0
+        while values.count < count {
+            guard i < data.count else { break }
+            switch data[i] {
+            case UInt8(ascii: "N"):
+                values.append(nil)
+                i += 1
+            case UInt8(ascii: "S") where i + 5 <= data.count:
+                let n = Int(data[i + 1]) | Int(data[i + 2]) << 8 | Int(data[i + 3]) << 16 | Int(data[i + 4]) << 24
+                guard n <= data.count - i - 5 else { i = data.count; continue }
+                values.append(Array(data[(i + 5)..<(i + 5 + n)]))
+                i += 5 + n
+            default:
+                i = data.count
+            }
+        }
+        guard values.count == count, i == data.count else {
+            throw loc.error(.library, "read string", "the isolated read returned malformed records")
+        }
+        return values
+    }
+
+    /// The error for a pre-read that did not finish (nil when it did).
+    private static func failure(_ result: dm_probe_result, at loc: Location, operation: String, what: String) -> HDF5Error? {
+        switch dm_probe_outcome(rawValue: UInt32(result.outcome)) {
+        case DM_PROBE_OK, DM_PROBE_SKIPPED:
+            return nil
+        case DM_PROBE_CRASHED:
+            let how = result.signal != 0
+                ? "crashed with \(signalName(result.signal))"
+                : "ended abnormally (exit status \(result.exit_status))"
+            return loc.error(.unsafeFile, operation,
+                "libhdf5 \(how) reading \(what) in a separate process; the file is malformed, "
+                + "or made to attack HDF5 readers, and dropmodel will not open it")
+        case DM_PROBE_TIMEOUT:
+            return loc.error(.unsafeFile, operation,
+                "libhdf5 did not finish reading \(what) within \(timeoutMilliseconds / 1000) s in a separate "
+                + "process (it loops for ever on some malformed files); dropmodel will not open the file")
+        case DM_PROBE_MEMORY:
+            return loc.error(.unsafeFile, operation,
+                "libhdf5 needed more than \(memoryAllowance >> 20) MiB to read \(what) in a separate process "
+                + "(a valid bundle's metadata takes a few MiB); dropmodel will not open the file")
+        default:
+            return loc.error(.system, operation,
+                "could not start the separate process that reads untrusted HDF5 metadata: "
+                + String(cString: strerror(result.errno_value)))
+        }
+    }
+
+    static func signalName(_ signal: Int32) -> String {
+        switch signal {
+        case SIGSEGV: return "SIGSEGV (invalid memory access)"
+        case SIGBUS: return "SIGBUS (bus error)"
+        case SIGABRT: return "SIGABRT (the C library aborted: heap corruption)"
+        case SIGILL: return "SIGILL"
+        case SIGFPE: return "SIGFPE"
+        case SIGKILL: return "SIGKILL (killed, possibly for using too much memory)"
+        default: return "signal \(signal)"
+        }
+    }
+}
