@@ -97,6 +97,18 @@ static void sgemm_scalar(int transA, int transB, long m, long n, long k,
     }
 }
 
+// The update of one element (FP_CONTRACT is off in this file: every operation rounds).
+static inline void update_one(float g, float *w, float *v, float mu, float lr, float l2) {
+    const float gg = l2 != 0.0f ? g + l2 * *w : g;
+    const float nv = mu * *v - lr * gg;
+    *v = nv;
+    *w = *w + nv;
+}
+
+// Unfused: the product row by row into a scratch row, then the update.
+static int sgemm_update_unfused(int path, int transA, int transB, long m, long n, long k,
+                                const float *A, long lda, const float *B, long ldb, const dm_update *u);
+
 #if defined(__x86_64__)
 
 // ---------------------------------------------------------------------------------------------
@@ -165,8 +177,24 @@ static float *scratch_get(int which, size_t floats) {
 
 // C tile (6 x 16, row stride ldc) = (zero ? 0 : C tile) + sum over p of a[p*6 + r] * b[p*16 + c],
 // each element a chain of fused multiply-adds in increasing p.
+// One row of 16 results g0|g1 consumed by the update at w, v (see dm_update).
+AVX2 static inline void update_row16(__m256 g0, __m256 g1, float *w, float *v, const dm_update *u) {
+    const __m256 mu = _mm256_set1_ps(u->mu), lr = _mm256_set1_ps(u->lr), l2 = _mm256_set1_ps(u->l2);
+    for (int h = 0; h < 2; ++h) {
+        __m256 g = h ? g1 : g0;
+        __m256 vv = _mm256_loadu_ps(v + 8 * h), ww = _mm256_loadu_ps(w + 8 * h);
+        if (u->l2 != 0.0f) g = _mm256_add_ps(g, _mm256_mul_ps(l2, ww));
+        vv = _mm256_sub_ps(_mm256_mul_ps(mu, vv), _mm256_mul_ps(lr, g));
+        ww = _mm256_add_ps(ww, vv);
+        _mm256_storeu_ps(v + 8 * h, vv);
+        _mm256_storeu_ps(w + 8 * h, ww);
+    }
+}
+
+// With u == NULL: C tile = (zero ? 0 : C tile) + A·B. With u: the tile's products go to the
+// update at u->w, u->v (offset `off`, stride u->ld) instead of C (zero must be set).
 AVX2 static void ukernel_6x16(long kc, const float *restrict a, const float *restrict b,
-                              float *restrict c, long ldc, int zero) {
+                              float *restrict c, long ldc, int zero, const dm_update *u, long off) {
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     if (zero) {
         c00 = c01 = c10 = c11 = c20 = c21 = _mm256_setzero_ps();
@@ -210,6 +238,17 @@ AVX2 static void ukernel_6x16(long kc, const float *restrict a, const float *res
         a += MR;
         b += NR;
     }
+    if (u) {
+        float *w = u->w + off, *v = u->v + off;
+        const long ld = u->ld;
+        update_row16(c00, c01, w + 0 * ld, v + 0 * ld, u);
+        update_row16(c10, c11, w + 1 * ld, v + 1 * ld, u);
+        update_row16(c20, c21, w + 2 * ld, v + 2 * ld, u);
+        update_row16(c30, c31, w + 3 * ld, v + 3 * ld, u);
+        update_row16(c40, c41, w + 4 * ld, v + 4 * ld, u);
+        update_row16(c50, c51, w + 5 * ld, v + 5 * ld, u);
+        return;
+    }
     _mm256_storeu_ps(c + 0 * ldc, c00);
     _mm256_storeu_ps(c + 0 * ldc + 8, c01);
     _mm256_storeu_ps(c + 1 * ldc, c10);
@@ -227,13 +266,19 @@ AVX2 static void ukernel_6x16(long kc, const float *restrict a, const float *res
 // A partial tile (mr <= 6 rows, nr <= 16 columns): run the full kernel on a local copy. The
 // padded rows/columns of the packed panels are zeros; their results are thrown away.
 AVX2 static void ukernel_edge(long kc, const float *a, const float *b, float *c, long ldc,
-                              int zero, long mr, long nr) {
+                              int zero, long mr, long nr, const dm_update *u, long off) {
     _Alignas(32) float t[MR * NR] = {0};
     if (!zero) {
         for (long r = 0; r < mr; ++r)
             for (long j = 0; j < nr; ++j) t[r * NR + j] = c[r * ldc + j];
     }
-    ukernel_6x16(kc, a, b, t, NR, zero);
+    ukernel_6x16(kc, a, b, t, NR, zero, NULL, 0);
+    if (u) {
+        for (long r = 0; r < mr; ++r)
+            for (long j = 0; j < nr; ++j)
+                update_one(t[r * NR + j], u->w + off + r * u->ld + j, u->v + off + r * u->ld + j, u->mu, u->lr, u->l2);
+        return;
+    }
     for (long r = 0; r < mr; ++r)
         for (long j = 0; j < nr; ++j) c[r * ldc + j] = t[r * NR + j];
 }
@@ -365,9 +410,10 @@ static long balanced_block(long total, long max, long unit) {
 }
 
 // Returns 0 if the packing buffers could not be allocated (caller falls back to scalar).
+// With u != NULL (C unused, k <= KC_MAX, accumulate 0): the fused update.
 AVX2 static int sgemm_avx2(int transA, int transB, long m, long n, long k,
                            const float *A, long lda, const float *B, long ldb,
-                           float *C, long ldc, int accumulate) {
+                           float *C, long ldc, int accumulate, const dm_update *u) {
     const long KC = balanced_block(k, KC_MAX, 1);
     const long MC = balanced_block(m, MC_MAX, MR);
     const long NC = balanced_block(n, NC_MAX, NR);
@@ -394,11 +440,12 @@ AVX2 static int sgemm_avx2(int transA, int transB, long m, long n, long k,
                     for (long ir = 0; ir < mc; ir += MR) {
                         const long mr = mc - ir < MR ? mc - ir : MR;
                         const float *apanel = ap + (ir / MR) * kc * MR;
-                        float *ct = C + (ic + ir) * ldc + jc + jr;
+                        float *ct = u ? NULL : C + (ic + ir) * ldc + jc + jr;
+                        const long off = u ? (ic + ir) * u->ld + jc + jr : 0;
                         if (mr == MR && nr == NR)
-                            ukernel_6x16(kc, apanel, bpanel, ct, ldc, zero);
+                            ukernel_6x16(kc, apanel, bpanel, ct, ldc, zero, u, off);
                         else
-                            ukernel_edge(kc, apanel, bpanel, ct, ldc, zero, mr, nr);
+                            ukernel_edge(kc, apanel, bpanel, ct, ldc, zero, mr, nr, u, off);
                     }
                 }
             }
@@ -424,7 +471,7 @@ void dm_sgemm_path(int path, int transA, int transB, long m, long n, long k,
     if (path == DM_PATH_AUTO) path = dm_kernel_path();
 #if defined(__x86_64__)
     if (path == DM_PATH_AVX2 && dm_kernel_path_available(DM_PATH_AVX2)) {
-        if (sgemm_avx2(transA, transB, m, n, k, A, lda, B, ldb, C, ldc, accumulate)) return;
+        if (sgemm_avx2(transA, transB, m, n, k, A, lda, B, ldb, C, ldc, accumulate, NULL)) return;
     }
 #endif
     sgemm_scalar(transA, transB, m, n, k, A, lda, B, ldb, C, ldc, accumulate);
@@ -434,4 +481,36 @@ void dm_sgemm(int transA, int transB, long m, long n, long k,
               const float *A, long lda, const float *B, long ldb,
               float *C, long ldc, int accumulate) {
     dm_sgemm_path(DM_PATH_AUTO, transA, transB, m, n, k, A, lda, B, ldb, C, ldc, accumulate);
+}
+
+static int sgemm_update_unfused(int path, int transA, int transB, long m, long n, long k,
+                                const float *A, long lda, const float *B, long ldb, const dm_update *u) {
+    float *row = (float *)malloc((size_t)n * sizeof(float));
+    if (row == NULL) return 0;
+    for (long i = 0; i < m; ++i) {
+        dm_sgemm_path(path, transA, transB, 1, n, k, transA ? A + i : A + i * lda, lda, B, ldb, row, n, 0);
+        for (long j = 0; j < n; ++j) update_one(row[j], u->w + i * u->ld + j, u->v + i * u->ld + j, u->mu, u->lr, u->l2);
+    }
+    free(row);
+    return 1;
+}
+
+void dm_sgemm_update_path(int path, int transA, int transB, long m, long n, long k,
+                          const float *A, long lda, const float *B, long ldb, const dm_update *u) {
+    if (m <= 0 || n <= 0) return;
+    if (path == DM_PATH_AUTO) path = dm_kernel_path();
+#if defined(__x86_64__)
+    if (k > 0 && k <= KC_MAX && path == DM_PATH_AVX2 && dm_kernel_path_available(DM_PATH_AVX2)) {
+        if (sgemm_avx2(transA, transB, m, n, k, A, lda, B, ldb, NULL, 0, 0, u)) return;
+    }
+#endif
+    if (sgemm_update_unfused(path, transA, transB, m, n, k, A, lda, B, ldb, u)) return;
+    // Out of memory for one row: element by element (same bits).
+    for (long i = 0; i < m; ++i)
+        for (long j = 0; j < n; ++j) {
+            float g = 0.0f;
+            dm_sgemm_path(DM_PATH_SCALAR, transA, transB, 1, 1, k, transA ? A + i : A + i * lda, lda,
+                          transB ? B + j * ldb : B + j, ldb, &g, 1, 0);
+            update_one(g, u->w + i * u->ld + j, u->v + i * u->ld + j, u->mu, u->lr, u->l2);
+        }
 }

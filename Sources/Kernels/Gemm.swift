@@ -68,6 +68,49 @@ public enum Gemm {
         c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int, kernel: Kernel,
         minimumParallelFlops: Int = Gemm.defaultMinimumParallelFlops
     ) {
+        run(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
+            accumulate: accumulate, threads: threads, kernel: kernel, minimumParallelFlops: minimumParallelFlops,
+            update: nil)
+    }
+
+    /// The momentum-SGD update fused into a product: G = opA(A) · opB(B) (m x n, never stored),
+    /// each element consumed at once by `v = mu*v - lr*(g + l2*w)` (`v = mu*v - lr*g` when l2 is
+    /// 0), then `w = w + v`, every operation rounded (CKernels `dm_sgemm_update_path`). The same
+    /// bits as ``multiply`` into a buffer followed by that update as a loop, on any path and
+    /// thread count.
+    public struct Update {
+        public var w: UnsafeMutablePointer<Float>
+        public var v: UnsafeMutablePointer<Float>
+        public var ld: Int
+        public var mu: Float, lr: Float, l2: Float
+        public init(w: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, ld: Int, mu: Float, lr: Float, l2: Float) {
+            self.w = w
+            self.v = v
+            self.ld = ld
+            self.mu = mu
+            self.lr = lr
+            self.l2 = l2
+        }
+    }
+
+    public static func multiplyUpdate(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        update: Update, threads: Int, kernel: Kernel = .automatic,
+        minimumParallelFlops: Int = Gemm.defaultMinimumParallelFlops
+    ) {
+        precondition(update.ld >= n, "Gemm: stride too small")
+        run(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+            c: update.w, ldc: update.ld, accumulate: false, threads: threads, kernel: kernel,
+            minimumParallelFlops: minimumParallelFlops, update: update)
+    }
+
+    private static func run(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int, kernel: Kernel,
+        minimumParallelFlops: Int, update: Update?
+    ) {
         precondition(m >= 0 && n >= 0 && k >= 0, "Gemm: negative dimension")
         precondition(lda >= (transA ? m : k) && ldb >= (transB ? k : n) && ldc >= n, "Gemm: stride too small")
         guard m > 0, n > 0 else { return }
@@ -85,7 +128,7 @@ public enum Gemm {
         let job = Job(
             code: code, transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b,
             ldb: ldb, c: c, ldc: ldc, accumulate: acc, splitRows: splitRows, unit: unit,
-            tiles: tiles, workers: workers)
+            tiles: tiles, workers: workers, update: update)
         if workers == 1 {
             job.run(0)
             return
@@ -112,27 +155,35 @@ public enum Gemm {
         let accumulate: Int32
         let splitRows: Bool
         let unit: Int, tiles: Int, workers: Int
+        let update: Update?
 
-        func run(_ w: Int) {
+        /// The product of rows/columns [lo, hi) (the whole product when lo == 0, hi == extent).
+        func block(rows: Bool, _ lo: Int, _ hi: Int) {
             let tA: Int32 = transA ? 1 : 0
             let tB: Int32 = transB ? 1 : 0
+            let (mm, nn) = rows ? (hi - lo, n) : (m, hi - lo)
+            let aa = rows ? (transA ? a + lo : a + lo * lda) : a
+            let bb = rows ? b : (transB ? b + lo * ldb : b + lo)
+            if let u = update {
+                let off = rows ? lo * u.ld : lo
+                var d = dm_update(w: u.w + off, v: u.v + off, ld: u.ld, mu: u.mu, lr: u.lr, l2: u.l2)
+                dm_sgemm_update_path(code, tA, tB, mm, nn, k, aa, lda, bb, ldb, &d)
+            } else {
+                let cc = rows ? c + lo * ldc : c + lo
+                dm_sgemm_path(code, tA, tB, mm, nn, k, aa, lda, bb, ldb, cc, ldc, accumulate)
+            }
+        }
+
+        func run(_ w: Int) {
             guard workers > 1 else {
-                dm_sgemm_path(code, tA, tB, m, n, k, a, lda, b, ldb, c, ldc, accumulate)
+                block(rows: true, 0, m)
                 return
             }
             let extent = splitRows ? m : n
             let lo = min(extent, tiles * w / workers * unit)
             let hi = min(extent, tiles * (w + 1) / workers * unit)
             guard hi > lo else { return }
-            if splitRows {
-                dm_sgemm_path(
-                    code, tA, tB, hi - lo, n, k, transA ? a + lo : a + lo * lda, lda, b, ldb,
-                    c + lo * ldc, ldc, accumulate)
-            } else {
-                dm_sgemm_path(
-                    code, tA, tB, m, hi - lo, k, a, lda, transB ? b + lo * ldb : b + lo, ldb,
-                    c + lo, ldc, accumulate)
-            }
+            block(rows: splitRows, lo, hi)
         }
     }
 

@@ -94,8 +94,8 @@ public final class Trainer {
         for t in 0..<steps {
             let first = t * recipe.batchSize
             let rows = min(recipe.batchSize, n - first)
-            let (l, err) = forwardBackward(epoch: e - 1, step: t, examples: order[first..<(first + rows)])
-            update(lr: lr, mu: mu)
+            let (l, err) = forwardBackward(
+                epoch: e - 1, step: t, examples: order[first..<(first + rows)], update: (lr, mu))
             lossSum += l
             errors += err
             progress?(t + 1, steps)
@@ -134,7 +134,14 @@ public final class Trainer {
 
     /// One minibatch: forward with dropout, softmax cross-entropy, backward into `gradW` and
     /// `gradB`. Returns (summed loss, misclassified count).
-    private func forwardBackward(epoch: Int, step: Int, examples: ArraySlice<Int>) -> (Double, Int) {
+    ///
+    /// With `update` (learning rate, momentum), each layer's weights are updated as soon as its
+    /// backward step no longer needs them: the weight gradient is never stored, the update is
+    /// fused into its product (``Gemm/multiplyUpdate``), then max-norm and the bias update run.
+    /// The same bits as computing every gradient first and updating after (``gradients``).
+    private func forwardBackward(
+        epoch: Int, step: Int, examples: ArraySlice<Int>, update: (lr: Float, mu: Float)? = nil
+    ) -> (Double, Int) {
         let layers = network.layers
         let rows = examples.count
         let features = data.train.features
@@ -230,16 +237,8 @@ public final class Trainer {
         // Backward.
         for l in stride(from: last, through: 0, by: -1) {
             let layer = layers[l]
-            // dW = dZᵀ · X (outputs x inputs); db = column sums of dZ (rows in order).
             deltas[l].withUnsafeBufferPointer { d in
-                inputs[l].withUnsafeBufferPointer { x in
-                    gradW[l].withUnsafeMutableBufferPointer { g in
-                        Gemm.multiply(
-                            transA: true, transB: false, m: layer.outputs, n: layer.inputs, k: rows,
-                            a: d.baseAddress!, lda: layer.outputs, b: x.baseAddress!, ldb: layer.inputs,
-                            c: g.baseAddress!, ldc: layer.inputs, accumulate: false, threads: threads)
-                    }
-                }
+                // db = column sums of dZ (rows in order).
                 gradB[l].withUnsafeMutableBufferPointer { gb in
                     for o in 0..<layer.outputs {
                         var s: Float = 0
@@ -247,30 +246,47 @@ public final class Trainer {
                         gb[o] = s
                     }
                 }
-                guard l > 0 else { return }
-                // dX = dZ · W (rows x inputs), then through the mask and the activation below.
-                backInput.withUnsafeMutableBufferPointer { dx in
-                    network.parameters[l].weight.withUnsafeBufferPointer { w in
-                        Gemm.multiply(
-                            transA: false, transB: false, m: rows, n: layer.inputs, k: layer.outputs,
-                            a: d.baseAddress!, lda: layer.outputs, b: w.baseAddress!, ldb: layer.inputs,
-                            c: dx.baseAddress!, ldc: layer.inputs, accumulate: false, threads: threads)
-                    }
-                    let below = layers[l - 1].activation
-                    masks[l].withUnsafeBufferPointer { m in
-                        outputs[l - 1].withUnsafeBufferPointer { a in
-                            deltas[l - 1].withUnsafeMutableBufferPointer { dz in
-                                for i in 0..<(rows * layer.inputs) {
-                                    let g = dx[i] * m[i]
-                                    let y = a[i]
-                                    switch below {
-                                    case .relu: dz[i] = y > 0 ? g : 0
-                                    case .logistic: dz[i] = g * (y * (1 - y))
-                                    case .tanh: dz[i] = g * (1 - y * y)
-                                    case .linear, .softmax: dz[i] = g
+                if l > 0 {
+                    // dX = dZ · W (rows x inputs), with this layer's weights before their update,
+                    // then through the mask and the activation below.
+                    backInput.withUnsafeMutableBufferPointer { dx in
+                        network.parameters[l].weight.withUnsafeBufferPointer { w in
+                            Gemm.multiply(
+                                transA: false, transB: false, m: rows, n: layer.inputs, k: layer.outputs,
+                                a: d.baseAddress!, lda: layer.outputs, b: w.baseAddress!, ldb: layer.inputs,
+                                c: dx.baseAddress!, ldc: layer.inputs, accumulate: false, threads: threads)
+                        }
+                        let below = layers[l - 1].activation
+                        masks[l].withUnsafeBufferPointer { m in
+                            outputs[l - 1].withUnsafeBufferPointer { a in
+                                deltas[l - 1].withUnsafeMutableBufferPointer { dz in
+                                    Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
+                                        for i in (range.lowerBound * layer.inputs)..<(range.upperBound * layer.inputs) {
+                                            let g = dx[i] * m[i]
+                                            let y = a[i]
+                                            switch below {
+                                            case .relu: dz[i] = y > 0 ? g : 0
+                                            case .logistic: dz[i] = g * (y * (1 - y))
+                                            case .tanh: dz[i] = g * (1 - y * y)
+                                            case .linear, .softmax: dz[i] = g
+                                            }
+                                        }
                                     }
                                 }
                             }
+                        }
+                    }
+                }
+                // dW = dZᵀ · X (outputs x inputs): into gradW, or straight into the update.
+                inputs[l].withUnsafeBufferPointer { x in
+                    if let update {
+                        updateLayer(l, lr: update.lr, mu: update.mu, d: d.baseAddress!, x: x.baseAddress!, rows: rows)
+                    } else {
+                        gradW[l].withUnsafeMutableBufferPointer { g in
+                            Gemm.multiply(
+                                transA: true, transB: false, m: layer.outputs, n: layer.inputs, k: rows,
+                                a: d.baseAddress!, lda: layer.outputs, b: x.baseAddress!, ldb: layer.inputs,
+                                c: g.baseAddress!, ldc: layer.inputs, accumulate: false, threads: threads)
                         }
                     }
                 }
@@ -280,45 +296,41 @@ public final class Trainer {
         return (lossSum, wrong)
     }
 
-    /// Update: v = mu*v - lr*(g + l2*w); w = w + v; then max-norm on hidden layers.
-    private func update(lr: Float, mu: Float) {
+    /// Layer l's update: v = mu*v - lr*(g + l2*w); w = w + v with g = dZᵀ·X fused into the
+    /// product; then max-norm on hidden layers (each row's sum in order, on one thread); then
+    /// the bias: v = mu*v - lr*g; b = b + v.
+    private func updateLayer(
+        _ l: Int, lr: Float, mu: Float, d: UnsafePointer<Float>, x: UnsafePointer<Float>, rows: Int
+    ) {
         let layers = network.layers
+        let layer = layers[l]
         let l2 = Float(recipe.l2)
-        let maxNorm = recipe.maxNorm.map { Float($0) }
-        for l in layers.indices {
-            let layer = layers[l]
-            network.parameters[l].weight.withUnsafeMutableBufferPointer { w in
-                velocityW[l].withUnsafeMutableBufferPointer { v in
-                    gradW[l].withUnsafeBufferPointer { g in
-                        // Whole rows per thread: every element's arithmetic is independent, and
-                        // each row's max-norm sum runs in order on one thread.
-                        Parallel.forEachRange(count: layer.outputs, threads: threads, minimumCount: 64) { rows in
-                            let lo = rows.lowerBound * layer.inputs, hi = rows.upperBound * layer.inputs
-                            if l2 != 0 {
-                                for i in lo..<hi { v[i] = mu * v[i] - lr * (g[i] + l2 * w[i]); w[i] = w[i] + v[i] }
-                            } else {
-                                for i in lo..<hi { v[i] = mu * v[i] - lr * g[i]; w[i] = w[i] + v[i] }
-                            }
-                            guard let c = maxNorm, l < layers.count - 1 else { return }
-                            for u in rows {
-                                let row = UnsafeMutableBufferPointer(rebasing: w[(u * layer.inputs)..<((u + 1) * layer.inputs)])
-                                var sq: Float = 0
-                                for x in row { sq += x * x }
-                                let norm = sq.squareRoot()
-                                if norm > c {
-                                    let s = c / norm
-                                    for i in row.indices { row[i] = row[i] * s }
-                                }
-                            }
-                        }
+        network.parameters[l].weight.withUnsafeMutableBufferPointer { w in
+            velocityW[l].withUnsafeMutableBufferPointer { v in
+                Gemm.multiplyUpdate(
+                    transA: true, transB: false, m: layer.outputs, n: layer.inputs, k: rows,
+                    a: d, lda: layer.outputs, b: x, ldb: layer.inputs,
+                    update: Gemm.Update(w: w.baseAddress!, v: v.baseAddress!, ld: layer.inputs, mu: mu, lr: lr, l2: l2),
+                    threads: threads)
+            }
+            guard let c = recipe.maxNorm.map({ Float($0) }), l < layers.count - 1 else { return }
+            Parallel.forEachRange(count: layer.outputs, threads: threads, minimumCount: 64) { units in
+                for u in units {
+                    let row = UnsafeMutableBufferPointer(rebasing: w[(u * layer.inputs)..<((u + 1) * layer.inputs)])
+                    var sq: Float = 0
+                    for x in row { sq += x * x }
+                    let norm = sq.squareRoot()
+                    if norm > c {
+                        let s = c / norm
+                        for i in row.indices { row[i] = row[i] * s }
                     }
                 }
             }
-            network.parameters[l].bias.withUnsafeMutableBufferPointer { b in
-                velocityB[l].withUnsafeMutableBufferPointer { v in
-                    gradB[l].withUnsafeBufferPointer { g in
-                        for i in b.indices { v[i] = mu * v[i] - lr * g[i]; b[i] = b[i] + v[i] }
-                    }
+        }
+        network.parameters[l].bias.withUnsafeMutableBufferPointer { b in
+            velocityB[l].withUnsafeMutableBufferPointer { v in
+                gradB[l].withUnsafeBufferPointer { g in
+                    for i in b.indices { v[i] = mu * v[i] - lr * g[i]; b[i] = b[i] + v[i] }
                 }
             }
         }

@@ -367,3 +367,50 @@ func concurrentCallers() async {
         }
     }
 }
+
+// MARK: - Fused update
+
+@Test("multiplyUpdate equals the reference product followed by the update loop, bit for bit: every path, threads 1-3, l2 on/off, k beyond the cache block",
+      arguments: [false, true], [Float(0), Float(0.001)])
+func fusedUpdate(transA: Bool, l2: Float) {
+    var rng = SplitMix64(state: transA ? 11 : 12)
+    for (m, n, k) in [(7, 17, 5), (13, 31, 100), (100, 129, 13), (6, 16, 400), (31, 40, 385)] {
+        let p = Problem(transA: transA, transB: false, m: m, n: n, k: k, pad: (1, 2, 3), accumulate: false, rng: &rng)
+        let w0 = rng.values(m * p.ldc), v0 = rng.values(m * p.ldc)
+        let (mu, lr): (Float, Float) = (0.9, 0.05)
+        // Expected: G by the contract, then v = mu*v - lr*(g + l2*w); w = w + v (Swift never contracts).
+        var g = [Float](repeating: 0, count: m * p.ldc)
+        var probe = p
+        probe.c = g
+        g = probe.reference()
+        var w = w0, v = v0
+        for i in 0..<m {
+            for j in 0..<n {
+                let e = i * p.ldc + j
+                let gg = l2 != 0 ? g[e] + l2 * w[e] : g[e]
+                v[e] = mu * v[e] - lr * gg
+                w[e] = w[e] + v[e]
+            }
+        }
+        for kernel in kernels {
+            for threads in 1...3 {
+                var fw = w0, fv = v0
+                p.a.withUnsafeBufferPointer { pa in
+                    p.b.withUnsafeBufferPointer { pb in
+                        fw.withUnsafeMutableBufferPointer { pw in
+                            fv.withUnsafeMutableBufferPointer { pv in
+                                Gemm.multiplyUpdate(
+                                    transA: transA, transB: false, m: m, n: n, k: k,
+                                    a: pa.baseAddress!, lda: p.lda, b: pb.baseAddress!, ldb: p.ldb,
+                                    update: Gemm.Update(w: pw.baseAddress!, v: pv.baseAddress!, ld: p.ldc, mu: mu, lr: lr, l2: l2),
+                                    threads: threads, kernel: kernel, minimumParallelFlops: 0)
+                            }
+                        }
+                    }
+                }
+                #expect(mismatches(fw, w) == 0, "\(p.label) l2=\(l2) kernel=\(kernel) threads=\(threads): weights differ")
+                #expect(mismatches(fv, v) == 0, "\(p.label) l2=\(l2) kernel=\(kernel) threads=\(threads): velocities differ")
+            }
+        }
+    }
+}

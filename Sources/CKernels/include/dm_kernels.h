@@ -52,6 +52,25 @@ void dm_sgemm_path(int path, int transA, int transB, long m, long n, long k,
                    const float *A, long lda, const float *B, long ldb,
                    float *C, long ldc, int accumulate);
 
+/// The momentum-SGD update fused into a product (Specs/determinism.md, "weight update").
+/// Element (i,j) of w and v is w[i*ld + j], v[i*ld + j].
+typedef struct {
+    float *w;
+    float *v;
+    long ld;
+    float mu, lr, l2;
+} dm_update;
+
+/// G = opA(A) · opB(B) (m x n, each element the FMA chain of dm_sgemm, not accumulated), never
+/// stored: each element is consumed at once by
+///     v = mu*v - lr*(g + l2*w)     (l2 != 0; else v = mu*v - lr*g), each operation rounded
+///     w = w + v
+/// so the update's memory traffic overlaps the product's arithmetic. Same bits on every path
+/// and every split of the rows/columns, and the same bits as the product followed by the update
+/// written as separate loops.
+void dm_sgemm_update_path(int path, int transA, int transB, long m, long n, long k,
+                          const float *A, long lda, const float *B, long ldb, const dm_update *u);
+
 /// The path dm_sgemm uses: 0 = scalar fallback, 1 = AVX2+FMA.
 int dm_kernel_path(void);
 
