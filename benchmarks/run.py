@@ -176,8 +176,11 @@ def row(key, ours, peer, unit, ratio=None, direction=None, details=None, met=Non
 # --- bake -------------------------------------------------------------------------------------
 
 
-def bake_rows(dm, work, quick, repeats):
-    if quick:
+def bake_rows(dm, work, quick, repeats, width=None):
+    if width:
+        layers = [width] * 17
+        desc = f"16 layers of {width}x{width} ({16 * width * width * 4 / 2**30:.2f} GiB)"
+    elif quick:
         layers, desc = [2048] * 5, "4 layers of 2048x2048 (64 MiB)"
     else:
         layers, desc = [4096] * 17, "16 layers of 4096x4096 (1 GiB)"
@@ -524,6 +527,36 @@ def table(rows, machine, setup_seconds):
     return "\n".join(lines)
 
 
+def scaling(dm, as_json):
+    """Bake (with cp and h5py beside it) and inspect (with h5ls -r) at 0.1, 1 and 4 GiB."""
+    results = []
+    for width in (1296, 4096, 8192):
+        work = tempfile.mkdtemp(prefix="dropmodel-bench-", dir="/tmp")
+        try:
+            big, rows = bake_rows(dm, work, False, 1, width=width)
+            ins = inspect_row(dm, big, 11)
+            d = rows[0][1]["details"]
+            results.append({
+                "bundle": d["bundle"], "bytes": d["bytes"],
+                "bake_s": rows[0][1]["ours"], "cp_s": rows[0][1]["peer"], "h5py_s": rows[1][1]["peer"],
+                "bake_peak_mib": rows[2][1]["ours"], "h5py_peak_mib": rows[2][1]["peer"],
+                "inspect_ms": ins[1]["ours"] * 1000, "h5ls_ms": ins[1]["peer"] * 1000,
+                "page_cache": d["page_cache"],
+            })
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    if as_json:
+        print(json.dumps({"scaling": results}, indent=2))
+    else:
+        print("| bundle | bake | cp | bake/cp | h5py bake | bake peak | inspect | h5ls -r | inspect/h5ls |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in results:
+            print(f"| {r['bundle']} | {r['bake_s']:.2f} s | {r['cp_s']:.2f} s | {r['bake_s'] / r['cp_s']:.2f} | "
+                  f"{r['h5py_s']:.2f} s | {r['bake_peak_mib']:.0f} MiB | {r['inspect_ms']:.1f} ms | "
+                  f"{r['h5ls_ms']:.1f} ms | {r['inspect_ms'] / r['h5ls_ms']:.2f} |")
+    return 0
+
+
 def main():
     global VERBOSE
     ap = argparse.ArgumentParser(description=__doc__)
@@ -536,6 +569,8 @@ def main():
                     help="comma-separated subset of bake,inspect,gemm,train (for debugging the harness)")
     ap.add_argument("--started", type=float, default=None, help="epoch seconds when scripts/benchmark started")
     ap.add_argument("--strict", action="store_true", help="exit 3 if a target is not met")
+    ap.add_argument("--scaling", action="store_true",
+                    help="instead of the table: bake and inspect at 0.1, 1 and 4 GiB (one run each)")
     args = ap.parse_args()
     VERBOSE = not args.quiet
     started = args.started or time.time()
@@ -552,6 +587,9 @@ def main():
     bake_repeats = 1 if quick else 3
     inspect_repeats = 7 if quick else 31
     gemm_repeats = 11 if quick else 51
+
+    if args.scaling:
+        return scaling(dm, args.json)
 
     rows = {}
     work = tempfile.mkdtemp(prefix="dropmodel-bench-", dir="/tmp")

@@ -1,4 +1,5 @@
 import Crypto
+import Dispatch
 
 /// The weight digest recorded per epoch in a bundle's history.
 ///
@@ -51,5 +52,32 @@ public enum WeightDigest {
             out.append(digits[Int(b & 15)])
         }
         return String(decoding: out, as: UTF8.self)
+    }
+}
+
+extension WeightDigest {
+    /// A ``Stream`` fed from one thread and hashed on another, in order: `update` copies the
+    /// block and returns at once (blocking only while `depth` blocks are already waiting), so
+    /// hashing overlaps the caller's reading and writing. Same digest as ``Stream``.
+    public final class BackgroundStream: @unchecked Sendable {
+        private var stream = Stream()  // touched only on `queue`
+        private let queue = DispatchQueue(label: "dropmodel.digest")
+        private let slots: DispatchSemaphore
+
+        public init(depth: Int = 2) { slots = DispatchSemaphore(value: depth) }
+
+        public func update(_ values: UnsafeBufferPointer<Float>) {
+            slots.wait()
+            let copy = Array(values)
+            queue.async {
+                copy.withUnsafeBufferPointer { self.stream.update($0) }
+                self.slots.signal()
+            }
+        }
+
+        /// Waits for every block and returns the digest.
+        public func finalize() -> [UInt8] {
+            queue.sync { stream.finalize() }
+        }
     }
 }
