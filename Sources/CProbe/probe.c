@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -336,12 +337,12 @@ static void probe_object(walker *w, hid_t object, const char *path, int depth) {
 
 // Default handling of fatal signals (no runtime crash handler, no backtrace), no core file,
 // stderr on /dev/null unless kept, the memory limit, HDF5 error printing off.
-static void child_setup(unsigned long long memory_limit, int keep_stderr);
+static void child_setup(unsigned long long memory_limit, int keep_stderr, pid_t parent);
 
 static void close_inherited(int keep_a, int keep_b);
 
-static void child_main(const char *path, int fd, unsigned long long memory_limit, int keep_stderr) {
-    child_setup(memory_limit, keep_stderr);
+static void child_main(const char *path, int fd, unsigned long long memory_limit, int keep_stderr, pid_t parent) {
+    child_setup(memory_limit, keep_stderr, parent);
     close_inherited(fd, -1);
     walker w = {fd, 0};
     H5PLset_loading_state(0);
@@ -414,6 +415,7 @@ int dm_probe_start(const char *path, unsigned long long memory_limit_bytes, int 
         result->errno_value = errno;
         return 0;
     }
+    const pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         result->outcome = DM_PROBE_UNAVAILABLE;
@@ -424,7 +426,7 @@ int dm_probe_start(const char *path, unsigned long long memory_limit_bytes, int 
     }
     if (pid == 0) {
         close(p[0]);
-        child_main(path, p[1], memory_limit_bytes, keep_stderr);
+        child_main(path, p[1], memory_limit_bytes, keep_stderr, parent);
         _exit(CHILD_DONE);
     }
     close(p[1]);
@@ -499,7 +501,13 @@ void dm_probe_wait(int pid, int read_fd, int timeout_ms, dm_probe_result *result
 // ---------------------------------------------------------------------------------------------
 // Variable-length strings, read in a child.
 
-static void child_setup(unsigned long long memory_limit, int keep_stderr) {
+static void child_setup(unsigned long long memory_limit, int keep_stderr, pid_t parent) {
+    // The child never outlives the parent (killed with it, e.g. by SIGKILL or a test's timeout),
+    // and never runs for more than a minute of CPU whatever happens.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(CHILD_DONE + 9);
+    struct rlimit cpu = {60, 61};
+    setrlimit(RLIMIT_CPU, &cpu);
     const int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS, SIGPIPE};
     for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) signal(fatal[i], SIG_DFL);
     sigset_t none;
@@ -617,6 +625,7 @@ void dm_isolated_read_strings(long long attribute, long long memtype, unsigned l
         result->errno_value = errno;
         return;
     }
+    const pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         result->outcome = DM_PROBE_UNAVAILABLE;
@@ -627,7 +636,7 @@ void dm_isolated_read_strings(long long attribute, long long memtype, unsigned l
     }
     if (pid == 0) {
         close(p[0]);
-        child_setup(memory_limit_bytes, keep_stderr);
+        child_setup(memory_limit_bytes, keep_stderr, parent);
         // Keep only the pipe and the descriptor of the attribute's own file.
         int file_fd = -1;
         hid_t file = H5Iget_file_id((hid_t)attribute);

@@ -79,4 +79,39 @@ struct FuzzFindingsTests {
         let c = try Bounded.run(["check", "--deep", path])
         expectClean(c, allowed: [0], "check --deep")
     }
+
+    @Test("the pre-read's child dies with its parent (SIGKILL while libhdf5 loops)")
+    func childDiesWithParent() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.path + "/loops-\(UInt32.random(in: 0...UInt32.max)).h5"
+        try FileManager.default.copyItem(atPath: Self.directory + "/hdf5-gheap-decode-hang.h5", toPath: path)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLI.executable)
+        p.arguments = ["check", path]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try spawn(p)
+        // Processes whose command line names the file: the command and its forked child.
+        func holders() -> [Int32] {
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+            return entries.compactMap(Int32.init).filter { pid in
+                guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+                return String(decoding: data, as: UTF8.self).contains(path)
+            }
+        }
+        var seen: [Int32] = []
+        for _ in 0..<100 where seen.count < 2 {
+            usleep(50_000)
+            seen = holders()
+        }
+        #expect(seen.count == 2, "the command and its pre-read child run: \(seen)")
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        var left = holders()
+        for _ in 0..<40 where !left.isEmpty {
+            usleep(50_000)
+            left = holders()
+        }
+        #expect(left.isEmpty, "no process outlives the command: \(left)")
+    }
 }
