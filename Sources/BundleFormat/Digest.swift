@@ -63,14 +63,34 @@ extension WeightDigest {
         private var stream = Stream()  // touched only on `queue`
         private let queue = DispatchQueue(label: "dropmodel.digest")
         private let slots: DispatchSemaphore
+        /// `depth` buffers used round-robin; buffer i is free again once the serial queue has
+        /// hashed the block copied into it (blocks are hashed in order, so the oldest frees first).
+        private var buffers: [UnsafeMutableBufferPointer<Float>]
+        private var next = 0
 
-        public init(depth: Int = 2) { slots = DispatchSemaphore(value: depth) }
+        public init(depth: Int = 2) {
+            slots = DispatchSemaphore(value: depth)
+            buffers = Array(repeating: UnsafeMutableBufferPointer<Float>(start: nil, count: 0), count: depth)
+        }
+
+        deinit {
+            queue.sync {}
+            for b in buffers where b.baseAddress != nil { b.deallocate() }
+        }
 
         public func update(_ values: UnsafeBufferPointer<Float>) {
             slots.wait()
-            let copy = Array(values)
+            var buffer = buffers[next]
+            if buffer.count < values.count {
+                if buffer.baseAddress != nil { buffer.deallocate() }
+                buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: values.count)
+                buffers[next] = buffer
+            }
+            next = (next + 1) % buffers.count
+            _ = UnsafeMutableBufferPointer(rebasing: buffer[0..<values.count]).initialize(from: values)
+            let block = Block(values: UnsafeBufferPointer(rebasing: buffer[0..<values.count]))
             queue.async {
-                copy.withUnsafeBufferPointer { self.stream.update($0) }
+                self.stream.update(block.values)
                 self.slots.signal()
             }
         }
@@ -79,5 +99,8 @@ extension WeightDigest {
         public func finalize() -> [UInt8] {
             queue.sync { stream.finalize() }
         }
+
+        /// A copied block, handed to the queue (its buffer is not reused until it was hashed).
+        private struct Block: @unchecked Sendable { let values: UnsafeBufferPointer<Float> }
     }
 }
