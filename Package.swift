@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "HDF5Layer", dependencies: ["CHDF5", "CProbe"], swiftSettings: swiftSettings),
         .target(
             name: "BundleFormat",
-            dependencies: ["HDF5Layer", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["HDF5Layer", "Kernels", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         .target(name: "DropoutRandom", swiftSettings: swiftSettings),

@@ -1,4 +1,6 @@
+import Dispatch
 import HDF5Layer
+import Kernels
 
 /// Folding the weight-scaling rule into a classic bundle's weights (Specs/bake.md).
 ///
@@ -24,7 +26,8 @@ public enum Bake {
 
     /// Bakes `input` into `output`. Throws ``BundleError`` with code `.notApplicable` for an
     /// already-baked bundle (writing nothing); returns `.notNeeded` for an inverted one.
-    public static func run(input: String, output: String, dtype: WeightType? = nil) throws -> Outcome {
+    /// `direct: false` forces the filter-pipeline path for every layer (tests compare the two).
+    public static func run(input: String, output: String, dtype: WeightType? = nil, direct: Bool = true) throws -> Outcome {
         let bundle = try BundleReader(path: input)
         let info = bundle.info
         if info.baked {
@@ -37,44 +40,137 @@ public enum Bake {
         var out = info
         out.baked = true
         if let dtype { for i in out.layers.indices { out.layers[i].dtype = dtype } }
-        // Provenance: the digest of the weights as they were before baking, hashed on a second
-        // thread while this one reads, scales and writes (SHA-256 was a third of bake's time).
-        let digest = WeightDigest.BackgroundStream()
         do {
-            try File.writeAtomically(to: output) { file in
-                let groups = try BundleWriter.writeMetadata(out, to: file, options: WriteOptions())
-                for (l, layer) in out.layers.enumerated() {
-                    let (w, b) = try BundleWriter.createLayerDatasets(groups[l], layer, options: WriteOptions())
-                    let p = Float(layer.keepProb)
-                    // Blocks of whole output chunks, so no chunk is ever written twice.
-                    let chunkRows = try w.storageInfo().chunk?.first ?? 1
-                    let rowsPerBlock = max(chunkRows, (blockElements / max(1, layer.inputs)) / chunkRows * chunkRows)
-                    var scaled = [Float](repeating: 0, count: min(layer.outputs, rowsPerBlock) * layer.inputs)
-                    try bundle.streamWeightRows(l, maxBlockElements: rowsPerBlock * layer.inputs) { first, rows, block in
-                        digest.update(block)
-                        let n = rows * layer.inputs
-                        try scaled.withUnsafeMutableBufferPointer { s in
-                            for i in 0..<n { s[i] = scale(block[i], keep: p) }
-                            if layer.dtype == .float16, let bad = s[0..<n].firstIndex(where: { abs($0) > 65504 }) {
-                                throw BundleError(
-                                    code: .invalid, file: input, object: "/layers/\(l)/weight",
-                                    message: "weight [\(first + bad / layer.inputs), \(bad % layer.inputs)] = \(s[bad]) after scaling does not fit in float16 (largest 65504)",
-                                    hint: "bake to float32 instead")
-                            }
-                            try w.writeFloatRows(start: first, count: rows, UnsafeBufferPointer(rebasing: s[0..<n]))
-                        }
-                    }
-                    let bias = try bundle.biasDataset(l).readFloats()
-                    bias.withUnsafeBufferPointer { digest.update($0) }
-                    try b.write(floats: bias)
-                    w.close()
-                    b.close()
+            if direct {
+                do {
+                    try write(bundle, out, to: output, input: input, direct: true)
+                    return .baked
+                } catch is DirectPathDeclined {
+                    // A chunk that is not what the direct path expects (a checksum that does not
+                    // verify, an odd size): start over through libhdf5's filters, which report
+                    // the problem precisely (or accept the chunk).
                 }
-                try file.root().write(Schema.unbakedDigestAttribute, uint8s: digest.finalize())
             }
+            try write(bundle, out, to: output, input: input, direct: false)
         } catch let e as HDF5Error {
             throw BundleError(e)
         }
         return .baked
+    }
+
+    private struct DirectPathDeclined: Error {}
+
+    private static func write(_ bundle: BundleReader, _ out: ModelInfo, to output: String, input: String, direct: Bool) throws {
+        // Provenance: the digest of the weights as they were before baking, hashed on a second
+        // thread while this one reads, scales and writes (SHA-256 was a third of bake's time).
+        let digest = WeightDigest.BackgroundStream()
+        try File.writeAtomically(to: output) { file in
+            let groups = try BundleWriter.writeMetadata(out, to: file, options: WriteOptions())
+            for (l, layer) in out.layers.enumerated() {
+                let (w, b) = try BundleWriter.createLayerDatasets(groups[l], layer, options: WriteOptions())
+                let p = Float(layer.keepProb)
+                let source = try bundle.weightDataset(l)
+                if direct, layer.dtype == .float32, let rows = try source.float32RowChunks(),
+                   try w.float32RowChunks() == rows {
+                    try bakeChunks(source, into: w, rows: rows, layer: layer, keep: p, digest: digest)
+                } else {
+                    // float16 output, or not the layout the direct path handles: the filters.
+                    try bakeRows(bundle, l, into: w, layer: layer, keep: p, input: input, digest: digest)
+                }
+                let bias = try bundle.biasDataset(l).readFloats()
+                bias.withUnsafeBufferPointer { digest.update($0) }
+                try b.write(floats: bias)
+                w.close()
+                b.close()
+            }
+            try file.root().write(Schema.unbakedDigestAttribute, uint8s: digest.finalize())
+        }
+    }
+
+    /// Through libhdf5's filter pipeline: blocks of whole output chunks, so no chunk is ever
+    /// written twice; float16 output converted here.
+    private static func bakeRows(
+        _ bundle: BundleReader, _ l: Int, into w: Dataset, layer: LayerInfo, keep p: Float, input: String,
+        digest: WeightDigest.BackgroundStream
+    ) throws {
+        let chunkRows = try w.storageInfo().chunk?.first ?? 1
+        let rowsPerBlock = max(chunkRows, (blockElements / max(1, layer.inputs)) / chunkRows * chunkRows)
+        var scaled = [Float](repeating: 0, count: min(layer.outputs, rowsPerBlock) * layer.inputs)
+        try bundle.streamWeightRows(l, maxBlockElements: rowsPerBlock * layer.inputs) { first, rows, block in
+            digest.update(block)
+            let n = rows * layer.inputs
+            try scaled.withUnsafeMutableBufferPointer { s in
+                for i in 0..<n { s[i] = scale(block[i], keep: p) }
+                if layer.dtype == .float16, let bad = s[0..<n].firstIndex(where: { abs($0) > 65504 }) {
+                    throw BundleError(
+                        code: .invalid, file: input, object: "/layers/\(l)/weight",
+                        message: "weight [\(first + bad / layer.inputs), \(bad % layer.inputs)] = \(s[bad]) after scaling does not fit in float16 (largest 65504)",
+                        hint: "bake to float32 instead")
+                }
+                try w.writeFloatRows(start: first, count: rows, UnsafeBufferPointer(rebasing: s[0..<n]))
+            }
+        }
+    }
+
+    /// Direct chunk I/O for float32 chunks of whole rows with Fletcher32 (what dropmodel writes):
+    /// this thread only moves stored chunks in and out of the files; a second thread checks each
+    /// chunk's Fletcher32, hands its values to the digest (a third thread), scales them, zeroes
+    /// an edge chunk's padding (as libhdf5 pads) and checksums the result. Same bytes as the
+    /// filter path (tested). Throws DirectPathDeclined if a chunk is not as expected.
+    private static func bakeChunks(
+        _ source: Dataset, into w: Dataset, rows: Int, layer: LayerInfo, keep p: Float,
+        digest: WeightDigest.BackgroundStream
+    ) throws {
+        let elements = rows * layer.inputs
+        let bytes = elements * 4 + 4
+        let raw = [UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64),
+                   UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)]
+        let out = [UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64),
+                   UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)]
+        let worker = DispatchQueue(label: "dropmodel.bake")
+        let done = DispatchSemaphore(value: 0)
+        final class Flag: @unchecked Sendable { var declined = false }
+        let flag = Flag()
+        defer {
+            worker.sync {}
+            for b in raw + out { b.deallocate() }
+        }
+        struct Job: @unchecked Sendable {
+            let raw: UnsafeMutableRawBufferPointer, out: UnsafeMutableRawBufferPointer
+            let valid: Int, elements: Int
+        }
+        let chunks = (layer.outputs + rows - 1) / rows
+        for c in 0..<chunks {
+            let k = c % 2
+            guard try source.readStoredChunk(row: c * rows, into: raw[k]) != nil else {
+                for _ in 0..<min(c, 1) { done.wait() }
+                throw DirectPathDeclined()
+            }
+            let job = Job(raw: raw[k], out: out[k], valid: min(rows, layer.outputs - c * rows) * layer.inputs, elements: elements)
+            worker.async {
+                defer { done.signal() }
+                let data = UnsafeRawBufferPointer(job.raw)
+                let stored = data.loadUnaligned(fromByteOffset: job.elements * 4, as: UInt32.self).littleEndian
+                guard Checksum.fletcher32(UnsafeRawBufferPointer(rebasing: data[0..<(job.elements * 4)])) == stored else {
+                    flag.declined = true
+                    return
+                }
+                let src = data.bindMemory(to: Float.self)
+                let dst = job.out.bindMemory(to: Float.self)
+                digest.update(UnsafeBufferPointer(rebasing: src[0..<job.valid]))
+                for i in 0..<job.valid { dst[i] = scale(src[i], keep: p) }
+                for i in job.valid..<job.elements { dst[i] = 0 }
+                let sum = Checksum.fletcher32(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(job.out)[0..<(job.elements * 4)]))
+                job.out.storeBytes(of: sum.littleEndian, toByteOffset: job.elements * 4, as: UInt32.self)
+            }
+            if c > 0 {
+                done.wait()
+                if flag.declined { throw DirectPathDeclined() }
+                try w.writeStoredChunk(row: (c - 1) * rows, UnsafeRawBufferPointer(out[1 - k]))
+            }
+        }
+        done.wait()
+        if flag.declined { throw DirectPathDeclined() }
+        try w.writeStoredChunk(row: (chunks - 1) * rows, UnsafeRawBufferPointer(out[(chunks - 1) % 2]))
     }
 }

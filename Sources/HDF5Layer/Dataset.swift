@@ -122,6 +122,53 @@ public final class Dataset: Object, @unchecked Sendable {
         }
     }
 
+    // MARK: Direct chunk access
+
+    /// The rows per chunk when this dataset is a matrix of little-endian float32 stored in
+    /// chunks of whole rows with exactly one filter, Fletcher32: the layout whose stored chunks
+    /// ``readStoredChunk(row:into:)`` and ``writeStoredChunk(row:_:)`` handle directly
+    /// (the value bytes, then the checksum, little-endian). nil for any other layout.
+    public func float32RowChunks() throws -> Int? {
+        let info = try storageInfo()
+        let shape = try self.shape()
+        guard info.layout == .chunked, info.filters == ["fletcher32"], info.externalFiles == 0,
+              shape.count == 2, let chunk = info.chunk, chunk.count == 2, chunk[1] == shape[1], chunk[0] >= 1
+        else { return nil }
+        let ok = try HDF5Library.withLock { () throws -> Bool in
+            let type = Handle(try location.checkID(H5Dget_type(handle.id), "read datatype"), .datatype)
+            return H5Tget_class(type.id) == H5T_FLOAT && H5Tget_size(type.id) == 4
+                && H5Tget_order(type.id) == H5T_ORDER_LE
+                && H5Tequal(type.id, chdf5_T_IEEE_F32LE()) > 0
+        }
+        return ok ? chunk[0] : nil
+    }
+
+    /// Reads the stored bytes of the chunk starting at `row` (no filter applied: the caller
+    /// verifies the checksum). Returns the byte count, or nil when the chunk is not stored as
+    /// one unfiltered-skip chunk of exactly `buffer.count` bytes (the caller then reads through
+    /// the filters).
+    public func readStoredChunk(row: Int, into buffer: UnsafeMutableRawBufferPointer) throws -> Int? {
+        try HDF5Library.withLock { () throws -> Int? in
+            var offset: [hsize_t] = [hsize_t(row), 0]
+            var size: hsize_t = 0
+            try location.check(H5Dget_chunk_storage_size(handle.id, &offset, &size), "read chunk size")
+            guard size == hsize_t(buffer.count) else { return nil }
+            var mask: UInt32 = 0
+            try location.check(H5Dread_chunk(handle.id, chdf5_P_DEFAULT(), &offset, &mask, buffer.baseAddress), "read chunk")
+            return mask == 0 ? buffer.count : nil
+        }
+    }
+
+    /// Writes the stored bytes (values, then their Fletcher32, little-endian) of the chunk
+    /// starting at `row`, as the filter pipeline would have.
+    public func writeStoredChunk(row: Int, _ bytes: UnsafeRawBufferPointer) throws {
+        try HDF5Library.withLock { () throws in
+            var offset: [hsize_t] = [hsize_t(row), 0]
+            try location.check(
+                H5Dwrite_chunk(handle.id, chdf5_P_DEFAULT(), 0, &offset, bytes.count, bytes.baseAddress), "write chunk")
+        }
+    }
+
     /// Throws if the dataset uses external storage, a virtual layout or a filter not allowed.
     func checkStorageIsSafe() throws {
         let info = try storageInfo()

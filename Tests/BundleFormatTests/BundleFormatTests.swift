@@ -263,3 +263,44 @@ struct ValidationTests {
         }
     }
 }
+
+@Suite("bake: direct chunk path")
+struct BakeDirectTests {
+    /// 3000 inputs: 87 rows of 12 KB per 1 MiB chunk, so 200 outputs make 3 chunks, the last
+    /// one partial (its padding must be written as libhdf5 pads it).
+    static let model = Fixtures.model(sizes: [3000, 200, 10], keep: [0.8, 0.5])
+
+    @Test("the direct chunk path writes the same bytes as the filter path, edge chunks included")
+    func sameBytes() throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("in.h5"), direct = dir.file("direct.h5"), filtered = dir.file("filtered.h5")
+        try BundleWriter.write(Self.model, to: input)
+        #expect(try BundleReader(path: input).weightDataset(0).float32RowChunks() == 87)
+        #expect(try Bake.run(input: input, output: direct, direct: true) == .baked)
+        #expect(try Bake.run(input: input, output: filtered, direct: false) == .baked)
+        let a = try Data(contentsOf: URL(fileURLWithPath: direct))
+        let b = try Data(contentsOf: URL(fileURLWithPath: filtered))
+        #expect(a == b, "the two bake paths wrote different files (\(a.count) and \(b.count) bytes)")
+        let baked = try BundleReader(path: direct).readModel()
+        for (l, layer) in Self.model.info.layers.enumerated() {
+            let p = Float(layer.keepProb)
+            #expect(baked.parameters[l].weight.map(\.bitPattern) == Self.model.parameters[l].weight.map { (p * $0).bitPattern })
+        }
+    }
+
+    @Test("a flipped weight byte: the direct path declines and the filter path reports the checksum; nothing written")
+    func corruptChunk() throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("in.h5"), output = dir.file("out.h5")
+        try BundleWriter.write(Self.model, to: input)
+        // Find the first weight's bytes in the file and flip one bit.
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: input)))
+        let needle = withUnsafeBytes(of: Self.model.parameters[0].weight[1000].bitPattern.littleEndian) { Array($0) }
+        let at = (0...(bytes.count - 4)).first { bytes[$0..<($0 + 4)].elementsEqual(needle) }
+        #expect(at != nil)
+        if let at { bytes[at] ^= 0x10 }
+        try Data(bytes).write(to: URL(fileURLWithPath: input))
+        #expect(throws: BundleError.self) { try Bake.run(input: input, output: output) }
+        #expect(!FileManager.default.fileExists(atPath: output))
+    }
+}
