@@ -127,11 +127,13 @@ public enum KerasImport {
                 }
             case "Dropout":
                 guard let rate = c["rate"]?.double, rate >= 0, rate < 1, rate.isFinite else {
-                    throw failure(path, object, "the dropout rate is \(c["rate"]?.text ?? "missing"); it must be a number in [0, 1)")
+                    throw failure(path, object, "the dropout rate is \(c["rate"]?.text ?? "missing"); it must be a number in [0, 1)",
+                                  hint: "a Keras Dropout rate is the probability of dropping a unit; the file is corrupt or was edited by hand")
                 }
                 if let ns = c["noise_shape"], !ns.isNull {
                     throw failure(.unsupported, path, object,
-                        "noise_shape \(ns.text) drops whole slices, not single units; dropmodel's keep probabilities are per unit")
+                        "noise_shape \(ns.text) drops whole slices, not single units; dropmodel's keep probabilities are per unit",
+                        hint: "retrain with a plain Dropout (noise_shape=None) to use dropmodel")
                 }
                 let seed = c["seed"]?.int
                 pending.append(DropoutRecord(name: name, rate: rate, seed: seed, receiver: ""))
