@@ -24,7 +24,7 @@ public enum SafetensorsImport {
     }
 
     /// `a` < `b` comparing digit runs as numbers: `layers.2` before `layers.10`.
-    static func naturalLess(_ a: String, _ b: String) -> Bool {
+    public static func naturalLess(_ a: String, _ b: String) -> Bool {
         func parts(_ s: String) -> [Either] {
             var out: [Either] = []
             var digits = "", text = ""
