@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 import BundleFormat
 import Foundation
 import Interop
@@ -83,9 +84,15 @@ struct ImportCommand: ParsableCommand {
         switch try kind() {
         case .keras:
             if keep != nil || convention != nil || activation != nil || outputActivation != nil {
-                throw ValidationError("--keep, --convention, --activation and --output-activation are for safetensors files: a Keras file states its dropout rates and activations")
+                throw CommandFailure(
+                    message: "--keep, --convention, --activation and --output-activation are for safetensors files: \(input) is a Keras file, which states its own dropout rates and activations",
+                    hint: "drop those options", exitCode: 64)
             }
-            model = try KerasImport.read(path: input)
+            // libhdf5 1.10.8 can crash on a corrupt file's variable-length strings (Fuzz/README.md),
+            // and Keras stores its config and weight names that way: read the file in a child
+            // process, so a crash becomes a clean error instead of taking this process down.
+            try KerasImportWorker.runIsolated(input: input, output: output)
+            return
         case .safetensors:
             var options = SafetensorsImport.Options()
             if let keep {
@@ -102,10 +109,88 @@ struct ImportCommand: ParsableCommand {
             model = try SafetensorsImport.read(path: input, options: options)
         }
         try BundleWriter.write(model, to: output)
+        Self.printSummary(model, input: input, output: output)
+    }
+
+    static func printSummary(_ model: Model, input: String, output: String) {
         let info = model.info
         let keeps = info.layers.map { Format.short($0.keepProb) }.joined(separator: ", ")
         let sizes = ([info.layers[0].inputs] + info.layers.map(\.outputs)).map(String.init).joined(separator: "-")
         print("imported \(input) -> \(output): \(sizes), \(info.layers.count) dense layers, convention \(info.convention.rawValue)"
               + "\(info.baked ? " (baked)" : ""), keep p \(keeps)")
     }
+}
+
+/// `dropmodel _import-keras` (hidden): the Keras read and the bundle write, run by `import` in a
+/// child process (``runIsolated(input:output:)``).
+struct KerasImportWorker: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "_import-keras", abstract: "Internal: import a Keras file (run by 'import' in a child process).",
+        shouldDisplay: false)
+
+    @Argument var input: String
+    @Option(name: .shortAndLong) var output: String
+
+    func run() throws {
+        let model = try KerasImport.read(path: input)
+        try BundleWriter.write(model, to: output)
+        ImportCommand.printSummary(model, input: input, output: output)
+    }
+
+    /// Runs this command in a child process and relays its output and exit status. If the child
+    /// dies from a signal (a crash inside libhdf5), its crash report is discarded and the file
+    /// is reported as corrupt: exit 2.
+    static func runIsolated(input: String, output: String) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/proc/self/exe")
+        p.arguments = ["_import-keras", input, "-o", output]
+        // No crash backtrace in the child: the parent reports the crash itself.
+        p.environment = ProcessInfo.processInfo.environment.merging(["SWIFT_BACKTRACE": "enable=no"]) { $1 }
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        // libhdf5 can also loop forever on a corrupt file (Fuzz/README.md): stop the reader
+        // after DROPMODEL_IMPORT_TIMEOUT seconds (default 600).
+        let limit = Double(ProcessInfo.processInfo.environment["DROPMODEL_IMPORT_TIMEOUT"] ?? "") ?? 600
+        let timedOut = ManagedAtomicFlag()
+        let pid = p.processIdentifier
+        DispatchQueue.global().asyncAfter(deadline: .now() + limit) {
+            if p.isRunning {
+                timedOut.set()
+                kill(pid, SIGKILL)
+            }
+        }
+        nonisolated(unsafe) var errData = Data()
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global().async {
+            errData = err.fileHandleForReading.readDataToEndOfFile()
+            group.leave()
+        }
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        p.waitUntilExit()
+        if timedOut.isSet {
+            throw CommandFailure(
+                message: "\(input): /: reading this file did not finish within \(Int(limit)) s: it is corrupt or hostile (or set DROPMODEL_IMPORT_TIMEOUT higher)",
+                hint: "nothing was written; re-save the model with Keras (model.save(\"model.h5\")) and import that")
+        }
+        if p.terminationReason == .uncaughtSignal {
+            throw CommandFailure(
+                message: "\(input): /: the HDF5 library crashed while reading this file (signal \(p.terminationStatus)): it is corrupt or hostile",
+                hint: "nothing was written; re-save the model with Keras (model.save(\"model.h5\")) and import that")
+        }
+        FileHandle.standardOutput.write(outData)
+        FileHandle.standardError.write(errData)
+        if p.terminationStatus != 0 { throw ExitCode(p.terminationStatus) }
+    }
+}
+
+/// A flag set from one thread and read from another.
+final class ManagedAtomicFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.lock(); value = true; lock.unlock() }
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
 }
