@@ -44,7 +44,9 @@ struct ExportCommand: ParsableCommand {
         let bundle = try BundleReader(path: input)
         let model = try Export.deployableModel(bundle)
         switch format {
-        case .onnx: try writeOutputFile(ONNXExport.encode(model), to: output, what: "ONNX model")
+        case .onnx:
+            try ONNXExport.checkSize(model, file: input)
+            try writeOutputFile(ONNXExport.encode(model), to: output, what: "ONNX model")
         case .safetensors: try writeOutputFile(Export.safetensors(model), to: output, what: "safetensors file")
         case .keras: try KerasExport.write(model, to: output)
         case .npz:

@@ -64,6 +64,21 @@ public enum ONNXExport {
     enum Shape { static let dim = 1 }
     enum Dimension { static let value = 1, param = 2 }
 
+    /// A protobuf message cannot exceed 2 GiB; larger ONNX models need external data files,
+    /// which this exporter does not write.
+    public static let maxModelBytes = Int(Int32.max)
+
+    /// Throws if `model` is too large for a single-file ONNX model.
+    public static func checkSize(_ model: Model, file: String) throws {
+        let bytes = model.info.parameterCount * 4 + model.info.layers.count * 1024 + 65_536
+        if bytes > maxModelBytes {
+            throw BundleError(
+                code: .notApplicable, file: file, object: "/layers",
+                message: "\(model.info.parameterCount) parameters make an ONNX model of about \(bytes >> 20) MiB; a single-file ONNX model is limited to 2 GiB",
+                hint: "export to safetensors or npz instead")
+        }
+    }
+
     /// The encoded model.
     public static func encode(_ model: Model) -> Data {
         let layers = model.info.layers

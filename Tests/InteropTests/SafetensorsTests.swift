@@ -151,3 +151,80 @@ struct SafetensorsTests {
         #expect(back.info.convention == .inverted)
     }
 }
+
+@Suite("mutated inputs never crash the parsers")
+struct MutationTests {
+    /// xorshift: deterministic mutations.
+    struct Random {
+        var s: UInt64
+        mutating func next() -> UInt64 { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return s }
+        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+    }
+
+    static let alphabet = Array(#"{}[]":,0123456789.-eE truefalsnl\"#.utf8)
+
+    static func mutate(_ bytes: [UInt8], _ r: inout Random) -> [UInt8] {
+        var b = bytes
+        for _ in 0..<(1 + r.below(4)) {
+            guard !b.isEmpty else { break }
+            let i = r.below(b.count)
+            switch r.below(4) {
+            case 0: b[i] = alphabet[r.below(alphabet.count)]
+            case 1: b.remove(at: i)
+            case 2: b.insert(alphabet[r.below(alphabet.count)], at: i)
+            default: b[i] ^= UInt8(1 << r.below(8))
+            }
+        }
+        return b
+    }
+
+    @Test("500 mutated safetensors headers: a model or a located BundleError, nothing else")
+    func safetensorsHeaders() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("m.safetensors")
+        let model = Fixtures.model(sizes: [4, 3, 2], convention: .inverted)
+        let valid = [UInt8](Export.safetensors(model))
+        let n = Int(valid[0]) | Int(valid[1]) << 8 | Int(valid[2]) << 16
+        let header = Array(valid[8..<(8 + n)]), data = Array(valid[(8 + n)...])
+        var r = Random(s: 0x9E37_79B9)
+        var accepted = 0
+        for _ in 0..<500 {
+            let h = Self.mutate(header, &r)
+            var file = [UInt8]()
+            withUnsafeBytes(of: UInt64(h.count).littleEndian) { file += $0 }
+            try Data(file + h + data).write(to: URL(fileURLWithPath: path))
+            do {
+                _ = try SafetensorsImport.read(path: path)
+                accepted += 1
+            } catch let e as BundleError {
+                #expect(e.problems.allSatisfy { $0.file == path && !$0.message.isEmpty })
+            }
+        }
+        #expect(accepted < 500, "mutations must be refused at least sometimes")
+    }
+
+    @Test("300 mutated Keras configs: a model or a located BundleError, nothing else")
+    func kerasConfigs() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("k.h5")
+        let config = Array(sequentialConfig([
+            dropout("d0", 0.2, seed: "3"), dense("d1", 3, "relu"), layer("Activation", "a", #", "activation": "linear""#),
+            dropout("x", 0.5), dense("d2", 2, "softmax"),
+        ]).utf8)
+        var r = Random(s: 12345)
+        var accepted = 0
+        for _ in 0..<300 {
+            let text = String(decoding: Self.mutate(config, &r), as: UTF8.self)
+            try writeKerasFile(path, config: text, dense: [
+                ("d1", 4, 3, values(12, seed: 1), values(3, seed: 2)), ("d2", 3, 2, values(6, seed: 3), values(2, seed: 4)),
+            ])
+            do {
+                _ = try KerasImport.read(path: path)
+                accepted += 1
+            } catch let e as BundleError {
+                #expect(e.problems.allSatisfy { $0.file == path && !$0.message.isEmpty })
+            }
+        }
+        #expect(accepted < 300)
+    }
+}

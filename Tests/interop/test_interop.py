@@ -37,6 +37,9 @@ import onnxruntime as ort  # noqa: E402
 import pytest  # noqa: E402
 import safetensors.numpy as safetensors_numpy  # noqa: E402
 
+# Keras's own get_weights() trips NumPy 2's __array__(copy=...) deprecation: not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
