@@ -34,6 +34,9 @@ struct ExportCommand: ParsableCommand {
         guard Export.Format(rawValue: format) != nil else {
             throw ValidationError("--format must be one of \(Export.Format.allCases.map(\.rawValue).joined(separator: ", "))")
         }
+        if format == Export.Format.keras.rawValue, !(output.hasSuffix(".h5") || output.hasSuffix(".hdf5")) {
+            throw ValidationError("--format keras writes Keras's HDF5 format: name the output *.h5 or *.hdf5, the names keras.models.load_model reads as HDF5")
+        }
         if URL(fileURLWithPath: input).standardizedFileURL == URL(fileURLWithPath: output).standardizedFileURL {
             throw ValidationError("-o must name a new file: the input is never modified")
         }

@@ -20,7 +20,6 @@ Nothing here compares against stored numbers: every side is computed live.
 import gzip
 import json
 import os
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -112,12 +111,7 @@ def predict_onnx(path, x):
 
 
 def predict_keras(path, x):
-    # Keras picks the loader by extension; our Keras export is HDF5 whatever it is called.
-    h5 = Path(path)
-    if h5.suffix != ".h5":
-        h5 = h5.with_suffix(".h5")
-        shutil.copy(path, h5)
-    model = keras.models.load_model(str(h5), compile=False)
+    model = keras.models.load_model(str(path), compile=False)
     return np.asarray(model.predict(x, batch_size=250, verbose=0))
 
 
