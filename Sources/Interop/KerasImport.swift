@@ -197,12 +197,10 @@ public enum KerasImport {
         let weightsGroup = try hdf5 { try root.group("model_weights") }
         var layers: [LayerInfo] = []
         var parameters: [Parameters] = []
-        for (i, d) in dense.enumerated() {
-            let expectedInputs = layers.last?.outputs
-            let (inputs, p) = try readDense(d, from: weightsGroup, expectedInputs: expectedInputs, path: path)
+        for d in dense {
+            let (inputs, p) = try readDense(d, from: weightsGroup, expectedInputs: layers.last?.outputs, path: path)
             layers.append(LayerInfo(name: d.name, inputs: inputs, outputs: d.units, activation: d.activation, keepProb: d.keep))
             parameters.append(p)
-            _ = i
         }
 
         // 4. Provenance: what Keras said, kept in the recipe (Specs/interop.md §2.4).
