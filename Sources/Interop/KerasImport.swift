@@ -350,6 +350,22 @@ public enum KerasImport {
         return k == 0 ? nil : out
     }
 
+    /// Refuses a dataset whose stored bytes are far fewer than its declared size: a small
+    /// hostile file could otherwise declare gigabytes of unallocated (fill-value) or extremely
+    /// compressed weights and make the reader allocate them. Keras writes weights uncompressed.
+    static func checkStored(_ ds: Dataset, elements: Int, object: String, path: String) throws {
+        let type = try hdf5 { try ds.elementType() }
+        guard case let .float(size) = type else { return }
+        let logical = elements * size
+        guard logical > 1 << 20 else { return }
+        let stored = try hdf5 { try ds.storageInfo() }.storedBytes
+        if stored.multipliedReportingOverflow(by: 64).partialValue < UInt64(logical) {
+            throw failure(path, object,
+                "the dataset declares \(logical) bytes of weights but the file stores only \(stored) bytes of them",
+                hint: "Keras writes weights uncompressed; the file is corrupt or hostile")
+        }
+    }
+
     static func readDense(_ d: DenseSpec, from weights: Group, expectedInputs: Int?, path: String) throws -> (Int, Parameters) {
         let object = "/model_weights/\(d.name)"
         guard try hdf5({ try weights.contains(d.name) }) else {
@@ -398,6 +414,7 @@ public enum KerasImport {
         if let expectedInputs, inputs != expectedInputs {
             throw failure(path, kernelPath, "the kernel has \(inputs) inputs but the previous Dense layer has \(expectedInputs) units")
         }
+        try checkStored(kernel, elements: inputs * d.units, object: kernelPath, path: path)
         let k = try hdf5 { try kernel.readFloats() }
         // Keras kernels are [inputs, units]; bundle weights are [outputs, inputs].
         var w = [Float](repeating: 0, count: inputs * d.units)
@@ -409,6 +426,7 @@ public enum KerasImport {
             guard bs == [d.units] else {
                 throw failure(path, biasPath, "the bias has shape \(bs); Dense layer '\(d.name)' needs [\(d.units)]")
             }
+            try checkStored(bias, elements: d.units, object: biasPath, path: path)
             b = try hdf5 { try bias.readFloats() }
         }
         if let bad = (w + b).firstIndex(where: { !$0.isFinite }) {

@@ -191,6 +191,21 @@ struct KerasImportTests {
         try BundleWriter.write(Fixtures.model(), to: bundle)
         expectRefusal(.notApplicable, ["already a dropmodel bundle"]) { _ = try KerasImport.read(path: bundle) }
 
+        // A 2.4 MB kernel declared but never written (unallocated chunks: fill values).
+        let sparse = dir.file("sparse.h5")
+        try File.writeAtomically(to: sparse) { f in
+            let root = try f.root()
+            try root.write("model_config", string: sequentialConfig([dense("big", 600)]))
+            let g = try root.createGroup("model_weights").createGroup("big")
+            try g.write("weight_names", strings: ["big/kernel", "big/bias"])
+            let inner = try g.createGroup("big")
+            _ = try inner.createDataset("kernel", type: .float32, shape: [1000, 600], chunk: [100, 600])
+            try inner.createDataset("bias", type: .float32, shape: [600]).write(floats: [Float](repeating: 0, count: 600))
+        }
+        expectRefusal(.invalid, ["/model_weights/big/big/kernel", "declares 2400000 bytes", "stores only 0 bytes"]) {
+            _ = try KerasImport.read(path: sparse)
+        }
+
         let nan = dir.file("nan.h5")
         try writeKerasFile(nan, config: good, dense: [("d1", 4, 3, [Float.nan] + values(11, seed: 1), values(3, seed: 2)), weights[1]])
         expectRefusal(.invalid, ["not finite"]) { _ = try KerasImport.read(path: nan) }
