@@ -8,9 +8,10 @@ import Interop
 struct ImportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "import",
-        abstract: "Turn a Keras HDF5 model or a safetensors file into a bundle, keeping the dropout facts.",
+        abstract: "Turn a Keras model (.h5 or .keras) or a safetensors file into a bundle, keeping the dropout facts.",
         discussion: """
-            Keras full-model HDF5 files (model.save("m.h5"), Keras 2 or 3): Sequential or linear \
+            Keras full-model HDF5 files (model.save("m.h5"), Keras 2 or 3) and Keras 3 .keras \
+            archives: Sequential or linear \
             Functional chains of Dense, Dropout and Activation layers. Kernels are transposed to \
             [outputs, inputs]; a Dropout(rate) becomes keep probability p = 1 - rate of the Dense \
             layer that receives its units; the convention is inverted (Keras's); seeds, layer \
@@ -23,7 +24,7 @@ struct ImportCommand: ParsableCommand {
             Mapping: Specs/interop.md.
             """)
 
-    @Argument(help: "The Keras .h5 or .safetensors file to import.")
+    @Argument(help: "The Keras .h5 or .keras file, or the .safetensors file, to import.")
     var input: String
 
     @Option(name: .shortAndLong, help: "The bundle to write.")
@@ -67,16 +68,12 @@ struct ImportCommand: ParsableCommand {
         defer { try? h.close() }
         let head = [UInt8]((try? h.read(upToCount: 9)) ?? Data())
         if head.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return .keras }
-        if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) {
-            throw CommandFailure(
-                message: "\(input): /: this is a ZIP archive (a Keras 3 .keras file?); dropmodel imports Keras's HDF5 format",
-                hint: "in Keras: keras.models.load_model(\"m.keras\").save(\"m.h5\"), then import m.h5")
-        }
+        if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) { return .keras }  // a Keras 3 .keras archive
         if head.count == 9, head[8] == UInt8(ascii: "{") || input.hasSuffix(".safetensors") { return .safetensors }
         if input.hasSuffix(".safetensors") { return .safetensors }
         throw CommandFailure(
-            message: "\(input): /: not a Keras HDF5 file (no HDF5 signature) and not a safetensors file (no JSON header)",
-            hint: "dropmodel imports Keras full-model .h5 files (model.save(\"m.h5\")) and .safetensors files")
+            message: "\(input): /: not a Keras file (no HDF5 or ZIP signature) and not a safetensors file (no JSON header)",
+            hint: "dropmodel imports Keras .h5 and .keras files (model.save(...)) and .safetensors files")
     }
 
     func run() throws {

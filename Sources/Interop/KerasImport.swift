@@ -43,7 +43,23 @@ public enum KerasImport {
         var keep: Double
     }
 
+    /// The model a Keras config describes, before any weights are read.
+    struct ParsedConfig {
+        var modelClass: String
+        var modelName: String?
+        var layerNames: [String]
+        var layerClasses: [String]
+        var dense: [DenseSpec]
+        var dropouts: [DropoutRecord]
+    }
+
+    /// Reads a Keras full-model HDF5 file, or a Keras 3 `.keras` archive (a ZIP file, by its
+    /// signature): Specs/interop.md §2.
     public static func read(path: String) throws -> Model {
+        if let head = FileHandle(forReadingAtPath: path).flatMap({ h in defer { try? h.close() }; return try? h.read(upToCount: 4) }),
+           [UInt8](head) == [0x50, 0x4B, 0x03, 0x04] {
+            return try readArchive(path: path)
+        }
         let file = try hdf5 { try File.open(path) }
         let root = try hdf5 { try file.root() }
         if try hdf5({ try root.hasAttribute("dropmodel_format") }) {
@@ -61,49 +77,68 @@ public enum KerasImport {
         }
         let configText = try readText(root, "model_config", path: path)
         let config = try parseJSON(configText, path: path, object: "/@model_config")
-        let kerasVersion = try? hdf5 { try root.readString("keras_version") }
-        let backend = try? hdf5 { try root.readString("backend") }
-        var trainingConfig: JSONValue?
+        let parsed = try parseConfig(config, path: path, object: "/@model_config")
+        var source: [String: JSONValue] = ["format": .string("keras-hdf5")]
+        if let v = try? hdf5({ try root.readString("keras_version") }) { source["keras_version"] = .string(v) }
+        if let v = try? hdf5({ try root.readString("backend") }) { source["backend"] = .string(v) }
         if try hdf5({ try root.hasAttribute("training_config") }) {
             if let text = try? readText(root, "training_config", path: path),
-               case let .success(v) = JSONValue.parse(Data(text.utf8)) { trainingConfig = v }
+               case let .success(v) = JSONValue.parse(Data(text.utf8)) { source["training_config"] = v }
         }
 
+        // Weights: model_weights/<layer>/<weight_names[i]>, kernel [inputs, units].
+        guard try hdf5({ try root.contains("model_weights") }) else {
+            throw failure(path, "/model_weights", "the group is missing: the file holds a config but no weights",
+                          hint: "save the model with model.save(\"model.h5\"), which includes the weights")
+        }
+        let weightsGroup = try hdf5 { try root.group("model_weights") }
+        var layers: [LayerInfo] = []
+        var parameters: [Parameters] = []
+        for d in parsed.dense {
+            let w = try legacyWeights(d, from: weightsGroup, path: path)
+            let (inputs, p) = try readDense(d, w, expectedInputs: layers.last?.outputs, path: path)
+            layers.append(LayerInfo(name: d.name, inputs: inputs, outputs: d.units, activation: d.activation, keepProb: d.keep))
+            parameters.append(p)
+        }
+        return assemble(parsed, layers: layers, parameters: parameters, source: source, path: path)
+    }
+
+    /// Parses a Keras model config (the same JSON in `model_config` and in a `.keras`
+    /// archive's `config.json`): the linear chain and the layer mapping of Specs/interop.md §2.2–2.3.
+    static func parseConfig(_ config: JSONValue, path: String, object configObject: String) throws -> ParsedConfig {
         // 1. The layer list and, for a functional model, proof that it is a linear chain.
         guard let modelClass = config["class_name"]?.string else {
-            throw failure(path, "/@model_config", "the config has no class_name: it is not a Keras model config")
+            throw failure(path, configObject, "the config has no class_name: it is not a Keras model config")
         }
         guard ["Sequential", "Functional", "Model"].contains(modelClass) else {
-            throw failure(.unsupported, path, "/@model_config",
+            throw failure(.unsupported, path, configObject,
                 "the model is a '\(modelClass)'; dropmodel imports Sequential models and linear Functional models",
                 hint: "a subclassed or custom model has no portable config; rebuild it as keras.Sequential and save that")
         }
         let body = config["config"]
         let layerList: [JSONValue]
         if let list = body?["layers"]?.array { layerList = list } else if let list = body?.array { layerList = list } else {
-            throw failure(path, "/@model_config", "the config of the \(modelClass) model has no 'layers' list")
+            throw failure(path, configObject, "the config of the \(modelClass) model has no 'layers' list")
         }
         guard layerList.count <= maxLayers else {
-            throw failure(.invalid, path, "/@model_config", "\(layerList.count) layers are more than dropmodel reads")
+            throw failure(.invalid, path, configObject, "\(layerList.count) layers are more than dropmodel reads")
         }
-        let modelName = body?["name"]?.string
         var names: [String] = []
         for (i, l) in layerList.enumerated() {
             guard let name = l["config"]?["name"]?.string ?? l["name"]?.string, !name.isEmpty else {
-                throw failure(path, "/@model_config", "layer #\(i) of the config has no name")
+                throw failure(path, configObject, "layer #\(i) of the config has no name")
             }
             guard !name.contains("/"), name != ".", name != ".." else {
-                throw failure(path, "/@model_config", "layer name '\(name)' is not a valid HDF5 group name")
+                throw failure(path, configObject, "layer name '\(name)' is not a valid HDF5 group name")
             }
             guard !names.contains(name) else {
-                throw failure(path, "/@model_config", "two layers are named '\(name)'")
+                throw failure(path, configObject, "two layers are named '\(name)'")
             }
             names.append(name)
         }
         if modelClass != "Sequential" {
-            try checkLinearChain(layerList, names: names, body: body, path: path)
+            try checkLinearChain(layerList, names: names, body: body, path: path, configObject: configObject)
         }
-
         // 2. Walk the chain: Dense layers become bundle layers; Dropout rates become the keep
         //    probability of the Dense layer that receives the dropped units.
         var dense: [DenseSpec] = []
@@ -116,7 +151,7 @@ public enum KerasImport {
             let name = names[i]
             let cls = l["class_name"]?.string ?? "?"
             let c = l["config"] ?? .object([:])
-            let object = "/@model_config: layer '\(name)' (\(cls))"
+            let object = "\(configObject): layer '\(name)' (\(cls))"
             switch cls {
             case "InputLayer":
                 continue
@@ -178,56 +213,44 @@ public enum KerasImport {
             }
         }
         if let orphan = pending.first {
-            throw failure(.unsupported, path, "/@model_config: layer '\(orphan.name)' (Dropout)",
+            throw failure(.unsupported, path, "\(configObject): layer '\(orphan.name)' (Dropout)",
                 "this Dropout comes after the last Dense layer, so no layer receives its units and a bundle cannot record it",
                 hint: "remove it (it is the identity at inference) and save the model again")
         }
         guard !dense.isEmpty else {
-            throw failure(.unsupported, path, "/@model_config", "the model has no Dense layer")
+            throw failure(.unsupported, path, configObject, "the model has no Dense layer")
         }
         guard dense.count <= maxLayers else {
-            throw failure(path, "/@model_config", "\(dense.count) Dense layers are more than a bundle holds (100,000)")
+            throw failure(path, configObject, "\(dense.count) Dense layers are more than a bundle holds (100,000)")
         }
 
-        // 3. Weights: model_weights/<layer>/<weight_names[i]>, kernel [inputs, units].
-        guard try hdf5({ try root.contains("model_weights") }) else {
-            throw failure(path, "/model_weights", "the group is missing: the file holds a config but no weights",
-                          hint: "save the model with model.save(\"model.h5\"), which includes the weights")
-        }
-        let weightsGroup = try hdf5 { try root.group("model_weights") }
-        var layers: [LayerInfo] = []
-        var parameters: [Parameters] = []
-        for d in dense {
-            let (inputs, p) = try readDense(d, from: weightsGroup, expectedInputs: layers.last?.outputs, path: path)
-            layers.append(LayerInfo(name: d.name, inputs: inputs, outputs: d.units, activation: d.activation, keepProb: d.keep))
-            parameters.append(p)
-        }
+        return ParsedConfig(
+            modelClass: modelClass, modelName: body?["name"]?.string, layerNames: names,
+            layerClasses: layerList.map { $0["class_name"]?.string ?? "?" }, dense: dense, dropouts: dropouts)
+    }
 
-        // 4. Provenance: what Keras said, kept in the recipe (Specs/interop.md §2.4).
-        var source: [String: JSONValue] = [
-            "format": .string("keras-hdf5"),
-            "file": .string(URL(fileURLWithPath: path).lastPathComponent),
-            "model_class": .string(modelClass),
-            "keras_layers": .array(layerList.enumerated().map { i, l in
-                .object(["name": .string(names[i]), "class_name": .string(l["class_name"]?.string ?? "?")])
-            }),
-            "dropout": .array(dropouts.map { r in
-                .object(["name": .string(r.name), "rate": .number(r.rate),
-                         "seed": r.seed.map { .integer($0) } ?? .null, "keep_prob_of": .string(r.receiver)])
-            }),
-        ]
-        if let kerasVersion { source["keras_version"] = .string(kerasVersion) }
-        if let backend { source["backend"] = .string(backend) }
-        if let modelName { source["model_name"] = .string(modelName) }
-        if let trainingConfig { source["training_config"] = trainingConfig }
+    /// The bundle model: layers, weights, and what Keras said as provenance (Specs/interop.md §2.5).
+    static func assemble(
+        _ parsed: ParsedConfig, layers: [LayerInfo], parameters: [Parameters], source extra: [String: JSONValue], path: String
+    ) -> Model {
+        var source = extra
+        source["file"] = .string(URL(fileURLWithPath: path).lastPathComponent)
+        source["model_class"] = .string(parsed.modelClass)
+        if let name = parsed.modelName { source["model_name"] = .string(name) }
+        source["keras_layers"] = .array(zip(parsed.layerNames, parsed.layerClasses).map { n, c in
+            .object(["name": .string(n), "class_name": .string(c)])
+        })
+        source["dropout"] = .array(parsed.dropouts.map { r in
+            .object(["name": .string(r.name), "rate": .number(r.rate),
+                     "seed": r.seed.map { .integer($0) } ?? .null, "keep_prob_of": .string(r.receiver)])
+        })
         let recipe = JSONValue.object([
             "convention": .string(DropoutConvention.inverted.rawValue),
             "layers": .array(([layers[0].inputs] + layers.map(\.outputs)).map { .integer(Int64($0)) }),
             "keep": .array(layers.map { .number($0.keepProb) }),
             "imported_from": .object(source),
         ])
-        let info = ModelInfo(convention: .inverted, baked: false, layers: layers,
-                             training: TrainingInfo(recipe: recipe.text))
+        let info = ModelInfo(convention: .inverted, baked: false, layers: layers, training: TrainingInfo(recipe: recipe.text))
         return Model(info: info, parameters: parameters)
     }
 
@@ -294,10 +317,10 @@ public enum KerasImport {
     }
 
     /// Refuses any functional graph that is not a single chain through the layers in order.
-    static func checkLinearChain(_ layers: [JSONValue], names: [String], body: JSONValue?, path: String) throws {
+    static func checkLinearChain(_ layers: [JSONValue], names: [String], body: JSONValue?, path: String, configObject: String) throws {
         for (i, l) in layers.enumerated() {
             let cls = l["class_name"]?.string ?? "?"
-            let object = "/@model_config: layer '\(names[i])' (\(cls))"
+            let object = "\(configObject): layer '\(names[i])' (\(cls))"
             let nodes = l["inbound_nodes"]?.array ?? []
             if cls == "InputLayer" {
                 guard i == 0 else {
@@ -322,7 +345,7 @@ public enum KerasImport {
         if let outputs = body?["output_layers"] {
             let out = sources(of: outputs)
             guard out == [names.last!] else {
-                throw failure(.unsupported, path, "/@model_config",
+                throw failure(.unsupported, path, configObject,
                     "the model's outputs are \(out.map { "'\($0)'" }.joined(separator: ", ")); dropmodel imports models whose one output is the last layer")
             }
         }
@@ -366,7 +389,18 @@ public enum KerasImport {
         }
     }
 
-    static func readDense(_ d: DenseSpec, from weights: Group, expectedInputs: Int?, path: String) throws -> (Int, Parameters) {
+    /// A Dense layer's datasets and where they are, for error messages.
+    struct DenseWeights {
+        var kernel: Dataset?
+        var kernelPath: String
+        var bias: Dataset?
+        var biasPath: String
+        /// Where to look, for the "no kernel" message.
+        var group: String
+    }
+
+    /// Keras 2/3 legacy layout: `model_weights/<name>@weight_names`.
+    static func legacyWeights(_ d: DenseSpec, from weights: Group, path: String) throws -> DenseWeights {
         let object = "/model_weights/\(d.name)"
         guard try hdf5({ try weights.contains(d.name) }) else {
             throw failure(path, object, "the group of Dense layer '\(d.name)' is missing: the weights do not match the config")
@@ -375,8 +409,7 @@ public enum KerasImport {
         guard let weightNames = try hdf5({ try nameList(g, "weight_names") }) else {
             throw failure(path, object + "@weight_names", "the attribute is missing")
         }
-        var kernel: Dataset?, bias: Dataset?
-        var kernelPath = "", biasPath = ""
+        var out = DenseWeights(kernel: nil, kernelPath: "", bias: nil, biasPath: "", group: object)
         for w in weightNames {
             let parts = w.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
             guard let last = parts.last, parts.count <= 16, !parts.contains(where: { $0 == "." || $0 == ".." }) else {
@@ -389,14 +422,20 @@ public enum KerasImport {
                 return try group.dataset(last)
             }
             switch base {
-            case "kernel": kernel = ds; kernelPath = object + "/" + w
-            case "bias": bias = ds; biasPath = object + "/" + w
+            case "kernel": out.kernel = ds; out.kernelPath = object + "/" + w
+            case "bias": out.bias = ds; out.biasPath = object + "/" + w
             default:
                 throw failure(.unsupported, path, object + "/" + w,
                     "Dense layer '\(d.name)' has a weight named '\(base)'; a plain Dense layer has only kernel and bias")
             }
         }
-        guard let kernel else { throw failure(path, object, "Dense layer '\(d.name)' has no kernel among its weight_names \(weightNames)") }
+        return out
+    }
+
+    static func readDense(_ d: DenseSpec, _ found: DenseWeights, expectedInputs: Int?, path: String) throws -> (Int, Parameters) {
+        let object = found.group
+        let (kernel, bias, kernelPath, biasPath) = (found.kernel, found.bias, found.kernelPath, found.biasPath)
+        guard let kernel else { throw failure(path, object, "Dense layer '\(d.name)' has no kernel") }
         if d.useBias && bias == nil { throw failure(path, object, "Dense layer '\(d.name)' uses a bias but the file has none") }
         func floatType(_ ds: Dataset, _ p: String) throws {
             let t = try hdf5 { try ds.elementType() }

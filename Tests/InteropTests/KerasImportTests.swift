@@ -222,3 +222,56 @@ struct KerasImportTests {
         expectRefusal(.refused, ["external link"]) { _ = try KerasImport.read(path: path) }
     }
 }
+
+@Suite("Keras 3 .keras archives")
+struct KerasArchiveTests {
+    static let archive = KerasFixture.path("keras3_functional.keras")
+
+    @Test("a .keras archive imports to the same bundle layers and weights as the same model's .h5")
+    func sameAsHDF5() throws {
+        let a = try KerasImport.read(path: Self.archive)
+        let h = try KerasImport.read(path: KerasFixture.path("keras3_functional.h5"))
+        #expect(a.parameters == h.parameters)
+        #expect(a.info.layers == h.info.layers)
+        #expect(a.info.training?.recipe.contains(#""format":"keras-archive""#) == true)
+    }
+
+    /// The fixture's bytes with `edit` applied, written to a new file.
+    func tampered(_ dir: TemporaryDirectory, _ name: String, _ edit: (inout [UInt8]) -> Void) throws -> String {
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: Self.archive)))
+        edit(&bytes)
+        let path = dir.file(name)
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    func offsets(of needle: String, in bytes: [UInt8]) -> [Int] {
+        let n = Array(needle.utf8)
+        return (0...(bytes.count - n.count)).filter { Array(bytes[$0..<($0 + n.count)]) == n }
+    }
+
+    @Test("damaged archives are refused with the member named: truncated, CRC mismatch, compressed, no config")
+    func hostile() throws {
+        let dir = TemporaryDirectory()
+        let truncated = try tampered(dir, "t.keras") { $0.removeLast(200) }
+        expectRefusal(.invalid, ["ZIP archive", "end-of-central-directory"]) { _ = try KerasImport.read(path: truncated) }
+
+        let crc = try tampered(dir, "c.keras") { b in
+            let at = offsets(of: "\"class_name\"", in: b)[0]
+            b[at + 1] = UInt8(ascii: "k")
+        }
+        expectRefusal(.invalid, ["config.json", "CRC-32"]) { _ = try KerasImport.read(path: crc) }
+
+        let compressed = try tampered(dir, "m.keras") { b in
+            // The central directory entry of config.json: method field at +10 from its signature.
+            let name = offsets(of: "config.json", in: b).last!
+            b[name - 46 + 10] = 8
+        }
+        expectRefusal(.unsupported, ["config.json", "compressed (method 8)"]) { _ = try KerasImport.read(path: compressed) }
+
+        let renamed = try tampered(dir, "r.keras") { b in
+            for at in offsets(of: "config.json", in: b) { b[at] = UInt8(ascii: "k") }
+        }
+        expectRefusal(.invalid, ["no config.json"]) { _ = try KerasImport.read(path: renamed) }
+    }
+}

@@ -212,6 +212,25 @@ def test_keras_dropmodel_onnx_agree(dropmodel, tmp_path, images, name):
     assert diff <= TOLERANCE
 
 
+def test_keras3_archive_imports_and_agrees(dropmodel, tmp_path, images):
+    """A Keras 3 .keras archive (zip) imports like its .h5 twin and predicts what Keras predicts."""
+    source = FIXTURES / "keras3_functional.keras"
+    ok(run(dropmodel, "import", source, "-o", tmp_path / "a.h5"))
+    ok(run(dropmodel, "import", FIXTURES / "keras3_functional.h5", "-o", tmp_path / "h.h5"))
+    a, _ = bundle_layers(tmp_path / "a.h5")
+    h, _ = bundle_layers(tmp_path / "h.h5")
+    for x, y in zip(a, h):
+        np.testing.assert_array_equal(x["weight"], y["weight"])
+        assert x["keep_prob"] == y["keep_prob"]
+    ok(run(dropmodel, "export", tmp_path / "a.h5", "--format", "onnx", "-o", tmp_path / "a.onnx"))
+    original = predict_keras(source, images)
+    for label, probs in [("dropmodel", predict_dropmodel(dropmodel, tmp_path / "a.h5", tmp_path)),
+                         ("onnxruntime", predict_onnx(tmp_path / "a.onnx", images))]:
+        diff = float(np.abs(probs - original).max())
+        MEASURED[f"keras3_functional.keras: {label} vs original keras"] = diff
+        assert diff <= TOLERANCE
+
+
 def test_round_trip_keras_import_export_keras(dropmodel, tmp_path, images):
     source = FIXTURES / "keras3_sequential.h5"
     first, second, exported = tmp_path / "first.h5", tmp_path / "second.h5", tmp_path / "exported.h5"
