@@ -1,4 +1,4 @@
-public import BundleFormat
+import BundleFormat
 import Foundation
 import HDF5Layer
 internal import CZlib

@@ -1,4 +1,4 @@
-public import BundleFormat
+import BundleFormat
 public import Foundation
 
 /// A safetensors file, validated as hostile input before anything is allocated for it:
