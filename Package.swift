@@ -11,6 +11,7 @@ let swiftSettings: [SwiftSetting] = [
 // The layers, bottom to top; arrows point one way:
 //   CHDF5 (C shim) -> HDF5Layer (safe handles, errors) -> BundleFormat (spec v1)
 //   DropoutRandom (Philox streams) -> Training (recipe, engine)
+//   BundleFormat -> Interop (Keras/safetensors import; ONNX, Keras, safetensors, NumPy export)
 //   all of the above -> DropModelCLI (commands) -> dropmodel (executable)
 let package = Package(
     name: "dropmodel",
@@ -20,6 +21,7 @@ let package = Package(
         .library(name: "HDF5Layer", targets: ["HDF5Layer"]),
         .library(name: "DropoutRandom", targets: ["DropoutRandom"]),
         .library(name: "Kernels", targets: ["Kernels"]),
+        .library(name: "Interop", targets: ["Interop"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -58,9 +60,14 @@ let package = Package(
             name: "Training", dependencies: ["BundleFormat", "DropoutRandom", "Kernels", "TrainingData"],
             swiftSettings: swiftSettings),
         .target(
+            name: "Interop",
+            dependencies: ["BundleFormat", "HDF5Layer", "CZlib"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "DropModelCLI",
             dependencies: [
-                "BundleFormat", "HDF5Layer", "DropoutRandom", "Training", "TrainingData",
+                "BundleFormat", "HDF5Layer", "DropoutRandom", "Training", "TrainingData", "Interop",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -89,6 +96,10 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "TrainingDataTests", dependencies: ["TrainingData", "HDF5Layer", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "InteropTests",
+            dependencies: ["Interop", "BundleFormat", "HDF5Layer", "TestSupport", "dropmodel"],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "CLITests",
             dependencies: [

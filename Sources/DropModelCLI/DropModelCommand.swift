@@ -17,7 +17,10 @@ public struct DropModelCommand: ParsableCommand {
             is missing, unreadable or not a valid bundle; 64 bad command-line usage.
             """,
         version: DropModelVersion.string,
-        subcommands: [Inspect.self, Init.self, Train.self, Replay.self, Masks.self, BakeCommand.self, Eval.self, Check.self]
+        subcommands: [
+            Inspect.self, Init.self, Train.self, Replay.self, Masks.self, BakeCommand.self, Eval.self, Check.self,
+            ImportCommand.self, ExportCommand.self, Predict.self, KerasImportWorker.self,
+        ]
     )
 
     public init() {}

@@ -94,6 +94,16 @@ enum InspectReport {
 
     static func recipeSummary(_ recipe: String) -> String {
         guard let r = JSON.parse(recipe), case .object(let pairs) = r else { return "(not a JSON object)" }
+        // A bundle made by `dropmodel import` (Specs/interop.md §2.5, §3.3).
+        if let source = r["imported_from"], case .string(let format)? = source["format"] {
+            var s = "imported from \(format)"
+            if case .string(let file)? = source["file"] { s += " file \(file)" }
+            if case .string(let version)? = source["keras_version"] { s += " (Keras \(version))" }
+            if case .array(let dropouts)? = source["dropout"], !dropouts.isEmpty {
+                s += "; \(dropouts.count) Dropout layer\(dropouts.count == 1 ? "" : "s"), rates and seeds in /training@recipe"
+            }
+            return s
+        }
         let wanted = ["epochs", "batch_size", "learning_rate", "lr_decay", "momentum", "momentum_final",
                       "momentum_ramp_epochs", "max_norm", "l2", "limit", "data"]
         var parts: [String] = []

@@ -214,6 +214,25 @@ public class Object: @unchecked Sendable {
         }
     }
 
+    /// Writes (or replaces) a one-dimensional array of strings as fixed-length UTF-8,
+    /// NUL-padded to the longest (NumPy `S` arrays, as h5py and Keras write name lists).
+    public func write(_ name: String, strings values: [String]) throws {
+        try HDF5Library.withLock { () throws in
+            let loc = location.attribute(name)
+            let encoded = values.map { Array($0.utf8) }
+            let width = max(1, encoded.map(\.count).max() ?? 1)
+            let type = Handle(try loc.checkID(H5Tcopy(chdf5_T_C_S1()), "write attribute"), .datatype)
+            try loc.check(H5Tset_size(type.id, width), "write attribute")
+            try loc.check(H5Tset_cset(type.id, H5T_CSET_UTF8), "write attribute")
+            try loc.check(H5Tset_strpad(type.id, H5T_STR_NULLPAD), "write attribute")
+            let space = try Dataspace.simple([values.count], at: loc)
+            let attr = try createAttribute(name, type: type.id, space: space.id, at: loc)
+            var buffer = [UInt8](repeating: 0, count: max(1, width * values.count))
+            for (i, e) in encoded.enumerated() { buffer.replaceSubrange((i * width)..<(i * width + e.count), with: e) }
+            try loc.check(buffer.withUnsafeBytes { H5Awrite(attr.id, type.id, $0.baseAddress) }, "write attribute")
+        }
+    }
+
     /// Deletes an attribute.
     public func deleteAttribute(_ name: String) throws {
         try HDF5Library.withLock { () throws in

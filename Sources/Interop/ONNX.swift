@@ -1,0 +1,185 @@
+public import BundleFormat
+public import Foundation
+
+/// The protobuf wire format, encode only: the few ONNX messages an export needs
+/// (Specs/interop.md §5.3 says why this is hand-written rather than swift-protobuf).
+///
+/// Fields are written in the order the caller gives (ascending field numbers below), so the
+/// same model always encodes to the same bytes.
+struct ProtobufWriter {
+    private(set) var bytes: [UInt8] = []
+
+    mutating func varint(_ v: UInt64) {
+        var v = v
+        while v >= 0x80 {
+            bytes.append(UInt8(v & 0x7F) | 0x80)
+            v >>= 7
+        }
+        bytes.append(UInt8(v))
+    }
+
+    mutating func tag(_ field: Int, _ wireType: UInt64) { varint(UInt64(field) << 3 | wireType) }
+
+    /// int32/int64/enum (wire type 0); negative values as 10-byte two's complement.
+    mutating func int(_ field: Int, _ v: Int64) {
+        tag(field, 0)
+        varint(UInt64(bitPattern: v))
+    }
+
+    mutating func bytes(_ field: Int, _ b: [UInt8]) {
+        tag(field, 2)
+        varint(UInt64(b.count))
+        bytes.append(contentsOf: b)
+    }
+
+    mutating func string(_ field: Int, _ s: String) { bytes(field, Array(s.utf8)) }
+
+    mutating func message(_ field: Int, _ build: (inout ProtobufWriter) -> Void) {
+        var m = ProtobufWriter()
+        build(&m)
+        bytes(field, m.bytes)
+    }
+}
+
+/// Writes a bundle's deterministic network as an ONNX model (opset 13, IR version 7):
+/// per layer `Gemm(x, W, b, transB=1)` then `Relu`, `Sigmoid`, `Tanh` or `Softmax(axis=1)`;
+/// weights as float32 initializers (raw little-endian). The graph is Specs/interop.md §5.
+public enum ONNXExport {
+    public static let irVersion: Int64 = 7
+    public static let opset: Int64 = 13
+    public static let inputName = "input"
+    public static let outputName = "output"
+
+    // Field numbers from onnx/onnx.proto (ONNX 1.x).
+    enum ModelField { static let irVersion = 1, producerName = 2, producerVersion = 3, docString = 6, graph = 7, opsetImport = 8, metadataProps = 14 }
+    enum OpsetID { static let domain = 1, version = 2 }
+    enum Entry { static let key = 1, value = 2 }
+    enum Graph { static let node = 1, name = 2, initializer = 5, docString = 10, input = 11, output = 12 }
+    enum Node { static let input = 1, output = 2, name = 3, opType = 4, attribute = 5 }
+    enum Attribute { static let name = 1, i = 3, type = 20; static let typeInt: Int64 = 2 }
+    enum Tensor { static let dims = 1, dataType = 2, name = 8, rawData = 9; static let float: Int64 = 1 }
+    enum ValueInfo { static let name = 1, type = 2 }
+    enum TypeProto { static let tensorType = 1 }
+    enum TensorType { static let elemType = 1, shape = 2 }
+    enum Shape { static let dim = 1 }
+    enum Dimension { static let value = 1, param = 2 }
+
+    /// A protobuf message cannot exceed 2 GiB; larger ONNX models need external data files,
+    /// which this exporter does not write.
+    public static let maxModelBytes = Int(Int32.max)
+
+    /// Throws if `model` is too large for a single-file ONNX model.
+    public static func checkSize(_ model: Model, file: String) throws {
+        let bytes = model.info.parameterCount * 4 + model.info.layers.count * 1024 + 65_536
+        if bytes > maxModelBytes {
+            throw BundleError(
+                code: .notApplicable, file: file, object: "/layers",
+                message: "\(model.info.parameterCount) parameters make an ONNX model of about \(bytes >> 20) MiB; a single-file ONNX model is limited to 2 GiB",
+                hint: "export to safetensors or npz instead")
+        }
+    }
+
+    /// The encoded model.
+    public static func encode(_ model: Model) -> Data {
+        let layers = model.info.layers
+        var w = ProtobufWriter()
+        w.int(ModelField.irVersion, irVersion)
+        w.string(ModelField.producerName, "dropmodel")
+        w.string(ModelField.producerVersion, DropModelVersion.string)
+        w.string(ModelField.docString, docString(model.info))
+        w.message(ModelField.graph) { g in
+            var current = inputName
+            for (i, layer) in layers.enumerated() {
+                let weight = "layers.\(i).weight", bias = "layers.\(i).bias"
+                let last = i == layers.count - 1
+                let hasActivation = layer.activation != .linear
+                let gemmOut = last && !hasActivation ? outputName : "layers.\(i).z"
+                g.message(Graph.node) { n in
+                    for x in [current, weight, bias] { n.string(Node.input, x) }
+                    n.string(Node.output, gemmOut)
+                    n.string(Node.name, layer.name)
+                    n.string(Node.opType, "Gemm")
+                    n.message(Node.attribute) { a in
+                        a.string(Attribute.name, "transB")
+                        a.int(Attribute.i, 1)
+                        a.int(Attribute.type, Attribute.typeInt)
+                    }
+                }
+                current = gemmOut
+                if hasActivation {
+                    let out = last ? outputName : "layers.\(i).a"
+                    g.message(Graph.node) { n in
+                        n.string(Node.input, current)
+                        n.string(Node.output, out)
+                        n.string(Node.name, "\(layer.name).\(layer.activation.rawValue)")
+                        switch layer.activation {
+                        case .relu: n.string(Node.opType, "Relu")
+                        case .logistic: n.string(Node.opType, "Sigmoid")
+                        case .tanh: n.string(Node.opType, "Tanh")
+                        case .softmax:
+                            n.string(Node.opType, "Softmax")
+                            n.message(Node.attribute) { a in
+                                a.string(Attribute.name, "axis")
+                                a.int(Attribute.i, 1)
+                                a.int(Attribute.type, Attribute.typeInt)
+                            }
+                        case .linear: break
+                        }
+                    }
+                    current = out
+                }
+            }
+            g.string(Graph.name, "dropmodel")
+            for (i, (layer, p)) in zip(layers, model.parameters).enumerated() {
+                g.message(Graph.initializer) { t in tensor(&t, "layers.\(i).weight", [layer.outputs, layer.inputs], p.weight) }
+                g.message(Graph.initializer) { t in tensor(&t, "layers.\(i).bias", [layer.outputs], p.bias) }
+            }
+            g.message(Graph.input) { v in valueInfo(&v, inputName, features: layers[0].inputs) }
+            g.message(Graph.output) { v in valueInfo(&v, outputName, features: layers[layers.count - 1].outputs) }
+        }
+        w.message(ModelField.opsetImport) { o in
+            o.string(OpsetID.domain, "")
+            o.int(OpsetID.version, opset)
+        }
+        for (k, v) in Export.metadata(model) {
+            w.message(ModelField.metadataProps) { e in
+                e.string(Entry.key, k)
+                e.string(Entry.value, v)
+            }
+        }
+        return Data(w.bytes)
+    }
+
+    static func tensor(_ t: inout ProtobufWriter, _ name: String, _ dims: [Int], _ values: [Float]) {
+        for d in dims { t.int(Tensor.dims, Int64(d)) }
+        t.int(Tensor.dataType, Tensor.float)
+        t.string(Tensor.name, name)
+        var raw = [UInt8]()
+        raw.reserveCapacity(values.count * 4)
+        for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { raw.append(contentsOf: $0) } }
+        t.bytes(Tensor.rawData, raw)
+    }
+
+    /// A float tensor `[batch, features]` with a symbolic batch dimension.
+    static func valueInfo(_ v: inout ProtobufWriter, _ name: String, features: Int) {
+        v.string(ValueInfo.name, name)
+        v.message(ValueInfo.type) { ty in
+            ty.message(TypeProto.tensorType) { tt in
+                tt.int(TensorType.elemType, Tensor.float)
+                tt.message(TensorType.shape) { s in
+                    s.message(Shape.dim) { d in d.string(Dimension.param, "batch") }
+                    s.message(Shape.dim) { d in d.int(Dimension.value, Int64(features)) }
+                }
+            }
+        }
+    }
+
+    static func docString(_ info: ModelInfo) -> String {
+        let keep = info.layers.map { String($0.keepProb) }.joined(separator: ", ")
+        let how = info.convention == .inverted
+            ? "trained with inverted dropout: the weights are used as stored"
+            : "trained with classic dropout and baked (weights scaled by the keep probabilities)"
+        return "dropmodel export of a dense network \(how). Keep probabilities of each layer's inputs during training: \(keep). "
+            + "Dropout is not in the graph: at inference it is the identity. Specs/interop.md section 5."
+    }
+}
