@@ -74,7 +74,8 @@ extension WeightDigest {
         }
 
         deinit {
-            queue.sync {}
+            // Every queued block holds a reference to self: when this runs (possibly on the
+            // queue, after the last block), nothing is pending any more.
             for b in buffers where b.baseAddress != nil { b.deallocate() }
         }
 

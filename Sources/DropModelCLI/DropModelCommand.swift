@@ -19,7 +19,7 @@ public struct DropModelCommand: ParsableCommand {
         version: DropModelVersion.string,
         subcommands: [
             Inspect.self, Init.self, Train.self, Replay.self, Masks.self, BakeCommand.self, Eval.self, Check.self,
-            ImportCommand.self, ExportCommand.self, Predict.self, KerasImportWorker.self,
+            ImportCommand.self, ExportCommand.self, Predict.self,
         ]
     )
 

@@ -85,11 +85,10 @@ struct ImportCommand: ParsableCommand {
                     message: "--keep, --convention, --activation and --output-activation are for safetensors files: \(input) is a Keras file, which states its own dropout rates and activations",
                     hint: "drop those options", exitCode: 64)
             }
-            // libhdf5 1.10.8 can crash on a corrupt file's variable-length strings (Fuzz/README.md),
-            // and Keras stores its config and weight names that way: read the file in a child
-            // process, so a crash becomes a clean error instead of taking this process down.
-            try KerasImportWorker.runIsolated(input: input, output: output)
-            return
+            // Keras stores its config and weight names as variable-length strings, on which
+            // libhdf5 1.10.8 can crash or loop (Fuzz/README.md): HDF5Layer's isolated pre-read
+            // and its out-of-process string reads (Specs/bundle-format.md 10.1) contain that.
+            model = try KerasImport.read(path: input)
         case .safetensors:
             var options = SafetensorsImport.Options()
             if let keep {
@@ -116,78 +115,4 @@ struct ImportCommand: ParsableCommand {
         print("imported \(input) -> \(output): \(sizes), \(info.layers.count) dense layers, convention \(info.convention.rawValue)"
               + "\(info.baked ? " (baked)" : ""), keep p \(keeps)")
     }
-}
-
-/// `dropmodel _import-keras` (hidden): the Keras read and the bundle write, run by `import` in a
-/// child process (``runIsolated(input:output:)``).
-struct KerasImportWorker: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "_import-keras", abstract: "Internal: import a Keras file (run by 'import' in a child process).",
-        shouldDisplay: false)
-
-    @Argument var input: String
-    @Option(name: .shortAndLong) var output: String
-
-    func run() throws {
-        let model = try KerasImport.read(path: input)
-        try BundleWriter.write(model, to: output)
-        ImportCommand.printSummary(model, input: input, output: output)
-    }
-
-    /// Runs this command in a child process and relays its output and exit status. If the child
-    /// dies from a signal (a crash inside libhdf5), its crash report is discarded and the file
-    /// is reported as corrupt: exit 2.
-    static func runIsolated(input: String, output: String) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/proc/self/exe")
-        p.arguments = ["_import-keras", input, "-o", output]
-        // No crash backtrace in the child: the parent reports the crash itself.
-        p.environment = ProcessInfo.processInfo.environment.merging(["SWIFT_BACKTRACE": "enable=no"]) { $1 }
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        // libhdf5 can also loop forever on a corrupt file (Fuzz/README.md): stop the reader
-        // after DROPMODEL_IMPORT_TIMEOUT seconds (default 600).
-        let limit = Double(ProcessInfo.processInfo.environment["DROPMODEL_IMPORT_TIMEOUT"] ?? "") ?? 600
-        let timedOut = ManagedAtomicFlag()
-        let pid = p.processIdentifier
-        DispatchQueue.global().asyncAfter(deadline: .now() + limit) {
-            if p.isRunning {
-                timedOut.set()
-                kill(pid, SIGKILL)
-            }
-        }
-        nonisolated(unsafe) var errData = Data()
-        let group = DispatchGroup()
-        group.enter()
-        DispatchQueue.global().async {
-            errData = err.fileHandleForReading.readDataToEndOfFile()
-            group.leave()
-        }
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
-        p.waitUntilExit()
-        if timedOut.isSet {
-            throw CommandFailure(
-                message: "\(input): /: reading this file did not finish within \(Int(limit)) s: it is corrupt or hostile (or set DROPMODEL_IMPORT_TIMEOUT higher)",
-                hint: "nothing was written; re-save the model with Keras (model.save(\"model.h5\")) and import that")
-        }
-        if p.terminationReason == .uncaughtSignal {
-            throw CommandFailure(
-                message: "\(input): /: the HDF5 library crashed while reading this file (signal \(p.terminationStatus)): it is corrupt or hostile",
-                hint: "nothing was written; re-save the model with Keras (model.save(\"model.h5\")) and import that")
-        }
-        FileHandle.standardOutput.write(outData)
-        FileHandle.standardError.write(errData)
-        if p.terminationStatus != 0 { throw ExitCode(p.terminationStatus) }
-    }
-}
-
-/// A flag set from one thread and read from another.
-final class ManagedAtomicFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
-    func set() { lock.lock(); value = true; lock.unlock() }
-    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
 }
