@@ -60,10 +60,38 @@ public enum Bake {
 
     private struct DirectPathDeclined: Error {}
 
+    /// Buffers and the worker thread of the direct path, shared by all layers of one bake (so
+    /// memory does not depend on the layer count): two stored input chunks and two output
+    /// chunks, grown to the largest chunk.
+    private final class DirectBuffers: @unchecked Sendable {
+        var raw: [UnsafeMutableRawBufferPointer] = []
+        var out: [UnsafeMutableRawBufferPointer] = []
+        let worker = DispatchQueue(label: "dropmodel.bake")
+        var capacity = 0
+
+        func reserve(_ bytes: Int) {
+            guard bytes > capacity else { return }
+            release()
+            raw = (0..<2).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64) }
+            out = (0..<2).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64) }
+            capacity = bytes
+        }
+
+        func release() {
+            for b in raw + out { b.deallocate() }
+            raw = []
+            out = []
+            capacity = 0
+        }
+
+        deinit { release() }
+    }
+
     private static func write(_ bundle: BundleReader, _ out: ModelInfo, to output: String, input: String, direct: Bool) throws {
         // Provenance: the digest of the weights as they were before baking, hashed on a second
         // thread while this one reads, scales and writes (SHA-256 was a third of bake's time).
         let digest = WeightDigest.BackgroundStream()
+        let buffers = DirectBuffers()
         try File.writeAtomically(to: output) { file in
             let groups = try BundleWriter.writeMetadata(out, to: file, options: WriteOptions())
             for (l, layer) in out.layers.enumerated() {
@@ -72,7 +100,7 @@ public enum Bake {
                 let source = try bundle.weightDataset(l)
                 if direct, layer.dtype == .float32, let rows = try source.float32RowChunks(),
                    try w.float32RowChunks() == rows {
-                    try bakeChunks(source, into: w, rows: rows, layer: layer, keep: p, digest: digest)
+                    try bakeChunks(source, into: w, rows: rows, layer: layer, keep: p, digest: digest, buffers: buffers)
                 } else {
                     // float16 output, or not the layout the direct path handles: the filters.
                     try bakeRows(bundle, l, into: w, layer: layer, keep: p, input: input, digest: digest)
@@ -119,22 +147,18 @@ public enum Bake {
     /// filter path (tested). Throws DirectPathDeclined if a chunk is not as expected.
     private static func bakeChunks(
         _ source: Dataset, into w: Dataset, rows: Int, layer: LayerInfo, keep p: Float,
-        digest: WeightDigest.BackgroundStream
+        digest: WeightDigest.BackgroundStream, buffers: DirectBuffers
     ) throws {
         let elements = rows * layer.inputs
         let bytes = elements * 4 + 4
-        let raw = [UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64),
-                   UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)]
-        let out = [UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64),
-                   UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)]
-        let worker = DispatchQueue(label: "dropmodel.bake")
+        buffers.reserve(bytes)
+        let raw = buffers.raw.map { UnsafeMutableRawBufferPointer(rebasing: $0[0..<bytes]) }
+        let out = buffers.out.map { UnsafeMutableRawBufferPointer(rebasing: $0[0..<bytes]) }
+        let worker = buffers.worker
         let done = DispatchSemaphore(value: 0)
         final class Flag: @unchecked Sendable { var declined = false }
         let flag = Flag()
-        defer {
-            worker.sync {}
-            for b in raw + out { b.deallocate() }
-        }
+        defer { worker.sync {} }
         struct Job: @unchecked Sendable {
             let raw: UnsafeMutableRawBufferPointer, out: UnsafeMutableRawBufferPointer
             let valid: Int, elements: Int
