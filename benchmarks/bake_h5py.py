@@ -4,7 +4,6 @@ multiplied by float32(keep_prob) (Specs/bake.md §2), reading and writing blocks
 (about 4 MiB, a whole number of chunks) so memory stays bounded; sets /@baked = 1.
 
 usage: bake_h5py.py IN OUT        (prints one JSON object: layers, seconds, peak RSS)"""
-import resource
 import sys
 
 import h5py
@@ -58,7 +57,9 @@ def main():
     t0 = now()
     layers = bake(sys.argv[1], sys.argv[2])
     seconds = now() - t0
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM: the peak of this process's own memory map. (getrusage's ru_maxrss would also count
+    # the launching process's size at fork, which Linux carries across exec.)
+    peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
     emit({"layers": layers, "seconds": seconds, "peak_rss_kib": peak_kib,
           "h5py": h5py.__version__, "libhdf5": h5py.version.hdf5_version})
 
