@@ -85,6 +85,43 @@ struct CrashSafetyTests {
         print("bake kills: \(delays.count) runs, \(midWrite) left a temporary file (killed mid-write)")
     }
 
+    @Test("export (ONNX and safetensors) of a 64 MiB model killed at several moments")
+    func exportKilled() throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("inverted.h5")
+        let made = try Bounded.run(["init", "--layers", "2048,2048,2048,2048,2048,10", "--keep", "0.8,0.5,0.5,0.5,0.5",
+                                    "--convention", "inverted", "--seed", "1", "-o", input], timeout: 120, addressSpaceMiB: nil)
+        try #require(made.exitedNormally && made.status == 0, "\(made)")
+        let inputBytes = try Data(contentsOf: URL(fileURLWithPath: input))
+        for format in ["onnx", "safetensors"] {
+            let output = dir.file("model.\(format)"), reference = dir.file("reference.\(format)")
+            let full = try Bounded.run(["export", input, "--format", format, "-o", reference], timeout: 120, addressSpaceMiB: nil)
+            try #require(full.exitedNormally && full.status == 0, "\(full)")
+            let referenceBytes = try Data(contentsOf: URL(fileURLWithPath: reference))
+            let delays = [0.005, 0.02, 0.05] + [0.3, 0.6, 0.8, 0.95, 1.05].map { $0 * full.seconds }
+            for (k, delay) in delays.enumerated() {
+                let preexisting = k % 3 == 2
+                let previous = Data("an older file".utf8)
+                if preexisting { try previous.write(to: URL(fileURLWithPath: output)) } else { try? FileManager.default.removeItem(atPath: output) }
+                let what = "export \(format) killed after \(Int(delay * 1000)) ms (full run \(Int(full.seconds * 1000)) ms)"
+                let o = try Bounded.run(["export", input, "--format", format, "-o", output], timeout: 120, addressSpaceMiB: nil, kill: .after(delay))
+                #expect(!o.timedOut, "\(what): \(o)")
+                if !o.killedOnPurpose { #expect(o.status == 0 && !o.signaled, "\(what): finished badly: \(o)") }
+                #expect(try Data(contentsOf: URL(fileURLWithPath: input)) == inputBytes, "\(what): the input changed")
+                let stray = try Self.unexpectedFiles(in: dir.path, allowed: ["inverted.h5", "model.onnx", "reference.onnx", "model.safetensors", "reference.safetensors"])
+                #expect(stray.isEmpty, "\(what): \(stray)")
+                if FileManager.default.fileExists(atPath: output) {
+                    let now = try Data(contentsOf: URL(fileURLWithPath: output))
+                    #expect(now == referenceBytes || (preexisting && now == previous),
+                            "\(what): the output is neither the previous file nor the complete export (\(now.count) of \(referenceBytes.count) bytes)")
+                } else {
+                    #expect(!preexisting, "\(what): the pre-existing output was removed")
+                }
+                try Self.removeTemporaries(in: dir.path)
+            }
+        }
+    }
+
     static let trainArguments = [
         "train", "--data", "fashion-mnist", "--limit", "2000", "--test-limit", "200", "--layers", "784,64,10",
         "--keep", "0.8,0.5", "--epochs", "3", "--seed", "1", "--threads", "1",
