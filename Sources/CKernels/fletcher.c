@@ -17,10 +17,9 @@
 
 static inline uint32_t fold(uint32_t s) { return (s & 0xffff) + (s >> 16); }
 
-unsigned int dm_fletcher32_scalar(const void *data_, unsigned long bytes) {
-    const uint8_t *data = (const uint8_t *)data_;
-    size_t len = bytes / 2;
-    uint32_t sum1 = 0, sum2 = 0;
+// libhdf5's loop from (sum1, sum2) over `len` words at `data` (blocks of 360, folded after
+// each), then the odd trailing byte and the final folds; returns the checksum.
+static uint32_t fletcher32_finish(const uint8_t *data, size_t len, int odd, uint32_t sum1, uint32_t sum2) {
     while (len) {
         size_t n = len > 360 ? 360 : len;
         len -= n;
@@ -32,7 +31,7 @@ unsigned int dm_fletcher32_scalar(const void *data_, unsigned long bytes) {
         sum1 = fold(sum1);
         sum2 = fold(sum2);
     }
-    if (bytes % 2) {
+    if (odd) {
         sum1 += (uint32_t)(((uint16_t)*data) << 8);
         sum2 += sum1;
         sum1 = fold(sum1);
@@ -41,6 +40,10 @@ unsigned int dm_fletcher32_scalar(const void *data_, unsigned long bytes) {
     sum1 = fold(sum1);
     sum2 = fold(sum2);
     return (sum2 << 16) | sum1;
+}
+
+unsigned int dm_fletcher32_scalar(const void *data, unsigned long bytes) {
+    return fletcher32_finish((const uint8_t *)data, bytes / 2, (int)(bytes % 2), 0, 0);
 }
 
 #if defined(__x86_64__)
@@ -80,25 +83,8 @@ __attribute__((target("avx2"))) static uint32_t fletcher32_avx2(const uint8_t *d
         data += 720;
         len -= 360;
     }
-    if (len) {
-        size_t n = len;
-        do {
-            sum1 += (uint32_t)(((uint16_t)data[0]) << 8) | ((uint16_t)data[1]);
-            data += 2;
-            sum2 += sum1;
-        } while (--n);
-        sum1 = fold(sum1);
-        sum2 = fold(sum2);
-    }
-    if (bytes % 2) {
-        sum1 += (uint32_t)(((uint16_t)*data) << 8);
-        sum2 += sum1;
-        sum1 = fold(sum1);
-        sum2 = fold(sum2);
-    }
-    sum1 = fold(sum1);
-    sum2 = fold(sum2);
-    return (sum2 << 16) | sum1;
+    // The last partial block (fewer than 360 words) and an odd byte: the sequential loop.
+    return fletcher32_finish(data, len, (int)(bytes % 2), sum1, sum2);
 }
 #endif
 

@@ -440,62 +440,99 @@ static long long now_ms(void) {
     return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-void dm_probe_wait(int pid, int read_fd, int timeout_ms, dm_probe_result *result) {
+// Reads what a child writes on `fd` until end of file or `timeout_ms` (then kills it), handing
+// each chunk to `take` (which returns nonzero to stop: the child is then killed too), closes
+// `fd` and reaps the child. Fills the result's signal, exit status and elapsed time. Returns how
+// the reading ended: 0 end of file, 1 timeout, 2 stopped by `take`, 3 a read error. `*reaped`
+// says whether the child's status is known (it is not if SIGCHLD is ignored).
+static int collect(int pid, int fd, int timeout_ms, int (*take)(void *ctx, const char *bytes, size_t n),
+                   void *ctx, dm_probe_result *result, int *reaped) {
     long long start = now_ms();
-    char line[sizeof result->step];
-    size_t length = 0;
-    char last[sizeof result->step] = "";
-    int done = 0, memory = 0, timed_out = 0;
+    int ended = 3;
     char buf[8192];
     for (;;) {
         long long remaining = (long long)timeout_ms - (now_ms() - start);
         if (remaining <= 0) {
-            timed_out = 1;
+            ended = 1;
             break;
         }
-        struct pollfd pfd = {read_fd, POLLIN, 0};
+        struct pollfd pfd = {fd, POLLIN, 0};
         int ready = poll(&pfd, 1, (int)remaining);
         if (ready < 0) {
             if (errno == EINTR) continue;
             break;
         }
         if (ready == 0) {
-            timed_out = 1;
+            ended = 1;
             break;
         }
-        ssize_t n = read(read_fd, buf, sizeof buf);
+        ssize_t n = read(fd, buf, sizeof buf);
         if (n < 0) {
             if (errno == EINTR) continue;
             break;
         }
-        if (n == 0) break;  // the child is gone
-        for (ssize_t i = 0; i < n; i++) {
-            if (buf[i] != '\n') {
-                if (length < sizeof line - 1) line[length++] = buf[i];
-                continue;
-            }
-            line[length] = 0;
-            if (strcmp(line, "=done") == 0) done = 1;
-            else if (strcmp(line, "=memory") == 0) memory = 1;
-            else memcpy(last, line, length + 1);
-            length = 0;
+        if (n == 0) {
+            ended = 0;  // the child is gone
+            break;
+        }
+        if (take(ctx, buf, (size_t)n)) {
+            ended = 2;
+            break;
         }
     }
-    if (timed_out) kill(pid, SIGKILL);
+    if (ended == 1 || ended == 2) kill(pid, SIGKILL);
     int status = 0;
     pid_t r;
     do r = waitpid(pid, &status, 0); while (r < 0 && errno == EINTR);
-    close(read_fd);
+    close(fd);
     result->elapsed_ms = now_ms() - start;
-    memcpy(result->step, last, sizeof result->step);
-    if (r == pid && WIFSIGNALED(status)) result->signal = WTERMSIG(status);
-    if (r == pid && WIFEXITED(status)) result->exit_status = WEXITSTATUS(status);
-    if (timed_out) result->outcome = DM_PROBE_TIMEOUT;
-    else if (memory) result->outcome = DM_PROBE_MEMORY;
-    else if (result->signal != 0) result->outcome = DM_PROBE_CRASHED;
-    // Finished only if it said so and (when its status is known) exited normally.
-    else if (done && (r != pid || result->exit_status == CHILD_DONE)) result->outcome = DM_PROBE_OK;
-    else result->outcome = DM_PROBE_CRASHED;
+    *reaped = r == pid;
+    if (*reaped && WIFSIGNALED(status)) result->signal = WTERMSIG(status);
+    if (*reaped && WIFEXITED(status)) result->exit_status = WEXITSTATUS(status);
+    return ended;
+}
+
+// The walk's report: lines "OBJECT\tWHAT", then "=done" or "=memory".
+typedef struct {
+    char line[sizeof(((dm_probe_result *)0)->step)];
+    size_t length;
+    char last[sizeof(((dm_probe_result *)0)->step)];
+    int done, memory;
+} step_reader;
+
+static int take_steps(void *ctx, const char *bytes, size_t n) {
+    step_reader *s = ctx;
+    for (size_t i = 0; i < n; i++) {
+        if (bytes[i] != '\n') {
+            if (s->length < sizeof s->line - 1) s->line[s->length++] = bytes[i];
+            continue;
+        }
+        s->line[s->length] = 0;
+        if (strcmp(s->line, "=done") == 0) s->done = 1;
+        else if (strcmp(s->line, "=memory") == 0) s->memory = 1;
+        else memcpy(s->last, s->line, s->length + 1);
+        s->length = 0;
+    }
+    return 0;
+}
+
+// The outcome from how the child ended: it finished only if it said so and (when its status is
+// known) exited normally.
+static int outcome(int ended, int memory, int done, int reaped, const dm_probe_result *result) {
+    if (ended == 1) return DM_PROBE_TIMEOUT;
+    if (memory) return DM_PROBE_MEMORY;
+    if (result->signal != 0) return DM_PROBE_CRASHED;
+    if (done && (!reaped || result->exit_status == CHILD_DONE)) return DM_PROBE_OK;
+    return DM_PROBE_CRASHED;
+}
+
+void dm_probe_wait(int pid, int read_fd, int timeout_ms, dm_probe_result *result) {
+    step_reader steps;
+    memset(&steps, 0, sizeof steps);
+    int reaped = 0;
+    int ended = collect(pid, read_fd, timeout_ms, take_steps, &steps, result, &reaped);
+    memcpy(result->step, steps.last, sizeof result->step);
+    result->outcome = outcome(ended, steps.memory, steps.done, reaped, result);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -603,6 +640,28 @@ static void strings_child(hid_t attribute, hid_t memtype, size_t count, size_t m
     _exit(CHILD_DONE);
 }
 
+// The strings child's records, gathered up to a bound.
+typedef struct {
+    unsigned char *data;
+    size_t length, capacity, limit;
+} byte_sink;
+
+static int take_bytes(void *ctx, const char *bytes, size_t n) {
+    byte_sink *s = ctx;
+    if (s->length + n > s->limit) return 1;  // more than `count` strings can take: stop it
+    if (s->length + n > s->capacity) {
+        size_t grown = s->capacity;
+        while (grown < s->length + n) grown *= 2;
+        unsigned char *q = realloc(s->data, grown);
+        if (!q) return 1;
+        s->data = q;
+        s->capacity = grown;
+    }
+    memcpy(s->data + s->length, bytes, n);
+    s->length += n;
+    return 0;
+}
+
 void dm_isolated_read_strings(long long attribute, long long memtype, unsigned long long count,
                               unsigned long long max_string_bytes, int timeout_ms,
                               unsigned long long memory_limit_bytes, int keep_stderr,
@@ -649,64 +708,19 @@ void dm_isolated_read_strings(long long attribute, long long memtype, unsigned l
         _exit(CHILD_DONE);
     }
     close(p[1]);
-    int fd = p[0];
-    long long start = now_ms();
-    size_t capacity = 4096, length = 0;
-    unsigned char *data = malloc(capacity);
-    int timed_out = 0, overflow = 0;
-    for (;;) {
-        long long remaining = (long long)timeout_ms - (now_ms() - start);
-        if (remaining <= 0) {
-            timed_out = 1;
-            break;
-        }
-        struct pollfd pfd = {fd, POLLIN, 0};
-        int ready = poll(&pfd, 1, (int)remaining);
-        if (ready < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        if (ready == 0) {
-            timed_out = 1;
-            break;
-        }
-        if (!data || length == capacity) {
-            size_t grown = capacity * 2;
-            if (!data || grown > cap + 4096) {
-                overflow = 1;
-                break;
-            }
-            unsigned char *q = realloc(data, grown);
-            if (!q) {
-                overflow = 1;
-                break;
-            }
-            data = q;
-            capacity = grown;
-        }
-        ssize_t n = read(fd, data + length, capacity - length);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        if (n == 0) break;
-        length += (size_t)n;
+    byte_sink sink = {malloc(4096), 0, 4096, (size_t)cap + 4096};
+    int reaped = 0;
+    int ended = sink.data ? collect(pid, p[0], timeout_ms, take_bytes, &sink, result, &reaped) : 2;
+    if (!sink.data) {
+        kill(pid, SIGKILL);
+        close(p[0]);
+        waitpid(pid, NULL, 0);
     }
-    if (timed_out || overflow) kill(pid, SIGKILL);
-    int status = 0;
-    pid_t r;
-    do r = waitpid(pid, &status, 0); while (r < 0 && errno == EINTR);
-    close(fd);
-    result->elapsed_ms = now_ms() - start;
-    if (r == pid && WIFSIGNALED(status)) result->signal = WTERMSIG(status);
-    if (r == pid && WIFEXITED(status)) result->exit_status = WEXITSTATUS(status);
-    int done = length > 0 && data && data[length - 1] == 'D';
-    int memory = length > 0 && data && data[length - 1] == 'M';
-    if (timed_out) result->outcome = DM_PROBE_TIMEOUT;
-    else if (overflow || memory) result->outcome = DM_PROBE_MEMORY;
-    else if (result->signal != 0) result->outcome = DM_PROBE_CRASHED;
-    else if (done && (r != pid || result->exit_status == CHILD_DONE)) result->outcome = DM_PROBE_OK;
-    else result->outcome = DM_PROBE_CRASHED;
+    unsigned char *data = sink.data;
+    size_t length = sink.length;
+    int done = length > 0 && data[length - 1] == 'D';
+    int memory = ended == 2 || (length > 0 && data[length - 1] == 'M');
+    result->outcome = outcome(ended, memory, done, reaped, result);
     if (result->outcome != DM_PROBE_OK) {
         free(data);
         return;
