@@ -400,6 +400,27 @@ static int already_open(const char *path) {
     return found;
 }
 
+// A pipe (p[0] the parent's read end, p[1] the child's write end) and a forked child. In the
+// child returns 0 with p[0] closed; in the parent the child's pid with p[1] closed; on failure -1
+// with the result marked unavailable.
+static pid_t fork_with_pipe(int p[2], dm_probe_result *result) {
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        result->outcome = DM_PROBE_UNAVAILABLE;
+        result->errno_value = errno;
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        result->outcome = DM_PROBE_UNAVAILABLE;
+        result->errno_value = errno;
+        close(p[0]);
+        close(p[1]);
+        return -1;
+    }
+    close(pid == 0 ? p[0] : p[1]);
+    return pid;
+}
+
 int dm_probe_start(const char *path, unsigned long long memory_limit_bytes, int keep_stderr,
                    int *read_fd, dm_probe_result *result) {
     memset(result, 0, sizeof *result);
@@ -410,26 +431,13 @@ int dm_probe_start(const char *path, unsigned long long memory_limit_bytes, int 
         return 0;
     }
     int p[2];
-    if (pipe2(p, O_CLOEXEC) != 0) {
-        result->outcome = DM_PROBE_UNAVAILABLE;
-        result->errno_value = errno;
-        return 0;
-    }
     const pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        result->outcome = DM_PROBE_UNAVAILABLE;
-        result->errno_value = errno;
-        close(p[0]);
-        close(p[1]);
-        return 0;
-    }
+    pid_t pid = fork_with_pipe(p, result);
+    if (pid < 0) return 0;
     if (pid == 0) {
-        close(p[0]);
         child_main(path, p[1], memory_limit_bytes, keep_stderr, parent);
         _exit(CHILD_DONE);
     }
-    close(p[1]);
     *read_fd = p[0];
     return pid;
 }
@@ -679,22 +687,10 @@ void dm_isolated_read_strings(long long attribute, long long memtype, unsigned l
         return;
     }
     int p[2];
-    if (pipe2(p, O_CLOEXEC) != 0) {
-        result->outcome = DM_PROBE_UNAVAILABLE;
-        result->errno_value = errno;
-        return;
-    }
     const pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        result->outcome = DM_PROBE_UNAVAILABLE;
-        result->errno_value = errno;
-        close(p[0]);
-        close(p[1]);
-        return;
-    }
+    pid_t pid = fork_with_pipe(p, result);
+    if (pid < 0) return;
     if (pid == 0) {
-        close(p[0]);
         child_setup(memory_limit_bytes, keep_stderr, parent);
         // Keep only the pipe and the descriptor of the attribute's own file.
         int file_fd = -1;
@@ -707,7 +703,6 @@ void dm_isolated_read_strings(long long attribute, long long memtype, unsigned l
         strings_child((hid_t)attribute, (hid_t)memtype, (size_t)count, (size_t)max_string_bytes, p[1]);
         _exit(CHILD_DONE);
     }
-    close(p[1]);
     byte_sink sink = {malloc(4096), 0, 4096, (size_t)cap + 4096};
     int reaped = 0;
     int ended = sink.data ? collect(pid, p[0], timeout_ms, take_bytes, &sink, result, &reaped) : 2;

@@ -55,19 +55,8 @@ struct Eval: ParsableCommand {
         let info = bundle.info
         let recipe = info.training.flatMap { try? Recipe.decode(json: $0.recipe) }
         let source = data ?? recipe?.data ?? "fashion-mnist"
-        let split: DataSplit
-        do { split = try DataSource.load(source, limit: 1, testLimit: limit) } catch let e as DataError {
-            throw CommandFailure(message: e.description, hint: e.hint)
-        }
-        guard let set = split.test else {
-            throw CommandFailure(message: "\(source) has no test set to evaluate on",
-                                 hint: "a data directory needs t10k-images/t10k-labels; an HDF5 file /test/inputs and /test/labels")
-        }
-        guard set.features == info.layers.first?.inputs else {
-            throw CommandFailure(message: "\(source) has \(set.features) features per example; \(model) expects \(info.layers.first?.inputs ?? 0)")
-        }
-        let network = Network(layers: info.layers, parameters: try bundle.readModel().parameters)
-        let evaluation = Evaluation(network: network, convention: info.convention, baked: info.baked, threads: try threadsOption.resolve())
+        let (set, dataDescription) = try loadTestSet(source, limit: limit, for: info, model: model, purpose: "evaluate on")
+        let (_, evaluation) = try deterministicEvaluation(bundle, threads: try threadsOption.resolve())
         let started = Date()
         let ws = evaluation.weightScalingError(set)
         let mcSeed = seed ?? info.rng?.seed ?? 0
@@ -80,7 +69,7 @@ struct Eval: ParsableCommand {
         if let plot { try writePlot(rows, weightScaling: ws, to: plot, title: "\(URL(fileURLWithPath: model).lastPathComponent): \(set.count) test examples") }
         if json {
             let o = JSON.object([
-                ("model", .string(model)), ("data", .string(split.description)), ("examples", .int(Int64(set.count))),
+                ("model", .string(model)), ("data", .string(dataDescription)), ("examples", .int(Int64(set.count))),
                 ("convention", .string(info.convention.rawValue)), ("baked", .bool(info.baked)),
                 ("weight_scaling_error", .double(ws)), ("seed", .int(mcSeed)), ("repeats", .int(Int64(repeats))),
                 ("monte_carlo", .array(rows.map { r in
@@ -147,4 +136,28 @@ struct Eval: ParsableCommand {
     func escape(_ s: String) -> String {
         s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
     }
+}
+
+/// The test examples of `source` (at most `limit`), checked against the model's input width.
+func loadTestSet(_ source: String, limit: Int?, for info: ModelInfo, model: String, purpose: String) throws -> (LabeledExamples, String) {
+    let split: DataSplit
+    do { split = try DataSource.load(source, limit: 1, testLimit: limit) } catch let e as DataError {
+        throw CommandFailure(message: e.description, hint: e.hint)
+    }
+    guard let set = split.test else {
+        throw CommandFailure(message: "\(source) has no test set to \(purpose)",
+                             hint: "a data directory needs t10k-images/t10k-labels; an HDF5 file /test/inputs and /test/labels")
+    }
+    guard set.features == info.layers.first?.inputs else {
+        throw CommandFailure(message: "\(source) has \(set.features) features per example; \(model) expects \(info.layers.first?.inputs ?? 0)")
+    }
+    return (set, split.description)
+}
+
+/// The bundle's network and its deterministic evaluation (weight scaling applied on the fly to
+/// an unbaked classic bundle; Specs/bake.md).
+func deterministicEvaluation(_ bundle: BundleReader, threads: Int) throws -> (Network, Evaluation) {
+    let info = bundle.info
+    let network = Network(layers: info.layers, parameters: try bundle.readModel().parameters)
+    return (network, Evaluation(network: network, convention: info.convention, baked: info.baked, threads: threads))
 }

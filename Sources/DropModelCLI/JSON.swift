@@ -1,3 +1,4 @@
+import Interop
 import Foundation
 
 /// A JSON value with keys kept in insertion order, so `--json` output is stable and readable.
@@ -52,21 +53,7 @@ enum JSON: Equatable, Decodable {
         }
     }
 
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
-            default: out.unicodeScalars.append(u)
-            }
-        }
-        return out + "\""
-    }
+    static func quote(_ s: String) -> String { jsonQuote(s) }
 
     init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()

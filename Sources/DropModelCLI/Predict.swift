@@ -40,19 +40,8 @@ struct Predict: ParsableCommand {
     func run() throws {
         let bundle = try BundleReader(path: model)
         let info = bundle.info
-        let split: DataSplit
-        do { split = try DataSource.load(data, limit: 1, testLimit: limit) } catch let e as DataError {
-            throw CommandFailure(message: e.description, hint: e.hint)
-        }
-        guard let set = split.test else {
-            throw CommandFailure(message: "\(data) has no test set to predict on",
-                                 hint: "a data directory needs t10k-images/t10k-labels; an HDF5 file /test/inputs and /test/labels")
-        }
-        guard set.features == info.layers.first?.inputs else {
-            throw CommandFailure(message: "\(data) has \(set.features) features per example; \(model) expects \(info.layers.first?.inputs ?? 0)")
-        }
-        let network = Network(layers: info.layers, parameters: try bundle.readModel().parameters)
-        let evaluation = Evaluation(network: network, convention: info.convention, baked: info.baked, threads: try threadsOption.resolve())
+        let (set, dataDescription) = try loadTestSet(data, limit: limit, for: info, model: model, purpose: "predict on")
+        let (network, evaluation) = try deterministicEvaluation(bundle, threads: try threadsOption.resolve())
         let probs = evaluation.deterministicProbabilities(set)
         let classes = network.outputs
         let predicted = Predictor.argmax(probs, classes: classes)
@@ -65,7 +54,7 @@ struct Predict: ParsableCommand {
             : info.baked ? "weights as stored (baked)" : "weight scaling applied on the fly (classic)"
         if json {
             let o = JSON.object([
-                ("model", .string(model)), ("data", .string(split.description)), ("examples", .int(Int64(set.count))),
+                ("model", .string(model)), ("data", .string(dataDescription)), ("examples", .int(Int64(set.count))),
                 ("classes", .int(Int64(classes))), ("error", .double(error)), ("inference", .string(how)),
                 ("output", .optional(output)),
             ])
