@@ -337,12 +337,13 @@ static void probe_object(walker *w, hid_t object, const char *path, int depth) {
 
 // Default handling of fatal signals (no runtime crash handler, no backtrace), no core file,
 // stderr on /dev/null unless kept, the memory limit, HDF5 error printing off.
-static void child_setup(unsigned long long memory_limit, int keep_stderr, pid_t parent);
+static void child_setup(unsigned long long memory_limit, int keep_stderr, pid_t parent, int cpu_limit_ms);
 
 static void close_inherited(int keep_a, int keep_b);
 
-static void child_main(const char *path, int fd, unsigned long long memory_limit, int keep_stderr, pid_t parent) {
-    child_setup(memory_limit, keep_stderr, parent);
+static void child_main(const char *path, int fd, unsigned long long memory_limit, int keep_stderr, pid_t parent,
+                       int cpu_limit_ms) {
+    child_setup(memory_limit, keep_stderr, parent, cpu_limit_ms);
     close_inherited(fd, -1);
     walker w = {fd, 0};
     H5PLset_loading_state(0);
@@ -422,7 +423,7 @@ static pid_t fork_with_pipe(int p[2], dm_probe_result *result) {
 }
 
 int dm_probe_start(const char *path, unsigned long long memory_limit_bytes, int keep_stderr,
-                   int *read_fd, dm_probe_result *result) {
+                   int cpu_limit_ms, int *read_fd, dm_probe_result *result) {
     memset(result, 0, sizeof *result);
     result->exit_status = -1;
     *read_fd = -1;
@@ -435,7 +436,7 @@ int dm_probe_start(const char *path, unsigned long long memory_limit_bytes, int 
     pid_t pid = fork_with_pipe(p, result);
     if (pid < 0) return 0;
     if (pid == 0) {
-        child_main(path, p[1], memory_limit_bytes, keep_stderr, parent);
+        child_main(path, p[1], memory_limit_bytes, keep_stderr, parent, cpu_limit_ms);
         _exit(CHILD_DONE);
     }
     *read_fd = p[0];
@@ -524,10 +525,18 @@ static int take_steps(void *ctx, const char *bytes, size_t n) {
     return 0;
 }
 
+// The wall-clock backstop for a child limited to `cpu_limit_ms` of CPU (one blocked rather than
+// spinning): six times the CPU limit, at least a minute.
+static int wall_limit_ms(int cpu_limit_ms) {
+    long long ms = 6LL * cpu_limit_ms;
+    return ms < 60000 ? 60000 : (ms > 3600000 ? 3600000 : (int)ms);
+}
+
 // The outcome from how the child ended: it finished only if it said so and (when its status is
-// known) exited normally.
+// known) exited normally. Killed for its CPU time (SIGXCPU, or SIGKILL at the hard limit after
+// the CPU limit) or by the wall-clock backstop: a timeout.
 static int outcome(int ended, int memory, int done, int reaped, const dm_probe_result *result) {
-    if (ended == 1) return DM_PROBE_TIMEOUT;
+    if (ended == 1 || result->signal == SIGXCPU) return DM_PROBE_TIMEOUT;
     if (memory) return DM_PROBE_MEMORY;
     if (result->signal != 0) return DM_PROBE_CRASHED;
     if (done && (!reaped || result->exit_status == CHILD_DONE)) return DM_PROBE_OK;
@@ -538,7 +547,7 @@ void dm_probe_wait(int pid, int read_fd, int timeout_ms, dm_probe_result *result
     step_reader steps;
     memset(&steps, 0, sizeof steps);
     int reaped = 0;
-    int ended = collect(pid, read_fd, timeout_ms, take_steps, &steps, result, &reaped);
+    int ended = collect(pid, read_fd, wall_limit_ms(timeout_ms), take_steps, &steps, result, &reaped);
     memcpy(result->step, steps.last, sizeof result->step);
     result->outcome = outcome(ended, steps.memory, steps.done, reaped, result);
 }
@@ -546,12 +555,15 @@ void dm_probe_wait(int pid, int read_fd, int timeout_ms, dm_probe_result *result
 // ---------------------------------------------------------------------------------------------
 // Variable-length strings, read in a child.
 
-static void child_setup(unsigned long long memory_limit, int keep_stderr, pid_t parent) {
-    // The child never outlives the parent (killed with it, e.g. by SIGKILL or a test's timeout),
-    // and never runs for more than a minute of CPU whatever happens.
+static void child_setup(unsigned long long memory_limit, int keep_stderr, pid_t parent, int cpu_limit_ms) {
+    // The child never outlives the parent (killed with it, e.g. by SIGKILL or a test's timeout).
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(CHILD_DONE + 9);
-    struct rlimit cpu = {60, 61};
+    // The limit on a looping libhdf5 is CPU time, not wall time: a loaded machine slows the
+    // child without spending its budget. SIGXCPU at the soft limit, SIGKILL one second later.
+    rlim_t seconds = (rlim_t)((cpu_limit_ms + 999) / 1000);
+    if (seconds < 1) seconds = 1;
+    struct rlimit cpu = {seconds, seconds + 1};
     setrlimit(RLIMIT_CPU, &cpu);
     const int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS, SIGPIPE};
     for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) signal(fatal[i], SIG_DFL);
@@ -691,7 +703,7 @@ void dm_isolated_read_strings(long long attribute, long long memtype, unsigned l
     pid_t pid = fork_with_pipe(p, result);
     if (pid < 0) return;
     if (pid == 0) {
-        child_setup(memory_limit_bytes, keep_stderr, parent);
+        child_setup(memory_limit_bytes, keep_stderr, parent, timeout_ms);
         // Keep only the pipe and the descriptor of the attribute's own file.
         int file_fd = -1;
         hid_t file = H5Iget_file_id((hid_t)attribute);
@@ -705,7 +717,7 @@ void dm_isolated_read_strings(long long attribute, long long memtype, unsigned l
     }
     byte_sink sink = {malloc(4096), 0, 4096, (size_t)cap + 4096};
     int reaped = 0;
-    int ended = sink.data ? collect(pid, p[0], timeout_ms, take_bytes, &sink, result, &reaped) : 2;
+    int ended = sink.data ? collect(pid, p[0], wall_limit_ms(timeout_ms), take_bytes, &sink, result, &reaped) : 2;
     if (!sink.data) {
         kill(pid, SIGKILL);
         close(p[0]);

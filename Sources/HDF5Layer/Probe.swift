@@ -13,7 +13,8 @@ import Foundation
 /// is opened here only if the child finished; otherwise the error says what libhdf5 did and at
 /// which object.
 enum Probe {
-    /// Wall-clock limit for the child (`DROPMODEL_PROBE_TIMEOUT`, seconds, overrides).
+    /// CPU-time limit for the child (`DROPMODEL_PROBE_TIMEOUT`, seconds, overrides); a
+    /// wall-clock backstop of six times it (at least a minute) catches a child that blocks.
     static let timeoutMilliseconds: Int32 = {
         if let s = ProcessInfo.processInfo.environment["DROPMODEL_PROBE_TIMEOUT"], let v = Double(s), v > 0, v < 3600 {
             return Int32(v * 1000)
@@ -59,7 +60,7 @@ enum Probe {
         var fd: Int32 = -1
         // No other thread may be inside libhdf5 while the process forks: take the library lock.
         let pid = HDF5Library.withLock {
-            dm_probe_start(path, memoryAllowance, keepStandardError ? 1 : 0, &fd, &result)
+            dm_probe_start(path, memoryAllowance, keepStandardError ? 1 : 0, timeoutMilliseconds, &fd, &result)
         }
         if pid > 0 { dm_probe_wait(pid, fd, timeoutMilliseconds, &result) }
         let step = withUnsafeBytes(of: result.step) { raw in
@@ -138,8 +139,8 @@ enum Probe {
                 + "or made to attack HDF5 readers, and dropmodel will not open it")
         case DM_PROBE_TIMEOUT:
             return loc.error(.unsafeFile, operation,
-                "libhdf5 did not finish reading \(what) within \(timeoutMilliseconds / 1000) s in a separate "
-                + "process (it loops for ever on some malformed files); dropmodel will not open the file")
+                "libhdf5 did not finish reading \(what) within \(timeoutMilliseconds / 1000) s of CPU time in a "
+                + "separate process (it loops for ever on some malformed files); dropmodel will not open the file")
         case DM_PROBE_MEMORY:
             return loc.error(.unsafeFile, operation,
                 "libhdf5 needed more than \(memoryAllowance >> 20) MiB to read \(what) in a separate process "

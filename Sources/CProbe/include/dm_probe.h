@@ -7,8 +7,8 @@
 // in its own process, a forked child opens it and performs every metadata operation the reader
 // can perform, on every object reachable by hard links: open each object, decode each attribute
 // and read its value (variable-length strings included), open each dataset and query its type,
-// shape, layout, filters and chunk index. The child runs with a memory limit, no core dump,
-// default signal handlers and stderr on /dev/null; it is killed after a timeout. Only if it
+// shape, layout, filters and chunk index. The child runs with a memory limit, a CPU-time limit,
+// no core dump, default signal handlers and stderr on /dev/null. Only if it
 // finishes does the parent open the file.
 #ifndef DROPMODEL_PROBE_H
 #define DROPMODEL_PROBE_H
@@ -21,7 +21,7 @@ extern "C" {
 typedef enum {
     DM_PROBE_OK = 0,       ///< finished (HDF5 errors on the way are the parent's to report)
     DM_PROBE_CRASHED = 1,  ///< the child died of a signal or exited abnormally
-    DM_PROBE_TIMEOUT = 2,  ///< killed after the timeout
+    DM_PROBE_TIMEOUT = 2,  ///< out of CPU time (a loop), or past the wall-clock backstop
     DM_PROBE_MEMORY = 3,   ///< libhdf5 failed to allocate under the memory limit
     DM_PROBE_SKIPPED = 4,  ///< the file is already open in this process (probed before, or ours)
     DM_PROBE_UNAVAILABLE = 5  ///< fork or pipe failed; errno_value says why
@@ -41,10 +41,12 @@ typedef struct {
 /// 0 when there is nothing to wait for (skipped or unavailable). `*read_fd` receives the pipe the
 /// child reports its steps on.
 int dm_probe_start(const char *path, unsigned long long memory_limit_bytes, int keep_stderr,
-                   int *read_fd, dm_probe_result *result);
+                   int cpu_limit_ms, int *read_fd, dm_probe_result *result);
 
-/// Waits for the child started by dm_probe_start (no libhdf5 call: run it without the lock),
-/// killing it after `timeout_ms`; fills `result`.
+/// Waits for the child started by dm_probe_start (no libhdf5 call: run it without the lock);
+/// fills `result`. The child is limited to `cpu_limit_ms` of CPU time (given to dm_probe_start
+/// too); `timeout_ms` here is that limit, and the wait gives up at a wall-clock backstop of six
+/// times it (at least a minute).
 void dm_probe_wait(int pid, int read_fd, int timeout_ms, dm_probe_result *result);
 
 /// Reads the `count` variable-length strings of an open attribute in a forked child (the call
