@@ -166,10 +166,8 @@ public enum Bake {
         let chunks = (layer.outputs + rows - 1) / rows
         for c in 0..<chunks {
             let k = c % 2
-            guard try source.readStoredChunk(row: c * rows, into: raw[k]) != nil else {
-                for _ in 0..<min(c, 1) { done.wait() }
-                throw DirectPathDeclined()
-            }
+            // (A pending job is waited for by the deferred `worker.sync` before any buffer is reused.)
+            guard try source.readStoredChunk(row: c * rows, into: raw[k]) != nil else { throw DirectPathDeclined() }
             let job = Job(raw: raw[k], out: out[k], valid: min(rows, layer.outputs - c * rows) * layer.inputs, elements: elements)
             worker.async {
                 defer { done.signal() }

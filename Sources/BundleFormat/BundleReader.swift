@@ -299,8 +299,7 @@ struct Parser {
     /// so a file whose writer stopped early (or was made to look big) would read as a model of
     /// zeros. Counting stored chunks walks the chunk index only.
     private mutating func requireStored(_ ds: Dataset) {
-        guard let (stored, expected) = get({ try ds.storedExtent() }), stored < expected else { return }
-        let chunked = (try? ds.storageInfo().layout) == .chunked
+        guard let (stored, expected, chunked) = get({ try ds.storedExtent() }), stored < expected else { return }
         add(ds.path, chunked
                 ? "only \(stored) of its \(expected) chunks are stored; the rest would read as the fill value"
                 : "only \(stored) of its \(expected) bytes are stored; the rest would read as the fill value",

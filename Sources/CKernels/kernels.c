@@ -105,9 +105,6 @@ static inline void update_one(float g, float *w, float *v, float mu, float lr, f
     *w = *w + nv;
 }
 
-// Unfused: the product row by row into a scratch row, then the update.
-static int sgemm_update_unfused(int path, int transA, int transB, long m, long n, long k,
-                                const float *A, long lda, const float *B, long ldb, const dm_update *u);
 
 #if defined(__x86_64__)
 
@@ -483,16 +480,22 @@ void dm_sgemm(int transA, int transB, long m, long n, long k,
     dm_sgemm_path(DM_PATH_AUTO, transA, transB, m, n, k, A, lda, B, ldb, C, ldc, accumulate);
 }
 
-static int sgemm_update_unfused(int path, int transA, int transB, long m, long n, long k,
-                                const float *A, long lda, const float *B, long ldb, const dm_update *u) {
-    float *row = (float *)malloc((size_t)n * sizeof(float));
-    if (row == NULL) return 0;
+// Unfused (a k beyond the kernel's block, or no AVX2): the product in blocks of up to 256
+// columns of one row into a stack buffer, then the update of those elements.
+static void sgemm_update_unfused(int path, int transA, int transB, long m, long n, long k,
+                                 const float *A, long lda, const float *B, long ldb, const dm_update *u) {
+    float g[256];
     for (long i = 0; i < m; ++i) {
-        dm_sgemm_path(path, transA, transB, 1, n, k, transA ? A + i : A + i * lda, lda, B, ldb, row, n, 0);
-        for (long j = 0; j < n; ++j) update_one(row[j], u->w + i * u->ld + j, u->v + i * u->ld + j, u->mu, u->lr, u->l2);
+        const float *arow = transA ? A + i : A + i * lda;
+        for (long j0 = 0; j0 < n; j0 += 256) {
+            const long nb = n - j0 < 256 ? n - j0 : 256;
+            dm_sgemm_path(path, transA, transB, 1, nb, k, arow, lda, transB ? B + j0 * ldb : B + j0, ldb, g, nb, 0);
+            for (long j = 0; j < nb; ++j) {
+                const long e = i * u->ld + j0 + j;
+                update_one(g[j], u->w + e, u->v + e, u->mu, u->lr, u->l2);
+            }
+        }
     }
-    free(row);
-    return 1;
 }
 
 void dm_sgemm_update_path(int path, int transA, int transB, long m, long n, long k,
@@ -504,13 +507,5 @@ void dm_sgemm_update_path(int path, int transA, int transB, long m, long n, long
         if (sgemm_avx2(transA, transB, m, n, k, A, lda, B, ldb, NULL, 0, 0, u)) return;
     }
 #endif
-    if (sgemm_update_unfused(path, transA, transB, m, n, k, A, lda, B, ldb, u)) return;
-    // Out of memory for one row: element by element (same bits).
-    for (long i = 0; i < m; ++i)
-        for (long j = 0; j < n; ++j) {
-            float g = 0.0f;
-            dm_sgemm_path(DM_PATH_SCALAR, transA, transB, 1, 1, k, transA ? A + i : A + i * lda, lda,
-                          transB ? B + j * ldb : B + j, ldb, &g, 1, 0);
-            update_one(g, u->w + i * u->ld + j, u->v + i * u->ld + j, u->mu, u->lr, u->l2);
-        }
+    sgemm_update_unfused(path, transA, transB, m, n, k, A, lda, B, ldb, u);
 }

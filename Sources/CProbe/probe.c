@@ -10,7 +10,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -335,11 +334,61 @@ static void probe_object(walker *w, hid_t object, const char *path, int depth) {
     }
 }
 
-// Default handling of fatal signals (no runtime crash handler, no backtrace), no core file,
-// stderr on /dev/null unless kept, the memory limit, HDF5 error printing off.
-static void child_setup(unsigned long long memory_limit, int keep_stderr, pid_t parent, int cpu_limit_ms);
+// Every child's set-up: killed with its parent, a CPU-time limit, default handling of fatal
+// signals (no runtime crash handler, no backtrace), no core file, stderr on /dev/null unless
+// kept, the memory limit, HDF5 error printing off.
+static void child_setup(unsigned long long memory_limit, int keep_stderr, pid_t parent, int cpu_limit_ms) {
+    // The child never outlives the parent (killed with it, e.g. by SIGKILL or a test's timeout).
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(CHILD_DONE + 9);
+    // The limit on a looping libhdf5 is CPU time, not wall time: a loaded machine slows the
+    // child without spending its budget. SIGXCPU at the soft limit, SIGKILL one second later.
+    rlim_t seconds = (rlim_t)((cpu_limit_ms + 999) / 1000);
+    if (seconds < 1) seconds = 1;
+    struct rlimit cpu = {seconds, seconds + 1};
+    setrlimit(RLIMIT_CPU, &cpu);
+    const int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS, SIGPIPE};
+    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) signal(fatal[i], SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    struct rlimit nocore = {0, 0};
+    setrlimit(RLIMIT_CORE, &nocore);
+    if (!keep_stderr) {
+        int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (devnull >= 0) dup2(devnull, STDERR_FILENO);
+    }
+    FILE *statm = fopen("/proc/self/statm", "r");
+    unsigned long long pages = 0;
+    if (statm) {
+        if (fscanf(statm, "%llu", &pages) != 1) pages = 0;
+        fclose(statm);
+    }
+    if (pages > 0 && memory_limit > 0) {
+        unsigned long long bytes = pages * (unsigned long long)sysconf(_SC_PAGESIZE) + memory_limit;
+        struct rlimit as = {bytes, bytes};
+        setrlimit(RLIMIT_AS, &as);
+    }
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
 
-static void close_inherited(int keep_a, int keep_b);
+// Closes every inherited descriptor above stderr except `keep_a` and `keep_b` (-1: none): a
+// child must not keep the parent's files (their flock locks, pipes' ends) alive.
+static void close_inherited(int keep_a, int keep_b) {
+    if (keep_a > keep_b) {
+        int t = keep_a;
+        keep_a = keep_b;
+        keep_b = t;
+    }
+    unsigned lo = 3;
+    int keep[2] = {keep_a, keep_b};
+    for (int i = 0; i < 2; i++) {
+        if (keep[i] < 3) continue;
+        if ((unsigned)keep[i] > lo) close_range(lo, (unsigned)keep[i] - 1, 0);
+        lo = (unsigned)keep[i] + 1;
+    }
+    close_range(lo, ~0u, 0);
+}
 
 static void child_main(const char *path, int fd, unsigned long long memory_limit, int keep_stderr, pid_t parent,
                        int cpu_limit_ms) {
@@ -555,59 +604,6 @@ void dm_probe_wait(int pid, int read_fd, int timeout_ms, dm_probe_result *result
 // ---------------------------------------------------------------------------------------------
 // Variable-length strings, read in a child.
 
-static void child_setup(unsigned long long memory_limit, int keep_stderr, pid_t parent, int cpu_limit_ms) {
-    // The child never outlives the parent (killed with it, e.g. by SIGKILL or a test's timeout).
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(CHILD_DONE + 9);
-    // The limit on a looping libhdf5 is CPU time, not wall time: a loaded machine slows the
-    // child without spending its budget. SIGXCPU at the soft limit, SIGKILL one second later.
-    rlim_t seconds = (rlim_t)((cpu_limit_ms + 999) / 1000);
-    if (seconds < 1) seconds = 1;
-    struct rlimit cpu = {seconds, seconds + 1};
-    setrlimit(RLIMIT_CPU, &cpu);
-    const int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS, SIGPIPE};
-    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) signal(fatal[i], SIG_DFL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    struct rlimit nocore = {0, 0};
-    setrlimit(RLIMIT_CORE, &nocore);
-    if (!keep_stderr) {
-        int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
-        if (devnull >= 0) dup2(devnull, STDERR_FILENO);
-    }
-    FILE *statm = fopen("/proc/self/statm", "r");
-    unsigned long long pages = 0;
-    if (statm) {
-        if (fscanf(statm, "%llu", &pages) != 1) pages = 0;
-        fclose(statm);
-    }
-    if (pages > 0 && memory_limit > 0) {
-        unsigned long long bytes = pages * (unsigned long long)sysconf(_SC_PAGESIZE) + memory_limit;
-        struct rlimit as = {bytes, bytes};
-        setrlimit(RLIMIT_AS, &as);
-    }
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-
-// Closes every inherited descriptor above stderr except `keep_a` and `keep_b` (-1: none): a
-// child must not keep the parent's files (their flock locks, pipes' ends) alive.
-static void close_inherited(int keep_a, int keep_b) {
-    if (keep_a > keep_b) {
-        int t = keep_a;
-        keep_a = keep_b;
-        keep_b = t;
-    }
-    unsigned lo = 3;
-    int keep[2] = {keep_a, keep_b};
-    for (int i = 0; i < 2; i++) {
-        if (keep[i] < 3) continue;
-        if ((unsigned)keep[i] > lo) close_range(lo, (unsigned)keep[i] - 1, 0);
-        lo = (unsigned)keep[i] + 1;
-    }
-    close_range(lo, ~0u, 0);
-}
-
 static herr_t bottom_description(unsigned n, const H5E_error2_t *e, void *data) {
     (void)n;
     char *buf = data;
@@ -670,7 +666,7 @@ static int take_bytes(void *ctx, const char *bytes, size_t n) {
     byte_sink *s = ctx;
     if (s->length + n > s->limit) return 1;  // more than `count` strings can take: stop it
     if (s->length + n > s->capacity) {
-        size_t grown = s->capacity;
+        size_t grown = s->capacity ? s->capacity : 4096;
         while (grown < s->length + n) grown *= 2;
         unsigned char *q = realloc(s->data, grown);
         if (!q) return 1;
@@ -715,14 +711,9 @@ void dm_isolated_read_strings(long long attribute, long long memtype, unsigned l
         strings_child((hid_t)attribute, (hid_t)memtype, (size_t)count, (size_t)max_string_bytes, p[1]);
         _exit(CHILD_DONE);
     }
-    byte_sink sink = {malloc(4096), 0, 4096, (size_t)cap + 4096};
+    byte_sink sink = {NULL, 0, 0, (size_t)cap + 4096};
     int reaped = 0;
-    int ended = sink.data ? collect(pid, p[0], wall_limit_ms(timeout_ms), take_bytes, &sink, result, &reaped) : 2;
-    if (!sink.data) {
-        kill(pid, SIGKILL);
-        close(p[0]);
-        waitpid(pid, NULL, 0);
-    }
+    int ended = collect(pid, p[0], wall_limit_ms(timeout_ms), take_bytes, &sink, result, &reaped);
     unsigned char *data = sink.data;
     size_t length = sink.length;
     int done = length > 0 && data[length - 1] == 'D';

@@ -89,12 +89,12 @@ public final class Dataset: Object, @unchecked Sendable {
     }
 
     /// How much of the dataset's data is stored: `(stored, expected)` in chunks for a chunked
-    /// dataset, in bytes otherwise. A missing chunk (or unallocated contiguous storage) reads as
+    /// dataset (`chunked` true), in bytes otherwise. A missing chunk (or unallocated contiguous storage) reads as
     /// the fill value: the file is incomplete. Walks the chunk index (no data read).
-    public func storedExtent() throws -> (stored: UInt64, expected: UInt64) {
+    public func storedExtent() throws -> (stored: UInt64, expected: UInt64, chunked: Bool) {
         let info = try storageInfo()
         let shape = try self.shape()
-        return try HDF5Library.withLock { () throws -> (stored: UInt64, expected: UInt64) in
+        return try HDF5Library.withLock { () throws -> (stored: UInt64, expected: UInt64, chunked: Bool) in
             switch info.layout {
             case .chunked:
                 guard let chunk = info.chunk, chunk.count == shape.count, !chunk.contains(0) else {
@@ -109,15 +109,15 @@ public final class Dataset: Object, @unchecked Sendable {
                 var stored: hsize_t = 0
                 let space = Dataspace(owning: try location.checkID(H5Dget_space(handle.id), "read shape"))
                 try location.check(H5Dget_num_chunks(handle.id, space.id, &stored), "count stored chunks")
-                return (UInt64(stored), expected)
+                return (UInt64(stored), expected, true)
             case .compact:
-                return (1, 1)
+                return (1, 1, false)
             default:
                 let type = Handle(try location.checkID(H5Dget_type(handle.id), "read datatype"), .datatype)
                 let size = UInt64(H5Tget_size(type.id))
                 let (bytes, o) = UInt64(shape.reduce(1, *)).multipliedReportingOverflow(by: size)
                 if o { throw location.error(.tooLarge, "read shape", "its byte size overflows") }
-                return (min(info.storedBytes, bytes), bytes)
+                return (min(info.storedBytes, bytes), bytes, false)
             }
         }
     }
@@ -144,9 +144,9 @@ public final class Dataset: Object, @unchecked Sendable {
     }
 
     /// Reads the stored bytes of the chunk starting at `row` (no filter applied: the caller
-    /// verifies the checksum). Returns the byte count, or nil when the chunk is not stored as
-    /// one unfiltered-skip chunk of exactly `buffer.count` bytes (the caller then reads through
-    /// the filters).
+    /// verifies the checksum). Returns the byte count, or nil when the stored chunk is not
+    /// exactly `buffer.count` bytes or a filter was skipped for it (the caller then reads
+    /// through the filters).
     public func readStoredChunk(row: Int, into buffer: UnsafeMutableRawBufferPointer) throws -> Int? {
         try HDF5Library.withLock { () throws -> Int? in
             var offset: [hsize_t] = [hsize_t(row), 0]
