@@ -9,10 +9,15 @@ let swiftSettings: [SwiftSetting] = [
 ]
 
 // The layers, bottom to top; arrows point one way:
-//   CHDF5 (C shim) -> HDF5Layer (safe handles, errors) -> BundleFormat (spec v1)
-//   DropoutRandom (Philox streams) -> Training (recipe, engine)
+//   DropModelBase (errors, JSON, hex, atomic writes, output checks, version)
+//   CHDF5 (C shim over libhdf5), CProbe (isolated pre-read, shared bounds), CFletcher
+//     -> HDF5Layer (safe handles, typed errors, Fletcher-32) -> BundleFormat (spec, check, bake)
+//   CZlib -> ZlibCodec (gzip, deflate, CRC-32) -> Charts (PNG, SVG)
+//   DropoutRandom (Philox streams); CKernels -> Kernels (deterministic GEMM, threads)
+//   TrainingData (IDX, HDF5 data, fingerprint)
+//   -> Training (recipe, engine, train/replay/masks/eval/predict verbs)
 //   BundleFormat -> Interop (Keras/safetensors import; ONNX, Keras, safetensors, NumPy export)
-//   all of the above -> DropModelCLI (commands) -> dropmodel (executable)
+//   all of the above -> DropModelCLI (parses, calls one verb, prints) -> dropmodel (executable)
 let package = Package(
     name: "dropmodel",
     products: [
@@ -22,10 +27,12 @@ let package = Package(
         .library(name: "DropoutRandom", targets: ["DropoutRandom"]),
         .library(name: "Kernels", targets: ["Kernels"]),
         .library(name: "Interop", targets: ["Interop"]),
+        .library(name: "Training", targets: ["Training"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         .systemLibrary(
@@ -34,15 +41,31 @@ let package = Package(
             pkgConfig: "hdf5",
             providers: [.apt(["libhdf5-dev"])]
         ),
+        .target(
+            name: "DropModelBase",
+            dependencies: [.product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: swiftSettings
+        ),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // The isolated pre-read of untrusted files (a forked child; C, so the child runs no Swift).
         .target(name: "CProbe", dependencies: ["CHDF5"]),
-        .target(name: "HDF5Layer", dependencies: ["CHDF5", "CProbe"], swiftSettings: swiftSettings),
+        // Fletcher-32 as libhdf5's filter computes it (vectorised; always optimised).
+        .target(name: "CFletcher", cSettings: [.unsafeFlags(["-O2"])]),
         .target(
-            name: "BundleFormat",
-            dependencies: ["HDF5Layer", "Kernels", .product(name: "Crypto", package: "swift-crypto")],
+            name: "HDF5Layer",
+            dependencies: [
+                "CHDF5", "CProbe", "CFletcher", "DropModelBase",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "BundleFormat",
+            dependencies: ["HDF5Layer", "DropModelBase", "DropoutRandom", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings
+        ),
+        .target(name: "ZlibCodec", dependencies: ["CZlib"], swiftSettings: swiftSettings),
+        .target(name: "Charts", dependencies: ["ZlibCodec"], swiftSettings: swiftSettings),
         .target(name: "DropoutRandom", swiftSettings: swiftSettings),
         // Deterministic matrix kernels (Specs/determinism.md): C for explicit FMA intrinsics with
         // function multiversioning; always optimised, so debug and release run the same code.
@@ -53,21 +76,22 @@ let package = Package(
         .target(name: "Kernels", dependencies: ["CKernels"], swiftSettings: swiftSettings),
         .target(
             name: "TrainingData",
-            dependencies: ["CZlib", "HDF5Layer", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["ZlibCodec", "HDF5Layer", "DropModelBase", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         .target(
-            name: "Training", dependencies: ["BundleFormat", "DropoutRandom", "Kernels", "TrainingData"],
+            name: "Training", dependencies: ["BundleFormat", "DropoutRandom", "Kernels", "TrainingData", "DropModelBase", "Charts"],
             swiftSettings: swiftSettings),
         .target(
             name: "Interop",
-            dependencies: ["BundleFormat", "HDF5Layer", "CZlib"],
+            dependencies: ["BundleFormat", "HDF5Layer", "ZlibCodec", "DropModelBase"],
             swiftSettings: swiftSettings
         ),
         .target(
             name: "DropModelCLI",
             dependencies: [
-                "BundleFormat", "HDF5Layer", "DropoutRandom", "Training", "TrainingData", "Interop",
+                "BundleFormat", "HDF5Layer", "DropoutRandom", "Training", "TrainingData", "Interop", "Charts",
+                "DropModelBase",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -75,34 +99,40 @@ let package = Package(
         .executableTarget(name: "dropmodel", dependencies: ["DropModelCLI"], swiftSettings: swiftSettings),
         .target(
             name: "TestSupport",
-            dependencies: ["BundleFormat", "HDF5Layer"],
+            dependencies: ["BundleFormat", "HDF5Layer", "DropModelBase"],
             path: "Tests/TestSupport",
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "HDF5LayerTests", dependencies: ["HDF5Layer", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "HDF5LayerTests",
+            dependencies: ["HDF5Layer", "DropModelBase", "TestSupport", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: swiftSettings),
         .testTarget(
             name: "BundleFormatTests",
-            dependencies: ["BundleFormat", "HDF5Layer", "TestSupport"],
+            dependencies: ["DropModelBase", "BundleFormat", "HDF5Layer", "TestSupport"],
             swiftSettings: swiftSettings
         ),
+        .testTarget(
+            name: "DropModelBaseTests",
+            dependencies: ["DropModelBase", "TestSupport", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: swiftSettings),
         .testTarget(name: "DropoutRandomTests", dependencies: ["DropoutRandom"], swiftSettings: swiftSettings),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: swiftSettings),
         .testTarget(
             name: "HostileInputTests",
-            dependencies: ["BundleFormat", "HDF5Layer", "TestSupport", "dropmodel"],
+            dependencies: ["DropModelBase", "BundleFormat", "HDF5Layer", "TestSupport", "dropmodel"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "TrainingTests", dependencies: ["Training", "TrainingData", "BundleFormat", "DropoutRandom", "TestSupport"],
+            name: "TrainingTests", dependencies: ["DropModelBase", "Training", "TrainingData", "BundleFormat", "DropoutRandom", "TestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "TrainingDataTests", dependencies: ["TrainingData", "HDF5Layer", "TestSupport"], swiftSettings: swiftSettings),
+            name: "TrainingDataTests", dependencies: ["DropModelBase", "TrainingData", "HDF5Layer", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "InteropTests",
-            dependencies: ["Interop", "BundleFormat", "HDF5Layer", "TestSupport", "dropmodel"],
+            dependencies: ["DropModelBase", "Interop", "BundleFormat", "HDF5Layer", "TestSupport", "dropmodel"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "CLITests",
-            dependencies: [
+            dependencies: ["DropModelBase", 
                 "BundleFormat", "HDF5Layer", "TestSupport", "dropmodel",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],

@@ -1,6 +1,7 @@
+import DropModelBase
 import Dispatch
+public import DropModelBase
 import HDF5Layer
-import Kernels
 
 /// Folding the weight-scaling rule into a classic bundle's weights (Specs/bake.md).
 ///
@@ -24,14 +25,45 @@ public enum Bake {
     @inlinable
     public static func scale(_ w: Float, keep p: Float) -> Float { p * w }
 
-    /// Bakes `input` into `output`. Throws ``BundleError`` with code `.notApplicable` for an
-    /// already-baked bundle (writing nothing); returns `.notNeeded` for an inverted one.
-    /// `direct: false` forces the filter-pipeline path for every layer (tests compare the two).
-    public static func run(input: String, output: String, dtype: WeightType? = nil, direct: Bool = true) throws -> Outcome {
+    /// What `bake` did.
+    public struct Report: Sendable {
+        /// The bundle baked.
+        public var file: String
+        /// The baked bundle written, or nil when nothing was written (an inverted bundle).
+        public var output: String?
+        public var outcome: Outcome
+        /// The element type of the baked weights.
+        public var dtype: WeightType
+        /// The factor each layer's weights were multiplied by (its inputs' keep probability).
+        public var scales: [Double]
+        /// SHA-256 of the weights before baking, as recorded in the output (`/@unbaked_weights_sha256`).
+        public var unbakedWeightsSHA256: [UInt8]?
+    }
+
+    /// Bakes `input` into `output`: checks `output` can be written before reading anything,
+    /// refuses an already-baked bundle (``DropModelBase/DropModelError`` with code
+    /// `.notApplicable`, writing nothing) and reports `.notNeeded` for an inverted one.
+    public static func run(input: String, output: String, dtype: WeightType? = nil) throws -> Report {
+        try run(input: input, output: output, dtype: dtype, direct: true)
+    }
+
+    /// ``run(input:output:dtype:)``; `direct: false` forces the filter-pipeline path for every
+    /// layer (tests compare the two paths' bytes).
+    package static func run(input: String, output: String, dtype: WeightType?, direct: Bool) throws -> Report {
+        try OutputCheck.verify(output, inputs: [input])
+        let outcome = try bake(input: input, output: output, dtype: dtype, direct: direct)
+        let bundle = try BundleReader(path: outcome == .baked ? output : input)
+        return Report(
+            file: input, output: outcome == .baked ? output : nil, outcome: outcome,
+            dtype: bundle.info.layers.first?.dtype ?? .float32, scales: bundle.info.layers.map(\.keepProb),
+            unbakedWeightsSHA256: outcome == .baked ? bundle.info.unbakedWeightsSHA256 : nil)
+    }
+
+    private static func bake(input: String, output: String, dtype: WeightType?, direct: Bool) throws -> Outcome {
         let bundle = try BundleReader(path: input)
         let info = bundle.info
         if info.baked {
-            throw BundleError(
+            throw DropModelError(
                 code: .notApplicable, file: input, object: "/@baked",
                 message: "the bundle is already baked: its weights already include the weight-scaling rule",
                 hint: "baking twice would scale the weights by p twice, a silent and serious error; use the bundle as it is")
@@ -53,7 +85,7 @@ public enum Bake {
             }
             try write(bundle, out, to: output, input: input, direct: false)
         } catch let e as HDF5Error {
-            throw BundleError(e)
+            throw DropModelError(e)
         }
         return .baked
     }
@@ -130,7 +162,7 @@ public enum Bake {
             try scaled.withUnsafeMutableBufferPointer { s in
                 for i in 0..<n { s[i] = scale(block[i], keep: p) }
                 if layer.dtype == .float16, let bad = s[0..<n].firstIndex(where: { abs($0) > 65504 }) {
-                    throw BundleError(
+                    throw DropModelError(
                         code: .invalid, file: input, object: "/layers/\(l)/weight",
                         message: "weight [\(first + bad / layer.inputs), \(bad % layer.inputs)] = \(s[bad]) after scaling does not fit in float16 (largest 65504)",
                         hint: "bake to float32 instead")
@@ -173,7 +205,7 @@ public enum Bake {
                 defer { done.signal() }
                 let data = UnsafeRawBufferPointer(job.raw)
                 let stored = data.loadUnaligned(fromByteOffset: job.elements * 4, as: UInt32.self).littleEndian
-                guard Checksum.fletcher32(UnsafeRawBufferPointer(rebasing: data[0..<(job.elements * 4)])) == stored else {
+                guard Fletcher32.checksum(UnsafeRawBufferPointer(rebasing: data[0..<(job.elements * 4)])) == stored else {
                     flag.declined = true
                     return
                 }
@@ -182,7 +214,7 @@ public enum Bake {
                 digest.update(UnsafeBufferPointer(rebasing: src[0..<job.valid]))
                 for i in 0..<job.valid { dst[i] = scale(src[i], keep: p) }
                 for i in job.valid..<job.elements { dst[i] = 0 }
-                let sum = Checksum.fletcher32(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(job.out)[0..<(job.elements * 4)]))
+                let sum = Fletcher32.checksum(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(job.out)[0..<(job.elements * 4)]))
                 job.out.storeBytes(of: sum.littleEndian, toByteOffset: job.elements * 4, as: UInt32.self)
             }
             if c > 0 {

@@ -1,9 +1,10 @@
+public import DropModelBase
 public import HDF5Layer
 
 /// An open bundle: its metadata is read and validated at open; weights are read on demand.
 ///
 /// Opening reads attributes and dataset shapes and types only, never weight data, so it answers
-/// at once on a multi-GB file. Every rule broken is collected, so a ``BundleError`` lists all
+/// at once on a multi-GB file. Every rule broken is collected, so a ``DropModelError`` lists all
 /// problems rather than the first.
 ///
 /// ```swift
@@ -17,30 +18,47 @@ public final class BundleReader: @unchecked Sendable {
     let file: File
     let layerGroups: [Group]
 
-    /// Opens and validates `path`; throws ``BundleError`` listing every problem found.
+    /// Opens and validates `path`; throws ``DropModelError`` listing every problem found.
     public init(path: String) throws {
         self.path = path
         var parser = Parser(path: path)
         let parsed = try parser.parse()
         if !parsed.problems.isEmpty {
-            throw BundleError(code: parsed.code, problems: parsed.problems)
+            throw DropModelError(code: parsed.code, problems: parsed.problems)
         }
         self.file = parsed.file!
         self.info = parsed.info!
         self.layerGroups = parsed.layerGroups
     }
 
-    /// Opens `path` leniently and returns what could be parsed plus every problem (for `check`).
-    public static func diagnose(path: String) -> (info: ModelInfo?, problems: [Problem]) {
+    /// What a lenient parse of `path` found: the metadata if it could be assembled, and every
+    /// problem (empty for a valid bundle).
+    public struct Diagnosis: Sendable {
+        public var info: ModelInfo?
+        public var problems: [Problem]
+        /// Set when the file could not be parsed as a bundle at all; its code says why
+        /// (`.notFound`, `.notHDF5`, `.system`, `.unsafeFile`, `.invalid`, ...).
+        public var failure: DropModelError?
+    }
+
+    /// Parses `path` leniently, collecting every problem instead of throwing.
+    public static func diagnosis(path: String) -> Diagnosis {
         do {
             var parser = Parser(path: path)
-        let parsed = try parser.parse()
-            return (parsed.info, parsed.problems)
-        } catch let e as BundleError {
-            return (nil, e.problems)
+            let parsed = try parser.parse()
+            return Diagnosis(info: parsed.info, problems: parsed.problems, failure: nil)
+        } catch let e as DropModelError {
+            return Diagnosis(info: nil, problems: e.problems, failure: e)
         } catch {
-            return (nil, [Problem(file: path, object: "/", message: "\(error)")])
+            let e = DropModelError(code: .unreadable, file: path, object: "/", message: "\(error)")
+            return Diagnosis(info: nil, problems: e.problems, failure: e)
         }
+    }
+
+    /// ``diagnosis(path:)``'s metadata and problems.
+    public static func diagnose(path: String) -> (info: ModelInfo?, problems: [Problem]) {
+        let d = diagnosis(path: path)
+        return (d.info, d.problems)
     }
 
     /// The weight dataset of layer `i`.
@@ -99,7 +117,7 @@ public final class BundleReader: @unchecked Sendable {
     }
 
     func wrap<T>(_ body: () throws -> T) throws -> T {
-        do { return try body() } catch let e as HDF5Error { throw BundleError(e) }
+        do { return try body() } catch let e as HDF5Error { throw DropModelError(e) }
     }
 }
 
@@ -118,14 +136,14 @@ struct Parser {
         var info: ModelInfo?
         var layerGroups: [Group]
         var problems: [Problem]
-        var code: BundleError.Code
+        var code: ErrorCode
     }
 
     private mutating func note(_ e: any Error) {
         if let h = e as? HDF5Error {
             if h.code == .refused { refused = true }
-            problems.append(contentsOf: BundleError(h).problems)
-        } else if let b = e as? BundleError {
+            problems.append(contentsOf: DropModelError(h).problems)
+        } else if let b = e as? DropModelError {
             problems.append(contentsOf: b.problems)
         } else {
             problems.append(Problem(file: path, object: "/", message: "\(e)"))
@@ -162,10 +180,10 @@ struct Parser {
     mutating func parse() throws -> Result {
         let file: File
         do { file = try File.open(path) } catch let e as HDF5Error {
-            throw BundleError(code: .unreadable, problems: BundleError(e).problems)
+            throw DropModelError(e)
         }
         let root: Group
-        do { root = try file.root() } catch let e as HDF5Error { throw BundleError(e) }
+        do { root = try file.root() } catch let e as HDF5Error { throw DropModelError(e) }
 
         // Identify the file and its version first: nothing else is meaningful otherwise.
         let hasMarker = (try? root.hasAttribute(Schema.formatMarkerAttribute)) ?? false
@@ -179,7 +197,7 @@ struct Parser {
             } else {
                 what = "the root group has no dropmodel_format attribute"
             }
-            throw BundleError(code: .invalid, file: path, object: "/",
+            throw DropModelError(code: .invalid, file: path, object: "/",
                 message: "not a dropmodel bundle: \(what)",
                 hint: "to bring in a Keras or safetensors model use 'dropmodel import'; the layout is in Specs/bundle-format.md")
         }
@@ -187,16 +205,16 @@ struct Parser {
         do {
             let v = try root.readInt64s(Schema.formatVersionAttribute)
             guard v.count == 2, v[0] >= 0, v[1] >= 0, v[0] < 1 << 20, v[1] < 1 << 20 else {
-                throw BundleError(code: .invalid, file: path, object: "/@format_version",
+                throw DropModelError(code: .invalid, file: path, object: "/@format_version",
                     message: "format_version is \(v); it must be two non-negative integers [major, minor]",
                     hint: Schema.specHint)
             }
             version = FormatVersion(Int(v[0]), Int(v[1]))
         } catch let e as HDF5Error {
-            throw BundleError(code: .invalid, problems: BundleError(e).problems)
+            throw DropModelError(e).recoded(.invalid)
         }
         if version.major != FormatVersion.current.major {
-            throw BundleError(code: .unsupportedVersion, file: path, object: "/@format_version",
+            throw DropModelError(code: .unsupportedVersion, file: path, object: "/@format_version",
                 message: "format version \(version) is not readable by this dropmodel, which reads \(FormatVersion.current.major).x",
                 hint: version.major > FormatVersion.current.major
                     ? "the file was written by a newer dropmodel: upgrade dropmodel to read it"
@@ -248,7 +266,7 @@ struct Parser {
                 rng: rng, training: training, history: history, creator: creator)
             info?.unbakedWeightsSHA256 = unbaked
         }
-        let code: BundleError.Code = refused ? .refused : .invalid
+        let code: ErrorCode = refused ? .refused : .invalid
         return Result(file: file, info: info, layerGroups: groups, problems: problems, code: code)
     }
 

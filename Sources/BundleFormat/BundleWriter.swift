@@ -1,3 +1,4 @@
+import DropModelBase
 public import HDF5Layer
 
 /// How weight datasets are stored.
@@ -9,11 +10,6 @@ public struct WriteOptions: Sendable {
     /// Written to the root `creator` attribute.
     public var creator: String? = "dropmodel \(DropModelVersion.string)"
     public init() {}
-}
-
-/// The version of this program.
-public enum DropModelVersion {
-    public static let string = "0.1.0"
 }
 
 /// Writes bundles, always atomically: a temporary file renamed into place.
@@ -33,11 +29,11 @@ public enum BundleWriter {
                 }
             }
         } catch let e as HDF5Error {
-            throw BundleError(e)
+            throw DropModelError(e)
         }
     }
 
-    /// Throws ``BundleError`` listing every rule `model` breaks.
+    /// Throws ``DropModelError`` listing every rule `model` breaks.
     public static func validate(_ model: Model, file: String) throws {
         var problems = model.info.problems(file: file)
         if model.parameters.count != model.info.layers.count {
@@ -54,7 +50,7 @@ public enum BundleWriter {
                     message: "\(p.bias.count) biases for \(layer.outputs) outputs"))
             }
         }
-        if !problems.isEmpty { throw BundleError(code: .invalid, problems: problems) }
+        if !problems.isEmpty { throw DropModelError(code: .invalid, problems: problems) }
     }
 
     /// Writes every attribute and group of `info` (no weight data) and returns the layer groups.

@@ -1,4 +1,5 @@
 import Crypto
+import DropModelBase
 import Dispatch
 
 /// The weight digest recorded per epoch in a bundle's history.
@@ -42,17 +43,8 @@ public enum WeightDigest {
         #endif
     }
 
-    /// Lowercase hex.
-    public static func hex(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(bytes.count * 2)
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 15)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    /// Lowercase hex (``DropModelBase/Hex``).
+    public static func hex(_ bytes: [UInt8]) -> String { Hex.encode(bytes) }
 }
 
 extension WeightDigest {

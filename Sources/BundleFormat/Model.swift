@@ -1,3 +1,5 @@
+public import DropoutRandom
+
 /// A dropout network as a bundle holds it: metadata (``ModelInfo``) and one ``Parameters``
 /// value per layer.
 ///
@@ -111,7 +113,7 @@ public struct RNGInfo: Equatable, Sendable {
     /// The version of `Specs/random-streams.md` the draws follow.
     public var streamLayout: Int
 
-    public init(algorithm: String = "philox4x32-10", seed: Int64?, streamLayout: Int = 1) {
+    public init(algorithm: String = StreamLayout.algorithm, seed: Int64?, streamLayout: Int = StreamLayout.version) {
         self.algorithm = algorithm
         self.seed = seed
         self.streamLayout = streamLayout

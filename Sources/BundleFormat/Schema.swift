@@ -1,3 +1,4 @@
+public import DropModelBase
 import Foundation
 
 /// The names and rules of bundle format version 1 (normative text: `Specs/bundle-format.md`).
@@ -42,10 +43,8 @@ public enum Schema {
 
     /// Whether `text` is a JSON object.
     public static func isJSONObject(_ text: String) -> Bool {
-        guard let data = text.data(using: .utf8),
-            let obj = try? JSONSerialization.jsonObject(with: data)
-        else { return false }
-        return obj is [String: Any]
+        guard let value = try? JSONValue.parse(text) else { return false }
+        return value.object != nil
     }
 
     static let specHint = "see Specs/bundle-format.md"

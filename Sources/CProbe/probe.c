@@ -2,6 +2,7 @@
 // Specs/bundle-format.md, "Reading untrusted files".
 #define _GNU_SOURCE
 #include "dm_probe.h"
+#include "dm_limits.h"
 
 #include <hdf5.h>
 #include <H5PLpublic.h>
@@ -21,13 +22,13 @@
 #include <time.h>
 #include <unistd.h>
 
-// The same bounds as the reader (HDF5Layer ReadLimits, the check command's walk).
+// The same bounds as the reader (HDF5Layer ReadLimits, the check walk): dm_limits.h.
 enum {
-    MAX_DEPTH = 64,
-    MAX_OBJECTS = 100000,
-    MAX_LISTED = 1 << 16,
-    MAX_ATTRIBUTE_BYTES = 16 << 20,
-    MAX_RANK = 32,
+    MAX_DEPTH = DM_LIMIT_MAX_DEPTH,
+    MAX_OBJECTS = DM_LIMIT_MAX_OBJECTS,
+    MAX_LISTED = DM_LIMIT_MAX_LISTED,
+    MAX_ATTRIBUTE_BYTES = DM_LIMIT_MAX_ATTRIBUTE_BYTES,
+    MAX_RANK = DM_LIMIT_MAX_RANK,
     MAX_PATH = 4096,
 };
 // Above this many chunks the chunk index is not walked (a valid bundle has a few thousand).

@@ -1,8 +1,9 @@
 import ArgumentParser
 import BundleFormat
+import DropModelBase
 import Foundation
 
-/// `dropmodel bake`.
+/// `dropmodel bake`: parses, calls ``BundleFormat/Bake/run(input:output:dtype:)``, prints.
 struct BakeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bake",
@@ -25,30 +26,31 @@ struct BakeCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "The baked bundle to write.")
     var output: String
 
-    @Option(help: "Element type of the baked weights: float32 (default) or float16.")
-    var dtype: String?
+    @Option(help: "Element type of the baked weights (default float32).")
+    var dtype: BakedType?
+
+    @OptionGroup var jsonOption: JSONOption
 
     func run() throws {
-        var type: WeightType?
-        if let dtype {
-            guard let t = WeightType(rawValue: dtype), t != .float64 else {
-                throw ValidationError("--dtype must be float32 or float16")
-            }
-            type = t
-        }
-        if URL(fileURLWithPath: input).standardizedFileURL == URL(fileURLWithPath: output).standardizedFileURL {
-            throw ValidationError("-o must name a new file: the input is never modified")
-        }
         let started = Date()
-        switch try Bake.run(input: input, output: output, dtype: type) {
+        let r = try Bake.run(input: input, output: output, dtype: dtype?.weightType)
+        let seconds = Date().timeIntervalSince(started)
+        if jsonOption.json {
+            JSONOutput.print("bake", [
+                ("file", .string(input)), ("output", .optional(r.output)),
+                ("outcome", .string(r.outcome == .baked ? "baked" : "not-needed")), ("dtype", .string(r.dtype.rawValue)),
+                ("scales", .array(r.scales.map { .number($0) })),
+                ("unbaked_weights_sha256", JSONOutput.sha256(r.unbakedWeightsSHA256)), ("seconds", .finite(seconds)),
+            ])
+            return
+        }
+        switch r.outcome {
         case .notNeeded:
             print("\(input) uses the inverted convention: its weights were scaled by 1/p during training and are "
                   + "used for inference as they are. Nothing to bake; nothing written.")
         case .baked:
-            let info = try BundleReader(path: output).info
-            let scales = info.layers.map { Format.short($0.keepProb) }.joined(separator: ", ")
-            print(String(format: "baked %@ -> %@ (%@, weights scaled by %@; %.2f s)", input, output,
-                         info.layers.first?.dtype.rawValue ?? "", scales, Date().timeIntervalSince(started)))
+            let scales = r.scales.map { Format.short($0) }.joined(separator: ", ")
+            print(String(format: "baked %@ -> %@ (%@, weights scaled by %@; %.2f s)", input, output, r.dtype.rawValue, scales, seconds))
         }
     }
 }

@@ -1,9 +1,10 @@
 public import ArgumentParser
-import BundleFormat
+import DropModelBase
 import Foundation
 import HDF5Layer
 
-/// The `dropmodel` command.
+/// The `dropmodel` command: parses the command line, runs one subcommand, and turns every error
+/// into a message and the documented exit status (``ExitStatus``).
 public struct DropModelCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "dropmodel",
@@ -14,39 +15,71 @@ public struct DropModelCommand: ParsableCommand {
             recipe and a digest of the weights after every epoch (Specs/bundle-format.md).
 
             Exit codes: 0 success; 1 a check or comparison found a difference; 2 an input file \
-            is missing, unreadable or not a valid bundle; 64 bad command-line usage.
+            is missing, unreadable or not a valid bundle, or an output cannot be written; 64 bad \
+            command-line usage.
             """,
         version: DropModelVersion.string,
         subcommands: [
-            Inspect.self, Init.self, Train.self, Replay.self, Masks.self, BakeCommand.self, Eval.self, Check.self,
+            Inspect.self, Init.self, Train.self, ReplayCommand.self, Masks.self, BakeCommand.self, Eval.self, Check.self,
             ImportCommand.self, ExportCommand.self, Predict.self,
         ]
     )
 
     public init() {}
 
-    /// Runs the command line, printing errors as `dropmodel: error: ...` with a hint and the
-    /// documented exit code: never a stack trace, never HDF5's own diagnostics.
+    /// Runs the command line: never a stack trace, never HDF5's own diagnostics.
     public static func main() {
         if ProcessInfo.processInfo.environment["DROPMODEL_PEAK_MEMORY"] == "1" {
             atexit { DropModelCommand.reportPeakMemory() }
         }
+        let command: any ParsableCommand
         do {
-            var command = try parseAsRoot()
-            try command.run()
-        } catch let e as BundleError {
-            report(e.problems)
-            Foundation.exit(ExitStatus.badInput)
-        } catch let e as HDF5Error {
-            report(BundleError(e).problems)
-            Foundation.exit(ExitStatus.badInput)
-        } catch let e as CommandFailure {
-            FileHandle.standardError.write(Data("dropmodel: error: \(e.message)\n".utf8))
-            if let hint = e.hint { FileHandle.standardError.write(Data("hint: \(hint)\n".utf8)) }
-            Foundation.exit(e.exitCode)
+            command = try parseAsRoot()
         } catch {
+            reportParseError(error)
+        }
+        do {
+            var command = command
+            try command.run()
+        } catch let e as DropModelError {
+            report(e, command: type(of: command))
+            Foundation.exit(ExitStatus.of(e.code))
+        } catch let e as HDF5Error {
+            let wrapped = DropModelError(e)
+            report(wrapped, command: type(of: command))
+            Foundation.exit(ExitStatus.of(wrapped.code))
+        } catch {
+            // ExitCode (a report that found a difference) and argument-parser's own errors.
             exit(withError: error)
         }
+    }
+
+    /// Help, version, and argument-parser's errors in dropmodel's error style, with the
+    /// subcommand's usage.
+    static func reportParseError(_ error: any Error) -> Never {
+        let status = exitCode(for: error)
+        if status == .success {
+            exit(withError: error)  // --help, --version: printed as argument-parser prints them
+        }
+        var text = fullMessage(for: error)
+        if text.hasPrefix("Error: ") { text = "dropmodel: error: " + text.dropFirst("Error: ".count) }
+        FileHandle.standardError.write(Data((text.hasSuffix("\n") ? text : text + "\n").utf8))
+        Foundation.exit(status.rawValue)
+    }
+
+    /// Every problem as `dropmodel: error: file: object: message`, then the distinct hints (at
+    /// most three); a usage error adds the subcommand's usage line.
+    static func report(_ e: DropModelError, command: any ParsableCommand.Type) {
+        var text = ""
+        for p in e.problems { text += "dropmodel: error: \(p.description)\n" }
+        var hints: [String] = []
+        for p in e.problems { if let h = p.hint, !hints.contains(h) { hints.append(h) } }
+        for h in hints.prefix(3) { text += "hint: \(h)\n" }
+        if e.code == .usage, command != DropModelCommand.self {
+            text += "Usage: \(usageString(for: command).trimmingCharacters(in: .whitespacesAndNewlines))\n"
+            text += "  See 'dropmodel help \(command._commandName)' for more information.\n"
+        }
+        FileHandle.standardError.write(Data(text.utf8))
     }
 
     /// With DROPMODEL_PEAK_MEMORY=1: the process's peak resident memory (VmHWM), on stderr at
@@ -58,29 +91,19 @@ public struct DropModelCommand: ParsableCommand {
         let kib = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
         FileHandle.standardError.write(Data("dropmodel: peak memory: \(kib) KiB\n".utf8))
     }
-
-    static func report(_ problems: [Problem]) {
-        var text = ""
-        for p in problems { text += "dropmodel: error: \(p.file): \(p.object): \(p.message)\n" }
-        var hints: [String] = []
-        for p in problems { if let h = p.hint, !hints.contains(h) { hints.append(h) } }
-        for h in hints.prefix(3) { text += "hint: \(h)\n" }
-        FileHandle.standardError.write(Data(text.utf8))
-    }
 }
 
-/// Documented exit statuses.
+/// The documented exit statuses, and the one place error codes become them.
 enum ExitStatus {
     static let success: Int32 = 0
-    /// A check or comparison found a difference (replay mismatch, check found problems).
+    /// A check or comparison found a difference (replay diverged, check found problems).
     static let difference: Int32 = 1
-    /// An input is missing, unreadable or not a valid bundle.
+    /// An input is missing, unreadable, not a valid bundle, or an output cannot be written.
     static let badInput: Int32 = 2
-}
+    /// Bad command-line usage.
+    static let usage: Int32 = 64
 
-/// A failure a command reports in its own words.
-struct CommandFailure: Error {
-    var message: String
-    var hint: String?
-    var exitCode: Int32 = ExitStatus.badInput
+    static func of(_ code: ErrorCode) -> Int32 {
+        code == .usage ? usage : badInput
+    }
 }

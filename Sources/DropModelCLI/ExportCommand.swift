@@ -1,9 +1,9 @@
 import ArgumentParser
 import BundleFormat
-import Foundation
+import DropModelBase
 import Interop
 
-/// `dropmodel export`.
+/// `dropmodel export`: parses, calls ``Interop/Conversion/export(_:format:to:)``, prints.
 struct ExportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export",
@@ -13,7 +13,8 @@ struct ExportCommand: ParsableCommand {
             whose weights need no scaling is exported: an inverted bundle, or a classic bundle \
             after 'dropmodel bake'. An unbaked classic bundle is refused (exit 2) with the \
             command that fixes it. Keep probabilities, convention and a weight digest go into \
-            each format's metadata. Layouts: Specs/interop.md.
+            each format's metadata. Layouts: Specs/interop.md. Without --format, the format \
+            follows -o's extension (.onnx, .safetensors, .npz, .h5/.hdf5 for Keras).
 
               onnx         Gemm + activation per layer, opset 13 (ONNX Runtime, onnx.checker)
               keras        Keras 3 full-model HDF5 (keras.models.load_model)
@@ -24,43 +25,33 @@ struct ExportCommand: ParsableCommand {
     @Argument(help: "The bundle to export.")
     var input: String
 
-    @Option(help: "onnx, keras, safetensors or npz.")
-    var format: String
+    @Option(help: "The format to write (default: from -o's extension).")
+    var format: Export.Format?
 
     @Option(name: .shortAndLong, help: "The file to write.")
     var output: String
 
+    @OptionGroup var jsonOption: JSONOption
+
     func validate() throws {
-        guard Export.Format(rawValue: format) != nil else {
-            throw ValidationError("--format must be one of \(Export.Format.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        if format == Export.Format.keras.rawValue, !(output.hasSuffix(".h5") || output.hasSuffix(".hdf5")) {
-            throw ValidationError("--format keras writes Keras's HDF5 format: name the output *.h5 or *.hdf5, the names keras.models.load_model reads as HDF5")
-        }
-        if URL(fileURLWithPath: input).standardizedFileURL == URL(fileURLWithPath: output).standardizedFileURL {
-            throw ValidationError("-o must name a new file: the input is never modified")
+        if format == nil && Conversion.format(forOutput: output) == nil {
+            throw ValidationError(
+                "cannot tell the format from '\(output)': give --format (\(Export.Format.allCases.map(\.rawValue).joined(separator: ", "))) or name the output .onnx, .safetensors, .npz or .h5")
         }
     }
 
     func run() throws {
-        let format = Export.Format(rawValue: format)!
-        let bundle = try BundleReader(path: input)
-        let model = try Export.deployableModel(bundle)
-        switch format {
-        case .onnx:
-            try ONNXExport.checkSize(model, file: input)
-            try writeOutputFile(ONNXExport.encode(model), to: output, what: "ONNX model")
-        case .safetensors: try writeOutputFile(Export.safetensors(model), to: output, what: "safetensors file")
-        case .keras: try KerasExport.write(model, to: output)
-        case .npz:
-            let archive: Data
-            do { archive = try NumPy.npz(Export.npzMembers(model)) } catch let e as NumPy.NPZError {
-                throw CommandFailure(message: "\(input): \(e.description)")
-            }
-            try writeOutputFile(archive, to: output, what: "npz archive")
-        }
-        let info = model.info
+        let format = self.format ?? Conversion.format(forOutput: output)!
+        let r = try Conversion.export(input, format: format, to: output)
+        let info = r.info
         let how = info.convention == .inverted ? "inverted: weights as stored" : "classic, baked: weights as stored"
+        if jsonOption.json {
+            JSONOutput.print("export", [
+                ("file", .string(input)), ("output", .string(output)), ("format", .string(format.rawValue)),
+                ("layers", .int(info.layers.count)), ("convention", .string(info.convention.rawValue)), ("baked", .bool(info.baked)),
+            ])
+            return
+        }
         print("exported \(input) -> \(output) (\(format.rawValue), \(info.layers.count) layers, \(how))")
     }
 }

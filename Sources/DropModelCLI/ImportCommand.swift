@@ -1,10 +1,9 @@
 import ArgumentParser
-import Dispatch
 import BundleFormat
-import Foundation
+import DropModelBase
 import Interop
 
-/// `dropmodel import`.
+/// `dropmodel import`: parses, calls ``Interop/Conversion/importModel(_:to:safetensors:)``, prints.
 struct ImportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "import",
@@ -20,8 +19,8 @@ struct ImportCommand: ParsableCommand {
 
             safetensors files: tensors <prefix>.weight [outputs, inputs] and <prefix>.bias, in \
             natural name order. The format cannot say the keep probabilities or the convention: \
-            give --keep and --convention (or dropmodel's __metadata__ keys supply them). \
-            Mapping: Specs/interop.md.
+            give --keep (or --dropout-rate) and --convention (or dropmodel's __metadata__ keys \
+            supply them). Mapping: Specs/interop.md.
             """)
 
     @Argument(help: "The Keras .h5 or .keras file, or the .safetensors file, to import.")
@@ -33,86 +32,70 @@ struct ImportCommand: ParsableCommand {
     @Option(help: ArgumentHelp("safetensors: keep probability of each layer's inputs, input layer first.", valueName: "p,p,..."))
     var keep: String?
 
-    @Option(help: "safetensors: the dropout convention that produced the weights: inverted (PyTorch, Keras) or classic.")
-    var convention: String?
+    @Option(name: .customLong("dropout-rate"), help: ArgumentHelp(
+        "safetensors: drop rate of each layer's inputs (PyTorch nn.Dropout(p)): keep p = 1 - rate.", valueName: "r,r,..."))
+    var dropoutRate: String?
 
-    @Option(help: "safetensors: activation of the hidden layers (relu, logistic, tanh, linear; default relu).")
-    var activation: String?
+    @Option(help: "safetensors: the dropout convention that produced the weights: inverted (PyTorch, Keras) or classic.")
+    var convention: DropoutConvention?
+
+    @Option(help: "safetensors: activation of the hidden layers (default relu).")
+    var activation: Activation?
 
     @Option(help: "safetensors: activation of the last layer (default softmax).")
-    var outputActivation: String?
+    var outputActivation: Activation?
 
-    enum Kind { case keras, safetensors }
+    @OptionGroup var jsonOption: JSONOption
 
-    func validate() throws {
-        if URL(fileURLWithPath: input).standardizedFileURL == URL(fileURLWithPath: output).standardizedFileURL {
-            throw ValidationError("-o must name a new file: the input is never modified")
-        }
-        if let convention, DropoutConvention(rawValue: convention) == nil {
-            throw ValidationError("--convention must be classic or inverted")
-        }
-        for (flag, value) in [("--activation", activation), ("--output-activation", outputActivation)] {
-            if let value, Activation(rawValue: value) == nil {
-                throw ValidationError("\(flag) must be one of relu, logistic, tanh, linear, softmax")
+    /// The keep probabilities given, as keep probabilities.
+    func keeps() throws -> [Double]? {
+        if let keep {
+            let ps: [Double] = try parseList(keep, "--keep", "a number")
+            if let bad = ps.first(where: { !($0 > 0 && $0 <= 1) }) {
+                throw ValidationError("--keep: \(bad) is not a keep probability in (0, 1]")
             }
+            return ps
         }
+        if let dropoutRate {
+            let rates: [Double] = try parseList(dropoutRate, "--dropout-rate", "a number")
+            if let bad = rates.first(where: { !($0 >= 0 && $0 < 1) }) {
+                throw ValidationError("--dropout-rate: \(bad) is not a drop rate in [0, 1)")
+            }
+            return rates.map { 1 - $0 }
+        }
+        return nil
     }
 
-    /// What the file is, from its first bytes.
-    func kind() throws -> Kind {
-        guard let h = FileHandle(forReadingAtPath: input) else {
-            var isDir: ObjCBool = false
-            let exists = FileManager.default.fileExists(atPath: input, isDirectory: &isDir)
-            throw CommandFailure(message: "\(input): \(!exists ? "no such file or directory" : isDir.boolValue ? "it is a directory" : "it cannot be read")")
-        }
-        defer { try? h.close() }
-        let head = [UInt8]((try? h.read(upToCount: 9)) ?? Data())
-        if head.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return .keras }
-        if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) { return .keras }  // a Keras 3 .keras archive
-        if head.count == 9, head[8] == UInt8(ascii: "{") || input.hasSuffix(".safetensors") { return .safetensors }
-        if input.hasSuffix(".safetensors") { return .safetensors }
-        throw CommandFailure(
-            message: "\(input): /: not a Keras file (no HDF5 or ZIP signature) and not a safetensors file (no JSON header)",
-            hint: "dropmodel imports Keras .h5 and .keras files (model.save(...)) and .safetensors files")
+    func validate() throws {
+        if keep != nil && dropoutRate != nil { throw ValidationError("give either --keep or --dropout-rate, not both") }
+        _ = try keeps()
     }
 
     func run() throws {
-        let model: Model
-        switch try kind() {
-        case .keras:
-            if keep != nil || convention != nil || activation != nil || outputActivation != nil {
-                throw CommandFailure(
-                    message: "--keep, --convention, --activation and --output-activation are for safetensors files: \(input) is a Keras file, which states its own dropout rates and activations",
-                    hint: "drop those options", exitCode: 64)
-            }
-            // Keras stores its config and weight names as variable-length strings, on which
-            // libhdf5 1.10.8 can crash or loop (Fuzz/README.md): HDF5Layer's isolated pre-read
-            // and its out-of-process string reads (Specs/bundle-format.md 10.1) contain that.
-            model = try KerasImport.read(path: input)
-        case .safetensors:
-            var options = SafetensorsImport.Options()
-            if let keep {
-                options.keep = try keep.split(separator: ",").map { s in
-                    guard let p = Double(s.trimmingCharacters(in: .whitespaces)), p > 0, p <= 1 else {
-                        throw ValidationError("--keep: '\(s)' is not a keep probability in (0, 1]")
-                    }
-                    return p
-                }
-            }
-            options.convention = convention.flatMap(DropoutConvention.init(rawValue:))
-            options.activation = activation.flatMap(Activation.init(rawValue:))
-            options.outputActivation = outputActivation.flatMap(Activation.init(rawValue:))
-            model = try SafetensorsImport.read(path: input, options: options)
+        var options: Conversion.SafetensorsOptions?
+        if keep != nil || dropoutRate != nil || convention != nil || activation != nil || outputActivation != nil {
+            var o = Conversion.SafetensorsOptions()
+            o.keep = try keeps()
+            o.convention = convention
+            o.activation = activation
+            o.outputActivation = outputActivation
+            options = o
         }
-        try BundleWriter.write(model, to: output)
-        Self.printSummary(model, input: input, output: output)
+        let r = try Conversion.importModel(input, to: output, safetensors: options)
+        let info = r.info
+        if jsonOption.json {
+            JSONOutput.print("import", [
+                ("file", .string(input)), ("output", .string(output)), ("source", .string(r.kind.rawValue)),
+                ("layers", .int(info.layers.count)), ("sizes", .array(sizes(info).map { .int($0) })),
+                ("convention", .string(info.convention.rawValue)), ("baked", .bool(info.baked)),
+                ("keep_prob", .array(info.layers.map { .number($0.keepProb) })),
+            ])
+            return
+        }
+        let keeps = info.layers.map { Format.short($0.keepProb) }.joined(separator: ", ")
+        print("imported \(input) -> \(output): \(sizes(info).map(String.init).joined(separator: "-")), \(info.layers.count) dense layers, "
+              + "convention \(info.convention.rawValue)\(info.baked ? " (baked)" : ""), keep p \(keeps)")
     }
 
-    static func printSummary(_ model: Model, input: String, output: String) {
-        let info = model.info
-        let keeps = info.layers.map { Format.short($0.keepProb) }.joined(separator: ", ")
-        let sizes = ([info.layers[0].inputs] + info.layers.map(\.outputs)).map(String.init).joined(separator: "-")
-        print("imported \(input) -> \(output): \(sizes), \(info.layers.count) dense layers, convention \(info.convention.rawValue)"
-              + "\(info.baked ? " (baked)" : ""), keep p \(keeps)")
-    }
+    func sizes(_ info: ModelInfo) -> [Int] { [info.layers[0].inputs] + info.layers.map(\.outputs) }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BundleFormat
 import Foundation
+import DropModelBase
 import HDF5Layer
 
 /// `dropmodel inspect`: what is in a bundle, at a glance or as JSON.
@@ -18,8 +19,7 @@ struct Inspect: ParsableCommand {
     @Argument(help: "The bundle (.h5) to inspect.")
     var file: String
 
-    @Flag(help: "Print one JSON object instead of the summary.")
-    var json = false
+    @OptionGroup var jsonOption: JSONOption
 
     @Flag(help: "Also stream the weights: per layer min, max, mean, std, NaN/Inf counts and the largest L2 norm of a unit's incoming weights.")
     var stats = false
@@ -27,58 +27,11 @@ struct Inspect: ParsableCommand {
     func run() throws {
         let bundle = try BundleReader(path: file)
         let layerStats = stats ? try (0..<bundle.info.layers.count).map { try WeightStats.compute(bundle, layer: $0) } : nil
-        if json {
-            print(InspectReport.json(bundle, stats: layerStats).serialized())
+        if jsonOption.json {
+            print(InspectReport.json(bundle, stats: layerStats).serialized(.pretty))
         } else {
             print(InspectReport.text(bundle, stats: layerStats))
         }
-    }
-}
-
-/// Per-layer statistics of the weight matrix, computed by streaming rows.
-struct WeightStats {
-    var min = Double.infinity
-    var max = -Double.infinity
-    var mean = 0.0
-    var std = 0.0
-    var nanCount = 0
-    var infCount = 0
-    /// Largest L2 norm of a unit's incoming weight vector (a row).
-    var maxUnitNorm = 0.0
-
-    static func compute(_ bundle: BundleReader, layer: Int) throws -> WeightStats {
-        var s = WeightStats()
-        var count = 0
-        var sum = 0.0
-        var sumSq = 0.0
-        let inputs = bundle.info.layers[layer].inputs
-        try bundle.streamWeightRows(layer) { _, rows, block in
-            for r in 0..<rows {
-                var norm = 0.0
-                for v in block[(r * inputs)..<((r + 1) * inputs)] {
-                    if v.isNaN { s.nanCount += 1; continue }
-                    if v.isInfinite { s.infCount += 1; continue }
-                    let d = Double(v)
-                    s.min = Swift.min(s.min, d)
-                    s.max = Swift.max(s.max, d)
-                    sum += d
-                    sumSq += d * d
-                    norm += d * d
-                    count += 1
-                }
-                s.maxUnitNorm = Swift.max(s.maxUnitNorm, norm.squareRoot())
-            }
-        }
-        if count > 0 {
-            s.mean = sum / Double(count)
-            s.std = Swift.max(0, sumSq / Double(count) - s.mean * s.mean).squareRoot()
-        } else {
-            s.min = .nan
-            s.max = .nan
-            s.mean = .nan
-            s.std = .nan
-        }
-        return s
     }
 }
 
@@ -93,7 +46,7 @@ enum InspectReport {
     }
 
     static func recipeSummary(_ recipe: String) -> String {
-        guard let r = JSON.parse(recipe), case .object(let pairs) = r else { return "(not a JSON object)" }
+        guard let r = try? JSONValue.parse(recipe), case .object(let members) = r else { return "(not a JSON object)" }
         // A bundle made by `dropmodel import` (Specs/interop.md §2.5, §3.3).
         if let source = r["imported_from"], case .string(let format)? = source["format"] {
             var s = "imported from \(format)"
@@ -108,9 +61,9 @@ enum InspectReport {
                       "momentum_ramp_epochs", "max_norm", "l2", "limit", "data"]
         var parts: [String] = []
         for key in wanted {
-            if let v = r[key] { parts.append("\(key) \(v.serialized(indent: nil))") }
+            if let v = r[key] { parts.append("\(key) \(v.serialized())") }
         }
-        if parts.isEmpty { parts = pairs.prefix(8).map { "\($0.0) \($0.1.serialized(indent: nil))" } }
+        if parts.isEmpty { parts = members.members.prefix(8).map { "\($0.key) \($0.value.serialized())" } }
         return parts.joined(separator: ", ")
     }
 
@@ -171,53 +124,59 @@ enum InspectReport {
         return out.joined(separator: "\n")
     }
 
-    static func json(_ bundle: BundleReader, stats: [WeightStats]?) -> JSON {
+    static func json(_ bundle: BundleReader, stats: [WeightStats]?) -> JSONValue {
         let info = bundle.info
-        let layers: [JSON] = info.layers.enumerated().map { i, l in
-            var o: [(String, JSON)] = [
-                ("index", .int(Int64(i))), ("name", .string(l.name)), ("kind", .string(l.kind.rawValue)),
-                ("inputs", .int(Int64(l.inputs))), ("outputs", .int(Int64(l.outputs))),
-                ("activation", .string(l.activation.rawValue)), ("keep_prob", .double(l.keepProb)),
-                ("dtype", .string(l.dtype.rawValue)), ("parameters", .int(Int64(l.parameterCount))),
+        let layers: [JSONValue] = info.layers.enumerated().map { i, l in
+            var o: [(String, JSONValue)] = [
+                ("index", .int(i)), ("name", .string(l.name)), ("kind", .string(l.kind.rawValue)),
+                ("inputs", .int(l.inputs)), ("outputs", .int(l.outputs)),
+                ("activation", .string(l.activation.rawValue)), ("keep_prob", .number(l.keepProb)),
+                ("dtype", .string(l.dtype.rawValue)), ("parameters", .int(l.parameterCount)),
             ]
             if let s = stats?[i] {
-                o.append(("stats", .object([
-                    ("min", .number(s.min)), ("max", .number(s.max)), ("mean", .number(s.mean)), ("std", .number(s.std)),
-                    ("nan", .int(Int64(s.nanCount))), ("inf", .int(Int64(s.infCount))), ("max_unit_norm", .number(s.maxUnitNorm)),
-                ])))
+                o.append(("stats", .object(JSONObject([
+                    ("min", .finite(s.min)), ("max", .finite(s.max)), ("mean", .finite(s.mean)), ("std", .finite(s.std)),
+                    ("nan", .int(s.nanCount)), ("inf", .int(s.infCount)), ("max_unit_norm", .finite(s.maxUnitNorm)),
+                ]))))
             }
-            return .object(o)
+            return .object(JSONObject(o))
         }
-        let rng: JSON = info.rng.map { r in
-            .object([("algorithm", .string(r.algorithm)), ("seed", r.seed.map { .int($0) } ?? .null),
-                     ("stream_layout", .int(Int64(r.streamLayout)))])
+        let rng: JSONValue = info.rng.map { r in
+            .object(JSONObject([("algorithm", .string(r.algorithm))] + JSONOutput.seed(r.seed) + [
+                ("stream_layout", .int(r.streamLayout)),
+            ]))
         } ?? .null
-        let training: JSON = info.training.map { t in
-            .object([("recipe", JSON.parse(t.recipe) ?? .string(t.recipe)), ("data_fingerprint", .optional(t.dataFingerprint)),
-                     ("data_description", .optional(t.dataDescription))])
+        let training: JSONValue = info.training.map { t in
+            .object(JSONObject([
+                ("recipe", (try? JSONValue.parse(t.recipe)) ?? .string(t.recipe)), ("data_fingerprint", .optional(t.dataFingerprint)),
+                ("data_description", .optional(t.dataDescription)),
+            ]))
         } ?? .null
-        let history: JSON = info.history.map { h in
-            .object([
-                ("epochs", .int(Int64(h.epochs.count))),
-                ("initial_weights_sha256", h.initialWeightsSHA256.map { .string(WeightDigest.hex($0)) } ?? .null),
+        let history: JSONValue = info.history.map { h in
+            .object(JSONObject([
+                ("epochs", .int(h.epochs.count)),
+                ("initial_weights_sha256", JSONOutput.sha256(h.initialWeightsSHA256)),
                 ("records", .array(h.epochs.map { e in
-                    .object([("epoch", .int(Int64(e.epoch))), ("loss", .number(e.loss)), ("train_error", .number(e.trainError)),
-                             ("test_error", .number(e.testError)), ("weights_sha256", .string(WeightDigest.hex(e.weightsSHA256)))])
+                    .object(JSONObject([
+                        ("epoch", .int(e.epoch)), ("loss", .finite(e.loss)), ("train_error", .finite(e.trainError)),
+                        ("test_error", .finite(e.testError)), ("weights_sha256", JSONOutput.sha256(e.weightsSHA256)),
+                    ]))
                 })),
-            ])
+            ]))
         } ?? .null
-        return .object([
+        return .object(JSONObject([
+            ("schema", .string("dropmodel.inspect/1")),
             ("file", .string(bundle.path)),
-            ("file_size", File.size(of: bundle.path).map { .int(Int64($0)) } ?? .null),
+            ("file_size", File.size(of: bundle.path).map { .integer(Int64($0)) } ?? .null),
             ("format_version", .string(info.formatVersion.description)),
             ("creator", .optional(info.creator)),
             ("convention", .string(info.convention.rawValue)),
             ("baked", .bool(info.baked)),
-            ("parameters", .int(Int64(info.parameterCount))),
+            ("parameters", .int(info.parameterCount)),
             ("layers", .array(layers)),
             ("rng", rng),
             ("training", training),
             ("history", history),
-        ])
+        ]))
     }
 }

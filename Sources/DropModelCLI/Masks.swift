@@ -1,12 +1,9 @@
 import ArgumentParser
-import BundleFormat
-import DropoutRandom
+import DropModelBase
 import Foundation
-import HDF5Layer
 import Training
-import TrainingData
 
-/// `dropmodel masks`.
+/// `dropmodel masks`: parses, calls ``Training/MaskQuery/run(_:)``, prints.
 struct Masks: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show which units were dropped at a training step, computed from the random stream alone.",
@@ -42,64 +39,36 @@ struct Masks: ParsableCommand {
     @Flag(help: "Print JSON: for each example, the indices of the kept units.")
     var json = false
 
+    func validate() throws {
+        if epoch < 1 { throw ValidationError("--epoch counts from 1") }
+        if step < 0 { throw ValidationError("--step counts from 0") }
+        if layer < 0 { throw ValidationError("--layer counts from 0") }
+        if let example, example < 0 { throw ValidationError("--example counts from 0") }
+        if let seed, seed < 0 { throw ValidationError("--seed must be in 0 ..< 2^63") }
+    }
+
     func run() throws {
-        let bundle = try BundleReader(path: file)
-        let info = bundle.info
-        guard let seed = seed ?? info.rng?.seed else {
-            throw CommandFailure(message: "\(file): /rng@seed: the bundle records no seed", hint: "give it with --seed S")
-        }
-        guard layer >= 0, layer < info.layers.count else {
-            throw ValidationError("--layer must be in 0..<\(info.layers.count)")
-        }
-        guard epoch >= 1, epoch < StreamLayout.epochLimit else { throw ValidationError("--epoch counts from 1") }
-        guard step >= 0, step < StreamLayout.stepLimit else { throw ValidationError("--step counts from 0") }
-        let recipe = info.training.flatMap { try? Recipe.decode(json: $0.recipe) }
-        let batch = recipe?.batchSize ?? 1
-        var rows = batch
-        if let n = info.training?.examples, let recipe {
-            let steps = (n + recipe.batchSize - 1) / recipe.batchSize
-            guard step < steps else {
-                throw ValidationError("an epoch of \(n) examples in batches of \(recipe.batchSize) has steps 0..<\(steps)")
-            }
-            rows = min(batch, n - step * batch)
-        }
-        let examples: [Int]
-        if let example {
-            guard example >= 0, example < rows else { throw ValidationError("step \(step) has examples 0..<\(rows)") }
-            examples = [example]
-        } else {
-            examples = Array(0..<rows)
-        }
-        let l = info.layers[layer]
-        let streams = RandomStreams(seed: UInt64(seed))
-        var row = [Float](repeating: 0, count: l.inputs)
-        var kept: [[Bool]] = []
-        for ex in examples {
-            row.withUnsafeMutableBufferPointer {
-                streams.keepMask(epoch: epoch - 1, step: step, layer: layer, example: ex, units: l.inputs,
-                                 keepProbability: l.keepProb, keptValue: 1, into: $0)
-            }
-            kept.append(row.map { $0 != 0 })
-        }
-        if let png { try writePNG(kept, to: png) }
+        let r = try MaskQuery.run(MaskQuery.Request(
+            file: file, epoch: epoch, step: step, layer: layer, example: example, seed: seed, png: png))
         if json {
-            let o = JSON.object([
-                ("epoch", .int(Int64(epoch))), ("step", .int(Int64(step))), ("layer", .int(Int64(layer))),
-                ("units", .int(Int64(l.inputs))), ("keep_prob", .double(l.keepProb)),
-                ("examples", .array(zip(examples, kept).map { ex, k in
-                    .object([("example", .int(Int64(ex))),
-                             ("kept", .array(k.indices.filter { k[$0] }.map { .int(Int64($0)) }))])
+            JSONOutput.print("masks", [("file", .string(file)), ("output", .optional(png))] + JSONOutput.seed(r.seed) + [
+                ("epoch", .int(r.epoch)), ("step", .int(r.step)), ("layer", .int(r.layer)),
+                ("units", .int(r.units)), ("keep_prob", .number(r.keepProb)),
+                ("examples", .array(r.examples.map { ex in
+                    .object(JSONObject([
+                        ("example", .int(ex.example)),
+                        ("kept", .array(ex.kept.indices.filter { ex.kept[$0] }.map { .int($0) })),
+                    ]))
                 })),
             ])
-            print(o.serialized())
             return
         }
-        let what = layer == 0 ? "the input features" : "the outputs of layer \(layer - 1) ('\(info.layers[layer - 1].name)')"
-        print("epoch \(epoch), step \(step), layer \(layer) ('\(l.name)'): mask over \(what), \(l.inputs) units, keep p \(Format.short(l.keepProb)), seed \(seed)")
-        for (ex, k) in zip(examples, kept) {
+        let what = r.previousLayer.map { "the outputs of layer \($0.index) ('\($0.name)')" } ?? "the input features"
+        print("epoch \(r.epoch), step \(r.step), layer \(r.layer) ('\(r.layerName)'): mask over \(what), \(r.units) units, keep p \(Format.short(r.keepProb)), seed \(r.seed)")
+        for (ex, k) in r.examples {
             let count = k.filter { $0 }.count
             print(String(format: "example %3d  kept %d of %d (%.1f %%)", ex, count, k.count, 100 * Double(count) / Double(k.count)))
-            if examples.count == 1 {
+            if r.examples.count == 1 {
                 // The mask itself, 64 units a line: '#' kept, '.' dropped.
                 for start in stride(from: 0, to: k.count, by: 64) {
                     let line = k[start..<min(k.count, start + 64)].map { $0 ? "#" : "." }.joined()
@@ -108,28 +77,5 @@ struct Masks: ParsableCommand {
             }
         }
         if let png { print("wrote \(png)") }
-    }
-
-    /// An 8-bit grayscale PNG: white kept, black dropped.
-    func writePNG(_ mask: [[Bool]], to path: String) throws {
-        let height = mask.count
-        let width = mask.first?.count ?? 0
-        var raw: [UInt8] = []
-        raw.reserveCapacity(height * (width + 1))
-        for r in mask {
-            raw.append(0)  // filter type: none
-            raw.append(contentsOf: r.map { $0 ? 255 : 0 })
-        }
-        func chunk(_ type: String, _ body: [UInt8]) -> [UInt8] {
-            let t = Array(type.utf8)
-            let len = UInt32(body.count)
-            return [UInt8(len >> 24), UInt8(len >> 16 & 255), UInt8(len >> 8 & 255), UInt8(len & 255)] + t + body
-                + bigEndian(Zlib.crc32(t + body))
-        }
-        func bigEndian(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(v >> 16 & 255), UInt8(v >> 8 & 255), UInt8(v & 255)] }
-        let header = bigEndian(UInt32(width)) + bigEndian(UInt32(height)) + [8, 0, 0, 0, 0]
-        let bytes: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + chunk("IHDR", header)
-            + chunk("IDAT", Zlib.deflate(raw)) + chunk("IEND", [])
-        try writeOutputFile(Data(bytes), to: path, what: "PNG")
     }
 }

@@ -1,11 +1,10 @@
 import ArgumentParser
-import BundleFormat
+import DropModelBase
 import Foundation
 import Interop
 import Training
-import TrainingData
 
-/// `dropmodel predict`: the deterministic forward pass as a command.
+/// `dropmodel predict`: parses, calls ``Training/EvalRun/predict(_:)``, writes the `.npy`, prints.
 struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Class probabilities of the deterministic network on a data set's test examples.",
@@ -30,38 +29,27 @@ struct Predict: ParsableCommand {
 
     @OptionGroup var threadsOption: ThreadsOption
 
-    @Flag(help: "Print one JSON object.")
-    var json = false
+    @OptionGroup var jsonOption: JSONOption
 
     func validate() throws {
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
     }
 
     func run() throws {
-        let bundle = try BundleReader(path: model)
-        let info = bundle.info
-        let (set, dataDescription) = try loadTestSet(data, limit: limit, for: info, model: model, purpose: "predict on")
-        let (network, evaluation) = try deterministicEvaluation(bundle, threads: try threadsOption.resolve())
-        let probs = evaluation.deterministicProbabilities(set)
-        let classes = network.outputs
-        let predicted = Predictor.argmax(probs, classes: classes)
-        let wrong = zip(predicted, set.labels).filter { $0 != Int($1) }.count
-        let error = Double(wrong) / Double(set.count)
+        let r = try EvalRun.predict(EvalRun.PredictRequest(
+            file: model, data: data, limit: limit, threads: threadsOption.resolved, output: output))
         if let output {
-            try writeOutputFile(NumPy.npy(.float32(probs, shape: [set.count, classes])), to: output, what: "probabilities")
+            let npy = NumPy.npy(.float32(r.probabilities, shape: [r.examples, r.classes]))
+            try npy.withUnsafeBytes { try AtomicFile.write($0, to: output, what: "probabilities") }
         }
-        let how = info.convention == .inverted ? "weights as stored (inverted)"
-            : info.baked ? "weights as stored (baked)" : "weight scaling applied on the fly (classic)"
-        if json {
-            let o = JSON.object([
-                ("model", .string(model)), ("data", .string(dataDescription)), ("examples", .int(Int64(set.count))),
-                ("classes", .int(Int64(classes))), ("error", .double(error)), ("inference", .string(how)),
-                ("output", .optional(output)),
+        if jsonOption.json {
+            JSONOutput.print("predict", [
+                ("file", .string(model)), ("output", .optional(output)), ("data", .string(r.data)), ("examples", .int(r.examples)),
+                ("classes", .int(r.classes)), ("error", .number(r.error)), ("inference", .string(r.inference.rawValue)),
             ])
-            print(o.serialized())
             return
         }
-        print("\(model) on \(set.count) test examples of \(data): \(Format.percent(error)) test error (\(how))"
+        print("\(model) on \(r.examples) test examples of \(data): \(Format.percent(r.error)) test error (\(r.inference.rawValue))"
               + (output.map { "; wrote \($0)" } ?? ""))
     }
 }

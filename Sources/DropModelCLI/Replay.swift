@@ -1,12 +1,14 @@
 import ArgumentParser
 import BundleFormat
+import DropModelBase
 import Foundation
 import Training
-import TrainingData
 
-/// `dropmodel replay`.
-struct Replay: ParsableCommand {
+/// `dropmodel replay`: parses, calls ``Training/Replay/run(_:observer:)``, prints; exit 1 when
+/// the run diverged.
+struct ReplayCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "replay",
         abstract: "Retrain a bundle from its recipe and seed and prove the result bit-identical, or say where it diverged.",
         discussion: """
             Checks the data fingerprint, regenerates the initial weights from the seed, retrains \
@@ -35,148 +37,105 @@ struct Replay: ParsableCommand {
     @Option(name: .shortAndLong, help: "What-if: write the retrained bundle here instead of failing on differences.")
     var output: String?
 
+    @OptionGroup var jsonOption: JSONOption
+
+    func validate() throws {
+        if let seed, seed < 0 { throw ValidationError("--seed must be in 0 ..< 2^63") }
+        if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
+    }
+
     func run() throws {
-        let bundle = try BundleReader(path: file)
-        let info = bundle.info
-        guard let training = info.training else {
-            throw CommandFailure(message: "\(file): /training: the bundle records no training recipe, so it cannot be replayed",
-                                 hint: "bundles written by 'dropmodel train' record one")
-        }
-        let recipe: Recipe
-        do { recipe = try Recipe.decode(json: training.recipe) } catch {
-            throw CommandFailure(message: "\(file): /training@recipe: not a dropmodel recipe (\(error))")
-        }
-        if let rng = info.rng, rng.algorithm != "philox4x32-10" || rng.streamLayout != 1 {
-            throw CommandFailure(
-                message: "\(file): /rng: algorithm '\(rng.algorithm)' with stream layout \(rng.streamLayout) is not one this dropmodel can replay (philox4x32-10, layout 1)")
-        }
-        guard let seed = seed ?? info.rng?.seed else {
-            throw CommandFailure(message: "\(file): /rng@seed: the bundle records no seed", hint: "give the seed with --seed S")
-        }
-        guard seed >= 0 else { throw ValidationError("--seed must be in 0 ..< 2^63") }
-        let recorded = info.history?.epochs ?? []
-        let total = output == nil ? recorded.count : recipe.epochs
-        let epochs = min(epochs ?? total, total)
-        if output == nil && recorded.isEmpty {
-            throw CommandFailure(message: "\(file): /history: the bundle records no epochs to compare against")
-        }
-        let threads = try threadsOption.resolve()
-
-        // The data must be the data the bundle was trained on.
-        let split = try TrainingRun.loadData(recipe, override: data)
-        if let fp = training.dataFingerprint, fp != split.fingerprint {
-            throw CommandFailure(
-                message: "the data does not match the bundle: \(split.description) has fingerprint \(split.fingerprint), "
-                    + "\(file) was trained on \(fp)" + (training.dataDescription.map { " (\($0))" } ?? ""),
-                hint: "replay needs the exact training data (same files, same --limit); point --data at it")
-        }
-
-        // The initial weights are a function of the seed.
-        let initial = recipe.initialParameters(seed: UInt64(seed))
-        let initialDigest = WeightDigest.sha256(initial)
-        if output == nil, let expected = info.history?.initialWeightsSHA256, expected != initialDigest {
-            let claim = self.seed.map { $0 != info.rng?.seed ? "the claimed seed \($0) does not reproduce it" : "" } ?? ""
-            fail("diverged before epoch 1: the initial weights regenerated from seed \(seed) have digest "
-                 + "sha256:\(WeightDigest.hex(initialDigest)), the bundle records sha256:\(WeightDigest.hex(expected))"
-                 + (claim.isEmpty ? " (the run started from weights that are not this seed's initialisation)" : "; " + claim))
-        }
-        print("replaying \(file): \(recipe.layers.map(String.init).joined(separator: "-")), seed \(seed), "
-              + "\(epochs) of \(recorded.count) epoch\(recorded.count == 1 ? "" : "s"), \(threads) thread\(threads == 1 ? "" : "s"), "
-              + "on \(split.description)")
-        let started = Date()
-        let trainer = Trainer(recipe: recipe, seed: UInt64(seed), data: split, initial: initial, threads: threads)
-        var mismatch: (epoch: Int, layers: [Int])?
-        var records: [EpochRecord] = []
-        _ = TrainingRun.run(trainer, epochs: epochs) { m in
-            let record = TrainingRun.record(m, trainer)
-            records.append(record)
-            guard m.epoch <= recorded.count else { return true }
-            let expected = recorded[m.epoch - 1]
-            if expected.weightsSHA256 == m.weightsSHA256 {
-                print("  epoch \(m.epoch): identical (sha256:\(WeightDigest.hex(m.weightsSHA256).prefix(16))...)")
-                return true
+        let json = jsonOption.json
+        let printer = RunPrinter(json: json, schema: "replay")
+        let request = Replay.Request(
+            file: file, seed: seed, epochs: epochs, data: data, threads: threadsOption.resolved, output: output)
+        let report = try Replay.run(request) { event in
+            if case .started(let s) = event, !json {
+                print("replaying \(file): \(s.recipe.layers.map(String.init).joined(separator: "-")), seed \(s.seed), "
+                      + "\(s.epochs) epoch\(s.epochs == 1 ? "" : "s"), "
+                      + "\(s.threads) thread\(s.threads == 1 ? "" : "s"), on \(s.data)")
             }
-            var layers: [Int] = []
-            if let theirs = expected.layerSHA256, let ours = record.layerSHA256 {
-                layers = theirs.indices.filter { theirs[$0] != ours[$0] }
-            }
-            mismatch = (m.epoch, layers)
-            return output != nil
+            printer.observe(event)
         }
-        let seconds = Date().timeIntervalSince(started)
-
-        if let output {
-            let newInfo = TrainingRun.info(recipe: recipe, seed: seed, data: split, initialDigest: initialDigest, records: records)
-            try BundleWriter.write(Model(info: newInfo, parameters: trainer.network.parameters), to: output)
-            let same = mismatch == nil && records.count == recorded.count
-            print("wrote \(output) (what-if run, \(records.count) epochs, \(String(format: "%.1f", seconds)) s): "
-                  + (same ? "bit-identical to \(file)" : mismatch.map { "differs from \(file) from epoch \($0.epoch) on" }
-                     ?? "\(records.count) epochs vs \(recorded.count) recorded"))
-            return
+        if json {
+            printJSON(report)
+        } else {
+            printText(report)
         }
-        if let mismatch {
-            var text = "diverged at epoch \(mismatch.epoch): the weight digest differs from the one recorded"
-            if !mismatch.layers.isEmpty {
-                text += "; layer\(mismatch.layers.count == 1 ? "" : "s") "
-                    + mismatch.layers.map { "\($0) ('\(info.layers[$0].name)')" }.joined(separator: ", ") + " differ"
-            }
-            if mismatch.epoch == recorded.count, let (layer, diff) = try largestDifference(bundle, trainer.network.parameters) {
-                text += "; largest difference from the stored weights: " + describe(layer: layer, diff: diff, info: info)
-            } else if mismatch.epoch < recorded.count {
-                text += " (the bundle stores weights after epoch \(recorded.count) only, so the size of the difference at epoch \(mismatch.epoch) is unknown)"
-            }
-            fail(text)
-        }
-        // Every digest matched; the stored weights must be the replayed ones too.
-        if epochs == recorded.count, let (layer, diff) = try largestDifference(bundle, trainer.network.parameters) {
-            fail("every epoch's digest matches, but the stored weights differ from the replayed ones: "
-                 + describe(layer: layer, diff: diff, info: info) + " (the weights were changed after training)")
-        }
-        let checked = epochs == recorded.count ? "every epoch's weight digest and the stored weights match" : "every replayed epoch's weight digest matches"
-        print(String(format: "replay: bit-identical through epoch %d of %d: %@ (%.1f s)", epochs, recorded.count, checked, seconds))
+        if report.verdict == .diverged { throw ExitCode(ExitStatus.difference) }
     }
 
-    struct Difference {
-        var index: Int
-        var row: Int
-        var column: Int
-        var stored: Float
-        var replayed: Float
-        var isBias: Bool
-    }
-
-    /// The first layer whose stored weights differ from `replayed`, with its largest difference.
-    func largestDifference(_ bundle: BundleReader, _ replayed: [Parameters]) throws -> (Int, Difference)? {
-        for l in replayed.indices {
-            let stored = try bundle.parameters(l)
-            let inputs = bundle.info.layers[l].inputs
-            var worst: Difference?
-            var worstSize: Float = -1
-            func consider(_ a: [Float], _ b: [Float], bias: Bool) {
-                for i in a.indices where a[i].bitPattern != b[i].bitPattern {
-                    let d = a[i].isNaN || b[i].isNaN ? Float.infinity : abs(a[i] - b[i])
-                    if d > worstSize {
-                        worstSize = d
-                        worst = Difference(index: i, row: bias ? i : i / inputs, column: bias ? 0 : i % inputs,
-                                           stored: a[i], replayed: b[i], isBias: bias)
-                    }
-                }
-            }
-            consider(stored.weight, replayed[l].weight, bias: false)
-            consider(stored.bias, replayed[l].bias, bias: true)
-            if let worst { return (l, worst) }
+    func printJSON(_ r: ReplayReport) {
+        let divergence: JSONValue = r.divergence.map { d in
+            .object(JSONObject([
+                ("epoch", d.epoch.map { .int($0) } ?? .null), ("layers", .array(d.layers.map { .int($0) })),
+                ("largest_difference", d.largest.map { w in
+                    .object(JSONObject([
+                        ("layer", .int(w.layer)), ("tensor", .string(w.isBias ? "bias" : "weight")), ("row", .int(w.row)),
+                        ("column", .int(w.column)), ("stored", .finite(Double(w.stored))), ("replayed", .finite(Double(w.replayed))),
+                    ]))
+                } ?? .null),
+                ("message", .string(message(r, d))),
+            ]))
+        } ?? .null
+        let verdict: String
+        switch r.verdict {
+        case .identical: verdict = "identical"
+        case .diverged: verdict = "diverged"
+        case .wroteWhatIf: verdict = "what-if"
         }
-        return nil
+        JSONOutput.print("replay", [("file", .string(r.file)), ("output", .optional(r.output)), ("verdict", .string(verdict))]
+            + JSONOutput.seed(r.seed) + [
+                ("threads", .int(r.threads)), ("epochs_replayed", .int(r.epochsReplayed)),
+                ("epochs_recorded", .int(r.epochsRecorded)), ("stored_weights_checked", .bool(r.storedWeightsChecked)),
+                ("output_identical", r.outputIdentical.map { .bool($0) } ?? .null), ("divergence", divergence),
+                ("seconds", .finite(r.seconds)),
+            ], lines: true)
     }
 
-    func describe(layer: Int, diff: Difference, info: ModelInfo) -> String {
-        let where_ = diff.isBias ? "bias[\(diff.row)]" : "weight[\(diff.row), \(diff.column)]"
-        return "layer \(layer) ('\(info.layers[layer].name)') \(where_): stored \(diff.stored), replayed \(diff.replayed), "
-            + "|difference| \(abs(diff.stored - diff.replayed))"
+    func printText(_ r: ReplayReport) {
+        switch r.verdict {
+        case .wroteWhatIf:
+            let how = r.outputIdentical == true ? "bit-identical to \(file)"
+                : r.divergence?.epoch.map { "differs from \(file) from epoch \($0) on" }
+                    ?? "\(r.epochsReplayed) epochs vs \(r.epochsRecorded) recorded"
+            print(String(format: "wrote %@ (what-if run, %d epochs, %.1f s): %@", r.output ?? "", r.epochsReplayed, r.seconds, how))
+        case .diverged:
+            FileHandle.standardError.write(Data("replay: \(file): \(message(r, r.divergence!))\n".utf8))
+        case .identical:
+            let checked = r.storedWeightsChecked
+                ? "every epoch's weight digest and the stored weights match" : "every replayed epoch's weight digest matches"
+            print(String(format: "replay: bit-identical through epoch %d of %d: %@ (%.1f s)", r.epochsReplayed, r.epochsRecorded, checked, r.seconds))
+        }
     }
 
-    func fail(_ message: String) -> Never {
-        FileHandle.standardError.write(Data("replay: \(file): \(message)\n".utf8))
-        Foundation.exit(ExitStatus.difference)
+    /// The divergence in words: where, which layers, by how much.
+    func message(_ r: ReplayReport, _ d: ReplayReport.Divergence) -> String {
+        func describe(_ w: WeightDifference) -> String {
+            let where_ = w.isBias ? "bias[\(w.row)]" : "weight[\(w.row), \(w.column)]"
+            return "layer \(w.layer) ('\(r.layerNames[w.layer])') \(where_): stored \(w.stored), replayed \(w.replayed), "
+                + "|difference| \(abs(w.stored - w.replayed))"
+        }
+        guard let epoch = d.epoch else {
+            return "every epoch's digest matches, but the stored weights differ from the replayed ones: "
+                + (d.largest.map(describe) ?? "") + " (the weights were changed after training)"
+        }
+        if epoch == 0 {
+            let claim = d.claimedSeedDiffers ? "; the claimed seed \(r.seed) does not reproduce it"
+                : " (the run started from weights that are not this seed's initialisation)"
+            return "diverged before epoch 1: the initial weights regenerated from seed \(r.seed) have digest "
+                + "sha256:\(Hex.encode(d.replayedSHA256 ?? [])), the bundle records sha256:\(Hex.encode(d.expectedSHA256 ?? []))" + claim
+        }
+        var text = "diverged at epoch \(epoch): the weight digest differs from the one recorded"
+        if !d.layers.isEmpty {
+            text += "; layer\(d.layers.count == 1 ? "" : "s") "
+                + d.layers.map { "\($0) ('\(r.layerNames[$0])')" }.joined(separator: ", ") + " differ"
+        }
+        if let w = d.largest {
+            text += "; largest difference from the stored weights: " + describe(w)
+        } else if epoch < r.epochsRecorded {
+            text += " (the bundle stores weights after epoch \(r.epochsRecorded) only, so the size of the difference at epoch \(epoch) is unknown)"
+        }
+        return text
     }
 }

@@ -1,10 +1,10 @@
 import ArgumentParser
 import BundleFormat
+import DropModelBase
 import Foundation
 import Training
-import TrainingData
 
-/// `dropmodel train`.
+/// `dropmodel train`: parses, calls ``Training/TrainingRun/train(_:observer:)``, prints.
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a dropout MLP and write a bundle with its recipe, seed, data fingerprint and history.",
@@ -12,7 +12,8 @@ struct Train: ParsableCommand {
             Every random draw is a function of the seed (Specs/random-streams.md) and every \
             reduction has a fixed order (Specs/determinism.md), so 'dropmodel replay' can retrain \
             the bundle bit for bit, with any --threads. Prints a line per epoch; on a terminal, \
-            a progress bar with rate and ETA.
+            a progress bar with rate and ETA. The output's folder is checked before anything \
+            is read or trained.
 
             Example: dropmodel train --data fashion-mnist --layers 784,1024,1024,10 \
             --keep 0.8,0.5,0.5 --epochs 10 --seed 1 -o model.h5
@@ -28,46 +29,45 @@ struct Train: ParsableCommand {
     @Option(name: .shortAndLong, help: "The bundle to write (atomically, when training ends).")
     var output: String
 
+    @OptionGroup var jsonOption: JSONOption
+
     func run() throws {
-        var recipe: Recipe
-        var seed: Int64
-        var initial: [Parameters]
-        if let from {
-            let bundle = try BundleReader(path: from)
-            guard let t = bundle.info.training, let base = try? Recipe.decode(json: t.recipe) else {
-                throw CommandFailure(message: "\(from): /training@recipe: the bundle has no dropmodel recipe to continue from")
-            }
-            guard (bundle.info.history?.epochs.count ?? 0) == 0 else {
-                throw CommandFailure(
-                    message: "\(from): /history: the bundle was already trained for \(bundle.info.history!.epochs.count) epochs; --from takes an epoch-0 bundle from 'dropmodel init'")
-            }
-            recipe = try recipeOptions.recipe(base: base)
-            guard recipe.layers == base.layers else {
-                throw ValidationError("--layers cannot change the shape of the --from bundle (\(base.layers))")
-            }
-            seed = try seedOption.seed.map { _ in try seedOption.resolve() } ?? bundle.info.rng?.seed ?? seedOption.resolve()
-            initial = try bundle.readModel().parameters
+        try OutputCheck.verify(output, inputs: from.map { [$0] } ?? [])
+        let start = try from.map { try TrainingRun.startingPoint(from: $0) }
+        let recipe = try recipeOptions.recipe(base: start?.recipe)
+        if let start, recipe.layers != start.recipe.layers {
+            throw DropModelError(
+                code: .usage, file: from ?? "", message: "--layers cannot change the shape of the --from bundle (\(start.recipe.layers))")
+        }
+        for p in recipeOptions.rateLikeKeeps(recipe) {
+            FileHandle.standardError.write(Data(
+                "dropmodel: warning: --keep \(Format.short(p)) keeps only \(Format.short(p * 100)) % of the units; if you meant a drop rate (Keras Dropout(rate), PyTorch nn.Dropout(p)), use --dropout-rate\n".utf8))
+        }
+        let seed = seedOption.seed ?? start?.seed ?? SeedOption.fresh()
+        let threads = threadsOption.resolved
+        let json = jsonOption.json
+        if !json {
+            print("training \(recipe.layers.map(String.init).joined(separator: "-")) \(recipe.activation.rawValue), "
+                  + "\(recipe.convention.rawValue) dropout keep \(recipe.keep.map { Format.short($0) }.joined(separator: ",")), "
+                  + "seed \(seed), \(threads) thread\(threads == 1 ? "" : "s"), on \(recipe.data)")
+        }
+        let printer = RunPrinter(json: json, schema: "train")
+        let report = try TrainingRun.train(
+            TrainingRun.Request(recipe: recipe, seed: seed, initial: start?.parameters, threads: threads, output: output),
+            observer: printer.observe)
+        if json {
+            JSONOutput.print("train", [
+                ("file", from.map { .string($0) } ?? .null), ("output", .string(report.output)),
+            ] + JSONOutput.seed(report.seed) + [
+                ("threads", .int(threads)), ("epochs", .int(report.epochs.count)), ("data", .string(report.data)),
+                ("data_fingerprint", .string(report.dataFingerprint)),
+                ("initial_weights_sha256", JSONOutput.sha256(report.initialWeightsSHA256)),
+                ("weights_sha256", JSONOutput.sha256(report.weightsSHA256)),
+                ("test_error", .finite(report.epochs.last?.testError)), ("seconds", .finite(report.seconds)),
+            ], lines: true)
         } else {
-            recipe = try recipeOptions.recipe()
-            seed = try seedOption.resolve()
-            initial = recipe.initialParameters(seed: UInt64(seed))
+            print(String(format: "wrote %@ (%d epochs, %.1f s); digest sha256:%@", output, report.epochs.count,
+                         report.seconds, Hex.encode(report.weightsSHA256)))
         }
-        let threads = try threadsOption.resolve()
-        let data = try TrainingRun.loadData(recipe)
-        print("training \(recipe.layers.map(String.init).joined(separator: "-")) \(recipe.activation.rawValue), "
-              + "\(recipe.convention.rawValue) dropout keep \(recipe.keep.map { Format.short($0) }.joined(separator: ",")), "
-              + "seed \(seed), \(threads) thread\(threads == 1 ? "" : "s"), on \(data.description)")
-        let initialDigest = WeightDigest.sha256(initial)
-        let trainer = Trainer(recipe: recipe, seed: UInt64(seed), data: data, initial: initial, threads: threads)
-        let started = Date()
-        var records: [EpochRecord] = []
-        _ = TrainingRun.run(trainer, epochs: recipe.epochs) { m in
-            records.append(TrainingRun.record(m, trainer))
-            return true
-        }
-        let info = TrainingRun.info(recipe: recipe, seed: seed, data: data, initialDigest: initialDigest, records: records)
-        try BundleWriter.write(Model(info: info, parameters: trainer.network.parameters), to: output)
-        print(String(format: "wrote %@ (%d epochs, %.1f s); digest sha256:%@", output, records.count,
-                     Date().timeIntervalSince(started), WeightDigest.hex(records.last?.weightsSHA256 ?? initialDigest)))
     }
 }

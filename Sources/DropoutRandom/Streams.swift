@@ -10,6 +10,9 @@ public enum StreamLayout {
     /// The stream layout version implemented by this module.
     public static let version = 1
 
+    /// The generator's name as bundles record it (`/rng@algorithm`).
+    public static let algorithm = "philox4x32-10"
+
     // Exclusive upper bounds of the indices (§3.3). Indices are checked with
     // `precondition`; validate user input (epochs, batch size, ...) against
     // these before training starts.

@@ -6,8 +6,11 @@ public struct StorageInfo: Sendable, Equatable {
     public var layout: Layout
     /// Chunk dimensions for chunked datasets.
     public var chunk: [Int]?
-    /// Filter names in pipeline order ("fletcher32", "deflate", "shuffle", or the id of another).
+    /// Filter names in pipeline order ("fletcher32", "deflate", "shuffle", or "filter <id>"),
+    /// for messages.
     public var filters: [String]
+    /// The filters' HDF5 identifiers in pipeline order: what decisions look at.
+    public var filterIDs: [Int32] = []
     /// The number of external-storage files (a bundle has none).
     public var externalFiles: Int
     /// Bytes allocated in the file for the data.
@@ -69,6 +72,7 @@ public final class Dataset: Object, @unchecked Sendable {
             let nfilters = H5Pget_nfilters(dcpl.id)
             if nfilters < 0 { throw location.libraryError("read filters") }
             var filters: [String] = []
+            var ids: [Int32] = []
             for i in 0..<UInt32(nfilters) {
                 var flags: UInt32 = 0
                 var nelmts: Int = 0
@@ -76,6 +80,7 @@ public final class Dataset: Object, @unchecked Sendable {
                 var name = [CChar](repeating: 0, count: 256)
                 let id = H5Pget_filter2(dcpl.id, i, &flags, &nelmts, nil, name.count, &name, &config)
                 if id < 0 { throw location.libraryError("read filters") }
+                ids.append(Int32(id))
                 switch id {
                 case chdf5_Z_FILTER_FLETCHER32(): filters.append("fletcher32")
                 case chdf5_Z_FILTER_DEFLATE(): filters.append("deflate")
@@ -84,7 +89,9 @@ public final class Dataset: Object, @unchecked Sendable {
                 }
             }
             let stored = H5Dget_storage_size(handle.id)
-            return StorageInfo(layout: layout, chunk: chunk, filters: filters, externalFiles: Int(external), storedBytes: stored)
+            return StorageInfo(
+                layout: layout, chunk: chunk, filters: filters, filterIDs: ids, externalFiles: Int(external),
+                storedBytes: stored)
         }
     }
 
@@ -183,9 +190,9 @@ public final class Dataset: Object, @unchecked Sendable {
         if info.layout == .unknown {
             throw error(.refused, "open dataset", "its storage layout is not one HDF5 1.10 defines")
         }
-        if let bad = info.filters.first(where: { $0.hasPrefix("filter ") }) {
+        if let i = info.filterIDs.firstIndex(where: { !Dataset.allowedFilters.contains($0) }) {
             throw error(.refused, "open dataset",
-                "it uses \(bad), which is not built in; dropmodel reads only Fletcher32, deflate and shuffle "
+                "it uses \(info.filters[i]), which is not built in; dropmodel reads only Fletcher32, deflate and shuffle "
                 + "and never loads filter plugins")
         }
     }

@@ -1,4 +1,5 @@
 internal import CHDF5
+internal import CProbe
 
 /// The element type of an attribute or dataset as stored in a file, described without reading
 /// any data.
@@ -110,15 +111,23 @@ public enum StorageType: String, Sendable, CaseIterable {
 }
 
 /// Bounds checked before anything is allocated for data read from a file.
+///
+/// The bounds the isolated pre-read shares (depth, objects, listed members, attribute bytes,
+/// rank) come from one C header, `CProbe/include/dm_limits.h`, so the child that pre-reads a
+/// file and the reader that then opens it can never disagree.
 public struct ReadLimits: Sendable {
     /// Largest attribute payload (all elements, or a string's bytes).
-    public var maxAttributeBytes: Int = 16 << 20
+    public var maxAttributeBytes: Int = Int(DM_LIMIT_MAX_ATTRIBUTE_BYTES)
     /// Largest number of elements read from a dataset in one call.
     public var maxElementsPerRead: Int = 1 << 31
     /// Largest rank of a dataset or attribute.
-    public var maxRank: Int = 8
+    public var maxRank: Int = Int(DM_LIMIT_MAX_RANK)
     /// Most attributes listed on one object, and most members listed in one group.
-    public var maxListed: Int = 1 << 16
+    public var maxListed: Int = Int(DM_LIMIT_MAX_LISTED)
+    /// Deepest nesting of groups followed by a walk of the whole file.
+    public var maxDepth: Int = Int(DM_LIMIT_MAX_DEPTH)
+    /// Most objects visited by a walk of the whole file.
+    public var maxObjects: Int = Int(DM_LIMIT_MAX_OBJECTS)
     public init() {}
     public static let `default` = ReadLimits()
 }

@@ -1,5 +1,7 @@
 internal import CHDF5
+import DropModelBase
 import Foundation
+import SystemPackage
 
 /// An open HDF5 file.
 ///
@@ -23,11 +25,11 @@ public final class File: @unchecked Sendable {
         let loc = Location(file: path, object: "/")
         var st = stat()
         if stat(path, &st) != 0 {
-            let reason = String(cString: strerror(errno))
-            throw loc.error(.system, "open file", reason.lowercased())
+            let e = Errno.current
+            throw loc.error(e == .noSuchFileOrDirectory ? .notFound : .system, "open file", "\(e)", errno: e)
         }
         if (st.st_mode & S_IFMT) == S_IFDIR {
-            throw loc.error(.system, "open file", "it is a directory")
+            throw loc.error(.system, "open file", "it is a directory", errno: .isDirectory)
         }
         try Probe.check(path)
         return try HDF5Library.withLock { () throws -> File in
@@ -35,7 +37,7 @@ public final class File: @unchecked Sendable {
             try loc.check(H5Pset_fclose_degree(fapl.id, H5F_CLOSE_STRONG), "open file")
             let isHDF5 = H5Fis_hdf5(path)
             if isHDF5 == 0 {
-                throw loc.error(.typeMismatch, "open file",
+                throw loc.error(.notHDF5, "open file",
                     "it is not an HDF5 file (no HDF5 signature found); a dropmodel bundle is an HDF5 file")
             }
             if isHDF5 < 0 { throw loc.libraryError("open file") }
@@ -88,40 +90,24 @@ public final class File: @unchecked Sendable {
         return UInt64(st.st_size)
     }
 
-    /// Writes a new file at `path` without ever leaving a partial file there.
-    ///
-    /// `body` writes into a temporary file in the same directory; on success the file is
-    /// closed, synced to disk and renamed over `path` (atomic on POSIX file systems), and the
-    /// directory is synced. On any error, or if the process dies, `path` is untouched and the
-    /// temporary file is removed (or, after a kill, left under a `.dropmodel-tmp-` name).
+    /// Writes a new file at `path` without ever leaving a partial file there
+    /// (``DropModelBase/AtomicFile``): `body` writes into a temporary HDF5 file beside it, which
+    /// is closed, synced and renamed into place, and the folder synced; every sync is checked.
+    /// On any error, or if the process dies, `path` is untouched and the temporary file is
+    /// removed (or, after a kill, left under a `.dropmodel-tmp-` name).
     public static func writeAtomically<T>(to path: String, _ body: (File) throws -> T) throws -> T {
-        let url = URL(fileURLWithPath: path)
-        let dir = url.deletingLastPathComponent().path
-        let tmp = dir + "/.dropmodel-tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))-" + url.lastPathComponent
-        let loc = Location(file: path, object: "/")
-        var ok = false
-        defer { if !ok { unlink(tmp) } }
-        let result: T
         do {
-            let file = try File.create(tmp)
-            result = try body(file)
-            try file.close()
+            return try AtomicFile.write(to: path, what: "bundle") { tmp in
+                let file = try File.create(tmp)
+                let result = try body(file)
+                try file.close()
+                return result
+            }
+        } catch let e as DropModelError {
+            // Keep the HDF5 layer's one error type: same code, operation and cause.
+            throw HDF5Error(
+                code: e.code, file: path, object: "/", operation: e.operation ?? "write file",
+                message: e.problems[0].message, errno: e.errno)
         }
-        let fd = Glibc.open(tmp, O_RDONLY)
-        if fd >= 0 {
-            _ = fsync(fd)
-            Glibc.close(fd)
-        }
-        if rename(tmp, path) != 0 {
-            throw loc.error(.system, "write file", "renaming the finished temporary file into place failed: "
-                + String(cString: strerror(errno)))
-        }
-        ok = true
-        let dfd = Glibc.open(dir.isEmpty ? "." : dir, O_RDONLY)
-        if dfd >= 0 {
-            _ = fsync(dfd)
-            Glibc.close(dfd)
-        }
-        return result
     }
 }

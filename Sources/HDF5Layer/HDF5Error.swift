@@ -1,4 +1,6 @@
 internal import CHDF5
+public import DropModelBase
+public import SystemPackage
 
 /// A failure inside the HDF5 layer: which file, which object in it, what was being done, and
 /// what went wrong.
@@ -7,32 +9,10 @@ internal import CHDF5
 /// stack (the API call's summary and the root cause), captured immediately after the failing
 /// call; the message reads like h5py's: `top (bottom)`.
 public struct HDF5Error: Error, CustomStringConvertible, Sendable, Equatable {
-    /// What kind of failure this is. Extensible: new codes never break a caller's `switch`
-    /// because callers compare against the static members.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        public let rawValue: String
-        public init(_ rawValue: String) { self.rawValue = rawValue }
-        public var description: String { rawValue }
-
-        /// The C library reported a failure.
-        public static let library = Code("library")
-        /// The object or attribute does not exist.
-        public static let notFound = Code("not-found")
-        /// The object exists but is of the wrong kind or type, shape or size.
-        public static let typeMismatch = Code("type-mismatch")
-        /// A declared size is beyond what dropmodel will allocate.
-        public static let tooLarge = Code("too-large")
-        /// The file uses a feature a bundle never needs and that dropmodel refuses
-        /// (external links, external storage, unknown filters, ...).
-        public static let refused = Code("refused")
-        /// A string is not valid in its declared encoding.
-        public static let badString = Code("bad-string")
-        /// libhdf5 crashed, hung or ran out of memory on the file in the isolated pre-read
-        /// (Specs/bundle-format.md, "Reading untrusted files"); the file is not opened.
-        public static let unsafeFile = Code("unsafe-file")
-        /// An operating-system failure (open, rename, ...).
-        public static let system = Code("system")
-    }
+    /// What kind of failure this is: dropmodel's one code type (``DropModelBase/ErrorCode``).
+    /// The HDF5 layer uses `.library`, `.notFound`, `.notHDF5`, `.typeMismatch`, `.tooLarge`,
+    /// `.refused`, `.badString`, `.unsafeFile` and `.system`.
+    public typealias Code = ErrorCode
 
     public var code: Code
     /// The file the failure happened in.
@@ -46,10 +26,12 @@ public struct HDF5Error: Error, CustomStringConvertible, Sendable, Equatable {
     /// HDF5's own top and bottom error-stack descriptions, when the C library failed.
     public var hdf5Top: String?
     public var hdf5Bottom: String?
+    /// The operating system's error, when a system call failed (`code == .system`).
+    public var errno: Errno?
 
     public init(
         code: Code, file: String, object: String, operation: String, message: String,
-        hdf5Top: String? = nil, hdf5Bottom: String? = nil
+        hdf5Top: String? = nil, hdf5Bottom: String? = nil, errno: Errno? = nil
     ) {
         self.code = code
         self.file = file
@@ -58,10 +40,40 @@ public struct HDF5Error: Error, CustomStringConvertible, Sendable, Equatable {
         self.message = message
         self.hdf5Top = hdf5Top
         self.hdf5Bottom = hdf5Bottom
+        self.errno = errno
+    }
+
+    /// The underlying cause as dropmodel's errors carry it.
+    public var cause: ErrorCause? {
+        if let errno { return .errno(errno) }
+        if hdf5Top != nil || hdf5Bottom != nil { return .hdf5(top: hdf5Top, bottom: hdf5Bottom) }
+        return nil
     }
 
     public var description: String {
         "\(file): \(object): cannot \(operation): \(message)"
+    }
+}
+
+/// Every layer above carries HDF5 failures as ``DropModelBase/DropModelError``.
+extension DropModelError {
+    /// Wraps an error from the HDF5 layer, keeping its code, operation and cause, and adding a
+    /// hint that fits a bundle.
+    public init(_ error: HDF5Error) {
+        let hint: String?
+        switch error.code {
+        case .refused: hint = "a dropmodel bundle never needs this; if you trust the file, re-save it without it (e.g. with h5repack)"
+        case .unsafeFile:
+            hint = "do not open it with h5py, h5dump or other HDF5 tools either: they run the same library "
+                + "without isolation; ask whoever made it for a fresh copy"
+        case .library: hint = "the file may be truncated or corrupt; re-create or re-download it"
+        case .tooLarge: hint = "the file declares sizes far beyond any model; it is likely corrupt or hostile"
+        case .notFound where error.object == "/": hint = "check the path"
+        default: hint = nil
+        }
+        self.init(
+            code: error.code, file: error.file, object: error.object, message: error.message, hint: hint,
+            operation: error.operation, cause: error.cause)
     }
 }
 
@@ -102,8 +114,8 @@ struct Location: Sendable {
         self.object = object
     }
 
-    func error(_ code: HDF5Error.Code, _ operation: String, _ message: String) -> HDF5Error {
-        HDF5Error(code: code, file: file, object: object, operation: operation, message: message)
+    func error(_ code: HDF5Error.Code, _ operation: String, _ message: String, errno: Errno? = nil) -> HDF5Error {
+        HDF5Error(code: code, file: file, object: object, operation: operation, message: message, errno: errno)
     }
 
     /// The error for a failed C call, with HDF5's stack captured now.

@@ -4,7 +4,7 @@ internal import CHDF5
 // hostile files and prove the reader refuses them; dropmodel's own writers never call them.
 extension Group {
     /// Creates a soft link `name` -> `target` (for tests of the reader's refusal).
-    public func createSoftLinkForTesting(_ name: String, target: String) throws {
+    package func createSoftLinkForTesting(_ name: String, target: String) throws {
         try HDF5Library.withLock { () throws in
             _ = try location.child(name).check(
                 H5Lcreate_soft(target, handle.id, name, chdf5_P_DEFAULT(), chdf5_P_DEFAULT()), "create soft link")
@@ -12,7 +12,7 @@ extension Group {
     }
 
     /// Creates an external link `name` -> `file:object` (for tests of the reader's refusal).
-    public func createExternalLinkForTesting(_ name: String, file: String, object: String) throws {
+    package func createExternalLinkForTesting(_ name: String, file: String, object: String) throws {
         try HDF5Library.withLock { () throws in
             _ = try location.child(name).check(
                 H5Lcreate_external(file, object, handle.id, name, chdf5_P_DEFAULT(), chdf5_P_DEFAULT()),
@@ -21,7 +21,7 @@ extension Group {
     }
 
     /// Creates a float32 dataset whose bytes live in another file (external raw storage).
-    public func createExternalDatasetForTesting(_ name: String, externalFile: String, elements: Int) throws {
+    package func createExternalDatasetForTesting(_ name: String, externalFile: String, elements: Int) throws {
         try HDF5Library.withLock { () throws in
             let loc = location.child(name)
             let dcpl = Handle(try loc.checkID(H5Pcreate(chdf5_P_DATASET_CREATE()), "create dataset"), .plist)

@@ -176,8 +176,8 @@ public class Object: @unchecked Sendable {
     // MARK: Writing attributes
 
     /// How a string attribute is stored. dropmodel writes `.fixedUTF8`; the others exist so
-    /// tests (and tools) can produce every encoding a reader meets.
-    public enum StringEncoding: Sendable {
+    /// tests can produce every encoding a reader meets.
+    package enum StringEncoding: Sendable {
         case variableUTF8, variableASCII, fixedUTF8, fixedASCII
     }
 
@@ -185,7 +185,12 @@ public class Object: @unchecked Sendable {
     /// then lives in the attribute's object header, which the HDF5 1.10 format checksums.
     /// Variable-length strings live in the global heap, which has no checksum: there one
     /// flipped bit in a stored length made libhdf5 crash or hang while reading.
-    public func write(_ name: String, string value: String, encoding: StringEncoding = .fixedUTF8) throws {
+    public func write(_ name: String, string value: String) throws {
+        try write(name, string: value, encoding: .fixedUTF8)
+    }
+
+    /// ``write(_:string:)`` in a chosen encoding (tests write every encoding a reader meets).
+    package func write(_ name: String, string value: String, encoding: StringEncoding) throws {
         try HDF5Library.withLock { () throws in
             let loc = location.attribute(name)
             let type = Handle(try loc.checkID(H5Tcopy(chdf5_T_C_S1()), "write attribute"), .datatype)

@@ -1,6 +1,7 @@
 internal import CHDF5
 internal import CProbe
 import Foundation
+import SystemPackage
 
 /// The isolated pre-read that every ``File/open(_:limits:)`` runs first (Specs/bundle-format.md,
 /// "Reading untrusted files").
@@ -146,9 +147,9 @@ enum Probe {
                 "libhdf5 needed more than \(memoryAllowance >> 20) MiB to read \(what) in a separate process "
                 + "(a valid bundle's metadata takes a few MiB); dropmodel will not open the file")
         default:
+            let e = Errno(rawValue: result.errno_value)
             return loc.error(.system, operation,
-                "could not start the separate process that reads untrusted HDF5 metadata: "
-                + String(cString: strerror(result.errno_value)))
+                "could not start the separate process that reads untrusted HDF5 metadata: \(e)", errno: e)
         }
     }
 

@@ -1,3 +1,4 @@
+import DropModelBase
 public import BundleFormat
 public import Foundation
 
@@ -16,7 +17,7 @@ public enum Export {
     public static func deployableModel(_ bundle: BundleReader) throws -> Model {
         let info = bundle.info
         if info.convention == .classic && !info.baked {
-            throw BundleError(
+            throw DropModelError(
                 code: .notApplicable, file: bundle.path, object: "/@baked",
                 message: "the bundle uses the classic dropout convention and is not baked: its weights must still be scaled by the keep probabilities before inference, and \(formatNames) cannot record that",
                 hint: "bake it first: dropmodel bake \(bundle.path) -o baked.h5, then export baked.h5")
@@ -43,7 +44,7 @@ public enum Export {
         return m
     }
 
-    static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+    static func hex(_ bytes: [UInt8]) -> String { Hex.encode(bytes) }
 }
 
 /// Metadata keys shared by the exports and read back by the safetensors importer.

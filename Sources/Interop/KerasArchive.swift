@@ -1,7 +1,8 @@
+import DropModelBase
 import BundleFormat
 import Foundation
 import HDF5Layer
-internal import CZlib
+import ZlibCodec
 
 /// A ZIP archive read as hostile input: only what a Keras 3 `.keras` file needs (stored,
 /// unencrypted members; no ZIP64), every offset and size checked against the file before
@@ -32,7 +33,7 @@ struct StoredZip {
         defer { try? h.close() }
         let size = Int((try? h.seekToEnd()) ?? 0)
         fileSize = size
-        func bad(_ m: String) -> BundleError {
+        func bad(_ m: String) -> DropModelError {
             failure(path, "ZIP archive", m, hint: "the .keras file is truncated, corrupt or hostile; save the model again")
         }
         // End of central directory record: 22 bytes + a comment of up to 65,535 bytes.
@@ -99,7 +100,7 @@ struct StoredZip {
         try h.seek(toOffset: UInt64(start))
         let data = try h.read(upToCount: e.size) ?? Data()
         guard data.count == e.size else { throw failure(path, object, "the member is cut short") }
-        let crc = data.withUnsafeBytes { UInt32(CZlib.crc32(0, $0.bindMemory(to: UInt8.self).baseAddress, uInt($0.count))) }
+        let crc = data.withUnsafeBytes { Zlib.crc32($0) }
         guard crc == e.crc else { throw failure(path, object, "the member's CRC-32 does not match: the archive is corrupt") }
         return data
     }
@@ -121,7 +122,7 @@ extension KerasImport {
         let parsed = try parseConfig(config, path: path, object: "config.json")
         var source: [String: JSONValue] = ["format": .string("keras-archive")]
         if let m = zip.entry("metadata.json"), let data = try? zip.read(m, limit: 1 << 20),
-           case let .success(meta) = JSONValue.parse(data) {
+           let meta = try? JSONValue.parse(data) {
             if let v = meta["keras_version"]?.string { source["keras_version"] = .string(v) }
         }
         if let t = config["compile_config"], !t.isNull { source["compile_config"] = t }
@@ -165,7 +166,7 @@ extension KerasImport {
                 parameters.append(p)
             }
             return assemble(parsed, layers: layers, parameters: parameters, source: source, path: path)
-        } catch var e as BundleError {
+        } catch var e as DropModelError {
             // Name the archive the user gave, not the temporary copy.
             for i in e.problems.indices where e.problems[i].file == tmp {
                 e.problems[i].file = path

@@ -1,3 +1,4 @@
+import DropModelBase
 public import BundleFormat
 import Foundation
 import HDF5Layer
@@ -112,7 +113,7 @@ public enum KerasExport {
                 try mw.write("layer_names", strings: layerNames)
             }
         } catch let e as HDF5Error {
-            throw BundleError(e)
+            throw DropModelError(e)
         }
     }
 }

@@ -1,3 +1,4 @@
+import DropModelBase
 public import BundleFormat
 import Foundation
 import HDF5Layer
@@ -18,7 +19,7 @@ public enum KerasImport {
     public static let maxConfigBytes = 4 << 20
     /// Bundle bounds (Specs/bundle-format.md §10) apply to the imported layers.
     static let maxUnits = 1 << 24
-    static let maxLayers = 100_000
+    static let maxLayers = Schema.maxLayers
 
     /// Activation names of Keras and their bundle equivalents.
     static let activations: [String: Activation] = [
@@ -83,7 +84,7 @@ public enum KerasImport {
         if let v = try? hdf5({ try root.readString("backend") }) { source["backend"] = .string(v) }
         if try hdf5({ try root.hasAttribute("training_config") }) {
             if let text = try? readText(root, "training_config", path: path),
-               case let .success(v) = JSONValue.parse(Data(text.utf8)) { source["training_config"] = v }
+               let v = try? JSONValue.parse(text) { source["training_config"] = v }
         }
 
         // Weights: model_weights/<layer>/<weight_names[i]>, kernel [inputs, units].
@@ -248,7 +249,7 @@ public enum KerasImport {
             "convention": .string(DropoutConvention.inverted.rawValue),
             "layers": .array(([layers[0].inputs] + layers.map(\.outputs)).map { .integer(Int64($0)) }),
             "keep": .array(layers.map { .number($0.keepProb) }),
-            "imported_from": .object(source),
+            "imported_from": .object(JSONObject(sorting: source)),
         ])
         let info = ModelInfo(convention: .inverted, baked: false, layers: layers, training: TrainingInfo(recipe: recipe.text))
         return Model(info: info, parameters: parameters)
@@ -267,9 +268,8 @@ public enum KerasImport {
     }
 
     static func parseJSON(_ text: String, path: String, object: String) throws -> JSONValue {
-        switch JSONValue.parse(Data(text.utf8)) {
-        case let .success(v): return v
-        case let .failure(p): throw failure(path, object, "the model config cannot be read: \(p.message)")
+        do { return try JSONValue.parse(text) } catch {
+            throw failure(path, object, "the model config cannot be read: \(error)")
         }
     }
 

@@ -1,6 +1,6 @@
 public import BundleFormat
 public import Foundation
-internal import CZlib
+import ZlibCodec
 
 /// NumPy `.npy` (format version 1.0) encoding and `.npz` archives (a ZIP of `.npy` members,
 /// stored uncompressed), as `numpy.load` reads them with `allow_pickle=False`.
@@ -75,7 +75,7 @@ public enum NumPy {
             guard data.count < Int(UInt32.max), offset + data.count + 30 + fileName.count < Int(UInt32.max), fileName.count < 65_536 else {
                 throw NPZError.tooLarge
             }
-            let crc = data.withUnsafeBytes { CZlib.crc32(0, $0.bindMemory(to: UInt8.self).baseAddress, uInt($0.count)) }
+            let crc = data.withUnsafeBytes { Zlib.crc32($0) }
             // Local file header (APPNOTE 4.3.7): version 2.0, no flags, method 0 (stored).
             u32(0x0403_4B50, &out); u16(20, &out); u16(0, &out); u16(0, &out); u16(dosTime, &out); u16(dosDate, &out)
             u32(Int(crc), &out); u32(data.count, &out); u32(data.count, &out); u16(fileName.count, &out); u16(0, &out)

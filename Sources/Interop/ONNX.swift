@@ -1,3 +1,4 @@
+import DropModelBase
 public import BundleFormat
 public import Foundation
 
@@ -72,7 +73,7 @@ public enum ONNXExport {
     public static func checkSize(_ model: Model, file: String) throws {
         let bytes = model.info.parameterCount * 4 + model.info.layers.count * 1024 + 65_536
         if bytes > maxModelBytes {
-            throw BundleError(
+            throw DropModelError(
                 code: .notApplicable, file: file, object: "/layers",
                 message: "\(model.info.parameterCount) parameters make an ONNX model of about \(bytes >> 20) MiB; a single-file ONNX model is limited to 2 GiB",
                 hint: "export to safetensors or npz instead")

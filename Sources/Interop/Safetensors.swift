@@ -1,3 +1,4 @@
+import DropModelBase
 import BundleFormat
 public import Foundation
 
@@ -56,7 +57,7 @@ public struct SafetensorsFile: Sendable {
         }
         defer { try? handle.close() }
         let size = Int((try? handle.seekToEnd()) ?? 0)
-        func bad(_ message: String, _ object: String = "header", hint: String? = nil) -> BundleError {
+        func bad(_ message: String, _ object: String = "header", hint: String? = nil) -> DropModelError {
             failure(.invalid, path, object, message, hint: hint ?? "the file is not a valid safetensors file (truncated, corrupt or hostile)")
         }
         guard size >= 8 else { throw bad("the file is \(size) bytes; a safetensors file starts with an 8-byte header length", "/") }
@@ -76,9 +77,8 @@ public struct SafetensorsFile: Sendable {
             throw bad("the header is not a UTF-8 JSON object (it must start with '{')")
         }
         let header: JSONValue
-        switch JSONValue.parse(headerBytes) {
-        case let .success(v): header = v
-        case let .failure(p): throw bad("the header cannot be read: \(p.message)")
+        do { header = try JSONValue.parse(headerBytes) } catch {
+            throw bad("the header cannot be read: \(error)")
         }
         guard let entries = header.object else { throw bad("the header is not a JSON object") }
         dataStart = 8 + Int(n)
@@ -169,7 +169,7 @@ public struct SafetensorsFile: Sendable {
     /// sorted, padded with spaces to a multiple of 8 bytes, tensors' data in the given order.
     public static func encode(_ tensors: [(name: String, shape: [Int], values: [Float])], metadata: [String: String]) -> Data {
         var entries: [String: JSONValue] = [:]
-        if !metadata.isEmpty { entries["__metadata__"] = .object(metadata.mapValues { .string($0) }) }
+        if !metadata.isEmpty { entries["__metadata__"] = .object(JSONObject(sorting: metadata.mapValues { .string($0) })) }
         var offset = 0
         for t in tensors {
             let bytes = t.values.count * 4
@@ -180,7 +180,7 @@ public struct SafetensorsFile: Sendable {
             ])
             offset += bytes
         }
-        var header = Array(JSONValue.object(entries).text.utf8)
+        var header = Array(JSONValue.object(JSONObject(sorting: entries)).text.utf8)
         while header.count % 8 != 0 { header.append(UInt8(ascii: " ")) }
         var out = Data()
         out.reserveCapacity(8 + header.count + offset)

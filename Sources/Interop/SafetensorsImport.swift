@@ -1,3 +1,4 @@
+import DropModelBase
 public import BundleFormat
 import Foundation
 
@@ -62,7 +63,7 @@ public enum SafetensorsImport {
         let meta = st.metadata
         func metaList(_ key: String) throws -> [JSONValue]? {
             guard let text = meta[key] else { return nil }
-            guard case let .success(v) = JSONValue.parse(Data(text.utf8)), let a = v.array else {
+            guard let v = try? JSONValue.parse(text), let a = v.array else {
                 throw failure(path, "header: __metadata__[\(key)]", "'\(text.prefix(80))' is not a JSON list")
             }
             return a
@@ -88,7 +89,7 @@ public enum SafetensorsImport {
         }
         guard !weights.isEmpty else { throw failure(.unsupported, path, "header", "the file holds no .weight tensors") }
         let prefixes = weights.keys.sorted(by: naturalLess)
-        guard prefixes.count <= 100_000 else { throw failure(path, "header", "\(prefixes.count) layers are more than a bundle holds") }
+        guard prefixes.count <= Schema.maxLayers else { throw failure(path, "header", "\(prefixes.count) layers are more than a bundle holds") }
 
         // Shapes: [outputs, inputs], chained.
         var shapes: [(inputs: Int, outputs: Int)] = []
@@ -187,7 +188,7 @@ public enum SafetensorsImport {
             "tensors": .array(prefixes.map { .string($0) }),
             "keep_from": .string(keepFrom),
             "convention_from": .string(conventionFrom),
-            "metadata": .object(meta.mapValues { .string($0) }),
+            "metadata": .object(JSONObject(sorting: meta.mapValues { .string($0) })),
         ])
         let recipe = JSONValue.object([
             "convention": .string(convention.rawValue),

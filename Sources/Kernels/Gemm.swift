@@ -195,7 +195,7 @@ public enum Gemm {
 
 /// The contract of `Gemm`, literally: one fused multiply-add chain per element in increasing p.
 /// Slow; for tests and small shapes.
-public enum ReferenceGemm {
+package enum ReferenceGemm {
     public static func multiply(
         transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
         a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,

@@ -1,10 +1,10 @@
 public import BundleFormat
 import DropoutRandom
-import Foundation
+public import DropModelBase
 
 /// Everything that determines a training run besides the data: stored as JSON in a bundle's
 /// `/training@recipe` (keys: `Specs/bundle-format.md` §Recipe).
-public struct Recipe: Codable, Equatable, Sendable {
+public struct Recipe: Equatable, Sendable {
     /// Layer widths, input first: `[784, 1024, 1024, 10]`.
     public var layers: [Int]
     /// Keep probability of each dense layer's inputs (`layers.count - 1` values).
@@ -34,7 +34,7 @@ public struct Recipe: Codable, Equatable, Sendable {
     /// Weight initialisation scheme (`Specs/random-streams.md` §6).
     public var initialization: String
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String {
         case layers, keep, activation, convention, epochs
         case batchSize = "batch_size"
         case learningRate = "learning_rate"
@@ -110,15 +110,85 @@ public struct Recipe: Codable, Equatable, Sendable {
         }
     }
 
-    /// Canonical JSON: sorted keys, so the same recipe is always the same bytes.
-    public func json() -> String {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        return String(decoding: try! e.encode(self), as: UTF8.self)
+    /// The recipe as JSON (keys: ``CodingKeys``): absent optionals are left out.
+    public var jsonValue: JSONValue {
+        // A number with an integral value is written as an integer (`"lr_decay":1`), as
+        // recipes have always been written; the bytes of existing bundles do not change.
+        func number(_ d: Double) -> JSONValue {
+            d.rounded() == d && abs(d) < 9.0e15 ? .integer(Int64(d)) : .number(d)
+        }
+        var o: JSONObject = [
+            CodingKeys.layers.rawValue: .array(layers.map { .int($0) }),
+            CodingKeys.keep.rawValue: .array(keep.map(number)),
+            CodingKeys.activation.rawValue: .string(activation.rawValue),
+            CodingKeys.convention.rawValue: .string(convention.rawValue),
+            CodingKeys.epochs.rawValue: .int(epochs),
+            CodingKeys.batchSize.rawValue: .int(batchSize),
+            CodingKeys.learningRate.rawValue: number(learningRate),
+            CodingKeys.lrDecay.rawValue: number(lrDecay),
+            CodingKeys.momentum.rawValue: number(momentum),
+            CodingKeys.momentumFinal.rawValue: number(momentumFinal),
+            CodingKeys.momentumRampEpochs.rawValue: .int(momentumRampEpochs),
+            CodingKeys.l2.rawValue: number(l2),
+            CodingKeys.data.rawValue: .string(data),
+            CodingKeys.initialization.rawValue: .string(initialization),
+        ]
+        if let maxNorm { o[CodingKeys.maxNorm.rawValue] = number(maxNorm) }
+        if let limit { o[CodingKeys.limit.rawValue] = .int(limit) }
+        if let testLimit { o[CodingKeys.testLimit.rawValue] = .int(testLimit) }
+        return .object(o)
     }
 
+    /// Canonical JSON: sorted keys, so the same recipe is always the same bytes.
+    public func json() -> String { jsonValue.text }
+
+    /// A recipe from JSON text (a bundle's `/training@recipe`: untrusted), through the one
+    /// bounded parser. Every key but the optional ones must be present with the right type.
     public static func decode(json: String) throws -> Recipe {
-        try JSONDecoder().decode(Recipe.self, from: Data(json.utf8))
+        let value: JSONValue
+        do { value = try JSONValue.parse(json, limits: JSONValue.Limits(maxDepth: 8, maxBytes: 1 << 20)) } catch {
+            throw RecipeError(message: "the recipe is not JSON: \(error)")
+        }
+        guard case .object(let o) = value else { throw RecipeError(message: "the recipe is not a JSON object") }
+        func get(_ key: CodingKeys) throws -> JSONValue {
+            guard let v = o[key.rawValue] else { throw RecipeError(message: "the recipe has no '\(key.rawValue)'") }
+            return v
+        }
+        func int(_ key: CodingKeys) throws -> Int {
+            guard let i = try get(key).int, let n = Int(exactly: i) else { throw RecipeError(message: "'\(key.rawValue)' is not an integer") }
+            return n
+        }
+        func double(_ key: CodingKeys) throws -> Double {
+            guard let d = try get(key).double else { throw RecipeError(message: "'\(key.rawValue)' is not a number") }
+            return d
+        }
+        func string(_ key: CodingKeys) throws -> String {
+            guard let s = try get(key).string else { throw RecipeError(message: "'\(key.rawValue)' is not a string") }
+            return s
+        }
+        func optional<T>(_ key: CodingKeys, _ read: (CodingKeys) throws -> T) throws -> T? {
+            guard let v = o[key.rawValue], !v.isNull else { return nil }
+            return try read(key)
+        }
+        guard let layers = try get(.layers).array?.map({ $0.int.flatMap { Int(exactly: $0) } }), !layers.contains(nil) else {
+            throw RecipeError(message: "'layers' is not a list of integers")
+        }
+        guard let keep = try get(.keep).array?.map(\.double), !keep.contains(nil) else {
+            throw RecipeError(message: "'keep' is not a list of numbers")
+        }
+        guard let activation = Activation(rawValue: try string(.activation)) else {
+            throw RecipeError(message: "'activation' is not one of \(Activation.allCases.map(\.rawValue))")
+        }
+        guard let convention = DropoutConvention(rawValue: try string(.convention)) else {
+            throw RecipeError(message: "'convention' is not one of \(DropoutConvention.allCases.map(\.rawValue))")
+        }
+        return Recipe(
+            layers: layers.map { $0! }, keep: keep.map { $0! }, activation: activation, convention: convention,
+            epochs: try int(.epochs), batchSize: try int(.batchSize), learningRate: try double(.learningRate),
+            lrDecay: try double(.lrDecay), momentum: try double(.momentum), momentumFinal: try double(.momentumFinal),
+            momentumRampEpochs: try int(.momentumRampEpochs), maxNorm: try optional(.maxNorm, double), l2: try double(.l2),
+            data: try string(.data), limit: try optional(.limit, int), testLimit: try optional(.testLimit, int),
+            initialization: try string(.initialization))
     }
 
     /// The seeded initial weights (epoch 0), a pure function of (seed, layer sizes):
@@ -133,4 +203,10 @@ public struct Recipe: Codable, Equatable, Sendable {
             return Parameters(weight: w, bias: [Float](repeating: 0, count: layer.outputs))
         }
     }
+}
+
+/// A recipe that cannot be read: what is wrong with it.
+public struct RecipeError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public var description: String { message }
 }

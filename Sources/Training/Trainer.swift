@@ -121,14 +121,14 @@ public final class Trainer {
     /// The summed loss of one minibatch and the gradients of the MEAN loss, with the masks of
     /// (epoch, step) (`epoch` 0-based as in the random streams), without updating anything.
     /// For gradient checks.
-    public func gradients(epoch: Int, step: Int, examples: [Int]) -> (loss: Double, weight: [[Float]], bias: [[Float]]) {
+    package func gradients(epoch: Int, step: Int, examples: [Int]) -> (loss: Double, weight: [[Float]], bias: [[Float]]) {
         precondition(examples.count <= recipe.batchSize)
         let (loss, _) = forwardBackward(epoch: epoch, step: step, examples: examples[...])
         return (loss, gradW, gradB)
     }
 
     /// Replaces the weights (for gradient checks).
-    public func setParameters(_ parameters: [Parameters]) {
+    package func setParameters(_ parameters: [Parameters]) {
         network.parameters = parameters
     }
 

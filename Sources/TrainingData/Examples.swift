@@ -1,3 +1,4 @@
+import DropModelBase
 import Crypto
 import Foundation
 
@@ -63,21 +64,6 @@ public struct DataSplit: Sendable {
         }
         add(train)
         add(test)
-        return "sha256:" + h.finalize().map { String(format: "%02x", $0) }.joined()
+        return "sha256:" + Hex.encode(h.finalize())
     }
-}
-
-/// A data set that cannot be loaded: which file, what is wrong, what to do.
-public struct DataError: Error, CustomStringConvertible, Sendable {
-    public var file: String
-    public var message: String
-    public var hint: String?
-
-    public init(file: String, message: String, hint: String? = nil) {
-        self.file = file
-        self.message = message
-        self.hint = hint
-    }
-
-    public var description: String { "\(file): \(message)" }
 }

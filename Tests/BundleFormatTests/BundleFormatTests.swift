@@ -1,3 +1,4 @@
+import DropModelBase
 import BundleFormat
 import Foundation
 import HDF5Layer
@@ -102,12 +103,12 @@ struct RoundTripTests {
         let reader = try BundleReader(path: path)  // metadata still fine
         #expect(reader.info.layers.count == 2)
         // The Fletcher32 checksum turns the flipped byte into an error, not a wrong weight.
-        #expect(throws: BundleError.self) { try reader.parameters(0) }
+        #expect(throws: DropModelError.self) { try reader.parameters(0) }
     }
 }
 
 func problems(_ path: String) throws -> [Problem] {
-    let e = try #require(throws: BundleError.self) { try BundleReader(path: path) }
+    let e = try #require(throws: DropModelError.self) { try BundleReader(path: path) }
     return e.problems
 }
 
@@ -191,7 +192,7 @@ struct ValidationTests {
         let dir = TemporaryDirectory()
         let newer = dir.file("newer-major.h5")
         try writeTampered(newer) { root in try root.write("format_version", int64: [2, 0], shape: [2]) }
-        let e = try #require(throws: BundleError.self) { try BundleReader(path: newer) }
+        let e = try #require(throws: DropModelError.self) { try BundleReader(path: newer) }
         #expect(e.code == .unsupportedVersion)
         #expect(e.problems[0].object == "/@format_version")
         #expect(e.problems[0].hint?.contains("upgrade") == true)
@@ -236,7 +237,7 @@ struct ValidationTests {
         var model = Fixtures.model()
         model.info.layers[0].keepProb = 0
         model.parameters[1].bias.removeLast()
-        let e = try #require(throws: BundleError.self) { try BundleWriter.write(model, to: dir.file("m.h5")) }
+        let e = try #require(throws: DropModelError.self) { try BundleWriter.write(model, to: dir.file("m.h5")) }
         #expect(e.problems.count == 2)
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
     }
@@ -256,7 +257,7 @@ struct ValidationTests {
                 let r = try BundleReader(path: cut)
                 _ = try r.readModel()
                 failed = false
-            } catch is BundleError {
+            } catch is DropModelError {
                 failed = true
             }
             #expect(failed, "cut at \(fraction)")
@@ -276,8 +277,8 @@ struct BakeDirectTests {
         let input = dir.file("in.h5"), direct = dir.file("direct.h5"), filtered = dir.file("filtered.h5")
         try BundleWriter.write(Self.model, to: input)
         #expect(try BundleReader(path: input).weightDataset(0).float32RowChunks() == 87)
-        #expect(try Bake.run(input: input, output: direct, direct: true) == .baked)
-        #expect(try Bake.run(input: input, output: filtered, direct: false) == .baked)
+        #expect(try Bake.run(input: input, output: direct, dtype: nil, direct: true).outcome == .baked)
+        #expect(try Bake.run(input: input, output: filtered, dtype: nil, direct: false).outcome == .baked)
         let a = try Data(contentsOf: URL(fileURLWithPath: direct))
         let b = try Data(contentsOf: URL(fileURLWithPath: filtered))
         #expect(a == b, "the two bake paths wrote different files (\(a.count) and \(b.count) bytes)")
@@ -300,7 +301,7 @@ struct BakeDirectTests {
         #expect(at != nil)
         if let at { bytes[at] ^= 0x10 }
         try Data(bytes).write(to: URL(fileURLWithPath: input))
-        #expect(throws: BundleError.self) { try Bake.run(input: input, output: output) }
+        #expect(throws: DropModelError.self) { try Bake.run(input: input, output: output) }
         #expect(!FileManager.default.fileExists(atPath: output))
     }
 }

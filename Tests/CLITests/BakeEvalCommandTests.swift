@@ -6,7 +6,7 @@ import Testing
 import TestSupport
 
 /// `bake` and `eval` end to end.
-@Suite("bake and eval")
+@Suite("bake and eval", .tags(.slow))
 struct BakeEvalCommandTests {
     static let recipe = [
         "--data", "fashion-mnist", "--layers", "784,20,10", "--keep", "0.8,0.5", "--epochs", "1",

@@ -5,7 +5,7 @@ import Testing
 import TestSupport
 
 /// End-to-end: the built `dropmodel` binary, its output and exit codes.
-@Suite("dropmodel inspect")
+@Suite("dropmodel inspect", .tags(.slow))
 struct InspectCommandTests {
     func json(_ text: String) throws -> [String: Any] {
         try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])

@@ -5,7 +5,7 @@ import Testing
 import TestSupport
 
 /// `train`, `replay`, `masks`, `init` end to end, on a small Fashion-MNIST subset.
-@Suite("train, replay, masks")
+@Suite("train, replay, masks", .tags(.slow))
 struct TrainCommandTests {
     static let recipe = [
         "--data", "fashion-mnist", "--layers", "784,24,16,10", "--keep", "0.8,0.5,0.5", "--epochs", "2",

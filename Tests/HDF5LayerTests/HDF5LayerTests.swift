@@ -1,5 +1,6 @@
 import Foundation
 import HDF5Layer
+import SystemPackage
 import Testing
 import TestSupport
 
@@ -136,7 +137,9 @@ struct HDF5LayerTests {
         #expect(e1.message.contains("not an HDF5 file"))
 
         let e2 = try #require(throws: HDF5Error.self) { try File.open(dir.file("absent.h5")) }
-        #expect(e2.code == .system)
+        #expect(e2.code == .notFound)
+        #expect(e2.errno == .noSuchFileOrDirectory)
+        #expect(e2.cause == .errno(.noSuchFileOrDirectory))
 
         let full = dir.file("full.h5")
         try File.writeAtomically(to: full) { f in

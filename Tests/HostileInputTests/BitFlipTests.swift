@@ -1,3 +1,4 @@
+import DropModelBase
 import BundleFormat
 import Foundation
 import HDF5Layer
@@ -7,7 +8,7 @@ import TestSupport
 /// One flipped bit anywhere in a bundle dropmodel wrote (HDF5 1.10 format: checksummed
 /// metadata, Fletcher32 on weights) is either a clean error or changes nothing: never a
 /// different number returned as if it were right.
-@Suite("hostile input: single-bit flips")
+@Suite("hostile input: single-bit flips", .tags(.slow))
 struct BitFlipTests {
     struct Flip: Sendable, CustomStringConvertible {
         var offset: Int
@@ -126,10 +127,10 @@ struct BitFlipTests {
                         var diff = differences(original, model)
                         if digest != originalDigest { diff.append("weightsDigest() \(WeightDigest.hex(originalDigest)) -> \(WeightDigest.hex(digest))") }
                         read = diff.isEmpty ? .same : .different(diff)
-                    } catch let e as BundleError {
+                    } catch let e as DropModelError {
                         read = .error(e.problems.map(\.description).joined(separator: "; "))
                     } catch {
-                        read = .different(["threw \(type(of: error)) (not BundleError): \(error)"])
+                        read = .different(["threw \(type(of: error)) (not DropModelError): \(error)"])
                     }
                 }
                 try? FileManager.default.removeItem(atPath: flipped)

@@ -6,7 +6,7 @@ import TestSupport
 
 /// Many readers of one bundle at once, in threads of one process and in separate processes,
 /// all get the right data.
-@Suite("hostile input: concurrent readers")
+@Suite("hostile input: concurrent readers", .tags(.slow))
 struct ConcurrentReaderTests {
     @Test("8 threads and 4 processes read one bundle at once: all correct")
     func concurrent() throws {

@@ -6,7 +6,7 @@ import TestSupport
 
 /// SIGKILL at any moment leaves the output absent or complete and valid, never half-written,
 /// and the input untouched. Leftover `.dropmodel-tmp-*` files beside the output are allowed.
-@Suite("hostile input: crash safety", .serialized)
+@Suite("hostile input: crash safety", .serialized, .tags(.slow))
 struct CrashSafetyTests {
     /// Files in `dir` other than the allowed ones and leftover temporaries.
     static func unexpectedFiles(in dir: String, allowed: Set<String>) throws -> [String] {

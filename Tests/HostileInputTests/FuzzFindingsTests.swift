@@ -7,7 +7,7 @@ import TestSupport
 /// and `inspect --stats`. The libhdf5 crashes, hangs and memory blow-ups are contained by the
 /// isolated pre-read (Specs/bundle-format.md, "Reading untrusted files"): those files are refused
 /// with what libhdf5 did and at which object.
-@Suite("hostile input: the fuzzer's findings")
+@Suite("hostile input: the fuzzer's findings", .tags(.slow))
 struct FuzzFindingsTests {
     static let directory = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

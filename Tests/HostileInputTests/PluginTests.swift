@@ -6,7 +6,7 @@ import TestSupport
 
 /// A filter plugin in HDF5_PLUGIN_PATH is never loaded: the shared object below creates a
 /// marker file from its constructor the moment anything `dlopen`s it.
-@Suite("hostile input: filter plugins are never loaded")
+@Suite("hostile input: filter plugins are never loaded", .tags(.slow))
 struct PluginTests {
     static let source = """
         #include <stdio.h>

@@ -1,3 +1,4 @@
+import DropModelBase
 import BundleFormat
 import Foundation
 import HDF5Layer
@@ -8,7 +9,7 @@ import TestSupport
 /// external raw storage, virtual datasets, filters not on the allow-list. Refused by the
 /// reader, `inspect` (exit 2) and `check` (exit 1), naming the object and what is refused;
 /// never followed, never read.
-@Suite("hostile input: refusal rules")
+@Suite("hostile input: refusal rules", .tags(.slow))
 struct RefusalTests {
     /// Bytes a reader must never show: the content of the file external storage points at.
     static let secret = Array("SECRET-RAW-BYTES-7f3a9c".utf8)
@@ -145,7 +146,7 @@ struct RefusalTests {
             let reader = try BundleReader(path: path)
             let model = try reader.readModel()
             Issue.record("\(c): the reader returned a model: \(differences(Fixtures.model(), model))")
-        } catch let e as BundleError {
+        } catch let e as DropModelError {
             #expect(e.code == .refused, "\(c): code \(e.code): \(e)")
             #expect(e.problems.contains { $0.object == object && $0.message.contains(words) },
                     "\(c): no problem at \(object) saying '\(words)': \(e)")

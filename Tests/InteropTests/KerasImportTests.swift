@@ -1,3 +1,4 @@
+import DropModelBase
 import BundleFormat
 import Foundation
 import HDF5Layer
@@ -5,7 +6,7 @@ import Interop
 import Testing
 import TestSupport
 
-@Suite("Keras HDF5 import")
+@Suite("Keras HDF5 import", .tags(.slow))
 struct KerasImportTests {
     /// Reads a kernel [inputs, units] straight from the Keras file, by path.
     func kernel(_ file: String, _ path: [String]) throws -> (shape: [Int], values: [Float]) {
@@ -110,7 +111,7 @@ struct KerasImportTests {
     struct Case: Sendable, CustomTestStringConvertible {
         var label: String
         var layers: [String]
-        var code: BundleError.Code
+        var code: ErrorCode
         var needles: [String]
         var testDescription: String { label }
     }
@@ -168,7 +169,7 @@ struct KerasImportTests {
         ]
         let good = sequentialConfig([dense("d1", 3, "relu"), dense("d2", 2, "softmax")])
         func refuse(_ name: String, config: String, dense: [(name: String, inputs: Int, units: Int, kernel: [Float], bias: [Float])]? = nil,
-                    _ code: BundleError.Code, _ needles: [String]) throws {
+                    _ code: ErrorCode, _ needles: [String]) throws {
             let path = dir.file(name)
             try writeKerasFile(path, config: config, dense: dense ?? weights)
             expectRefusal(code, needles) { _ = try KerasImport.read(path: path) }
@@ -223,7 +224,7 @@ struct KerasImportTests {
     }
 }
 
-@Suite("Keras 3 .keras archives")
+@Suite("Keras 3 .keras archives", .tags(.slow))
 struct KerasArchiveTests {
     static let archive = KerasFixture.path("keras3_functional.keras")
 

@@ -1,3 +1,4 @@
+import DropModelBase
 import BundleFormat
 import Foundation
 import Interop
@@ -152,7 +153,7 @@ struct SafetensorsTests {
     }
 }
 
-@Suite("mutated inputs never crash the parsers")
+@Suite("mutated inputs never crash the parsers", .tags(.slow))
 struct MutationTests {
     /// xorshift: deterministic mutations.
     struct Random {
@@ -178,7 +179,7 @@ struct MutationTests {
         return b
     }
 
-    @Test("500 mutated safetensors headers: a model or a located BundleError, nothing else")
+    @Test("500 mutated safetensors headers: a model or a located DropModelError, nothing else")
     func safetensorsHeaders() throws {
         let dir = TemporaryDirectory()
         let path = dir.file("m.safetensors")
@@ -196,14 +197,14 @@ struct MutationTests {
             do {
                 _ = try SafetensorsImport.read(path: path)
                 accepted += 1
-            } catch let e as BundleError {
+            } catch let e as DropModelError {
                 #expect(e.problems.allSatisfy { $0.file == path && !$0.message.isEmpty })
             }
         }
         #expect(accepted < 500, "mutations must be refused at least sometimes")
     }
 
-    @Test("300 mutated Keras configs: a model or a located BundleError, nothing else")
+    @Test("300 mutated Keras configs: a model or a located DropModelError, nothing else")
     func kerasConfigs() throws {
         let dir = TemporaryDirectory()
         let path = dir.file("k.h5")
@@ -221,7 +222,7 @@ struct MutationTests {
             do {
                 _ = try KerasImport.read(path: path)
                 accepted += 1
-            } catch let e as BundleError {
+            } catch let e as DropModelError {
                 #expect(e.problems.allSatisfy { $0.file == path && !$0.message.isEmpty })
             }
         }

@@ -1,3 +1,4 @@
+import DropModelBase
 import BundleFormat
 import Foundation
 import HDF5Layer
@@ -59,18 +60,18 @@ func values(_ n: Int, seed: Int) -> [Float] {
 
 /// The error's problems as one string, for `contains` checks.
 func text(_ error: any Error) -> String {
-    if let b = error as? BundleError { return b.problems.map { "\($0.file): \($0.object): \($0.message) hint: \($0.hint ?? "")" }.joined(separator: "\n") }
+    if let b = error as? DropModelError { return b.problems.map { "\($0.file): \($0.object): \($0.message) hint: \($0.hint ?? "")" }.joined(separator: "\n") }
     return "\(error)"
 }
 
-/// Runs `body`, which must throw a BundleError of `code` whose text contains every string of `needles`.
+/// Runs `body`, which must throw a DropModelError of `code` whose text contains every string of `needles`.
 func expectRefusal(
-    _ code: BundleError.Code, _ needles: [String], sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void
+    _ code: ErrorCode, _ needles: [String], sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void
 ) {
     do {
         try body()
         Issue.record("expected a refusal mentioning \(needles)", sourceLocation: sourceLocation)
-    } catch let e as BundleError {
+    } catch let e as DropModelError {
         #expect(e.code == code, "code \(e.code): \(text(e))", sourceLocation: sourceLocation)
         for n in needles { #expect(text(e).contains(n), "'\(n)' not in: \(text(e))", sourceLocation: sourceLocation) }
     } catch {

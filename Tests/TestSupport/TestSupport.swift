@@ -1,6 +1,7 @@
 public import BundleFormat
+public import Testing
 public import HDF5Layer
-import Foundation
+public import Foundation
 
 /// A fresh temporary directory, removed when the value is released.
 public final class TemporaryDirectory: @unchecked Sendable {
@@ -76,6 +77,14 @@ public struct CommandResult: Sendable {
     public var status: Int32
     public var stdout: String
     public var stderr: String
+    /// The command was killed for running past its timeout.
+    public var timedOut: Bool = false
+}
+
+extension Tag {
+    /// Suites that run for many seconds (subprocess storms, training, fuzz findings):
+    /// `scripts/test --quick` skips them.
+    @Tag public static var slow: Self
 }
 
 public enum CLI {
@@ -93,8 +102,13 @@ public enum CLI {
         return argv0.appendingPathComponent("dropmodel").path
     }
 
+    /// Runs `dropmodel` with `arguments`; a run still going after `timeout` seconds is killed
+    /// (SIGKILL) and reported with `timedOut` set, so a hung command fails its test instead of
+    /// hanging the suite.
     @discardableResult
-    public static func run(_ arguments: [String], environment: [String: String]? = nil) throws -> CommandResult {
+    public static func run(
+        _ arguments: [String], environment: [String: String]? = nil, timeout: TimeInterval = 600
+    ) throws -> CommandResult {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = arguments
@@ -105,6 +119,15 @@ public enum CLI {
         p.standardOutput = out
         p.standardError = err
         try p.run()
+        let pid = p.processIdentifier
+        final class Flag: @unchecked Sendable { var fired = false }
+        let timedOut = Flag()
+        let killer = DispatchWorkItem {
+            timedOut.fired = true
+            kill(pid, SIGKILL)
+        }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
+        defer { killer.cancel() }
         // Read both pipes fully before waiting, so a large output cannot block the child.
         let group = DispatchGroup()
         nonisolated(unsafe) var errData = Data()
@@ -116,9 +139,10 @@ public enum CLI {
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         group.wait()
         p.waitUntilExit()
+        killer.cancel()
         return CommandResult(
             status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-            stderr: String(decoding: errData, as: UTF8.self))
+            stderr: String(decoding: errData, as: UTF8.self), timedOut: timedOut.fired)
     }
 }
 

@@ -1,3 +1,4 @@
+import DropModelBase
 import Foundation
 import HDF5Layer
 import Testing
@@ -200,7 +201,7 @@ struct BadIDXCase: Sendable, CustomTestStringConvertible {
 
 @Suite("Bad IDX files")
 struct BadIDXTests {
-    @Test("each gives a DataError naming the file", arguments: BadIDXCase.all)
+    @Test("each gives an error naming the file", arguments: BadIDXCase.all)
     func bad(_ c: BadIDXCase) throws {
         let dir = TemporaryDirectory()
         let good = IDXSet.make(count: 5, seed: 1)
@@ -270,14 +271,14 @@ struct BadIDXTests {
         default:
             Issue.record("unknown case \(c.name)")
         }
-        let error = #expect(throws: DataError.self) { try DataSource.load(spec) }
+        let error = #expect(throws: DropModelError.self) { try DataSource.load(spec) }
         let e = try #require(error)
-        #expect(e.file == blamed, "\(e)")
+        #expect(e.problems[0].file == blamed, "\(e)")
         #expect(e.description.contains(blamed), "\(e)")
         if let m = c.mentions {
             #expect(e.description.lowercased().contains(m.lowercased()), "\(e)")
         }
-        #expect(!e.message.isEmpty)
+        #expect(!e.problems[0].message.isEmpty)
     }
 
     @Test("a truncated test file is an error, not a missing test set")
@@ -287,8 +288,8 @@ struct BadIDXTests {
         let test = IDXSet.make(count: 3, seed: 2)
         let (_, tl) = try writeIDX(test, prefix: "t10k", in: dir.path)
         write(Array(test.labelFile.dropLast()), to: tl)
-        let error = #expect(throws: DataError.self) { try DataSource.load(dir.path) }
-        #expect(error?.file == tl)
+        let error = #expect(throws: DropModelError.self) { try DataSource.load(dir.path) }
+        #expect(error?.problems[0].file == tl)
     }
 }
 
@@ -404,7 +405,7 @@ struct HDF5DataTests {
         var testDescription: String { name }
     }
 
-    @Test("bad HDF5 data files give a DataError naming the file", arguments: [
+    @Test("bad HDF5 data files give an error naming the file", arguments: [
         BadCase(name: "missing /train", mentions: "/train"),
         BadCase(name: "label above 255", mentions: "0...255"),
         BadCase(name: "negative label", mentions: "0...255"),
@@ -435,9 +436,9 @@ struct HDF5DataTests {
         default:
             Issue.record("unknown case \(c.name)")
         }
-        let error = #expect(throws: DataError.self) { try DataSource.load(path) }
+        let error = #expect(throws: DropModelError.self) { try DataSource.load(path) }
         let e = try #require(error)
-        #expect(e.file == path, "\(e)")
+        #expect(e.problems[0].file == path, "\(e)")
         #expect(e.description.contains(c.mentions), "\(e)")
     }
 
@@ -448,8 +449,8 @@ struct HDF5DataTests {
         let x: [Float] = Array(repeating: 0.5, count: 6)
         try writeHDF5(path, train: Part(inputs: x, shape: [3, 2], labels: [0, 1, 2]),
                       test: Part(inputs: x, shape: [3, 2], labels: [0, 1000, 2]))
-        let error = #expect(throws: DataError.self) { try DataSource.load(path) }
-        #expect(error?.file == path)
+        let error = #expect(throws: DropModelError.self) { try DataSource.load(path) }
+        #expect(error?.problems[0].file == path)
         #expect(error?.description.contains("/test/labels") == true, "\(String(describing: error))")
     }
 }

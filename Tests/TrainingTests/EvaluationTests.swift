@@ -1,3 +1,4 @@
+import DropModelBase
 import BundleFormat
 import DropoutRandom
 import Testing

@@ -319,7 +319,7 @@ struct UpdateTests {
 
 // MARK: - 3. Determinism
 
-@Suite("Training determinism")
+@Suite("Training determinism", .tags(.slow))
 struct DeterminismTests {
     static func run(seed: UInt64, threads: Int, convention: DropoutConvention = .classic) -> (Trainer, [EpochMetrics]) {
         // Large enough that the matrix products really are split between threads (Gemm runs
@@ -506,7 +506,7 @@ struct MaxNormTests {
 
 // MARK: - 6. Learning
 
-@Suite("Training learns")
+@Suite("Training learns", .tags(.slow))
 struct LearningTests {
     @Test("loss and error fall on separable clusters; test error < 0.2", arguments: DropoutConvention.allCases)
     func learns(_ convention: DropoutConvention) throws {

@@ -347,7 +347,8 @@ def test_read_matches_inspect(dropmodel, init_bundle):
             assert lr["dtype"] == "float32"
             assert lr["parameters"] == n
         assert report["parameters"] == total
-        assert report["rng"] == {"algorithm": "philox4x32-10", "seed": 7, "stream_layout": 1}
+        assert report["rng"] == {"algorithm": "philox4x32-10", "seed": 7, "seed_string": "7", "stream_layout": 1}
+        assert report["schema"] == "dropmodel.inspect/1"
         assert report["training"]["recipe"] == json.loads(text(f["training"].attrs["recipe"]))
         assert report["history"]["epochs"] == 0
         assert report["history"]["records"] == []

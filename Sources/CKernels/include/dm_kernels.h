@@ -71,12 +71,6 @@ typedef struct {
 void dm_sgemm_update_path(int path, int transA, int transB, long m, long n, long k,
                           const float *A, long lda, const float *B, long ldb, const dm_update *u);
 
-/// Fletcher-32 of `bytes` bytes exactly as libhdf5's Fletcher32 filter computes it (the value
-/// it appends, little-endian, to every chunk). AVX2 when the CPU has it; same result always.
-unsigned int dm_fletcher32(const void *data, unsigned long bytes);
-/// The sequential reference (libhdf5's loop).
-unsigned int dm_fletcher32_scalar(const void *data, unsigned long bytes);
-
 /// The path dm_sgemm uses: 0 = scalar fallback, 1 = AVX2+FMA.
 int dm_kernel_path(void);
 

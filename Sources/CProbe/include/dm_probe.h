@@ -13,6 +13,8 @@
 #ifndef DROPMODEL_PROBE_H
 #define DROPMODEL_PROBE_H
 
+#include "dm_limits.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif

@@ -1,18 +1,18 @@
 internal import CZlib
-import Foundation
+public import Foundation
 
 /// gzip decompression (zlib), bounded: a file that inflates beyond `maxOutput` bytes is refused
 /// before it can exhaust memory.
-enum Gzip {
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
+public enum Gzip {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
     }
 
-    static func isGzip(_ data: Data) -> Bool {
+    public static func isGzip(_ data: Data) -> Bool {
         data.count >= 2 && data[data.startIndex] == 0x1f && data[data.startIndex + 1] == 0x8b
     }
 
-    static func decompress(_ input: Data, maxOutput: Int) throws -> Data {
+    public static func decompress(_ input: Data, maxOutput: Int) throws -> Data {
         var stream = z_stream()
         guard czlib_inflate_init_gzip(&stream) == Z_OK else { throw Failure(description: "zlib could not start") }
         defer { inflateEnd(&stream) }
@@ -46,7 +46,8 @@ enum Gzip {
     }
 }
 
-/// zlib deflate (for PNG image data) and CRC-32.
+/// zlib deflate (for PNG image data) and CRC-32 (PNG chunks, ZIP members of `.keras` and
+/// `.npz` archives): the one CRC of dropmodel.
 public enum Zlib {
     public static func deflate(_ input: [UInt8]) -> [UInt8] {
         var length = compressBound(uLong(input.count))
@@ -57,6 +58,19 @@ public enum Zlib {
     }
 
     public static func crc32(_ bytes: [UInt8], seed: UInt32 = 0) -> UInt32 {
-        UInt32(CZlib.crc32(uLong(seed), bytes, uInt(bytes.count)))
+        bytes.withUnsafeBytes { crc32($0, seed: seed) }
+    }
+
+    /// CRC-32 (ISO 3309, as PNG and ZIP use it) of `bytes`, continuing from `seed`.
+    public static func crc32(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
+        var crc = uLong(seed)
+        var rest = bytes
+        // zlib takes a 32-bit length: feed larger buffers in pieces.
+        while !rest.isEmpty {
+            let n = min(rest.count, 1 << 30)
+            crc = CZlib.crc32(crc, rest.baseAddress!.assumingMemoryBound(to: Bytef.self), uInt(n))
+            rest = UnsafeRawBufferPointer(rebasing: rest[n...])
+        }
+        return UInt32(crc)
     }
 }

@@ -7,7 +7,7 @@
 // arithmetic (a ring: wrapping sums and products give the sequential loop's bits):
 //     sum1' = sum1 + Σ w_i
 //     sum2' = sum2 + n·sum1 + Σ (n - i)·w_i        (i = 0 … n-1, n words in the block)
-#include "dm_kernels.h"
+#include "dm_fletcher.h"
 
 #include <stdint.h>
 #include <string.h>

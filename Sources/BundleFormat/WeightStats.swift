@@ -1,0 +1,46 @@
+/// Per-layer statistics of the weight matrix, computed by streaming rows.
+public struct WeightStats: Sendable {
+    public var min = Double.infinity
+    public var max = -Double.infinity
+    public var mean = 0.0
+    public var std = 0.0
+    public var nanCount = 0
+    public var infCount = 0
+    /// Largest L2 norm of a unit's incoming weight vector (a row).
+    public var maxUnitNorm = 0.0
+
+    public static func compute(_ bundle: BundleReader, layer: Int) throws -> WeightStats {
+        var s = WeightStats()
+        var count = 0
+        var sum = 0.0
+        var sumSq = 0.0
+        let inputs = bundle.info.layers[layer].inputs
+        try bundle.streamWeightRows(layer) { _, rows, block in
+            for r in 0..<rows {
+                var norm = 0.0
+                for v in block[(r * inputs)..<((r + 1) * inputs)] {
+                    if v.isNaN { s.nanCount += 1; continue }
+                    if v.isInfinite { s.infCount += 1; continue }
+                    let d = Double(v)
+                    s.min = Swift.min(s.min, d)
+                    s.max = Swift.max(s.max, d)
+                    sum += d
+                    sumSq += d * d
+                    norm += d * d
+                    count += 1
+                }
+                s.maxUnitNorm = Swift.max(s.maxUnitNorm, norm.squareRoot())
+            }
+        }
+        if count > 0 {
+            s.mean = sum / Double(count)
+            s.std = Swift.max(0, sumSq / Double(count) - s.mean * s.mean).squareRoot()
+        } else {
+            s.min = .nan
+            s.max = .nan
+            s.mean = .nan
+            s.std = .nan
+        }
+        return s
+    }
+}

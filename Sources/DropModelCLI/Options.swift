@@ -1,0 +1,172 @@
+public import ArgumentParser
+import BundleFormat
+import DropModelBase
+import Foundation
+import Interop
+import Training
+
+// Choice options are enums: argument-parser lists their values in help and shell completion and
+// rejects anything else with the subcommand's usage (exit 64).
+extension DropoutConvention: ExpressibleByArgument {}
+extension Activation: ExpressibleByArgument {}
+extension Export.Format: ExpressibleByArgument {}
+
+/// The activations a hidden layer may have (the output layer is softmax).
+enum HiddenActivation: String, CaseIterable, ExpressibleByArgument {
+    case relu, logistic, tanh, linear
+    var activation: Activation { Activation(rawValue: rawValue)! }
+}
+
+/// The element types `bake` writes.
+enum BakedType: String, CaseIterable, ExpressibleByArgument {
+    case float32, float16
+    var weightType: WeightType { WeightType(rawValue: rawValue)! }
+}
+
+/// A comma-separated list option's values, or a validation error naming the option.
+func parseList<T: LosslessStringConvertible>(_ s: String, _ flag: String, _ what: String) throws -> [T] {
+    try s.split(separator: ",", omittingEmptySubsequences: false).map {
+        guard let v = T($0.trimmingCharacters(in: .whitespaces)) else {
+            throw ValidationError("\(flag): '\($0)' is not \(what)")
+        }
+        return v
+    }
+}
+
+/// The recipe options `init` and `train` share. Every option is optional: an option given
+/// overrides the base recipe (a `--from` bundle's, or the defaults shown).
+struct RecipeOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Layer widths, input first (default 784,1024,1024,10).", valueName: "n,n,..."))
+    var layers: String?
+
+    @Option(help: ArgumentHelp(
+        "Keep probability of each dense layer's inputs, input layer first, one per dense layer (default 0.8,0.5,0.5). The probability of KEEPING a unit: Keras's Dropout(rate) and PyTorch's nn.Dropout(p) are drop rates; for those use --dropout-rate.",
+        valueName: "p,p,..."))
+    var keep: String?
+
+    @Option(name: .customLong("dropout-rate"), help: ArgumentHelp(
+        "Drop rate of each dense layer's inputs (Keras Dropout(rate), PyTorch nn.Dropout(p)): keep p = 1 - rate. Exclusive with --keep.",
+        valueName: "r,r,..."))
+    var dropoutRate: String?
+
+    @Option(help: "Hidden activation; the output layer is softmax (default relu).")
+    var activation: HiddenActivation?
+
+    @Option(help: "classic (the paper's: weights scaled by p at test time) or inverted (scaled by 1/p while training) (default classic).")
+    var convention: DropoutConvention?
+
+    @Option(help: "Number of epochs (default 10).")
+    var epochs: Int?
+
+    @Option(name: .customLong("batch-size"), help: "Minibatch size (default 100).")
+    var batchSize: Int?
+
+    @Option(name: .customLong("learning-rate"), help: "Learning rate at epoch 1 (default 0.1).")
+    var learningRate: Double?
+
+    @Option(name: .customLong("lr-decay"), help: "Multiply the learning rate by this after every epoch (default 1).")
+    var lrDecay: Double?
+
+    @Option(help: "Momentum at epoch 1 (default 0.5).")
+    var momentum: Double?
+
+    @Option(name: .customLong("momentum-final"), help: "Momentum reached at --momentum-ramp-epochs, linearly (default 0.99).")
+    var momentumFinal: Double?
+
+    @Option(name: .customLong("momentum-ramp-epochs"), help: "Epochs over which momentum rises linearly (default 500).")
+    var momentumRampEpochs: Int?
+
+    @Option(name: .customLong("max-norm"), help: "Max-norm radius c of every hidden unit's incoming weights (default: none).")
+    var maxNorm: Double?
+
+    @Option(help: "L2 weight decay coefficient (default 0).")
+    var l2: Double?
+
+    @Option(help: "Training data: fashion-mnist, mnist, a directory of IDX files, or an HDF5 file (default fashion-mnist).")
+    var data: String?
+
+    @Option(help: "Use only the first N training examples.")
+    var limit: Int?
+
+    @Option(name: .customLong("test-limit"), help: "Measure test error on the first N test examples only.")
+    var testLimit: Int?
+
+    func validate() throws {
+        if keep != nil && dropoutRate != nil {
+            throw ValidationError("give either --keep (probabilities of keeping) or --dropout-rate (probabilities of dropping), not both")
+        }
+        if let layers { let _: [Int] = try parseList(layers, "--layers", "an integer") }
+        if let keep { let _: [Double] = try parseList(keep, "--keep", "a number") }
+        if let dropoutRate {
+            let rates: [Double] = try parseList(dropoutRate, "--dropout-rate", "a number")
+            if let bad = rates.first(where: { !($0 >= 0 && $0 < 1) }) {
+                throw ValidationError("--dropout-rate: \(bad) is not a drop rate in [0, 1)")
+            }
+        }
+    }
+
+    /// Keep probabilities below 0.5 that look like drop rates (0.2 where 0.8 is meant).
+    func rateLikeKeeps(_ recipe: Recipe) -> [Double] {
+        guard keep != nil else { return [] }
+        return recipe.keep.filter { $0 < 0.5 }
+    }
+
+    /// The recipe: `base` (or the defaults) with every option given applied. Throws a usage
+    /// error naming the first rule the result breaks.
+    func recipe(base: Recipe? = nil) throws -> Recipe {
+        var r = base ?? Recipe(layers: [784, 1024, 1024, 10], keep: [0.8, 0.5, 0.5])
+        if let layers { r.layers = try parseList(layers, "--layers", "an integer") }
+        if let keep { r.keep = try parseList(keep, "--keep", "a number") }
+        if let dropoutRate {
+            let rates: [Double] = try parseList(dropoutRate, "--dropout-rate", "a number")
+            r.keep = rates.map { 1 - $0 }
+        }
+        if let activation { r.activation = activation.activation }
+        if let convention { r.convention = convention }
+        if let epochs { r.epochs = epochs }
+        if let batchSize { r.batchSize = batchSize }
+        if let learningRate { r.learningRate = learningRate }
+        if let lrDecay { r.lrDecay = lrDecay }
+        if let momentum { r.momentum = momentum }
+        if let momentumFinal { r.momentumFinal = momentumFinal }
+        if let momentumRampEpochs { r.momentumRampEpochs = momentumRampEpochs }
+        if let maxNorm { r.maxNorm = maxNorm }
+        if let l2 { r.l2 = l2 }
+        if let data { r.data = data }
+        if let limit { r.limit = limit }
+        if let testLimit { r.testLimit = testLimit }
+        if let first = r.problems().first { throw DropModelError(code: .usage, file: "", message: first) }
+        return r
+    }
+}
+
+/// `--seed`, shared by the commands that draw random numbers.
+struct SeedOption: ParsableArguments {
+    @Option(help: "The run's seed (0 ..< 2^63); every random draw is a function of it. Default: a fresh random seed below 2^53 (exact in JSON and JavaScript), printed and recorded.")
+    var seed: Int64?
+
+    func validate() throws {
+        if let seed, seed < 0 { throw ValidationError("--seed must be in 0 ..< 2^63") }
+    }
+
+    /// A fresh seed below 2^53, so that every JSON reader (jq, JavaScript) reads it exactly.
+    static func fresh() -> Int64 { Int64.random(in: 0..<(1 << 53)) }
+}
+
+/// `--threads`.
+struct ThreadsOption: ParsableArguments {
+    @Option(help: "Worker threads for matrix products (default: all cores). Results are bit-identical for every value.")
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, !(1...256).contains(threads) { throw ValidationError("--threads must be in 1...256") }
+    }
+
+    var resolved: Int { threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount) }
+}
+
+/// `--json`, on every command.
+struct JSONOption: ParsableArguments {
+    @Flag(help: "Print JSON (one object; train and replay: JSON Lines, one object per epoch, then a summary).")
+    var json = false
+}

@@ -1,0 +1,215 @@
+public import BundleFormat
+public import DropModelBase
+import DropoutRandom
+import Foundation
+public import TrainingData
+
+/// Something a long run reports while it works (for a progress bar and a per-epoch line).
+public enum RunEvent: Sendable {
+    /// The run is about to start its first epoch.
+    case started(RunStart)
+    /// `done` of `total` steps of `epoch` are finished.
+    case step(epoch: Int, done: Int, total: Int)
+    /// An epoch finished.
+    case epoch(EpochSummary)
+}
+
+/// What a training or replay run starts with.
+public struct RunStart: Sendable {
+    public var recipe: Recipe
+    public var seed: Int64
+    public var threads: Int
+    /// The data as described to the user ("Fashion-MNIST (/usr/share/...), 60000 train / 10000 test").
+    public var data: String
+    public var trainExamples: Int
+    /// Epochs this run will train.
+    public var epochs: Int
+}
+
+/// One finished epoch, with how long it took.
+public struct EpochSummary: Sendable {
+    public var record: EpochRecord
+    public var seconds: Double
+    /// Training examples per second.
+    public var examplesPerSecond: Double
+    /// Replay only: whether the digest matched the recorded one (nil when there is none).
+    public var identical: Bool?
+}
+
+/// What `train` did.
+public struct TrainReport: Sendable {
+    /// The bundle written.
+    public var output: String
+    public var recipe: Recipe
+    public var seed: Int64
+    public var threads: Int
+    public var data: String
+    public var dataFingerprint: String
+    public var initialWeightsSHA256: [UInt8]
+    public var epochs: [EpochRecord]
+    public var seconds: Double
+    /// The digest of the final weights (the last epoch's, or the initial weights').
+    public var weightsSHA256: [UInt8] { epochs.last?.weightsSHA256 ?? initialWeightsSHA256 }
+}
+
+/// Training as a library call: `dropmodel train`, `init` and what `replay` shares with them.
+///
+/// ```swift
+/// let report = try TrainingRun.train(TrainingRun.Request(recipe: recipe, seed: 1, output: "model.h5"))
+/// print(Hex.encode(report.weightsSHA256))
+/// ```
+///
+/// Every random draw is a function of the seed (Specs/random-streams.md) and every reduction
+/// has a fixed order (Specs/determinism.md), so the bundle is the same bits for any `threads`.
+public enum TrainingRun {
+    /// A training run to do.
+    public struct Request: Sendable {
+        public var recipe: Recipe
+        public var seed: Int64
+        /// The weights to start from (`train --from`), or nil for the recipe's seeded
+        /// initialisation.
+        public var initial: [Parameters]?
+        public var threads: Int
+        /// The bundle to write (atomically, when training ends).
+        public var output: String
+
+        public init(recipe: Recipe, seed: Int64, initial: [Parameters]? = nil, threads: Int = 1, output: String) {
+            self.recipe = recipe
+            self.seed = seed
+            self.initial = initial
+            self.threads = threads
+            self.output = output
+        }
+    }
+
+    /// Where `train --from` starts: a bundle's recipe, seed and weights.
+    public struct StartingPoint: Sendable {
+        public var recipe: Recipe
+        public var seed: Int64?
+        public var parameters: [Parameters]
+    }
+
+    /// Reads the starting point of `train --from`: an epoch-0 bundle written by `init`.
+    public static func startingPoint(from path: String) throws -> StartingPoint {
+        let bundle = try BundleReader(path: path)
+        guard let t = bundle.info.training, let base = try? Recipe.decode(json: t.recipe) else {
+            throw DropModelError(
+                code: .notReplayable, file: path, object: "/training@recipe",
+                message: "the bundle has no dropmodel recipe to continue from",
+                hint: "--from takes a bundle written by 'dropmodel init'")
+        }
+        let trained = bundle.info.history?.epochs.count ?? 0
+        guard trained == 0 else {
+            throw DropModelError(
+                code: .notApplicable, file: path, object: "/history",
+                message: "the bundle was already trained for \(trained) epochs; --from takes an epoch-0 bundle from 'dropmodel init'")
+        }
+        return StartingPoint(recipe: base, seed: bundle.info.rng?.seed, parameters: try bundle.readModel().parameters)
+    }
+
+    /// Trains the request's recipe and writes the bundle: checks the output can be written and
+    /// the data fits the network before the first step, reports each epoch to `observer`.
+    public static func train(_ request: Request, observer: (RunEvent) -> Void = { _ in }) throws -> TrainReport {
+        try OutputCheck.verify(request.output)
+        let recipe = request.recipe
+        try checkRecipe(recipe)
+        try checkSeed(request.seed)
+        if let initial = request.initial {
+            let shapes = recipe.layerInfos.map { [$0.outputs * $0.inputs, $0.outputs] }
+            guard initial.map({ [$0.weight.count, $0.bias.count] }) == shapes else {
+                throw DropModelError(
+                    code: .usage, file: request.output, message: "the starting weights do not have the recipe's layer sizes \(recipe.layers)",
+                    hint: "--layers cannot change the shape of the --from bundle")
+            }
+        }
+        let data = try loadData(recipe)
+        let initial = request.initial ?? recipe.initialParameters(seed: UInt64(request.seed))
+        let initialDigest = WeightDigest.sha256(initial)
+        let trainer = Trainer(recipe: recipe, seed: UInt64(request.seed), data: data, initial: initial, threads: request.threads)
+        observer(.started(RunStart(
+            recipe: recipe, seed: request.seed, threads: request.threads, data: data.description,
+            trainExamples: data.train.count, epochs: recipe.epochs)))
+        let started = Date()
+        var records: [EpochRecord] = []
+        run(trainer, epochs: recipe.epochs, observer: observer) { summary in
+            records.append(summary.record)
+            return true
+        }
+        let info = bundleInfo(recipe: recipe, seed: request.seed, data: data, initialDigest: initialDigest, records: records)
+        try BundleWriter.write(Model(info: info, parameters: trainer.network.parameters), to: request.output)
+        return TrainReport(
+            output: request.output, recipe: recipe, seed: request.seed, threads: request.threads, data: data.description,
+            dataFingerprint: data.fingerprint, initialWeightsSHA256: initialDigest, epochs: records,
+            seconds: Date().timeIntervalSince(started))
+    }
+
+    /// A recipe's own consistency (the rules of ``Recipe/problems()``) as an error.
+    static func checkRecipe(_ recipe: Recipe) throws {
+        if let first = recipe.problems().first {
+            throw DropModelError(code: .usage, file: "", message: first)
+        }
+    }
+
+    /// Seeds are in `0 ..< 2^63` (Specs/random-streams.md).
+    static func checkSeed(_ seed: Int64) throws {
+        guard seed >= 0 else {
+            throw DropModelError(code: .usage, file: "", message: "the seed \(seed) is negative; seeds are in 0 ..< 2^63")
+        }
+    }
+
+    /// Loads the recipe's data (with its limits) and checks it fits the network.
+    public static func loadData(_ recipe: Recipe, override: String? = nil) throws -> DataSplit {
+        let split = try DataSource.load(override ?? recipe.data, limit: recipe.limit, testLimit: recipe.testLimit)
+        guard split.train.features == recipe.layers.first else {
+            throw DropModelError(
+                code: .dataMismatch, file: split.description,
+                message: "the data has \(split.train.features) features per example but the network's first layer has \(recipe.layers.first ?? 0) inputs",
+                hint: "set --layers to start with \(split.train.features)")
+        }
+        guard split.train.classes <= recipe.layers.last ?? 0 else {
+            throw DropModelError(
+                code: .dataMismatch, file: split.description,
+                message: "the data has \(split.train.classes) classes but the output layer has \(recipe.layers.last ?? 0) units",
+                hint: "set --layers to end with \(split.train.classes)")
+        }
+        return split
+    }
+
+    /// Runs epochs `1...epochs`, reporting steps and epochs to `observer`; `check` sees each
+    /// epoch and may stop the run by returning false.
+    static func run(
+        _ trainer: Trainer, epochs: Int, observer: (RunEvent) -> Void, check: (inout EpochSummary) throws -> Bool
+    ) rethrows {
+        guard epochs > 0 else { return }
+        for e in 1...epochs {
+            let started = Date()
+            let m = withoutActuallyEscaping(observer) { observer in
+                trainer.trainEpoch(e) { done, total in observer(.step(epoch: e, done: done, total: total)) }
+            }
+            let seconds = Date().timeIntervalSince(started)
+            var summary = EpochSummary(
+                record: record(m, trainer), seconds: seconds,
+                examplesPerSecond: Double(trainer.data.train.count) / max(seconds, 1e-9), identical: nil)
+            let goOn = try check(&summary)
+            observer(.epoch(summary))
+            if !goOn { break }
+        }
+    }
+
+    static func record(_ m: EpochMetrics, _ trainer: Trainer) -> EpochRecord {
+        EpochRecord(
+            epoch: m.epoch, loss: m.loss, trainError: m.trainError, testError: m.testError, weightsSHA256: m.weightsSHA256,
+            layerSHA256: WeightDigest.layerSHA256(trainer.network.parameters))
+    }
+
+    /// The bundle metadata of a finished run.
+    static func bundleInfo(recipe: Recipe, seed: Int64, data: DataSplit, initialDigest: [UInt8], records: [EpochRecord]) -> ModelInfo {
+        ModelInfo(
+            convention: recipe.convention, baked: false, layers: recipe.layerInfos,
+            rng: RNGInfo(algorithm: StreamLayout.algorithm, seed: seed, streamLayout: StreamLayout.version),
+            training: TrainingInfo(
+                recipe: recipe.json(), dataFingerprint: data.fingerprint, dataDescription: data.description,
+                examples: data.train.count),
+            history: History(initialWeightsSHA256: initialDigest, epochs: records))
+    }
+}
