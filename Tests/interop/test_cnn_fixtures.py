@@ -290,3 +290,53 @@ def test_keras3_still_cannot_load(name):
     """If this fails, Keras 3 has learnt to load the file: drop it from KERAS3_CANNOT_LOAD."""
     with pytest.raises(TypeError, match=KERAS3_CANNOT_LOAD[name]):
         keras.models.load_model(str(FIXTURES / name), compile=False)
+
+
+# --------------------------------------------------------------------------------------------
+# The draft's other refusals, on tiny models built here (no fixture files)
+
+
+def _tiny(tmp_path, *body):
+    from keras import layers
+    model = keras.Sequential([keras.Input((8, 8, 2)), *body, layers.Dense(3, activation="softmax", name="output")])
+    path = tmp_path / "m.h5"
+    model.save(str(path))
+    return path
+
+
+@pytest.mark.parametrize("case,message", [
+    ("dropout_before_pool", "layer 'pool' (MaxPooling2D): it lies between the dropout layer 'drop'"),
+    ("dropout_before_gap", "layer 'gap' (GlobalAveragePooling2D): it lies between the dropout layer 'drop'"),
+    ("mixed_modes", "layer 'spatial' (SpatialDropout2D): a channel dropout right after the element dropout 'drop'"),
+    ("dense_on_image", "layer 'dense' (Dense): Dense reads a 4-D tensor"),
+    ("conv_softmax", "layer 'conv' (Conv2D): softmax is supported on Dense layers only"),
+    ("gap_keepdims", "layer 'gap' (GlobalAveragePooling2D): keepdims true"),
+    ("activation_after_pool", "layer 'relu' (Activation): an Activation must directly follow"),
+])
+def test_draft_refusals(tmp_path, case, message):
+    from keras import layers
+    conv = layers.Conv2D(4, 3, name="conv")
+    body = {
+        "dropout_before_pool": [conv, layers.Dropout(0.2, name="drop"), layers.MaxPooling2D(2, name="pool"),
+                                layers.Flatten()],
+        "dropout_before_gap": [conv, layers.SpatialDropout2D(0.2, name="drop"),
+                               layers.GlobalAveragePooling2D(name="gap")],
+        "mixed_modes": [layers.Dropout(0.2, name="drop"), layers.SpatialDropout2D(0.2, name="spatial"), conv,
+                        layers.Flatten()],
+        "dense_on_image": [layers.Dense(4, name="dense"), layers.Flatten()],
+        "conv_softmax": [layers.Conv2D(4, 3, activation="softmax", name="conv"), layers.Flatten()],
+        "gap_keepdims": [conv, layers.GlobalAveragePooling2D(keepdims=True, name="gap"), layers.Flatten()],
+        "activation_after_pool": [conv, layers.MaxPooling2D(2), layers.Activation("relu", name="relu"),
+                                  layers.Flatten()],
+    }[case]
+    with pytest.raises(ref.Refused) as e:
+        ref.to_bundle(_tiny(tmp_path, *body))
+    assert str(e.value).startswith(message)
+
+
+def test_channel_noise_shape_with_unknown_channels_is_channel_mode(tmp_path):
+    from keras import layers
+    path = _tiny(tmp_path, layers.Conv2D(4, 3, name="conv"),
+                 layers.Dropout(0.4, noise_shape=(None, 1, 1, None), name="drop"), layers.Flatten())
+    layers_ = ref.weighted(ref.to_bundle(path))
+    assert [(l["keep_prob"], l["dropout"]) for l in layers_] == [(1, "element"), (pytest.approx(0.6), "channel")]
