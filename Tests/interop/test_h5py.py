@@ -426,7 +426,7 @@ def test_write_classic_bundle(dropmodel, tmp_path):
         assert lr["keep_prob"] == layer["keep_prob"]
         assert lr["dtype"] == "float32"
         assert lr["parameters"] == layer["weight"].size + layer["bias"].size
-    assert rep["rng"] == {"algorithm": "philox4x32-10", "seed": 2**63 - 1, "stream_layout": 1}
+    assert rep["rng"] == {"algorithm": "philox4x32-10", "seed": 2**63 - 1, "seed_string": str(2**63 - 1), "stream_layout": 1}
     assert rep["training"]["recipe"] == recipe
     assert rep["training"]["data_fingerprint"] == fingerprint
     assert rep["training"]["data_description"] == "fashion-mnist train[0..<1000]"

@@ -49,7 +49,7 @@ def test_masks_png_decodes_to_the_mask(dropmodel, tmp_path):
     image.load()
     assert image.format == "PNG" and image.mode == "L"
     assert image.size == (doc["units"], len(doc["examples"]))
-    pixels = list(image.getdata())
+    pixels = list(image.tobytes())
     width = doc["units"]
     for row, example in enumerate(doc["examples"]):
         kept = set(example["kept"])
