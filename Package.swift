@@ -76,7 +76,10 @@ let package = Package(
         .target(name: "Kernels", dependencies: ["CKernels"], swiftSettings: swiftSettings),
         .target(
             name: "TrainingData",
-            dependencies: ["ZlibCodec", "HDF5Layer", "DropModelBase", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "ZlibCodec", "HDF5Layer", "DropModelBase", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(

@@ -40,7 +40,7 @@ struct RecipeOptions: ParsableArguments {
     var layers: String?
 
     @Option(help: ArgumentHelp(
-        "Keep probability of each dense layer's inputs, input layer first, one per dense layer (default 0.8,0.5,0.5). The probability of KEEPING a unit: Keras's Dropout(rate) and PyTorch's nn.Dropout(p) are drop rates; for those use --dropout-rate.",
+        "Keep probability of each dense layer's inputs, input layer first, one per dense layer (default 0.8 for the inputs, 0.5 for hidden layers). The probability of KEEPING a unit: Keras's Dropout(rate) and PyTorch's nn.Dropout(p) are drop rates; for those use --dropout-rate.",
         valueName: "p,p,..."))
     var keep: String?
 
@@ -115,7 +115,14 @@ struct RecipeOptions: ParsableArguments {
     /// error naming the first rule the result breaks.
     func recipe(base: Recipe? = nil) throws -> Recipe {
         var r = base ?? Recipe(layers: [784, 1024, 1024, 10], keep: [0.8, 0.5, 0.5])
-        if let layers { r.layers = try parseList(layers, "--layers", "an integer") }
+        if let layers {
+            r.layers = try parseList(layers, "--layers", "an integer")
+            // New layer sizes without keep probabilities: the paper's defaults for that depth
+            // (0.8 for the inputs, 0.5 for every hidden layer's).
+            if keep == nil && dropoutRate == nil && r.keep.count != r.layers.count - 1 && r.layers.count >= 2 {
+                r.keep = [0.8] + Array(repeating: 0.5, count: r.layers.count - 2)
+            }
+        }
         if let keep { r.keep = try parseList(keep, "--keep", "a number") }
         if let dropoutRate {
             let rates: [Double] = try parseList(dropoutRate, "--dropout-rate", "a number")

@@ -83,6 +83,13 @@ public final class File: @unchecked Sendable {
         handle.close()
     }
 
+    /// The bytes available to an unprivileged writer on the file system holding `path`.
+    static func freeBytes(in path: String) -> UInt64? {
+        var fs = statvfs()
+        guard statvfs(path, &fs) == 0 else { return nil }
+        return UInt64(fs.f_bavail) * UInt64(fs.f_frsize)
+    }
+
     /// The size of the file on disk in bytes.
     public static func size(of path: String) -> UInt64? {
         var st = stat()
@@ -98,16 +105,26 @@ public final class File: @unchecked Sendable {
     public static func writeAtomically<T>(to path: String, _ body: (File) throws -> T) throws -> T {
         do {
             return try AtomicFile.write(to: path, what: "bundle") { tmp in
-                let file = try File.create(tmp)
-                let result = try body(file)
-                try file.close()
-                return result
+                do {
+                    let file = try File.create(tmp)
+                    let result = try body(file)
+                    try file.close()
+                    return result
+                } catch var e as HDF5Error {
+                    // Name the output, not the temporary file that was being written.
+                    e.file = path
+                    e.whileWriting = true
+                    // libhdf5 does not leave errno set; a full disk is recognised by asking the
+                    // file system how much room is left in the output's folder.
+                    if e.errno == nil, Self.freeBytes(in: tmp).map({ $0 < 1 << 20 }) == true { e.errno = .noSpace }
+                    throw e
+                }
             }
         } catch let e as DropModelError {
             // Keep the HDF5 layer's one error type: same code, operation and cause.
             throw HDF5Error(
                 code: e.code, file: path, object: "/", operation: e.operation ?? "write file",
-                message: e.problems[0].message, errno: e.errno)
+                message: e.problems[0].message, errno: e.errno, whileWriting: true)
         }
     }
 }

@@ -28,11 +28,16 @@ public struct HDF5Error: Error, CustomStringConvertible, Sendable, Equatable {
     public var hdf5Bottom: String?
     /// The operating system's error, when a system call failed (`code == .system`).
     public var errno: Errno?
+    /// The failure happened while writing a new file (``File/writeAtomically(to:_:)``): the
+    /// output was never replaced, and the cause is the output's folder or disk, not a
+    /// damaged input.
+    public var whileWriting: Bool = false
 
     public init(
         code: Code, file: String, object: String, operation: String, message: String,
-        hdf5Top: String? = nil, hdf5Bottom: String? = nil, errno: Errno? = nil
+        hdf5Top: String? = nil, hdf5Bottom: String? = nil, errno: Errno? = nil, whileWriting: Bool = false
     ) {
+        self.whileWriting = whileWriting
         self.code = code
         self.file = file
         self.object = object
@@ -62,6 +67,10 @@ extension DropModelError {
     public init(_ error: HDF5Error) {
         let hint: String?
         switch error.code {
+        case _ where error.whileWriting:
+            hint = error.errno == .noSpace || error.errno == .diskQuotaExceeded
+                ? "the disk is full; free space and run again: the output was not replaced"
+                : "writing the output failed and it was not replaced; check the free space and permissions of its folder"
         case .refused: hint = "a dropmodel bundle never needs this; if you trust the file, re-save it without it (e.g. with h5repack)"
         case .unsafeFile:
             hint = "do not open it with h5py, h5dump or other HDF5 tools either: they run the same library "

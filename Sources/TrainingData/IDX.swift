@@ -1,6 +1,7 @@
 import DropModelBase
 import ZlibCodec
 import Foundation
+import SystemPackage
 
 /// MNIST-format IDX files (Y. LeCun's format), gzipped or not.
 ///
@@ -13,8 +14,17 @@ enum IDX {
 
     static func read(_ path: String) throws -> (dims: [Int], bytes: Data) {
         let raw: Data
+        // open(2) first, so a failure carries its errno (missing, a folder, no permission).
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let e = Errno.current
+            throw DropModelError(
+                code: e == .noSuchFileOrDirectory ? .notFound : .system, file: path, message: "cannot be read (\(e))",
+                operation: "open file", cause: .errno(e))
+        }
+        close(fd)
         do { raw = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
-            throw DropModelError(code: .invalid, file: path, message: "cannot be read (\((error as NSError).localizedDescription))")
+            throw DropModelError(code: .unreadable, file: path, message: "cannot be read (\(error))", operation: "read file")
         }
         var data = raw
         if Gzip.isGzip(raw) {
