@@ -84,7 +84,7 @@ static inline long walk_next(row_walk *it) {
 // Forward
 
 // One tile: rows base[0..mr) (base[i] for i >= mr repeats base[0]), the 16 filters of a panel.
-static void fwd_tile_scalar(long K, const float *const *base, const long *off, const float *wp,
+static inline void fwd_tile_scalar(long K, const float *const *base, const long *off, const float *wp,
                             const float *bp, float *y, long ldy, long mr, long nr) {
     for (long i = 0; i < mr; ++i) {
         for (long q = 0; q < nr; ++q) {
@@ -96,7 +96,7 @@ static void fwd_tile_scalar(long K, const float *const *base, const long *off, c
 }
 
 #if defined(__x86_64__)
-AVX2 static void fwd_tile_avx2(long K, const float *const *base, const long *off, const float *wp,
+AVX2 static inline void fwd_tile_avx2(long K, const float *const *base, const long *off, const float *wp,
                                const float *bp, float *y, long ldy, long mr, long nr) {
     const __m256 bias0 = _mm256_loadu_ps(bp), bias1 = _mm256_loadu_ps(bp + 8);
     __m256 c00 = bias0, c01 = bias1, c10 = bias0, c11 = bias1, c20 = bias0, c21 = bias1;
@@ -158,11 +158,12 @@ AVX2 static void fwd_tile_avx2(long K, const float *const *base, const long *off
 }
 #endif
 
-void dm_conv_forward(int path, const dm_conv_dims *d, const float *x, const long *offsets,
-                     const float *wpack, const float *bpack, float *y, long r0, long r1) {
-    if (r1 <= r0 || d->f <= 0) return;
+// The outer loop, written once and inlined (always_inline) into a plain and an AVX2 copy, so the
+// AVX2 copy can inline its micro-kernel (a call per 6x16 tile costs more than a 3x3x1 patch).
+static inline __attribute__((always_inline)) void forward_rows(
+    int avx2, const dm_conv_dims *d, const float *x, const long *offsets, const float *wpack,
+    const float *bpack, float *y, long r0, long r1) {
     const long K = d->kh * d->kw * d->c, F = d->f, panels = (F + TN - 1) / TN;
-    const int avx2 = use_avx2(path);
     row_walk it;
     walk_start(&it, d, r0);
     for (long r = r0; r < r1; r += TM) {
@@ -185,13 +186,38 @@ void dm_conv_forward(int path, const dm_conv_dims *d, const float *x, const long
     }
 }
 
+#if defined(__x86_64__)
+AVX2 static void forward_rows_avx2(const dm_conv_dims *d, const float *x, const long *offsets,
+                                   const float *wpack, const float *bpack, float *y, long r0, long r1) {
+    forward_rows(1, d, x, offsets, wpack, bpack, y, r0, r1);
+}
+#endif
+
+void dm_conv_forward(int path, const dm_conv_dims *d, const float *x, const long *offsets,
+                     const float *wpack, const float *bpack, float *y, long r0, long r1) {
+    if (r1 <= r0 || d->f <= 0) return;
+#if defined(__x86_64__)
+    if (use_avx2(path)) {
+        forward_rows_avx2(d, x, offsets, wpack, bpack, y, r0, r1);
+        return;
+    }
+#endif
+    forward_rows(0, d, x, offsets, wpack, bpack, y, r0, r1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Weight gradient
+//
+// With a bias gradient requested, the product gets one more column, k = K, whose patch value is
+// the constant 1: fmaf(dy, 1, acc) is dy + acc rounded once, exactly the unfused sum the bias
+// gradient is defined as, so db comes out of the same pass over dy with the same bits. That column
+// is always slot 5 of the last tile (which then holds at most 5 real patch elements).
 
 // acc[kk*16 + q] (kk < mr, q < nr) continues its chain over `rows` rows: row r's patch starts at
-// base[r], its element kk at base[r][off[kk]]; dy row r (of this panel) at dy + r*ldy.
-static void wgrad_tile_scalar(long rows, const float *const *base, const long *off,
-                              const float *dy, long ldy, float *acc, long mr, long nr) {
+// base[r], its element kk at base[r][off[kk]]; dy row r (of this panel) at dy + r*ldy. With
+// `ones`, slot 5 (acc[80 ..]) sums dy itself.
+static inline void wgrad_tile_scalar(long rows, const float *const *base, const long *off,
+                                     const float *dy, long ldy, float *acc, long mr, long nr, int ones) {
     for (long r = 0; r < rows; ++r) {
         const float *b = base[r], *g = dy + r * ldy;
         for (long kk = 0; kk < mr; ++kk) {
@@ -199,15 +225,20 @@ static void wgrad_tile_scalar(long rows, const float *const *base, const long *o
             float *s = acc + kk * TN;
             for (long q = 0; q < nr; ++q) s[q] = fmaf(g[q], a, s[q]);
         }
+        if (ones) {
+            float *s = acc + 5 * TN;
+            for (long q = 0; q < nr; ++q) s[q] = fmaf(g[q], 1.0f, s[q]);
+        }
     }
 }
 
 #if defined(__x86_64__)
 // off[kk] for kk >= mr repeats off[0] (those lanes are discarded). With nr < 16, dy is read with
-// masked loads (masked lanes are 0 and never touch memory past the row).
-AVX2 static void wgrad_tile_avx2(long rows, const float *const *base, const long *off,
-                                 const float *dy, long ldy, float *acc, long mr, long nr) {
-    (void)mr;
+// masked loads (masked lanes are 0 and never touch memory past the row). `ones` is a constant
+// where this is inlined, so each variant is its own loop.
+AVX2 static inline void wgrad_tile_avx2(
+    long rows, const float *const *base, const long *off, const float *dy, long ldy, float *acc,
+    long nr, int ones) {
     __m256 c00 = _mm256_loadu_ps(acc + 0), c01 = _mm256_loadu_ps(acc + 8);
     __m256 c10 = _mm256_loadu_ps(acc + 16), c11 = _mm256_loadu_ps(acc + 24);
     __m256 c20 = _mm256_loadu_ps(acc + 32), c21 = _mm256_loadu_ps(acc + 40);
@@ -215,6 +246,7 @@ AVX2 static void wgrad_tile_avx2(long rows, const float *const *base, const long
     __m256 c40 = _mm256_loadu_ps(acc + 64), c41 = _mm256_loadu_ps(acc + 72);
     __m256 c50 = _mm256_loadu_ps(acc + 80), c51 = _mm256_loadu_ps(acc + 88);
     const long o0 = off[0], o1 = off[1], o2 = off[2], o3 = off[3], o4 = off[4], o5 = off[5];
+    const __m256 one = _mm256_set1_ps(1.0f);
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr), lane);
     const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nr - 8), lane);
@@ -244,7 +276,7 @@ AVX2 static void wgrad_tile_avx2(long rows, const float *const *base, const long
         a = _mm256_broadcast_ss(b + o4);
         c40 = _mm256_fmadd_ps(g0, a, c40);
         c41 = _mm256_fmadd_ps(g1, a, c41);
-        a = _mm256_broadcast_ss(b + o5);
+        a = ones ? one : _mm256_broadcast_ss(b + o5);
         c50 = _mm256_fmadd_ps(g0, a, c50);
         c51 = _mm256_fmadd_ps(g1, a, c51);
     }
@@ -263,17 +295,22 @@ AVX2 static void wgrad_tile_avx2(long rows, const float *const *base, const long
 }
 #endif
 
-long dm_conv_weight_grad_tiles(const dm_conv_dims *d) {
-    const long K = d->kh * d->kw * d->c;
-    return ((K + TM - 1) / TM) * ((d->f + TN - 1) / TN);
+// Columns of the product: K patch elements, plus the bias column when asked.
+static inline long wgrad_columns(const dm_conv_dims *d, int bias) {
+    return d->kh * d->kw * d->c + (bias ? 1 : 0);
 }
 
-// Tile t: panel p = t / ktiles, patch elements [k0, k1) of k-tile t % ktiles.
-static void tile_bounds(long K, long ktiles, long t, long *p, long *k0, long *k1) {
+long dm_conv_weight_grad_tiles(const dm_conv_dims *d, int bias) {
+    return ((wgrad_columns(d, bias) + TM - 1) / TM) * ((d->f + TN - 1) / TN);
+}
+
+// Tile t: panel p = t / ktiles, columns [k0, k1) of k-tile t % ktiles (as equal as possible, at
+// most 6 each).
+static void tile_bounds(long columns, long ktiles, long t, long *p, long *k0, long *k1) {
     const long kt = t % ktiles;
     *p = t / ktiles;
-    *k0 = kt * K / ktiles;
-    *k1 = (kt + 1) * K / ktiles;
+    *k0 = kt * columns / ktiles;
+    *k1 = (kt + 1) * columns / ktiles;
 }
 
 // The update of one element (FP_CONTRACT is off in this file: every operation rounds), exactly
@@ -285,14 +322,11 @@ static inline void update_one(float g, float *w, float *v, float mu, float lr, f
     *w = *w + nv;
 }
 
-void dm_conv_weight_grad(int path, const dm_conv_dims *d, const float *x, const long *offsets,
-                         const float *dy, long t0, long t1, float *scratch,
-                         float *dw, long ldw, const dm_update *u) {
-    if (t1 <= t0) return;
+static inline __attribute__((always_inline)) void weight_grad_tiles(
+    int avx2, const dm_conv_dims *d, const float *x, const long *offsets, const float *dy,
+    long t0, long t1, float *scratch, int bias) {
     const long K = d->kh * d->kw * d->c, F = d->f, R = d->n * d->oh * d->ow;
-    const long ktiles = (K + TM - 1) / TM;
-    const int avx2 = use_avx2(path);
-    memset(scratch, 0, (size_t)(t1 - t0) * TM * TN * sizeof(float)); // every chain starts at +0
+    const long columns = wgrad_columns(d, bias), ktiles = (columns + TM - 1) / TM;
     const float *base[RB];
     row_walk it;
     walk_start(&it, d, 0);
@@ -301,29 +335,53 @@ void dm_conv_weight_grad(int path, const dm_conv_dims *d, const float *x, const 
         for (long r = 0; r < rows; ++r) base[r] = x + walk_next(&it);
         for (long t = t0; t < t1; ++t) {
             long p, k0, k1;
-            tile_bounds(K, ktiles, t, &p, &k0, &k1);
-            const long mr = k1 - k0, nr = min_l(TN, F - p * TN);
+            tile_bounds(columns, ktiles, t, &p, &k0, &k1);
+            const int ones = k1 > K; // this tile holds the bias column (slot 5)
+            const long mr = min_l(k1, K) - k0, nr = min_l(TN, F - p * TN);
             long off[TM];
             for (long kk = 0; kk < TM; ++kk) off[kk] = offsets[kk < mr ? k0 + kk : k0];
             float *acc = scratch + (t - t0) * TM * TN;
             const float *g = dy + rb * F + p * TN;
 #if defined(__x86_64__)
             if (avx2) {
-                wgrad_tile_avx2(rows, base, off, g, F, acc, mr, nr);
+                if (ones) wgrad_tile_avx2(rows, base, off, g, F, acc, nr, 1);
+                else wgrad_tile_avx2(rows, base, off, g, F, acc, nr, 0);
                 continue;
             }
 #endif
-            wgrad_tile_scalar(rows, base, off, g, F, acc, mr, nr);
+            wgrad_tile_scalar(rows, base, off, g, F, acc, mr, nr, ones);
         }
     }
+}
+
+#if defined(__x86_64__)
+AVX2 static void weight_grad_tiles_avx2(const dm_conv_dims *d, const float *x, const long *offsets,
+                                        const float *dy, long t0, long t1, float *scratch, int bias) {
+    weight_grad_tiles(1, d, x, offsets, dy, t0, t1, scratch, bias);
+}
+#endif
+
+void dm_conv_weight_grad(int path, const dm_conv_dims *d, const float *x, const long *offsets,
+                         const float *dy, long t0, long t1, float *scratch,
+                         float *dw, long ldw, const dm_update *u, float *db) {
+    if (t1 <= t0) return;
+    const long K = d->kh * d->kw * d->c, F = d->f;
+    const int bias = db != NULL;
+    const long columns = wgrad_columns(d, bias), ktiles = (columns + TM - 1) / TM;
+    memset(scratch, 0, (size_t)(t1 - t0) * TM * TN * sizeof(float)); // every chain starts at +0
+#if defined(__x86_64__)
+    if (use_avx2(path)) weight_grad_tiles_avx2(d, x, offsets, dy, t0, t1, scratch, bias);
+    else
+#endif
+        weight_grad_tiles(0, d, x, offsets, dy, t0, t1, scratch, bias);
     for (long t = t0; t < t1; ++t) {
         long p, k0, k1;
-        tile_bounds(K, ktiles, t, &p, &k0, &k1);
-        const long nr = min_l(TN, F - p * TN);
+        tile_bounds(columns, ktiles, t, &p, &k0, &k1);
+        const long kend = min_l(k1, K), nr = min_l(TN, F - p * TN);
         const float *acc = scratch + (t - t0) * TM * TN;
         for (long q = 0; q < nr; ++q) {
             const long f = p * TN + q;
-            for (long k = k0; k < k1; ++k) {
+            for (long k = k0; k < kend; ++k) {
                 const float g = acc[(k - k0) * TN + q];
                 if (u) {
                     const long e = f * u->ld + k;
@@ -332,6 +390,7 @@ void dm_conv_weight_grad(int path, const dm_conv_dims *d, const float *x, const 
                     dw[f * ldw + k] = g;
                 }
             }
+            if (k1 > K) db[f] = acc[5 * TN + q];
         }
     }
 }
@@ -356,6 +415,15 @@ AVX2 static void bias_grad_avx2(long rows, long f, const float *dy, float *db, l
         _mm256_storeu_ps(db + j + 8, s1);
         _mm256_storeu_ps(db + j + 16, s2);
         _mm256_storeu_ps(db + j + 24, s3);
+    }
+    for (; j + 16 <= f1; j += 16) {
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+        for (long r = 0; r < rows; ++r) {
+            s0 = _mm256_add_ps(s0, _mm256_loadu_ps(dy + r * f + j));
+            s1 = _mm256_add_ps(s1, _mm256_loadu_ps(dy + r * f + j + 8));
+        }
+        _mm256_storeu_ps(db + j, s0);
+        _mm256_storeu_ps(db + j + 8, s1);
     }
     for (; j + 8 <= f1; j += 8) {
         __m256 s = _mm256_setzero_ps();
@@ -386,7 +454,7 @@ void dm_conv_bias_grad(int path, long rows, long f, const float *dy, float *db, 
 // Input gradient
 
 // dp[i*ldp + q] (i < 6, q < 16) = +0, then fmaf(dyrow[i][g], wp[g*ldw + q], acc) for g < f.
-static void dp_tile_scalar(long f, const float *const *dyrow, const float *wp, long ldw, float *dp,
+static inline void dp_tile_scalar(long f, const float *const *dyrow, const float *wp, long ldw, float *dp,
                            long ldp, long mr) {
     for (long i = 0; i < mr; ++i) {
         for (long q = 0; q < TN; ++q) {
@@ -398,7 +466,7 @@ static void dp_tile_scalar(long f, const float *const *dyrow, const float *wp, l
 }
 
 #if defined(__x86_64__)
-AVX2 static void dp_tile_avx2(long f, const float *const *dyrow, const float *wp, long ldw, float *dp,
+AVX2 static inline void dp_tile_avx2(long f, const float *const *dyrow, const float *wp, long ldw, float *dp,
                               long ldp, long mr) {
     (void)mr;
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
@@ -441,7 +509,7 @@ AVX2 static void dp_tile_avx2(long f, const float *const *dyrow, const float *wp
 }
 
 // dst[q] += src[q] for q < n: each element one rounded addition, as in the scalar loop.
-AVX2 static void add_into_avx2(float *dst, const float *src, long n) {
+AVX2 static inline void add_into_avx2(float *dst, const float *src, long n) {
     long q = 0;
     for (; q + 8 <= n; q += 8)
         _mm256_storeu_ps(dst + q, _mm256_add_ps(_mm256_loadu_ps(dst + q), _mm256_loadu_ps(src + q)));
@@ -449,17 +517,16 @@ AVX2 static void add_into_avx2(float *dst, const float *src, long n) {
 }
 #endif
 
-static void add_into_scalar(float *dst, const float *src, long n) {
+static inline void add_into_scalar(float *dst, const float *src, long n) {
     for (long q = 0; q < n; ++q) dst[q] = dst[q] + src[q];
 }
 
-void dm_conv_input_grad(int path, const dm_conv_dims *d, const float *dy, const float *wpad,
-                        long kp, long pad_top, long pad_left, long H, long W,
-                        float *dx, long n0, long n1, float *scratch) {
+static inline __attribute__((always_inline)) void input_grad_images(
+    int avx2, const dm_conv_dims *d, const float *dy, const float *wpad, long kp, long pad_top,
+    long pad_left, long H, long W, float *dx, long n0, long n1, float *scratch) {
     const long F = d->f, C = d->c, per = d->oh * d->ow;
     const long image = d->h * d->w * C;
     const int direct = pad_top == 0 && pad_left == 0 && d->h == H && d->w == W;
-    const int avx2 = use_avx2(path);
     float *dp = scratch;
     float *padded = scratch + TM * kp;
     const long run = d->kw * C; // one kernel row of a patch: kw*c consecutive floats in both
@@ -507,4 +574,24 @@ void dm_conv_input_grad(int path, const dm_conv_dims *d, const float *dy, const 
                        (size_t)(W * C) * sizeof(float));
         }
     }
+}
+
+#if defined(__x86_64__)
+AVX2 static void input_grad_images_avx2(const dm_conv_dims *d, const float *dy, const float *wpad,
+                                        long kp, long pad_top, long pad_left, long H, long W,
+                                        float *dx, long n0, long n1, float *scratch) {
+    input_grad_images(1, d, dy, wpad, kp, pad_top, pad_left, H, W, dx, n0, n1, scratch);
+}
+#endif
+
+void dm_conv_input_grad(int path, const dm_conv_dims *d, const float *dy, const float *wpad,
+                        long kp, long pad_top, long pad_left, long H, long W,
+                        float *dx, long n0, long n1, float *scratch) {
+#if defined(__x86_64__)
+    if (use_avx2(path)) {
+        input_grad_images_avx2(d, dy, wpad, kp, pad_top, pad_left, H, W, dx, n0, n1, scratch);
+        return;
+    }
+#endif
+    input_grad_images(0, d, dy, wpad, kp, pad_top, pad_left, H, W, dx, n0, n1, scratch);
 }

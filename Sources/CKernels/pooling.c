@@ -42,7 +42,7 @@ static inline void window(const dm_pool_dims *d, long oi, long oj, long *h0, lon
 
 // Channels [c0, c1) of one output: the first in-image element starts, a later one replaces it
 // only if strictly greater (v > m is false when either is NaN).
-static void max_channels_scalar(const dm_pool_dims *d, const float *xi, long h0, long h1, long w0,
+static inline void max_channels_scalar(const dm_pool_dims *d, const float *xi, long h0, long h1, long w0,
                                 long w1, long c0, long c1, float *y, int *a) {
     const long W = d->w, C = d->c;
     for (long c = c0; c < c1; ++c) {
@@ -64,7 +64,7 @@ static void max_channels_scalar(const dm_pool_dims *d, const float *xi, long h0,
 }
 
 #if defined(__x86_64__)
-AVX2 static long max_channels_avx2(const dm_pool_dims *d, const float *xi, long h0, long h1, long w0,
+AVX2 static inline long max_channels_avx2(const dm_pool_dims *d, const float *xi, long h0, long h1, long w0,
                                    long w1, float *y, int *a) {
     const long W = d->w, C = d->c;
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -91,10 +91,11 @@ AVX2 static long max_channels_avx2(const dm_pool_dims *d, const float *xi, long 
 }
 #endif
 
-void dm_maxpool_forward(int path, const dm_pool_dims *d, const float *x, float *y, int *argmax,
-                        long n0, long n1) {
+// The outer loop, inlined (always_inline) into a plain and an AVX2 copy so that the AVX2 copy can
+// inline its channel loop (a call per output pixel would cost as much as a 2x2 window).
+static inline __attribute__((always_inline)) void maxpool_images(
+    int avx2, const dm_pool_dims *d, const float *x, float *y, int *argmax, long n0, long n1) {
     const long C = d->c, image = d->h * d->w * C, out = d->oh * d->ow * C;
-    const int avx2 = use_avx2(path);
     for (long n = n0; n < n1; ++n) {
         const float *xi = x + n * image;
         for (long oi = 0; oi < d->oh; ++oi) {
@@ -112,24 +113,125 @@ void dm_maxpool_forward(int path, const dm_pool_dims *d, const float *x, float *
     }
 }
 
-long dm_maxpool_backward(int path, const dm_pool_dims *d, const float *dy, const int *argmax,
-                         float *dx, long n0, long n1) {
-    (void)path; // one scattered addition per output: no vector form
+#if defined(__x86_64__)
+AVX2 static void maxpool_images_avx2(const dm_pool_dims *d, const float *x, float *y, int *argmax,
+                                     long n0, long n1) {
+    maxpool_images(1, d, x, y, argmax, n0, n1);
+}
+#endif
+
+void dm_maxpool_forward(int path, const dm_pool_dims *d, const float *x, float *y, int *argmax,
+                        long n0, long n1) {
+#if defined(__x86_64__)
+    if (use_avx2(path)) {
+        maxpool_images_avx2(d, x, y, argmax, n0, n1);
+        return;
+    }
+#endif
+    maxpool_images(0, d, x, y, argmax, n0, n1);
+}
+
+// The definition: dx = +0, then dx[argmax] += dy for outputs in order. Returns the number of
+// indices outside the image (skipped).
+static long maxpool_back_scatter(const dm_pool_dims *d, const float *dy, const int *argmax, float *di) {
     const long image = d->h * d->w * d->c, out = d->oh * d->ow * d->c;
     long bad = 0;
-    for (long n = n0; n < n1; ++n) {
-        float *di = dx + n * image;
-        memset(di, 0, (size_t)image * sizeof(float));
-        const float *g = dy + n * out;
-        const int *a = argmax + n * out;
-        for (long o = 0; o < out; ++o) {
-            const long e = a[o];
-            if (e < 0 || e >= image) {
-                ++bad;
-                continue;
-            }
-            di[e] = di[e] + g[o];
+    memset(di, 0, (size_t)image * sizeof(float));
+    for (long o = 0; o < out; ++o) {
+        const long e = argmax[o];
+        if (e < 0 || e >= image) {
+            ++bad;
+            continue;
         }
+        di[e] = di[e] + dy[o];
+    }
+    return bad;
+}
+
+// Whether position p of an axis lies in one of the windows (before: padding; s: stride; k:
+// window; n: outputs), for windows that do not overlap (s >= k) and p visited in increasing
+// order: *o is the last window starting at or before p (start at 0; no division per call).
+static inline int covered(long p, long before, long s, long k, long n, long *o) {
+    const long t = p + before;
+    while (*o + 1 < n && (*o + 1) * s <= t) ++*o;
+    return t >= *o * s && t - *o * s < k;
+}
+
+#if defined(__x86_64__)
+// Windows that do not overlap (strides >= window): every element receives at most one term, so
+// dx = +0 + dy at the argmax and +0 elsewhere, written window by window with vector selects
+// instead of a scattered read-modify-write per output. Exact only if every argmax lies in its own
+// window (as maxpool_forward writes them): checked on the way; returns 0 if not (the caller then
+// runs the scatter, which defines the result for any in-image index).
+AVX2 static int maxpool_back_windows_avx2(const dm_pool_dims *d, const float *dy, const int *argmax,
+                                          float *di) {
+    const long W = d->w, C = d->c;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 zero = _mm256_setzero_ps();
+    // Elements in no window are +0; the windows below write all the others (zeroing the whole
+    // image first would double the stores of a pass that is bound by them).
+    long oh = 0;
+    for (long h = 0; h < d->h; ++h) {
+        float *row = di + h * W * C;
+        if (!covered(h, d->pt, d->sh, d->ph, d->oh, &oh)) {
+            memset(row, 0, (size_t)(W * C) * sizeof(float));
+            continue;
+        }
+        long ow = 0;
+        for (long w = 0; w < W; ++w)
+            if (!covered(w, d->pl, d->sw, d->pw, d->ow, &ow)) memset(row + w * C, 0, (size_t)C * sizeof(float));
+    }
+    for (long oi = 0; oi < d->oh; ++oi) {
+        for (long oj = 0; oj < d->ow; ++oj) {
+            long h0, h1, w0, w1;
+            window(d, oi, oj, &h0, &h1, &w0, &w1);
+            const long o = (oi * d->ow + oj) * C;
+            long c = 0;
+            for (; c + 8 <= C; c += 8) {
+                const __m256i a = _mm256_loadu_si256((const __m256i *)(argmax + o + c));
+                const __m256 g = _mm256_add_ps(zero, _mm256_loadu_ps(dy + o + c)); // +0 + dy
+                __m256i seen = _mm256_setzero_si256();
+                for (long h = h0; h < h1; ++h) {
+                    for (long w = w0; w < w1; ++w) {
+                        const long e = (h * W + w) * C + c;
+                        const __m256i hit = _mm256_cmpeq_epi32(a, _mm256_add_epi32(_mm256_set1_epi32((int)e), lane));
+                        _mm256_storeu_ps(di + e, _mm256_and_ps(_mm256_castsi256_ps(hit), g));
+                        seen = _mm256_or_si256(seen, hit);
+                    }
+                }
+                if (_mm256_movemask_ps(_mm256_castsi256_ps(seen)) != 0xff) return 0;
+            }
+            for (; c < C; ++c) {
+                const long a = argmax[o + c];
+                int found = 0;
+                for (long h = h0; h < h1; ++h) {
+                    for (long w = w0; w < w1; ++w) {
+                        const long e = (h * W + w) * C + c;
+                        const int hit = e == a;
+                        di[e] = hit ? 0.0f + dy[o + c] : 0.0f;
+                        found |= hit;
+                    }
+                }
+                if (!found) return 0;
+            }
+        }
+    }
+    return 1;
+}
+#endif
+
+long dm_maxpool_backward(int path, const dm_pool_dims *d, const float *dy, const int *argmax,
+                         float *dx, long n0, long n1) {
+    const long image = d->h * d->w * d->c, out = d->oh * d->ow * d->c;
+#if defined(__x86_64__)
+    const int windows = use_avx2(path) && d->sh >= d->ph && d->sw >= d->pw;
+#endif
+    long bad = 0;
+    for (long n = n0; n < n1; ++n) {
+#if defined(__x86_64__)
+        if (windows && maxpool_back_windows_avx2(d, dy + n * out, argmax + n * out, dx + n * image)) continue;
+#endif
+        bad += maxpool_back_scatter(d, dy + n * out, argmax + n * out, dx + n * image);
     }
     return bad;
 }

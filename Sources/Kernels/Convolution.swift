@@ -199,33 +199,39 @@ public enum Convolution {
     /// rows r = (n, oh, ow) in increasing order, from +0 (padding terms included). dW is cut into
     /// tiles of at most 6 patch elements x 16 filters, split between `threads` workers; each
     /// tile's chain over all rows runs on one worker.
+    ///
+    /// With `biasGradient`, the bias gradient (the bits of ``biasGradient(_:batch:outputGradient:into:threads:kernel:minimumParallelFlops:)``)
+    /// comes out of the same pass over dY: it is one more column of the product whose patch value
+    /// is 1, and `fma(dy, 1, acc)` rounds exactly like the unfused `acc + dy`.
     public static func weightGradient(
         _ g: Geometry, batch: Int,
         input: UnsafeBufferPointer<Float>, outputGradient: UnsafeBufferPointer<Float>,
         into weightGradient: UnsafeMutableBufferPointer<Float>,
+        biasGradient: UnsafeMutableBufferPointer<Float>? = nil,
         workspace: Workspace, threads: Int, kernel: Gemm.Kernel = .automatic,
         minimumParallelFlops: Int = Gemm.defaultMinimumParallelFlops
     ) throws(ShapeError) {
         try Sizes.buffer(weightGradient.count, g.weightCount, "weightGradient")
         guard let dw = weightGradient.baseAddress else { return }
         try runWeightGradient(g, batch: batch, input: input, outputGradient: outputGradient, dw: dw, update: nil,
-                           workspace: workspace, threads: threads, kernel: kernel,
-                           minimumParallelFlops: minimumParallelFlops)
+                              biasGradient: biasGradient, workspace: workspace, threads: threads, kernel: kernel,
+                              minimumParallelFlops: minimumParallelFlops)
     }
 
     /// The momentum-SGD update fused into the weight-gradient product, as dense layers do
     /// (``Gemm/multiplyUpdate``, `dm_sgemm_update_path`): each element g of dW (the chain of
-    /// ``weightGradient(_:batch:input:outputGradient:into:workspace:threads:kernel:minimumParallelFlops:)``)
+    /// ``weightGradient(_:batch:input:outputGradient:into:biasGradient:workspace:threads:kernel:minimumParallelFlops:)``)
     /// is consumed, as soon as its tile's chain is complete, by `v = mu·v - lr·(g + l2·w)`
     /// (`v = mu·v - lr·g` when l2 is 0), then `w = w + v`, every operation rounded, at
     /// `update.w[f·update.ld + k]` and `update.v[...]`; dW is never stored. The same bits as the
     /// gradient followed by that update as a loop. `update.w` and `update.v` must hold F rows of
     /// `update.ld ≥ K` elements; the weights the caller still needs (the input gradient reads
-    /// W before its update) must be used first.
+    /// W before its update) must be used first. `biasGradient`, if given, receives the bias
+    /// gradient (not updated: the caller updates biases, as for dense layers).
     public static func weightGradient(
         _ g: Geometry, batch: Int,
         input: UnsafeBufferPointer<Float>, outputGradient: UnsafeBufferPointer<Float>,
-        update: Gemm.Update,
+        update: Gemm.Update, biasGradient: UnsafeMutableBufferPointer<Float>? = nil,
         workspace: Workspace, threads: Int, kernel: Gemm.Kernel = .automatic,
         minimumParallelFlops: Int = Gemm.defaultMinimumParallelFlops
     ) throws(ShapeError) {
@@ -233,19 +239,21 @@ public enum Convolution {
             throw ShapeError(.bufferTooSmall, "update.ld", "is \(update.ld), needs at least the patch size \(g.patchSize)")
         }
         try runWeightGradient(g, batch: batch, input: input, outputGradient: outputGradient, dw: nil, update: update,
-                           workspace: workspace, threads: threads, kernel: kernel,
-                           minimumParallelFlops: minimumParallelFlops)
+                              biasGradient: biasGradient, workspace: workspace, threads: threads, kernel: kernel,
+                              minimumParallelFlops: minimumParallelFlops)
     }
 
     private static func runWeightGradient(
         _ g: Geometry, batch: Int,
         input: UnsafeBufferPointer<Float>, outputGradient: UnsafeBufferPointer<Float>,
-        dw: UnsafeMutablePointer<Float>?, update: Gemm.Update?,
+        dw: UnsafeMutablePointer<Float>?, update: Gemm.Update?, biasGradient: UnsafeMutableBufferPointer<Float>?,
         workspace: Workspace, threads: Int, kernel: Gemm.Kernel, minimumParallelFlops: Int
     ) throws(ShapeError) {
         try g.checkBatch(batch)
         try Sizes.buffer(input.count, batch * g.inputCount, "input")
         try Sizes.buffer(outputGradient.count, batch * g.outputCount, "outputGradient")
+        if let biasGradient { try Sizes.buffer(biasGradient.count, g.filters, "biasGradient") }
+        let db = biasGradient?.baseAddress
         let rows = batch * g.outputHeight * g.outputWidth
         // With no rows every chain is empty: dW = +0 (and the update sees g = +0).
         let x: UnsafePointer<Float>
@@ -257,7 +265,7 @@ public enum Convolution {
         let dy = outputGradient.baseAddress ?? UnsafePointer(workspace.buffer(Workspace.Slot.scratch.rawValue, 1, as: Float.self))
         let offsets = patchOffsets(g, workspace: workspace)
         let dims = g.dims(batch: batch)
-        let tiles = withUnsafePointer(to: dims) { dm_conv_weight_grad_tiles($0) }
+        let tiles = withUnsafePointer(to: dims) { dm_conv_weight_grad_tiles($0, db == nil ? 0 : 1) }
         let scratch = workspace.buffer(Workspace.Slot.scratch.rawValue, tiles * 96, as: Float.self)
         let workers = workerCount(
             threads: threads, units: tiles,
@@ -269,7 +277,7 @@ public enum Convolution {
                 let up = u == nil ? nil : up
                 split(workers) { part in
                     let t0 = tiles * part / workers, t1 = tiles * (part + 1) / workers
-                    dm_conv_weight_grad(code, dims, x, offsets, dy, t0, t1, scratch + t0 * 96, dw, g.patchSize, up)
+                    dm_conv_weight_grad(code, dims, x, offsets, dy, t0, t1, scratch + t0 * 96, dw, g.patchSize, up, db)
                 }
             }
         }

@@ -72,12 +72,16 @@ private let convCases: [ConvCase] = [
 /// The results of one convolution on one path.
 private struct ConvResults {
     var y: [Float], dw: [Float], db: [Float], dx: [Float]
+    /// dW and db from one call of weightGradient(into:biasGradient:) (the bias as a product column).
+    var dwFused: [Float], dbFused: [Float]
 
     /// Per result, how many elements differ from `other` (only those that differ).
     func differences(from other: ConvResults) -> [String: Int] {
         [
             "forward": mismatches(y, other.y), "weightGradient": mismatches(dw, other.dw),
             "biasGradient": mismatches(db, other.db), "inputGradient": mismatches(dx, other.dx),
+            "weightGradient(biasGradient:)": mismatches(dwFused, other.dwFused),
+            "biasGradient (fused)": mismatches(dbFused, other.dbFused),
         ].filter { $0.value != 0 }
     }
 }
@@ -92,11 +96,12 @@ private struct ConvData {
     }
 
     func reference(_ g: Convolution.Geometry, batch: Int) -> ConvResults {
-        ConvResults(
-            y: ConvolutionReference.forward(g, batch: batch, input: x, weights: w, bias: b),
-            dw: ConvolutionReference.weightGradient(g, batch: batch, input: x, outputGradient: dy),
-            db: ConvolutionReference.biasGradient(g, batch: batch, outputGradient: dy),
-            dx: ConvolutionReference.inputGradient(g, batch: batch, outputGradient: dy, weights: w))
+        let dw = ConvolutionReference.weightGradient(g, batch: batch, input: x, outputGradient: dy)
+        let db = ConvolutionReference.biasGradient(g, batch: batch, outputGradient: dy)
+        return ConvResults(
+            y: ConvolutionReference.forward(g, batch: batch, input: x, weights: w, bias: b), dw: dw, db: db,
+            dx: ConvolutionReference.inputGradient(g, batch: batch, outputGradient: dy, weights: w),
+            dwFused: dw, dbFused: db)
     }
 
     func fast(_ g: Convolution.Geometry, batch: Int, kernel: Gemm.Kernel, threads: Int,
@@ -105,6 +110,8 @@ private struct ConvData {
         var dw = [Float](repeating: .nan, count: g.weightCount)
         var db = [Float](repeating: .nan, count: g.filters)
         var dx = [Float](repeating: .nan, count: batch * g.inputCount)
+        var dwFused = [Float](repeating: .nan, count: g.weightCount)
+        var dbFused = [Float](repeating: .nan, count: g.filters)
         try x.withUnsafeBufferPointer { x in
             try w.withUnsafeBufferPointer { w in
                 try dy.withUnsafeBufferPointer { dy in
@@ -120,6 +127,13 @@ private struct ConvData {
                                                        workspace: workspace, threads: threads, kernel: kernel,
                                                        minimumParallelFlops: 0)
                     }
+                    try dwFused.withUnsafeMutableBufferPointer { dw in
+                        try dbFused.withUnsafeMutableBufferPointer { db in
+                            try Convolution.weightGradient(g, batch: batch, input: x, outputGradient: dy, into: dw,
+                                                           biasGradient: db, workspace: workspace, threads: threads,
+                                                           kernel: kernel, minimumParallelFlops: 0)
+                        }
+                    }
                     try db.withUnsafeMutableBufferPointer { db in
                         try Convolution.biasGradient(g, batch: batch, outputGradient: dy, into: db, threads: threads,
                                                      kernel: kernel, minimumParallelFlops: 0)
@@ -132,7 +146,7 @@ private struct ConvData {
                 }
             }
         }
-        return ConvResults(y: y, dw: dw, db: db, dx: dx)
+        return ConvResults(y: y, dw: dw, db: db, dx: dx, dwFused: dwFused, dbFused: dbFused)
     }
 }
 
@@ -161,6 +175,8 @@ private let poolCases: [PoolCase] = [
     PoolCase(h: 2, w: 3, c: 1, ph: 5, pw: 4, sh: 1, sw: 2, padding: .same, batch: 3),          // window larger than the input
     PoolCase(h: 8, w: 5, c: 17, ph: 2, pw: 3, sh: 3, sw: 1, padding: .valid, batch: 1),
     PoolCase(h: 6, w: 6, c: 8, ph: 1, pw: 1, sh: 2, sw: 2, padding: .same, batch: 5),
+    PoolCase(h: 9, w: 7, c: 11, ph: 2, pw: 3, sh: 3, sw: 3, padding: .same, batch: 2),         // gaps between windows, a channel tail
+    PoolCase(h: 7, w: 7, c: 3, ph: 2, pw: 2, sh: nil, sw: nil, padding: .same, batch: 2),      // same padding, channels only in the tail
 ]
 
 /// The forward pass in float64 (no rounding to speak of), for central differences.
@@ -401,23 +417,32 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
                     w[e] = w[e] + v[e]
                 }
             }
+            let bias = ConvolutionReference.biasGradient(g, batch: c.batch, outputGradient: data.dy)
             for kernel in kernels {
                 for threads in 1...3 {
-                    var fw = w0, fv = v0
-                    try data.x.withUnsafeBufferPointer { x in
-                        try data.dy.withUnsafeBufferPointer { dy in
-                            try fw.withUnsafeMutableBufferPointer { pw in
-                                try fv.withUnsafeMutableBufferPointer { pv in
-                                    try Convolution.weightGradient(
-                                        g, batch: c.batch, input: x, outputGradient: dy,
-                                        update: Gemm.Update(w: pw.baseAddress!, v: pv.baseAddress!, ld: ld, mu: mu, lr: lr, l2: l2),
-                                        workspace: Convolution.Workspace(), threads: threads, kernel: kernel, minimumParallelFlops: 0)
+                    for withBias in [false, true] {
+                        var fw = w0, fv = v0
+                        var db = [Float](repeating: .nan, count: g.filters)
+                        try data.x.withUnsafeBufferPointer { x in
+                            try data.dy.withUnsafeBufferPointer { dy in
+                                try fw.withUnsafeMutableBufferPointer { pw in
+                                    try fv.withUnsafeMutableBufferPointer { pv in
+                                        try db.withUnsafeMutableBufferPointer { db in
+                                            try Convolution.weightGradient(
+                                                g, batch: c.batch, input: x, outputGradient: dy,
+                                                update: Gemm.Update(w: pw.baseAddress!, v: pv.baseAddress!, ld: ld, mu: mu, lr: lr, l2: l2),
+                                                biasGradient: withBias ? db : nil,
+                                                workspace: Convolution.Workspace(), threads: threads, kernel: kernel,
+                                                minimumParallelFlops: 0)
+                                        }
+                                    }
                                 }
                             }
                         }
+                        #expect(mismatches(fw, w) == 0 && mismatches(fv, v) == 0,
+                                "\(c.testDescription) kernel=\(kernel) threads=\(threads) bias=\(withBias)")
+                        if withBias { #expect(mismatches(db, bias) == 0) }
                     }
-                    #expect(mismatches(fw, w) == 0 && mismatches(fv, v) == 0,
-                            "\(c.testDescription) kernel=\(kernel) threads=\(threads)")
                 }
             }
         }
@@ -540,6 +565,35 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
             var expected = [Float](repeating: 0, count: 16)
             expected[at(0, 1, 0)] = 1; expected[at(0, 0, 1)] = 2; expected[at(0, 3, 0)] = 4; expected[at(0, 2, 1)] = 8
             #expect(mismatches(dx, expected) == 0, "kernel=\(kernel): \(dx)")
+        }
+    }
+
+    @Test("max pooling backward with in-image indices outside their window (not from maxForward) still follows the definition",
+          arguments: [poolCases[0], poolCases[1], poolCases[5]])
+    func maxPoolingForeignIndices(_ c: PoolCase) throws {
+        let g = try c.geometry
+        var rng = Random(state: 0xF0 + UInt64(c.c))
+        let x = rng.values(c.batch * g.inputCount), dy = rng.values(c.batch * g.outputCount)
+        var argmax = ConvolutionReference.maxForward(g, batch: c.batch, input: x).argmax
+        // A few outputs point at elements of other windows (or at elements two outputs share).
+        for _ in 0..<5 {
+            let o = rng.below(argmax.count)
+            argmax[o] = Int32(rng.below(g.inputCount))
+        }
+        let expected = ConvolutionReference.maxBackward(g, batch: c.batch, outputGradient: dy, argmax: argmax)
+        for kernel in kernels {
+            for threads in [1, 2] {
+                var dx = [Float](repeating: .nan, count: expected.count)
+                try dy.withUnsafeBufferPointer { dy in
+                    try argmax.withUnsafeBufferPointer { a in
+                        try dx.withUnsafeMutableBufferPointer { dx in
+                            try Pooling.maxBackward(g, batch: c.batch, outputGradient: dy, argmax: a, into: dx,
+                                                    threads: threads, kernel: kernel)
+                        }
+                    }
+                }
+                #expect(mismatches(dx, expected) == 0, "\(c.testDescription) kernel=\(kernel) threads=\(threads)")
+            }
         }
     }
 

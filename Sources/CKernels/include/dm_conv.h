@@ -48,17 +48,21 @@ typedef struct {
 void dm_conv_forward(int path, const dm_conv_dims *d, const float *x, const long *offsets,
                      const float *wpack, const float *bpack, float *y, long r0, long r1);
 
-/// How dm_conv_weight_grad cuts dw into tiles: ceil(K/6) runs of at most 6 consecutive k (as
-/// equal as possible) times ceil(f/16) panels of 16 filters. Tile t = panel*ktiles + ktile.
-long dm_conv_weight_grad_tiles(const dm_conv_dims *d);
+/// How dm_conv_weight_grad cuts [dw | db] into tiles: the K patch elements (plus the bias
+/// column, when `bias`) in ceil(columns/6) runs of at most 6 consecutive columns (as equal as
+/// possible), times ceil(f/16) panels of 16 filters. Tile t = panel*ktiles + ktile.
+long dm_conv_weight_grad_tiles(const dm_conv_dims *d, int bias);
 
 /// The weight-gradient tiles [t0, t1): each element the chain over ALL rows r = 0 ..< n*oh*ow
 /// above, then either stored, dw[f*ldw + k] = g (u == NULL), or consumed at once by the
 /// momentum update of dm_sgemm_update_path at u->w[f*u->ld + k], u->v[...] (dw unused).
-/// `scratch`: 96*(t1 - t0) floats. `dy` has row stride f.
+/// With db != NULL (and the tiles counted with bias = 1), the tiles holding the bias column also
+/// write db[f] = +0, then + dy[r][f] for r in order: computed as fmaf(dy, 1, acc), which rounds
+/// exactly like the unfused sum, in the same pass over dy. `scratch`: 96*(t1 - t0) floats.
+/// `dy` has row stride f.
 void dm_conv_weight_grad(int path, const dm_conv_dims *d, const float *x, const long *offsets,
                          const float *dy, long t0, long t1, float *scratch,
-                         float *dw, long ldw, const dm_update *u);
+                         float *dw, long ldw, const dm_update *u, float *db);
 
 /// db[j] for j in [f0, f1) = +0, then + dy[r][j] for r = 0 ..< rows in order (unfused).
 void dm_conv_bias_grad(int path, long rows, long f, const float *dy, float *db, long f0, long f1);
