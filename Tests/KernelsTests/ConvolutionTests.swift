@@ -70,7 +70,7 @@ private let convCases: [ConvCase] = [
 ]
 
 /// The results of one convolution on one path.
-private struct ConvResults {
+private struct ConvResults: Sendable {
     var y: [Float], dw: [Float], db: [Float], dx: [Float]
     /// dW and db from one call of weightGradient(into:biasGradient:) (the bias as a product column).
     var dwFused: [Float], dbFused: [Float]
@@ -86,7 +86,7 @@ private struct ConvResults {
     }
 }
 
-private struct ConvData {
+private struct ConvData: Sendable {
     var x: [Float], w: [Float], b: [Float], dy: [Float]
     init(_ g: Convolution.Geometry, batch: Int, rng: inout Random) {
         x = rng.values(batch * g.inputCount)
@@ -313,6 +313,33 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
             let got = try data.fast(g, batch: 0, kernel: kernel, threads: 2)
             #expect(got.y.isEmpty && got.dx.isEmpty)
             #expect(got.dw.allSatisfy { $0.bitPattern == 0 } && got.db.allSatisfy { $0.bitPattern == 0 })
+        }
+    }
+
+    @Test("concurrent callers (each with its own workspace, sharing the thread pool) get the reference bits")
+    func concurrentCallers() async throws {
+        let cases = [convCases[2], convCases[9], convCases[10], convCases[6]]
+        var inputs: [(Convolution.Geometry, ConvCase, ConvData, ConvResults)] = []
+        for (i, c) in cases.enumerated() {
+            let g = try c.geometry
+            var rng = Random(state: 0xC0C0 + UInt64(i))
+            let data = ConvData(g, batch: c.batch, rng: &rng)
+            inputs.append((g, c, data, data.reference(g, batch: c.batch)))
+        }
+        let work = inputs
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for round in 0..<3 {
+                for (g, c, data, expected) in work {
+                    group.addTask {
+                        let kernel: Gemm.Kernel = round == 1 ? .scalar : .automatic
+                        let got = try data.fast(g, batch: c.batch, kernel: kernel, threads: 2)
+                        return got.differences(from: expected).values.reduce(0, +)
+                    }
+                }
+            }
+            for try await bad in group {
+                #expect(bad == 0)
+            }
         }
     }
 
