@@ -255,14 +255,16 @@ public enum Convolution {
         if let biasGradient { try Sizes.buffer(biasGradient.count, g.filters, "biasGradient") }
         let db = biasGradient?.baseAddress
         let rows = batch * g.outputHeight * g.outputWidth
-        // With no rows every chain is empty: dW = +0 (and the update sees g = +0).
-        let x: UnsafePointer<Float>
-        if let inputBase = input.baseAddress, batch > 0 {
+        // With no rows every chain is empty: dW = +0 (and the update sees g = +0); the kernel
+        // then reads neither x nor dy, which may be this dummy.
+        let x: UnsafePointer<Float>, dy: UnsafePointer<Float>
+        if let inputBase = input.baseAddress, let dyBase = outputGradient.baseAddress, batch > 0 {
             x = paddedInput(g, batch: batch, input: inputBase, workspace: workspace, threads: threads)
+            dy = dyBase
         } else {
-            x = UnsafePointer(workspace.buffer(Workspace.Slot.padded.rawValue, 1, as: Float.self))
+            x = UnsafePointer(Self.nothing)
+            dy = UnsafePointer(Self.nothing)
         }
-        let dy = outputGradient.baseAddress ?? UnsafePointer(workspace.buffer(Workspace.Slot.scratch.rawValue, 1, as: Float.self))
         let offsets = patchOffsets(g, workspace: workspace)
         let dims = g.dims(batch: batch)
         let tiles = withUnsafePointer(to: dims) { dm_conv_weight_grad_tiles($0, db == nil ? 0 : 1) }
@@ -352,6 +354,9 @@ public enum Convolution {
     }
 
     // MARK: - Helpers
+
+    /// A valid address for an operand that is not read (a batch of 0 examples).
+    nonisolated(unsafe) private static let nothing = UnsafeMutablePointer<Float>.allocate(capacity: 1)
 
     /// The input with its padding as zeros (a copy in the workspace), or the input itself when
     /// there is no padding. Images are split between workers (moves only).
