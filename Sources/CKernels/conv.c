@@ -32,7 +32,7 @@
 #define TN 16   // tile columns
 #define RB 256  // rows per block of the weight gradient
 
-static int use_avx2(int path) {
+__attribute__((unused)) static int use_avx2(int path) {
 #if defined(__x86_64__)
     if (path == DM_PATH_AUTO) path = dm_kernel_path();
     return path != DM_PATH_SCALAR && dm_kernel_path_available(DM_PATH_AVX2);

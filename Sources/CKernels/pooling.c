@@ -15,7 +15,7 @@
 #define AVX2 __attribute__((target("avx2,fma")))
 #endif
 
-static int use_avx2(int path) {
+__attribute__((unused)) static int use_avx2(int path) {
 #if defined(__x86_64__)
     if (path == DM_PATH_AUTO) path = dm_kernel_path();
     return path != DM_PATH_SCALAR && dm_kernel_path_available(DM_PATH_AVX2);
@@ -151,7 +151,7 @@ static long maxpool_back_scatter(const dm_pool_dims *d, const float *dy, const i
 // Whether position p of an axis lies in one of the windows (before: padding; s: stride; k:
 // window; n: outputs), for windows that do not overlap (s >= k) and p visited in increasing
 // order: *o is the last window starting at or before p (start at 0; no division per call).
-static inline int covered(long p, long before, long s, long k, long n, long *o) {
+__attribute__((unused)) static inline int covered(long p, long before, long s, long k, long n, long *o) {
     const long t = p + before;
     while (*o + 1 < n && (*o + 1) * s <= t) ++*o;
     return t >= *o * s && t - *o * s < k;
@@ -286,6 +286,7 @@ AVX2 static long avg_back_avx2(const dm_pool_dims *d, float *di, long h0, long h
 void dm_avgpool_forward(int path, const dm_pool_dims *d, const float *x, float *y, long n0, long n1) {
     const long C = d->c, image = d->h * d->w * C, out = d->oh * d->ow * C;
     const int avx2 = use_avx2(path);
+    (void)avx2; // unused where there is no AVX2 path
     for (long n = n0; n < n1; ++n) {
         const float *xi = x + n * image;
         for (long oi = 0; oi < d->oh; ++oi) {
@@ -307,6 +308,7 @@ void dm_avgpool_forward(int path, const dm_pool_dims *d, const float *x, float *
 void dm_avgpool_backward(int path, const dm_pool_dims *d, const float *dy, float *dx, long n0, long n1) {
     const long W = d->w, C = d->c, image = d->h * W * C, out = d->oh * d->ow * C;
     const int avx2 = use_avx2(path);
+    (void)avx2; // unused where there is no AVX2 path
     for (long n = n0; n < n1; ++n) {
         float *di = dx + n * image;
         memset(di, 0, (size_t)image * sizeof(float));
@@ -366,6 +368,7 @@ AVX2 static long global_forward_avx2(long hw, long C, float divisor, const float
 void dm_global_avgpool_forward(int path, long hw, long c, float divisor, const float *x, float *y,
                                long n0, long n1) {
     const int avx2 = use_avx2(path);
+    (void)avx2; // unused where there is no AVX2 path
     for (long n = n0; n < n1; ++n) {
         const float *xi = x + n * hw * c;
         float *yo = y + n * c;
