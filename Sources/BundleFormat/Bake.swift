@@ -1,6 +1,5 @@
-import DropModelBase
 import Dispatch
-public import DropModelBase
+import DropModelBase
 import HDF5Layer
 
 /// Folding the weight-scaling rule into a classic bundle's weights (Specs/bake.md).

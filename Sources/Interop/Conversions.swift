@@ -1,5 +1,5 @@
 public import BundleFormat
-public import DropModelBase
+import DropModelBase
 import Foundation
 
 /// `dropmodel import` and `export` as library calls.

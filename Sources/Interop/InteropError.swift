@@ -1,5 +1,5 @@
 import DropModelBase
-public import BundleFormat
+import BundleFormat
 import HDF5Layer
 
 /// One located problem as a ``DropModelError`` (exit 2 in the command-line tool).

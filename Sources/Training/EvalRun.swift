@@ -1,8 +1,8 @@
 public import BundleFormat
 import Charts
-public import DropModelBase
+import DropModelBase
 import Foundation
-public import TrainingData
+import TrainingData
 
 /// `dropmodel eval` and `predict` as library calls.
 public enum EvalRun {

@@ -1,4 +1,4 @@
-public import DropModelBase
+import DropModelBase
 import BundleFormat
 import DropoutRandom
 import HDF5Layer

@@ -1,6 +1,6 @@
-public import BundleFormat
+import BundleFormat
 import Charts
-public import DropModelBase
+import DropModelBase
 import DropoutRandom
 
 /// Which units a training step dropped (`dropmodel masks`), recomputed from the random stream

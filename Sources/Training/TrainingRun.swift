@@ -1,5 +1,5 @@
 public import BundleFormat
-public import DropModelBase
+import DropModelBase
 import DropoutRandom
 import Foundation
 public import TrainingData
