@@ -391,10 +391,12 @@ static void close_inherited(int keep_a, int keep_b) {
     close_range(lo, ~0u, 0);
 }
 
-static void child_main(const char *path, int fd, unsigned long long memory_limit, int keep_stderr, pid_t parent,
-                       int cpu_limit_ms) {
+static void child_main(const char *path, int fd, int file_fd, unsigned long long memory_limit, int keep_stderr,
+                       pid_t parent, int cpu_limit_ms) {
     child_setup(memory_limit, keep_stderr, parent, cpu_limit_ms);
-    close_inherited(fd, -1);
+    // The parent's open descriptor of the file stays open: `path` may name it (/proc/self/fd/N),
+    // so the child reads the very file the parent will read, whatever happens to its name.
+    close_inherited(fd, file_fd);
     walker w = {fd, 0};
     H5PLset_loading_state(0);
     step(&w, "/", "check the file signature", NULL);
@@ -404,6 +406,9 @@ static void child_main(const char *path, int fd, unsigned long long memory_limit
     }
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl >= 0) H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
+    // The driver the parent reads with (File.open): stdio, which opens /proc/self/fd/N as it is,
+    // where sec2 would resolve the link's target by name (and fail once the file was replaced).
+    if (fapl >= 0) H5Pset_fapl_stdio(fapl);
     step(&w, "/", "open the file", NULL);
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl >= 0 ? fapl : H5P_DEFAULT);
     if (file >= 0) {
@@ -472,7 +477,7 @@ static pid_t fork_with_pipe(int p[2], dm_probe_result *result) {
     return pid;
 }
 
-int dm_probe_start(const char *path, unsigned long long memory_limit_bytes, int keep_stderr,
+int dm_probe_start(const char *path, int file_fd, unsigned long long memory_limit_bytes, int keep_stderr,
                    int cpu_limit_ms, int *read_fd, dm_probe_result *result) {
     memset(result, 0, sizeof *result);
     result->exit_status = -1;
@@ -486,7 +491,7 @@ int dm_probe_start(const char *path, unsigned long long memory_limit_bytes, int 
     pid_t pid = fork_with_pipe(p, result);
     if (pid < 0) return 0;
     if (pid == 0) {
-        child_main(path, p[1], memory_limit_bytes, keep_stderr, parent, cpu_limit_ms);
+        child_main(path, p[1], file_fd, memory_limit_bytes, keep_stderr, parent, cpu_limit_ms);
         _exit(CHILD_DONE);
     }
     *read_fd = p[0];
@@ -705,8 +710,14 @@ void dm_isolated_read_strings(long long attribute, long long memtype, unsigned l
         int file_fd = -1;
         hid_t file = H5Iget_file_id((hid_t)attribute);
         if (file >= 0) {
+            // Files read are opened with the stdio driver (a FILE *), files written with sec2
+            // (an int descriptor): ask which before reading the handle.
             void *handle = NULL;
-            if (H5Fget_vfd_handle(file, H5P_DEFAULT, &handle) >= 0 && handle) file_fd = *(int *)handle;
+            hid_t access = H5Fget_access_plist(file);
+            int is_stdio = access >= 0 && H5Pget_driver(access) == H5FD_STDIO;
+            if (access >= 0) H5Pclose(access);
+            if (H5Fget_vfd_handle(file, H5P_DEFAULT, &handle) >= 0 && handle)
+                file_fd = is_stdio ? (*(FILE **)handle ? fileno(*(FILE **)handle) : -1) : *(int *)handle;
         }
         close_inherited(p[1], file_fd);
         strings_child((hid_t)attribute, (hid_t)memtype, (size_t)count, (size_t)max_string_bytes, p[1]);

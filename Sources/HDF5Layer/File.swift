@@ -13,36 +13,68 @@ public final class File: @unchecked Sendable {
     let handle: Handle
     public let path: String
     public let limits: ReadLimits
+    /// For a file opened read-only, the one descriptor it was opened with: the pre-read and
+    /// libhdf5 both read through it, and it stays open as long as the file is read.
+    private let pinned: PinnedDescriptor?
 
-    private init(handle: Handle, path: String, limits: ReadLimits) {
+    private init(handle: Handle, path: String, limits: ReadLimits, pinned: PinnedDescriptor? = nil) {
         self.handle = handle
         self.path = path
         self.limits = limits
+        self.pinned = pinned
     }
 
+    /// Called by ``open(_:limits:)`` after the pre-read and before libhdf5 opens the file, with
+    /// the user's path: lets a test replace the file on disk exactly there, to show the
+    /// replacement is never read. Tests only; nil otherwise. Every open in the process calls it
+    /// (tests run in parallel), so a hook acts only on its own path.
+    package static var afterPreReadForTesting: (@Sendable (String) -> Void)? {
+        get { testHookLock.withLock { testHook } }
+        set { testHookLock.withLock { testHook = newValue } }
+    }
+    private static let testHookLock = NSLock()
+    nonisolated(unsafe) private static var testHook: (@Sendable (String) -> Void)?
+
+    /// The pinned descriptor (-1 when closed or not read-only), for tests that check it is
+    /// closed with the file.
+    package var pinnedDescriptorForTesting: Int32 { pinned?.descriptor ?? -1 }
+
     /// Opens an existing file read-only.
+    ///
+    /// The file is opened once (`open(2)`), and that open file is what the isolated pre-read
+    /// checks and what libhdf5 then reads (both through `/proc/self/fd/N`, which names the open
+    /// file, not the path): replacing or renaming the file on disk after this call started has no
+    /// effect on what is read (Specs/bundle-format.md, 10.1). Errors name `path`.
     public static func open(_ path: String, limits: ReadLimits = .default) throws -> File {
         let loc = Location(file: path, object: "/")
-        var st = stat()
-        if stat(path, &st) != 0 {
-            let e = Errno.current
-            throw loc.error(e == .noSuchFileOrDirectory ? .notFound : .system, "open file", "\(e)", errno: e)
-        }
-        if (st.st_mode & S_IFMT) == S_IFDIR {
-            throw loc.error(.system, "open file", "it is a directory", errno: .isDirectory)
-        }
-        try Probe.check(path)
-        return try HDF5Library.withLock { () throws -> File in
-            let fapl = Handle(try loc.checkID(H5Pcreate(chdf5_P_FILE_ACCESS()), "open file"), .plist)
-            try loc.check(H5Pset_fclose_degree(fapl.id, H5F_CLOSE_STRONG), "open file")
-            let isHDF5 = H5Fis_hdf5(path)
-            if isHDF5 == 0 {
-                throw loc.error(.notHDF5, "open file",
-                    "it is not an HDF5 file (no HDF5 signature found); a dropmodel bundle is an HDF5 file")
+        let pinned = try PinnedDescriptor(opening: path, at: loc)
+        let openPath = pinned.openPath
+        do {
+            try Probe.check(path, openPath: openPath, descriptor: pinned.descriptor)
+            afterPreReadForTesting?(path)
+            return try HDF5Library.withLock { () throws -> File in
+                let fapl = Handle(try loc.checkID(H5Pcreate(chdf5_P_FILE_ACCESS()), "open file"), .plist)
+                try loc.check(H5Pset_fclose_degree(fapl.id, H5F_CLOSE_STRONG), "open file")
+                // The stdio driver, not sec2: sec2 resolves a symbolic link's target by name
+                // (realpath), which fails once the pinned file has been replaced or deleted on
+                // disk; stdio opens the name and reads, so /proc/self/fd/N keeps working.
+                try loc.check(H5Pset_fapl_stdio(fapl.id), "open file")
+                let isHDF5 = H5Fis_hdf5(openPath)
+                if isHDF5 == 0 {
+                    throw loc.error(.notHDF5, "open file",
+                        "it is not an HDF5 file (no HDF5 signature found); a dropmodel bundle is an HDF5 file")
+                }
+                if isHDF5 < 0 { throw loc.libraryError("open file") }
+                let id = try loc.checkID(H5Fopen(openPath, chdf5_F_ACC_RDONLY(), fapl.id), "open file")
+                return File(handle: Handle(id, .file), path: path, limits: limits, pinned: pinned)
             }
-            if isHDF5 < 0 { throw loc.libraryError("open file") }
-            let id = try loc.checkID(H5Fopen(path, chdf5_F_ACC_RDONLY(), fapl.id), "open file")
-            return File(handle: Handle(id, .file), path: path, limits: limits)
+        } catch var e as HDF5Error {
+            // libhdf5's own messages name the file it was given; the user gave `path`.
+            e.message = e.message.replacingOccurrences(of: openPath, with: path)
+            e.hdf5Top = e.hdf5Top?.replacingOccurrences(of: openPath, with: path)
+            e.hdf5Bottom = e.hdf5Bottom?.replacingOccurrences(of: openPath, with: path)
+            pinned.close()
+            throw e
         }
     }
 
@@ -81,6 +113,7 @@ public final class File: @unchecked Sendable {
             try loc.check(H5Fflush(handle.id, H5F_SCOPE_GLOBAL), "flush file")
         }
         handle.close()
+        pinned?.close()
     }
 
     /// The bytes available to an unprivileged writer on the file system holding `path`.

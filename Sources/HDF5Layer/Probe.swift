@@ -27,14 +27,15 @@ enum Probe {
     /// `DROPMODEL_PROBE_STDERR=1` keeps the child's standard error (to debug a refusal).
     static let keepStandardError: Bool = ProcessInfo.processInfo.environment["DROPMODEL_PROBE_STDERR"] == "1"
 
-    /// The identity of a file's current content, as far as `stat` tells.
+    /// The identity of an open file's current content, as far as `fstat` tells. Taken from the
+    /// pinned descriptor, not the path, so the verdict belongs to the file that is read.
     struct FileIdentity: Hashable {
         var device: UInt64, inode: UInt64, size: Int64
         var modified: Int, modifiedNanoseconds: Int, changed: Int, changedNanoseconds: Int
 
-        init?(_ path: String) {
+        init?(descriptor: Int32) {
             var st = stat()
-            guard stat(path, &st) == 0 else { return nil }
+            guard fstat(descriptor, &st) == 0 else { return nil }
             device = UInt64(st.st_dev)
             inode = UInt64(st.st_ino)
             size = Int64(st.st_size)
@@ -49,10 +50,11 @@ enum Probe {
     /// that opens one file several times pays once. Guarded by the HDF5 lock.
     nonisolated(unsafe) private static var verdicts: [FileIdentity: HDF5Error?] = [:]
 
-    /// Runs the child on `path` (or reuses its verdict for this unchanged file); returns normally
-    /// when the file may be opened.
-    static func check(_ path: String) throws {
-        let identity = FileIdentity(path)
+    /// Runs the child on the open file `descriptor` (or reuses its verdict for this unchanged
+    /// file); returns normally when the file may be opened. The child opens `openPath`
+    /// (/proc/self/fd/N for `descriptor`, which it keeps open); errors name `path`, the user's.
+    static func check(_ path: String, openPath: String, descriptor: Int32) throws {
+        let identity = FileIdentity(descriptor: descriptor)
         if let identity, let verdict = HDF5Library.withLock({ verdicts[identity] }) {
             if let error = verdict { throw error }
             return
@@ -61,7 +63,7 @@ enum Probe {
         var fd: Int32 = -1
         // No other thread may be inside libhdf5 while the process forks: take the library lock.
         let pid = HDF5Library.withLock {
-            dm_probe_start(path, memoryAllowance, keepStandardError ? 1 : 0, timeoutMilliseconds, &fd, &result)
+            dm_probe_start(openPath, descriptor, memoryAllowance, keepStandardError ? 1 : 0, timeoutMilliseconds, &fd, &result)
         }
         if pid > 0 { dm_probe_wait(pid, fd, timeoutMilliseconds, &result) }
         let step = withUnsafeBytes(of: result.step) { raw in

@@ -41,8 +41,11 @@ typedef struct {
 /// Starts the child. Must be called while no other thread is inside libhdf5 (dropmodel holds
 /// its HDF5 lock around this call). Returns the child's pid (> 0), or fills `result` and returns
 /// 0 when there is nothing to wait for (skipped or unavailable). `*read_fd` receives the pipe the
-/// child reports its steps on.
-int dm_probe_start(const char *path, unsigned long long memory_limit_bytes, int keep_stderr,
+/// child reports its steps on. `file_fd` (or -1) is a descriptor the child keeps open while it
+/// closes every other inherited one: the parent's pinned descriptor of the file, which `path`
+/// names as /proc/self/fd/N, so the child reads the file the parent opened, not whatever the
+/// user's path names by then.
+int dm_probe_start(const char *path, int file_fd, unsigned long long memory_limit_bytes, int keep_stderr,
                    int cpu_limit_ms, int *read_fd, dm_probe_result *result);
 
 /// Waits for the child started by dm_probe_start (no libhdf5 call: run it without the lock);
