@@ -1,7 +1,9 @@
 """numpy's matmul (OpenBLAS sgemm) on the eight matrix products of one training step of a
 784-1024-1024-10 network at batch 100, with the same shapes and transposes as dropmodel's
-trainer and benchmarks/gemm (forward X·Wᵀ, gradient dZᵀ·X, backward dZ·W). Run it with
-OPENBLAS_NUM_THREADS=1 for the single-thread figure. Prints one JSON object."""
+trainer and benchmarks/gemm (forward X·Wᵀ, gradient dZᵀ·X, backward dZ·W); with
+--products paths, GemmBench's products of the same name (1024x1024x1024 and the two large
+forward products). Run it with OPENBLAS_NUM_THREADS=1 for the single-thread figure. Prints one
+JSON object."""
 import argparse
 
 import numpy as np
@@ -15,6 +17,7 @@ def main():
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=31)
     ap.add_argument("--min-seconds", type=float, default=0.2)
+    ap.add_argument("--products", choices=("step", "paths"), default="step")
     args = ap.parse_args()
     layers = [int(v) for v in args.layers.split(",")]
     batch = args.batch
@@ -24,11 +27,16 @@ def main():
         return rng.uniform(-1, 1, size=shape).astype(np.float32)
 
     products = []
-    for l in range(len(layers) - 1):
+    if args.products == "paths":
+        products.append(("square1024", "square", rand(1024, 1024), rand(1024, 1024), rand(1024, 1024)))
+        for l, (i, o) in enumerate([(784, 1024), (1024, 1024)]):
+            x, w = rand(batch, i), rand(o, i)
+            products.append(("forward%d" % l, "forward", x, w.T, rand(batch, o)))
+    for l in range(len(layers) - 1) if args.products == "step" else []:
         i, o = layers[l], layers[l + 1]
         x, w = rand(batch, i), rand(o, i)
         products.append(("forward%d" % l, "forward", x, w.T, rand(batch, o)))
-    for l in range(len(layers) - 2, -1, -1):
+    for l in range(len(layers) - 2, -1, -1) if args.products == "step" else []:
         i, o = layers[l], layers[l + 1]
         dz, x, w = rand(batch, o), rand(batch, i), rand(o, i)
         products.append(("gradient%d" % l, "gradient", dz.T, x, rand(o, i)))
