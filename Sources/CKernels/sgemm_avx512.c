@@ -10,8 +10,9 @@
 // The tile is 14 rows x 32 columns: 28 zmm accumulators, 2 for the row of B, 1 for the
 // broadcast value of A (31 of the 32 registers). Per p it loads 2 vectors of B and broadcasts
 // 14 values of A (the broadcasts fold into the FMAs as memory operands) for 28 FMAs, enough
-// independent chains to keep two FMA units busy through a 4-cycle latency. Partial tiles at the
-// edges of m use the same code specialised for their row count (no wasted rows) and partial
+// independent chains to keep two FMA units busy through a 4-cycle latency. The rows of a partial
+// m block are shared out in tiles of nearly equal height, each running the same code specialised
+// for its row count (no wasted rows, no tile too short to hide the FMA latency), and partial
 // tiles at the edge of n use masked loads and stores of C (AVX-512's lane masks), so the
 // training shapes (m = 100, n = 784) lose almost nothing to their edges.
 //
@@ -147,30 +148,38 @@ AVX512 static ALWAYS_INLINE void transpose16(__m512 *r) {
     }
 }
 
-// Packs op(A)[i0 .. i0+mc, p0 .. p0+kc] into ceil(mc/MR5) panels; panel q holds rows
-// i0+MR5·q .. i0+MR5·q+MR5-1 as dst[q*kc*MR5 + p*MR5 + r] (rows past mc are zeros).
+// The row tiles of an m block of mc rows: ceil(mc / MR5) tiles of nearly equal height, tile t
+// holding rows tile_row(t) ..< tile_row(t + 1) (full blocks are full tiles). Equal heights rather
+// than full tiles and a remainder: a 100-row product is 4 tiles of 13 rows and 4 of 12, not 7 of
+// 14 and one of 2 whose 4 accumulator chains would leave the FMA units waiting on their latency.
+static inline long tile_count(long mc) { return (mc + MR5 - 1) / MR5; }
+static inline long tile_row(long mc, long tiles, long t) { return t * mc / tiles; }
+
+// Packs op(A)[i0 .. i0+mc, p0 .. p0+kc] into one panel per row tile; panel t holds the tile's
+// rows r = 0 ..< height as dst[t*kc*MR5 + p*MR5 + r] (the slots past its height are zeros).
 AVX512 static void pack_a(int transA, const float *A, long lda, long i0, long mc, long p0, long kc,
                           float *dst) {
+    const long tiles = tile_count(mc);
     const __mmask16 panel = (__mmask16)((1u << MR5) - 1);
     if (transA) {
         // op(A)(i,p) = A[p*lda + i]: row p of A holds op(A)(i0 .. i0+mc, p) contiguously. Read
-        // it once, sequentially, MR5 values (one masked vector) to each panel.
+        // it once, sequentially, one masked vector to each panel.
         for (long p = 0; p < kc; ++p) {
             const float *src = A + (p0 + p) * lda + i0;
             float *d = dst + p * MR5;
-            for (long ir = 0; ir < mc; ir += MR5, d += kc * MR5) {
-                const long mr = mc - ir < MR5 ? mc - ir : MR5;
+            for (long t = 0; t < tiles; ++t, d += kc * MR5) {
+                const long r0 = tile_row(mc, tiles, t), mr = tile_row(mc, tiles, t + 1) - r0;
                 const __mmask16 k = (__mmask16)((1u << mr) - 1);
-                _mm512_mask_storeu_ps(d, panel, _mm512_maskz_loadu_ps(k, src + ir));
+                _mm512_mask_storeu_ps(d, panel, _mm512_maskz_loadu_ps(k, src + r0));
             }
         }
         return;
     }
     // op(A)(i,p) = A[i*lda + p]: each panel reads its rows of A sequentially in p, transposing
-    // 16 p at a time (rows past mc are zero vectors).
-    for (long ir = 0; ir < mc; ir += MR5, dst += kc * MR5) {
-        const long mr = mc - ir < MR5 ? mc - ir : MR5;
-        const float *rows = A + (i0 + ir) * lda + p0;
+    // 16 p at a time (the rows past its height are zero vectors).
+    for (long t = 0; t < tiles; ++t, dst += kc * MR5) {
+        const long r0 = tile_row(mc, tiles, t), mr = tile_row(mc, tiles, t + 1) - r0;
+        const float *rows = A + (i0 + r0) * lda + p0;
         long p = 0;
         for (; p + 16 <= kc; p += 16) {
             __m512 v[16];
@@ -215,13 +224,24 @@ AVX512 static void pack_b_trans_panel(const float *B, long ldb, long p0, long kc
                                       float *dst) {
     const float *rows = B + j * ldb + p0;
     long p = 0;
-    for (; p + 16 <= kc; p += 16) {
-        for (int h = 0; h < NV5; ++h) {
-            __m512 v[16];
-            for (int c = 0; c < 16; ++c)
-                v[c] = 16 * h + c < nr ? _mm512_loadu_ps(rows + (16 * h + c) * ldb + p) : _mm512_setzero_ps();
-            transpose16(v);
-            for (int q = 0; q < 16; ++q) _mm512_store_ps(dst + (p + q) * NR5 + 16 * h, v[q]);
+    if (nr == NR5) {
+        for (; p + 16 <= kc; p += 16) {
+            UNROLL for (int h = 0; h < NV5; ++h) {
+                __m512 v[16];
+                UNROLL for (int c = 0; c < 16; ++c) v[c] = _mm512_loadu_ps(rows + (16 * h + c) * ldb + p);
+                transpose16(v);
+                UNROLL for (int q = 0; q < 16; ++q) _mm512_store_ps(dst + (p + q) * NR5 + 16 * h, v[q]);
+            }
+        }
+    } else {
+        for (; p + 16 <= kc; p += 16) {
+            for (int h = 0; h < NV5; ++h) {
+                __m512 v[16];
+                for (int c = 0; c < 16; ++c)
+                    v[c] = 16 * h + c < nr ? _mm512_loadu_ps(rows + (16 * h + c) * ldb + p) : _mm512_setzero_ps();
+                transpose16(v);
+                for (int q = 0; q < 16; ++q) _mm512_store_ps(dst + (p + q) * NR5 + 16 * h, v[q]);
+            }
         }
     }
     for (; p < kc; ++p) {
@@ -257,9 +277,10 @@ AVX512 int dm_sgemm_avx512(int transA, int transB, long m, long n, long k,
                     const long nr = nc - jr < NR5 ? nc - jr : NR5;
                     float *bpanel = bp + (jr / NR5) * kc * NR5;
                     if (transB && ic == 0) pack_b_trans_panel(B, ldb, pc, kc, jc + jr, nr, bpanel);
-                    for (long ir = 0; ir < mc; ir += MR5) {
-                        const long mr = mc - ir < MR5 ? mc - ir : MR5;
-                        const float *apanel = ap + (ir / MR5) * kc * MR5;
+                    const long tiles = tile_count(mc);
+                    for (long t = 0; t < tiles; ++t) {
+                        const long ir = tile_row(mc, tiles, t), mr = tile_row(mc, tiles, t + 1) - ir;
+                        const float *apanel = ap + t * kc * MR5;
                         float *ct = u ? NULL : C + (ic + ir) * ldc + jc + jr;
                         const long off = u ? (ic + ir) * u->ld + jc + jr : 0;
                         tile(mr, nr, kc, apanel, bpanel, ct, ldc, zero, u, off);
