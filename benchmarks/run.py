@@ -315,35 +315,58 @@ PATH_SHAPES = {"square1024": "1024x1024·1024x1024", "forward0": "100x784·784x1
                "forward1": "100x1024·1024x1024 (X·Wᵀ)"}
 
 
-def gemm_paths(gemm_bin, repeats):
+def gemm_paths(gemm_bin, repeats, rounds):
     """GFLOP/s of every kernel path this CPU has and of numpy/OpenBLAS, 1 thread, on 1024³ and the
-    two large forward products of a training step, one program after the other in this run (only
-    ratios measured in one run compare: hosts of one machine kind differ from day to day)."""
-    ours = {}
-    for flag, name in KERNEL_PATHS:
-        # The scalar path takes about 3 s per 1024³ product: one sample of each product.
-        slow = flag == "scalar"
+    two large forward products of a training step, in this run (only ratios measured in one run
+    compare: hosts of one machine kind differ from day to day). The programs take turns, in
+    `rounds` rounds in rotated order, and each figure is the fastest sample of all rounds: on a
+    machine shared with other work the fastest sample is the least disturbed one, for every
+    program alike. Time is each program's CPU time on its computing thread, which time slices
+    given to other programs do not count in. The scalar path (about 3 s per 1024³ product) runs
+    once, one call per product."""
+    def ours(flag, repeats, min_seconds):
         cmd = [gemm_bin, "--products", "paths", "--kernel", flag, "--threads", "1",
-               "--repeats", "1" if slow else str(repeats), "--min-seconds", "0" if slow else "0.2"]
+               "--repeats", str(repeats), "--min-seconds", str(min_seconds), "--clock", "cpu"]
         result = json_from(run(pinned(cmd, 1), env=ours_env())[2], "GemmBench")
-        ours[name] = {p["name"]: p["gflops"] for p in result["products"]} if result["available"] else None
-    peer = json_from(run(pinned([PY, os.path.join(HERE, "gemm_numpy.py"), "--products", "paths",
-                                 "--repeats", str(repeats)], 1), env=peer_env(1))[2], "gemm_numpy.py")
+        return {p["name"]: p["best_gflops"] for p in result["products"]} if result["available"] else None
+
+    def peer():
+        cmd = [PY, os.path.join(HERE, "gemm_numpy.py"), "--products", "paths", "--repeats", str(repeats),
+               "--clock", "cpu"]
+        result = json_from(run(pinned(cmd, 1), env=peer_env(1))[2], "gemm_numpy.py")
+        return {p["name"]: p["best_gflops"] for p in result["products"]}, result["blas"]
+
+    programs = [name for flag, name in KERNEL_PATHS if flag != "scalar"] + ["openblas"]
+    flags = dict((name, flag) for flag, name in KERNEL_PATHS)
+    best, blas = {}, None
+    for r in range(rounds):
+        for who in programs[r % len(programs):] + programs[:r % len(programs)]:
+            if who == "openblas":
+                got, blas = peer()
+            else:
+                got = ours(flags[who], repeats, 0.2)
+            if got is None:
+                best[who] = None
+                continue
+            prev = best.setdefault(who, {})
+            for name, gflops in got.items():
+                prev[name] = max(prev.get(name, 0.0), gflops)
+    best["scalar"] = ours("scalar", 1, 0)
     products = {}
-    for p in peer["products"]:
-        entry = {"shape": PATH_SHAPES.get(p["name"], f"{p['m']}x{p['k']}·{p['k']}x{p['n']}"), "openblas": p["gflops"]}
-        for _, name in KERNEL_PATHS:
-            entry[name] = ours[name][p["name"]] if ours[name] else None
-        entry["ratios"] = {f"{name}/openblas": entry[name] / p["gflops"] for _, name in KERNEL_PATHS if entry[name]}
+    for name, openblas in best["openblas"].items():
+        entry = {"shape": PATH_SHAPES.get(name, name), "openblas": openblas}
+        for _, path in KERNEL_PATHS:
+            entry[path] = best[path][name] if best.get(path) else None
+        entry["ratios"] = {f"{path}/openblas": entry[path] / openblas for _, path in KERNEL_PATHS if entry[path]}
         if entry["avx512"] and entry["avx2+fma"]:
             entry["ratios"]["avx512/avx2+fma"] = entry["avx512"] / entry["avx2+fma"]
-        products[p["name"]] = entry
+        products[name] = entry
         log(f"gemm paths: {entry['shape']}: " + ", ".join(
-            f"{name} {entry[name]:.1f}" for _, name in KERNEL_PATHS if entry[name]) + f", OpenBLAS {p['gflops']:.1f} GFLOP/s")
-    return {"what": "GFLOP/s, 1 thread (GemmBench --products paths --kernel PATH; gemm_numpy.py --products paths), "
-                    "median per product (the scalar path: one call)",
-            "paths_available": [name for _, name in KERNEL_PATHS if ours[name]],
-            "blas": peer["blas"], "products": products}
+            f"{path} {entry[path]:.1f}" for _, path in KERNEL_PATHS if entry[path]) + f", OpenBLAS {openblas:.1f} GFLOP/s")
+    return {"what": "GFLOP/s, 1 thread, thread CPU time, fastest sample over all rounds (GemmBench --products paths "
+                    "--kernel PATH --clock cpu; gemm_numpy.py --products paths --clock cpu); the scalar path: one call per product",
+            "rounds": rounds, "paths_available": [path for _, path in KERNEL_PATHS if best.get(path)],
+            "blas": blas, "products": products}
 
 
 def gemm_row(ours, peer, paths=None):
@@ -567,8 +590,8 @@ def table(rows, machine, setup_seconds):
                           + [f"{r[f'{n}/openblas']:.2f}" if f"{n}/openblas" in r else "-" for n in names[:2]]
                           + [f"{r['avx512/avx2+fma']:.2f}" if "avx512/avx2+fma" in r else "-"])
         w_p = [max(len(x[i]) for x in body_p + [head_p]) for i in range(len(head_p))]
-        notes += ["", "kernel paths, 1 thread, GFLOP/s in this run (OpenBLAS kernel "
-                  + str((paths["blas"] or [{}])[0].get("architecture")) + "):"]
+        notes += ["", "kernel paths, 1 thread, GFLOP/s by thread CPU time in this run, fastest sample of "
+                  f"{paths['rounds']} round(s) (OpenBLAS kernel {(paths['blas'] or [{}])[0].get('architecture')}):"]
         notes += ["  " + "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(line, w_p)))
                   for line in [head_p] + body_p]
     v = machine["versions"]
@@ -674,7 +697,8 @@ def main():
         if "gemm" in only or "train" in only:  # train_efficiency needs the kernel's GFLOP/s
             gemm_ours, gemm_peer = gemm(args.gemm_bench, gemm_repeats)
             if "gemm" in only:
-                rows.update([gemm_row(gemm_ours, gemm_peer, gemm_paths(args.gemm_bench, gemm_repeats))])
+                paths = gemm_paths(args.gemm_bench, gemm_repeats, 1 if quick else 3)
+                rows.update([gemm_row(gemm_ours, gemm_peer, paths)])
         if "train" in only:
             results, rate, digests, identical = training(dm, work, limit, train_repeats)
             if not identical:
