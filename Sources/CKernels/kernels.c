@@ -135,8 +135,6 @@ static void sgemm_scalar(int transA, int transB, long m, long n, long k,
     }
 }
 
-
-
 #if defined(__x86_64__)
 
 // ---------------------------------------------------------------------------------------------
@@ -521,8 +519,8 @@ void dm_sgemm(int transA, int transB, long m, long n, long k,
     dm_sgemm_path(DM_PATH_AUTO, transA, transB, m, n, k, A, lda, B, ldb, C, ldc, accumulate);
 }
 
-// Unfused (a k beyond the vector kernel's block, or the scalar path): the product in blocks of up to 256
-// columns of one row into a stack buffer, then the update of those elements.
+// Unfused (a k beyond the vector kernel's block, or the scalar path): the product in blocks of up
+// to 256 columns of one row into a stack buffer, then the update of those elements.
 static void sgemm_update_unfused(int path, int transA, int transB, long m, long n, long k,
                                  const float *A, long lda, const float *B, long ldb, const dm_update *u) {
     float g[256];

@@ -10,10 +10,10 @@
 //
 // a single fused multiply-add chain in increasing p: no other rounding, no reassociation, no
 // splitting of k between threads or vector lanes. Every code path (AVX-512 and AVX2+FMA
-// intrinsics, the portable fallback calling fmaf, any blocking, any thread split done by the caller over rows or
-// columns of C) therefore produces the same bits. Floating-point environment: the default one
-// (round to nearest even, no flush-to-zero / denormals-are-zero); NaN payloads are not part of
-// the contract.
+// intrinsics, the portable fallback calling fmaf, any blocking, any thread split done by the
+// caller over rows or columns of C) therefore produces the same bits. Floating-point
+// environment: the default one (round to nearest even, no flush-to-zero / denormals-are-zero);
+// NaN payloads are not part of the contract.
 //
 // The path is chosen at run time from the CPU (cpuid), never by a build flag: AVX-512 (F, VL, BW,
 // DQ) when the CPU has it, else AVX2+FMA when it has both, else the scalar fallback. The
