@@ -33,8 +33,8 @@ private struct SplitMix64 {
     mutating func values(_ count: Int) -> [Float] { (0..<count).map { _ in value() } }
 }
 
-/// The paths to test: the scalar fallback always, AVX2+FMA where the CPU has it, and the
-/// default path (whatever `Gemm.path` says).
+/// The paths to test: the scalar fallback always, AVX2+FMA and AVX-512 where the CPU has them,
+/// and the default path (whatever `Gemm.path` says).
 private let kernels: [Gemm.Kernel] = Gemm.Kernel.allCases.filter { Gemm.isAvailable($0) }
 
 
@@ -173,11 +173,39 @@ func matchesReference(transA: Bool, transB: Bool) {
     }
 }
 
+@Test("ragged shapes around the AVX-512 14x32 tile and its 16x16 packing transposes: every path, threads 1-3",
+      arguments: [false, true], [false, true])
+func matchesReferenceAroundWideTile(transA: Bool, transB: Bool) {
+    var rng = SplitMix64(state: 0x512_0000 + (transA ? 2 : 0) + (transB ? 1 : 0))
+    // m around the tile's 14 rows (13, 15: one row short and over; 29: two tiles and one row),
+    // n around its 32 columns and the 16-lane vectors (17, 31, 33, 47, 49, 65), k around the
+    // 16 p that packing transposes at a time.
+    var problems: [Problem] = []
+    for m in [13, 14, 15, 29] {
+        for n in [16, 17, 31, 32, 33, 47, 49, 65] {
+            let k = [1, 15, 16, 17, 33][rng.below(5)]
+            problems.append(Problem(transA: transA, transB: transB, m: m, n: n, k: k,
+                                    pad: (rng.below(3), rng.below(17), rng.below(3)),
+                                    accumulate: (m + n) % 2 == 1, rng: &rng))
+        }
+    }
+    for problem in problems {
+        let expected = problem.reference()
+        for kernel in kernels {
+            for threads in 1...3 {
+                let bad = mismatches(problem.gemm(kernel: kernel, threads: threads), expected)
+                #expect(bad == 0, "\(problem.label) kernel=\(kernel) threads=\(threads): elements differ")
+            }
+        }
+    }
+}
+
 @Test("k larger than the cache block (resumes from C) and n, m larger than the cache blocks",
       arguments: [false, true], [false, true])
 func blockedDimensions(transA: Bool, transB: Bool) {
     var rng = SplitMix64(state: 0xB10C + (transA ? 2 : 0) + (transB ? 1 : 0))
-    // k = 800 is cut into k blocks; m = 150 into m blocks (144 max); n = 4113 into three n blocks (2048 max).
+    // k = 800 is cut into k blocks; m = 150 into m blocks (144 max for AVX2, 140 for AVX-512);
+    // n = 4113 into three n blocks (2048 max).
     let shapes = [(13, 19, 800), (150, 17, 9), (7, 4113, 3)]
     for (index, (m, n, k)) in shapes.enumerated() {
         let problem = Problem(transA: transA, transB: transB, m: m, n: n, k: k, pad: (1, 2, 3),
@@ -331,12 +359,62 @@ func trainingShapes(inputs: Int, outputs: Int) {
 
 // MARK: - Path reporting
 
-@Test("path names the fastest available kernel unless DROPMODEL_KERNEL=scalar")
+/// The fastest path this CPU has.
+private let best: Gemm.Kernel = Gemm.isAvailable(.avx512) ? .avx512 : Gemm.isAvailable(.avx2) ? .avx2 : .scalar
+
+private func name(_ kernel: Gemm.Kernel) -> String {
+    switch kernel {
+    case .avx512: "avx512"
+    case .avx2: "avx2+fma"
+    default: "scalar"
+    }
+}
+
+@Test("path names the fastest available kernel, or the one DROPMODEL_KERNEL forces")
 func pathReport() {
-    let forcedScalar = getenv("DROPMODEL_KERNEL").map { String(cString: $0) } == "scalar"
-    let expected = Gemm.isAvailable(.avx2) && !forcedScalar ? "avx2+fma" : "scalar"
-    #expect(Gemm.path == expected)
+    let environment = getenv("DROPMODEL_KERNEL").map { String(cString: $0) }
+    #expect(Gemm.path == name(Gemm.kernel(forEnvironment: environment, best: best).kernel))
+    if environment == nil {
+        #expect(Gemm.path == name(best))
+    }
     #expect(Gemm.isAvailable(.scalar))
+    // A CPU with AVX-512 has AVX2 and FMA: the paths are ordered.
+    #expect(!Gemm.isAvailable(.avx512) || Gemm.isAvailable(.avx2))
+}
+
+@Test("DROPMODEL_KERNEL: a path the CPU has is used; one it lacks, or any other value, falls back to the fastest with a notice",
+      arguments: [Gemm.Kernel.scalar, .avx2, .avx512])
+func environmentRule(cpuBest: Gemm.Kernel) {
+    let paths: [(String, Gemm.Kernel)] = [("scalar", .scalar), ("avx2", .avx2), ("avx512", .avx512)]
+    for unset in [nil, ""] as [String?] {
+        let chosen = Gemm.kernel(forEnvironment: unset, best: cpuBest)
+        #expect(chosen.kernel == cpuBest && chosen.notice == nil)
+    }
+    for (value, kernel) in paths {
+        let chosen = Gemm.kernel(forEnvironment: value, best: cpuBest)
+        if kernel.rank <= cpuBest.rank {
+            #expect(chosen.kernel == kernel && chosen.notice == nil, "\(value) on \(cpuBest)")
+        } else {
+            #expect(chosen.kernel == cpuBest, "\(value) on \(cpuBest)")
+            #expect(chosen.notice?.hasPrefix("DROPMODEL_KERNEL=\(value): this CPU lacks") == true, "\(chosen.notice ?? "no notice")")
+        }
+    }
+    for value in ["AVX512", "avx-512", "fast", "avx2+fma", " scalar"] {
+        let chosen = Gemm.kernel(forEnvironment: value, best: cpuBest)
+        #expect(chosen.kernel == cpuBest, "\(value)")
+        #expect(chosen.notice == "DROPMODEL_KERNEL=\(value) is not one of scalar, avx2, avx512; using \(paths[cpuBest.rank].0)")
+    }
+}
+
+extension Gemm.Kernel {
+    /// Position in the order of speed (scalar 0, avx2 1, avx512 2).
+    fileprivate var rank: Int {
+        switch self {
+        case .avx512: 2
+        case .avx2: 1
+        default: 0
+        }
+    }
 }
 
 // MARK: - Concurrency
@@ -374,7 +452,9 @@ func concurrentCallers() async {
       arguments: [false, true], [Float(0), Float(0.001)])
 func fusedUpdate(transA: Bool, l2: Float) {
     var rng = SplitMix64(state: transA ? 11 : 12)
-    for (m, n, k) in [(7, 17, 5), (13, 31, 100), (100, 129, 13), (6, 16, 400), (31, 40, 385)] {
+    // Around both tiles (6x16, 14x32) and the k block of 384 (400, 385: the unfused fallback).
+    for (m, n, k) in [(7, 17, 5), (13, 31, 100), (100, 129, 13), (6, 16, 400), (31, 40, 385),
+                      (14, 32, 384), (15, 49, 17), (29, 65, 100)] {
         let p = Problem(transA: transA, transB: false, m: m, n: n, k: k, pad: (1, 2, 3), accumulate: false, rng: &rng)
         let w0 = rng.values(m * p.ldc), v0 = rng.values(m * p.ldc)
         let (mu, lr): (Float, Float) = (0.9, 0.05)
