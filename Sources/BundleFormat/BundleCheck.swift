@@ -134,6 +134,12 @@ public enum BundleCheck {
         var readable = true
         for (l, layer) in info.layers.enumerated() {
             var layerDigest = WeightDigest.Stream()
+            // A kind without weights has nothing to read (its digest is that of no values, as
+            // WeightDigest computes for empty parameters).
+            guard let rowLength = layer.parameterShapes?.rowLength else {
+                layerDigests.append(layerDigest.finalize())
+                continue
+            }
             var bad = 0
             var first: (Int, Int)?
             do {
@@ -142,7 +148,7 @@ public enum BundleCheck {
                     layerDigest.update(block)
                     for (i, v) in block.enumerated() where !v.isFinite {
                         bad += 1
-                        if first == nil { first = (row + i / layer.inputs, i % layer.inputs) }
+                        if first == nil { first = (row + i / rowLength, i % rowLength) }
                     }
                 }
                 let bias = try bundle.biasDataset(l).readFloats()

@@ -71,9 +71,10 @@ public final class BundleReader: @unchecked Sendable {
         try wrap { try layerGroups[i].dataset(Schema.biasDataset) }
     }
 
-    /// Reads layer `i`'s weights and bias.
+    /// Reads layer `i`'s weights and bias (empty for a kind without weights).
     public func parameters(_ i: Int) throws -> Parameters {
-        try wrap {
+        guard info.layers[i].hasWeights else { return Parameters(weight: [], bias: []) }
+        return try wrap {
             Parameters(weight: try layerGroups[i].dataset(Schema.weightDataset).readFloats(),
                        bias: try layerGroups[i].dataset(Schema.biasDataset).readFloats())
         }
@@ -85,22 +86,24 @@ public final class BundleReader: @unchecked Sendable {
     }
 
     /// Streams layer `i`'s weight matrix in blocks of whole rows (one row = one unit's incoming
-    /// weights), reusing one buffer of at most `maxBlockElements` floats: bounded memory
-    /// whatever the layer's size.
+    /// weights, ``ParameterShapes/rowLength`` of them, whatever the kind), reusing one buffer of
+    /// at most `maxBlockElements` floats: bounded memory whatever the layer's size. A layer
+    /// without weights streams nothing.
     public func streamWeightRows(
         _ i: Int, maxBlockElements: Int = 1 << 20,
         _ body: (_ firstRow: Int, _ rows: Int, UnsafeBufferPointer<Float>) throws -> Void
     ) throws {
-        let layer = info.layers[i]
+        guard let shapes = info.layers[i].parameterShapes else { return }
+        let (rows, rowLength) = (shapes.rows, shapes.rowLength)
         let ds = try weightDataset(i)
-        let rowsPerBlock = max(1, maxBlockElements / max(1, layer.inputs))
-        let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: rowsPerBlock * layer.inputs)
+        let rowsPerBlock = max(1, maxBlockElements / max(1, rowLength))
+        let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: rowsPerBlock * rowLength)
         defer { buffer.deallocate() }
         var row = 0
-        while row < layer.outputs {
-            let n = min(rowsPerBlock, layer.outputs - row)
+        while row < rows {
+            let n = min(rowsPerBlock, rows - row)
             try wrap { try ds.readFloatRows(start: row, count: n, into: buffer) }
-            try body(row, n, UnsafeBufferPointer(rebasing: buffer[0..<(n * layer.inputs)]))
+            try body(row, n, UnsafeBufferPointer(rebasing: buffer[0..<(n * rowLength)]))
             row += n
         }
     }
@@ -108,7 +111,7 @@ public final class BundleReader: @unchecked Sendable {
     /// Digest of all weights as they are stored now (streamed), as in the history section.
     public func weightsDigest() throws -> [UInt8] {
         var stream = WeightDigest.Stream()
-        for i in info.layers.indices {
+        for i in info.layers.indices where info.layers[i].hasWeights {
             try streamWeightRows(i) { _, _, block in stream.update(block) }
             let bias = try wrap { try biasDataset(i).readFloats() }
             bias.withUnsafeBufferPointer { stream.update($0) }
@@ -280,37 +283,52 @@ struct Parser {
                     "dropmodel reads dense layers; other kinds are reserved for later versions")
             }
         } else { kind = nil }
-        let inputs = get { try g.readInt64("inputs") }
-        let outputs = get { try g.readInt64("outputs") }
+        // The kind's own attributes, through its rules (LayerKinds/): read in the order they
+        // are written, after `kind`.
+        var attributes = LayerAttributes()
+        var haveAttributes = false
+        if let kind {
+            var reader = LayerAttributeReader(file: path)
+            haveAttributes = kind.rules.readAttributes(g, &reader, into: &attributes)
+            problems += reader.problems
+            if reader.refused { refused = true }
+        }
         let activation = enumValue(g, "activation", Activation.self, what: "activation")
         let keep = get { try g.readDouble("keep_prob") }
 
-        // Datasets: shapes and element types only.
+        // Datasets: shapes and element types only, against the shapes the kind declares.
+        let provisional = kind.map { attributes.layer(kind: $0) }
+        let shapes = haveAttributes ? provisional?.parameterShapes : nil
+        let declared = haveAttributes ? provisional.map { $0.kind.rules.declaredParameterText($0) } : nil
         var dtype: WeightType?
         if let w = get({ try g.dataset(Schema.weightDataset) }) {
-            if let shape = get({ try w.shape() }), let inputs, let outputs, shape != [Int(outputs), Int(inputs)] {
-                add(w.path, "the weight matrix has shape \(shape) but the layer declares outputs x inputs = [\(outputs), \(inputs)]",
-                    "weights are stored [outputs, inputs]: row u holds unit u's incoming weights")
+            if let shape = get({ try w.shape() }), let shapes, let declared, let provisional, shape != shapes.weight {
+                add(w.path, "the weight matrix has shape \(shape) but the layer declares \(declared.weight)",
+                    provisional.kind.rules.weightLayoutHint)
             }
             dtype = floatType(w)
             requireStored(w)
         }
         if let b = get({ try g.dataset(Schema.biasDataset) }) {
-            if let shape = get({ try b.shape() }), let outputs, shape != [Int(outputs)] {
-                add(b.path, "the bias has shape \(shape) but the layer has \(outputs) outputs")
+            if let shape = get({ try b.shape() }), let shapes, let declared, shape != shapes.bias {
+                add(b.path, "the bias has shape \(shape) but the layer has \(declared.bias)")
             }
             if let bt = floatType(b), let dtype, bt != dtype {
                 add(b.path, "the bias is \(bt.rawValue) but the weight matrix is \(dtype.rawValue); a layer's weight and bias share one dtype")
             }
             requireStored(b)
         }
-        guard let name, let kind, let inputs, let outputs, let activation, let keep, let dtype else { return nil }
-        guard inputs <= Int64(Schema.maxUnits), outputs <= Int64(Schema.maxUnits) else {
-            add(g.path, "the layer declares \(outputs) x \(inputs) units, beyond any model dropmodel reads")
+        guard let name, let kind, haveAttributes, let activation, let keep, let dtype else { return nil }
+        if let tooLarge = kind.rules.sizeProblem(attributes.layer(kind: kind)) {
+            add(g.path, tooLarge)
             return nil
         }
-        return LayerInfo(name: name, kind: kind, inputs: Int(inputs), outputs: Int(outputs), activation: activation,
-                         keepProb: keep, dtype: dtype)
+        var layer = attributes.layer(kind: kind)
+        layer.name = name
+        layer.activation = activation
+        layer.keepProb = keep
+        layer.dtype = dtype
+        return layer
     }
 
     /// Every value of a weight or bias must be stored: a missing chunk reads as the fill value,

@@ -21,7 +21,7 @@ public enum BundleWriter {
             try File.writeAtomically(to: path) { file in
                 let layers = try writeMetadata(model.info, to: file, options: options)
                 for (i, p) in model.parameters.enumerated() {
-                    let (w, b) = try createLayerDatasets(layers[i], model.info.layers[i], options: options)
+                    guard let (w, b) = try createLayerDatasets(layers[i], model.info.layers[i], options: options) else { continue }
                     try w.write(floats: p.weight)
                     try b.write(floats: p.bias)
                     w.close()
@@ -41,13 +41,15 @@ public enum BundleWriter {
                 message: "\(model.parameters.count) parameter sets for \(model.info.layers.count) layers"))
         }
         for (i, (layer, p)) in zip(model.info.layers, model.parameters).enumerated() {
-            if p.weight.count != layer.inputs * layer.outputs {
+            // A kind without weights holds empty parameter arrays.
+            let shapes = layer.parameterShapes ?? ParameterShapes(weight: [0, 0], bias: [0])
+            if p.weight.count != shapes.rows * shapes.rowLength {
                 problems.append(Problem(file: file, object: "/layers/\(i)/weight",
-                    message: "\(p.weight.count) weights for a \(layer.outputs) x \(layer.inputs) layer"))
+                    message: "\(p.weight.count) weights for a \(shapes.weight.map(String.init).joined(separator: " x ")) layer"))
             }
-            if p.bias.count != layer.outputs {
+            if p.bias.count != shapes.bias.reduce(1, *) {
                 problems.append(Problem(file: file, object: "/layers/\(i)/bias",
-                    message: "\(p.bias.count) biases for \(layer.outputs) outputs"))
+                    message: "\(p.bias.count) biases for \(shapes.rows) outputs"))
             }
         }
         if !problems.isEmpty { throw DropModelError(code: .invalid, problems: problems) }
@@ -72,8 +74,7 @@ public enum BundleWriter {
             let g = try lg.createGroup(String(i))
             try g.write("name", string: layer.name)
             try g.write("kind", string: layer.kind.rawValue)
-            try g.write("inputs", int64: Int64(layer.inputs))
-            try g.write("outputs", int64: Int64(layer.outputs))
+            try layer.kind.rules.writeAttributes(layer, to: g)
             try g.write("activation", string: layer.activation.rawValue)
             try g.write("keep_prob", double: layer.keepProb)
             groups.append(g)
@@ -121,25 +122,27 @@ public enum BundleWriter {
         return groups
     }
 
-    /// Creates layer `layer`'s weight and bias datasets in `group`: chunked by whole rows of
-    /// about `options.chunkBytes`, Fletcher32 if enabled, element type `layer.dtype`.
+    /// Creates layer `layer`'s weight and bias datasets in `group`, shaped by its kind
+    /// (``LayerInfo/parameterShapes``): chunked by whole rows of about `options.chunkBytes`,
+    /// Fletcher32 if enabled, element type `layer.dtype`. Nil for a kind without weights.
     public static func createLayerDatasets(
         _ group: Group, _ layer: LayerInfo, options: WriteOptions
-    ) throws -> (weight: Dataset, bias: Dataset) {
+    ) throws -> (weight: Dataset, bias: Dataset)? {
+        guard let shapes = layer.parameterShapes else { return nil }
         let type: StorageType
         switch layer.dtype {
         case .float16: type = .float16
         case .float32: type = .float32
         case .float64: type = .float64
         }
-        let rowBytes = max(1, layer.inputs * layer.dtype.bytes)
-        let rows = min(layer.outputs, max(1, options.chunkBytes / rowBytes))
+        let rowBytes = max(1, shapes.rowLength * layer.dtype.bytes)
+        let rows = min(shapes.rows, max(1, options.chunkBytes / rowBytes))
         let w = try group.createDataset(
-            Schema.weightDataset, type: type, shape: [layer.outputs, layer.inputs],
-            chunk: [rows, layer.inputs], fletcher32: options.fletcher32)
+            Schema.weightDataset, type: type, shape: shapes.weight,
+            chunk: [rows] + shapes.weight.dropFirst(), fletcher32: options.fletcher32)
         let b = try group.createDataset(
-            Schema.biasDataset, type: type, shape: [layer.outputs],
-            chunk: [layer.outputs], fletcher32: options.fletcher32)
+            Schema.biasDataset, type: type, shape: shapes.bias,
+            chunk: shapes.bias, fletcher32: options.fletcher32)
         return (w, b)
     }
 }

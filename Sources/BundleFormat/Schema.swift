@@ -66,8 +66,13 @@ public enum Schema {
         }
         var names: [String: Int] = [:]
         var totalParameters = 0
+        // The previous layer's output shape, when known: the next layer's input.
+        var flowing: TensorShape?
         for (i, layer) in layers.enumerated() {
-            guard let layer else { continue }
+            guard let layer else {
+                flowing = nil
+                continue
+            }
             let obj = "/layers/\(i)"
             if layer.name.isEmpty { add(obj + "@name", "the layer name is empty", "give every layer a non-empty, unique name") }
             if let j = names[layer.name] {
@@ -81,20 +86,18 @@ public enum Schema {
                     "keep_prob is the probability that each input unit of this layer is kept in training (1 = no dropout); "
                     + "a Keras dropout rate r corresponds to keep_prob = 1 - r")
             }
-            if layer.inputs < 1 || layer.inputs > maxUnits { add(obj + "@inputs", "inputs is \(layer.inputs); it must be in 1...\(maxUnits)") }
-            if layer.outputs < 1 || layer.outputs > maxUnits { add(obj + "@outputs", "outputs is \(layer.outputs); it must be in 1...\(maxUnits)") }
-            if layer.inputs >= 1, layer.outputs >= 1, layer.inputs <= maxUnits, layer.outputs <= maxUnits {
-                // Both factors < 2^32, so the product fits in Int.
-                if layer.inputs * layer.outputs > maxParameters {
-                    add(obj, "the layer declares \(layer.outputs) x \(layer.inputs) weights, more than the \(maxParameters) any model may have")
-                } else {
-                    totalParameters += layer.inputs * layer.outputs + layer.outputs
-                }
+            // The kind's own rules (LayerKinds/), then the rules every kind shares.
+            let kindProblems = layer.kind.rules.problems(layer, object: obj)
+            for p in kindProblems { add(p.object, p.message, p.hint) }
+            if kindProblems.isEmpty, let shapes = layer.parameterShapes {
+                totalParameters += shapes.count
             }
-            if i > 0, let prev = layers[i - 1], prev.outputs != layer.inputs {
-                add(obj, "layer \(i) ('\(layer.name)') has \(layer.inputs) inputs but layer \(i - 1) ('\(prev.name)') has \(prev.outputs) outputs; the shapes do not chain",
+            let declared = layer.declaredInputShape
+            if i > 0, let prev = layers[i - 1], let declared, let output = flowing, output != declared {
+                add(obj, "layer \(i) ('\(layer.name)') has \(declared) inputs but layer \(i - 1) ('\(prev.name)') has \(output) outputs; the shapes do not chain",
                     "each layer's inputs must equal the previous layer's outputs")
             }
+            flowing = (declared ?? flowing).map { layer.outputShape(input: $0) }
         }
         if totalParameters > maxParameters {
             add("/layers", "the model declares \(totalParameters) parameters, more than the \(maxParameters) any model may have")

@@ -83,7 +83,7 @@ enum InspectReport {
         out.append("")
         var rows: [[String]] = []
         for (i, l) in info.layers.enumerated() {
-            rows.append([String(i), l.name, l.kind.rawValue, "\(l.inputs) -> \(l.outputs)", l.activation.rawValue,
+            rows.append([String(i), l.name, l.kind.rawValue, l.shapeText, l.activation.rawValue,
                          Format.short(l.keepProb), l.dtype.rawValue, Format.grouped(l.parameterCount)])
         }
         rows.append(["", "total", "", "", "", "", "", Format.grouped(info.parameterCount)])
@@ -129,7 +129,9 @@ enum InspectReport {
         let layers: [JSONValue] = info.layers.enumerated().map { i, l in
             var o: [(String, JSONValue)] = [
                 ("index", .int(i)), ("name", .string(l.name)), ("kind", .string(l.kind.rawValue)),
-                ("inputs", .int(l.inputs)), ("outputs", .int(l.outputs)),
+            ]
+            o += l.kindAttributesJSON  // the kind's own attributes (dense: inputs, outputs)
+            o += [
                 ("activation", .string(l.activation.rawValue)), ("keep_prob", .number(l.keepProb)),
                 ("dtype", .string(l.dtype.rawValue)), ("parameters", .int(l.parameterCount)),
             ]

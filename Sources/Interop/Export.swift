@@ -66,9 +66,12 @@ extension Export {
     /// `layers.<i>.bias` F32 [outputs], metadata as above.
     public static func safetensors(_ model: Model) -> Data {
         var tensors: [(name: String, shape: [Int], values: [Float])] = []
+        // The bundle's own layout (rows of fan-in), whatever the kind; no tensors for a kind
+        // without weights.
         for (i, (l, p)) in zip(model.info.layers, model.parameters).enumerated() {
-            tensors.append(("layers.\(i).weight", [l.outputs, l.inputs], p.weight))
-            tensors.append(("layers.\(i).bias", [l.outputs], p.bias))
+            guard let shapes = l.parameterShapes else { continue }
+            tensors.append(("layers.\(i).weight", shapes.weight, p.weight))
+            tensors.append(("layers.\(i).bias", shapes.bias, p.bias))
         }
         return SafetensorsFile.encode(tensors, metadata: Dictionary(uniqueKeysWithValues: metadata(model)))
     }

@@ -111,8 +111,10 @@ extension Export {
         let info = model.info
         var m: [(String, NumPy.Array)] = []
         for (i, (l, p)) in zip(info.layers, model.parameters).enumerated() {
-            m.append(("layers.\(i).weight", .float32(p.weight, shape: [l.outputs, l.inputs])))
-            m.append(("layers.\(i).bias", .float32(p.bias, shape: [l.outputs])))
+            // The bundle's own layout (rows of fan-in), whatever the kind.
+            guard let shapes = l.parameterShapes else { continue }
+            m.append(("layers.\(i).weight", .float32(p.weight, shape: shapes.weight)))
+            m.append(("layers.\(i).bias", .float32(p.bias, shape: shapes.bias)))
         }
         m.append(("keep_prob", .float64(info.layers.map(\.keepProb), shape: [info.layers.count])))
         m.append(("activations", .strings(info.layers.map(\.activation.rawValue), shape: [info.layers.count])))

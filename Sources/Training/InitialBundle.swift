@@ -64,7 +64,7 @@ public enum InitialBundle {
         try File.writeAtomically(to: path) { file in
             let groups = try BundleWriter.writeMetadata(info, to: file, options: options)
             for l in layers.indices {
-                let (w, b) = try BundleWriter.createLayerDatasets(groups[l], layers[l], options: options)
+                guard let (w, b) = try BundleWriter.createLayerDatasets(groups[l], layers[l], options: options) else { continue }
                 try generate(l) { block, row, n in try w.writeFloatRows(start: row, count: n, block) }
                 try b.write(floats: [Float](repeating: 0, count: layers[l].outputs))
                 w.close()

@@ -223,7 +223,7 @@ public enum Replay {
     static func largestDifference(_ bundle: BundleReader, _ replayed: [Parameters]) throws -> WeightDifference? {
         for l in replayed.indices {
             let stored = try bundle.parameters(l)
-            let inputs = bundle.info.layers[l].inputs
+            let inputs = bundle.info.layers[l].parameterShapes?.rowLength ?? 1  // row = one unit's fan-in
             var worst: WeightDifference?
             func consider(_ a: [Float], _ b: [Float], bias: Bool) {
                 for i in a.indices where a[i].bitPattern != b[i].bitPattern {

@@ -115,7 +115,8 @@ public enum TrainingRun {
         try checkRecipe(recipe)
         try checkSeed(request.seed)
         if let initial = request.initial {
-            let shapes = recipe.layerInfos.map { [$0.outputs * $0.inputs, $0.outputs] }
+            // Weights and biases by each kind's parameter shapes (none for a kind without weights).
+            let shapes = recipe.layerInfos.map { l in l.parameterShapes.map { [$0.rows * $0.rowLength, $0.rows] } ?? [0, 0] }
             guard initial.map({ [$0.weight.count, $0.bias.count] }) == shapes else {
                 throw DropModelError(
                     code: .usage, file: request.output, message: "the starting weights do not have the recipe's layer sizes \(recipe.layers)",

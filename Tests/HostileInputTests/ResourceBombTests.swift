@@ -73,7 +73,7 @@ struct ResourceBombTests {
                     let b = try g.createDataset(Schema.biasDataset, type: .float32, shape: [4], chunk: [4], fletcher32: true)
                     try b.write(floats: [0, 0, 0, 0])
                 } else {
-                    let (w, b) = try BundleWriter.createLayerDatasets(g, l, options: WriteOptions())
+                    let (w, b) = try BundleWriter.createLayerDatasets(g, l, options: WriteOptions())!
                     try w.write(floats: (0..<12).map { Float($0) / 12 })
                     try b.write(floats: [0, 0, 0])
                 }

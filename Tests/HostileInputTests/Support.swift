@@ -294,7 +294,7 @@ func writeBundle(
             if let layer {
                 try layer(i, groups[i], l)
             } else {
-                let (w, b) = try BundleWriter.createLayerDatasets(groups[i], l, options: WriteOptions())
+                let (w, b) = try BundleWriter.createLayerDatasets(groups[i], l, options: WriteOptions())!
                 try w.write(floats: model.parameters[i].weight)
                 try b.write(floats: model.parameters[i].bias)
                 w.close()

@@ -159,7 +159,7 @@ public func writeTampered(
     try File.writeAtomically(to: path) { file in
         let groups = try BundleWriter.writeMetadata(info, to: file, options: WriteOptions())
         for (i, layer) in info.layers.enumerated() {
-            let (w, b) = try BundleWriter.createLayerDatasets(groups[i], layer, options: WriteOptions())
+            let (w, b) = try BundleWriter.createLayerDatasets(groups[i], layer, options: WriteOptions())!
             try w.write(floats: fit(model.parameters[i].weight, layer.inputs * layer.outputs))
             try b.write(floats: fit(model.parameters[i].bias, layer.outputs))
         }
