@@ -66,7 +66,10 @@ public enum Bake {
             throw DropModelError(
                 code: .notApplicable, file: input, object: "/@baked",
                 message: "the bundle is already baked: its weights already include the weight-scaling rule",
-                hint: "baking twice would scale the weights by p twice, a silent and serious error; use the bundle as it is")
+                hint: """
+                    baking twice would scale the weights by p twice, a silent and serious error; use the bundle as it \
+                    is
+                    """)
         }
         if info.convention == .inverted { return .notNeeded }
         var out = info
@@ -119,7 +122,9 @@ public enum Bake {
         deinit { release() }
     }
 
-    private static func write(_ bundle: BundleReader, _ out: ModelInfo, to output: String, input: String, direct: Bool) throws {
+    private static func write(
+        _ bundle: BundleReader, _ out: ModelInfo, to output: String, input: String, direct: Bool
+    ) throws {
         // Provenance: the digest of the weights as they were before baking, hashed on a second
         // thread while this one reads, scales and writes (SHA-256 was a third of bake's time).
         let digest = WeightDigest.BackgroundStream()
@@ -128,11 +133,13 @@ public enum Bake {
             let groups = try BundleWriter.writeMetadata(out, to: file, options: WriteOptions())
             for (l, layer) in out.layers.enumerated() {
                 // Only weighted layers have anything to scale (their kind says which).
-                guard let (w, b) = try BundleWriter.createLayerDatasets(groups[l], layer, options: WriteOptions()) else { continue }
+                guard let (w, b) = try BundleWriter.createLayerDatasets(groups[l], layer, options: WriteOptions())
+                else { continue }
                 let p = Float(layer.keepProb)
                 let source = try bundle.weightDataset(l)
                 if direct, layer.dtype == .float32, let rows = try source.float32RowChunks(),
-                   try w.float32RowChunks() == rows {
+                    try w.float32RowChunks() == rows
+                {
                     try bakeChunks(source, into: w, rows: rows, layer: layer, keep: p, digest: digest, buffers: buffers)
                 } else {
                     // float16 output, or not the layout the direct path handles: the filters.
@@ -168,7 +175,10 @@ public enum Bake {
                 if layer.dtype == .float16, let bad = s[0..<n].firstIndex(where: { abs($0) > 65504 }) {
                     throw DropModelError(
                         code: .invalid, file: input, object: "/layers/\(l)/weight",
-                        message: "weight [\(first + bad / rowLength), \(bad % rowLength)] = \(s[bad]) after scaling does not fit in float16 (largest 65504)",
+                        message: """
+                            weight [\(first + bad / rowLength), \(bad % rowLength)] = \(s[bad]) after scaling does not \
+                            fit in float16 (largest 65504)
+                            """,
                         hint: "bake to float32 instead")
                 }
                 try w.writeFloatRows(start: first, count: rows, UnsafeBufferPointer(rebasing: s[0..<n]))
@@ -206,12 +216,14 @@ public enum Bake {
             let k = c % 2
             // (A pending job is waited for by the deferred `worker.sync` before any buffer is reused.)
             guard try source.readStoredChunk(row: c * rows, into: raw[k]) != nil else { throw DirectPathDeclined() }
-            let job = Job(raw: raw[k], out: out[k], valid: min(rows, totalRows - c * rows) * rowLength, elements: elements)
+            let job = Job(
+                raw: raw[k], out: out[k], valid: min(rows, totalRows - c * rows) * rowLength, elements: elements)
             worker.async {
                 defer { done.signal() }
                 let data = UnsafeRawBufferPointer(job.raw)
                 let stored = data.loadUnaligned(fromByteOffset: job.elements * 4, as: UInt32.self).littleEndian
-                guard Fletcher32.checksum(UnsafeRawBufferPointer(rebasing: data[0..<(job.elements * 4)])) == stored else {
+                guard Fletcher32.checksum(UnsafeRawBufferPointer(rebasing: data[0..<(job.elements * 4)])) == stored
+                else {
                     flag.declined = true
                     return
                 }
@@ -220,7 +232,8 @@ public enum Bake {
                 digest.update(UnsafeBufferPointer(rebasing: src[0..<job.valid]))
                 for i in 0..<job.valid { dst[i] = scale(src[i], keep: p) }
                 for i in job.valid..<job.elements { dst[i] = 0 }
-                let sum = Fletcher32.checksum(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(job.out)[0..<(job.elements * 4)]))
+                let sum = Fletcher32.checksum(
+                    UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(job.out)[0..<(job.elements * 4)]))
                 job.out.storeBytes(of: sum.littleEndian, toByteOffset: job.elements * 4, as: UInt32.self)
             }
             if c > 0 {

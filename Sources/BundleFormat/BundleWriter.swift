@@ -21,7 +21,9 @@ public enum BundleWriter {
             try File.writeAtomically(to: path) { file in
                 let layers = try writeMetadata(model.info, to: file, options: options)
                 for (i, p) in model.parameters.enumerated() {
-                    guard let (w, b) = try createLayerDatasets(layers[i], model.info.layers[i], options: options) else { continue }
+                    guard let (w, b) = try createLayerDatasets(layers[i], model.info.layers[i], options: options) else {
+                        continue
+                    }
                     try w.write(floats: p.weight)
                     try b.write(floats: p.bias)
                     w.close()
@@ -37,19 +39,28 @@ public enum BundleWriter {
     public static func validate(_ model: Model, file: String) throws {
         var problems = model.info.problems(file: file)
         if model.parameters.count != model.info.layers.count {
-            problems.append(Problem(file: file, object: "/layers",
-                message: "\(model.parameters.count) parameter sets for \(model.info.layers.count) layers"))
+            problems.append(
+                Problem(
+                    file: file, object: "/layers",
+                    message: "\(model.parameters.count) parameter sets for \(model.info.layers.count) layers"))
         }
         for (i, (layer, p)) in zip(model.info.layers, model.parameters).enumerated() {
             // A kind without weights holds empty parameter arrays.
             let shapes = layer.parameterShapes ?? ParameterShapes(weight: [0, 0], bias: [0])
             if p.weight.count != shapes.rows * shapes.rowLength {
-                problems.append(Problem(file: file, object: "/layers/\(i)/weight",
-                    message: "\(p.weight.count) weights for a \(shapes.weight.map(String.init).joined(separator: " x ")) layer"))
+                problems.append(
+                    Problem(
+                        file: file, object: "/layers/\(i)/weight",
+                        message: """
+                            \(p.weight.count) weights for a \(shapes.weight.map(String.init).joined(separator: " x ")) \
+                            layer
+                            """))
             }
             if p.bias.count != shapes.bias.reduce(1, *) {
-                problems.append(Problem(file: file, object: "/layers/\(i)/bias",
-                    message: "\(p.bias.count) biases for \(shapes.rows) outputs"))
+                problems.append(
+                    Problem(
+                        file: file, object: "/layers/\(i)/bias",
+                        message: "\(p.bias.count) biases for \(shapes.rows) outputs"))
             }
         }
         if !problems.isEmpty { throw DropModelError(code: .invalid, problems: problems) }
@@ -60,8 +71,9 @@ public enum BundleWriter {
     public static func writeMetadata(_ info: ModelInfo, to file: File, options: WriteOptions) throws -> [Group] {
         let root = try file.root()
         try root.write(Schema.formatMarkerAttribute, string: Schema.formatMarker)
-        try root.write(Schema.formatVersionAttribute,
-                       int64: [Int64(FormatVersion.current.major), Int64(FormatVersion.current.minor)], shape: [2])
+        try root.write(
+            Schema.formatVersionAttribute,
+            int64: [Int64(FormatVersion.current.major), Int64(FormatVersion.current.minor)], shape: [2])
         try root.write(Schema.conventionAttribute, string: info.convention.rawValue)
         try root.write(Schema.bakedAttribute, uint8: info.baked ? 1 : 0)
         if let creator = options.creator { try root.write(Schema.creatorAttribute, string: creator) }
@@ -103,7 +115,8 @@ public enum BundleWriter {
             func column(_ name: String, _ type: StorageType, _ shape: [Int], _ write: (Dataset) throws -> Void) throws {
                 let chunked = shape.allSatisfy { $0 > 0 }
                 let d = try g.createDataset(
-                    name, type: type, shape: shape, chunk: chunked ? shape : nil, fletcher32: chunked && options.fletcher32)
+                    name, type: type, shape: shape, chunk: chunked ? shape : nil,
+                    fletcher32: chunked && options.fletcher32)
                 try write(d)
                 d.close()
             }
@@ -111,7 +124,9 @@ public enum BundleWriter {
             try column("loss", .float64, [n]) { try $0.write(doubles: h.epochs.map(\.loss)) }
             try column("train_error", .float64, [n]) { try $0.write(doubles: h.epochs.map(\.trainError)) }
             try column("test_error", .float64, [n]) { try $0.write(doubles: h.epochs.map(\.testError)) }
-            try column("weights_sha256", .uint8, [n, Schema.digestBytes]) { try $0.write(uint8s: h.epochs.flatMap(\.weightsSHA256)) }
+            try column("weights_sha256", .uint8, [n, Schema.digestBytes]) {
+                try $0.write(uint8s: h.epochs.flatMap(\.weightsSHA256))
+            }
             // Per-layer digests: only when every epoch has them, one per layer.
             if n > 0, h.epochs.allSatisfy({ $0.layerSHA256?.count == info.layers.count }) {
                 try column("layer_weights_sha256", .uint8, [n, info.layers.count, Schema.digestBytes]) {

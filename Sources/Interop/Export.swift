@@ -19,7 +19,10 @@ public enum Export {
         if info.convention == .classic && !info.baked {
             throw DropModelError(
                 code: .notApplicable, file: bundle.path, object: "/@baked",
-                message: "the bundle uses the classic dropout convention and is not baked: its weights must still be scaled by the keep probabilities before inference, and \(formatNames) cannot record that",
+                message: """
+                    the bundle uses the classic dropout convention and is not baked: its weights must still be scaled \
+                    by the keep probabilities before inference, and \(formatNames) cannot record that
+                    """,
                 hint: "bake it first: dropmodel bake \(bundle.path) -o baked.h5, then export baked.h5")
         }
         return try bundle.readModel()

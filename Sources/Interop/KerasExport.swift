@@ -24,7 +24,8 @@ public enum KerasExport {
         let ok = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
         var dense: [String] = []
         for (i, l) in layers.enumerated() {
-            let valid = !l.name.isEmpty && l.name.count <= 200 && l.name.allSatisfy { ok.contains($0) } && l.name.first != "."
+            let valid =
+                !l.name.isEmpty && l.name.count <= 200 && l.name.allSatisfy { ok.contains($0) } && l.name.first != "."
             dense.append(unique(valid ? l.name : "dense_\(i)"))
         }
         let dropout = dense.map { unique("\($0)_dropout") }
@@ -61,16 +62,21 @@ public enum KerasExport {
         case .dense:
             return KerasLayer(
                 config: { name in
-                    .object(["class_name": .string("Dense"), "config": .object([
-                        "name": .string(name), "units": .integer(Int64(l.outputs)),
-                        "activation": .string(kerasActivation(l.activation)), "use_bias": .bool(true),
-                        "trainable": .bool(true), "dtype": .string("float32"),
-                    ])])
+                    .object([
+                        "class_name": .string("Dense"),
+                        "config": .object([
+                            "name": .string(name), "units": .integer(Int64(l.outputs)),
+                            "activation": .string(kerasActivation(l.activation)), "use_bias": .bool(true),
+                            "trainable": .bool(true), "dtype": .string("float32"),
+                        ]),
+                    ])
                 },
                 weights: { p in
                     // Keras kernels are [inputs, units]: the bundle's [outputs, inputs] transposed.
                     var kernel = [Float](repeating: 0, count: l.inputs * l.outputs)
-                    for u in 0..<l.outputs { for j in 0..<l.inputs { kernel[j * l.outputs + u] = p.weight[u * l.inputs + j] } }
+                    for u in 0..<l.outputs {
+                        for j in 0..<l.inputs { kernel[j * l.outputs + u] = p.weight[u * l.inputs + j] }
+                    }
                     return [("kernel", [l.inputs, l.outputs], kernel), ("bias", [l.outputs], p.bias)]
                 })
         }
@@ -80,17 +86,24 @@ public enum KerasExport {
     static func modelConfig(_ info: ModelInfo) -> String {
         let names = kerasNames(info.layers)
         var layers: [JSONValue] = [
-            .object(["class_name": .string("InputLayer"), "config": .object([
-                "batch_shape": .array([.null, .integer(Int64(info.layerShapes[0].input.count))]),
-                "dtype": .string("float32"), "name": .string("input"),
-            ])]),
+            .object([
+                "class_name": .string("InputLayer"),
+                "config": .object([
+                    "batch_shape": .array([.null, .integer(Int64(info.layerShapes[0].input.count))]),
+                    "dtype": .string("float32"), "name": .string("input"),
+                ]),
+            ])
         ]
         for (i, l) in info.layers.enumerated() {
             if l.keepProb < 1 {
-                layers.append(.object(["class_name": .string("Dropout"), "config": .object([
-                    "name": .string(names.dropout[i]), "rate": .number(rate(keep: l.keepProb)), "seed": .null,
-                    "noise_shape": .null, "trainable": .bool(true), "dtype": .string("float32"),
-                ])]))
+                layers.append(
+                    .object([
+                        "class_name": .string("Dropout"),
+                        "config": .object([
+                            "name": .string(names.dropout[i]), "rate": .number(rate(keep: l.keepProb)), "seed": .null,
+                            "noise_shape": .null, "trainable": .bool(true), "dtype": .string("float32"),
+                        ]),
+                    ]))
             }
             layers.append(kerasLayer(l).config(names.dense[i]))
         }

@@ -72,7 +72,9 @@ public enum NumPy {
             let data = npy(a)
             let fileName = Swift.Array((name + ".npy").utf8)
             let offset = out.count
-            guard data.count < Int(UInt32.max), offset + data.count + 30 + fileName.count < Int(UInt32.max), fileName.count < 65_536 else {
+            guard data.count < Int(UInt32.max), offset + data.count + 30 + fileName.count < Int(UInt32.max),
+                fileName.count < 65_536
+            else {
                 throw NPZError.tooLarge
             }
             let crc = data.withUnsafeBytes { Zlib.crc32($0) }

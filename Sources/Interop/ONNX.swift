@@ -52,7 +52,10 @@ public enum ONNXExport {
     public static let outputName = "output"
 
     // Field numbers from onnx/onnx.proto (ONNX 1.x).
-    enum ModelField { static let irVersion = 1, producerName = 2, producerVersion = 3, docString = 6, graph = 7, opsetImport = 8, metadataProps = 14 }
+    enum ModelField {
+        static let irVersion = 1, producerName = 2, producerVersion = 3, docString = 6, graph = 7, opsetImport = 8,
+            metadataProps = 14
+    }
     enum OpsetID { static let domain = 1, version = 2 }
     enum Entry { static let key = 1, value = 2 }
     enum Graph { static let node = 1, name = 2, initializer = 5, docString = 10, input = 11, output = 12 }
@@ -75,7 +78,10 @@ public enum ONNXExport {
         if bytes > maxModelBytes {
             throw DropModelError(
                 code: .notApplicable, file: file, object: "/layers",
-                message: "\(model.info.parameterCount) parameters make an ONNX model of about \(bytes >> 20) MiB; a single-file ONNX model is limited to 2 GiB",
+                message: """
+                    \(model.info.parameterCount) parameters make an ONNX model of about \(bytes >> 20) MiB; a \
+                    single-file ONNX model is limited to 2 GiB
+                    """,
                 hint: "export to safetensors or npz instead")
         }
     }
@@ -130,12 +136,16 @@ public enum ONNXExport {
 
     /// Layer `i`'s initializers (its parameters in ONNX's layout). A new layer kind adds its
     /// case here.
-    static func initializers(_ layer: LayerInfo, _ p: Parameters, index i: Int) -> [(name: String, dims: [Int], values: [Float])] {
+    static func initializers(
+        _ layer: LayerInfo, _ p: Parameters, index i: Int
+    ) -> [(name: String, dims: [Int], values: [Float])] {
         switch layer.kind {
         case .dense:
             // Gemm with transB = 1 takes the bundle's [outputs, inputs] as it is.
-            return [("layers.\(i).weight", [layer.outputs, layer.inputs], p.weight),
-                    ("layers.\(i).bias", [layer.outputs], p.bias)]
+            return [
+                ("layers.\(i).weight", [layer.outputs, layer.inputs], p.weight),
+                ("layers.\(i).bias", [layer.outputs], p.bias),
+            ]
         }
     }
 
@@ -211,10 +221,14 @@ public enum ONNXExport {
 
     static func docString(_ info: ModelInfo) -> String {
         let keep = info.layers.map { String($0.keepProb) }.joined(separator: ", ")
-        let how = info.convention == .inverted
+        let how =
+            info.convention == .inverted
             ? "trained with inverted dropout: the weights are used as stored"
             : "trained with classic dropout and baked (weights scaled by the keep probabilities)"
-        return "dropmodel export of a dense network \(how). Keep probabilities of each layer's inputs during training: \(keep). "
-            + "Dropout is not in the graph: at inference it is the identity. Specs/interop.md section 5."
+        return """
+            dropmodel export of a dense network \(how). Keep probabilities of each layer's inputs during training: \
+            \(keep). 
+            """
+                + "Dropout is not in the graph: at inference it is the identity. Specs/interop.md section 5."
     }
 }

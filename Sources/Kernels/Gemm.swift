@@ -88,7 +88,8 @@ public enum Gemm {
         c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int, kernel: Kernel,
         minimumParallelFlops: Int = Gemm.defaultMinimumParallelFlops
     ) {
-        run(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
+        run(
+            transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
             accumulate: accumulate, threads: threads, kernel: kernel, minimumParallelFlops: minimumParallelFlops,
             update: nil)
     }
@@ -103,7 +104,9 @@ public enum Gemm {
         public var v: UnsafeMutablePointer<Float>
         public var ld: Int
         public var mu: Float, lr: Float, l2: Float
-        public init(w: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, ld: Int, mu: Float, lr: Float, l2: Float) {
+        public init(
+            w: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, ld: Int, mu: Float, lr: Float, l2: Float
+        ) {
             self.w = w
             self.v = v
             self.ld = ld
@@ -120,7 +123,8 @@ public enum Gemm {
         minimumParallelFlops: Int = Gemm.defaultMinimumParallelFlops
     ) {
         precondition(update.ld >= n, "Gemm: stride too small")
-        run(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+        run(
+            transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
             c: update.w, ldc: update.ld, accumulate: false, threads: threads, kernel: kernel,
             minimumParallelFlops: minimumParallelFlops, update: update)
     }
@@ -159,13 +163,16 @@ public enum Gemm {
         // than DispatchQueue.concurrentPerform on the 1-2 ms training products with 2 threads,
         // and 1.6-1.9x faster (rather than slower) on the 20-50 µs ones.
         withUnsafePointer(to: job) { job in
-            dm_parallel_for(workers, { context, w in
-                context!.assumingMemoryBound(to: Job.self).pointee.run(w)
-            }, UnsafeMutableRawPointer(mutating: job))
+            dm_parallel_for(
+                workers,
+                { context, w in
+                    context!.assumingMemoryBound(to: Job.self).pointee.run(w)
+                }, UnsafeMutableRawPointer(mutating: job))
         }
     }
 
-    /// One product split into `workers` blocks of whole register tiles (rows or columns of C). Block `w` is computed by `run(w)`; blocks write disjoint parts of C and only read A, B.
+    /// One product split into `workers` blocks of whole register tiles (rows or columns of C). Block `w` is computed by
+    /// `run(w)`; blocks write disjoint parts of C and only read A, B.
     private struct Job {
         let code: Int32
         let transA: Bool, transB: Bool

@@ -81,7 +81,8 @@ public struct Predictor {
     /// layer's inputs by a mask (Monte-Carlo dropout); nil for the deterministic network.
     public func probabilities(
         _ inputs: UnsafeBufferPointer<Float>, count: Int, batch: Int = 1000,
-        mask: ((_ layer: Int, _ firstExample: Int, _ rows: Int, _ buffer: UnsafeMutableBufferPointer<Float>) -> Void)? = nil
+        mask: ((_ layer: Int, _ firstExample: Int, _ rows: Int, _ buffer: UnsafeMutableBufferPointer<Float>) -> Void)? =
+            nil
     ) -> [Float] {
         let layers = network.layers
         let engine = network.engineLayers

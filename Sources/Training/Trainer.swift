@@ -129,7 +129,8 @@ public final class Trainer {
     /// The summed loss of one minibatch and the gradients of the MEAN loss, with the masks of
     /// (epoch, step) (`epoch` 0-based as in the random streams), without updating anything.
     /// For gradient checks.
-    package func gradients(epoch: Int, step: Int, examples: [Int]) -> (loss: Double, weight: [[Float]], bias: [[Float]]) {
+    package func gradients(epoch: Int, step: Int, examples: [Int]) -> (loss: Double, weight: [[Float]], bias: [[Float]])
+    {
         precondition(examples.count <= recipe.batchSize)
         let (loss, _) = forwardBackward(epoch: epoch, step: step, examples: examples[...])
         return (loss, gradW, gradB)
@@ -161,14 +162,17 @@ public final class Trainer {
                 inputs[l].withUnsafeBufferPointer { x in
                     network.parameters[l].weight.withUnsafeBufferPointer { w in
                         network.parameters[l].bias.withUnsafeBufferPointer { b in
-                            engine[l].forward(x.baseAddress!, rows: rows, weight: w, bias: b, into: z.baseAddress!, threads: threads)
+                            engine[l].forward(
+                                x.baseAddress!, rows: rows, weight: w, bias: b, into: z.baseAddress!, threads: threads)
                         }
                     }
                 }
                 if layer.activation != .softmax {
                     Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
-                        activate(layer.activation, UnsafeMutableBufferPointer(
-                            rebasing: z[(range.lowerBound * outputCount)..<(range.upperBound * outputCount)]))
+                        activate(
+                            layer.activation,
+                            UnsafeMutableBufferPointer(
+                                rebasing: z[(range.lowerBound * outputCount)..<(range.upperBound * outputCount)]))
                     }
                 }
             }
@@ -219,7 +223,8 @@ public final class Trainer {
                     let width = layer.inputCount
                     backInput.withUnsafeMutableBufferPointer { dx in
                         network.parameters[l].weight.withUnsafeBufferPointer { w in
-                            layer.backwardInput(d.baseAddress!, rows: rows, weight: w, into: dx.baseAddress!, threads: threads)
+                            layer.backwardInput(
+                                d.baseAddress!, rows: rows, weight: w, into: dx.baseAddress!, threads: threads)
                         }
                         let below = layers[l - 1].activation
                         masks[l].withUnsafeBufferPointer { m in
@@ -248,7 +253,8 @@ public final class Trainer {
                         updateLayer(l, lr: update.lr, mu: update.mu, d: d.baseAddress!, x: x.baseAddress!, rows: rows)
                     } else {
                         gradW[l].withUnsafeMutableBufferPointer { g in
-                            layer.weightGradient(d.baseAddress!, x.baseAddress!, rows: rows, into: g.baseAddress!, threads: threads)
+                            layer.weightGradient(
+                                d.baseAddress!, x.baseAddress!, rows: rows, into: g.baseAddress!, threads: threads)
                         }
                     }
                 }

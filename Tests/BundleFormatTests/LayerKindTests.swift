@@ -74,10 +74,11 @@ struct LayerKindTests {
         #expect(ps.contains { $0.object == "/layers/1@outputs" })
         // Layer 2: the dense rule on inputs, and the stored weight is not [outputs, inputs] any more.
         #expect(ps.contains { $0.object == "/layers/2@inputs" && $0.message.contains("1...") })
-        #expect(ps.contains {
-            $0.object == "/layers/2/weight" && $0.message.contains("outputs x inputs = [3, 0]")
-                && $0.hint == "weights are stored [outputs, inputs]: row u holds unit u's incoming weights"
-        })
+        #expect(
+            ps.contains {
+                $0.object == "/layers/2/weight" && $0.message.contains("outputs x inputs = [3, 0]")
+                    && $0.hint == "weights are stored [outputs, inputs]: row u holds unit u's incoming weights"
+            })
     }
 
     @Test("shapes that do not chain are named with both layers' shapes")
@@ -85,9 +86,10 @@ struct LayerKindTests {
         var info = Fixtures.model(sizes: [6, 5, 4, 3]).info
         info.layers[2].inputs = 7
         let ps = info.problems(file: "m.h5")
-        #expect(ps.contains {
-            $0.object == "/layers/2" && $0.message.contains("has 7 inputs but layer 1 ('hidden2') has 4 outputs")
-        })
+        #expect(
+            ps.contains {
+                $0.object == "/layers/2" && $0.message.contains("has 7 inputs but layer 1 ('hidden2') has 4 outputs")
+            })
     }
 
     @Test("a bundle written and read through the kind's rules is the model, and streams rows of fan-in")

@@ -15,11 +15,14 @@ private enum Ref {
         var layers: [LayerInfo] = []
         var params: [Parameters] = []
         for l in 0..<(sizes.count - 1) {
-            layers.append(LayerInfo(
-                name: "l\(l)", inputs: sizes[l], outputs: sizes[l + 1], activation: activations[l], keepProb: keep[l]))
-            params.append(Parameters(
-                weight: (0..<(sizes[l] * sizes[l + 1])).map { _ in rng.float() },
-                bias: (0..<sizes[l + 1]).map { _ in rng.float() / 10 }))
+            layers.append(
+                LayerInfo(
+                    name: "l\(l)", inputs: sizes[l], outputs: sizes[l + 1], activation: activations[l],
+                    keepProb: keep[l]))
+            params.append(
+                Parameters(
+                    weight: (0..<(sizes[l] * sizes[l + 1])).map { _ in rng.float() },
+                    bias: (0..<sizes[l + 1]).map { _ in rng.float() / 10 }))
         }
         return Network(layers: layers, parameters: params)
     }
@@ -60,7 +63,8 @@ private enum Ref {
 
 @Suite("Engine layers")
 struct EngineLayerTests {
-    let net = Ref.network([13, 11, 9, 7, 5], [.relu, .logistic, .tanh, .softmax], keep: [0.8, 0.5, 0.6, 0.5], seed: 11)
+    let net = Ref.network(
+        [13, 11, 9, 7, 5], [.relu, .logistic, .tanh, .softmax], keep: [0.8, 0.5, 0.6, 0.5], seed: 11)
 
     func examples(_ count: Int) -> LabeledExamples {
         var rng = FixtureRandom(seed: 3)
@@ -93,8 +97,9 @@ struct EngineLayerTests {
         #expect(Ref.bits(probs) == Ref.bits(expected))
     }
 
-    @Test("Monte-Carlo thinned networks: masks drawn per (sample, example, layer), same bits",
-          arguments: [(DropoutConvention.classic, false), (.classic, true), (.inverted, false)])
+    @Test(
+        "Monte-Carlo thinned networks: masks drawn per (sample, example, layer), same bits",
+        arguments: [(DropoutConvention.classic, false), (.classic, true), (.inverted, false)])
     func monteCarlo(_ convention: DropoutConvention, _ baked: Bool) {
         let set = examples(9)
         let streams = RandomStreams(seed: 77)

@@ -8,7 +8,9 @@ import HDF5Layer
 struct DenseRules: LayerKindRules {
     var kind: LayerKind { .dense }
 
-    func readAttributes(_ g: Group, _ reader: inout LayerAttributeReader, into attributes: inout LayerAttributes) -> Bool {
+    func readAttributes(
+        _ g: Group, _ reader: inout LayerAttributeReader, into attributes: inout LayerAttributes
+    ) -> Bool {
         let inputs = reader.get { try g.readInt64("inputs") }
         let outputs = reader.get { try g.readInt64("outputs") }
         guard let inputs, let outputs else { return false }
@@ -30,12 +32,25 @@ struct DenseRules: LayerKindRules {
     func problems(_ layer: LayerInfo, object obj: String) -> [(object: String, message: String, hint: String?)] {
         var out: [(object: String, message: String, hint: String?)] = []
         let maxUnits = Schema.maxUnits
-        if layer.inputs < 1 || layer.inputs > maxUnits { out.append((obj + "@inputs", "inputs is \(layer.inputs); it must be in 1...\(maxUnits)", nil)) }
-        if layer.outputs < 1 || layer.outputs > maxUnits { out.append((obj + "@outputs", "outputs is \(layer.outputs); it must be in 1...\(maxUnits)", nil)) }
+        if layer.inputs < 1 || layer.inputs > maxUnits {
+            out.append((obj + "@inputs", "inputs is \(layer.inputs); it must be in 1...\(maxUnits)", nil))
+        }
+        if layer.outputs < 1 || layer.outputs > maxUnits {
+            out.append((obj + "@outputs", "outputs is \(layer.outputs); it must be in 1...\(maxUnits)", nil))
+        }
         // Both factors < 2^32, so the product fits in Int.
         if layer.inputs >= 1, layer.outputs >= 1, layer.inputs <= maxUnits, layer.outputs <= maxUnits,
-           layer.inputs * layer.outputs > Schema.maxParameters {
-            out.append((obj, "the layer declares \(layer.outputs) x \(layer.inputs) weights, more than the \(Schema.maxParameters) any model may have", nil))
+            layer.inputs * layer.outputs > Schema.maxParameters
+        {
+            out.append(
+                (
+                    obj,
+                    """
+                    the layer declares \(layer.outputs) x \(layer.inputs) weights, more than the \
+                    \(Schema.maxParameters) \
+                    any model may have
+                    """, nil
+                ))
         }
         return out
     }

@@ -65,7 +65,9 @@ package protocol LayerKindRules: Sendable {
     /// Reads the kind's own attributes from layer group `g` into `attributes`, recording every
     /// problem through `reader`. Returns false when one could not be read (the layer is then not
     /// assembled; its problems are already recorded).
-    func readAttributes(_ g: Group, _ reader: inout LayerAttributeReader, into attributes: inout LayerAttributes) -> Bool
+    func readAttributes(
+        _ g: Group, _ reader: inout LayerAttributeReader, into attributes: inout LayerAttributes
+    ) -> Bool
 
     /// Why the layer read is too large to be assembled at all (checked before anything is sized
     /// from it), or nil. The full range rules are ``problems(_:object:)``'s.

@@ -48,7 +48,9 @@ while !args.isEmpty {
         guard ["wall", "cpu"].contains(value) else { fatalError("--clock: wall or cpu") }
         timer = value == "cpu" ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC
     case "--kernel":
-        let kernels: [String: Gemm.Kernel] = ["default": .automatic, "scalar": .scalar, "avx2": .avx2, "avx512": .avx512]
+        let kernels: [String: Gemm.Kernel] = [
+            "default": .automatic, "scalar": .scalar, "avx2": .avx2, "avx512": .avx512,
+        ]
         guard let k = kernels[value] else { fatalError("--kernel: default, scalar, avx2 or avx512") }
         kernel = k
     default: fatalError("unknown option \(flag)")
@@ -79,28 +81,38 @@ struct Product {
 
 var products: [Product] = []
 if productSet == "paths" {
-    products.append(Product(name: "square1024", kind: "square", transA: false, transB: false,
-        m: 1024, n: 1024, k: 1024, lda: 1024, ldb: 1024, ldc: 1024, accumulate: false))
+    products.append(
+        Product(
+            name: "square1024", kind: "square", transA: false, transB: false,
+            m: 1024, n: 1024, k: 1024, lda: 1024, ldb: 1024, ldc: 1024, accumulate: false))
     for (l, (i, o)) in [(784, 1024), (1024, 1024)].enumerated() {
-        products.append(Product(name: "forward\(l)", kind: "forward", transA: false, transB: true,
-            m: batch, n: o, k: i, lda: i, ldb: i, ldc: o, accumulate: true))
+        products.append(
+            Product(
+                name: "forward\(l)", kind: "forward", transA: false, transB: true,
+                m: batch, n: o, k: i, lda: i, ldb: i, ldc: o, accumulate: true))
     }
 }
 for l in 0..<(layers.count - 1) where productSet == "step" {
     let (i, o) = (layers[l], layers[l + 1])
     // Xm [batch, i] · W[o, i]ᵀ -> Z [batch, o]
-    products.append(Product(name: "forward\(l)", kind: "forward", transA: false, transB: true,
-        m: batch, n: o, k: i, lda: i, ldb: i, ldc: o, accumulate: true))
+    products.append(
+        Product(
+            name: "forward\(l)", kind: "forward", transA: false, transB: true,
+            m: batch, n: o, k: i, lda: i, ldb: i, ldc: o, accumulate: true))
 }
 for l in stride(from: layers.count - 2, through: 0, by: -1) where productSet == "step" {
     let (i, o) = (layers[l], layers[l + 1])
     // dZ [batch, o]ᵀ · Xm [batch, i] -> gW [o, i]
-    products.append(Product(name: "gradient\(l)", kind: "gradient", transA: true, transB: false,
-        m: o, n: i, k: batch, lda: o, ldb: i, ldc: i, accumulate: false))
+    products.append(
+        Product(
+            name: "gradient\(l)", kind: "gradient", transA: true, transB: false,
+            m: o, n: i, k: batch, lda: o, ldb: i, ldc: i, accumulate: false))
     if l > 0 {
         // dZ [batch, o] · W [o, i] -> dX [batch, i]
-        products.append(Product(name: "backward\(l)", kind: "backward", transA: false, transB: false,
-            m: batch, n: i, k: o, lda: o, ldb: i, ldc: i, accumulate: false))
+        products.append(
+            Product(
+                name: "backward\(l)", kind: "backward", transA: false, transB: false,
+                m: batch, n: i, k: o, lda: o, ldb: i, ldc: i, accumulate: false))
     }
 }
 
@@ -131,9 +143,10 @@ for (index, p) in products.enumerated() {
     let b = filled(bCount, seed: UInt64(3 * index + 2))
     let c = filled(p.m * p.ldc, seed: UInt64(3 * index + 3))
     func run() {
-        Gemm.multiply(transA: p.transA, transB: p.transB, m: p.m, n: p.n, k: p.k,
-                      a: a, lda: p.lda, b: b, ldb: p.ldb, c: c, ldc: p.ldc,
-                      accumulate: p.accumulate, threads: threads, kernel: kernel)
+        Gemm.multiply(
+            transA: p.transA, transB: p.transB, m: p.m, n: p.n, k: p.k,
+            a: a, lda: p.lda, b: b, ldb: p.ldb, c: c, ldc: p.ldc,
+            accumulate: p.accumulate, threads: threads, kernel: kernel)
     }
     // The warm-up call also says how long one call takes. A call of 0.5 s or more (the scalar
     // path on 1024³ takes seconds) needs no warming up: it is the first sample.
@@ -158,7 +171,8 @@ for (index, p) in products.enumerated() {
     let median = samples[samples.count / 2]
     totalFlops += p.flops
     totalSeconds += median
-    results.append("""
+    results.append(
+        """
         {"name": "\(p.name)", "kind": "\(p.kind)", "m": \(p.m), "n": \(p.n), "k": \(p.k), \
         "transA": \(p.transA), "transB": \(p.transB), "seconds": \(median), \
         "gflops": \(p.flops / median / 1e9), "best_gflops": \(p.flops / samples[0] / 1e9), \
@@ -166,7 +180,8 @@ for (index, p) in products.enumerated() {
         """)
     a.deallocate(); b.deallocate(); c.deallocate()
 }
-print("""
+print(
+    """
     {"kernel": "\(kernelName)", "available": true, "products_set": "\(productSet)", \
     "threads": \(threads), "batch": \(batch), \
     "layers": [\(layers.map(String.init).joined(separator: ", "))], \
