@@ -61,7 +61,9 @@ let package = Package(
         ),
         .target(
             name: "BundleFormat",
-            dependencies: ["HDF5Layer", "DropModelBase", "DropoutRandom", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "HDF5Layer", "DropModelBase", "DropoutRandom", .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(name: "ZlibCodec", dependencies: ["CZlib"], swiftSettings: swiftSettings),
@@ -83,7 +85,8 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
-            name: "Training", dependencies: ["BundleFormat", "DropoutRandom", "Kernels", "TrainingData", "DropModelBase", "Charts"],
+            name: "Training",
+            dependencies: ["BundleFormat", "DropoutRandom", "Kernels", "TrainingData", "DropModelBase", "Charts"],
             swiftSettings: swiftSettings),
         .target(
             name: "Interop",
@@ -108,7 +111,9 @@ let package = Package(
         ),
         .testTarget(
             name: "HDF5LayerTests",
-            dependencies: ["HDF5Layer", "DropModelBase", "TestSupport", .product(name: "SystemPackage", package: "swift-system")], swiftSettings: swiftSettings),
+            dependencies: [
+                "HDF5Layer", "DropModelBase", "TestSupport", .product(name: "SystemPackage", package: "swift-system"),
+            ], swiftSettings: swiftSettings),
         .testTarget(
             name: "BundleFormatTests",
             dependencies: ["DropModelBase", "BundleFormat", "HDF5Layer", "TestSupport"],
@@ -125,17 +130,22 @@ let package = Package(
             dependencies: ["DropModelBase", "BundleFormat", "HDF5Layer", "TestSupport", "dropmodel"],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "TrainingTests", dependencies: ["DropModelBase", "Training", "TrainingData", "BundleFormat", "DropoutRandom", "TestSupport"],
+            name: "TrainingTests",
+            dependencies: [
+                "DropModelBase", "Training", "TrainingData", "BundleFormat", "DropoutRandom", "TestSupport",
+            ],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "TrainingDataTests", dependencies: ["DropModelBase", "TrainingData", "HDF5Layer", "TestSupport"], swiftSettings: swiftSettings),
+            name: "TrainingDataTests", dependencies: ["DropModelBase", "TrainingData", "HDF5Layer", "TestSupport"],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "InteropTests",
             dependencies: ["DropModelBase", "Interop", "BundleFormat", "HDF5Layer", "TestSupport", "dropmodel"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "CLITests",
-            dependencies: ["DropModelBase", 
+            dependencies: [
+                "DropModelBase",
                 "BundleFormat", "HDF5Layer", "TestSupport", "dropmodel",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],

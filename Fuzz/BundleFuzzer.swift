@@ -39,7 +39,8 @@ nonisolated(unsafe) private var baseline: Int?
 /// The file each input is written to: in $DROPMODEL_FUZZ_DIR (scripts/fuzz makes one per run
 /// and removes it, with the files crashed processes leave behind), else /dev/shm or /tmp.
 private let inputPath: String = {
-    let dir = getenv("DROPMODEL_FUZZ_DIR").map { String(cString: $0) }
+    let dir =
+        getenv("DROPMODEL_FUZZ_DIR").map { String(cString: $0) }
         ?? (access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp")
     return "\(dir)/dropmodel-fuzz-\(getpid()).h5"
 }()
@@ -82,7 +83,10 @@ private func exercise(_ path: String) {
 }
 
 @_cdecl("LLVMFuzzerInitialize")
-public func fuzzInitialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>) -> CInt {
+public func fuzzInitialize(
+    _ argc: UnsafeMutablePointer<CInt>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>
+) -> CInt {
     // Initialise HDF5 through the reader (a non-HDF5 file), then record the identifier baseline.
     let path = inputPath
     let junk: [UInt8] = Array("not an HDF5 file".utf8)
@@ -90,7 +94,10 @@ public func fuzzInitialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMut
     exercise(path)
     unlink(path)
     baseline = openIdentifiers()
-    let note = baseline.map { "dropmodel-fuzz: \($0) HDF5 file-attached identifiers open at start; leaks are checked after every input\n" }
+    let note =
+        baseline.map {
+            "dropmodel-fuzz: \($0) HDF5 file-attached identifiers open at start; leaks are checked after every input\n"
+        }
         ?? "dropmodel-fuzz: H5Fget_obj_count not found; HDF5 identifier leaks are not checked\n"
     _ = note.withCString { write(2, $0, strlen($0)) }
     return 0

@@ -77,7 +77,8 @@ private func run(_ bytes: UnsafeBufferPointer<UInt8>) {
             guard let data = try? zip.read(e, limit: 1 << 20) else { continue }
             sink &+= data.count
             if e.name == "config.json", let config = try? JSONValue.parse(data),
-               let p = try? KerasImport.parseConfig(config, path: "fuzz", object: "config.json") {
+                let p = try? KerasImport.parseConfig(config, path: "fuzz", object: "config.json")
+            {
                 sink &+= p.dense.count
             }
         }

@@ -309,7 +309,67 @@ def gemm(gemm_bin, repeats):
     return ours, peer
 
 
-def gemm_row(ours, peer):
+# GemmBench's --kernel values and the names of the paths (Gemm.path), fastest first.
+KERNEL_PATHS = [("avx512", "avx512"), ("avx2", "avx2+fma"), ("scalar", "scalar")]
+PATH_SHAPES = {"square1024": "1024x1024·1024x1024", "forward0": "100x784·784x1024 (X·Wᵀ)",
+               "forward1": "100x1024·1024x1024 (X·Wᵀ)"}
+
+
+def gemm_paths(gemm_bin, repeats, rounds):
+    """GFLOP/s of every kernel path this CPU has and of numpy/OpenBLAS, 1 thread, on 1024³ and the
+    two large forward products of a training step, in this run (only ratios measured in one run
+    compare: hosts of one machine kind differ from day to day). The programs take turns, in
+    `rounds` rounds in rotated order, and each figure is the fastest sample of all rounds: on a
+    machine shared with other work the fastest sample is the least disturbed one, for every
+    program alike. Time is each program's CPU time on its computing thread, which time slices
+    given to other programs do not count in. The scalar path (about 3 s per 1024³ product) runs
+    once, one call per product."""
+    def ours(flag, repeats, min_seconds):
+        cmd = [gemm_bin, "--products", "paths", "--kernel", flag, "--threads", "1",
+               "--repeats", str(repeats), "--min-seconds", str(min_seconds), "--clock", "cpu"]
+        result = json_from(run(pinned(cmd, 1), env=ours_env())[2], "GemmBench")
+        return {p["name"]: p["best_gflops"] for p in result["products"]} if result["available"] else None
+
+    def peer():
+        cmd = [PY, os.path.join(HERE, "gemm_numpy.py"), "--products", "paths", "--repeats", str(repeats),
+               "--clock", "cpu"]
+        result = json_from(run(pinned(cmd, 1), env=peer_env(1))[2], "gemm_numpy.py")
+        return {p["name"]: p["best_gflops"] for p in result["products"]}, result["blas"]
+
+    programs = [name for flag, name in KERNEL_PATHS if flag != "scalar"] + ["openblas"]
+    flags = dict((name, flag) for flag, name in KERNEL_PATHS)
+    best, blas = {}, None
+    for r in range(rounds):
+        for who in programs[r % len(programs):] + programs[:r % len(programs)]:
+            if who == "openblas":
+                got, blas = peer()
+            else:
+                got = ours(flags[who], repeats, 0.2)
+            if got is None:
+                best[who] = None
+                continue
+            prev = best.setdefault(who, {})
+            for name, gflops in got.items():
+                prev[name] = max(prev.get(name, 0.0), gflops)
+    best["scalar"] = ours("scalar", 1, 0)
+    products = {}
+    for name, openblas in best["openblas"].items():
+        entry = {"shape": PATH_SHAPES.get(name, name), "openblas": openblas}
+        for _, path in KERNEL_PATHS:
+            entry[path] = best[path][name] if best.get(path) else None
+        entry["ratios"] = {f"{path}/openblas": entry[path] / openblas for _, path in KERNEL_PATHS if entry[path]}
+        if entry["avx512"] and entry["avx2+fma"]:
+            entry["ratios"]["avx512/avx2+fma"] = entry["avx512"] / entry["avx2+fma"]
+        products[name] = entry
+        log(f"gemm paths: {entry['shape']}: " + ", ".join(
+            f"{path} {entry[path]:.1f}" for _, path in KERNEL_PATHS if entry[path]) + f", OpenBLAS {openblas:.1f} GFLOP/s")
+    return {"what": "GFLOP/s, 1 thread, thread CPU time, fastest sample over all rounds (GemmBench --products paths "
+                    "--kernel PATH --clock cpu; gemm_numpy.py --products paths --clock cpu); the scalar path: one call per product",
+            "rounds": rounds, "paths_available": [path for _, path in KERNEL_PATHS if best.get(path)],
+            "blas": blas, "products": products}
+
+
+def gemm_row(ours, peer, paths=None):
     per = {p["name"]: {"shape": f"{p['m']}x{p['n']}x{p['k']}", "ours": p["gflops"]} for p in ours["products"]}
     for p in peer["products"]:
         per[p["name"]]["peer"] = p["gflops"]
@@ -319,7 +379,8 @@ def gemm_row(ours, peer):
                details={"what": "the 8 matrix products of one 784-1024-1024-10 training step at batch 100 "
                                 "(forward X·Wᵀ, gradient dZᵀ·X, backward dZ·W), 1 thread; "
                                 "step FLOPs / sum of per-product median times",
-                        "kernel": ours["kernel"], "blas": peer["blas"], "products": per})
+                        "kernel": ours["kernel"], "blas": peer["blas"], "products": per,
+                        "paths": paths})
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -450,7 +511,7 @@ def machine_info(dm, started, environment_before, peer_blas):
     from common import blas_info
     return {
         "nproc": os.cpu_count(), "cpu": cpu,
-        "cpu_features": sorted(flags & {"avx2", "fma", "avx512f", "sse4_2"}),
+        "cpu_features": sorted(flags & {"avx2", "fma", "avx512f", "avx512vl", "avx512bw", "avx512dq", "sse4_2"}),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "kernel": platform.release(), "load_average_at_start": round(environment_before["load"], 2),
         "versions": versions,
@@ -516,6 +577,23 @@ def table(rows, machine, setup_seconds):
     if bk:
         notes.append(f"bake: {bk['details']['bundle']}, page cache {bk['details']['page_cache']}; "
                      f"times include syncing the output")
+    gm = rows.get("gemm_vs_openblas_1t")
+    if gm and gm["details"].get("paths"):
+        paths = gm["details"]["paths"]
+        names = [name for _, name in KERNEL_PATHS]
+        head_p = ["product"] + names + ["OpenBLAS"] + [f"{n}/OpenBLAS" for n in names[:2]] + ["avx512/avx2+fma"]
+        body_p = []
+        for entry in paths["products"].values():
+            r = entry["ratios"]
+            body_p.append([entry["shape"]] + [f"{entry[n]:.1f}" if entry[n] else "-" for n in names]
+                          + [f"{entry['openblas']:.1f}"]
+                          + [f"{r[f'{n}/openblas']:.2f}" if f"{n}/openblas" in r else "-" for n in names[:2]]
+                          + [f"{r['avx512/avx2+fma']:.2f}" if "avx512/avx2+fma" in r else "-"])
+        w_p = [max(len(x[i]) for x in body_p + [head_p]) for i in range(len(head_p))]
+        notes += ["", "kernel paths, 1 thread, GFLOP/s by thread CPU time in this run, fastest sample of "
+                  f"{paths['rounds']} round(s) (OpenBLAS kernel {(paths['blas'] or [{}])[0].get('architecture')}):"]
+        notes += ["  " + "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(line, w_p)))
+                  for line in [head_p] + body_p]
     v = machine["versions"]
     blas = (machine["numpy_blas"] or machine["numpy_blas_in_callers_environment"] or [{}])[0]
     caller = (machine["numpy_blas_in_callers_environment"] or [{}])[0]
@@ -523,6 +601,8 @@ def table(rows, machine, setup_seconds):
         "",
         f"machine: {machine['nproc']} cores, {machine['cpu']} ({', '.join(machine['cpu_features'])}), "
         f"{machine['memory_gib']} GiB, load average at start {machine['load_average_at_start']}",
+        f"dropmodel kernel path: {machine.get('dropmodel_kernel_path') or '-'} (the default on this CPU; "
+        f"the gemm row and the training runs)",
         f"versions: dropmodel {v.get('dropmodel')}; numpy {v.get('numpy')} (OpenBLAS {blas.get('version')}, "
         f"kernel {blas.get('architecture')}); jax {v.get('jax')}, keras {v.get('keras')}; "
         f"h5py {v.get('h5py')} (libhdf5 {v.get('libhdf5 (h5py)')}); libhdf5 {v.get('libhdf5 (h5ls, dropmodel)')} "
@@ -617,7 +697,8 @@ def main():
         if "gemm" in only or "train" in only:  # train_efficiency needs the kernel's GFLOP/s
             gemm_ours, gemm_peer = gemm(args.gemm_bench, gemm_repeats)
             if "gemm" in only:
-                rows.update([gemm_row(gemm_ours, gemm_peer)])
+                paths = gemm_paths(args.gemm_bench, gemm_repeats, 1 if quick else 3)
+                rows.update([gemm_row(gemm_ours, gemm_peer, paths)])
         if "train" in only:
             results, rate, digests, identical = training(dm, work, limit, train_repeats)
             if not identical:
@@ -630,6 +711,8 @@ def main():
     rows = {k: rows[k] for k in order if k in rows}
     machine = machine_info(dm, started, before, gemm_peer["blas"] if gemm_peer else None)
     machine["mode"] = "quick" if quick else "full"
+    # The path dropmodel's products ran on by default (the gemm row and the training runs).
+    machine["dropmodel_kernel_path"] = gemm_ours["kernel"] if gemm_ours else None
     machine["setup_seconds"] = setup_seconds
     if args.json:
         print(json.dumps(dict(rows, machine=machine), indent=2))

@@ -4,7 +4,8 @@ import HDF5Layer
 
 /// Folding the weight-scaling rule into a classic bundle's weights (Specs/bake.md).
 ///
-/// `W' = Float(p) * W` for every layer, `p` the keep probability of the layer's inputs, one
+/// `W' = Float(p) * W` for every weighted layer (its kind has parameters), `p` the keep
+/// probability of the layer's inputs, one
 /// float32 multiplication per weight (then, for `--dtype float16`, one rounding to binary16);
 /// biases unchanged. Streams whole rows in blocks, so memory stays bounded whatever the model
 /// size, and writes atomically.
@@ -65,7 +66,10 @@ public enum Bake {
             throw DropModelError(
                 code: .notApplicable, file: input, object: "/@baked",
                 message: "the bundle is already baked: its weights already include the weight-scaling rule",
-                hint: "baking twice would scale the weights by p twice, a silent and serious error; use the bundle as it is")
+                hint: """
+                    baking twice would scale the weights by p twice, a silent and serious error; use the bundle as it \
+                    is
+                    """)
         }
         if info.convention == .inverted { return .notNeeded }
         var out = info
@@ -118,7 +122,9 @@ public enum Bake {
         deinit { release() }
     }
 
-    private static func write(_ bundle: BundleReader, _ out: ModelInfo, to output: String, input: String, direct: Bool) throws {
+    private static func write(
+        _ bundle: BundleReader, _ out: ModelInfo, to output: String, input: String, direct: Bool
+    ) throws {
         // Provenance: the digest of the weights as they were before baking, hashed on a second
         // thread while this one reads, scales and writes (SHA-256 was a third of bake's time).
         let digest = WeightDigest.BackgroundStream()
@@ -126,11 +132,14 @@ public enum Bake {
         try File.writeAtomically(to: output) { file in
             let groups = try BundleWriter.writeMetadata(out, to: file, options: WriteOptions())
             for (l, layer) in out.layers.enumerated() {
-                let (w, b) = try BundleWriter.createLayerDatasets(groups[l], layer, options: WriteOptions())
+                // Only weighted layers have anything to scale (their kind says which).
+                guard let (w, b) = try BundleWriter.createLayerDatasets(groups[l], layer, options: WriteOptions())
+                else { continue }
                 let p = Float(layer.keepProb)
                 let source = try bundle.weightDataset(l)
                 if direct, layer.dtype == .float32, let rows = try source.float32RowChunks(),
-                   try w.float32RowChunks() == rows {
+                    try w.float32RowChunks() == rows
+                {
                     try bakeChunks(source, into: w, rows: rows, layer: layer, keep: p, digest: digest, buffers: buffers)
                 } else {
                     // float16 output, or not the layout the direct path handles: the filters.
@@ -152,18 +161,24 @@ public enum Bake {
         _ bundle: BundleReader, _ l: Int, into w: Dataset, layer: LayerInfo, keep p: Float, input: String,
         digest: WeightDigest.BackgroundStream
     ) throws {
+        // Rows of fan-in, whatever the kind.
+        guard let shapes = layer.parameterShapes else { return }
+        let rowLength = shapes.rowLength
         let chunkRows = try w.storageInfo().chunk?.first ?? 1
-        let rowsPerBlock = max(chunkRows, (blockElements / max(1, layer.inputs)) / chunkRows * chunkRows)
-        var scaled = [Float](repeating: 0, count: min(layer.outputs, rowsPerBlock) * layer.inputs)
-        try bundle.streamWeightRows(l, maxBlockElements: rowsPerBlock * layer.inputs) { first, rows, block in
+        let rowsPerBlock = max(chunkRows, (blockElements / max(1, rowLength)) / chunkRows * chunkRows)
+        var scaled = [Float](repeating: 0, count: min(shapes.rows, rowsPerBlock) * rowLength)
+        try bundle.streamWeightRows(l, maxBlockElements: rowsPerBlock * rowLength) { first, rows, block in
             digest.update(block)
-            let n = rows * layer.inputs
+            let n = rows * rowLength
             try scaled.withUnsafeMutableBufferPointer { s in
                 for i in 0..<n { s[i] = scale(block[i], keep: p) }
                 if layer.dtype == .float16, let bad = s[0..<n].firstIndex(where: { abs($0) > 65504 }) {
                     throw DropModelError(
                         code: .invalid, file: input, object: "/layers/\(l)/weight",
-                        message: "weight [\(first + bad / layer.inputs), \(bad % layer.inputs)] = \(s[bad]) after scaling does not fit in float16 (largest 65504)",
+                        message: """
+                            weight [\(first + bad / rowLength), \(bad % rowLength)] = \(s[bad]) after scaling does not \
+                            fit in float16 (largest 65504)
+                            """,
                         hint: "bake to float32 instead")
                 }
                 try w.writeFloatRows(start: first, count: rows, UnsafeBufferPointer(rebasing: s[0..<n]))
@@ -180,7 +195,9 @@ public enum Bake {
         _ source: Dataset, into w: Dataset, rows: Int, layer: LayerInfo, keep p: Float,
         digest: WeightDigest.BackgroundStream, buffers: DirectBuffers
     ) throws {
-        let elements = rows * layer.inputs
+        guard let shapes = layer.parameterShapes else { return }
+        let (rowLength, totalRows) = (shapes.rowLength, shapes.rows)
+        let elements = rows * rowLength
         let bytes = elements * 4 + 4
         buffers.reserve(bytes)
         let raw = buffers.raw.map { UnsafeMutableRawBufferPointer(rebasing: $0[0..<bytes]) }
@@ -194,17 +211,19 @@ public enum Bake {
             let raw: UnsafeMutableRawBufferPointer, out: UnsafeMutableRawBufferPointer
             let valid: Int, elements: Int
         }
-        let chunks = (layer.outputs + rows - 1) / rows
+        let chunks = (totalRows + rows - 1) / rows
         for c in 0..<chunks {
             let k = c % 2
             // (A pending job is waited for by the deferred `worker.sync` before any buffer is reused.)
             guard try source.readStoredChunk(row: c * rows, into: raw[k]) != nil else { throw DirectPathDeclined() }
-            let job = Job(raw: raw[k], out: out[k], valid: min(rows, layer.outputs - c * rows) * layer.inputs, elements: elements)
+            let job = Job(
+                raw: raw[k], out: out[k], valid: min(rows, totalRows - c * rows) * rowLength, elements: elements)
             worker.async {
                 defer { done.signal() }
                 let data = UnsafeRawBufferPointer(job.raw)
                 let stored = data.loadUnaligned(fromByteOffset: job.elements * 4, as: UInt32.self).littleEndian
-                guard Fletcher32.checksum(UnsafeRawBufferPointer(rebasing: data[0..<(job.elements * 4)])) == stored else {
+                guard Fletcher32.checksum(UnsafeRawBufferPointer(rebasing: data[0..<(job.elements * 4)])) == stored
+                else {
                     flag.declined = true
                     return
                 }
@@ -213,7 +232,8 @@ public enum Bake {
                 digest.update(UnsafeBufferPointer(rebasing: src[0..<job.valid]))
                 for i in 0..<job.valid { dst[i] = scale(src[i], keep: p) }
                 for i in job.valid..<job.elements { dst[i] = 0 }
-                let sum = Fletcher32.checksum(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(job.out)[0..<(job.elements * 4)]))
+                let sum = Fletcher32.checksum(
+                    UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(job.out)[0..<(job.elements * 4)]))
                 job.out.storeBytes(of: sum.littleEndian, toByteOffset: job.elements * 4, as: UInt32.self)
             }
             if c > 0 {

@@ -53,7 +53,11 @@ public enum BundleCheck {
             problems += walk(path).filter { p in !problems.contains { $0.object == p.object } }
         }
         if let info, info.formatVersion > FormatVersion.current {
-            notes.append("written by format \(info.formatVersion); items a \(FormatVersion.current) reader does not know were not checked")
+            notes.append(
+                """
+                written by format \(info.formatVersion); items a \(FormatVersion.current) reader does not know were \
+                not checked
+                """)
         }
         if deep, problems.isEmpty, info != nil {
             let (p, n) = deepCheck(path)
@@ -74,8 +78,10 @@ public enum BundleCheck {
         var visited = 0
         func visit(_ group: Group, depth: Int) {
             guard depth < limits.maxDepth else {
-                problems.append(Problem(
-                    file: file, object: group.path, message: "groups are nested more than \(limits.maxDepth) deep; not followed further"))
+                problems.append(
+                    Problem(
+                        file: file, object: group.path,
+                        message: "groups are nested more than \(limits.maxDepth) deep; not followed further"))
                 return
             }
             guard let names = try? group.memberNames() else { return }
@@ -83,8 +89,10 @@ public enum BundleCheck {
                 visited += 1
                 if visited > limits.maxObjects {
                     if visited == limits.maxObjects + 1 {
-                        problems.append(Problem(
-                            file: file, object: group.path, message: "more than \(limits.maxObjects) objects; the rest were not checked"))
+                        problems.append(
+                            Problem(
+                                file: file, object: group.path,
+                                message: "more than \(limits.maxObjects) objects; the rest were not checked"))
                     }
                     return
                 }
@@ -92,10 +100,18 @@ public enum BundleCheck {
                 do {
                     guard let kind = try group.linkKind(name) else { continue }
                     if kind != .hard {
-                        problems.append(Problem(
-                            file: file, object: path,
-                            message: "it is \(kind == .external ? "an" : "a") \(kind.rawValue) link; a bundle never contains links, and dropmodel never follows them",
-                            hint: "a dropmodel bundle never needs this; if you trust the file, re-save it without it (e.g. with h5repack)"))
+                        problems.append(
+                            Problem(
+                                file: file, object: path,
+                                message: """
+                                    it is \(kind == .external ? "an" : "a") \(kind.rawValue) link; a bundle never \
+                                    contains \
+                                    links, and dropmodel never follows them
+                                    """,
+                                hint: """
+                                    a dropmodel bundle never needs this; if you trust the file, re-save it without it \
+                                    (e.g. with h5repack)
+                                    """))
                         continue
                     }
                     switch try group.objectKind(name) {
@@ -134,6 +150,12 @@ public enum BundleCheck {
         var readable = true
         for (l, layer) in info.layers.enumerated() {
             var layerDigest = WeightDigest.Stream()
+            // A kind without weights has nothing to read (its digest is that of no values, as
+            // WeightDigest computes for empty parameters).
+            guard let rowLength = layer.parameterShapes?.rowLength else {
+                layerDigests.append(layerDigest.finalize())
+                continue
+            }
             var bad = 0
             var first: (Int, Int)?
             do {
@@ -142,11 +164,13 @@ public enum BundleCheck {
                     layerDigest.update(block)
                     for (i, v) in block.enumerated() where !v.isFinite {
                         bad += 1
-                        if first == nil { first = (row + i / layer.inputs, i % layer.inputs) }
+                        if first == nil { first = (row + i / rowLength, i % rowLength) }
                     }
                 }
                 let bias = try bundle.biasDataset(l).readFloats()
-                bias.withUnsafeBufferPointer { digest.update($0); layerDigest.update($0) }
+                bias.withUnsafeBufferPointer {
+                    digest.update($0); layerDigest.update($0)
+                }
                 let badBias = bias.filter { !$0.isFinite }.count
                 if badBias > 0 { add("/layers/\(l)/bias", "\(badBias) bias value(s) are NaN or infinite") }
             } catch let e as DropModelError {
@@ -163,7 +187,8 @@ public enum BundleCheck {
                 continue
             }
             if bad > 0, let (r, c) = first {
-                add("/layers/\(l)/weight", "\(bad) weight(s) are NaN or infinite, the first at [\(r), \(c)]",
+                add(
+                    "/layers/\(l)/weight", "\(bad) weight(s) are NaN or infinite, the first at [\(r), \(c)]",
                     "a model with non-finite weights gives non-finite outputs; retrain or restore it")
             }
             layerDigests.append(layerDigest.finalize())
@@ -176,7 +201,12 @@ public enum BundleCheck {
         if info.baked {
             if let unbaked = info.unbakedWeightsSHA256, let last = history?.epochs.last {
                 if unbaked != last.weightsSHA256 {
-                    add("/@unbaked_weights_sha256", "the digest of the weights before baking does not match the one recorded after epoch \(last.epoch)",
+                    add(
+                        "/@unbaked_weights_sha256",
+                        """
+                        the digest of the weights before baking does not match the one recorded after epoch \
+                        \(last.epoch)
+                        """,
                         "the baked weights do not come from the training run this history describes")
                 } else {
                     notes.append("baked from the weights recorded after epoch \(last.epoch)")
@@ -188,10 +218,14 @@ public enum BundleCheck {
                 if let perLayer = last.layerSHA256, perLayer.count == layerDigests.count {
                     let differing = perLayer.indices.filter { perLayer[$0] != layerDigests[$0] }
                     if !differing.isEmpty {
-                        which = "; differing: " + differing.map { "layer \($0) ('\(info.layers[$0].name)')" }.joined(separator: ", ")
+                        which =
+                            "; differing: "
+                            + differing.map { "layer \($0) ('\(info.layers[$0].name)')" }.joined(separator: ", ")
                     }
                 }
-                add("/history/weights_sha256", "the stored weights do not match the digest recorded after epoch \(last.epoch)\(which)",
+                add(
+                    "/history/weights_sha256",
+                    "the stored weights do not match the digest recorded after epoch \(last.epoch)\(which)",
                     "the weights were changed after training; 'dropmodel replay' can tell by how much")
             } else {
                 notes.append("weights match the digest recorded after epoch \(last.epoch)")

@@ -71,11 +71,13 @@ public final class BundleReader: @unchecked Sendable {
         try wrap { try layerGroups[i].dataset(Schema.biasDataset) }
     }
 
-    /// Reads layer `i`'s weights and bias.
+    /// Reads layer `i`'s weights and bias (empty for a kind without weights).
     public func parameters(_ i: Int) throws -> Parameters {
-        try wrap {
-            Parameters(weight: try layerGroups[i].dataset(Schema.weightDataset).readFloats(),
-                       bias: try layerGroups[i].dataset(Schema.biasDataset).readFloats())
+        guard info.layers[i].hasWeights else { return Parameters(weight: [], bias: []) }
+        return try wrap {
+            Parameters(
+                weight: try layerGroups[i].dataset(Schema.weightDataset).readFloats(),
+                bias: try layerGroups[i].dataset(Schema.biasDataset).readFloats())
         }
     }
 
@@ -85,22 +87,24 @@ public final class BundleReader: @unchecked Sendable {
     }
 
     /// Streams layer `i`'s weight matrix in blocks of whole rows (one row = one unit's incoming
-    /// weights), reusing one buffer of at most `maxBlockElements` floats: bounded memory
-    /// whatever the layer's size.
+    /// weights, ``ParameterShapes/rowLength`` of them, whatever the kind), reusing one buffer of
+    /// at most `maxBlockElements` floats: bounded memory whatever the layer's size. A layer
+    /// without weights streams nothing.
     public func streamWeightRows(
         _ i: Int, maxBlockElements: Int = 1 << 20,
         _ body: (_ firstRow: Int, _ rows: Int, UnsafeBufferPointer<Float>) throws -> Void
     ) throws {
-        let layer = info.layers[i]
+        guard let shapes = info.layers[i].parameterShapes else { return }
+        let (rows, rowLength) = (shapes.rows, shapes.rowLength)
         let ds = try weightDataset(i)
-        let rowsPerBlock = max(1, maxBlockElements / max(1, layer.inputs))
-        let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: rowsPerBlock * layer.inputs)
+        let rowsPerBlock = max(1, maxBlockElements / max(1, rowLength))
+        let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: rowsPerBlock * rowLength)
         defer { buffer.deallocate() }
         var row = 0
-        while row < layer.outputs {
-            let n = min(rowsPerBlock, layer.outputs - row)
+        while row < rows {
+            let n = min(rowsPerBlock, rows - row)
             try wrap { try ds.readFloatRows(start: row, count: n, into: buffer) }
-            try body(row, n, UnsafeBufferPointer(rebasing: buffer[0..<(n * layer.inputs)]))
+            try body(row, n, UnsafeBufferPointer(rebasing: buffer[0..<(n * rowLength)]))
             row += n
         }
     }
@@ -108,7 +112,7 @@ public final class BundleReader: @unchecked Sendable {
     /// Digest of all weights as they are stored now (streamed), as in the history section.
     public func weightsDigest() throws -> [UInt8] {
         var stream = WeightDigest.Stream()
-        for i in info.layers.indices {
+        for i in info.layers.indices where info.layers[i].hasWeights {
             try streamWeightRows(i) { _, _, block in stream.update(block) }
             let bias = try wrap { try biasDataset(i).readFloats() }
             bias.withUnsafeBufferPointer { stream.update($0) }
@@ -197,15 +201,20 @@ struct Parser {
             } else {
                 what = "the root group has no dropmodel_format attribute"
             }
-            throw DropModelError(code: .invalid, file: path, object: "/",
+            throw DropModelError(
+                code: .invalid, file: path, object: "/",
                 message: "not a dropmodel bundle: \(what)",
-                hint: "to bring in a Keras or safetensors model use 'dropmodel import'; the layout is in Specs/bundle-format.md")
+                hint: """
+                    to bring in a Keras or safetensors model use 'dropmodel import'; the layout is in \
+                    Specs/bundle-format.md
+                    """)
         }
         var version = FormatVersion.current
         do {
             let v = try root.readInt64s(Schema.formatVersionAttribute)
             guard v.count == 2, v[0] >= 0, v[1] >= 0, v[0] < 1 << 20, v[1] < 1 << 20 else {
-                throw DropModelError(code: .invalid, file: path, object: "/@format_version",
+                throw DropModelError(
+                    code: .invalid, file: path, object: "/@format_version",
                     message: "format_version is \(v); it must be two non-negative integers [major, minor]",
                     hint: Schema.specHint)
             }
@@ -214,8 +223,12 @@ struct Parser {
             throw DropModelError(e).recoded(.invalid)
         }
         if version.major != FormatVersion.current.major {
-            throw DropModelError(code: .unsupportedVersion, file: path, object: "/@format_version",
-                message: "format version \(version) is not readable by this dropmodel, which reads \(FormatVersion.current.major).x",
+            throw DropModelError(
+                code: .unsupportedVersion, file: path, object: "/@format_version",
+                message: """
+                    format version \(version) is not readable by this dropmodel, which reads \
+                    \(FormatVersion.current.major).x
+                    """,
                 hint: version.major > FormatVersion.current.major
                     ? "the file was written by a newer dropmodel: upgrade dropmodel to read it"
                     : "the version is not one dropmodel ever wrote; the file is corrupt")
@@ -232,7 +245,9 @@ struct Parser {
         // Layers.
         var layers: [LayerInfo?] = []
         var groups: [Group] = []
-        if let lg = get({ try root.group(Schema.layersGroup) }), let count = get({ try lg.readInt64(Schema.layerCountAttribute) }) {
+        if let lg = get({ try root.group(Schema.layersGroup) }),
+            let count = get({ try lg.readInt64(Schema.layerCountAttribute) })
+        {
             if count < 1 || count > Int64(Schema.maxLayers) {
                 add("/layers@count", "layer count \(count) is outside 1...\(Schema.maxLayers)")
             } else {
@@ -240,7 +255,10 @@ struct Parser {
                     guard let g = get({ try lg.group(String(i)) }) else {
                         // One problem, not one per missing group: the count is what is wrong.
                         if i + 1 < count {
-                            add("/layers@count", "count is \(count) but /layers/\(i) cannot be opened; the layers after it were not read")
+                            add(
+                                "/layers@count",
+                                "count is \(count) but /layers/\(i) cannot be opened; the layers after it were not read"
+                            )
                         }
                         layers.append(nil)
                         break
@@ -276,41 +294,65 @@ struct Parser {
         if let k = get({ try g.readString("kind") }) {
             kind = LayerKind(rawValue: k)
             if kind == nil {
-                add(g.path + "@kind", "layer kind '\(k)' is not supported (format 1.0 defines 'dense')",
+                add(
+                    g.path + "@kind", "layer kind '\(k)' is not supported (format 1.0 defines 'dense')",
                     "dropmodel reads dense layers; other kinds are reserved for later versions")
             }
-        } else { kind = nil }
-        let inputs = get { try g.readInt64("inputs") }
-        let outputs = get { try g.readInt64("outputs") }
+        } else {
+            kind = nil
+        }
+        // The kind's own attributes, through its rules (LayerKinds/): read in the order they
+        // are written, after `kind`.
+        var attributes = LayerAttributes()
+        var haveAttributes = false
+        if let kind {
+            var reader = LayerAttributeReader(file: path)
+            haveAttributes = kind.rules.readAttributes(g, &reader, into: &attributes)
+            problems += reader.problems
+            if reader.refused { refused = true }
+        }
         let activation = enumValue(g, "activation", Activation.self, what: "activation")
         let keep = get { try g.readDouble("keep_prob") }
 
-        // Datasets: shapes and element types only.
+        // Datasets: shapes and element types only, against the shapes the kind declares.
+        let provisional = kind.map { attributes.layer(kind: $0) }
+        let shapes = haveAttributes ? provisional?.parameterShapes : nil
+        let declared = haveAttributes ? provisional.map { $0.kind.rules.declaredParameterText($0) } : nil
         var dtype: WeightType?
         if let w = get({ try g.dataset(Schema.weightDataset) }) {
-            if let shape = get({ try w.shape() }), let inputs, let outputs, shape != [Int(outputs), Int(inputs)] {
-                add(w.path, "the weight matrix has shape \(shape) but the layer declares outputs x inputs = [\(outputs), \(inputs)]",
-                    "weights are stored [outputs, inputs]: row u holds unit u's incoming weights")
+            if let shape = get({ try w.shape() }), let shapes, let declared, let provisional, shape != shapes.weight {
+                add(
+                    w.path, "the weight matrix has shape \(shape) but the layer declares \(declared.weight)",
+                    provisional.kind.rules.weightLayoutHint)
             }
             dtype = floatType(w)
             requireStored(w)
         }
         if let b = get({ try g.dataset(Schema.biasDataset) }) {
-            if let shape = get({ try b.shape() }), let outputs, shape != [Int(outputs)] {
-                add(b.path, "the bias has shape \(shape) but the layer has \(outputs) outputs")
+            if let shape = get({ try b.shape() }), let shapes, let declared, shape != shapes.bias {
+                add(b.path, "the bias has shape \(shape) but the layer has \(declared.bias)")
             }
             if let bt = floatType(b), let dtype, bt != dtype {
-                add(b.path, "the bias is \(bt.rawValue) but the weight matrix is \(dtype.rawValue); a layer's weight and bias share one dtype")
+                add(
+                    b.path,
+                    """
+                    the bias is \(bt.rawValue) but the weight matrix is \(dtype.rawValue); a layer's weight and bias \
+                    share one dtype
+                    """)
             }
             requireStored(b)
         }
-        guard let name, let kind, let inputs, let outputs, let activation, let keep, let dtype else { return nil }
-        guard inputs <= Int64(Schema.maxUnits), outputs <= Int64(Schema.maxUnits) else {
-            add(g.path, "the layer declares \(outputs) x \(inputs) units, beyond any model dropmodel reads")
+        guard let name, let kind, haveAttributes, let activation, let keep, let dtype else { return nil }
+        if let tooLarge = kind.rules.sizeProblem(attributes.layer(kind: kind)) {
+            add(g.path, tooLarge)
             return nil
         }
-        return LayerInfo(name: name, kind: kind, inputs: Int(inputs), outputs: Int(outputs), activation: activation,
-                         keepProb: keep, dtype: dtype)
+        var layer = attributes.layer(kind: kind)
+        layer.name = name
+        layer.activation = activation
+        layer.keepProb = keep
+        layer.dtype = dtype
+        return layer
     }
 
     /// Every value of a weight or bias must be stored: a missing chunk reads as the fill value,
@@ -318,7 +360,9 @@ struct Parser {
     /// zeros. Counting stored chunks walks the chunk index only.
     private mutating func requireStored(_ ds: Dataset) {
         guard let (stored, expected, chunked) = get({ try ds.storedExtent() }), stored < expected else { return }
-        add(ds.path, chunked
+        add(
+            ds.path,
+            chunked
                 ? "only \(stored) of its \(expected) chunks are stored; the rest would read as the fill value"
                 : "only \(stored) of its \(expected) bytes are stored; the rest would read as the fill value",
             "the file is incomplete (its writer stopped early, or it was cut); re-create or re-download it")
@@ -338,7 +382,8 @@ struct Parser {
 
     private mutating func parseRNG(_ root: Group) -> RNGInfo? {
         guard let has = get({ try root.contains(Schema.rngGroup) }), has,
-              let g = get({ try root.group(Schema.rngGroup) }) else { return nil }
+            let g = get({ try root.group(Schema.rngGroup) })
+        else { return nil }
         guard let algorithm = get({ try g.readString("algorithm") }) else { return nil }
         let seed = optional(g, "seed") { try g.readInt64("seed") }
         let layout = optional(g, "stream_layout") { try g.readInt64("stream_layout") } ?? 1
@@ -347,13 +392,18 @@ struct Parser {
 
     private mutating func parseTraining(_ root: Group) -> TrainingInfo? {
         guard let has = get({ try root.contains(Schema.trainingGroup) }), has,
-              let g = get({ try root.group(Schema.trainingGroup) }) else { return nil }
+            let g = get({ try root.group(Schema.trainingGroup) })
+        else { return nil }
         guard let recipe = get({ try g.readString("recipe") }) else { return nil }
         let fp = optional(g, "data_fingerprint") { try g.readString("data_fingerprint") }
         let desc = optional(g, "data_description") { try g.readString("data_description") }
         var examples: Int?
         if let n = optional(g, "examples", { try g.readInt64("examples") }) {
-            if n >= 1 && n < 1 << 40 { examples = Int(n) } else { add(g.path + "@examples", "examples is \(n); it must be at least 1") }
+            if n >= 1 && n < 1 << 40 {
+                examples = Int(n)
+            } else {
+                add(g.path + "@examples", "examples is \(n); it must be at least 1")
+            }
         }
         return TrainingInfo(recipe: recipe, dataFingerprint: fp, dataDescription: desc, examples: examples)
     }
@@ -362,7 +412,8 @@ struct Parser {
     private mutating func digestAttribute(_ object: Object, _ name: String) -> [UInt8]? {
         guard let info = optional(object, name, { try object.attributeInfo(name) }) else { return nil }
         guard info.type == .integer(bytes: 1, signed: false), info.shape == [Schema.digestBytes] else {
-            add(object.path + "@" + name,
+            add(
+                object.path + "@" + name,
                 "the digest is \(info.type) of shape \(info.shape); it must be uint8 of shape [\(Schema.digestBytes)]")
             return nil
         }
@@ -371,7 +422,8 @@ struct Parser {
 
     private mutating func parseHistory(_ root: Group, layerCount: Int) -> History? {
         guard let has = get({ try root.contains(Schema.historyGroup) }), has,
-              let g = get({ try root.group(Schema.historyGroup) }) else { return nil }
+            let g = get({ try root.group(Schema.historyGroup) })
+        else { return nil }
         let initial = digestAttribute(g, "initial_weights_sha256")
         // Every column must exist with one row per epoch; check shapes before reading.
         let columns = ["epoch", "loss", "train_error", "test_error", "weights_sha256"]
@@ -384,7 +436,9 @@ struct Parser {
             add(g.path + "/epoch", "the epoch column must be one-dimensional"); return nil
         }
         let rows = n[0]
-        guard rows <= Schema.maxEpochs else { add(g.path + "/epoch", "\(rows) epochs is beyond any history dropmodel reads"); return nil }
+        guard rows <= Schema.maxEpochs else {
+            add(g.path + "/epoch", "\(rows) epochs is beyond any history dropmodel reads"); return nil
+        }
         for c in ["loss", "train_error", "test_error"] {
             if let s = get({ try datasets[c]!.shape() }), s != [rows] {
                 add(g.path + "/" + c, "has shape \(s) but the history has \(rows) epochs"); return nil
@@ -397,14 +451,16 @@ struct Parser {
             add(g.path + "/weights_sha256", "holds \(t); digests must be uint8"); return nil
         }
         guard let epochs = get({ try datasets["epoch"]!.readInt64s() }),
-              let loss = get({ try datasets["loss"]!.readDoubles() }),
-              let train = get({ try datasets["train_error"]!.readDoubles() }),
-              let test = get({ try datasets["test_error"]!.readDoubles() }),
-              let digests = get({ try datasets["weights_sha256"]!.readUInt8s() })
+            let loss = get({ try datasets["loss"]!.readDoubles() }),
+            let train = get({ try datasets["train_error"]!.readDoubles() }),
+            let test = get({ try datasets["test_error"]!.readDoubles() }),
+            let digests = get({ try datasets["weights_sha256"]!.readUInt8s() })
         else { return nil }
         // Optional per-layer digests [epochs, layers, 32].
         var perLayer: [UInt8]?
-        if let has = get({ try g.contains("layer_weights_sha256") }), has, let d = get({ try g.dataset("layer_weights_sha256") }) {
+        if let has = get({ try g.contains("layer_weights_sha256") }), has,
+            let d = get({ try g.dataset("layer_weights_sha256") })
+        {
             let shape = get { try d.shape() }
             let type = get { try d.elementType() }
             if shape != [rows, layerCount, Schema.digestBytes] || type != .integer(bytes: 1, signed: false) {
@@ -416,15 +472,16 @@ struct Parser {
         var records: [EpochRecord] = []
         records.reserveCapacity(rows)
         for k in 0..<rows {
-            records.append(EpochRecord(
-                epoch: Int(clamping: epochs[k]), loss: loss[k], trainError: train[k], testError: test[k],
-                weightsSHA256: Array(digests[(k * 32)..<((k + 1) * 32)]),
-                layerSHA256: perLayer.map { all in
-                    (0..<layerCount).map { l in
-                        let o = (k * layerCount + l) * 32
-                        return Array(all[o..<(o + 32)])
-                    }
-                }))
+            records.append(
+                EpochRecord(
+                    epoch: Int(clamping: epochs[k]), loss: loss[k], trainError: train[k], testError: test[k],
+                    weightsSHA256: Array(digests[(k * 32)..<((k + 1) * 32)]),
+                    layerSHA256: perLayer.map { all in
+                        (0..<layerCount).map { l in
+                            let o = (k * layerCount + l) * 32
+                            return Array(all[o..<(o + 32)])
+                        }
+                    }))
         }
         return History(initialWeightsSHA256: initial, epochs: records)
     }

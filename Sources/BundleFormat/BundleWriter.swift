@@ -21,7 +21,9 @@ public enum BundleWriter {
             try File.writeAtomically(to: path) { file in
                 let layers = try writeMetadata(model.info, to: file, options: options)
                 for (i, p) in model.parameters.enumerated() {
-                    let (w, b) = try createLayerDatasets(layers[i], model.info.layers[i], options: options)
+                    guard let (w, b) = try createLayerDatasets(layers[i], model.info.layers[i], options: options) else {
+                        continue
+                    }
                     try w.write(floats: p.weight)
                     try b.write(floats: p.bias)
                     w.close()
@@ -37,17 +39,28 @@ public enum BundleWriter {
     public static func validate(_ model: Model, file: String) throws {
         var problems = model.info.problems(file: file)
         if model.parameters.count != model.info.layers.count {
-            problems.append(Problem(file: file, object: "/layers",
-                message: "\(model.parameters.count) parameter sets for \(model.info.layers.count) layers"))
+            problems.append(
+                Problem(
+                    file: file, object: "/layers",
+                    message: "\(model.parameters.count) parameter sets for \(model.info.layers.count) layers"))
         }
         for (i, (layer, p)) in zip(model.info.layers, model.parameters).enumerated() {
-            if p.weight.count != layer.inputs * layer.outputs {
-                problems.append(Problem(file: file, object: "/layers/\(i)/weight",
-                    message: "\(p.weight.count) weights for a \(layer.outputs) x \(layer.inputs) layer"))
+            // A kind without weights holds empty parameter arrays.
+            let shapes = layer.parameterShapes ?? ParameterShapes(weight: [0, 0], bias: [0])
+            if p.weight.count != shapes.rows * shapes.rowLength {
+                problems.append(
+                    Problem(
+                        file: file, object: "/layers/\(i)/weight",
+                        message: """
+                            \(p.weight.count) weights for a \(shapes.weight.map(String.init).joined(separator: " x ")) \
+                            layer
+                            """))
             }
-            if p.bias.count != layer.outputs {
-                problems.append(Problem(file: file, object: "/layers/\(i)/bias",
-                    message: "\(p.bias.count) biases for \(layer.outputs) outputs"))
+            if p.bias.count != shapes.bias.reduce(1, *) {
+                problems.append(
+                    Problem(
+                        file: file, object: "/layers/\(i)/bias",
+                        message: "\(p.bias.count) biases for \(shapes.rows) outputs"))
             }
         }
         if !problems.isEmpty { throw DropModelError(code: .invalid, problems: problems) }
@@ -58,8 +71,9 @@ public enum BundleWriter {
     public static func writeMetadata(_ info: ModelInfo, to file: File, options: WriteOptions) throws -> [Group] {
         let root = try file.root()
         try root.write(Schema.formatMarkerAttribute, string: Schema.formatMarker)
-        try root.write(Schema.formatVersionAttribute,
-                       int64: [Int64(FormatVersion.current.major), Int64(FormatVersion.current.minor)], shape: [2])
+        try root.write(
+            Schema.formatVersionAttribute,
+            int64: [Int64(FormatVersion.current.major), Int64(FormatVersion.current.minor)], shape: [2])
         try root.write(Schema.conventionAttribute, string: info.convention.rawValue)
         try root.write(Schema.bakedAttribute, uint8: info.baked ? 1 : 0)
         if let creator = options.creator { try root.write(Schema.creatorAttribute, string: creator) }
@@ -72,8 +86,7 @@ public enum BundleWriter {
             let g = try lg.createGroup(String(i))
             try g.write("name", string: layer.name)
             try g.write("kind", string: layer.kind.rawValue)
-            try g.write("inputs", int64: Int64(layer.inputs))
-            try g.write("outputs", int64: Int64(layer.outputs))
+            try layer.kind.rules.writeAttributes(layer, to: g)
             try g.write("activation", string: layer.activation.rawValue)
             try g.write("keep_prob", double: layer.keepProb)
             groups.append(g)
@@ -102,7 +115,8 @@ public enum BundleWriter {
             func column(_ name: String, _ type: StorageType, _ shape: [Int], _ write: (Dataset) throws -> Void) throws {
                 let chunked = shape.allSatisfy { $0 > 0 }
                 let d = try g.createDataset(
-                    name, type: type, shape: shape, chunk: chunked ? shape : nil, fletcher32: chunked && options.fletcher32)
+                    name, type: type, shape: shape, chunk: chunked ? shape : nil,
+                    fletcher32: chunked && options.fletcher32)
                 try write(d)
                 d.close()
             }
@@ -110,7 +124,9 @@ public enum BundleWriter {
             try column("loss", .float64, [n]) { try $0.write(doubles: h.epochs.map(\.loss)) }
             try column("train_error", .float64, [n]) { try $0.write(doubles: h.epochs.map(\.trainError)) }
             try column("test_error", .float64, [n]) { try $0.write(doubles: h.epochs.map(\.testError)) }
-            try column("weights_sha256", .uint8, [n, Schema.digestBytes]) { try $0.write(uint8s: h.epochs.flatMap(\.weightsSHA256)) }
+            try column("weights_sha256", .uint8, [n, Schema.digestBytes]) {
+                try $0.write(uint8s: h.epochs.flatMap(\.weightsSHA256))
+            }
             // Per-layer digests: only when every epoch has them, one per layer.
             if n > 0, h.epochs.allSatisfy({ $0.layerSHA256?.count == info.layers.count }) {
                 try column("layer_weights_sha256", .uint8, [n, info.layers.count, Schema.digestBytes]) {
@@ -121,25 +137,27 @@ public enum BundleWriter {
         return groups
     }
 
-    /// Creates layer `layer`'s weight and bias datasets in `group`: chunked by whole rows of
-    /// about `options.chunkBytes`, Fletcher32 if enabled, element type `layer.dtype`.
+    /// Creates layer `layer`'s weight and bias datasets in `group`, shaped by its kind
+    /// (``LayerInfo/parameterShapes``): chunked by whole rows of about `options.chunkBytes`,
+    /// Fletcher32 if enabled, element type `layer.dtype`. Nil for a kind without weights.
     public static func createLayerDatasets(
         _ group: Group, _ layer: LayerInfo, options: WriteOptions
-    ) throws -> (weight: Dataset, bias: Dataset) {
+    ) throws -> (weight: Dataset, bias: Dataset)? {
+        guard let shapes = layer.parameterShapes else { return nil }
         let type: StorageType
         switch layer.dtype {
         case .float16: type = .float16
         case .float32: type = .float32
         case .float64: type = .float64
         }
-        let rowBytes = max(1, layer.inputs * layer.dtype.bytes)
-        let rows = min(layer.outputs, max(1, options.chunkBytes / rowBytes))
+        let rowBytes = max(1, shapes.rowLength * layer.dtype.bytes)
+        let rows = min(shapes.rows, max(1, options.chunkBytes / rowBytes))
         let w = try group.createDataset(
-            Schema.weightDataset, type: type, shape: [layer.outputs, layer.inputs],
-            chunk: [rows, layer.inputs], fletcher32: options.fletcher32)
+            Schema.weightDataset, type: type, shape: shapes.weight,
+            chunk: [rows] + shapes.weight.dropFirst(), fletcher32: options.fletcher32)
         let b = try group.createDataset(
-            Schema.biasDataset, type: type, shape: [layer.outputs],
-            chunk: [layer.outputs], fletcher32: options.fletcher32)
+            Schema.biasDataset, type: type, shape: shapes.bias,
+            chunk: shapes.bias, fletcher32: options.fletcher32)
         return (w, b)
     }
 }

@@ -42,6 +42,8 @@ public enum Activation: String, Sendable, CaseIterable, Codable {
     case relu, logistic, tanh, linear, softmax
 }
 
+/// The kinds of layer a bundle holds. Each has its rules in `LayerKinds/` (registry:
+/// `LayerKind.rules`); `docs/adding-a-layer-kind.md` lists what a new one touches.
 public enum LayerKind: String, Sendable, CaseIterable, Codable {
     case dense
 }
@@ -78,7 +80,12 @@ public struct FormatVersion: Comparable, Sendable, CustomStringConvertible, Coda
 /// Everything about one layer except its weights.
 public struct LayerInfo: Equatable, Sendable {
     public var name: String
+    /// What the layer computes; its rules (`LayerKinds/`) define its own attributes, shapes and
+    /// datasets.
     public var kind: LayerKind
+    /// A dense layer's attributes: input and output units. Code that is not the dense kind's
+    /// own goes through ``parameterShapes`` and the shapes (``declaredInputShape``,
+    /// ``outputShape(input:)``) instead.
     public var inputs: Int
     public var outputs: Int
     public var activation: Activation
@@ -100,8 +107,8 @@ public struct LayerInfo: Equatable, Sendable {
         self.dtype = dtype
     }
 
-    /// Weights plus biases.
-    public var parameterCount: Int { inputs * outputs + outputs }
+    /// Weights plus biases (0 for a kind without weights).
+    public var parameterCount: Int { parameterShapes?.count ?? 0 }
 }
 
 /// The random-number section: enough to recompute every random draw of training.

@@ -61,55 +61,79 @@ public enum Schema {
         }
         if layers.isEmpty && !hasLayerCountProblem { add("/layers", "the model has no layers", specHint) }
         if baked == true && convention == .inverted {
-            add("/@baked", "the bundle is marked baked but its convention is 'inverted'; only classic weights are ever baked",
+            add(
+                "/@baked",
+                "the bundle is marked baked but its convention is 'inverted'; only classic weights are ever baked",
                 "an inverted bundle needs no baking: set baked to 0")
         }
         var names: [String: Int] = [:]
         var totalParameters = 0
+        // The previous layer's output shape, when known: the next layer's input.
+        var flowing: TensorShape?
         for (i, layer) in layers.enumerated() {
-            guard let layer else { continue }
+            guard let layer else {
+                flowing = nil
+                continue
+            }
             let obj = "/layers/\(i)"
-            if layer.name.isEmpty { add(obj + "@name", "the layer name is empty", "give every layer a non-empty, unique name") }
+            if layer.name.isEmpty {
+                add(obj + "@name", "the layer name is empty", "give every layer a non-empty, unique name")
+            }
             if let j = names[layer.name] {
-                add(obj + "@name", "the layer name '\(layer.name)' is also used by layer \(j)", "give every layer a unique name")
+                add(
+                    obj + "@name", "the layer name '\(layer.name)' is also used by layer \(j)",
+                    "give every layer a unique name")
             } else {
                 names[layer.name] = i
             }
             if !isValidKeepProb(layer.keepProb) {
-                add(obj + "@keep_prob",
+                add(
+                    obj + "@keep_prob",
                     "keep probability \(layer.keepProb) is outside (0, 1]",
-                    "keep_prob is the probability that each input unit of this layer is kept in training (1 = no dropout); "
-                    + "a Keras dropout rate r corresponds to keep_prob = 1 - r")
+                    """
+                    keep_prob is the probability that each input unit of this layer is kept in training (1 = no \
+                    dropout); 
+                    """
+                        + "a Keras dropout rate r corresponds to keep_prob = 1 - r")
             }
-            if layer.inputs < 1 || layer.inputs > maxUnits { add(obj + "@inputs", "inputs is \(layer.inputs); it must be in 1...\(maxUnits)") }
-            if layer.outputs < 1 || layer.outputs > maxUnits { add(obj + "@outputs", "outputs is \(layer.outputs); it must be in 1...\(maxUnits)") }
-            if layer.inputs >= 1, layer.outputs >= 1, layer.inputs <= maxUnits, layer.outputs <= maxUnits {
-                // Both factors < 2^32, so the product fits in Int.
-                if layer.inputs * layer.outputs > maxParameters {
-                    add(obj, "the layer declares \(layer.outputs) x \(layer.inputs) weights, more than the \(maxParameters) any model may have")
-                } else {
-                    totalParameters += layer.inputs * layer.outputs + layer.outputs
-                }
+            // The kind's own rules (LayerKinds/), then the rules every kind shares.
+            let kindProblems = layer.kind.rules.problems(layer, object: obj)
+            for p in kindProblems { add(p.object, p.message, p.hint) }
+            if kindProblems.isEmpty, let shapes = layer.parameterShapes {
+                totalParameters += shapes.count
             }
-            if i > 0, let prev = layers[i - 1], prev.outputs != layer.inputs {
-                add(obj, "layer \(i) ('\(layer.name)') has \(layer.inputs) inputs but layer \(i - 1) ('\(prev.name)') has \(prev.outputs) outputs; the shapes do not chain",
+            let declared = layer.declaredInputShape
+            if i > 0, let prev = layers[i - 1], let declared, let output = flowing, output != declared {
+                add(
+                    obj,
+                    """
+                    layer \(i) ('\(layer.name)') has \(declared) inputs but layer \(i - 1) ('\(prev.name)') has \
+                    \(output) outputs; the shapes do not chain
+                    """,
                     "each layer's inputs must equal the previous layer's outputs")
             }
+            flowing = (declared ?? flowing).map { layer.outputShape(input: $0) }
         }
         if totalParameters > maxParameters {
-            add("/layers", "the model declares \(totalParameters) parameters, more than the \(maxParameters) any model may have")
+            add(
+                "/layers",
+                "the model declares \(totalParameters) parameters, more than the \(maxParameters) any model may have")
         }
         if let rng {
             if rng.algorithm.isEmpty { add("/rng@algorithm", "the random-number algorithm name is empty") }
             if let seed = rng.seed, seed < 0 { add("/rng@seed", "the seed is \(seed); seeds are in 0 ..< 2^63") }
-            if rng.streamLayout < 1 { add("/rng@stream_layout", "stream layout \(rng.streamLayout) is not a version (1 or more)") }
+            if rng.streamLayout < 1 {
+                add("/rng@stream_layout", "stream layout \(rng.streamLayout) is not a version (1 or more)")
+            }
         }
         if let training {
             if !isJSONObject(training.recipe) {
                 add("/training@recipe", "the recipe is not a JSON object", specHint)
             }
             if let fp = training.dataFingerprint, !isValidFingerprint(fp) {
-                add("/training@data_fingerprint", "data fingerprint '\(fp)' is not 'sha256:' followed by 64 lowercase hex digits")
+                add(
+                    "/training@data_fingerprint",
+                    "data fingerprint '\(fp)' is not 'sha256:' followed by 64 lowercase hex digits")
             }
         }
         if let history {
@@ -118,8 +142,10 @@ public enum Schema {
             }
             for e in history.epochs
             where !(0...1).contains(e.trainError) || !(e.testError.isNaN || (0...1).contains(e.testError)) {
-                add("/history", "epoch \(e.epoch) records train error \(e.trainError) and test error \(e.testError); "
-                    + "errors are fractions in [0, 1] (test error NaN when not measured)")
+                add(
+                    "/history",
+                    "epoch \(e.epoch) records train error \(e.trainError) and test error \(e.testError); "
+                        + "errors are fractions in [0, 1] (test error NaN when not measured)")
                 break
             }
             for (k, e) in history.epochs.enumerated() where e.epoch != k + 1 {

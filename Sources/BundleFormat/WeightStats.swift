@@ -14,7 +14,8 @@ public struct WeightStats: Sendable {
         var count = 0
         var sum = 0.0
         var sumSq = 0.0
-        let inputs = bundle.info.layers[layer].inputs
+        // Rows of fan-in whatever the kind (a layer without weights streams nothing).
+        let inputs = bundle.info.layers[layer].parameterShapes?.rowLength ?? 0
         try bundle.streamWeightRows(layer) { _, rows, block in
             for r in 0..<rows {
                 var norm = 0.0

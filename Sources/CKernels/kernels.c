@@ -1,7 +1,8 @@
 // Deterministic float32 matrix products: see include/dm_kernels.h for the contract.
 //
 // Every output element is one fused multiply-add chain over p = 0..k-1 in increasing order,
-// starting from C (accumulate) or +0. Both paths below compute exactly that:
+// starting from C (accumulate) or +0. Every path computes exactly that:
+//  * the AVX-512 path (sgemm_avx512.c): the AVX2 path's scheme with a 14x32 tile of zmm registers;
 //  * the AVX2+FMA path: a 6x16 register tile of C (12 ymm accumulators), k innermost, one
 //    _mm256_fmadd_ps per element per p; k is cut into blocks that resume from the value stored
 //    in C (a float round-trips memory exactly); m and n are cut into cache blocks; op(A) and
@@ -10,11 +11,12 @@
 // Nothing else touches the values, and the compiler must not fuse anything on its own:
 #pragma STDC FP_CONTRACT OFF
 
-#include "dm_kernels.h"
+#include "kernels_internal.h"
 
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,37 +29,73 @@
 
 static atomic_int g_path = -2; // -2: not resolved yet
 
-static atomic_int g_hw = -1; // -1: not probed yet
+static atomic_int g_hw = -1; // -1: not probed yet; else the fastest path this CPU can run
 
-static int hardware_has_avx2_fma(void) {
+// The paths in order of speed; a CPU that can run one can run those before it (AVX-512 CPUs
+// have AVX2 and FMA). Indexed by DM_PATH_*; the names DROPMODEL_KERNEL accepts.
+static const char *const g_path_names[] = {"scalar", "avx2", "avx512"};
+static const char *const g_path_needs[] = {"", "AVX2 and FMA", "AVX-512 (F, VL, BW, DQ)"};
+
+// __builtin_cpu_supports reports AVX2 and AVX-512 only if the OS also saves their registers
+// (XCR0), so a "yes" means the instructions can run.
+static int hardware_best_path(void) {
     int hw = atomic_load_explicit(&g_hw, memory_order_relaxed);
     if (hw >= 0) return hw;
+    hw = DM_PATH_SCALAR;
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    hw = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    hw = 0;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        hw = DM_PATH_AVX2;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
+            hw = DM_PATH_AVX512;
+    }
 #endif
     atomic_store_explicit(&g_hw, hw, memory_order_relaxed);
     return hw;
 }
 
 int dm_kernel_path_available(int path) {
-    switch (path) {
-    case DM_PATH_SCALAR: return 1;
-    case DM_PATH_AVX2: return hardware_has_avx2_fma();
-    default: return 0;
+    return path >= DM_PATH_SCALAR && path <= hardware_best_path();
+}
+
+// A forced path the CPU lacks, or a value that names no path, falls back to the fastest path the
+// CPU has, with a notice: every path gives the same bits, so refusing to run would only stop a
+// computation whose result would be the same.
+int dm_kernel_path_choose(const char *env, int best, char *notice, unsigned long capacity) {
+    if (capacity > 0) notice[0] = '\0';
+    if (env == NULL || env[0] == '\0') return best;
+    for (int asked = DM_PATH_SCALAR; asked <= DM_PATH_AVX512; ++asked) {
+        if (strcmp(env, g_path_names[asked]) != 0) continue;
+        if (asked <= best) return asked;
+        snprintf(notice, capacity, "DROPMODEL_KERNEL=%s: this CPU lacks %s; using %s (same results)",
+                 env, g_path_needs[asked], g_path_names[best]);
+        return best;
     }
+    snprintf(notice, capacity, "DROPMODEL_KERNEL=%s is not one of scalar, avx2, avx512; using %s",
+             env, g_path_names[best]);
+    return best;
 }
 
 int dm_kernel_path(void) {
     int p = atomic_load_explicit(&g_path, memory_order_relaxed);
     if (p >= 0) return p;
-    p = hardware_has_avx2_fma() ? DM_PATH_AVX2 : DM_PATH_SCALAR;
-    const char *env = getenv("DROPMODEL_KERNEL");
-    if (env != NULL && strcmp(env, "scalar") == 0) p = DM_PATH_SCALAR;
-    atomic_store_explicit(&g_path, p, memory_order_relaxed);
+    char notice[200];
+    p = dm_kernel_path_choose(getenv("DROPMODEL_KERNEL"), hardware_best_path(), notice, sizeof notice);
+    int unresolved = -2;
+    if (!atomic_compare_exchange_strong(&g_path, &unresolved, p)) return unresolved;
+    // This thread resolved the path: the one notice of the process.
+    if (notice[0] != '\0') fprintf(stderr, "dropmodel: %s\n", notice);
     return p;
+}
+
+// The path dm_sgemm_path runs for `path`: AUTO is dm_kernel_path(), a path the CPU lacks is the
+// fastest one it has.
+static int resolve_path(int path) {
+    if (path == DM_PATH_AUTO) return dm_kernel_path();
+    const int best = hardware_best_path();
+    if (path < DM_PATH_SCALAR) return DM_PATH_SCALAR;
+    return path > best ? best : path;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -97,15 +135,6 @@ static void sgemm_scalar(int transA, int transB, long m, long n, long k,
     }
 }
 
-// The update of one element (FP_CONTRACT is off in this file: every operation rounds).
-static inline void update_one(float g, float *w, float *v, float mu, float lr, float l2) {
-    const float gg = l2 != 0.0f ? g + l2 * *w : g;
-    const float nv = mu * *v - lr * gg;
-    *v = nv;
-    *w = *w + nv;
-}
-
-
 #if defined(__x86_64__)
 
 // ---------------------------------------------------------------------------------------------
@@ -129,8 +158,7 @@ static void scratch_free(void *p) {
 
 static void scratch_make_key(void) { (void)pthread_key_create(&g_scratch_key, scratch_free); }
 
-// Returns a 64-byte aligned buffer of at least `floats` floats, or NULL.
-static float *scratch_get(int which, size_t floats) {
+float *dm_scratch_get(int which, size_t floats) {
     pthread_once(&g_scratch_once, scratch_make_key);
     dm_scratch *s = (dm_scratch *)pthread_getspecific(g_scratch_key);
     if (s == NULL) {
@@ -168,7 +196,6 @@ static float *scratch_get(int which, size_t floats) {
 #ifndef NC_MAX
 #define NC_MAX 2048 // n block (multiple of NR): packed B block KC x NC (<= 3 MiB) in L2/L3
 #endif
-#define SLACK 16    // floats past the end of a packed buffer that a vector store may touch
 
 #define AVX2 __attribute__((target("avx2,fma")))
 
@@ -273,7 +300,7 @@ AVX2 static void ukernel_edge(long kc, const float *a, const float *b, float *c,
     if (u) {
         for (long r = 0; r < mr; ++r)
             for (long j = 0; j < nr; ++j)
-                update_one(t[r * NR + j], u->w + off + r * u->ld + j, u->v + off + r * u->ld + j, u->mu, u->lr, u->l2);
+                dm_update_one(t[r * NR + j], u->w + off + r * u->ld + j, u->v + off + r * u->ld + j, u->mu, u->lr, u->l2);
         return;
     }
     for (long r = 0; r < mr; ++r)
@@ -337,7 +364,7 @@ AVX2 static void pack_a(int transA, const float *A, long lda, long i0, long mc, 
                 v[6] = v[7] = _mm256_setzero_ps();
                 transpose8(v);
                 // Each store writes 8 floats where 6 belong; the 2 extra land on the next p's
-                // slots (rewritten next) or, at the very end, on the next panel or the SLACK.
+                // slots (rewritten next) or, at the very end, on the next panel or the DM_SLACK.
                 for (int q = 0; q < 8; ++q) _mm256_storeu_ps(dst + (p + q) * MR, v[q]);
             }
         }
@@ -398,8 +425,7 @@ AVX2 static void pack_b_trans_panel(const float *B, long ldb, long p0, long kc, 
     }
 }
 
-// Splits `total` into ceil(total / max) nearly equal blocks, each a multiple of `unit`.
-static long balanced_block(long total, long max, long unit) {
+long dm_balanced_block(long total, long max, long unit) {
     const long blocks = (total + max - 1) / max;
     long b = (total + blocks - 1) / blocks;
     b = (b + unit - 1) / unit * unit;
@@ -411,11 +437,11 @@ static long balanced_block(long total, long max, long unit) {
 AVX2 static int sgemm_avx2(int transA, int transB, long m, long n, long k,
                            const float *A, long lda, const float *B, long ldb,
                            float *C, long ldc, int accumulate, const dm_update *u) {
-    const long KC = balanced_block(k, KC_MAX, 1);
-    const long MC = balanced_block(m, MC_MAX, MR);
-    const long NC = balanced_block(n, NC_MAX, NR);
-    float *ap = scratch_get(0, (size_t)MC * (size_t)KC + SLACK);
-    float *bp = scratch_get(1, (size_t)NC * (size_t)KC + SLACK);
+    const long KC = dm_balanced_block(k, KC_MAX, 1);
+    const long MC = dm_balanced_block(m, MC_MAX, MR);
+    const long NC = dm_balanced_block(n, NC_MAX, NR);
+    float *ap = dm_scratch_get(0, (size_t)MC * (size_t)KC + DM_SLACK);
+    float *bp = dm_scratch_get(1, (size_t)NC * (size_t)KC + DM_SLACK);
     if (ap == NULL || bp == NULL) return 0;
 
     for (long jc = 0; jc < n; jc += NC) {
@@ -465,13 +491,26 @@ void dm_sgemm_path(int path, int transA, int transB, long m, long n, long k,
             for (long i = 0; i < m; ++i) memset(C + i * ldc, 0, (size_t)n * sizeof(float));
         return;
     }
-    if (path == DM_PATH_AUTO) path = dm_kernel_path();
+    path = resolve_path(path);
 #if defined(__x86_64__)
-    if (path == DM_PATH_AVX2 && dm_kernel_path_available(DM_PATH_AVX2)) {
+    // A vector path returns 0 only if it could not allocate its packing buffers.
+    if (path == DM_PATH_AVX512) {
+        if (dm_sgemm_avx512(transA, transB, m, n, k, A, lda, B, ldb, C, ldc, accumulate, NULL)) return;
+    } else if (path == DM_PATH_AVX2) {
         if (sgemm_avx2(transA, transB, m, n, k, A, lda, B, ldb, C, ldc, accumulate, NULL)) return;
     }
 #endif
     sgemm_scalar(transA, transB, m, n, k, A, lda, B, ldb, C, ldc, accumulate);
+}
+
+void dm_kernel_tile(int path, long *rows, long *columns) {
+    switch (resolve_path(path)) {
+#if defined(__x86_64__)
+    case DM_PATH_AVX512: *rows = DM_AVX512_MR, *columns = DM_AVX512_NR; return;
+    case DM_PATH_AVX2: *rows = MR, *columns = NR; return;
+#endif
+    default: *rows = 1, *columns = 1; return; // the scalar loops have no tile
+    }
 }
 
 void dm_sgemm(int transA, int transB, long m, long n, long k,
@@ -480,8 +519,8 @@ void dm_sgemm(int transA, int transB, long m, long n, long k,
     dm_sgemm_path(DM_PATH_AUTO, transA, transB, m, n, k, A, lda, B, ldb, C, ldc, accumulate);
 }
 
-// Unfused (a k beyond the kernel's block, or no AVX2): the product in blocks of up to 256
-// columns of one row into a stack buffer, then the update of those elements.
+// Unfused (a k beyond the vector kernel's block, or the scalar path): the product in blocks of up
+// to 256 columns of one row into a stack buffer, then the update of those elements.
 static void sgemm_update_unfused(int path, int transA, int transB, long m, long n, long k,
                                  const float *A, long lda, const float *B, long ldb, const dm_update *u) {
     float g[256];
@@ -492,7 +531,7 @@ static void sgemm_update_unfused(int path, int transA, int transB, long m, long 
             dm_sgemm_path(path, transA, transB, 1, nb, k, arow, lda, transB ? B + j0 * ldb : B + j0, ldb, g, nb, 0);
             for (long j = 0; j < nb; ++j) {
                 const long e = i * u->ld + j0 + j;
-                update_one(g[j], u->w + e, u->v + e, u->mu, u->lr, u->l2);
+                dm_update_one(g[j], u->w + e, u->v + e, u->mu, u->lr, u->l2);
             }
         }
     }
@@ -501,9 +540,11 @@ static void sgemm_update_unfused(int path, int transA, int transB, long m, long 
 void dm_sgemm_update_path(int path, int transA, int transB, long m, long n, long k,
                           const float *A, long lda, const float *B, long ldb, const dm_update *u) {
     if (m <= 0 || n <= 0) return;
-    if (path == DM_PATH_AUTO) path = dm_kernel_path();
+    path = resolve_path(path);
 #if defined(__x86_64__)
-    if (k > 0 && k <= KC_MAX && path == DM_PATH_AVX2 && dm_kernel_path_available(DM_PATH_AVX2)) {
+    if (k > 0 && path == DM_PATH_AVX512 && k <= DM_AVX512_KC_MAX) {
+        if (dm_sgemm_avx512(transA, transB, m, n, k, A, lda, B, ldb, NULL, 0, 0, u)) return;
+    } else if (k > 0 && path == DM_PATH_AVX2 && k <= KC_MAX) {
         if (sgemm_avx2(transA, transB, m, n, k, A, lda, B, ldb, NULL, 0, 0, u)) return;
     }
 #endif

@@ -27,7 +27,8 @@ public enum MonteCarloChart {
         func x(_ k: Double) -> Double { left + (w - left - right) * (kMax > 1 ? log(k) / log(kMax) : 0.5) }
         func y(_ e: Double) -> Double { top + (h - top - bottom) * (1 - (e * 100 - lo) / (hi - lo)) }
         var svg = """
-            <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(w))" height="\(Int(h))" font-family="sans-serif" font-size="12">
+            <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(w))" height="\(Int(h))" font-family="sans-serif" \
+            font-size="12">
             <rect width="100%" height="100%" fill="white"/>
             <text x="\(w / 2)" y="20" text-anchor="middle" font-size="14">\(escape(title))</text>
             <line x1="\(left)" y1="\(h - bottom)" x2="\(w - right)" y2="\(h - bottom)" stroke="black"/>
@@ -41,17 +42,32 @@ public enum MonteCarloChart {
         }
         for i in 0...4 {
             let e = (lo + (hi - lo) * Double(i) / 4) / 100
-            svg += "<text x=\"\(left - 6)\" y=\"\(y(e) + 4)\" text-anchor=\"end\">\(String(format: "%.2f", e * 100))</text>\n"
+            svg += """
+                <text x=\"\(left - 6)\" y=\"\(y(e) + 4)\" \
+                text-anchor=\"end\">\(String(format: "%.2f", e * 100))</text>\n
+                """
         }
-        svg += "<line x1=\"\(left)\" y1=\"\(y(ws))\" x2=\"\(w - right)\" y2=\"\(y(ws))\" stroke=\"#d62728\" stroke-dasharray=\"6 4\"/>\n"
-        svg += "<text x=\"\(w - right)\" y=\"\(y(ws) - 6)\" text-anchor=\"end\" fill=\"#d62728\">weight scaling \(String(format: "%.2f", ws * 100)) %</text>\n"
+        svg += """
+            <line x1=\"\(left)\" y1=\"\(y(ws))\" x2=\"\(w - right)\" y2=\"\(y(ws))\" stroke=\"#d62728\" \
+            stroke-dasharray=\"6 4\"/>\n
+            """
+        svg += """
+            <text x=\"\(w - right)\" y=\"\(y(ws) - 6)\" text-anchor=\"end\" fill=\"#d62728\">weight scaling \
+            \(String(format: "%.2f", ws * 100)) %</text>\n
+            """
         let points = rows.map { "\(x(Double($0.k))),\(y($0.meanError))" }.joined(separator: " ")
         svg += "<polyline points=\"\(points)\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\"/>\n"
         for r in rows {
-            svg += "<line x1=\"\(x(Double(r.k)))\" y1=\"\(y(r.meanError - r.stdError))\" x2=\"\(x(Double(r.k)))\" y2=\"\(y(r.meanError + r.stdError))\" stroke=\"#1f77b4\"/>\n"
+            svg += """
+                <line x1=\"\(x(Double(r.k)))\" y1=\"\(y(r.meanError - r.stdError))\" x2=\"\(x(Double(r.k)))\" \
+                y2=\"\(y(r.meanError + r.stdError))\" stroke=\"#1f77b4\"/>\n
+                """
             svg += "<circle cx=\"\(x(Double(r.k)))\" cy=\"\(y(r.meanError))\" r=\"3\" fill=\"#1f77b4\"/>\n"
         }
-        svg += "<text x=\"\(left + 10)\" y=\"\(top + 12)\" fill=\"#1f77b4\">Monte-Carlo average (mean ± std)</text>\n</svg>\n"
+        svg += """
+            <text x=\"\(left + 10)\" y=\"\(top + 12)\" fill=\"#1f77b4\">Monte-Carlo average (mean ± \
+            std)</text>\n</svg>\n
+            """
         return svg
     }
 

@@ -21,7 +21,9 @@ public enum AtomicFile {
     /// Calls `body` with a temporary path beside `path` for it to create and fill, then syncs
     /// and renames it into place. On any error the temporary file is removed and `path` is
     /// untouched. `what` names the output in errors ("bundle", "ONNX model").
-    public static func write<T>(to path: String, what: String, _ body: (_ temporaryPath: String) throws -> T) throws -> T {
+    public static func write<T>(
+        to path: String, what: String, _ body: (_ temporaryPath: String) throws -> T
+    ) throws -> T {
         let tmp = temporaryPath(for: path)
         var done = false
         defer { if !done { unlink(tmp) } }

@@ -86,7 +86,8 @@ public enum ErrorCause: Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .errno(let e): return "errno \(e.rawValue) (\(e))"
-        case .hdf5(let top, let bottom): return "HDF5: " + [top, bottom].compactMap { $0 }.joined(separator: " (") + (bottom == nil ? "" : ")")
+        case .hdf5(let top, let bottom):
+            return "HDF5: " + [top, bottom].compactMap { $0 }.joined(separator: " (") + (bottom == nil ? "" : ")")
         }
     }
 }

@@ -97,7 +97,8 @@ public struct JSONObject: Equatable, Sendable, ExpressibleByDictionaryLiteral, S
     public func makeIterator() -> IndexingIterator<[(key: String, value: JSONValue)]> { members.makeIterator() }
 
     public static func == (a: JSONObject, b: JSONObject) -> Bool {
-        a.members.count == b.members.count && zip(a.members, b.members).allSatisfy { $0.key == $1.key && $0.value == $1.value }
+        a.members.count == b.members.count
+            && zip(a.members, b.members).allSatisfy { $0.key == $1.key && $0.value == $1.value }
     }
 }
 
@@ -135,7 +136,9 @@ extension JSONValue {
         case .string(let s): out += JSONValue.quote(s)
         case .array(let a):
             if a.isEmpty { out += "[]"; return }
-            let scalars = a.allSatisfy { if case .array = $0 { return false }; if case .object = $0 { return false }; return true }
+            let scalars = a.allSatisfy {
+                if case .array = $0 { return false }; if case .object = $0 { return false }; return true
+            }
             if style != .pretty || scalars {
                 out += "["
                 for (i, v) in a.enumerated() {
@@ -217,14 +220,16 @@ extension JSONValue {
             case .tooLarge: return "it is larger than the limit for JSON text"
             case .tooDeep(let limit): return "it nests arrays and objects more than \(limit) deep (at byte \(offset))"
             case .malformed: return "it is not valid JSON (at byte \(offset))"
-            case .duplicateKey(let k): return "it has the key \(JSONValue.quote(k)) twice in one object (at byte \(offset))"
+            case .duplicateKey(let k):
+                return "it has the key \(JSONValue.quote(k)) twice in one object (at byte \(offset))"
             case .invalidUTF8: return "it is not valid UTF-8 (at byte \(offset))"
             }
         }
     }
 
     /// Parses UTF-8 JSON text (RFC 8259; surrounding whitespace allowed), within `limits`.
-    public static func parse(_ bytes: some Collection<UInt8>, limits: Limits = .default) throws(ParseError) -> JSONValue {
+    public static func parse(_ bytes: some Collection<UInt8>, limits: Limits = .default) throws(ParseError) -> JSONValue
+    {
         guard bytes.count <= limits.maxBytes else { throw ParseError(reason: .tooLarge, offset: 0) }
         var parser = Parser(bytes: Array(bytes), limits: limits)
         parser.skipSpace()
@@ -355,7 +360,8 @@ extension JSONValue {
                     var scalar = try hex4()
                     if (0xD800..<0xDC00).contains(scalar) {
                         // A high surrogate must be followed by an escaped low surrogate.
-                        guard at + 1 < bytes.count, bytes[at] == UInt8(ascii: "\\"), bytes[at + 1] == UInt8(ascii: "u") else {
+                        guard at + 1 < bytes.count, bytes[at] == UInt8(ascii: "\\"), bytes[at + 1] == UInt8(ascii: "u")
+                        else {
                             throw fail(.malformed)
                         }
                         at += 2

@@ -31,7 +31,8 @@ public enum OutputCheck {
         if access(dir, W_OK) != 0 {
             let e = Errno.current
             throw DropModelError(
-                code: .outputNotWritable, file: output, message: "cannot write here: the folder '\(dir)' is not writable (\(e))",
+                code: .outputNotWritable, file: output,
+                message: "cannot write here: the folder '\(dir)' is not writable (\(e))",
                 hint: "give \(option) a path in a folder you can write to", operation: "check output", cause: .errno(e))
         }
         var out = stat()
@@ -44,11 +45,13 @@ public enum OutputCheck {
         }
         for input in inputs {
             var inp = stat()
-            let same = input == output
+            let same =
+                input == output
                 || (exists && stat(input, &inp) == 0 && inp.st_dev == out.st_dev && inp.st_ino == out.st_ino)
             if same {
                 throw DropModelError(
-                    code: .usage, file: output, message: "\(option) names the input file; dropmodel never modifies an input",
+                    code: .usage, file: output,
+                    message: "\(option) names the input file; dropmodel never modifies an input",
                     hint: "give \(option) a new file name", operation: "check output")
             }
         }

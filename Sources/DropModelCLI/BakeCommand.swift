@@ -36,21 +36,29 @@ struct BakeCommand: ParsableCommand {
         let r = try Bake.run(input: input, output: output, dtype: dtype?.weightType)
         let seconds = Date().timeIntervalSince(started)
         if jsonOption.json {
-            JSONOutput.print("bake", [
-                ("file", .string(input)), ("output", .optional(r.output)),
-                ("outcome", .string(r.outcome == .baked ? "baked" : "not-needed")), ("dtype", .string(r.dtype.rawValue)),
-                ("scales", .array(r.scales.map { .number($0) })),
-                ("unbaked_weights_sha256", JSONOutput.sha256(r.unbakedWeightsSHA256)), ("seconds", .finite(seconds)),
-            ])
+            JSONOutput.print(
+                "bake",
+                [
+                    ("file", .string(input)), ("output", .optional(r.output)),
+                    ("outcome", .string(r.outcome == .baked ? "baked" : "not-needed")),
+                    ("dtype", .string(r.dtype.rawValue)),
+                    ("scales", .array(r.scales.map { .number($0) })),
+                    ("unbaked_weights_sha256", JSONOutput.sha256(r.unbakedWeightsSHA256)),
+                    ("seconds", .finite(seconds)),
+                ])
             return
         }
         switch r.outcome {
         case .notNeeded:
-            print("\(input) uses the inverted convention: its weights were scaled by 1/p during training and are "
-                  + "used for inference as they are. Nothing to bake; nothing written.")
+            print(
+                "\(input) uses the inverted convention: its weights were scaled by 1/p during training and are "
+                    + "used for inference as they are. Nothing to bake; nothing written.")
         case .baked:
             let scales = r.scales.map { Format.short($0) }.joined(separator: ", ")
-            print(String(format: "baked %@ -> %@ (%@, weights scaled by %@; %.2f s)", input, output, r.dtype.rawValue, scales, seconds))
+            print(
+                String(
+                    format: "baked %@ -> %@ (%@, weights scaled by %@; %.2f s)", input, output, r.dtype.rawValue,
+                    scales, seconds))
         }
     }
 }

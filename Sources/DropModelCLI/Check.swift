@@ -28,19 +28,36 @@ struct Check: ParsableCommand {
     func run() throws {
         let report = BundleCheck.run(path: file, deep: deep)
         if jsonOption.json {
-            JSONOutput.print("check", [
-                ("file", .string(file)), ("valid", .bool(report.isValid)), ("verdict", .string(report.verdict.rawValue)),
-                ("deep", .bool(deep)),
-                ("problems", .array(report.problems.map { p in
-                    .object(JSONObject([("object", .string(p.object)), ("message", .string(p.message)), ("hint", .optional(p.hint))]))
-                })),
-                ("notes", .array(report.notes.map { .string($0) })),
-            ])
+            JSONOutput.print(
+                "check",
+                [
+                    ("file", .string(file)), ("valid", .bool(report.isValid)),
+                    ("verdict", .string(report.verdict.rawValue)),
+                    ("deep", .bool(deep)),
+                    (
+                        "problems",
+                        .array(
+                            report.problems.map { p in
+                                .object(
+                                    JSONObject([
+                                        ("object", .string(p.object)), ("message", .string(p.message)),
+                                        ("hint", .optional(p.hint)),
+                                    ]))
+                            })
+                    ),
+                    ("notes", .array(report.notes.map { .string($0) })),
+                ])
         } else if report.isValid {
-            let summary = report.info.map { "format \($0.formatVersion), \($0.layers.count) layers, \(Format.grouped($0.parameterCount)) parameters" } ?? ""
+            let summary =
+                report.info.map {
+                    "format \($0.formatVersion), \($0.layers.count) layers, "
+                        + "\(Format.grouped($0.parameterCount)) parameters"
+                } ?? ""
             print("\(file): OK (\(summary)\(deep ? "; deep: " + report.notes.joined(separator: "; ") : ""))")
         } else {
-            for p in report.problems { print([file, p.object, p.message].filter { !$0.isEmpty }.joined(separator: ": ")) }
+            for p in report.problems {
+                print([file, p.object, p.message].filter { !$0.isEmpty }.joined(separator: ": "))
+            }
             var hints: [String] = []
             for p in report.problems { if let h = p.hint, !hints.contains(h) { hints.append(h) } }
             for h in hints.prefix(3) { print("hint: \(h)") }

@@ -20,7 +20,8 @@ public struct DropModelCommand: ParsableCommand {
             """,
         version: DropModelVersion.string,
         subcommands: [
-            Inspect.self, Init.self, Train.self, ReplayCommand.self, Masks.self, BakeCommand.self, Eval.self, Check.self,
+            Inspect.self, Init.self, Train.self, ReplayCommand.self, Masks.self, BakeCommand.self, Eval.self,
+            Check.self,
             ImportCommand.self, ExportCommand.self, Predict.self,
         ]
     )
@@ -86,7 +87,7 @@ public struct DropModelCommand: ParsableCommand {
     /// exit, as `dropmodel: peak memory: N KiB` (for tests and the benchmark).
     static func reportPeakMemory() {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
         else { return }
         let kib = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
         FileHandle.standardError.write(Data("dropmodel: peak memory: \(kib) KiB\n".utf8))

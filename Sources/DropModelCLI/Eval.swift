@@ -56,29 +56,39 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         var bar: ProgressBar?
-        let r = try EvalRun.evaluate(EvalRun.EvalRequest(
-            file: model, data: data, ks: mc.isEmpty ? [] : ks, repeats: repeats, seed: seed, limit: limit,
-            threads: threadsOption.resolved, plot: plot)
+        let r = try EvalRun.evaluate(
+            EvalRun.EvalRequest(
+                file: model, data: data, ks: mc.isEmpty ? [] : ks, repeats: repeats, seed: seed, limit: limit,
+                threads: threadsOption.resolved, plot: plot)
         ) { done, total, examples in
             if bar == nil { bar = ProgressBar(label: "monte carlo", total: total, unitsPerStep: Double(examples)) }
             bar?.update(done)
         }
         bar?.finish()
         if jsonOption.json {
-            JSONOutput.print("eval", [
-                ("file", .string(model)), ("output", .optional(r.plot)), ("data", .string(r.data)), ("examples", .int(r.examples)),
-                ("convention", .string(r.convention.rawValue)), ("baked", .bool(r.baked)),
-                ("weight_scaling_error", .number(r.weightScalingError)),
-            ] + JSONOutput.seed(r.seed) + [
-                ("repeats", .int(r.repeats)),
-                ("monte_carlo", .array(r.monteCarlo.map { row in
-                    .object(JSONObject([
-                        ("k", .int(row.k)), ("mean_error", .number(row.meanError)), ("std_error", .number(row.stdError)),
-                        ("errors", .array(row.errors.map { .number($0) })),
-                    ]))
-                })),
-                ("seconds", .finite(r.seconds)),
-            ])
+            JSONOutput.print(
+                "eval",
+                [
+                    ("file", .string(model)), ("output", .optional(r.plot)), ("data", .string(r.data)),
+                    ("examples", .int(r.examples)),
+                    ("convention", .string(r.convention.rawValue)), ("baked", .bool(r.baked)),
+                    ("weight_scaling_error", .number(r.weightScalingError)),
+                ] + JSONOutput.seed(r.seed) + [
+                    ("repeats", .int(r.repeats)),
+                    (
+                        "monte_carlo",
+                        .array(
+                            r.monteCarlo.map { row in
+                                .object(
+                                    JSONObject([
+                                        ("k", .int(row.k)), ("mean_error", .number(row.meanError)),
+                                        ("std_error", .number(row.stdError)),
+                                        ("errors", .array(row.errors.map { .number($0) })),
+                                    ]))
+                            })
+                    ),
+                    ("seconds", .finite(r.seconds)),
+                ])
             return
         }
         print("\(model) on \(r.examples) test examples of \(r.data)")
@@ -86,10 +96,14 @@ struct Eval: ParsableCommand {
         if !r.monteCarlo.isEmpty {
             print("Monte-Carlo model averaging, \(r.repeats) repeat\(r.repeats == 1 ? "" : "s"), seed \(r.seed):")
             let table = r.monteCarlo.map { row in
-                [String(row.k), Format.percent(row.meanError), Format.percent(row.stdError),
-                 String(format: "%+.2f", (row.meanError - r.weightScalingError) * 100)]
+                [
+                    String(row.k), Format.percent(row.meanError), Format.percent(row.stdError),
+                    String(format: "%+.2f", (row.meanError - r.weightScalingError) * 100),
+                ]
             }
-            print(Format.table(["k", "mean error", "std", "minus weight scaling (points)"], table, rightAligned: [0, 1, 2, 3]))
+            print(
+                Format.table(
+                    ["k", "mean error", "std", "minus weight scaling (points)"], table, rightAligned: [0, 1, 2, 3]))
         }
         print(String(format: "(%.1f s)", r.seconds) + (plot.map { "; wrote \($0)" } ?? ""))
     }

@@ -36,7 +36,11 @@ struct ExportCommand: ParsableCommand {
     func validate() throws {
         if format == nil && Conversion.format(forOutput: output) == nil {
             throw ValidationError(
-                "cannot tell the format from '\(output)': give --format (\(Export.Format.allCases.map(\.rawValue).joined(separator: ", "))) or name the output .onnx, .safetensors, .npz or .h5")
+                """
+                cannot tell the format from '\(output)': give --format \
+                (\(Export.Format.allCases.map(\.rawValue).joined(separator: ", "))) or name the output .onnx, \
+                .safetensors, .npz or .h5
+                """)
         }
     }
 
@@ -46,10 +50,13 @@ struct ExportCommand: ParsableCommand {
         let info = r.info
         let how = info.convention == .inverted ? "inverted: weights as stored" : "classic, baked: weights as stored"
         if jsonOption.json {
-            JSONOutput.print("export", [
-                ("file", .string(input)), ("output", .string(output)), ("format", .string(format.rawValue)),
-                ("layers", .int(info.layers.count)), ("convention", .string(info.convention.rawValue)), ("baked", .bool(info.baked)),
-            ])
+            JSONOutput.print(
+                "export",
+                [
+                    ("file", .string(input)), ("output", .string(output)), ("format", .string(format.rawValue)),
+                    ("layers", .int(info.layers.count)), ("convention", .string(info.convention.rawValue)),
+                    ("baked", .bool(info.baked)),
+                ])
             return
         }
         print("exported \(input) -> \(output) (\(format.rawValue), \(info.layers.count) layers, \(how))")

@@ -29,14 +29,20 @@ struct ImportCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "The bundle to write.")
     var output: String
 
-    @Option(help: ArgumentHelp("safetensors: keep probability of each layer's inputs, input layer first.", valueName: "p,p,..."))
+    @Option(
+        help: ArgumentHelp(
+            "safetensors: keep probability of each layer's inputs, input layer first.", valueName: "p,p,..."))
     var keep: String?
 
-    @Option(name: .customLong("dropout-rate"), help: ArgumentHelp(
-        "safetensors: drop rate of each layer's inputs (PyTorch nn.Dropout(p)): keep p = 1 - rate.", valueName: "r,r,..."))
+    @Option(
+        name: .customLong("dropout-rate"),
+        help: ArgumentHelp(
+            "safetensors: drop rate of each layer's inputs (PyTorch nn.Dropout(p)): keep p = 1 - rate.",
+            valueName: "r,r,..."))
     var dropoutRate: String?
 
-    @Option(help: "safetensors: the dropout convention that produced the weights: inverted (PyTorch, Keras) or classic.")
+    @Option(
+        help: "safetensors: the dropout convention that produced the weights: inverted (PyTorch, Keras) or classic.")
     var convention: DropoutConvention?
 
     @Option(help: "safetensors: activation of the hidden layers (default relu).")
@@ -84,17 +90,23 @@ struct ImportCommand: ParsableCommand {
         let r = try Conversion.importModel(input, to: output, safetensors: options)
         let info = r.info
         if jsonOption.json {
-            JSONOutput.print("import", [
-                ("file", .string(input)), ("output", .string(output)), ("source", .string(r.kind.rawValue)),
-                ("layers", .int(info.layers.count)), ("sizes", .array(sizes(info).map { .int($0) })),
-                ("convention", .string(info.convention.rawValue)), ("baked", .bool(info.baked)),
-                ("keep_prob", .array(info.layers.map { .number($0.keepProb) })),
-            ])
+            JSONOutput.print(
+                "import",
+                [
+                    ("file", .string(input)), ("output", .string(output)), ("source", .string(r.kind.rawValue)),
+                    ("layers", .int(info.layers.count)), ("sizes", .array(sizes(info).map { .int($0) })),
+                    ("convention", .string(info.convention.rawValue)), ("baked", .bool(info.baked)),
+                    ("keep_prob", .array(info.layers.map { .number($0.keepProb) })),
+                ])
             return
         }
         let keeps = info.layers.map { Format.short($0.keepProb) }.joined(separator: ", ")
-        print("imported \(input) -> \(output): \(sizes(info).map(String.init).joined(separator: "-")), \(info.layers.count) dense layers, "
-              + "convention \(info.convention.rawValue)\(info.baked ? " (baked)" : ""), keep p \(keeps)")
+        print(
+            """
+            imported \(input) -> \(output): \(sizes(info).map(String.init).joined(separator: "-")), \
+            \(info.layers.count) dense layers, 
+            """
+                + "convention \(info.convention.rawValue)\(info.baked ? " (baked)" : ""), keep p \(keeps)")
     }
 
     func sizes(_ info: ModelInfo) -> [Int] { [info.layers[0].inputs] + info.layers.map(\.outputs) }

@@ -22,15 +22,22 @@ struct Init: ParsableCommand {
 
     func run() throws {
         try OutputCheck.verify(output)
-        let report = try InitialBundle.write(recipe: try recipe.recipe(), seed: seed.seed ?? SeedOption.fresh(), to: output)
+        let report = try InitialBundle.write(
+            recipe: try recipe.recipe(), seed: seed.seed ?? SeedOption.fresh(), to: output)
         let r = report.recipe
         if jsonOption.json {
-            JSONOutput.print("init", [("output", .string(output))] + JSONOutput.seed(report.seed) + [
-                ("layers", .array(r.layers.map { .int($0) })), ("convention", .string(r.convention.rawValue)),
-                ("weights_sha256", JSONOutput.sha256(report.weightsSHA256)),
-            ])
+            JSONOutput.print(
+                "init",
+                [("output", .string(output))] + JSONOutput.seed(report.seed) + [
+                    ("layers", .array(r.layers.map { .int($0) })), ("convention", .string(r.convention.rawValue)),
+                    ("weights_sha256", JSONOutput.sha256(report.weightsSHA256)),
+                ])
         } else {
-            print("wrote \(output): \(r.layers.map(String.init).joined(separator: "-")) \(r.convention.rawValue), seed \(report.seed), epoch 0")
+            print(
+                """
+                wrote \(output): \(r.layers.map(String.init).joined(separator: "-")) \(r.convention.rawValue), seed \
+                \(report.seed), epoch 0
+                """)
         }
     }
 }

@@ -21,12 +21,17 @@ struct Inspect: ParsableCommand {
 
     @OptionGroup var jsonOption: JSONOption
 
-    @Flag(help: "Also stream the weights: per layer min, max, mean, std, NaN/Inf counts and the largest L2 norm of a unit's incoming weights.")
+    @Flag(
+        help: """
+            Also stream the weights: per layer min, max, mean, std, NaN/Inf counts and the largest L2 norm of a unit's \
+            incoming weights.
+            """)
     var stats = false
 
     func run() throws {
         let bundle = try BundleReader(path: file)
-        let layerStats = stats ? try (0..<bundle.info.layers.count).map { try WeightStats.compute(bundle, layer: $0) } : nil
+        let layerStats =
+            stats ? try (0..<bundle.info.layers.count).map { try WeightStats.compute(bundle, layer: $0) } : nil
         if jsonOption.json {
             print(InspectReport.json(bundle, stats: layerStats).serialized(.pretty))
         } else {
@@ -53,12 +58,17 @@ enum InspectReport {
             if case .string(let file)? = source["file"] { s += " file \(file)" }
             if case .string(let version)? = source["keras_version"] { s += " (Keras \(version))" }
             if case .array(let dropouts)? = source["dropout"], !dropouts.isEmpty {
-                s += "; \(dropouts.count) Dropout layer\(dropouts.count == 1 ? "" : "s"), rates and seeds in /training@recipe"
+                s += """
+                    ; \(dropouts.count) Dropout layer\(dropouts.count == 1 ? "" : "s"), rates and seeds in \
+                    /training@recipe
+                    """
             }
             return s
         }
-        let wanted = ["epochs", "batch_size", "learning_rate", "lr_decay", "momentum", "momentum_final",
-                      "momentum_ramp_epochs", "max_norm", "l2", "limit", "data"]
+        let wanted = [
+            "epochs", "batch_size", "learning_rate", "lr_decay", "momentum", "momentum_final",
+            "momentum_ramp_epochs", "max_norm", "l2", "limit", "data",
+        ]
         var parts: [String] = []
         for key in wanted {
             if let v = r[key] { parts.append("\(key) \(v.serialized())") }
@@ -75,7 +85,8 @@ enum InspectReport {
         if let c = info.creator { head += ", written by \(c)" }
         out.append(head + ")")
         if info.formatVersion > FormatVersion.current {
-            out.append("note: written by a newer minor format version; fields this dropmodel does not know are not shown")
+            out.append(
+                "note: written by a newer minor format version; fields this dropmodel does not know are not shown")
         }
         out.append("convention  " + conventionText(info))
         let bytes = info.layers.reduce(0) { $0 + $1.parameterCount * $1.dtype.bytes }
@@ -83,25 +94,37 @@ enum InspectReport {
         out.append("")
         var rows: [[String]] = []
         for (i, l) in info.layers.enumerated() {
-            rows.append([String(i), l.name, l.kind.rawValue, "\(l.inputs) -> \(l.outputs)", l.activation.rawValue,
-                         Format.short(l.keepProb), l.dtype.rawValue, Format.grouped(l.parameterCount)])
+            rows.append([
+                String(i), l.name, l.kind.rawValue, l.shapeText, l.activation.rawValue,
+                Format.short(l.keepProb), l.dtype.rawValue, Format.grouped(l.parameterCount),
+            ])
         }
         rows.append(["", "total", "", "", "", "", "", Format.grouped(info.parameterCount)])
-        out.append(Format.table(["#", "name", "kind", "inputs -> outputs", "activation", "keep p", "dtype", "parameters"],
-                                rows, rightAligned: [0, 7]))
+        out.append(
+            Format.table(
+                ["#", "name", "kind", "inputs -> outputs", "activation", "keep p", "dtype", "parameters"],
+                rows, rightAligned: [0, 7]))
         if let stats {
             out.append("")
             var srows: [[String]] = []
             for (i, s) in stats.enumerated() {
-                srows.append([String(i), info.layers[i].name, Format.short(s.min), Format.short(s.max), Format.short(s.mean),
-                              Format.short(s.std), String(s.nanCount), String(s.infCount), Format.short(s.maxUnitNorm)])
+                srows.append([
+                    String(i), info.layers[i].name, Format.short(s.min), Format.short(s.max), Format.short(s.mean),
+                    Format.short(s.std), String(s.nanCount), String(s.infCount), Format.short(s.maxUnitNorm),
+                ])
             }
-            out.append(Format.table(["#", "name", "min", "max", "mean", "std", "NaN", "Inf", "max unit L2"],
-                                    srows, rightAligned: [0, 2, 3, 4, 5, 6, 7, 8]))
+            out.append(
+                Format.table(
+                    ["#", "name", "min", "max", "mean", "std", "NaN", "Inf", "max unit L2"],
+                    srows, rightAligned: [0, 2, 3, 4, 5, 6, 7, 8]))
         }
         out.append("")
         if let rng = info.rng {
-            out.append("rng         \(rng.algorithm), seed \(rng.seed.map { String($0) } ?? "not recorded"), stream layout \(rng.streamLayout)")
+            out.append(
+                """
+                rng         \(rng.algorithm), seed \(rng.seed.map { String($0) } ?? "not recorded"), stream layout \
+                \(rng.streamLayout)
+                """)
         } else {
             out.append("rng         not recorded")
         }
@@ -113,8 +136,12 @@ enum InspectReport {
             out.append("training    not recorded")
         }
         if let h = info.history, let last = h.epochs.last {
-            out.append("history     \(h.epochs.count) epoch\(h.epochs.count == 1 ? "" : "s"); last: loss \(Format.short(last.loss)), "
-                       + "train error \(Format.percent(last.trainError)), test error \(Format.percent(last.testError))")
+            out.append(
+                """
+                history     \(h.epochs.count) epoch\(h.epochs.count == 1 ? "" : "s"); last: loss \
+                \(Format.short(last.loss)), 
+                """
+                    + "train error \(Format.percent(last.trainError)), test error \(Format.percent(last.testError))")
             out.append("digest      sha256:\(WeightDigest.hex(last.weightsSHA256)) (after epoch \(last.epoch))")
         } else if let h = info.history {
             out.append("history     0 epochs" + (h.initialWeightsSHA256 != nil ? " (initial weights only)" : ""))
@@ -129,54 +156,79 @@ enum InspectReport {
         let layers: [JSONValue] = info.layers.enumerated().map { i, l in
             var o: [(String, JSONValue)] = [
                 ("index", .int(i)), ("name", .string(l.name)), ("kind", .string(l.kind.rawValue)),
-                ("inputs", .int(l.inputs)), ("outputs", .int(l.outputs)),
+            ]
+            o += l.kindAttributesJSON  // the kind's own attributes (dense: inputs, outputs)
+            o += [
                 ("activation", .string(l.activation.rawValue)), ("keep_prob", .number(l.keepProb)),
                 ("dtype", .string(l.dtype.rawValue)), ("parameters", .int(l.parameterCount)),
             ]
             if let s = stats?[i] {
-                o.append(("stats", .object(JSONObject([
-                    ("min", .finite(s.min)), ("max", .finite(s.max)), ("mean", .finite(s.mean)), ("std", .finite(s.std)),
-                    ("nan", .int(s.nanCount)), ("inf", .int(s.infCount)), ("max_unit_norm", .finite(s.maxUnitNorm)),
-                ]))))
+                o.append(
+                    (
+                        "stats",
+                        .object(
+                            JSONObject([
+                                ("min", .finite(s.min)), ("max", .finite(s.max)), ("mean", .finite(s.mean)),
+                                ("std", .finite(s.std)),
+                                ("nan", .int(s.nanCount)), ("inf", .int(s.infCount)),
+                                ("max_unit_norm", .finite(s.maxUnitNorm)),
+                            ]))
+                    ))
             }
             return .object(JSONObject(o))
         }
-        let rng: JSONValue = info.rng.map { r in
-            .object(JSONObject([("algorithm", .string(r.algorithm))] + JSONOutput.seed(r.seed) + [
-                ("stream_layout", .int(r.streamLayout)),
-            ]))
-        } ?? .null
-        let training: JSONValue = info.training.map { t in
-            .object(JSONObject([
-                ("recipe", (try? JSONValue.parse(t.recipe)) ?? .string(t.recipe)), ("data_fingerprint", .optional(t.dataFingerprint)),
-                ("data_description", .optional(t.dataDescription)),
-            ]))
-        } ?? .null
-        let history: JSONValue = info.history.map { h in
-            .object(JSONObject([
-                ("epochs", .int(h.epochs.count)),
-                ("initial_weights_sha256", JSONOutput.sha256(h.initialWeightsSHA256)),
-                ("records", .array(h.epochs.map { e in
-                    .object(JSONObject([
-                        ("epoch", .int(e.epoch)), ("loss", .finite(e.loss)), ("train_error", .finite(e.trainError)),
-                        ("test_error", .finite(e.testError)), ("weights_sha256", JSONOutput.sha256(e.weightsSHA256)),
+        let rng: JSONValue =
+            info.rng.map { r in
+                .object(
+                    JSONObject(
+                        [("algorithm", .string(r.algorithm))] + JSONOutput.seed(r.seed) + [
+                            ("stream_layout", .int(r.streamLayout))
+                        ]))
+            } ?? .null
+        let training: JSONValue =
+            info.training.map { t in
+                .object(
+                    JSONObject([
+                        ("recipe", (try? JSONValue.parse(t.recipe)) ?? .string(t.recipe)),
+                        ("data_fingerprint", .optional(t.dataFingerprint)),
+                        ("data_description", .optional(t.dataDescription)),
                     ]))
-                })),
+            } ?? .null
+        let history: JSONValue =
+            info.history.map { h in
+                .object(
+                    JSONObject([
+                        ("epochs", .int(h.epochs.count)),
+                        ("initial_weights_sha256", JSONOutput.sha256(h.initialWeightsSHA256)),
+                        (
+                            "records",
+                            .array(
+                                h.epochs.map { e in
+                                    .object(
+                                        JSONObject([
+                                            ("epoch", .int(e.epoch)), ("loss", .finite(e.loss)),
+                                            ("train_error", .finite(e.trainError)),
+                                            ("test_error", .finite(e.testError)),
+                                            ("weights_sha256", JSONOutput.sha256(e.weightsSHA256)),
+                                        ]))
+                                })
+                        ),
+                    ]))
+            } ?? .null
+        return .object(
+            JSONObject([
+                ("schema", .string("dropmodel.inspect/1")),
+                ("file", .string(bundle.path)),
+                ("file_size", File.size(of: bundle.path).map { .integer(Int64($0)) } ?? .null),
+                ("format_version", .string(info.formatVersion.description)),
+                ("creator", .optional(info.creator)),
+                ("convention", .string(info.convention.rawValue)),
+                ("baked", .bool(info.baked)),
+                ("parameters", .int(info.parameterCount)),
+                ("layers", .array(layers)),
+                ("rng", rng),
+                ("training", training),
+                ("history", history),
             ]))
-        } ?? .null
-        return .object(JSONObject([
-            ("schema", .string("dropmodel.inspect/1")),
-            ("file", .string(bundle.path)),
-            ("file_size", File.size(of: bundle.path).map { .integer(Int64($0)) } ?? .null),
-            ("format_version", .string(info.formatVersion.description)),
-            ("creator", .optional(info.creator)),
-            ("convention", .string(info.convention.rawValue)),
-            ("baked", .bool(info.baked)),
-            ("parameters", .int(info.parameterCount)),
-            ("layers", .array(layers)),
-            ("rng", rng),
-            ("training", training),
-            ("history", history),
-        ]))
     }
 }

@@ -48,26 +48,41 @@ struct Masks: ParsableCommand {
     }
 
     func run() throws {
-        let r = try MaskQuery.run(MaskQuery.Request(
-            file: file, epoch: epoch, step: step, layer: layer, example: example, seed: seed, png: png))
+        let r = try MaskQuery.run(
+            MaskQuery.Request(
+                file: file, epoch: epoch, step: step, layer: layer, example: example, seed: seed, png: png))
         if json {
-            JSONOutput.print("masks", [("file", .string(file)), ("output", .optional(png))] + JSONOutput.seed(r.seed) + [
-                ("epoch", .int(r.epoch)), ("step", .int(r.step)), ("layer", .int(r.layer)),
-                ("units", .int(r.units)), ("keep_prob", .number(r.keepProb)),
-                ("examples", .array(r.examples.map { ex in
-                    .object(JSONObject([
-                        ("example", .int(ex.example)),
-                        ("kept", .array(ex.kept.indices.filter { ex.kept[$0] }.map { .int($0) })),
-                    ]))
-                })),
-            ])
+            JSONOutput.print(
+                "masks",
+                [("file", .string(file)), ("output", .optional(png))] + JSONOutput.seed(r.seed) + [
+                    ("epoch", .int(r.epoch)), ("step", .int(r.step)), ("layer", .int(r.layer)),
+                    ("units", .int(r.units)), ("keep_prob", .number(r.keepProb)),
+                    (
+                        "examples",
+                        .array(
+                            r.examples.map { ex in
+                                .object(
+                                    JSONObject([
+                                        ("example", .int(ex.example)),
+                                        ("kept", .array(ex.kept.indices.filter { ex.kept[$0] }.map { .int($0) })),
+                                    ]))
+                            })
+                    ),
+                ])
             return
         }
         let what = r.previousLayer.map { "the outputs of layer \($0.index) ('\($0.name)')" } ?? "the input features"
-        print("epoch \(r.epoch), step \(r.step), layer \(r.layer) ('\(r.layerName)'): mask over \(what), \(r.units) units, keep p \(Format.short(r.keepProb)), seed \(r.seed)")
+        print(
+            """
+            epoch \(r.epoch), step \(r.step), layer \(r.layer) ('\(r.layerName)'): mask over \(what), \(r.units) \
+            units, keep p \(Format.short(r.keepProb)), seed \(r.seed)
+            """)
         for (ex, k) in r.examples {
             let count = k.filter { $0 }.count
-            print(String(format: "example %3d  kept %d of %d (%.1f %%)", ex, count, k.count, 100 * Double(count) / Double(k.count)))
+            print(
+                String(
+                    format: "example %3d  kept %d of %d (%.1f %%)", ex, count, k.count,
+                    100 * Double(count) / Double(k.count)))
             if r.examples.count == 1 {
                 // The mask itself, 64 units a line: '#' kept, '.' dropped.
                 for start in stride(from: 0, to: k.count, by: 64) {

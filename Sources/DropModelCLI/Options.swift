@@ -39,20 +39,35 @@ struct RecipeOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Layer widths, input first (default 784,1024,1024,10).", valueName: "n,n,..."))
     var layers: String?
 
-    @Option(help: ArgumentHelp(
-        "Keep probability of each dense layer's inputs, input layer first, one per dense layer (default 0.8 for the inputs, 0.5 for hidden layers). The probability of KEEPING a unit: Keras's Dropout(rate) and PyTorch's nn.Dropout(p) are drop rates; for those use --dropout-rate.",
-        valueName: "p,p,..."))
+    @Option(
+        help: ArgumentHelp(
+            """
+            Keep probability of each dense layer's inputs, input layer first, one per dense layer (default 0.8 for the \
+            inputs, 0.5 for hidden layers). The probability of KEEPING a unit: Keras's Dropout(rate) and PyTorch's \
+            nn.Dropout(p) are drop rates; for those use --dropout-rate.
+            """,
+            valueName: "p,p,..."))
     var keep: String?
 
-    @Option(name: .customLong("dropout-rate"), help: ArgumentHelp(
-        "Drop rate of each dense layer's inputs (Keras Dropout(rate), PyTorch nn.Dropout(p)): keep p = 1 - rate. Exclusive with --keep.",
-        valueName: "r,r,..."))
+    @Option(
+        name: .customLong("dropout-rate"),
+        help: ArgumentHelp(
+            """
+            Drop rate of each dense layer's inputs (Keras Dropout(rate), PyTorch nn.Dropout(p)): keep p = 1 - rate. \
+            Exclusive with --keep.
+            """,
+            valueName: "r,r,..."))
     var dropoutRate: String?
 
     @Option(help: "Hidden activation; the output layer is softmax (default relu).")
     var activation: HiddenActivation?
 
-    @Option(help: "classic (the paper's: weights scaled by p at test time) or inverted (scaled by 1/p while training) (default classic).")
+    @Option(
+        help: """
+            classic (the paper's: weights scaled by p at test time) or inverted (scaled by 1/p while training) \
+            (default \
+            classic).
+            """)
     var convention: DropoutConvention?
 
     @Option(help: "Number of epochs (default 10).")
@@ -70,19 +85,24 @@ struct RecipeOptions: ParsableArguments {
     @Option(help: "Momentum at epoch 1 (default 0.5).")
     var momentum: Double?
 
-    @Option(name: .customLong("momentum-final"), help: "Momentum reached at --momentum-ramp-epochs, linearly (default 0.99).")
+    @Option(
+        name: .customLong("momentum-final"),
+        help: "Momentum reached at --momentum-ramp-epochs, linearly (default 0.99).")
     var momentumFinal: Double?
 
     @Option(name: .customLong("momentum-ramp-epochs"), help: "Epochs over which momentum rises linearly (default 500).")
     var momentumRampEpochs: Int?
 
-    @Option(name: .customLong("max-norm"), help: "Max-norm radius c of every hidden unit's incoming weights (default: none).")
+    @Option(
+        name: .customLong("max-norm"),
+        help: "Max-norm radius c of every hidden unit's incoming weights (default: none).")
     var maxNorm: Double?
 
     @Option(help: "L2 weight decay coefficient (default 0).")
     var l2: Double?
 
-    @Option(help: "Training data: fashion-mnist, mnist, a directory of IDX files, or an HDF5 file (default fashion-mnist).")
+    @Option(
+        help: "Training data: fashion-mnist, mnist, a directory of IDX files, or an HDF5 file (default fashion-mnist).")
     var data: String?
 
     @Option(help: "Use only the first N training examples.")
@@ -93,7 +113,8 @@ struct RecipeOptions: ParsableArguments {
 
     func validate() throws {
         if keep != nil && dropoutRate != nil {
-            throw ValidationError("give either --keep (probabilities of keeping) or --dropout-rate (probabilities of dropping), not both")
+            throw ValidationError(
+                "give either --keep (probabilities of keeping) or --dropout-rate (probabilities of dropping), not both")
         }
         if let layers { let _: [Int] = try parseList(layers, "--layers", "an integer") }
         if let keep { let _: [Double] = try parseList(keep, "--keep", "a number") }
@@ -149,7 +170,12 @@ struct RecipeOptions: ParsableArguments {
 
 /// `--seed`, shared by the commands that draw random numbers.
 struct SeedOption: ParsableArguments {
-    @Option(help: "The run's seed (0 ..< 2^63); every random draw is a function of it. Default: a fresh random seed below 2^53 (exact in JSON and JavaScript), printed and recorded.")
+    @Option(
+        help: """
+            The run's seed (0 ..< 2^63); every random draw is a function of it. Default: a fresh random seed below \
+            2^53 \
+            (exact in JSON and JavaScript), printed and recorded.
+            """)
     var seed: Int64?
 
     func validate() throws {

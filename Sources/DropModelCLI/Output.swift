@@ -57,21 +57,25 @@ final class RunPrinter {
             bar = nil
             let r = s.record
             if json {
-                var members = JSONOutput.epoch(r) + [
-                    ("seconds", .finite(s.seconds)), ("examples_per_second", .finite(s.examplesPerSecond)),
-                ]
+                var members =
+                    JSONOutput.epoch(r) + [
+                        ("seconds", .finite(s.seconds)), ("examples_per_second", .finite(s.examplesPerSecond)),
+                    ]
                 if schema == "replay" { members.append(("identical", s.identical.map { .bool($0) } ?? .null)) }
                 JSONOutput.print("\(schema).epoch", members, lines: true)
             } else if schema == "replay" {
                 switch s.identical {
                 case true?: print("  epoch \(r.epoch): identical (sha256:\(Hex.encode(r.weightsSHA256).prefix(16))...)")
                 case false?: print("  epoch \(r.epoch): DIFFERS (sha256:\(Hex.encode(r.weightsSHA256).prefix(16))...)")
-                case nil: print("  epoch \(r.epoch): sha256:\(Hex.encode(r.weightsSHA256).prefix(16))... (not recorded)")
+                case nil:
+                    print("  epoch \(r.epoch): sha256:\(Hex.encode(r.weightsSHA256).prefix(16))... (not recorded)")
                 }
             } else {
-                print(String(format: "epoch %d/%d  loss %.4f  train error %@  test error %@  (%.1f s, %@ ex/s)",
-                             r.epoch, epochs, r.loss, Format.percent(r.trainError), Format.percent(r.testError), s.seconds,
-                             Format.grouped(Int(s.examplesPerSecond))))
+                print(
+                    String(
+                        format: "epoch %d/%d  loss %.4f  train error %@  test error %@  (%.1f s, %@ ex/s)",
+                        r.epoch, epochs, r.loss, Format.percent(r.trainError), Format.percent(r.testError), s.seconds,
+                        Format.grouped(Int(s.examplesPerSecond))))
             }
             // Into a pipe (`dropmodel train | tee log`) too, each line as it happens.
             fflush(nil)

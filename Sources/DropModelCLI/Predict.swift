@@ -18,7 +18,8 @@ struct Predict: ParsableCommand {
     @Argument(help: "The bundle.")
     var model: String
 
-    @Option(help: "fashion-mnist (default), mnist, a directory of IDX files or an HDF5 data file; its test set is used.")
+    @Option(
+        help: "fashion-mnist (default), mnist, a directory of IDX files or an HDF5 data file; its test set is used.")
     var data: String = "fashion-mnist"
 
     @Option(help: "Only the first N test examples.")
@@ -36,20 +37,29 @@ struct Predict: ParsableCommand {
     }
 
     func run() throws {
-        let r = try EvalRun.predict(EvalRun.PredictRequest(
-            file: model, data: data, limit: limit, threads: threadsOption.resolved, output: output))
+        let r = try EvalRun.predict(
+            EvalRun.PredictRequest(
+                file: model, data: data, limit: limit, threads: threadsOption.resolved, output: output))
         if let output {
             let npy = NumPy.npy(.float32(r.probabilities, shape: [r.examples, r.classes]))
             try npy.withUnsafeBytes { try AtomicFile.write($0, to: output, what: "probabilities") }
         }
         if jsonOption.json {
-            JSONOutput.print("predict", [
-                ("file", .string(model)), ("output", .optional(output)), ("data", .string(r.data)), ("examples", .int(r.examples)),
-                ("classes", .int(r.classes)), ("error", .number(r.error)), ("inference", .string(r.inference.rawValue)),
-            ])
+            JSONOutput.print(
+                "predict",
+                [
+                    ("file", .string(model)), ("output", .optional(output)), ("data", .string(r.data)),
+                    ("examples", .int(r.examples)),
+                    ("classes", .int(r.classes)), ("error", .number(r.error)),
+                    ("inference", .string(r.inference.rawValue)),
+                ])
             return
         }
-        print("\(model) on \(r.examples) test examples of \(data): \(Format.percent(r.error)) test error (\(r.inference.rawValue))"
-              + (output.map { "; wrote \($0)" } ?? ""))
+        print(
+            """
+            \(model) on \(r.examples) test examples of \(data): \(Format.percent(r.error)) test error \
+            (\(r.inference.rawValue))
+            """
+                + (output.map { "; wrote \($0)" } ?? ""))
     }
 }

@@ -25,9 +25,12 @@ final class ProgressBar {
         let eta = done > 0 ? elapsed * Double(total - done) / Double(done) : 0
         let width = 30
         let filled = total > 0 ? width * done / total : width
-        let bar = String(repeating: "=", count: filled) + (filled < width ? ">" : "") + String(repeating: " ", count: max(0, width - filled - 1))
-        let line = String(format: "\r%@ [%@] %d/%d  %@ ex/s  ETA %@ ", label, bar, done, total,
-                          Format.grouped(Int(rate)), ProgressBar.clock(eta))
+        let bar =
+            String(repeating: "=", count: filled) + (filled < width ? ">" : "")
+            + String(repeating: " ", count: max(0, width - filled - 1))
+        let line = String(
+            format: "\r%@ [%@] %d/%d  %@ ex/s  ETA %@ ", label, bar, done, total,
+            Format.grouped(Int(rate)), ProgressBar.clock(eta))
         FileHandle.standardError.write(Data(line.utf8))
     }
 
@@ -38,6 +41,7 @@ final class ProgressBar {
 
     static func clock(_ seconds: Double) -> String {
         let s = Int(seconds.rounded())
-        return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
+        return s >= 3600
+            ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
     }
 }

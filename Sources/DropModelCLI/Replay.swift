@@ -9,7 +9,8 @@ import Training
 struct ReplayCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "replay",
-        abstract: "Retrain a bundle from its recipe and seed and prove the result bit-identical, or say where it diverged.",
+        abstract:
+            "Retrain a bundle from its recipe and seed and prove the result bit-identical, or say where it diverged.",
         discussion: """
             Checks the data fingerprint, regenerates the initial weights from the seed, retrains \
             epoch by epoch comparing the weight digest recorded after every epoch, and finally \
@@ -51,9 +52,10 @@ struct ReplayCommand: ParsableCommand {
             file: file, seed: seed, epochs: epochs, data: data, threads: threadsOption.resolved, output: output)
         let report = try Replay.run(request) { event in
             if case .started(let s) = event, !json {
-                print("replaying \(file): \(s.recipe.layers.map(String.init).joined(separator: "-")), seed \(s.seed), "
-                      + "\(s.epochs) epoch\(s.epochs == 1 ? "" : "s"), "
-                      + "\(s.threads) thread\(s.threads == 1 ? "" : "s"), on \(s.data)")
+                print(
+                    "replaying \(file): \(s.recipe.layers.map(String.init).joined(separator: "-")), seed \(s.seed), "
+                        + "\(s.epochs) epoch\(s.epochs == 1 ? "" : "s"), "
+                        + "\(s.threads) thread\(s.threads == 1 ? "" : "s"), on \(s.data)")
             }
             printer.observe(event)
         }
@@ -66,46 +68,67 @@ struct ReplayCommand: ParsableCommand {
     }
 
     func printJSON(_ r: ReplayReport) {
-        let divergence: JSONValue = r.divergence.map { d in
-            .object(JSONObject([
-                ("epoch", d.epoch.map { .int($0) } ?? .null), ("layers", .array(d.layers.map { .int($0) })),
-                ("largest_difference", d.largest.map { w in
-                    .object(JSONObject([
-                        ("layer", .int(w.layer)), ("tensor", .string(w.isBias ? "bias" : "weight")), ("row", .int(w.row)),
-                        ("column", .int(w.column)), ("stored", .finite(Double(w.stored))), ("replayed", .finite(Double(w.replayed))),
+        let divergence: JSONValue =
+            r.divergence.map { d in
+                .object(
+                    JSONObject([
+                        ("epoch", d.epoch.map { .int($0) } ?? .null), ("layers", .array(d.layers.map { .int($0) })),
+                        (
+                            "largest_difference",
+                            d.largest.map { w in
+                                .object(
+                                    JSONObject([
+                                        ("layer", .int(w.layer)), ("tensor", .string(w.isBias ? "bias" : "weight")),
+                                        ("row", .int(w.row)),
+                                        ("column", .int(w.column)), ("stored", .finite(Double(w.stored))),
+                                        ("replayed", .finite(Double(w.replayed))),
+                                    ]))
+                            } ?? .null
+                        ),
+                        ("message", .string(message(r, d))),
                     ]))
-                } ?? .null),
-                ("message", .string(message(r, d))),
-            ]))
-        } ?? .null
+            } ?? .null
         let verdict: String
         switch r.verdict {
         case .identical: verdict = "identical"
         case .diverged: verdict = "diverged"
         case .wroteWhatIf: verdict = "what-if"
         }
-        JSONOutput.print("replay", [("file", .string(r.file)), ("output", .optional(r.output)), ("verdict", .string(verdict))]
-            + JSONOutput.seed(r.seed) + [
-                ("threads", .int(r.threads)), ("epochs_replayed", .int(r.epochsReplayed)),
-                ("epochs_recorded", .int(r.epochsRecorded)), ("stored_weights_checked", .bool(r.storedWeightsChecked)),
-                ("output_identical", r.outputIdentical.map { .bool($0) } ?? .null), ("divergence", divergence),
-                ("seconds", .finite(r.seconds)),
-            ], lines: true)
+        JSONOutput.print(
+            "replay",
+            [("file", .string(r.file)), ("output", .optional(r.output)), ("verdict", .string(verdict))]
+                + JSONOutput.seed(r.seed) + [
+                    ("threads", .int(r.threads)), ("epochs_replayed", .int(r.epochsReplayed)),
+                    ("epochs_recorded", .int(r.epochsRecorded)),
+                    ("stored_weights_checked", .bool(r.storedWeightsChecked)),
+                    ("output_identical", r.outputIdentical.map { .bool($0) } ?? .null), ("divergence", divergence),
+                    ("seconds", .finite(r.seconds)),
+                ], lines: true)
     }
 
     func printText(_ r: ReplayReport) {
         switch r.verdict {
         case .wroteWhatIf:
-            let how = r.outputIdentical == true ? "bit-identical to \(file)"
+            let how =
+                r.outputIdentical == true
+                ? "bit-identical to \(file)"
                 : r.divergence?.epoch.map { "differs from \(file) from epoch \($0) on" }
                     ?? "\(r.epochsReplayed) epochs vs \(r.epochsRecorded) recorded"
-            print(String(format: "wrote %@ (what-if run, %d epochs, %.1f s): %@", r.output ?? "", r.epochsReplayed, r.seconds, how))
+            print(
+                String(
+                    format: "wrote %@ (what-if run, %d epochs, %.1f s): %@", r.output ?? "", r.epochsReplayed,
+                    r.seconds, how))
         case .diverged:
             FileHandle.standardError.write(Data("replay: \(file): \(message(r, r.divergence!))\n".utf8))
         case .identical:
-            let checked = r.storedWeightsChecked
-                ? "every epoch's weight digest and the stored weights match" : "every replayed epoch's weight digest matches"
-            print(String(format: "replay: bit-identical through epoch %d of %d: %@ (%.1f s)", r.epochsReplayed, r.epochsRecorded, checked, r.seconds))
+            let checked =
+                r.storedWeightsChecked
+                ? "every epoch's weight digest and the stored weights match"
+                : "every replayed epoch's weight digest matches"
+            print(
+                String(
+                    format: "replay: bit-identical through epoch %d of %d: %@ (%.1f s)", r.epochsReplayed,
+                    r.epochsRecorded, checked, r.seconds))
         }
     }
 
@@ -113,7 +136,8 @@ struct ReplayCommand: ParsableCommand {
     func message(_ r: ReplayReport, _ d: ReplayReport.Divergence) -> String {
         func describe(_ w: WeightDifference) -> String {
             let where_ = w.isBias ? "bias[\(w.row)]" : "weight[\(w.row), \(w.column)]"
-            return "layer \(w.layer) ('\(r.layerNames[w.layer])') \(where_): stored \(w.stored), replayed \(w.replayed), "
+            return
+                "layer \(w.layer) ('\(r.layerNames[w.layer])') \(where_): stored \(w.stored), replayed \(w.replayed), "
                 + "|difference| \(abs(w.stored - w.replayed))"
         }
         guard let epoch = d.epoch else {
@@ -121,20 +145,29 @@ struct ReplayCommand: ParsableCommand {
                 + (d.largest.map(describe) ?? "") + " (the weights were changed after training)"
         }
         if epoch == 0 {
-            let claim = d.claimedSeedDiffers ? "; the claimed seed \(r.seed) does not reproduce it"
+            let claim =
+                d.claimedSeedDiffers
+                ? "; the claimed seed \(r.seed) does not reproduce it"
                 : " (the run started from weights that are not this seed's initialisation)"
             return "diverged before epoch 1: the initial weights regenerated from seed \(r.seed) have digest "
-                + "sha256:\(Hex.encode(d.replayedSHA256 ?? [])), the bundle records sha256:\(Hex.encode(d.expectedSHA256 ?? []))" + claim
+                + """
+                sha256:\(Hex.encode(d.replayedSHA256 ?? [])), the bundle records \
+                sha256:\(Hex.encode(d.expectedSHA256 ?? []))
+                """ + claim
         }
         var text = "diverged at epoch \(epoch): the weight digest differs from the one recorded"
         if !d.layers.isEmpty {
-            text += "; layer\(d.layers.count == 1 ? "" : "s") "
+            text +=
+                "; layer\(d.layers.count == 1 ? "" : "s") "
                 + d.layers.map { "\($0) ('\(r.layerNames[$0])')" }.joined(separator: ", ") + " differ"
         }
         if let w = d.largest {
             text += "; largest difference from the stored weights: " + describe(w)
         } else if epoch < r.epochsRecorded {
-            text += " (the bundle stores weights after epoch \(r.epochsRecorded) only, so the size of the difference at epoch \(epoch) is unknown)"
+            text += """
+                 (the bundle stores weights after epoch \(r.epochsRecorded) only, so the size of the difference at \
+                epoch \(epoch) is unknown)
+                """
         }
         return text
     }

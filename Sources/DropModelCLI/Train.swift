@@ -23,7 +23,11 @@ struct Train: ParsableCommand {
     @OptionGroup var seedOption: SeedOption
     @OptionGroup var threadsOption: ThreadsOption
 
-    @Option(help: "Start from this bundle's weights, recipe and seed (e.g. one written by 'dropmodel init'); options given override its recipe.")
+    @Option(
+        help: """
+            Start from this bundle's weights, recipe and seed (e.g. one written by 'dropmodel init'); options given \
+            override its recipe.
+            """)
     var from: String?
 
     @Option(name: .shortAndLong, help: "The bundle to write (atomically, when training ends).")
@@ -37,37 +41,51 @@ struct Train: ParsableCommand {
         let recipe = try recipeOptions.recipe(base: start?.recipe)
         if let start, recipe.layers != start.recipe.layers {
             throw DropModelError(
-                code: .usage, file: from ?? "", message: "--layers cannot change the shape of the --from bundle (\(start.recipe.layers))")
+                code: .usage, file: from ?? "",
+                message: "--layers cannot change the shape of the --from bundle (\(start.recipe.layers))")
         }
         for p in recipeOptions.rateLikeKeeps(recipe) {
-            FileHandle.standardError.write(Data(
-                "dropmodel: warning: --keep \(Format.short(p)) keeps only \(Format.short(p * 100)) % of the units; if you meant a drop rate (Keras Dropout(rate), PyTorch nn.Dropout(p)), use --dropout-rate\n".utf8))
+            FileHandle.standardError.write(
+                Data(
+                    """
+                    dropmodel: warning: --keep \(Format.short(p)) keeps only \(Format.short(p * 100)) % of the units; \
+                    if you meant a drop rate (Keras Dropout(rate), PyTorch nn.Dropout(p)), use --dropout-rate\n
+                    """.utf8))
         }
         let seed = seedOption.seed ?? start?.seed ?? SeedOption.fresh()
         let threads = threadsOption.resolved
         let json = jsonOption.json
         if !json {
-            print("training \(recipe.layers.map(String.init).joined(separator: "-")) \(recipe.activation.rawValue), "
-                  + "\(recipe.convention.rawValue) dropout keep \(recipe.keep.map { Format.short($0) }.joined(separator: ",")), "
-                  + "seed \(seed), \(threads) thread\(threads == 1 ? "" : "s"), on \(recipe.data)")
+            print(
+                "training \(recipe.layers.map(String.init).joined(separator: "-")) \(recipe.activation.rawValue), "
+                    + """
+                    \(recipe.convention.rawValue) dropout keep \
+                    \(recipe.keep.map { Format.short($0) }.joined(separator: ",")), 
+                    """
+                    + "seed \(seed), \(threads) thread\(threads == 1 ? "" : "s"), on \(recipe.data)")
         }
         let printer = RunPrinter(json: json, schema: "train")
         let report = try TrainingRun.train(
-            TrainingRun.Request(recipe: recipe, seed: seed, initial: start?.parameters, threads: threads, output: output),
+            TrainingRun.Request(
+                recipe: recipe, seed: seed, initial: start?.parameters, threads: threads, output: output),
             observer: printer.observe)
         if json {
-            JSONOutput.print("train", [
-                ("file", from.map { .string($0) } ?? .null), ("output", .string(report.output)),
-            ] + JSONOutput.seed(report.seed) + [
-                ("threads", .int(threads)), ("epochs", .int(report.epochs.count)), ("data", .string(report.data)),
-                ("data_fingerprint", .string(report.dataFingerprint)),
-                ("initial_weights_sha256", JSONOutput.sha256(report.initialWeightsSHA256)),
-                ("weights_sha256", JSONOutput.sha256(report.weightsSHA256)),
-                ("test_error", .finite(report.epochs.last?.testError)), ("seconds", .finite(report.seconds)),
-            ], lines: true)
+            JSONOutput.print(
+                "train",
+                [
+                    ("file", from.map { .string($0) } ?? .null), ("output", .string(report.output)),
+                ] + JSONOutput.seed(report.seed) + [
+                    ("threads", .int(threads)), ("epochs", .int(report.epochs.count)), ("data", .string(report.data)),
+                    ("data_fingerprint", .string(report.dataFingerprint)),
+                    ("initial_weights_sha256", JSONOutput.sha256(report.initialWeightsSHA256)),
+                    ("weights_sha256", JSONOutput.sha256(report.weightsSHA256)),
+                    ("test_error", .finite(report.epochs.last?.testError)), ("seconds", .finite(report.seconds)),
+                ], lines: true)
         } else {
-            print(String(format: "wrote %@ (%d epochs, %.1f s); digest sha256:%@", output, report.epochs.count,
-                         report.seconds, Hex.encode(report.weightsSHA256)))
+            print(
+                String(
+                    format: "wrote %@ (%d epochs, %.1f s); digest sha256:%@", output, report.epochs.count,
+                    report.seconds, Hex.encode(report.weightsSHA256)))
         }
     }
 }

@@ -216,7 +216,9 @@ public struct RandomStreams: Sendable, Hashable {
 
     @inlinable
     internal static func field(_ value: Int, below limit: Int, _ name: StaticString) -> UInt32 {
-        precondition(value >= 0 && value < limit, "\(name) \(value) is out of range 0 ..< \(limit) (Specs/random-streams.md §3.3)")
+        precondition(
+            value >= 0 && value < limit,
+            "\(name) \(value) is out of range 0 ..< \(limit) (Specs/random-streams.md §3.3)")
         return UInt32(truncatingIfNeeded: value)
     }
 
@@ -419,7 +421,9 @@ public struct RandomStreams: Sendable, Hashable {
         precondition(outputs >= 0 && outputs <= StreamLayout.unitLimit, "outputs \(outputs)")
         precondition(inputs >= 0 && inputs <= StreamLayout.unitLimit, "inputs \(inputs)")
         let (count, overflow) = outputs.multipliedReportingOverflow(by: inputs)
-        precondition(!overflow && buffer.count >= count, "weight buffer holds \(buffer.count) values, \(outputs) x \(inputs) needed")
+        precondition(
+            !overflow && buffer.count >= count,
+            "weight buffer holds \(buffer.count) values, \(outputs) x \(inputs) needed")
         guard let base = buffer.baseAddress else { return }
         for i in 0..<outputs {
             let out = base + i * inputs
@@ -481,7 +485,8 @@ public struct RandomStreams: Sendable, Hashable {
     @inlinable
     public func epochPermutation(epoch: Int, count: Int) -> [Int] {
         let e = Self.field(epoch, below: StreamLayout.epochLimit, "epoch")
-        precondition(count >= 0 && count < StreamLayout.shuffleCountLimit, "shuffle count \(count) is out of range 0 ..< 2^32")
+        precondition(
+            count >= 0 && count < StreamLayout.shuffleCountLimit, "shuffle count \(count) is out of range 0 ..< 2^32")
         var a = Array(0..<count)
         var k = count - 1
         while k >= 1 {

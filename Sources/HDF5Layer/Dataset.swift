@@ -139,7 +139,7 @@ public final class Dataset: Object, @unchecked Sendable {
         let info = try storageInfo()
         let shape = try self.shape()
         guard info.layout == .chunked, info.filters == ["fletcher32"], info.externalFiles == 0,
-              shape.count == 2, let chunk = info.chunk, chunk.count == 2, chunk[1] == shape[1], chunk[0] >= 1
+            shape.count == 2, let chunk = info.chunk, chunk.count == 2, chunk[1] == shape[1], chunk[0] >= 1
         else { return nil }
         let ok = try HDF5Library.withLock { () throws -> Bool in
             let type = Handle(try location.checkID(H5Dget_type(handle.id), "read datatype"), .datatype)
@@ -161,7 +161,8 @@ public final class Dataset: Object, @unchecked Sendable {
             try location.check(H5Dget_chunk_storage_size(handle.id, &offset, &size), "read chunk size")
             guard size == hsize_t(buffer.count) else { return nil }
             var mask: UInt32 = 0
-            try location.check(H5Dread_chunk(handle.id, chdf5_P_DEFAULT(), &offset, &mask, buffer.baseAddress), "read chunk")
+            try location.check(
+                H5Dread_chunk(handle.id, chdf5_P_DEFAULT(), &offset, &mask, buffer.baseAddress), "read chunk")
             return mask == 0 ? buffer.count : nil
         }
     }
@@ -180,9 +181,10 @@ public final class Dataset: Object, @unchecked Sendable {
     func checkStorageIsSafe() throws {
         let info = try storageInfo()
         if info.externalFiles > 0 {
-            throw error(.refused, "open dataset",
+            throw error(
+                .refused, "open dataset",
                 "its data is stored in \(info.externalFiles) external file(s); dropmodel refuses external storage "
-                + "because it can read any file on this machine")
+                    + "because it can read any file on this machine")
         }
         if info.layout == .virtual {
             throw error(.refused, "open dataset", "it is a virtual dataset, which maps data from other files")
@@ -191,9 +193,13 @@ public final class Dataset: Object, @unchecked Sendable {
             throw error(.refused, "open dataset", "its storage layout is not one HDF5 1.10 defines")
         }
         if let i = info.filterIDs.firstIndex(where: { !Dataset.allowedFilters.contains($0) }) {
-            throw error(.refused, "open dataset",
-                "it uses \(info.filters[i]), which is not built in; dropmodel reads only Fletcher32, deflate and shuffle "
-                + "and never loads filter plugins")
+            throw error(
+                .refused, "open dataset",
+                """
+                it uses \(info.filters[i]), which is not built in; dropmodel reads only Fletcher32, deflate and \
+                shuffle 
+                """
+                    + "and never loads filter plugins")
         }
     }
 
@@ -220,7 +226,9 @@ public final class Dataset: Object, @unchecked Sendable {
             try requireNumeric()
             if n == 0 { return }
             try location.check(
-                H5Dread(handle.id, chdf5_T_NATIVE_FLOAT(), memSpace.id, fileSpace.id, chdf5_P_DEFAULT(), buffer.baseAddress),
+                H5Dread(
+                    handle.id, chdf5_T_NATIVE_FLOAT(), memSpace.id, fileSpace.id, chdf5_P_DEFAULT(),
+                    buffer.baseAddress),
                 "read data")
         }
     }
@@ -266,13 +274,19 @@ public final class Dataset: Object, @unchecked Sendable {
             let (memSpace, fileSpace, n) = try selectRows(start: start, count: count)
             try requireNumeric()
             guard n <= limits.maxElementsPerRead else {
-                throw location.error(.tooLarge, "read data",
-                    "reading \(n) elements at once is more than the \(limits.maxElementsPerRead) allowed; read it in blocks")
+                throw location.error(
+                    .tooLarge, "read data",
+                    """
+                    reading \(n) elements at once is more than the \(limits.maxElementsPerRead) allowed; read it \
+                    in blocks
+                    """)
             }
             var out = [T](repeating: zero, count: n)
             if n == 0 { return out }
             try location.check(
-                out.withUnsafeMutableBytes { H5Dread(handle.id, memType(), memSpace.id, fileSpace.id, chdf5_P_DEFAULT(), $0.baseAddress) },
+                out.withUnsafeMutableBytes {
+                    H5Dread(handle.id, memType(), memSpace.id, fileSpace.id, chdf5_P_DEFAULT(), $0.baseAddress)
+                },
                 "read data")
             return out
         }
@@ -288,7 +302,8 @@ public final class Dataset: Object, @unchecked Sendable {
             return (mem, fileSpace, 1)
         }
         guard start >= 0, count >= 0, UInt64(start) + UInt64(count) <= dims[0] else {
-            throw location.error(.typeMismatch, "read rows", "rows \(start)..<\(start + count) are outside its \(dims[0]) rows")
+            throw location.error(
+                .typeMismatch, "read rows", "rows \(start)..<\(start + count) are outside its \(dims[0]) rows")
         }
         var sub = dims
         sub[0] = UInt64(count)
@@ -296,7 +311,8 @@ public final class Dataset: Object, @unchecked Sendable {
             throw location.error(.tooLarge, "read rows", "the selection overflows a 64-bit element count")
         }
         guard n <= limits.maxElementsPerRead else {
-            throw location.error(.tooLarge, "read data",
+            throw location.error(
+                .tooLarge, "read data",
                 "reading \(n) elements at once is more than the \(limits.maxElementsPerRead) allowed")
         }
         if count == 0 { return (try Dataspace.simple([0], at: location), fileSpace, 0) }
@@ -324,11 +340,15 @@ public final class Dataset: Object, @unchecked Sendable {
                 let half = try StorageType.float16.makeFileType(at: location)
                 let bits = values.map { Float16($0).bitPattern }  // little-endian host
                 try location.check(
-                    bits.withUnsafeBytes { H5Dwrite(handle.id, half.id, memSpace.id, fileSpace.id, chdf5_P_DEFAULT(), $0.baseAddress) },
+                    bits.withUnsafeBytes {
+                        H5Dwrite(handle.id, half.id, memSpace.id, fileSpace.id, chdf5_P_DEFAULT(), $0.baseAddress)
+                    },
                     "write data")
             } else {
                 try location.check(
-                    H5Dwrite(handle.id, chdf5_T_NATIVE_FLOAT(), memSpace.id, fileSpace.id, chdf5_P_DEFAULT(), values.baseAddress),
+                    H5Dwrite(
+                        handle.id, chdf5_T_NATIVE_FLOAT(), memSpace.id, fileSpace.id, chdf5_P_DEFAULT(),
+                        values.baseAddress),
                     "write data")
             }
         }
@@ -362,7 +382,9 @@ public final class Dataset: Object, @unchecked Sendable {
             precondition(values.count == n, "write: \(values.count) values for \(n) elements")
             if n == 0 { return }
             try location.check(
-                values.withUnsafeBytes { H5Dwrite(handle.id, memType, memSpace.id, fileSpace.id, chdf5_P_DEFAULT(), $0.baseAddress) },
+                values.withUnsafeBytes {
+                    H5Dwrite(handle.id, memType, memSpace.id, fileSpace.id, chdf5_P_DEFAULT(), $0.baseAddress)
+                },
                 "write data")
         }
     }

@@ -61,7 +61,8 @@ public final class File: @unchecked Sendable {
                 try loc.check(H5Pset_fapl_stdio(fapl.id), "open file")
                 let isHDF5 = H5Fis_hdf5(openPath)
                 if isHDF5 == 0 {
-                    throw loc.error(.notHDF5, "open file",
+                    throw loc.error(
+                        .notHDF5, "open file",
                         "it is not an HDF5 file (no HDF5 signature found); a dropmodel bundle is an HDF5 file")
                 }
                 if isHDF5 < 0 { throw loc.libraryError("open file") }

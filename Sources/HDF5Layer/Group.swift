@@ -22,16 +22,19 @@ public final class Group: Object, @unchecked Sendable {
             var info = H5G_info_t()
             try location.check(H5Gget_info(handle.id, &info), "list members")
             if info.nlinks > UInt64(limits.maxListed) {
-                throw location.error(.tooLarge, "list members",
+                throw location.error(
+                    .tooLarge, "list members",
                     "it has \(info.nlinks) members, more than the \(limits.maxListed) dropmodel reads")
             }
             // One pass over the group (H5Literate), not one name lookup per index, which costs
             // time proportional to the group's size per call on large groups.
             let names = try iterateNames(at: location, what: "a member name") { op, box in
                 var idx: hsize_t = 0
-                return H5Literate(handle.id, H5_INDEX_NAME, H5_ITER_INC, &idx, { _, name, _, ctx in
-                    NameCollector.add(name, ctx)
-                }, box)
+                return H5Literate(
+                    handle.id, H5_INDEX_NAME, H5_ITER_INC, &idx,
+                    { _, name, _, ctx in
+                        NameCollector.add(name, ctx)
+                    }, box)
             }
             return names
         }
@@ -65,7 +68,8 @@ public final class Group: Object, @unchecked Sendable {
         return try HDF5Library.withLock { () throws -> ObjectKind in
             var info = H5O_info_t()
             try location.child(name).check(
-                H5Oget_info_by_name2(handle.id, name, &info, UInt32(H5O_INFO_BASIC), chdf5_P_DEFAULT()), "look up object")
+                H5Oget_info_by_name2(handle.id, name, &info, UInt32(H5O_INFO_BASIC), chdf5_P_DEFAULT()),
+                "look up object")
             switch info.type {
             case H5O_TYPE_GROUP: return .group
             case H5O_TYPE_DATASET: return .dataset
@@ -110,7 +114,8 @@ public final class Group: Object, @unchecked Sendable {
             let loc = location.child(name)
             let gcpl = Handle(try loc.checkID(H5Pcreate(chdf5_P_GROUP_CREATE()), "create group"), .plist)
             try loc.check(chdf5_set_track_times(gcpl.id, 0), "create group")
-            let id = try loc.checkID(H5Gcreate2(handle.id, name, chdf5_P_DEFAULT(), gcpl.id, chdf5_P_DEFAULT()), "create group")
+            let id = try loc.checkID(
+                H5Gcreate2(handle.id, name, chdf5_P_DEFAULT(), gcpl.id, chdf5_P_DEFAULT()), "create group")
             return Group(handle: Handle(id, .group), owner: owner, location: loc, limits: limits)
         }
     }
@@ -159,9 +164,13 @@ public final class Group: Object, @unchecked Sendable {
             throw location.child(name).error(.notFound, operation, "it does not exist")
         }
         guard kind == .hard else {
-            throw location.child(name).error(.refused, operation,
-                "it is \(kind == .external ? "an" : "a") \(kind.rawValue) link; dropmodel never follows links that are not hard links, "
-                + "because they can point into other files")
+            throw location.child(name).error(
+                .refused, operation,
+                """
+                it is \(kind == .external ? "an" : "a") \(kind.rawValue) link; dropmodel never follows links that \
+                are not hard links, 
+                """
+                    + "because they can point into other files")
         }
     }
 }

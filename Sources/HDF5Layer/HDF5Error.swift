@@ -68,12 +68,19 @@ extension DropModelError {
         let hint: String?
         switch error.code {
         case _ where error.whileWriting:
-            hint = error.errno == .noSpace || error.errno == .diskQuotaExceeded
+            hint =
+                error.errno == .noSpace || error.errno == .diskQuotaExceeded
                 ? "the disk is full; free space and run again: the output was not replaced"
-                : "writing the output failed and it was not replaced; check the free space and permissions of its folder"
-        case .refused: hint = "a dropmodel bundle never needs this; if you trust the file, re-save it without it (e.g. with h5repack)"
+                : """
+                writing the output failed and it was not replaced; check the free space and permissions of its \
+                folder
+                """
+        case .refused:
+            hint =
+                "a dropmodel bundle never needs this; if you trust the file, re-save it without it (e.g. with h5repack)"
         case .unsafeFile:
-            hint = "do not open it with h5py, h5dump or other HDF5 tools either: they run the same library "
+            hint =
+                "do not open it with h5py, h5dump or other HDF5 tools either: they run the same library "
                 + "without isolation; ask whoever made it for a fresh copy"
         case .library: hint = "the file may be truncated or corrupt; re-create or re-download it"
         case .tooLarge: hint = "the file declares sizes far beyond any model; it is likely corrupt or hostile"
@@ -102,14 +109,16 @@ func captureErrorStack() -> [ErrorFrame] {
     defer { H5Eclose_stack(stack) }
     let unmanaged = Unmanaged.passUnretained(box)
     _ = withExtendedLifetime(box) {
-        H5Ewalk2(stack, H5E_WALK_DOWNWARD, { _, frame, context in
-            guard let frame, let context else { return 0 }
-            let box = Unmanaged<Box>.fromOpaque(context).takeUnretainedValue()
-            let desc = frame.pointee.desc.map { String(cString: $0) } ?? ""
-            let fn = frame.pointee.func_name.map { String(cString: $0) } ?? ""
-            box.frames.append(ErrorFrame(description: desc, function: fn))
-            return 0
-        }, unmanaged.toOpaque())
+        H5Ewalk2(
+            stack, H5E_WALK_DOWNWARD,
+            { _, frame, context in
+                guard let frame, let context else { return 0 }
+                let box = Unmanaged<Box>.fromOpaque(context).takeUnretainedValue()
+                let desc = frame.pointee.desc.map { String(cString: $0) } ?? ""
+                let fn = frame.pointee.func_name.map { String(cString: $0) } ?? ""
+                box.frames.append(ErrorFrame(description: desc, function: fn))
+                return 0
+            }, unmanaged.toOpaque())
     }
     return box.frames
 }

@@ -28,7 +28,8 @@ extension Group {
             _ = try loc.check(H5Pset_external(dcpl.id, externalFile, 0, hsize_t(elements * 4)), "set external storage")
             let space = try Dataspace.simple([elements], at: loc)
             let id = try loc.checkID(
-                H5Dcreate2(handle.id, name, chdf5_T_IEEE_F32LE(), space.id, chdf5_P_DEFAULT(), dcpl.id, chdf5_P_DEFAULT()),
+                H5Dcreate2(
+                    handle.id, name, chdf5_T_IEEE_F32LE(), space.id, chdf5_P_DEFAULT(), dcpl.id, chdf5_P_DEFAULT()),
                 "create dataset")
             _ = Handle(id, .dataset)
         }

@@ -49,14 +49,17 @@ public class Object: @unchecked Sendable {
             var info = H5O_info_t()
             try location.check(H5Oget_info2(handle.id, &info, UInt32(H5O_INFO_NUM_ATTRS)), "list attributes")
             if info.num_attrs > UInt64(limits.maxListed) {
-                throw location.error(.tooLarge, "list attributes",
+                throw location.error(
+                    .tooLarge, "list attributes",
                     "it has \(info.num_attrs) attributes, more than the \(limits.maxListed) dropmodel reads")
             }
             let names = try iterateNames(at: location, what: "an attribute name") { op, box in
                 var idx: hsize_t = 0
-                return H5Aiterate2(handle.id, H5_INDEX_NAME, H5_ITER_INC, &idx, { _, name, _, ctx in
-                    NameCollector.add(name, ctx)
-                }, box)
+                return H5Aiterate2(
+                    handle.id, H5_INDEX_NAME, H5_ITER_INC, &idx,
+                    { _, name, _, ctx in
+                        NameCollector.add(name, ctx)
+                    }, box)
             }
             return names
         }
@@ -127,12 +130,14 @@ public class Object: @unchecked Sendable {
             let base = Handle(try loc.checkID(baseType, "read attribute"), .datatype)
             // Read with the base integer type in native order, then widen: an enum cannot
             // be converted to a plain integer by HDF5.
-            let native = Handle(try loc.checkID(H5Tget_native_type(base.id, H5T_DIR_ASCEND), "read attribute"), .datatype)
+            let native = Handle(
+                try loc.checkID(H5Tget_native_type(base.id, H5T_DIR_ASCEND), "read attribute"), .datatype)
             let size = Int(H5Tget_size(native.id))
             let signed = H5Tget_sign(native.id) == H5T_SGN_2
             if case .enumeration = t {
                 // Reading an enum needs an enum memory type; use the file type's native copy.
-                let memEnum = Handle(try loc.checkID(H5Tget_native_type(type, H5T_DIR_ASCEND), "read attribute"), .datatype)
+                let memEnum = Handle(
+                    try loc.checkID(H5Tget_native_type(type, H5T_DIR_ASCEND), "read attribute"), .datatype)
                 return try readRawIntegers(count: count, size: size, signed: signed, at: loc) { buf in
                     H5Aread(attr, memEnum.id, buf)
                 }
@@ -163,7 +168,9 @@ public class Object: @unchecked Sendable {
                 let count = try boundedCount(dims, elementBytes: 8, at: loc)
                 var out = [Double](repeating: 0, count: count)
                 if count > 0 {
-                    try loc.check(out.withUnsafeMutableBytes { H5Aread(attr, chdf5_T_NATIVE_DOUBLE(), $0.baseAddress) }, "read attribute")
+                    try loc.check(
+                        out.withUnsafeMutableBytes { H5Aread(attr, chdf5_T_NATIVE_DOUBLE(), $0.baseAddress) },
+                        "read attribute")
                 }
                 return out
             }
@@ -247,7 +254,8 @@ public class Object: @unchecked Sendable {
 
     /// Writes (or replaces) a little-endian int64 attribute, scalar unless `shape` is given.
     public func write(_ name: String, int64 values: [Int64], shape: [Int]? = nil) throws {
-        try writeNumeric(name, fileType: chdf5_T_STD_I64LE(), memType: chdf5_T_NATIVE_INT64(), values: values, shape: shape)
+        try writeNumeric(
+            name, fileType: chdf5_T_STD_I64LE(), memType: chdf5_T_NATIVE_INT64(), values: values, shape: shape)
     }
 
     public func write(_ name: String, int64 value: Int64) throws {
@@ -256,7 +264,8 @@ public class Object: @unchecked Sendable {
 
     /// Writes (or replaces) a little-endian float64 attribute, scalar unless `shape` is given.
     public func write(_ name: String, double values: [Double], shape: [Int]? = nil) throws {
-        try writeNumeric(name, fileType: chdf5_T_IEEE_F64LE(), memType: chdf5_T_NATIVE_DOUBLE(), values: values, shape: shape)
+        try writeNumeric(
+            name, fileType: chdf5_T_IEEE_F64LE(), memType: chdf5_T_NATIVE_DOUBLE(), values: values, shape: shape)
     }
 
     public func write(_ name: String, double value: Double) throws {
@@ -265,12 +274,14 @@ public class Object: @unchecked Sendable {
 
     /// Writes (or replaces) a uint8 array attribute (digests).
     public func write(_ name: String, uint8s values: [UInt8]) throws {
-        try writeNumeric(name, fileType: chdf5_T_STD_U8LE(), memType: chdf5_T_NATIVE_UINT8(), values: values, shape: [values.count])
+        try writeNumeric(
+            name, fileType: chdf5_T_STD_U8LE(), memType: chdf5_T_NATIVE_UINT8(), values: values, shape: [values.count])
     }
 
     /// Writes a scalar uint8 attribute (dropmodel's booleans: 0 or 1).
     public func write(_ name: String, uint8 value: UInt8) throws {
-        try writeNumeric(name, fileType: chdf5_T_STD_U8LE(), memType: chdf5_T_NATIVE_UINT8(), values: [value], shape: [])
+        try writeNumeric(
+            name, fileType: chdf5_T_STD_U8LE(), memType: chdf5_T_NATIVE_UINT8(), values: [value], shape: [])
     }
 
     // MARK: Internals
@@ -289,7 +300,10 @@ public class Object: @unchecked Sendable {
         let exists = H5Aexists(handle.id, name)
         if exists < 0 { throw loc.libraryError("write attribute") }
         if exists > 0 { try loc.check(H5Adelete(handle.id, name), "replace attribute") }
-        return Handle(try loc.checkID(H5Acreate2(handle.id, name, type, space, chdf5_P_DEFAULT(), chdf5_P_DEFAULT()), "create attribute"), .attribute)
+        return Handle(
+            try loc.checkID(
+                H5Acreate2(handle.id, name, type, space, chdf5_P_DEFAULT(), chdf5_P_DEFAULT()), "create attribute"),
+            .attribute)
     }
 
     /// Opens an attribute, describes its type and shape, and runs `body` under the lock.
@@ -301,7 +315,8 @@ public class Object: @unchecked Sendable {
             let exists = H5Aexists(handle.id, name)
             if exists < 0 { throw loc.libraryError("read attribute") }
             if exists == 0 { throw loc.error(.notFound, "read attribute", "the attribute is missing") }
-            let attr = Handle(try loc.checkID(H5Aopen(handle.id, name, chdf5_P_DEFAULT()), "open attribute"), .attribute)
+            let attr = Handle(
+                try loc.checkID(H5Aopen(handle.id, name, chdf5_P_DEFAULT()), "open attribute"), .attribute)
             let type = Handle(try loc.checkID(H5Aget_type(attr.id), "read attribute type"), .datatype)
             let space = Dataspace(owning: try loc.checkID(H5Aget_space(attr.id), "read attribute shape"))
             let dims = try space.dims(at: loc, maxRank: limits.maxRank)
@@ -327,7 +342,9 @@ public class Object: @unchecked Sendable {
         }
         if status < 0 { throw loc.libraryError("list \(what)s") }
         return try collector.names.map { bytes in
-            guard bytes.count <= 65536 else { throw loc.error(.tooLarge, "list \(what)s", "\(what) is \(bytes.count) bytes long") }
+            guard bytes.count <= 65536 else {
+                throw loc.error(.tooLarge, "list \(what)s", "\(what) is \(bytes.count) bytes long")
+            }
             guard let s = String(validating: bytes, as: UTF8.self) else {
                 throw loc.error(.badString, "read \(what)", "it is not valid UTF-8")
             }
@@ -390,7 +407,8 @@ func readStringElements(
     }
     if let length = storage.fixedLength {
         guard length > 0, length <= limit, count <= limit / length else {
-            throw loc.error(.tooLarge, "read string", "\(count) strings of \(length) bytes are more than dropmodel reads")
+            throw loc.error(
+                .tooLarge, "read string", "\(count) strings of \(length) bytes are more than dropmodel reads")
         }
         let mem = Handle(try loc.checkID(H5Tcopy(fileType), "read string"), .datatype)
         var raw = [UInt8](repeating: 0, count: count * length)
@@ -410,7 +428,9 @@ func readStringElements(
     let mem = Handle(try loc.checkID(H5Tcopy(chdf5_T_C_S1()), "read string"), .datatype)
     try loc.check(H5Tset_size(mem.id, chdf5_T_VARIABLE()), "read string")
     try loc.check(H5Tset_cset(mem.id, storage.utf8 ? H5T_CSET_UTF8 : H5T_CSET_ASCII), "read string")
-    for value in try Probe.readVariableStrings(attribute: attribute, memType: mem.id, count: count, maxBytes: limit, at: loc) {
+    for value in try Probe.readVariableStrings(
+        attribute: attribute, memType: mem.id, count: count, maxBytes: limit, at: loc)
+    {
         guard let value else { results.append(""); continue }
         if value.count > limit { throw loc.error(.tooLarge, "read string", "a string is longer than \(limit) bytes") }
         results.append(try decode(value))

@@ -34,8 +34,12 @@ final class PinnedDescriptor: @unchecked Sendable {
             throw loc.error(.system, "open file", "it is a directory", errno: .isDirectory)
         default:
             Foundation.close(fd)
-            throw loc.error(.unreadable, "open file",
-                "it is not a regular file (a FIFO, socket or device); dropmodel reads models and data from regular files only")
+            throw loc.error(
+                .unreadable, "open file",
+                """
+                it is not a regular file (a FIFO, socket or device); dropmodel reads models and data from regular \
+                files only
+                """)
         }
         // Regular files ignore O_NONBLOCK; cleared anyway so the descriptor reads as any other.
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)

@@ -63,7 +63,8 @@ enum Probe {
         var fd: Int32 = -1
         // No other thread may be inside libhdf5 while the process forks: take the library lock.
         let pid = HDF5Library.withLock {
-            dm_probe_start(openPath, descriptor, memoryAllowance, keepStandardError ? 1 : 0, timeoutMilliseconds, &fd, &result)
+            dm_probe_start(
+                openPath, descriptor, memoryAllowance, keepStandardError ? 1 : 0, timeoutMilliseconds, &fd, &result)
         }
         if pid > 0 { dm_probe_wait(pid, fd, timeoutMilliseconds, &result) }
         let step = withUnsafeBytes(of: result.step) { raw in
@@ -72,9 +73,12 @@ enum Probe {
         let parts = step.split(separator: "\t", maxSplits: 1).map(String.init)
         let object = parts.first.flatMap { $0.isEmpty ? nil : $0 } ?? "/"
         let activity = parts.count > 1 ? parts[1] : "open the file"
-        let error = failure(result, at: Location(file: path, object: object),
-                            operation: "read the file's metadata (\(activity))", what: "this file's metadata")
-        if let identity, result.outcome != Int32(DM_PROBE_SKIPPED.rawValue), result.outcome != Int32(DM_PROBE_UNAVAILABLE.rawValue) {
+        let error = failure(
+            result, at: Location(file: path, object: object),
+            operation: "read the file's metadata (\(activity))", what: "this file's metadata")
+        if let identity, result.outcome != Int32(DM_PROBE_SKIPPED.rawValue),
+            result.outcome != Int32(DM_PROBE_UNAVAILABLE.rawValue)
+        {
             HDF5Library.withLock {
                 if verdicts.count >= 4096 { verdicts.removeAll() }  // a long-running process (the fuzzer)
                 verdicts[identity] = .some(error)
@@ -129,28 +133,35 @@ enum Probe {
     }
 
     /// The error for a pre-read that did not finish (nil when it did).
-    private static func failure(_ result: dm_probe_result, at loc: Location, operation: String, what: String) -> HDF5Error? {
+    private static func failure(
+        _ result: dm_probe_result, at loc: Location, operation: String, what: String
+    ) -> HDF5Error? {
         switch dm_probe_outcome(rawValue: UInt32(result.outcome)) {
         case DM_PROBE_OK, DM_PROBE_SKIPPED:
             return nil
         case DM_PROBE_CRASHED:
-            let how = result.signal != 0
+            let how =
+                result.signal != 0
                 ? "crashed with \(signalName(result.signal))"
                 : "ended abnormally (exit status \(result.exit_status))"
-            return loc.error(.unsafeFile, operation,
+            return loc.error(
+                .unsafeFile, operation,
                 "libhdf5 \(how) reading \(what) in a separate process; the file is malformed, "
-                + "or made to attack HDF5 readers, and dropmodel will not open it")
+                    + "or made to attack HDF5 readers, and dropmodel will not open it")
         case DM_PROBE_TIMEOUT:
-            return loc.error(.unsafeFile, operation,
+            return loc.error(
+                .unsafeFile, operation,
                 "libhdf5 did not finish reading \(what) within \(timeoutMilliseconds / 1000) s of CPU time in a "
-                + "separate process (it loops for ever on some malformed files); dropmodel will not open the file")
+                    + "separate process (it loops for ever on some malformed files); dropmodel will not open the file")
         case DM_PROBE_MEMORY:
-            return loc.error(.unsafeFile, operation,
+            return loc.error(
+                .unsafeFile, operation,
                 "libhdf5 needed more than \(memoryAllowance >> 20) MiB to read \(what) in a separate process "
-                + "(a valid bundle's metadata takes a few MiB); dropmodel will not open the file")
+                    + "(a valid bundle's metadata takes a few MiB); dropmodel will not open the file")
         default:
             let e = Errno(rawValue: result.errno_value)
-            return loc.error(.system, operation,
+            return loc.error(
+                .system, operation,
                 "could not start the separate process that reads untrusted HDF5 metadata: \(e)", errno: e)
         }
     }

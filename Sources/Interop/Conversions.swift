@@ -31,8 +31,10 @@ public enum Conversion {
             let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
             throw DropModelError(
                 code: exists ? (isDir.boolValue ? .system : .unreadable) : .notFound, file: path,
-                message: !exists ? "no such file or directory" : isDir.boolValue ? "it is a directory" : "it cannot be read",
-                operation: "open file", cause: !exists ? .errno(.noSuchFileOrDirectory) : isDir.boolValue ? .errno(.isDirectory) : nil)
+                message: !exists
+                    ? "no such file or directory" : isDir.boolValue ? "it is a directory" : "it cannot be read",
+                operation: "open file",
+                cause: !exists ? .errno(.noSuchFileOrDirectory) : isDir.boolValue ? .errno(.isDirectory) : nil)
         }
         defer { try? h.close() }
         let head = [UInt8]((try? h.read(upToCount: 9)) ?? Data())
@@ -48,7 +50,9 @@ public enum Conversion {
 
     /// Reads a Keras or safetensors model and writes it as a bundle. `safetensors` options are
     /// refused (code `.usage`) for a Keras file, which states its own rates and activations.
-    public static func importModel(_ path: String, to output: String, safetensors: SafetensorsOptions? = nil) throws -> ImportReport {
+    public static func importModel(
+        _ path: String, to output: String, safetensors: SafetensorsOptions? = nil
+    ) throws -> ImportReport {
         try OutputCheck.verify(output, inputs: [path])
         let kind = try sourceKind(of: path)
         let model: Model
@@ -57,7 +61,10 @@ public enum Conversion {
             if safetensors != nil {
                 throw DropModelError(
                     code: .usage, file: path,
-                    message: "--keep, --convention, --activation and --output-activation are for safetensors files: this is a Keras file, which states its own dropout rates and activations",
+                    message: """
+                        --keep, --convention, --activation and --output-activation are for safetensors files: this is \
+                        a Keras file, which states its own dropout rates and activations
+                        """,
                     hint: "drop those options")
             }
             // Keras stores its config and weight names as variable-length strings, on which
@@ -96,7 +103,10 @@ public enum Conversion {
         if format == .keras, !(output.hasSuffix(".h5") || output.hasSuffix(".hdf5")) {
             throw DropModelError(
                 code: .usage, file: output,
-                message: "Keras export writes Keras's HDF5 format: name the output *.h5 or *.hdf5, the names keras.models.load_model reads as HDF5")
+                message: """
+                    Keras export writes Keras's HDF5 format: name the output *.h5 or *.hdf5, the names \
+                    keras.models.load_model reads as HDF5
+                    """)
         }
         try OutputCheck.verify(output, inputs: [path])
         let bundle = try BundleReader(path: path)

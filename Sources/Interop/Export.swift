@@ -19,7 +19,10 @@ public enum Export {
         if info.convention == .classic && !info.baked {
             throw DropModelError(
                 code: .notApplicable, file: bundle.path, object: "/@baked",
-                message: "the bundle uses the classic dropout convention and is not baked: its weights must still be scaled by the keep probabilities before inference, and \(formatNames) cannot record that",
+                message: """
+                    the bundle uses the classic dropout convention and is not baked: its weights must still be scaled \
+                    by the keep probabilities before inference, and \(formatNames) cannot record that
+                    """,
                 hint: "bake it first: dropmodel bake \(bundle.path) -o baked.h5, then export baked.h5")
         }
         return try bundle.readModel()
@@ -66,9 +69,12 @@ extension Export {
     /// `layers.<i>.bias` F32 [outputs], metadata as above.
     public static func safetensors(_ model: Model) -> Data {
         var tensors: [(name: String, shape: [Int], values: [Float])] = []
+        // The bundle's own layout (rows of fan-in), whatever the kind; no tensors for a kind
+        // without weights.
         for (i, (l, p)) in zip(model.info.layers, model.parameters).enumerated() {
-            tensors.append(("layers.\(i).weight", [l.outputs, l.inputs], p.weight))
-            tensors.append(("layers.\(i).bias", [l.outputs], p.bias))
+            guard let shapes = l.parameterShapes else { continue }
+            tensors.append(("layers.\(i).weight", shapes.weight, p.weight))
+            tensors.append(("layers.\(i).bias", shapes.bias, p.bias))
         }
         return SafetensorsFile.encode(tensors, metadata: Dictionary(uniqueKeysWithValues: metadata(model)))
     }

@@ -21,7 +21,10 @@ func hdf5<T>(_ body: () throws -> T) throws -> T {
         // DropModelError's hints speak of bundles; for an imported file say what matters here.
         if e.code == .refused {
             for i in b.problems.indices {
-                b.problems[i].hint = "dropmodel reads Keras files through the same hardened HDF5 layer as bundles; re-save the model without it"
+                b.problems[i].hint = """
+                    dropmodel reads Keras files through the same hardened HDF5 layer as bundles; re-save the model \
+                    without it
+                    """
             }
         }
         throw b

@@ -29,12 +29,15 @@ struct StoredZip {
 
     init(path: String) throws {
         self.path = path
-        guard let h = FileHandle(forReadingAtPath: path) else { throw failure(.unreadable, path, "/", "it cannot be opened for reading") }
+        guard let h = FileHandle(forReadingAtPath: path) else {
+            throw failure(.unreadable, path, "/", "it cannot be opened for reading")
+        }
         defer { try? h.close() }
         let size = Int((try? h.seekToEnd()) ?? 0)
         fileSize = size
         func bad(_ m: String) -> DropModelError {
-            failure(path, "ZIP archive", m, hint: "the .keras file is truncated, corrupt or hostile; save the model again")
+            failure(
+                path, "ZIP archive", m, hint: "the .keras file is truncated, corrupt or hostile; save the model again")
         }
         // End of central directory record: 22 bytes + a comment of up to 65,535 bytes.
         let tailLength = min(size, 22 + 65_535)
@@ -51,11 +54,15 @@ struct StoredZip {
         }
         guard let e = eocd else { throw bad("no end-of-central-directory record") }
         let count = u16(tail, e + 10), cdSize = u32(tail, e + 12), cdOffset = u32(tail, e + 16)
-        guard u16(tail, e + 4) == 0, u16(tail, e + 6) == 0, u16(tail, e + 8) == count else { throw bad("multi-disk archives are not supported") }
+        guard u16(tail, e + 4) == 0, u16(tail, e + 6) == 0, u16(tail, e + 8) == count else {
+            throw bad("multi-disk archives are not supported")
+        }
         guard count != 0xFFFF, cdSize != 0xFFFF_FFFF, cdOffset != 0xFFFF_FFFF else {
             throw bad("a ZIP64 archive (over 4 GiB or 65,535 members) is not supported")
         }
-        guard count <= Self.maxEntries, cdSize <= Self.maxCentralDirectory else { throw bad("\(count) members in a \(cdSize)-byte directory: more than a Keras file holds") }
+        guard count <= Self.maxEntries, cdSize <= Self.maxCentralDirectory else {
+            throw bad("\(count) members in a \(cdSize)-byte directory: more than a Keras file holds")
+        }
         let eocdOffset = size - tailLength + e
         guard cdOffset + cdSize <= eocdOffset else { throw bad("the central directory lies outside the archive") }
         try h.seek(toOffset: UInt64(cdOffset))
@@ -64,13 +71,19 @@ struct StoredZip {
         var entries: [Entry] = []
         var o = 0
         for _ in 0..<count {
-            guard o + 46 <= cd.count, u32(cd, o) == 0x0201_4B50 else { throw bad("a central directory entry is damaged") }
+            guard o + 46 <= cd.count, u32(cd, o) == 0x0201_4B50 else {
+                throw bad("a central directory entry is damaged")
+            }
             let nameLength = u16(cd, o + 28), extra = u16(cd, o + 30), comment = u16(cd, o + 32)
-            guard o + 46 + nameLength + extra + comment <= cd.count else { throw bad("a central directory entry is damaged") }
+            guard o + 46 + nameLength + extra + comment <= cd.count else {
+                throw bad("a central directory entry is damaged")
+            }
             let name = String(decoding: cd[(o + 46)..<(o + 46 + nameLength)], as: UTF8.self)
-            entries.append(Entry(
-                name: name, method: UInt16(u16(cd, o + 10)), flags: UInt16(u16(cd, o + 8)), crc: UInt32(u32(cd, o + 16)),
-                compressedSize: u32(cd, o + 20), size: u32(cd, o + 24), localHeaderOffset: u32(cd, o + 42)))
+            entries.append(
+                Entry(
+                    name: name, method: UInt16(u16(cd, o + 10)), flags: UInt16(u16(cd, o + 8)),
+                    crc: UInt32(u32(cd, o + 16)),
+                    compressedSize: u32(cd, o + 20), size: u32(cd, o + 24), localHeaderOffset: u32(cd, o + 42)))
             o += 46 + nameLength + extra + comment
         }
         self.entries = entries
@@ -84,24 +97,40 @@ struct StoredZip {
         let object = "ZIP archive: \(e.name)"
         guard e.flags & 1 == 0 else { throw failure(.unsupported, path, object, "the member is encrypted") }
         guard e.method == 0 else {
-            throw failure(.unsupported, path, object, "the member is compressed (method \(e.method)); Keras stores its members uncompressed",
-                          hint: "save the model again with Keras, or as model.save(\"model.h5\")")
+            throw failure(
+                .unsupported, path, object,
+                "the member is compressed (method \(e.method)); Keras stores its members uncompressed",
+                hint: "save the model again with Keras, or as model.save(\"model.h5\")")
         }
         guard e.compressedSize == e.size else { throw failure(path, object, "a stored member's sizes differ") }
-        guard e.size <= limit else { throw failure(path, object, "the member is \(e.size) bytes, more than the \(limit) dropmodel reads") }
-        guard let h = FileHandle(forReadingAtPath: path) else { throw failure(.unreadable, path, "/", "it cannot be opened for reading") }
+        guard e.size <= limit else {
+            throw failure(path, object, "the member is \(e.size) bytes, more than the \(limit) dropmodel reads")
+        }
+        guard let h = FileHandle(forReadingAtPath: path) else {
+            throw failure(.unreadable, path, "/", "it cannot be opened for reading")
+        }
         defer { try? h.close() }
-        guard e.localHeaderOffset + 30 <= centralOffset else { throw failure(path, object, "its local header lies outside the archive") }
+        guard e.localHeaderOffset + 30 <= centralOffset else {
+            throw failure(path, object, "its local header lies outside the archive")
+        }
         try h.seek(toOffset: UInt64(e.localHeaderOffset))
         let header = [UInt8](try h.read(upToCount: 30) ?? Data())
-        guard header.count == 30, header[0..<4] == [0x50, 0x4B, 0x03, 0x04] else { throw failure(path, object, "its local header is damaged") }
-        let start = e.localHeaderOffset + 30 + (Int(header[26]) | Int(header[27]) << 8) + (Int(header[28]) | Int(header[29]) << 8)
-        guard start + e.size <= centralOffset else { throw failure(path, object, "its data reaches past the end of the members") }
+        guard header.count == 30, header[0..<4] == [0x50, 0x4B, 0x03, 0x04] else {
+            throw failure(path, object, "its local header is damaged")
+        }
+        let start =
+            e.localHeaderOffset + 30 + (Int(header[26]) | Int(header[27]) << 8)
+            + (Int(header[28]) | Int(header[29]) << 8)
+        guard start + e.size <= centralOffset else {
+            throw failure(path, object, "its data reaches past the end of the members")
+        }
         try h.seek(toOffset: UInt64(start))
         let data = try h.read(upToCount: e.size) ?? Data()
         guard data.count == e.size else { throw failure(path, object, "the member is cut short") }
         let crc = data.withUnsafeBytes { Zlib.crc32($0) }
-        guard crc == e.crc else { throw failure(path, object, "the member's CRC-32 does not match: the archive is corrupt") }
+        guard crc == e.crc else {
+            throw failure(path, object, "the member's CRC-32 does not match: the archive is corrupt")
+        }
         return data
     }
 }
@@ -114,15 +143,18 @@ extension KerasImport {
     static func readArchive(path: String) throws -> Model {
         let zip = try StoredZip(path: path)
         guard let configEntry = zip.entry("config.json") else {
-            throw failure(path, "ZIP archive", "there is no config.json: this is not a Keras 3 .keras file",
-                          hint: "save the model with model.save(\"model.keras\") or model.save(\"model.h5\")")
+            throw failure(
+                path, "ZIP archive", "there is no config.json: this is not a Keras 3 .keras file",
+                hint: "save the model with model.save(\"model.keras\") or model.save(\"model.h5\")")
         }
-        let config = try parseJSON(String(decoding: try zip.read(configEntry, limit: maxConfigBytes), as: UTF8.self),
-                                   path: path, object: "config.json")
+        let config = try parseJSON(
+            String(decoding: try zip.read(configEntry, limit: maxConfigBytes), as: UTF8.self),
+            path: path, object: "config.json")
         let parsed = try parseConfig(config, path: path, object: "config.json")
         var source: [String: JSONValue] = ["format": .string("keras-archive")]
         if let m = zip.entry("metadata.json"), let data = try? zip.read(m, limit: 1 << 20),
-           let meta = try? JSONValue.parse(data) {
+            let meta = try? JSONValue.parse(data)
+        {
             if let v = meta["keras_version"]?.string { source["keras_version"] = .string(v) }
         }
         if let t = config["compile_config"], !t.isNull { source["compile_config"] = t }
@@ -156,13 +188,18 @@ extension KerasImport {
             var parameters: [Parameters] = []
             for d in parsed.dense {
                 guard let (vars, object) = byName[d.name] else {
-                    throw failure(path, "model.weights.h5: /layers", "no vars group is named '\(d.name)': the weights do not match the config")
+                    throw failure(
+                        path, "model.weights.h5: /layers",
+                        "no vars group is named '\(d.name)': the weights do not match the config")
                 }
-                var found = DenseWeights(kernel: nil, kernelPath: object + "/0", bias: nil, biasPath: object + "/1", group: object)
+                var found = DenseWeights(
+                    kernel: nil, kernelPath: object + "/0", bias: nil, biasPath: object + "/1", group: object)
                 found.kernel = try hdf5 { try vars.contains("0") ? vars.dataset("0") : nil }
                 if d.useBias { found.bias = try hdf5 { try vars.contains("1") ? vars.dataset("1") : nil } }
                 let (inputs, p) = try readDense(d, found, expectedInputs: layers.last?.outputs, path: path)
-                layers.append(LayerInfo(name: d.name, inputs: inputs, outputs: d.units, activation: d.activation, keepProb: d.keep))
+                layers.append(
+                    LayerInfo(
+                        name: d.name, inputs: inputs, outputs: d.units, activation: d.activation, keepProb: d.keep))
                 parameters.append(p)
             }
             return assemble(parsed, layers: layers, parameters: parameters, source: source, path: path)

@@ -24,7 +24,8 @@ public enum KerasExport {
         let ok = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
         var dense: [String] = []
         for (i, l) in layers.enumerated() {
-            let valid = !l.name.isEmpty && l.name.count <= 200 && l.name.allSatisfy { ok.contains($0) } && l.name.first != "."
+            let valid =
+                !l.name.isEmpty && l.name.count <= 200 && l.name.allSatisfy { ok.contains($0) } && l.name.first != "."
             dense.append(unique(valid ? l.name : "dense_\(i)"))
         }
         let dropout = dense.map { unique("\($0)_dropout") }
@@ -47,27 +48,64 @@ public enum KerasExport {
         }
     }
 
+    /// A bundle layer as Keras sees it: its entry in `model_config` (given its Keras name) and
+    /// its weights in Keras's names, shapes and layout, in `weight_names` order.
+    struct KerasLayer {
+        var config: (_ name: String) -> JSONValue
+        var weights: (Parameters) -> [(name: String, shape: [Int], values: [Float])]
+    }
+
+    /// The one place a layer kind maps to a Keras layer (the `Dropout` before it, from
+    /// `keep_prob`, is every kind's). A new layer kind adds its case here.
+    static func kerasLayer(_ l: LayerInfo) -> KerasLayer {
+        switch l.kind {
+        case .dense:
+            return KerasLayer(
+                config: { name in
+                    .object([
+                        "class_name": .string("Dense"),
+                        "config": .object([
+                            "name": .string(name), "units": .integer(Int64(l.outputs)),
+                            "activation": .string(kerasActivation(l.activation)), "use_bias": .bool(true),
+                            "trainable": .bool(true), "dtype": .string("float32"),
+                        ]),
+                    ])
+                },
+                weights: { p in
+                    // Keras kernels are [inputs, units]: the bundle's [outputs, inputs] transposed.
+                    var kernel = [Float](repeating: 0, count: l.inputs * l.outputs)
+                    for u in 0..<l.outputs {
+                        for j in 0..<l.inputs { kernel[j * l.outputs + u] = p.weight[u * l.inputs + j] }
+                    }
+                    return [("kernel", [l.inputs, l.outputs], kernel), ("bias", [l.outputs], p.bias)]
+                })
+        }
+    }
+
     /// The `model_config` JSON.
     static func modelConfig(_ info: ModelInfo) -> String {
         let names = kerasNames(info.layers)
         var layers: [JSONValue] = [
-            .object(["class_name": .string("InputLayer"), "config": .object([
-                "batch_shape": .array([.null, .integer(Int64(info.layers[0].inputs))]),
-                "dtype": .string("float32"), "name": .string("input"),
-            ])]),
+            .object([
+                "class_name": .string("InputLayer"),
+                "config": .object([
+                    "batch_shape": .array([.null, .integer(Int64(info.layerShapes[0].input.count))]),
+                    "dtype": .string("float32"), "name": .string("input"),
+                ]),
+            ])
         ]
         for (i, l) in info.layers.enumerated() {
             if l.keepProb < 1 {
-                layers.append(.object(["class_name": .string("Dropout"), "config": .object([
-                    "name": .string(names.dropout[i]), "rate": .number(rate(keep: l.keepProb)), "seed": .null,
-                    "noise_shape": .null, "trainable": .bool(true), "dtype": .string("float32"),
-                ])]))
+                layers.append(
+                    .object([
+                        "class_name": .string("Dropout"),
+                        "config": .object([
+                            "name": .string(names.dropout[i]), "rate": .number(rate(keep: l.keepProb)), "seed": .null,
+                            "noise_shape": .null, "trainable": .bool(true), "dtype": .string("float32"),
+                        ]),
+                    ]))
             }
-            layers.append(.object(["class_name": .string("Dense"), "config": .object([
-                "name": .string(names.dense[i]), "units": .integer(Int64(l.outputs)),
-                "activation": .string(kerasActivation(l.activation)), "use_bias": .bool(true),
-                "trainable": .bool(true), "dtype": .string("float32"),
-            ])]))
+            layers.append(kerasLayer(l).config(names.dense[i]))
         }
         return JSONValue.object([
             "class_name": .string("Sequential"),
@@ -97,18 +135,14 @@ public enum KerasExport {
                     let name = names.dense[i]
                     layerNames.append(name)
                     let g = try mw.createGroup(name)
-                    try g.write("weight_names", strings: ["\(name)/kernel", "\(name)/bias"])
+                    let weights = kerasLayer(l).weights(model.parameters[i])
+                    try g.write("weight_names", strings: weights.map { "\(name)/\($0.name)" })
                     let inner = try g.createGroup(name)
-                    // Keras kernels are [inputs, units]: the bundle's [outputs, inputs] transposed.
-                    let p = model.parameters[i]
-                    var kernel = [Float](repeating: 0, count: l.inputs * l.outputs)
-                    for u in 0..<l.outputs { for j in 0..<l.inputs { kernel[j * l.outputs + u] = p.weight[u * l.inputs + j] } }
-                    let k = try inner.createDataset("kernel", type: .float32, shape: [l.inputs, l.outputs])
-                    try k.write(floats: kernel)
-                    k.close()
-                    let b = try inner.createDataset("bias", type: .float32, shape: [l.outputs])
-                    try b.write(floats: p.bias)
-                    b.close()
+                    for w in weights {
+                        let d = try inner.createDataset(w.name, type: .float32, shape: w.shape)
+                        try d.write(floats: w.values)
+                        d.close()
+                    }
                 }
                 try mw.write("layer_names", strings: layerNames)
             }

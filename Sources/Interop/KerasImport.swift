@@ -57,24 +57,36 @@ public enum KerasImport {
     /// Reads a Keras full-model HDF5 file, or a Keras 3 `.keras` archive (a ZIP file, by its
     /// signature): Specs/interop.md §2.
     public static func read(path: String) throws -> Model {
-        if let head = FileHandle(forReadingAtPath: path).flatMap({ h in defer { try? h.close() }; return try? h.read(upToCount: 4) }),
-           [UInt8](head) == [0x50, 0x4B, 0x03, 0x04] {
+        if let head = FileHandle(forReadingAtPath: path).flatMap({ h in
+            defer { try? h.close() }; return try? h.read(upToCount: 4)
+        }),
+            [UInt8](head) == [0x50, 0x4B, 0x03, 0x04]
+        {
             return try readArchive(path: path)
         }
         let file = try hdf5 { try File.open(path) }
         let root = try hdf5 { try file.root() }
         if try hdf5({ try root.hasAttribute("dropmodel_format") }) {
-            throw failure(.notApplicable, path, "/@dropmodel_format", "this is already a dropmodel bundle",
-                          hint: "use it as it is, or 'dropmodel export' it")
+            throw failure(
+                .notApplicable, path, "/@dropmodel_format", "this is already a dropmodel bundle",
+                hint: "use it as it is, or 'dropmodel export' it")
         }
         guard try hdf5({ try root.hasAttribute("model_config") }) else {
             if try hdf5({ try root.contains("layers") && !root.contains("model_weights") }) {
-                throw failure(.unsupported, path, "/@model_config",
-                    "this looks like a Keras weights-only file (model.save_weights): it has no model_config, so no layer types, activations or dropout rates",
+                throw failure(
+                    .unsupported, path, "/@model_config",
+                    """
+                    this looks like a Keras weights-only file (model.save_weights): it has no model_config, so no \
+                    layer types, activations or dropout rates
+                    """,
                     hint: "save the whole model with model.save(\"model.h5\") and import that")
             }
-            throw failure(path, "/@model_config", "the attribute is missing: this is not a Keras full-model HDF5 file",
-                          hint: "save the model with model.save(\"model.h5\") (Keras 2 or 3), or import a safetensors file")
+            throw failure(
+                path, "/@model_config", "the attribute is missing: this is not a Keras full-model HDF5 file",
+                hint: """
+                    save the model with model.save(\"model.h5\") (Keras 2 or 3), or import a safetensors \
+                    file
+                    """)
         }
         let configText = try readText(root, "model_config", path: path)
         let config = try parseJSON(configText, path: path, object: "/@model_config")
@@ -84,13 +96,17 @@ public enum KerasImport {
         if let v = try? hdf5({ try root.readString("backend") }) { source["backend"] = .string(v) }
         if try hdf5({ try root.hasAttribute("training_config") }) {
             if let text = try? readText(root, "training_config", path: path),
-               let v = try? JSONValue.parse(text) { source["training_config"] = v }
+                let v = try? JSONValue.parse(text)
+            {
+                source["training_config"] = v
+            }
         }
 
         // Weights: model_weights/<layer>/<weight_names[i]>, kernel [inputs, units].
         guard try hdf5({ try root.contains("model_weights") }) else {
-            throw failure(path, "/model_weights", "the group is missing: the file holds a config but no weights",
-                          hint: "save the model with model.save(\"model.h5\"), which includes the weights")
+            throw failure(
+                path, "/model_weights", "the group is missing: the file holds a config but no weights",
+                hint: "save the model with model.save(\"model.h5\"), which includes the weights")
         }
         let weightsGroup = try hdf5 { try root.group("model_weights") }
         var layers: [LayerInfo] = []
@@ -98,7 +114,8 @@ public enum KerasImport {
         for d in parsed.dense {
             let w = try legacyWeights(d, from: weightsGroup, path: path)
             let (inputs, p) = try readDense(d, w, expectedInputs: layers.last?.outputs, path: path)
-            layers.append(LayerInfo(name: d.name, inputs: inputs, outputs: d.units, activation: d.activation, keepProb: d.keep))
+            layers.append(
+                LayerInfo(name: d.name, inputs: inputs, outputs: d.units, activation: d.activation, keepProb: d.keep))
             parameters.append(p)
         }
         return assemble(parsed, layers: layers, parameters: parameters, source: source, path: path)
@@ -112,13 +129,19 @@ public enum KerasImport {
             throw failure(path, configObject, "the config has no class_name: it is not a Keras model config")
         }
         guard ["Sequential", "Functional", "Model"].contains(modelClass) else {
-            throw failure(.unsupported, path, configObject,
+            throw failure(
+                .unsupported, path, configObject,
                 "the model is a '\(modelClass)'; dropmodel imports Sequential models and linear Functional models",
-                hint: "a subclassed or custom model has no portable config; rebuild it as keras.Sequential and save that")
+                hint:
+                    "a subclassed or custom model has no portable config; rebuild it as keras.Sequential and save that")
         }
         let body = config["config"]
         let layerList: [JSONValue]
-        if let list = body?["layers"]?.array { layerList = list } else if let list = body?.array { layerList = list } else {
+        if let list = body?["layers"]?.array {
+            layerList = list
+        } else if let list = body?.array {
+            layerList = list
+        } else {
             throw failure(path, configObject, "the config of the \(modelClass) model has no 'layers' list")
         }
         guard layerList.count <= maxLayers else {
@@ -158,17 +181,30 @@ public enum KerasImport {
                 continue
             case "Flatten":
                 guard dense.isEmpty, pending.isEmpty else {
-                    throw failure(.unsupported, path, object,
-                        "a Flatten layer after the first Dense or Dropout layer is not supported; dropmodel reads chains of Dense, Dropout and Activation layers")
+                    throw failure(
+                        .unsupported, path, object,
+                        """
+                        a Flatten layer after the first Dense or Dropout layer is not supported; dropmodel reads \
+                        chains of Dense, Dropout and Activation layers
+                        """)
                 }
             case "Dropout":
                 guard let rate = c["rate"]?.double, rate >= 0, rate < 1, rate.isFinite else {
-                    throw failure(path, object, "the dropout rate is \(c["rate"]?.text ?? "missing"); it must be a number in [0, 1)",
-                                  hint: "a Keras Dropout rate is the probability of dropping a unit; the file is corrupt or was edited by hand")
+                    throw failure(
+                        path, object,
+                        "the dropout rate is \(c["rate"]?.text ?? "missing"); it must be a number in [0, 1)",
+                        hint: """
+                            a Keras Dropout rate is the probability of dropping a unit; the file is corrupt \
+                            or was edited by hand
+                            """)
                 }
                 if let ns = c["noise_shape"], !ns.isNull {
-                    throw failure(.unsupported, path, object,
-                        "noise_shape \(ns.text) drops whole slices, not single units; dropmodel's keep probabilities are per unit",
+                    throw failure(
+                        .unsupported, path, object,
+                        """
+                        noise_shape \(ns.text) drops whole slices, not single units; dropmodel's keep \
+                        probabilities are per unit
+                        """,
                         hint: "retrain with a plain Dropout (noise_shape=None) to use dropmodel")
                 }
                 let seed = c["seed"]?.int
@@ -177,45 +213,65 @@ public enum KerasImport {
                 activationOpen = false
             case "Dense":
                 guard let units = c["units"]?.int, units >= 1, units <= maxUnits else {
-                    throw failure(path, object, "units is \(c["units"]?.text ?? "missing"); it must be an integer in 1 ... 2^24")
+                    throw failure(
+                        path, object, "units is \(c["units"]?.text ?? "missing"); it must be an integer in 1 ... 2^24")
                 }
                 let act = try activation(c["activation"], path: path, object: object)
                 let useBias = c["use_bias"]?.bool ?? true
                 for key in ["lora_rank", "quantization_config"] {
                     if let v = c[key], !v.isNull, v != .integer(0) {
-                        throw failure(.unsupported, path, object, "\(key) = \(v.text): LoRA and quantized Dense layers are not supported",
-                                      hint: "merge or dequantize the weights in Keras and save a plain Dense layer")
+                        throw failure(
+                            .unsupported, path, object,
+                            "\(key) = \(v.text): LoRA and quantized Dense layers are not supported",
+                            hint: "merge or dequantize the weights in Keras and save a plain Dense layer")
                     }
                 }
                 for k in pending.indices { pending[k].receiver = name }
                 dropouts += pending
                 pending = []
-                dense.append(DenseSpec(name: name, units: Int(units), activation: act, useBias: useBias, keep: pendingKeep))
+                dense.append(
+                    DenseSpec(name: name, units: Int(units), activation: act, useBias: useBias, keep: pendingKeep))
                 pendingKeep = 1
                 activationOpen = true
             case "Activation":
                 let act = try activation(c["activation"], path: path, object: object)
                 if act == .linear { continue }
                 guard activationOpen, let last = dense.last, last.activation == .linear else {
-                    let why = dense.isEmpty ? "it comes before any Dense layer"
-                        : !activationOpen ? "a Dropout layer stands between it and its Dense layer"
-                        : "Dense layer '\(dense.last!.name)' already applies \(dense.last!.activation.rawValue)"
-                    throw failure(.unsupported, path, object,
+                    let why =
+                        dense.isEmpty
+                        ? "it comes before any Dense layer"
+                        : !activationOpen
+                            ? "a Dropout layer stands between it and its Dense layer"
+                            : "Dense layer '\(dense.last!.name)' already applies \(dense.last!.activation.rawValue)"
+                    throw failure(
+                        .unsupported, path, object,
                         "\(why); dropmodel supports one activation per Dense layer, applied to its output",
                         hint: "move the activation directly after its Dense layer (or into Dense(activation=...))")
                 }
                 dense[dense.count - 1].activation = act
                 activationOpen = false
             default:
-                throw failure(.unsupported, path, object,
-                    "layer class \(cls) is not supported: dropmodel imports chains of Dense, Dropout and Activation layers "
-                    + "(InputLayer and Flatten before the first Dense); nothing from the file is executed",
-                    hint: "a bundle holds dense networks only: convolutional, recurrent, normalization, custom and nested-model layers have no equivalent; export such a model from Keras directly (e.g. with tf2onnx)")
+                throw failure(
+                    .unsupported, path, object,
+                    """
+                    layer class \(cls) is not supported: dropmodel imports chains of Dense, Dropout and Activation \
+                    layers 
+                    """
+                        + "(InputLayer and Flatten before the first Dense); nothing from the file is executed",
+                    hint: """
+                        a bundle holds dense networks only: convolutional, recurrent, normalization, custom and \
+                        nested-model layers have no equivalent; export such a model from Keras directly (e.g. with \
+                        tf2onnx)
+                        """)
             }
         }
         if let orphan = pending.first {
-            throw failure(.unsupported, path, "\(configObject): layer '\(orphan.name)' (Dropout)",
-                "this Dropout comes after the last Dense layer, so no layer receives its units and a bundle cannot record it",
+            throw failure(
+                .unsupported, path, "\(configObject): layer '\(orphan.name)' (Dropout)",
+                """
+                this Dropout comes after the last Dense layer, so no layer receives its units and a bundle cannot \
+                record it
+                """,
                 hint: "remove it (it is the identity at inference) and save the model again")
         }
         guard !dense.isEmpty else {
@@ -232,26 +288,32 @@ public enum KerasImport {
 
     /// The bundle model: layers, weights, and what Keras said as provenance (Specs/interop.md §2.5).
     static func assemble(
-        _ parsed: ParsedConfig, layers: [LayerInfo], parameters: [Parameters], source extra: [String: JSONValue], path: String
+        _ parsed: ParsedConfig, layers: [LayerInfo], parameters: [Parameters], source extra: [String: JSONValue],
+        path: String
     ) -> Model {
         var source = extra
         source["file"] = .string(URL(fileURLWithPath: path).lastPathComponent)
         source["model_class"] = .string(parsed.modelClass)
         if let name = parsed.modelName { source["model_name"] = .string(name) }
-        source["keras_layers"] = .array(zip(parsed.layerNames, parsed.layerClasses).map { n, c in
-            .object(["name": .string(n), "class_name": .string(c)])
-        })
-        source["dropout"] = .array(parsed.dropouts.map { r in
-            .object(["name": .string(r.name), "rate": .number(r.rate),
-                     "seed": r.seed.map { .integer($0) } ?? .null, "keep_prob_of": .string(r.receiver)])
-        })
+        source["keras_layers"] = .array(
+            zip(parsed.layerNames, parsed.layerClasses).map { n, c in
+                .object(["name": .string(n), "class_name": .string(c)])
+            })
+        source["dropout"] = .array(
+            parsed.dropouts.map { r in
+                .object([
+                    "name": .string(r.name), "rate": .number(r.rate),
+                    "seed": r.seed.map { .integer($0) } ?? .null, "keep_prob_of": .string(r.receiver),
+                ])
+            })
         let recipe = JSONValue.object([
             "convention": .string(DropoutConvention.inverted.rawValue),
             "layers": .array(([layers[0].inputs] + layers.map(\.outputs)).map { .integer(Int64($0)) }),
             "keep": .array(layers.map { .number($0.keepProb) }),
             "imported_from": .object(JSONObject(sorting: source)),
         ])
-        let info = ModelInfo(convention: .inverted, baked: false, layers: layers, training: TrainingInfo(recipe: recipe.text))
+        let info = ModelInfo(
+            convention: .inverted, baked: false, layers: layers, training: TrainingInfo(recipe: recipe.text))
         return Model(info: info, parameters: parameters)
     }
 
@@ -260,7 +322,8 @@ public enum KerasImport {
     static func readText(_ root: Group, _ name: String, path: String) throws -> String {
         let text = try hdf5 { try root.readString(name) }
         guard text.utf8.count <= maxConfigBytes else {
-            throw failure(.invalid, path, "/@\(name)",
+            throw failure(
+                .invalid, path, "/@\(name)",
                 "the text is \(text.utf8.count) bytes, more than the \(maxConfigBytes) bytes dropmodel reads",
                 hint: "a Keras config of a dense network is a few KB; the file is likely corrupt or hostile")
         }
@@ -276,13 +339,15 @@ public enum KerasImport {
     static func activation(_ value: JSONValue?, path: String, object: String) throws -> Activation {
         guard let value, !value.isNull else { return .linear }
         guard let name = value.string else {
-            throw failure(.unsupported, path, object,
+            throw failure(
+                .unsupported, path, object,
                 "the activation is \(value.text.prefix(120)), not a built-in activation name",
                 hint: "dropmodel supports relu, sigmoid, tanh, linear and softmax")
         }
         guard let a = activations[name] else {
-            throw failure(.unsupported, path, object, "activation '\(name)' is not supported",
-                          hint: "dropmodel supports relu, sigmoid, tanh, linear and softmax")
+            throw failure(
+                .unsupported, path, object, "activation '\(name)' is not supported",
+                hint: "dropmodel supports relu, sigmoid, tanh, linear and softmax")
         }
         return a
     }
@@ -296,7 +361,8 @@ public enum KerasImport {
             switch v {
             case let .object(o):
                 if o["class_name"]?.string == "__keras_tensor__", let h = o["config"]?["keras_history"]?.array,
-                   let name = h.first?.string {
+                    let name = h.first?.string
+                {
                     out.append(name)
                     return
                 }
@@ -317,36 +383,54 @@ public enum KerasImport {
     }
 
     /// Refuses any functional graph that is not a single chain through the layers in order.
-    static func checkLinearChain(_ layers: [JSONValue], names: [String], body: JSONValue?, path: String, configObject: String) throws {
+    static func checkLinearChain(
+        _ layers: [JSONValue], names: [String], body: JSONValue?, path: String, configObject: String
+    ) throws {
         for (i, l) in layers.enumerated() {
             let cls = l["class_name"]?.string ?? "?"
             let object = "\(configObject): layer '\(names[i])' (\(cls))"
             let nodes = l["inbound_nodes"]?.array ?? []
             if cls == "InputLayer" {
                 guard i == 0 else {
-                    throw failure(.unsupported, path, object, "the model has more than one input; dropmodel imports single-input chains")
+                    throw failure(
+                        .unsupported, path, object,
+                        "the model has more than one input; dropmodel imports single-input chains")
                 }
                 continue
             }
-            guard i > 0 else { throw failure(.unsupported, path, object, "the model does not start with an InputLayer") }
+            guard i > 0 else {
+                throw failure(.unsupported, path, object, "the model does not start with an InputLayer")
+            }
             guard nodes.count == 1 else {
-                throw failure(.unsupported, path, object,
-                    nodes.isEmpty ? "the layer is not connected to anything"
+                throw failure(
+                    .unsupported, path, object,
+                    nodes.isEmpty
+                        ? "the layer is not connected to anything"
                         : "the layer is called \(nodes.count) times (a shared layer); dropmodel imports linear chains")
             }
             let from = sources(of: nodes[0])
             guard from == [names[i - 1]] else {
-                let what = from.count == 1 ? "takes its input from '\(from[0])', not from the layer before it ('\(names[i - 1])')"
+                let what =
+                    from.count == 1
+                    ? "takes its input from '\(from[0])', not from the layer before it ('\(names[i - 1])')"
                     : "takes \(from.count) inputs (\(from.map { "'\($0)'" }.joined(separator: ", ")))"
-                throw failure(.unsupported, path, object,
-                    "the layer \(what): the model branches or merges, and dropmodel imports only linear chains of Dense, Dropout and Activation layers")
+                throw failure(
+                    .unsupported, path, object,
+                    """
+                    the layer \(what): the model branches or merges, and dropmodel imports only linear chains of \
+                    Dense, Dropout and Activation layers
+                    """)
             }
         }
         if let outputs = body?["output_layers"] {
             let out = sources(of: outputs)
             guard out == [names.last!] else {
-                throw failure(.unsupported, path, configObject,
-                    "the model's outputs are \(out.map { "'\($0)'" }.joined(separator: ", ")); dropmodel imports models whose one output is the last layer")
+                throw failure(
+                    .unsupported, path, configObject,
+                    """
+                    the model's outputs are \(out.map { "'\($0)'" }.joined(separator: ", ")); dropmodel imports \
+                    models whose one output is the last layer
+                    """)
             }
         }
     }
@@ -383,7 +467,8 @@ public enum KerasImport {
         guard logical > 1 << 20 else { return }
         let stored = try hdf5 { try ds.storageInfo() }.storedBytes
         if stored.multipliedReportingOverflow(by: 64).partialValue < UInt64(logical) {
-            throw failure(path, object,
+            throw failure(
+                path, object,
                 "the dataset declares \(logical) bytes of weights but the file stores only \(stored) bytes of them",
                 hint: "Keras writes weights uncompressed; the file is corrupt or hostile")
         }
@@ -403,7 +488,8 @@ public enum KerasImport {
     static func legacyWeights(_ d: DenseSpec, from weights: Group, path: String) throws -> DenseWeights {
         let object = "/model_weights/\(d.name)"
         guard try hdf5({ try weights.contains(d.name) }) else {
-            throw failure(path, object, "the group of Dense layer '\(d.name)' is missing: the weights do not match the config")
+            throw failure(
+                path, object, "the group of Dense layer '\(d.name)' is missing: the weights do not match the config")
         }
         let g = try hdf5 { try weights.group(d.name) }
         guard let weightNames = try hdf5({ try nameList(g, "weight_names") }) else {
@@ -425,33 +511,50 @@ public enum KerasImport {
             case "kernel": out.kernel = ds; out.kernelPath = object + "/" + w
             case "bias": out.bias = ds; out.biasPath = object + "/" + w
             default:
-                throw failure(.unsupported, path, object + "/" + w,
-                    "Dense layer '\(d.name)' has a weight named '\(base)'; a plain Dense layer has only kernel and bias")
+                throw failure(
+                    .unsupported, path, object + "/" + w,
+                    """
+                    Dense layer '\(d.name)' has a weight named '\(base)'; a plain Dense layer has only kernel and \
+                    bias
+                    """)
             }
         }
         return out
     }
 
-    static func readDense(_ d: DenseSpec, _ found: DenseWeights, expectedInputs: Int?, path: String) throws -> (Int, Parameters) {
+    static func readDense(
+        _ d: DenseSpec, _ found: DenseWeights, expectedInputs: Int?, path: String
+    ) throws -> (Int, Parameters) {
         let object = found.group
         let (kernel, bias, kernelPath, biasPath) = (found.kernel, found.bias, found.kernelPath, found.biasPath)
         guard let kernel else { throw failure(path, object, "Dense layer '\(d.name)' has no kernel") }
-        if d.useBias && bias == nil { throw failure(path, object, "Dense layer '\(d.name)' uses a bias but the file has none") }
+        if d.useBias && bias == nil {
+            throw failure(path, object, "Dense layer '\(d.name)' uses a bias but the file has none")
+        }
         func floatType(_ ds: Dataset, _ p: String) throws {
             let t = try hdf5 { try ds.elementType() }
-            guard case .float = t else { throw failure(path, p, "the weights are \(t); expected floating-point values") }
+            guard case .float = t else {
+                throw failure(path, p, "the weights are \(t); expected floating-point values")
+            }
         }
         try floatType(kernel, kernelPath)
         let shape = try hdf5 { try kernel.shape() }
         guard shape.count == 2, shape[1] == d.units else {
-            throw failure(path, kernelPath, "the kernel has shape \(shape); Dense layer '\(d.name)' with \(d.units) units needs [inputs, \(d.units)]")
+            throw failure(
+                path, kernelPath,
+                """
+                the kernel has shape \(shape); Dense layer '\(d.name)' with \(d.units) units needs [inputs, \
+                \(d.units)]
+                """)
         }
         let inputs = shape[0]
         guard inputs >= 1, inputs <= maxUnits else {
             throw failure(path, kernelPath, "the kernel has \(inputs) inputs; a bundle layer has 1 ... 2^24")
         }
         if let expectedInputs, inputs != expectedInputs {
-            throw failure(path, kernelPath, "the kernel has \(inputs) inputs but the previous Dense layer has \(expectedInputs) units")
+            throw failure(
+                path, kernelPath,
+                "the kernel has \(inputs) inputs but the previous Dense layer has \(expectedInputs) units")
         }
         try checkStored(kernel, elements: inputs * d.units, object: kernelPath, path: path)
         let k = try hdf5 { try kernel.readFloats() }

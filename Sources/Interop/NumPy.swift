@@ -72,7 +72,9 @@ public enum NumPy {
             let data = npy(a)
             let fileName = Swift.Array((name + ".npy").utf8)
             let offset = out.count
-            guard data.count < Int(UInt32.max), offset + data.count + 30 + fileName.count < Int(UInt32.max), fileName.count < 65_536 else {
+            guard data.count < Int(UInt32.max), offset + data.count + 30 + fileName.count < Int(UInt32.max),
+                fileName.count < 65_536
+            else {
                 throw NPZError.tooLarge
             }
             let crc = data.withUnsafeBytes { Zlib.crc32($0) }
@@ -111,8 +113,10 @@ extension Export {
         let info = model.info
         var m: [(String, NumPy.Array)] = []
         for (i, (l, p)) in zip(info.layers, model.parameters).enumerated() {
-            m.append(("layers.\(i).weight", .float32(p.weight, shape: [l.outputs, l.inputs])))
-            m.append(("layers.\(i).bias", .float32(p.bias, shape: [l.outputs])))
+            // The bundle's own layout (rows of fan-in), whatever the kind.
+            guard let shapes = l.parameterShapes else { continue }
+            m.append(("layers.\(i).weight", .float32(p.weight, shape: shapes.weight)))
+            m.append(("layers.\(i).bias", .float32(p.bias, shape: shapes.bias)))
         }
         m.append(("keep_prob", .float64(info.layers.map(\.keepProb), shape: [info.layers.count])))
         m.append(("activations", .strings(info.layers.map(\.activation.rawValue), shape: [info.layers.count])))

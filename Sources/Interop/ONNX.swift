@@ -52,7 +52,10 @@ public enum ONNXExport {
     public static let outputName = "output"
 
     // Field numbers from onnx/onnx.proto (ONNX 1.x).
-    enum ModelField { static let irVersion = 1, producerName = 2, producerVersion = 3, docString = 6, graph = 7, opsetImport = 8, metadataProps = 14 }
+    enum ModelField {
+        static let irVersion = 1, producerName = 2, producerVersion = 3, docString = 6, graph = 7, opsetImport = 8,
+            metadataProps = 14
+    }
     enum OpsetID { static let domain = 1, version = 2 }
     enum Entry { static let key = 1, value = 2 }
     enum Graph { static let node = 1, name = 2, initializer = 5, docString = 10, input = 11, output = 12 }
@@ -75,7 +78,10 @@ public enum ONNXExport {
         if bytes > maxModelBytes {
             throw DropModelError(
                 code: .notApplicable, file: file, object: "/layers",
-                message: "\(model.info.parameterCount) parameters make an ONNX model of about \(bytes >> 20) MiB; a single-file ONNX model is limited to 2 GiB",
+                message: """
+                    \(model.info.parameterCount) parameters make an ONNX model of about \(bytes >> 20) MiB; a \
+                    single-file ONNX model is limited to 2 GiB
+                    """,
                 hint: "export to safetensors or npz instead")
         }
     }
@@ -91,52 +97,17 @@ public enum ONNXExport {
         w.message(ModelField.graph) { g in
             var current = inputName
             for (i, layer) in layers.enumerated() {
-                let weight = "layers.\(i).weight", bias = "layers.\(i).bias"
-                let last = i == layers.count - 1
-                let hasActivation = layer.activation != .linear
-                let gemmOut = last && !hasActivation ? outputName : "layers.\(i).z"
-                g.message(Graph.node) { n in
-                    for x in [current, weight, bias] { n.string(Node.input, x) }
-                    n.string(Node.output, gemmOut)
-                    n.string(Node.name, layer.name)
-                    n.string(Node.opType, "Gemm")
-                    n.message(Node.attribute) { a in
-                        a.string(Attribute.name, "transB")
-                        a.int(Attribute.i, 1)
-                        a.int(Attribute.type, Attribute.typeInt)
-                    }
-                }
-                current = gemmOut
-                if hasActivation {
-                    let out = last ? outputName : "layers.\(i).a"
-                    g.message(Graph.node) { n in
-                        n.string(Node.input, current)
-                        n.string(Node.output, out)
-                        n.string(Node.name, "\(layer.name).\(layer.activation.rawValue)")
-                        switch layer.activation {
-                        case .relu: n.string(Node.opType, "Relu")
-                        case .logistic: n.string(Node.opType, "Sigmoid")
-                        case .tanh: n.string(Node.opType, "Tanh")
-                        case .softmax:
-                            n.string(Node.opType, "Softmax")
-                            n.message(Node.attribute) { a in
-                                a.string(Attribute.name, "axis")
-                                a.int(Attribute.i, 1)
-                                a.int(Attribute.type, Attribute.typeInt)
-                            }
-                        case .linear: break
-                        }
-                    }
-                    current = out
-                }
+                current = layerNodes(&g, layer, index: i, input: current, isLast: i == layers.count - 1)
             }
             g.string(Graph.name, "dropmodel")
             for (i, (layer, p)) in zip(layers, model.parameters).enumerated() {
-                g.message(Graph.initializer) { t in tensor(&t, "layers.\(i).weight", [layer.outputs, layer.inputs], p.weight) }
-                g.message(Graph.initializer) { t in tensor(&t, "layers.\(i).bias", [layer.outputs], p.bias) }
+                for t in initializers(layer, p, index: i) {
+                    g.message(Graph.initializer) { w in tensor(&w, t.name, t.dims, t.values) }
+                }
             }
-            g.message(Graph.input) { v in valueInfo(&v, inputName, features: layers[0].inputs) }
-            g.message(Graph.output) { v in valueInfo(&v, outputName, features: layers[layers.count - 1].outputs) }
+            let shapes = model.info.layerShapes
+            g.message(Graph.input) { v in valueInfo(&v, inputName, features: shapes[0].input.count) }
+            g.message(Graph.output) { v in valueInfo(&v, outputName, features: shapes[shapes.count - 1].output.count) }
         }
         w.message(ModelField.opsetImport) { o in
             o.string(OpsetID.domain, "")
@@ -149,6 +120,79 @@ public enum ONNXExport {
             }
         }
         return Data(w.bytes)
+    }
+
+    // MARK: Layer kinds: the one place per kind for ONNX
+
+    /// Emits layer `i`'s node(s), reading `input`; returns the name of the value it outputs
+    /// (the graph's output for the last layer). A new layer kind adds its case here.
+    static func layerNodes(
+        _ g: inout ProtobufWriter, _ layer: LayerInfo, index i: Int, input: String, isLast last: Bool
+    ) -> String {
+        switch layer.kind {
+        case .dense: return denseNodes(&g, layer, index: i, input: input, isLast: last)
+        }
+    }
+
+    /// Layer `i`'s initializers (its parameters in ONNX's layout). A new layer kind adds its
+    /// case here.
+    static func initializers(
+        _ layer: LayerInfo, _ p: Parameters, index i: Int
+    ) -> [(name: String, dims: [Int], values: [Float])] {
+        switch layer.kind {
+        case .dense:
+            // Gemm with transB = 1 takes the bundle's [outputs, inputs] as it is.
+            return [
+                ("layers.\(i).weight", [layer.outputs, layer.inputs], p.weight),
+                ("layers.\(i).bias", [layer.outputs], p.bias),
+            ]
+        }
+    }
+
+    /// `Gemm(x, W, b, transB=1)`, then the activation's node unless linear.
+    static func denseNodes(
+        _ g: inout ProtobufWriter, _ layer: LayerInfo, index i: Int, input: String, isLast last: Bool
+    ) -> String {
+        let weight = "layers.\(i).weight", bias = "layers.\(i).bias"
+        let hasActivation = layer.activation != .linear
+        let gemmOut = last && !hasActivation ? outputName : "layers.\(i).z"
+        g.message(Graph.node) { n in
+            for x in [input, weight, bias] { n.string(Node.input, x) }
+            n.string(Node.output, gemmOut)
+            n.string(Node.name, layer.name)
+            n.string(Node.opType, "Gemm")
+            n.message(Node.attribute) { a in
+                a.string(Attribute.name, "transB")
+                a.int(Attribute.i, 1)
+                a.int(Attribute.type, Attribute.typeInt)
+            }
+        }
+        guard hasActivation else { return gemmOut }
+        let out = last ? outputName : "layers.\(i).a"
+        activationNode(&g, layer, input: gemmOut, output: out)
+        return out
+    }
+
+    /// The activation of `layer` as one node (none for linear): shared by every kind.
+    static func activationNode(_ g: inout ProtobufWriter, _ layer: LayerInfo, input: String, output out: String) {
+        g.message(Graph.node) { n in
+            n.string(Node.input, input)
+            n.string(Node.output, out)
+            n.string(Node.name, "\(layer.name).\(layer.activation.rawValue)")
+            switch layer.activation {
+            case .relu: n.string(Node.opType, "Relu")
+            case .logistic: n.string(Node.opType, "Sigmoid")
+            case .tanh: n.string(Node.opType, "Tanh")
+            case .softmax:
+                n.string(Node.opType, "Softmax")
+                n.message(Node.attribute) { a in
+                    a.string(Attribute.name, "axis")
+                    a.int(Attribute.i, 1)
+                    a.int(Attribute.type, Attribute.typeInt)
+                }
+            case .linear: break
+            }
+        }
     }
 
     static func tensor(_ t: inout ProtobufWriter, _ name: String, _ dims: [Int], _ values: [Float]) {
@@ -177,10 +221,14 @@ public enum ONNXExport {
 
     static func docString(_ info: ModelInfo) -> String {
         let keep = info.layers.map { String($0.keepProb) }.joined(separator: ", ")
-        let how = info.convention == .inverted
+        let how =
+            info.convention == .inverted
             ? "trained with inverted dropout: the weights are used as stored"
             : "trained with classic dropout and baked (weights scaled by the keep probabilities)"
-        return "dropmodel export of a dense network \(how). Keep probabilities of each layer's inputs during training: \(keep). "
-            + "Dropout is not in the graph: at inference it is the identity. Specs/interop.md section 5."
+        return """
+            dropmodel export of a dense network \(how). Keep probabilities of each layer's inputs during training: \
+            \(keep). 
+            """
+                + "Dropout is not in the graph: at inference it is the identity. Specs/interop.md section 5."
     }
 }

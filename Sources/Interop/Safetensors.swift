@@ -53,14 +53,22 @@ public struct SafetensorsFile: Sendable {
         guard let handle = FileHandle(forReadingAtPath: path) else {
             var isDir: ObjCBool = false
             let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
-            throw failure(.unreadable, path, "/", !exists ? "no such file or directory" : isDir.boolValue ? "it is a directory" : "it cannot be opened for reading")
+            throw failure(
+                .unreadable, path, "/",
+                !exists
+                    ? "no such file or directory"
+                    : isDir.boolValue ? "it is a directory" : "it cannot be opened for reading")
         }
         defer { try? handle.close() }
         let size = Int((try? handle.seekToEnd()) ?? 0)
         func bad(_ message: String, _ object: String = "header", hint: String? = nil) -> DropModelError {
-            failure(.invalid, path, object, message, hint: hint ?? "the file is not a valid safetensors file (truncated, corrupt or hostile)")
+            failure(
+                .invalid, path, object, message,
+                hint: hint ?? "the file is not a valid safetensors file (truncated, corrupt or hostile)")
         }
-        guard size >= 8 else { throw bad("the file is \(size) bytes; a safetensors file starts with an 8-byte header length", "/") }
+        guard size >= 8 else {
+            throw bad("the file is \(size) bytes; a safetensors file starts with an 8-byte header length", "/")
+        }
         try handle.seek(toOffset: 0)
         let lengthBytes = try handle.read(upToCount: 8) ?? Data()
         guard lengthBytes.count == 8 else { throw bad("cannot read the 8-byte header length", "/") }
@@ -89,35 +97,52 @@ public struct SafetensorsFile: Sendable {
         for key in entries.keys.sorted() {
             let v = entries[key]!
             if key == "__metadata__" {
-                guard let o = v.object else { throw bad("__metadata__ is not an object of strings", "header: __metadata__") }
+                guard let o = v.object else {
+                    throw bad("__metadata__ is not an object of strings", "header: __metadata__")
+                }
                 for (k, s) in o {
-                    guard let s = s.string else { throw bad("__metadata__ key '\(k)' is not a string", "header: __metadata__") }
+                    guard let s = s.string else {
+                        throw bad("__metadata__ key '\(k)' is not a string", "header: __metadata__")
+                    }
                     metadata[k] = s
                 }
                 continue
             }
             let object = "header: tensor '\(key)'"
             guard let dtypeName = v["dtype"]?.string else { throw bad("it has no dtype", object) }
-            guard let dtype = DType(rawValue: dtypeName) else { throw bad("dtype '\(dtypeName)' is not a safetensors dtype", object) }
+            guard let dtype = DType(rawValue: dtypeName) else {
+                throw bad("dtype '\(dtypeName)' is not a safetensors dtype", object)
+            }
             guard let dims = v["shape"]?.array, dims.count <= Self.maxRank else {
                 throw bad("its shape is missing or has more than \(Self.maxRank) dimensions", object)
             }
             var shape: [Int] = []
             var count = 1
             for d in dims {
-                guard let x = d.int, x >= 0, x <= Int64(Int32.max) else { throw bad("its shape \(v["shape"]!.text) is not a list of sizes", object) }
+                guard let x = d.int, x >= 0, x <= Int64(Int32.max) else {
+                    throw bad("its shape \(v["shape"]!.text) is not a list of sizes", object)
+                }
                 shape.append(Int(x))
                 let (m, overflow) = count.multipliedReportingOverflow(by: Int(x))
                 guard !overflow else { throw bad("its shape \(shape) overflows", object) }
                 count = m
             }
             guard let offs = v["data_offsets"]?.array, offs.count == 2, let b = offs[0].int, let e = offs[1].int,
-                  b >= 0, b <= e, e <= Int64(bufferSize) else {
-                throw bad("its data_offsets \(v["data_offsets"]?.text ?? "(missing)") are not [begin, end] within the \(bufferSize)-byte data buffer", object)
+                b >= 0, b <= e, e <= Int64(bufferSize)
+            else {
+                throw bad(
+                    """
+                    its data_offsets \(v["data_offsets"]?.text ?? "(missing)") are not [begin, end] within the \
+                    \(bufferSize)-byte data buffer
+                    """, object)
             }
             let (bytes, overflow) = count.multipliedReportingOverflow(by: dtype.bytes)
             guard !overflow, bytes == Int(e - b) else {
-                throw bad("shape \(shape) of \(dtype.rawValue) is \(overflow ? "too many" : String(bytes)) bytes but data_offsets cover \(e - b)", object)
+                throw bad(
+                    """
+                    shape \(shape) of \(dtype.rawValue) is \(overflow ? "too many" : String(bytes)) bytes but \
+                    data_offsets cover \(e - b)
+                    """, object)
             }
             tensors.append(Tensor(name: key, dtype: dtype, shape: shape, begin: Int(b), end: Int(e)))
         }
@@ -125,13 +150,16 @@ public struct SafetensorsFile: Sendable {
         var at = 0
         for t in tensors {
             guard t.begin == at else {
-                throw bad(t.begin > at ? "the data buffer has a hole of \(t.begin - at) bytes before this tensor"
-                                       : "this tensor's bytes overlap the previous tensor's", "header: tensor '\(t.name)'")
+                throw bad(
+                    t.begin > at
+                        ? "the data buffer has a hole of \(t.begin - at) bytes before this tensor"
+                        : "this tensor's bytes overlap the previous tensor's", "header: tensor '\(t.name)'")
             }
             at = t.end
         }
         guard at == bufferSize else {
-            throw bad("the tensors cover \(at) bytes of the \(bufferSize)-byte data buffer; the rest is unaccounted for")
+            throw bad(
+                "the tensors cover \(at) bytes of the \(bufferSize)-byte data buffer; the rest is unaccounted for")
         }
         self.tensors = tensors
         self.metadata = metadata
@@ -140,7 +168,9 @@ public struct SafetensorsFile: Sendable {
     /// Reads tensor `t` as float32 (F16, BF16 and F64 converted; F64 rounded to nearest).
     public func readFloats(_ t: Tensor) throws -> [Float] {
         guard t.dtype.isFloat else {
-            throw failure(.unsupported, path, "tensor '\(t.name)'", "dtype \(t.dtype.rawValue) is not a floating-point type dropmodel reads (F16, BF16, F32, F64)")
+            throw failure(
+                .unsupported, path, "tensor '\(t.name)'",
+                "dtype \(t.dtype.rawValue) is not a floating-point type dropmodel reads (F16, BF16, F32, F64)")
         }
         guard let handle = FileHandle(forReadingAtPath: path) else {
             throw failure(.unreadable, path, "/", "it cannot be opened for reading")
@@ -149,16 +179,39 @@ public struct SafetensorsFile: Sendable {
         try handle.seek(toOffset: UInt64(dataStart + t.begin))
         let data = try handle.read(upToCount: t.end - t.begin) ?? Data()
         guard data.count == t.end - t.begin else {
-            throw failure(.invalid, path, "tensor '\(t.name)'", "the file ended while reading this tensor (it changed while being read?)")
+            throw failure(
+                .invalid, path, "tensor '\(t.name)'",
+                "the file ended while reading this tensor (it changed while being read?)")
         }
         return data.withUnsafeBytes { raw -> [Float] in
             let n = t.count
             var out = [Float](repeating: 0, count: n)
             switch t.dtype {
-            case .F32: for i in 0..<n { out[i] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
-            case .F64: for i in 0..<n { out[i] = Float(Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))) }
-            case .F16: for i in 0..<n { out[i] = Float(Float16(bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))) }
-            case .BF16: for i in 0..<n { out[i] = Float(bitPattern: UInt32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16) }
+            case .F32:
+                for i in 0..<n {
+                    out[i] = Float(
+                        bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
+                }
+            case .F64:
+                for i in 0..<n {
+                    out[i] = Float(
+                        Double(
+                            bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))
+                    )
+                }
+            case .F16:
+                for i in 0..<n {
+                    out[i] = Float(
+                        Float16(
+                            bitPattern: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+                    )
+                }
+            case .BF16:
+                for i in 0..<n {
+                    out[i] = Float(
+                        bitPattern: UInt32(
+                            UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16)
+                }
             default: break
             }
             return out
@@ -167,9 +220,13 @@ public struct SafetensorsFile: Sendable {
 
     /// Encodes float32 tensors and string metadata as a safetensors file: the header's keys
     /// sorted, padded with spaces to a multiple of 8 bytes, tensors' data in the given order.
-    public static func encode(_ tensors: [(name: String, shape: [Int], values: [Float])], metadata: [String: String]) -> Data {
+    public static func encode(
+        _ tensors: [(name: String, shape: [Int], values: [Float])], metadata: [String: String]
+    ) -> Data {
         var entries: [String: JSONValue] = [:]
-        if !metadata.isEmpty { entries["__metadata__"] = .object(JSONObject(sorting: metadata.mapValues { .string($0) })) }
+        if !metadata.isEmpty {
+            entries["__metadata__"] = .object(JSONObject(sorting: metadata.mapValues { .string($0) }))
+        }
         var offset = 0
         for t in tensors {
             let bytes = t.values.count * 4

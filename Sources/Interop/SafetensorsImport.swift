@@ -16,7 +16,10 @@ public enum SafetensorsImport {
         /// Activation of the hidden layers (the last layer's is `outputActivation`).
         public var activation: Activation?
         public var outputActivation: Activation?
-        public init(keep: [Double]? = nil, convention: DropoutConvention? = nil, activation: Activation? = nil, outputActivation: Activation? = nil) {
+        public init(
+            keep: [Double]? = nil, convention: DropoutConvention? = nil, activation: Activation? = nil,
+            outputActivation: Activation? = nil
+        ) {
             self.keep = keep
             self.convention = convention
             self.activation = activation
@@ -73,15 +76,20 @@ public enum SafetensorsImport {
         var weights: [String: SafetensorsFile.Tensor] = [:], biases: [String: SafetensorsFile.Tensor] = [:]
         for t in st.tensors {
             let object = "tensor '\(t.name)'"
-            if t.name.hasSuffix(".weight") { weights[String(t.name.dropLast(7))] = t } else if t.name.hasSuffix(".bias") {
+            if t.name.hasSuffix(".weight") {
+                weights[String(t.name.dropLast(7))] = t
+            } else if t.name.hasSuffix(".bias") {
                 biases[String(t.name.dropLast(5))] = t
             } else {
-                throw failure(.unsupported, path, object,
+                throw failure(
+                    .unsupported, path, object,
                     "the tensor is not a dense layer's weight or bias (names must end in .weight or .bias)",
                     hint: "dropmodel imports chains of dense (nn.Linear) layers; remove other tensors before importing")
             }
             guard t.dtype.isFloat else {
-                throw failure(.unsupported, path, object, "dtype \(t.dtype.rawValue) is not a floating-point type (F16, BF16, F32, F64)")
+                throw failure(
+                    .unsupported, path, object,
+                    "dtype \(t.dtype.rawValue) is not a floating-point type (F16, BF16, F32, F64)")
             }
         }
         if let orphan = biases.keys.sorted().first(where: { weights[$0] == nil }) {
@@ -89,22 +97,35 @@ public enum SafetensorsImport {
         }
         guard !weights.isEmpty else { throw failure(.unsupported, path, "header", "the file holds no .weight tensors") }
         let prefixes = weights.keys.sorted(by: naturalLess)
-        guard prefixes.count <= Schema.maxLayers else { throw failure(path, "header", "\(prefixes.count) layers are more than a bundle holds") }
+        guard prefixes.count <= Schema.maxLayers else {
+            throw failure(path, "header", "\(prefixes.count) layers are more than a bundle holds")
+        }
 
         // Shapes: [outputs, inputs], chained.
         var shapes: [(inputs: Int, outputs: Int)] = []
         for (i, p) in prefixes.enumerated() {
             let w = weights[p]!
-            guard w.shape.count == 2, w.shape[0] >= 1, w.shape[1] >= 1, w.shape[0] <= 1 << 24, w.shape[1] <= 1 << 24 else {
-                throw failure(path, "tensor '\(w.name)'", "shape \(w.shape) is not [outputs, inputs] of a dense layer (each 1 ... 2^24)")
+            guard w.shape.count == 2, w.shape[0] >= 1, w.shape[1] >= 1, w.shape[0] <= 1 << 24, w.shape[1] <= 1 << 24
+            else {
+                throw failure(
+                    path, "tensor '\(w.name)'",
+                    "shape \(w.shape) is not [outputs, inputs] of a dense layer (each 1 ... 2^24)")
             }
             if let b = biases[p], b.shape != [w.shape[0]] {
-                throw failure(path, "tensor '\(b.name)'", "shape \(b.shape) does not match \(w.name)'s \(w.shape[0]) outputs")
+                throw failure(
+                    path, "tensor '\(b.name)'", "shape \(b.shape) does not match \(w.name)'s \(w.shape[0]) outputs")
             }
             if let prev = shapes.last, prev.outputs != w.shape[1] {
-                throw failure(.unsupported, path, "tensor '\(w.name)'",
-                    "layer \(i) ('\(p)') has \(w.shape[1]) inputs but the layer before it ('\(prefixes[i - 1])') has \(prev.outputs) outputs; the layers, in natural name order, do not form a chain",
-                    hint: "name the tensors so that their natural order is the order of the layers (e.g. 0.weight, 2.weight, ...)")
+                throw failure(
+                    .unsupported, path, "tensor '\(w.name)'",
+                    """
+                    layer \(i) ('\(p)') has \(w.shape[1]) inputs but the layer before it ('\(prefixes[i - 1])') \
+                    has \(prev.outputs) outputs; the layers, in natural name order, do not form a chain
+                    """,
+                    hint: """
+                        name the tensors so that their natural order is the order of the layers (e.g. 0.weight, \
+                        2.weight, ...)
+                        """)
             }
             shapes.append((w.shape[1], w.shape[0]))
         }
@@ -113,68 +134,96 @@ public enum SafetensorsImport {
         // Keep probabilities, convention, activations: options first, then dropmodel metadata.
         var keep: [Double]
         var keepFrom = "--keep"
-        if let k = options.keep { keep = k } else if let list = try metaList(MetadataKey.keepProb) {
+        if let k = options.keep {
+            keep = k
+        } else if let list = try metaList(MetadataKey.keepProb) {
             keep = try list.map { v in
-                guard let d = v.double else { throw failure(path, "header: __metadata__[\(MetadataKey.keepProb)]", "\(v.text) is not a number") }
+                guard let d = v.double else {
+                    throw failure(path, "header: __metadata__[\(MetadataKey.keepProb)]", "\(v.text) is not a number")
+                }
                 return d
             }
             keepFrom = "__metadata__"
         } else {
-            throw failure(path, "header: __metadata__", "the file does not say the keep probabilities of the layers' inputs (safetensors has no place for them)",
-                          hint: "pass --keep p1,...,p\(L) (one per layer, input layer first; 1 = no dropout)")
+            throw failure(
+                path, "header: __metadata__",
+                "the file does not say the keep probabilities of the layers' inputs "
+                    + "(safetensors has no place for them)",
+                hint: "pass --keep p1,...,p\(L) (one per layer, input layer first; 1 = no dropout)")
         }
         guard keep.count == L else {
-            throw failure(path, keepFrom == "--keep" ? "--keep" : "header: __metadata__[\(MetadataKey.keepProb)]",
-                          "\(keep.count) keep probabilities for \(L) layers", hint: "give one per layer, input layer first")
+            throw failure(
+                path, keepFrom == "--keep" ? "--keep" : "header: __metadata__[\(MetadataKey.keepProb)]",
+                "\(keep.count) keep probabilities for \(L) layers", hint: "give one per layer, input layer first")
         }
         if let bad = keep.first(where: { !($0 > 0 && $0 <= 1) }) {
             throw failure(path, keepFrom, "keep probability \(bad) is not in (0, 1]")
         }
         var convention: DropoutConvention
         var conventionFrom = "--convention"
-        if let c = options.convention { convention = c } else if let s = meta[MetadataKey.convention] {
+        if let c = options.convention {
+            convention = c
+        } else if let s = meta[MetadataKey.convention] {
             guard let c = DropoutConvention(rawValue: s) else {
-                throw failure(path, "header: __metadata__[\(MetadataKey.convention)]", "'\(s)' is not classic or inverted")
+                throw failure(
+                    path, "header: __metadata__[\(MetadataKey.convention)]", "'\(s)' is not classic or inverted")
             }
             convention = c
             conventionFrom = "__metadata__"
         } else {
-            throw failure(path, "header: __metadata__", "the file does not say which dropout convention produced the weights",
-                          hint: "pass --convention inverted (PyTorch nn.Dropout, Keras) or --convention classic (weights still to be scaled by p)")
+            throw failure(
+                path, "header: __metadata__", "the file does not say which dropout convention produced the weights",
+                hint: """
+                    pass --convention inverted (PyTorch nn.Dropout, Keras) or --convention classic (weights \
+                    still to be scaled by p)
+                    """)
         }
         var baked = false
         if options.convention == nil, let b = meta[MetadataKey.baked] {
-            guard b == "0" || b == "1" else { throw failure(path, "header: __metadata__[\(MetadataKey.baked)]", "'\(b)' is not 0 or 1") }
+            guard b == "0" || b == "1" else {
+                throw failure(path, "header: __metadata__[\(MetadataKey.baked)]", "'\(b)' is not 0 or 1")
+            }
             baked = b == "1"
             if baked && convention == .inverted {
                 throw failure(path, "header: __metadata__[\(MetadataKey.baked)]", "an inverted model cannot be baked")
             }
         }
         var activations: [Activation]
-        if options.activation == nil && options.outputActivation == nil, let list = try metaList(MetadataKey.activations) {
+        if options.activation == nil && options.outputActivation == nil,
+            let list = try metaList(MetadataKey.activations)
+        {
             activations = try list.map { v in
                 guard let s = v.string, let a = Activation(rawValue: s) else {
-                    throw failure(path, "header: __metadata__[\(MetadataKey.activations)]", "\(v.text) is not relu, logistic, tanh, linear or softmax")
+                    throw failure(
+                        path, "header: __metadata__[\(MetadataKey.activations)]",
+                        "\(v.text) is not relu, logistic, tanh, linear or softmax")
                 }
                 return a
             }
             guard activations.count == L else {
-                throw failure(path, "header: __metadata__[\(MetadataKey.activations)]", "\(activations.count) activations for \(L) layers")
+                throw failure(
+                    path, "header: __metadata__[\(MetadataKey.activations)]",
+                    "\(activations.count) activations for \(L) layers")
             }
         } else {
-            activations = Array(repeating: options.activation ?? .relu, count: L - 1) + [options.outputActivation ?? .softmax]
+            activations =
+                Array(repeating: options.activation ?? .relu, count: L - 1) + [options.outputActivation ?? .softmax]
         }
         var names = prefixes
-        if let list = try metaList(MetadataKey.layerNames), list.count == L, list.allSatisfy({ ($0.string ?? "").isEmpty == false }),
-           Set(list.compactMap(\.string)).count == L {
+        if let list = try metaList(MetadataKey.layerNames), list.count == L,
+            list.allSatisfy({ ($0.string ?? "").isEmpty == false }),
+            Set(list.compactMap(\.string)).count == L
+        {
             names = list.compactMap(\.string)
         }
 
         var layers: [LayerInfo] = []
         var parameters: [Parameters] = []
         for (i, p) in prefixes.enumerated() {
-            layers.append(LayerInfo(name: names[i], inputs: shapes[i].inputs, outputs: shapes[i].outputs,
-                                    activation: activations[i], keepProb: keep[i]))
+            layers.append(
+                LayerInfo(
+                    name: names[i], inputs: shapes[i].inputs, outputs: shapes[i].outputs,
+                    activation: activations[i], keepProb: keep[i]))
             let w = try st.readFloats(weights[p]!)
             let b = try biases[p].map { try st.readFloats($0) } ?? [Float](repeating: 0, count: shapes[i].outputs)
             if (w + b).contains(where: { !$0.isFinite }) {
@@ -196,7 +245,8 @@ public enum SafetensorsImport {
             "keep": .array(keep.map { .number($0) }),
             "imported_from": source,
         ])
-        var info = ModelInfo(convention: convention, baked: baked, layers: layers, training: TrainingInfo(recipe: recipe.text))
+        var info = ModelInfo(
+            convention: convention, baked: baked, layers: layers, training: TrainingInfo(recipe: recipe.text))
         if let d = meta[MetadataKey.unbakedWeightsSHA256], d.count == 64 {
             var bytes: [UInt8] = []
             var idx = d.startIndex

@@ -67,10 +67,12 @@ public enum Convolution {
             self.strideWidth = try Sizes.positive(strideWidth, "strideWidth")
             self.filters = try Sizes.positive(filters, "filters")
             self.padding = padding
-            let v = try Sizes.axis(input: inputHeight, window: kernelHeight, stride: strideHeight, padding: padding,
-                                   names: ("kernelHeight", "height"))
-            let h = try Sizes.axis(input: inputWidth, window: kernelWidth, stride: strideWidth, padding: padding,
-                                   names: ("kernelWidth", "width"))
+            let v = try Sizes.axis(
+                input: inputHeight, window: kernelHeight, stride: strideHeight, padding: padding,
+                names: ("kernelHeight", "height"))
+            let h = try Sizes.axis(
+                input: inputWidth, window: kernelWidth, stride: strideWidth, padding: padding,
+                names: ("kernelWidth", "width"))
             (outputHeight, padTop, padBottom) = v
             (outputWidth, padLeft, padRight) = h
             inputCount = try Sizes.product([inputHeight, inputWidth, channels], "input")
@@ -159,7 +161,8 @@ public enum Convolution {
         try Sizes.buffer(bias.count, g.filters, "bias")
         try Sizes.buffer(output.count, batch * g.outputCount, "output")
         guard batch > 0, let out = output.baseAddress, let w = weights.baseAddress, let b = bias.baseAddress,
-              let inputBase = input.baseAddress else { return }
+            let inputBase = input.baseAddress
+        else { return }
 
         let x = paddedInput(g, batch: batch, input: inputBase, workspace: workspace, threads: threads)
         let K = g.patchSize, F = g.filters, panels = (F + 15) / 16
@@ -181,8 +184,9 @@ public enum Convolution {
         let offsets = patchOffsets(g, workspace: workspace)
         let rows = batch * g.outputHeight * g.outputWidth
         let tiles = (rows + 5) / 6
-        let workers = workerCount(threads: threads, units: tiles, flops: 2.0 * Double(rows) * Double(F) * Double(K),
-                                  minimum: minimumParallelFlops)
+        let workers = workerCount(
+            threads: threads, units: tiles, flops: 2.0 * Double(rows) * Double(F) * Double(K),
+            minimum: minimumParallelFlops)
         let code = kernel.code
         withUnsafePointer(to: g.dims(batch: batch)) { dims in
             split(workers) { part in
@@ -200,7 +204,8 @@ public enum Convolution {
     /// tiles of at most 6 patch elements x 16 filters, split between `threads` workers; each
     /// tile's chain over all rows runs on one worker.
     ///
-    /// With `biasGradient`, the bias gradient (the bits of ``biasGradient(_:batch:outputGradient:into:threads:kernel:minimumParallelFlops:)``)
+    /// With `biasGradient`, the bias gradient (the bits of
+    /// ``biasGradient(_:batch:outputGradient:into:threads:kernel:minimumParallelFlops:)``)
     /// comes out of the same pass over dY: it is one more column of the product whose patch value
     /// is 1, and `fma(dy, 1, acc)` rounds exactly like the unfused `acc + dy`.
     public static func weightGradient(
@@ -213,14 +218,15 @@ public enum Convolution {
     ) throws(ShapeError) {
         try Sizes.buffer(weightGradient.count, g.weightCount, "weightGradient")
         guard let dw = weightGradient.baseAddress else { return }
-        try runWeightGradient(g, batch: batch, input: input, outputGradient: outputGradient, dw: dw, update: nil,
-                              biasGradient: biasGradient, workspace: workspace, threads: threads, kernel: kernel,
-                              minimumParallelFlops: minimumParallelFlops)
+        try runWeightGradient(
+            g, batch: batch, input: input, outputGradient: outputGradient, dw: dw, update: nil,
+            biasGradient: biasGradient, workspace: workspace, threads: threads, kernel: kernel,
+            minimumParallelFlops: minimumParallelFlops)
     }
 
     /// The momentum-SGD update fused into the weight-gradient product, as dense layers do
     /// (``Gemm/multiplyUpdate``, `dm_sgemm_update_path`): each element g of dW (the chain of
-    /// ``weightGradient(_:batch:input:outputGradient:into:biasGradient:workspace:threads:kernel:minimumParallelFlops:)``)
+    /// the `weightGradient` that writes into a buffer)
     /// is consumed, as soon as its tile's chain is complete, by `v = mu·v - lr·(g + l2·w)`
     /// (`v = mu·v - lr·g` when l2 is 0), then `w = w + v`, every operation rounded, at
     /// `update.w[f·update.ld + k]` and `update.v[...]`; dW is never stored. The same bits as the
@@ -236,11 +242,13 @@ public enum Convolution {
         minimumParallelFlops: Int = Gemm.defaultMinimumParallelFlops
     ) throws(ShapeError) {
         guard update.ld >= g.patchSize else {
-            throw ShapeError(.bufferTooSmall, "update.ld", "is \(update.ld), needs at least the patch size \(g.patchSize)")
+            throw ShapeError(
+                .bufferTooSmall, "update.ld", "is \(update.ld), needs at least the patch size \(g.patchSize)")
         }
-        try runWeightGradient(g, batch: batch, input: input, outputGradient: outputGradient, dw: nil, update: update,
-                              biasGradient: biasGradient, workspace: workspace, threads: threads, kernel: kernel,
-                              minimumParallelFlops: minimumParallelFlops)
+        try runWeightGradient(
+            g, batch: batch, input: input, outputGradient: outputGradient, dw: nil, update: update,
+            biasGradient: biasGradient, workspace: workspace, threads: threads, kernel: kernel,
+            minimumParallelFlops: minimumParallelFlops)
     }
 
     private static func runWeightGradient(
@@ -303,8 +311,9 @@ public enum Convolution {
             return
         }
         let blocks = (F + 31) / 32
-        let workers = workerCount(threads: threads, units: blocks, flops: Double(rows) * Double(F),
-                                  minimum: minimumParallelFlops)
+        let workers = workerCount(
+            threads: threads, units: blocks, flops: Double(rows) * Double(F),
+            minimum: minimumParallelFlops)
         let code = kernel.code
         split(workers) { part in
             let f0 = min(F, blocks * part / workers * 32), f1 = min(F, blocks * (part + 1) / workers * 32)
@@ -328,7 +337,8 @@ public enum Convolution {
         try Sizes.buffer(weights.count, g.weightCount, "weights")
         try Sizes.buffer(inputGradient.count, batch * g.inputCount, "inputGradient")
         guard batch > 0, let dx = inputGradient.baseAddress, let dy = outputGradient.baseAddress,
-              let w = weights.baseAddress else { return }
+            let w = weights.baseAddress
+        else { return }
         let K = g.patchSize, F = g.filters, kp = (K + 15) / 16 * 16
         // Weights with rows padded to a multiple of 16 patch elements (zeros).
         let wpad = workspace.buffer(Workspace.Slot.packedWeights.rawValue, F * kp, as: Float.self)
@@ -347,8 +357,9 @@ public enum Convolution {
         withUnsafePointer(to: g.dims(batch: batch)) { dims in
             split(workers) { part in
                 let n0 = batch * part / workers, n1 = batch * (part + 1) / workers
-                dm_conv_input_grad(code, dims, dy, wpad, kp, g.padTop, g.padLeft, g.inputHeight, g.inputWidth,
-                                   dx, n0, n1, scratch + part * perWorker)
+                dm_conv_input_grad(
+                    code, dims, dy, wpad, kp, g.padTop, g.padLeft, g.inputHeight, g.inputWidth,
+                    dx, n0, n1, scratch + part * perWorker)
             }
         }
     }
@@ -367,8 +378,9 @@ public enum Convolution {
         let hp = g.inputHeight + g.padTop + g.padBottom, wp = g.inputWidth + g.padLeft + g.padRight
         let c = g.channels
         let x = workspace.buffer(Workspace.Slot.padded.rawValue, batch * g.paddedCount, as: Float.self)
-        let workers = workerCount(threads: threads, units: batch, flops: Double(batch * g.paddedCount),
-                                  minimum: 1 << 16)
+        let workers = workerCount(
+            threads: threads, units: batch, flops: Double(batch * g.paddedCount),
+            minimum: 1 << 16)
         split(workers) { part in
             for n in (batch * part / workers)..<(batch * (part + 1) / workers) {
                 let dst = x + n * g.paddedCount, src = input + n * g.inputCount
@@ -420,9 +432,11 @@ func split(_ parts: Int, _ body: (Int) -> Void) {
     withoutActuallyEscaping(body) { body in
         let job = SplitJob(body: body)
         withUnsafePointer(to: job) { job in
-            dm_parallel_for(parts, { context, i in
-                context!.assumingMemoryBound(to: SplitJob.self).pointee.body(i)
-            }, UnsafeMutableRawPointer(mutating: job))
+            dm_parallel_for(
+                parts,
+                { context, i in
+                    context!.assumingMemoryBound(to: SplitJob.self).pointee.body(i)
+                }, UnsafeMutableRawPointer(mutating: job))
         }
     }
 }

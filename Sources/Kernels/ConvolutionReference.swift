@@ -13,7 +13,9 @@ package enum ConvolutionReference {
     }
 
     /// Y[n, oh, ow, f] = bias[f], then acc = fma(P[r, k], W[f, k], acc) for k in order.
-    package static func forward(_ g: Convolution.Geometry, batch: Int, input x: [Float], weights: [Float], bias: [Float]) -> [Float] {
+    package static func forward(
+        _ g: Convolution.Geometry, batch: Int, input x: [Float], weights: [Float], bias: [Float]
+    ) -> [Float] {
         var y = [Float](repeating: 0, count: batch * g.outputCount)
         for n in 0..<batch {
             for oh in 0..<g.outputHeight {
@@ -21,7 +23,8 @@ package enum ConvolutionReference {
                     for f in 0..<g.filters {
                         var acc = bias[f]
                         for k in 0..<g.patchSize {
-                            acc = acc.addingProduct(patch(g, x, n: n, oh: oh, ow: ow, k: k), weights[f * g.patchSize + k])
+                            acc = acc.addingProduct(
+                                patch(g, x, n: n, oh: oh, ow: ow, k: k), weights[f * g.patchSize + k])
                         }
                         y[n * g.outputCount + (oh * g.outputWidth + ow) * g.filters + f] = acc
                     }
@@ -32,7 +35,9 @@ package enum ConvolutionReference {
     }
 
     /// dW[f, k] = +0, then acc = fma(dY[r, f], P[r, k], acc) for rows r = (n, oh, ow) in order.
-    package static func weightGradient(_ g: Convolution.Geometry, batch: Int, input x: [Float], outputGradient dy: [Float]) -> [Float] {
+    package static func weightGradient(
+        _ g: Convolution.Geometry, batch: Int, input x: [Float], outputGradient dy: [Float]
+    ) -> [Float] {
         var dw = [Float](repeating: 0, count: g.weightCount)
         for f in 0..<g.filters {
             for k in 0..<g.patchSize {
@@ -64,7 +69,9 @@ package enum ConvolutionReference {
 
     /// dP[r, k] = +0, then acc = fma(dY[r, f], W[f, k], acc) for f in order; dX = +0, then
     /// + dP[r, k] for each (r, k) reading the element, in increasing r, then k.
-    package static func inputGradient(_ g: Convolution.Geometry, batch: Int, outputGradient dy: [Float], weights: [Float]) -> [Float] {
+    package static func inputGradient(
+        _ g: Convolution.Geometry, batch: Int, outputGradient dy: [Float], weights: [Float]
+    ) -> [Float] {
         var dx = [Float](repeating: 0, count: batch * g.inputCount)
         for n in 0..<batch {
             for oh in 0..<g.outputHeight {
@@ -75,7 +82,8 @@ package enum ConvolutionReference {
                         for f in 0..<g.filters {
                             acc = acc.addingProduct(dy[r * g.filters + f], weights[f * g.patchSize + k])
                         }
-                        let c = k % g.channels, j = (k / g.channels) % g.kernelWidth, i = k / (g.channels * g.kernelWidth)
+                        let c = k % g.channels, j = (k / g.channels) % g.kernelWidth,
+                            i = k / (g.channels * g.kernelWidth)
                         let h = oh * g.strideHeight - g.padTop + i, w = ow * g.strideWidth - g.padLeft + j
                         guard h >= 0, h < g.inputHeight, w >= 0, w < g.inputWidth else { continue }
                         let e = n * g.inputCount + (h * g.inputWidth + w) * g.channels + c
@@ -90,11 +98,15 @@ package enum ConvolutionReference {
     /// The in-image rows and columns of output (oh, ow)'s window.
     package static func window(_ g: Pooling.Geometry, oh: Int, ow: Int) -> (rows: Range<Int>, cols: Range<Int>) {
         let top = oh * g.strideHeight - g.padTop, left = ow * g.strideWidth - g.padLeft
-        return (max(top, 0)..<min(top + g.poolHeight, g.inputHeight), max(left, 0)..<min(left + g.poolWidth, g.inputWidth))
+        return (
+            max(top, 0)..<min(top + g.poolHeight, g.inputHeight), max(left, 0)..<min(left + g.poolWidth, g.inputWidth)
+        )
     }
 
     /// Max pooling with the first-maximum rule; argmax is the index within the image.
-    package static func maxForward(_ g: Pooling.Geometry, batch: Int, input x: [Float]) -> (output: [Float], argmax: [Int32]) {
+    package static func maxForward(
+        _ g: Pooling.Geometry, batch: Int, input x: [Float]
+    ) -> (output: [Float], argmax: [Int32]) {
         var y = [Float](repeating: 0, count: batch * g.outputCount)
         var a = [Int32](repeating: 0, count: batch * g.outputCount)
         for n in 0..<batch {
@@ -125,7 +137,9 @@ package enum ConvolutionReference {
     }
 
     /// dX = +0, then dX[argmax] += dY for outputs in order.
-    package static func maxBackward(_ g: Pooling.Geometry, batch: Int, outputGradient dy: [Float], argmax: [Int32]) -> [Float] {
+    package static func maxBackward(
+        _ g: Pooling.Geometry, batch: Int, outputGradient dy: [Float], argmax: [Int32]
+    ) -> [Float] {
         var dx = [Float](repeating: 0, count: batch * g.inputCount)
         for n in 0..<batch {
             for o in 0..<g.outputCount {
@@ -181,7 +195,9 @@ package enum ConvolutionReference {
     }
 
     /// (+0 + every pixel, row-major) / Float(H·W) per channel.
-    package static func globalAverageForward(height: Int, width: Int, channels: Int, batch: Int, input x: [Float]) -> [Float] {
+    package static func globalAverageForward(
+        height: Int, width: Int, channels: Int, batch: Int, input x: [Float]
+    ) -> [Float] {
         let hw = height * width
         var y = [Float](repeating: 0, count: batch * channels)
         for n in 0..<batch {
@@ -195,7 +211,9 @@ package enum ConvolutionReference {
     }
 
     /// Every element = dY / Float(H·W).
-    package static func globalAverageBackward(height: Int, width: Int, channels: Int, batch: Int, outputGradient dy: [Float]) -> [Float] {
+    package static func globalAverageBackward(
+        height: Int, width: Int, channels: Int, batch: Int, outputGradient dy: [Float]
+    ) -> [Float] {
         let hw = height * width
         var dx = [Float](repeating: 0, count: batch * hw * channels)
         for n in 0..<batch {

@@ -8,8 +8,8 @@ import CKernels
 ///     for p in 0..<k { acc = fma(a(i,p), b(p,j), acc) }   // fused multiply-add, one rounding
 ///     C[i][j] = acc
 ///
-/// on every kernel path (AVX2+FMA intrinsics or the portable `fmaf` fallback) and for every
-/// thread count: threads split the *output* (blocks of rows or of columns of C), never k.
+/// on every kernel path (AVX-512 or AVX2+FMA intrinsics, or the portable `fmaf` fallback) and for
+/// every thread count: threads split the *output* (blocks of rows or of columns of C), never k.
 /// `ReferenceGemm` is this definition written as a plain triple loop.
 ///
 /// Storage is row-major with explicit strides (in elements):
@@ -18,30 +18,50 @@ import CKernels
 public enum Gemm {
     /// A kernel path. All paths give the same bits; they differ only in speed.
     public enum Kernel: Sendable, Hashable, CaseIterable {
-        /// The path `path` names: AVX2+FMA if the CPU has it, unless `DROPMODEL_KERNEL=scalar`.
+        /// The path `path` names: the fastest one the CPU has (AVX-512, else AVX2+FMA, else
+        /// scalar), unless `DROPMODEL_KERNEL` forces another (Specs/determinism.md §2 rule 5).
         case automatic
         /// Portable C, one `fmaf` per multiply-add (slow).
         case scalar
         /// AVX2+FMA intrinsics, 6×16 register tile, packed panels.
         case avx2
+        /// AVX-512 (F, VL, BW, DQ) intrinsics, 14×32 register tile, packed panels.
+        case avx512
 
         var code: Int32 {
             switch self {
             case .automatic: -1
             case .scalar: 0
             case .avx2: 1
+            case .avx512: 2
             }
         }
     }
 
-    /// The kernel path `multiply` uses by default: `"avx2+fma"` or `"scalar"`.
+    /// The kernel path `multiply` uses by default: `"avx512"`, `"avx2+fma"` or `"scalar"`.
     public static var path: String {
-        dm_kernel_path() == 1 ? "avx2+fma" : "scalar"
+        switch dm_kernel_path() {
+        case 2: "avx512"
+        case 1: "avx2+fma"
+        default: "scalar"
+        }
     }
 
     /// Whether this CPU can run `kernel` (`.scalar` and `.automatic` always can).
     public static func isAvailable(_ kernel: Kernel) -> Bool {
         kernel == .automatic || dm_kernel_path_available(kernel.code) != 0
+    }
+
+    /// The rule `DROPMODEL_KERNEL` follows (CKernels `dm_kernel_path_choose`), for tests of the
+    /// values this process was not started with: the path for the variable's value
+    /// (`nil` when unset) on a CPU whose fastest path is `best`, and the notice printed on stderr
+    /// when the value is not honoured.
+    package static func kernel(forEnvironment value: String?, best: Kernel) -> (kernel: Kernel, notice: String?) {
+        var notice = [CChar](repeating: 0, count: 256)
+        let code = dm_kernel_path_choose(value, best.code, &notice, UInt(notice.count))
+        let kernel = Kernel.allCases.first { $0.code == code } ?? .scalar
+        let text = notice.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        return (kernel, text.isEmpty ? nil : text)
     }
 
     /// `C (m×n) = (accumulate ? C : 0) + op(A)·op(B)`, with the output split between `threads`
@@ -57,7 +77,7 @@ public enum Gemm {
             c: c, ldc: ldc, accumulate: accumulate, threads: threads, kernel: .automatic)
     }
 
-    /// `multiply` on an explicit kernel path (a path the CPU lacks runs the scalar fallback),
+    /// `multiply` on an explicit kernel path (a path the CPU lacks runs the fastest one it has),
     /// for tests that compare paths within one process. Products of fewer than
     /// `minimumParallelFlops` floating-point operations (2·m·n·k) run on the calling thread
     /// whatever `threads` says (pass 0 to always use `threads` workers, as far as there are
@@ -68,7 +88,8 @@ public enum Gemm {
         c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int, kernel: Kernel,
         minimumParallelFlops: Int = Gemm.defaultMinimumParallelFlops
     ) {
-        run(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
+        run(
+            transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
             accumulate: accumulate, threads: threads, kernel: kernel, minimumParallelFlops: minimumParallelFlops,
             update: nil)
     }
@@ -83,7 +104,9 @@ public enum Gemm {
         public var v: UnsafeMutablePointer<Float>
         public var ld: Int
         public var mu: Float, lr: Float, l2: Float
-        public init(w: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, ld: Int, mu: Float, lr: Float, l2: Float) {
+        public init(
+            w: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, ld: Int, mu: Float, lr: Float, l2: Float
+        ) {
             self.w = w
             self.v = v
             self.ld = ld
@@ -100,7 +123,8 @@ public enum Gemm {
         minimumParallelFlops: Int = Gemm.defaultMinimumParallelFlops
     ) {
         precondition(update.ld >= n, "Gemm: stride too small")
-        run(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+        run(
+            transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
             c: update.w, ldc: update.ld, accumulate: false, threads: threads, kernel: kernel,
             minimumParallelFlops: minimumParallelFlops, update: update)
     }
@@ -117,10 +141,12 @@ public enum Gemm {
         let code = kernel.code
         let acc: Int32 = accumulate ? 1 : 0
 
-        // Split the larger output dimension, in whole register tiles (6 rows / 16 columns), so
+        // Split the larger output dimension, in whole register tiles of the path that runs, so
         // the operand every worker packs in full is the smaller one. Never split k.
         let splitRows = m >= n
-        let unit = splitRows ? 6 : 16
+        var tileRows = 1, tileColumns = 1
+        dm_kernel_tile(code, &tileRows, &tileColumns)
+        let unit = splitRows ? tileRows : tileColumns
         let tiles = ((splitRows ? m : n) + unit - 1) / unit
         var workers = max(1, min(threads, tiles))
         if 2 * m * n * k < minimumParallelFlops { workers = 1 }
@@ -137,14 +163,16 @@ public enum Gemm {
         // than DispatchQueue.concurrentPerform on the 1-2 ms training products with 2 threads,
         // and 1.6-1.9x faster (rather than slower) on the 20-50 µs ones.
         withUnsafePointer(to: job) { job in
-            dm_parallel_for(workers, { context, w in
-                context!.assumingMemoryBound(to: Job.self).pointee.run(w)
-            }, UnsafeMutableRawPointer(mutating: job))
+            dm_parallel_for(
+                workers,
+                { context, w in
+                    context!.assumingMemoryBound(to: Job.self).pointee.run(w)
+                }, UnsafeMutableRawPointer(mutating: job))
         }
     }
 
-    /// One product split into `workers` blocks of whole register tiles (6 rows or 16 columns of
-    /// C). Block `w` is computed by `run(w)`; blocks write disjoint parts of C and only read A, B.
+    /// One product split into `workers` blocks of whole register tiles (rows or columns of C). Block `w` is computed by
+    /// `run(w)`; blocks write disjoint parts of C and only read A, B.
     private struct Job {
         let code: Int32
         let transA: Bool, transB: Bool

@@ -18,9 +18,11 @@ public enum Parallel {
         withoutActuallyEscaping(body) { body in
             let job = RangeJob(count: count, parts: parts, body: body)
             withUnsafePointer(to: job) { job in
-                dm_parallel_for(parts, { context, i in
-                    context!.assumingMemoryBound(to: RangeJob.self).pointee.run(i)
-                }, UnsafeMutableRawPointer(mutating: job))
+                dm_parallel_for(
+                    parts,
+                    { context, i in
+                        context!.assumingMemoryBound(to: RangeJob.self).pointee.run(i)
+                    }, UnsafeMutableRawPointer(mutating: job))
             }
         }
     }

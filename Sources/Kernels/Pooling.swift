@@ -46,12 +46,16 @@ public enum Pooling {
             self.padding = padding
             let area = try Sizes.product([poolHeight, poolWidth], "pool")
             guard area <= Self.maximumWindow else {
-                throw ShapeError(.tooLarge, "pool", "a window of \(poolHeight) x \(poolWidth) exceeds the limit of \(Self.maximumWindow) elements")
+                throw ShapeError(
+                    .tooLarge, "pool",
+                    "a window of \(poolHeight) x \(poolWidth) exceeds the limit of \(Self.maximumWindow) elements")
             }
-            let v = try Sizes.axis(input: inputHeight, window: poolHeight, stride: self.strideHeight, padding: padding,
-                                   names: ("poolHeight", "height"))
-            let h = try Sizes.axis(input: inputWidth, window: poolWidth, stride: self.strideWidth, padding: padding,
-                                   names: ("poolWidth", "width"))
+            let v = try Sizes.axis(
+                input: inputHeight, window: poolHeight, stride: self.strideHeight, padding: padding,
+                names: ("poolHeight", "height"))
+            let h = try Sizes.axis(
+                input: inputWidth, window: poolWidth, stride: self.strideWidth, padding: padding,
+                names: ("poolWidth", "width"))
             (outputHeight, padTop, padBottom) = v
             (outputWidth, padLeft, padRight) = h
             inputCount = try Sizes.product([inputHeight, inputWidth, channels], "input")
@@ -83,7 +87,9 @@ public enum Pooling {
         try Sizes.buffer(input.count, batch * g.inputCount, "input")
         try Sizes.buffer(output.count, batch * g.outputCount, "output")
         try Sizes.buffer(argmax.count, batch * g.outputCount, "argmax")
-        guard batch > 0, let x = input.baseAddress, let y = output.baseAddress, let a = argmax.baseAddress else { return }
+        guard batch > 0, let x = input.baseAddress, let y = output.baseAddress, let a = argmax.baseAddress else {
+            return
+        }
         let code = kernel.code
         let workers = workerCount(threads: threads, units: batch, flops: Double(batch * g.inputCount), minimum: 1 << 15)
         withUnsafePointer(to: g.dims) { d in
@@ -107,20 +113,23 @@ public enum Pooling {
         try Sizes.buffer(argmax.count, batch * g.outputCount, "argmax")
         try Sizes.buffer(inputGradient.count, batch * g.inputCount, "inputGradient")
         guard batch > 0, let dy = outputGradient.baseAddress, let a = argmax.baseAddress,
-              let dx = inputGradient.baseAddress else { return }
+            let dx = inputGradient.baseAddress
+        else { return }
         let code = kernel.code
         let workers = workerCount(threads: threads, units: batch, flops: Double(batch * g.inputCount), minimum: 1 << 15)
         var bad = [Int](repeating: 0, count: workers)
         bad.withUnsafeMutableBufferPointer { bad in
             withUnsafePointer(to: g.dims) { d in
                 split(workers) { part in
-                    bad[part] = dm_maxpool_backward(code, d, dy, a, dx, batch * part / workers, batch * (part + 1) / workers)
+                    bad[part] = dm_maxpool_backward(
+                        code, d, dy, a, dx, batch * part / workers, batch * (part + 1) / workers)
                 }
             }
         }
         let invalid = bad.reduce(0, +)
         guard invalid == 0 else {
-            throw ShapeError(.invalidIndex, "argmax", "\(invalid) indices lie outside their image of \(g.inputCount) elements")
+            throw ShapeError(
+                .invalidIndex, "argmax", "\(invalid) indices lie outside their image of \(g.inputCount) elements")
         }
     }
 
@@ -194,11 +203,13 @@ public enum Pooling {
         let code = kernel.code, divisor = Float(hw)
         let workers = workerCount(threads: threads, units: batch, flops: Double(batch * hw * c), minimum: 1 << 15)
         split(workers) { part in
-            dm_global_avgpool_backward(code, hw, c, divisor, dy, dx, batch * part / workers, batch * (part + 1) / workers)
+            dm_global_avgpool_backward(
+                code, hw, c, divisor, dy, dx, batch * part / workers, batch * (part + 1) / workers)
         }
     }
 
-    private static func globalSizes(height: Int, width: Int, channels: Int, batch: Int) throws(ShapeError) -> (Int, Int) {
+    private static func globalSizes(height: Int, width: Int, channels: Int, batch: Int) throws(ShapeError) -> (Int, Int)
+    {
         let h = try Sizes.positive(height, "height"), w = try Sizes.positive(width, "width")
         let c = try Sizes.positive(channels, "channels")
         let hw = try Sizes.product([h, w], "input")

@@ -58,7 +58,12 @@ enum Sizes {
         for f in factors {
             let (q, overflow) = p.multipliedReportingOverflow(by: f)
             guard !overflow, q <= ShapeError.maximumElements else {
-                throw ShapeError(.tooLarge, name, "\(factors.map(String.init).joined(separator: " x ")) elements exceed the limit of \(ShapeError.maximumElements)")
+                throw ShapeError(
+                    .tooLarge, name,
+                    """
+                    \(factors.map(String.init).joined(separator: " x ")) elements exceed the limit of \
+                    \(ShapeError.maximumElements)
+                    """)
             }
             p = q
         }
@@ -91,7 +96,8 @@ enum Sizes {
         switch padding {
         case .valid:
             guard window <= input else {
-                throw ShapeError(.emptyOutput, names.0, "\(window) exceeds the input's \(input) with padding \"valid\": no output")
+                throw ShapeError(
+                    .emptyOutput, names.0, "\(window) exceeds the input's \(input) with padding \"valid\": no output")
             }
             return ((input - window) / stride + 1, 0, 0)
         case .same:
@@ -100,7 +106,9 @@ enum Sizes {
             let total = max((output - 1) * stride + window - input, 0)
             let before = total / 2
             guard input + total <= ShapeError.maximumElements else {
-                throw ShapeError(.tooLarge, names.0, "the padded \(names.1) \(input + total) exceeds the limit of \(ShapeError.maximumElements)")
+                throw ShapeError(
+                    .tooLarge, names.0,
+                    "the padded \(names.1) \(input + total) exceeds the limit of \(ShapeError.maximumElements)")
             }
             return (output, before, total - before)
         }

@@ -27,7 +27,8 @@ public enum DeterministicMath {
         let ki = Int(k)
         if ki > 127 { return p * 2 * Float(sign: .plus, exponent: 127, significand: 1) }
         if ki < -125 {
-            return (p * Float(sign: .plus, exponent: ki + 100, significand: 1)) * Float(sign: .plus, exponent: -100, significand: 1)
+            return (p * Float(sign: .plus, exponent: ki + 100, significand: 1))
+                * Float(sign: .plus, exponent: -100, significand: 1)
         }
         return p * Float(sign: .plus, exponent: ki, significand: 1)
     }

@@ -16,7 +16,8 @@ public enum EvalRun {
         case invertedAsStored = "weights as stored (inverted)"
 
         init(_ info: ModelInfo) {
-            self = info.convention == .inverted ? .invertedAsStored : info.baked ? .bakedAsStored : .weightScalingOnTheFly
+            self =
+                info.convention == .inverted ? .invertedAsStored : info.baked ? .bakedAsStored : .weightScalingOnTheFly
         }
     }
 
@@ -35,7 +36,8 @@ public enum EvalRun {
         public var plot: String?
 
         public init(
-            file: String, data: String? = nil, ks: [Int] = [1, 2, 5, 10, 20, 50, 100], repeats: Int = 3, seed: Int64? = nil,
+            file: String, data: String? = nil, ks: [Int] = [1, 2, 5, 10, 20, 50, 100], repeats: Int = 3,
+            seed: Int64? = nil,
             limit: Int? = nil, threads: Int = 1, plot: String? = nil
         ) {
             self.file = file
@@ -64,18 +66,24 @@ public enum EvalRun {
         public var seconds: Double
     }
 
-    public static func evaluate(_ r: EvalRequest, progress: (_ done: Int, _ total: Int, _ examples: Int) -> Void = { _, _, _ in }) throws -> EvalReport {
+    public static func evaluate(
+        _ r: EvalRequest, progress: (_ done: Int, _ total: Int, _ examples: Int) -> Void = { _, _, _ in }
+    ) throws -> EvalReport {
         if let plot = r.plot { try OutputCheck.verify(plot, option: "--plot", inputs: [r.file]) }
-        guard r.repeats >= 1 else { throw DropModelError(code: .usage, file: r.file, message: "--repeats must be at least 1") }
+        guard r.repeats >= 1 else {
+            throw DropModelError(code: .usage, file: r.file, message: "--repeats must be at least 1")
+        }
         guard r.ks.allSatisfy({ (1...100_000).contains($0) }) else {
-            throw DropModelError(code: .usage, file: r.file, message: "--mc: every number of networks must be in 1...100000")
+            throw DropModelError(
+                code: .usage, file: r.file, message: "--mc: every number of networks must be in 1...100000")
         }
         if let seed = r.seed { try TrainingRun.checkSeed(seed) }
         let bundle = try BundleReader(path: r.file)
         let info = bundle.info
         let recipe = info.training.flatMap { try? Recipe.decode(json: $0.recipe) }
         let source = r.data ?? recipe?.data ?? "fashion-mnist"
-        let (set, dataDescription) = try testSet(source, limit: r.limit, for: info, model: r.file, purpose: "evaluate on")
+        let (set, dataDescription) = try testSet(
+            source, limit: r.limit, for: info, model: r.file, purpose: "evaluate on")
         let evaluation = try deterministicEvaluation(bundle, threads: r.threads)
         let started = Date()
         let ws = evaluation.weightScalingError(set)
@@ -88,7 +96,8 @@ public enum EvalRun {
         if let plot = r.plot {
             let svg = MonteCarloChart.svg(
                 points: rows.map { MonteCarloChart.Point(k: $0.k, meanError: $0.meanError, stdError: $0.stdError) },
-                weightScaling: ws, title: "\(URL(fileURLWithPath: r.file).lastPathComponent): \(set.count) test examples")
+                weightScaling: ws,
+                title: "\(URL(fileURLWithPath: r.file).lastPathComponent): \(set.count) test examples")
             try AtomicFile.write(Array(svg.utf8), to: plot, what: "plot")
         }
         return EvalReport(
@@ -105,7 +114,9 @@ public enum EvalRun {
         /// Write the probabilities here (.npy, float32 [examples, classes]) through `writer`.
         public var output: String?
 
-        public init(file: String, data: String = "fashion-mnist", limit: Int? = nil, threads: Int = 1, output: String? = nil) {
+        public init(
+            file: String, data: String = "fashion-mnist", limit: Int? = nil, threads: Int = 1, output: String? = nil
+        ) {
             self.file = file
             self.data = data
             self.limit = limit
@@ -130,22 +141,28 @@ public enum EvalRun {
     /// `probabilities` (as `.npy`) to `output`, whose folder is checked here first.
     public static func predict(_ r: PredictRequest) throws -> PredictReport {
         if let output = r.output { try OutputCheck.verify(output, inputs: [r.file]) }
-        if let limit = r.limit, limit < 1 { throw DropModelError(code: .usage, file: r.file, message: "--limit must be at least 1") }
+        if let limit = r.limit, limit < 1 {
+            throw DropModelError(code: .usage, file: r.file, message: "--limit must be at least 1")
+        }
         let bundle = try BundleReader(path: r.file)
         let info = bundle.info
-        let (set, dataDescription) = try testSet(r.data, limit: r.limit, for: info, model: r.file, purpose: "predict on")
+        let (set, dataDescription) = try testSet(
+            r.data, limit: r.limit, for: info, model: r.file, purpose: "predict on")
         let evaluation = try deterministicEvaluation(bundle, threads: r.threads)
         let probs = evaluation.deterministicProbabilities(set)
         let classes = evaluation.network.outputs
         let predicted = Predictor.argmax(probs, classes: classes)
         let wrong = zip(predicted, set.labels).filter { $0 != Int($1) }.count
         return PredictReport(
-            file: r.file, data: dataDescription, examples: set.count, classes: classes, error: Double(wrong) / Double(set.count),
+            file: r.file, data: dataDescription, examples: set.count, classes: classes,
+            error: Double(wrong) / Double(set.count),
             inference: Inference(info), probabilities: probs, output: r.output)
     }
 
     /// The test examples of `source` (at most `limit`), checked against the model's input width.
-    static func testSet(_ source: String, limit: Int?, for info: ModelInfo, model: String, purpose: String) throws -> (LabeledExamples, String) {
+    static func testSet(
+        _ source: String, limit: Int?, for info: ModelInfo, model: String, purpose: String
+    ) throws -> (LabeledExamples, String) {
         let split = try DataSource.load(source, limit: 1, testLimit: limit)
         guard let set = split.test else {
             throw DropModelError(

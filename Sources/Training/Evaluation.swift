@@ -59,22 +59,26 @@ public struct Evaluation {
     }
 
     /// Class probabilities of thinned network `sample` (masks: Specs/random-streams.md §8).
+    /// The mask applied to each layer's inputs is drawn here, the one place Monte-Carlo
+    /// sampling masks inputs (a dropout mode is chosen here).
     public func thinnedProbabilities(_ set: LabeledExamples, sample: Int, streams: RandomStreams) -> [Float] {
         let layers = network.layers
-        let widest = layers.map(\.inputs).max() ?? 0
+        let widths = network.engineLayers.map(\.inputCount)
+        let widest = widths.max() ?? 0
         var row = [Float](repeating: 0, count: widest)
         return set.inputs.withUnsafeBufferPointer { inputs in
             Predictor(network: network, threads: threads).probabilities(inputs, count: set.count) { l, first, rows, x in
                 let layer = layers[l]
+                let width = widths[l]
                 if layer.keepProb == 1 && keptValue(layer) == 1 { return }
                 row.withUnsafeMutableBufferPointer { m in
-                    let mask = UnsafeMutableBufferPointer(rebasing: m[0..<layer.inputs])
+                    let mask = UnsafeMutableBufferPointer(rebasing: m[0..<width])
                     for r in 0..<rows {
                         streams.monteCarloKeepMask(
-                            sample: sample, example: first + r, layer: l, units: layer.inputs,
+                            sample: sample, example: first + r, layer: l, units: width,
                             keepProbability: layer.keepProb, keptValue: keptValue(layer), into: mask)
-                        let base = r * layer.inputs
-                        for j in 0..<layer.inputs { x[base + j] = x[base + j] * mask[j] }
+                        let base = r * width
+                        for j in 0..<width { x[base + j] = x[base + j] * mask[j] }
                     }
                 }
             }

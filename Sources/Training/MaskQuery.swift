@@ -22,7 +22,9 @@ public enum MaskQuery {
         /// Also draw the mask as a PNG here (one row per example, one pixel per unit, white = kept).
         public var png: String?
 
-        public init(file: String, epoch: Int, step: Int, layer: Int, example: Int? = nil, seed: Int64? = nil, png: String? = nil) {
+        public init(
+            file: String, epoch: Int, step: Int, layer: Int, example: Int? = nil, seed: Int64? = nil, png: String? = nil
+        ) {
             self.file = file
             self.epoch = epoch
             self.step = step
@@ -53,15 +55,22 @@ public enum MaskQuery {
     public static func run(_ r: Request) throws -> Report {
         if let png = r.png { try OutputCheck.verify(png, option: "--png", inputs: [r.file]) }
         func usage(_ message: String) -> DropModelError { DropModelError(code: .usage, file: r.file, message: message) }
-        guard r.epoch >= 1, r.epoch < StreamLayout.epochLimit else { throw usage("--epoch counts from 1 (below \(StreamLayout.epochLimit))") }
-        guard r.step >= 0, r.step < StreamLayout.stepLimit else { throw usage("--step counts from 0 (below \(StreamLayout.stepLimit))") }
+        guard r.epoch >= 1, r.epoch < StreamLayout.epochLimit else {
+            throw usage("--epoch counts from 1 (below \(StreamLayout.epochLimit))")
+        }
+        guard r.step >= 0, r.step < StreamLayout.stepLimit else {
+            throw usage("--step counts from 0 (below \(StreamLayout.stepLimit))")
+        }
         let bundle = try BundleReader(path: r.file)
         let info = bundle.info
         guard let seed = r.seed ?? info.rng?.seed else {
-            throw DropModelError(code: .notReplayable, file: r.file, object: "/rng@seed", message: "the bundle records no seed",
-                                 hint: "give it with --seed S")
+            throw DropModelError(
+                code: .notReplayable, file: r.file, object: "/rng@seed", message: "the bundle records no seed",
+                hint: "give it with --seed S")
         }
-        guard r.layer >= 0, r.layer < info.layers.count else { throw usage("--layer must be in 0..<\(info.layers.count)") }
+        guard r.layer >= 0, r.layer < info.layers.count else {
+            throw usage("--layer must be in 0..<\(info.layers.count)")
+        }
         let recipe = info.training.flatMap { try? Recipe.decode(json: $0.recipe) }
         let batch = recipe?.batchSize ?? 1
         var rows = batch
@@ -85,14 +94,16 @@ public enum MaskQuery {
         var kept: [(example: Int, kept: [Bool])] = []
         for ex in examples {
             row.withUnsafeMutableBufferPointer {
-                streams.keepMask(epoch: r.epoch - 1, step: r.step, layer: r.layer, example: ex, units: l.inputs,
-                                 keepProbability: l.keepProb, keptValue: 1, into: $0)
+                streams.keepMask(
+                    epoch: r.epoch - 1, step: r.step, layer: r.layer, example: ex, units: l.inputs,
+                    keepProbability: l.keepProb, keptValue: 1, into: $0)
             }
             kept.append((ex, row.map { $0 != 0 }))
         }
         if let png = r.png {
             let pixels = kept.flatMap { $0.kept.map { $0 ? UInt8(255) : 0 } }
-            try AtomicFile.write(PNG.grayscale(width: l.inputs, height: kept.count, pixels: pixels), to: png, what: "PNG")
+            try AtomicFile.write(
+                PNG.grayscale(width: l.inputs, height: kept.count, pixels: pixels), to: png, what: "PNG")
         }
         return Report(
             file: r.file, seed: seed, epoch: r.epoch, step: r.step, layer: r.layer, layerName: l.name,

@@ -1,7 +1,8 @@
 public import BundleFormat
 import Kernels
 
-/// A dense network's weights in the engine's layout (the bundle's: W is [outputs, inputs]).
+/// A network's layers and weights in the engine's layout (the bundle's: weights as rows of
+/// fan-in); each layer runs through its kind's ``EngineLayer``.
 public struct Network: Sendable, Equatable {
     public var layers: [LayerInfo]
     public var parameters: [Parameters]
@@ -12,8 +13,9 @@ public struct Network: Sendable, Equatable {
         self.parameters = parameters
     }
 
-    public var inputs: Int { layers.first?.inputs ?? 0 }
-    public var outputs: Int { layers.last?.outputs ?? 0 }
+    /// Features per example in, classes out (the first layer's input, the last layer's output).
+    public var inputs: Int { layers.first.map { $0.kind.engineLayer($0).inputCount } ?? 0 }
+    public var outputs: Int { layers.last.map { $0.kind.engineLayer($0).outputCount } ?? 0 }
 
     /// The network with the weight-scaling rule applied, for deterministic inference of a
     /// classic (unbaked) model: every weight `w` of a layer whose inputs were kept with
@@ -21,7 +23,7 @@ public struct Network: Sendable, Equatable {
     /// unchanged.
     public func weightScaled() -> Network {
         var out = self
-        for l in layers.indices {
+        for l in layers.indices where layers[l].hasWeights {
             let p = Float(layers[l].keepProb)
             if p == 1 { continue }
             out.parameters[l].weight = parameters[l].weight.map { p * $0 }
@@ -79,34 +81,38 @@ public struct Predictor {
     /// layer's inputs by a mask (Monte-Carlo dropout); nil for the deterministic network.
     public func probabilities(
         _ inputs: UnsafeBufferPointer<Float>, count: Int, batch: Int = 1000,
-        mask: ((_ layer: Int, _ firstExample: Int, _ rows: Int, _ buffer: UnsafeMutableBufferPointer<Float>) -> Void)? = nil
+        mask: ((_ layer: Int, _ firstExample: Int, _ rows: Int, _ buffer: UnsafeMutableBufferPointer<Float>) -> Void)? =
+            nil
     ) -> [Float] {
         let layers = network.layers
-        var out = [Float](repeating: 0, count: count * network.outputs)
-        let widest = layers.map { max($0.inputs, $0.outputs) }.max() ?? 0
+        let engine = network.engineLayers
+        let (features, classes) = (engine.first?.inputCount ?? 0, engine.last?.outputCount ?? 0)
+        var out = [Float](repeating: 0, count: count * classes)
+        let widest = engine.map { max($0.inputCount, $0.outputCount) }.max() ?? 0
         var bufA = [Float](repeating: 0, count: batch * widest)
         var bufB = [Float](repeating: 0, count: batch * widest)
         var start = 0
         while start < count {
             let n = min(batch, count - start)
             bufA.withUnsafeMutableBufferPointer { a in
-                for i in 0..<(n * network.inputs) { a[i] = inputs[start * network.inputs + i] }
+                for i in 0..<(n * features) { a[i] = inputs[start * features + i] }
             }
             for (l, layer) in layers.enumerated() {
+                let (inputCount, outputCount) = (engine[l].inputCount, engine[l].outputCount)
                 bufA.withUnsafeMutableBufferPointer { x in
                     bufB.withUnsafeMutableBufferPointer { z in
-                        if let mask { mask(l, start, n, UnsafeMutableBufferPointer(rebasing: x[0..<(n * layer.inputs)])) }
+                        if let mask { mask(l, start, n, UnsafeMutableBufferPointer(rebasing: x[0..<(n * inputCount)])) }
                         let p = network.parameters[l]
-                        for r in 0..<n { for o in 0..<layer.outputs { z[r * layer.outputs + o] = p.bias[o] } }
                         p.weight.withUnsafeBufferPointer { w in
-                            Gemm.multiply(
-                                transA: false, transB: true, m: n, n: layer.outputs, k: layer.inputs,
-                                a: UnsafePointer(x.baseAddress!), lda: layer.inputs, b: w.baseAddress!, ldb: layer.inputs,
-                                c: z.baseAddress!, ldc: layer.outputs, accumulate: true, threads: threads)
+                            p.bias.withUnsafeBufferPointer { b in
+                                engine[l].forward(
+                                    UnsafePointer(x.baseAddress!), rows: n, weight: w, bias: b, into: z.baseAddress!,
+                                    threads: threads)
+                            }
                         }
-                        let zs = UnsafeMutableBufferPointer(rebasing: z[0..<(n * layer.outputs)])
+                        let zs = UnsafeMutableBufferPointer(rebasing: z[0..<(n * outputCount)])
                         if layer.activation == .softmax {
-                            softmaxRows(zs, rows: n, cols: layer.outputs)
+                            softmaxRows(zs, rows: n, cols: outputCount)
                         } else {
                             activate(layer.activation, zs)
                         }
@@ -114,7 +120,7 @@ public struct Predictor {
                 }
                 swap(&bufA, &bufB)
             }
-            for i in 0..<(n * network.outputs) { out[start * network.outputs + i] = bufA[i] }
+            for i in 0..<(n * classes) { out[start * classes + i] = bufA[i] }
             start += n
         }
         return out

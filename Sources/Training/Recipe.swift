@@ -81,13 +81,18 @@ public struct Recipe: Equatable, Sendable {
         if layers.contains(where: { $0 < 1 || $0 > 1 << 24 }) { out.append("every layer size must be in 1...16777216") }
         if layers.count - 1 > StreamLayout.layerLimit { out.append("at most \(StreamLayout.layerLimit) layers") }
         if keep.count != layers.count - 1 {
-            out.append("--keep needs one keep probability per dense layer (\(max(0, layers.count - 1))), got \(keep.count)")
+            out.append(
+                "--keep needs one keep probability per dense layer (\(max(0, layers.count - 1))), got \(keep.count)")
         }
         if let bad = keep.first(where: { !Schema.isValidKeepProb($0) }) {
             out.append("keep probability \(bad) is outside (0, 1]")
         }
-        if epochs < 0 || epochs >= StreamLayout.epochLimit { out.append("--epochs must be in 0..<\(StreamLayout.epochLimit)") }
-        if batchSize < 1 || batchSize >= StreamLayout.exampleInBatchLimit { out.append("--batch-size must be at least 1") }
+        if epochs < 0 || epochs >= StreamLayout.epochLimit {
+            out.append("--epochs must be in 0..<\(StreamLayout.epochLimit)")
+        }
+        if batchSize < 1 || batchSize >= StreamLayout.exampleInBatchLimit {
+            out.append("--batch-size must be at least 1")
+        }
         if !(learningRate.isFinite && learningRate > 0) { out.append("--learning-rate must be positive") }
         if !(lrDecay.isFinite && lrDecay > 0 && lrDecay <= 1) { out.append("--lr-decay must be in (0, 1]") }
         if !(0...1).contains(momentum) || !(0...1).contains(momentumFinal) { out.append("momentum must be in [0, 1]") }
@@ -155,7 +160,9 @@ public struct Recipe: Equatable, Sendable {
             return v
         }
         func int(_ key: CodingKeys) throws -> Int {
-            guard let i = try get(key).int, let n = Int(exactly: i) else { throw RecipeError(message: "'\(key.rawValue)' is not an integer") }
+            guard let i = try get(key).int, let n = Int(exactly: i) else {
+                throw RecipeError(message: "'\(key.rawValue)' is not an integer")
+            }
             return n
         }
         func double(_ key: CodingKeys) throws -> Double {
@@ -170,7 +177,8 @@ public struct Recipe: Equatable, Sendable {
             guard let v = o[key.rawValue], !v.isNull else { return nil }
             return try read(key)
         }
-        guard let layers = try get(.layers).array?.map({ $0.int.flatMap { Int(exactly: $0) } }), !layers.contains(nil) else {
+        guard let layers = try get(.layers).array?.map({ $0.int.flatMap { Int(exactly: $0) } }), !layers.contains(nil)
+        else {
             throw RecipeError(message: "'layers' is not a list of integers")
         }
         guard let keep = try get(.keep).array?.map(\.double), !keep.contains(nil) else {
@@ -186,7 +194,8 @@ public struct Recipe: Equatable, Sendable {
             layers: layers.map { $0! }, keep: keep.map { $0! }, activation: activation, convention: convention,
             epochs: try int(.epochs), batchSize: try int(.batchSize), learningRate: try double(.learningRate),
             lrDecay: try double(.lrDecay), momentum: try double(.momentum), momentumFinal: try double(.momentumFinal),
-            momentumRampEpochs: try int(.momentumRampEpochs), maxNorm: try optional(.maxNorm, double), l2: try double(.l2),
+            momentumRampEpochs: try int(.momentumRampEpochs), maxNorm: try optional(.maxNorm, double),
+            l2: try double(.l2),
             data: try string(.data), limit: try optional(.limit, int), testLimit: try optional(.testLimit, int),
             initialization: try string(.initialization))
     }

@@ -89,7 +89,10 @@ public enum Replay {
         /// What-if: retrain and write the bundle here instead of failing on differences.
         public var output: String?
 
-        public init(file: String, seed: Int64? = nil, epochs: Int? = nil, data: String? = nil, threads: Int = 1, output: String? = nil) {
+        public init(
+            file: String, seed: Int64? = nil, epochs: Int? = nil, data: String? = nil, threads: Int = 1,
+            output: String? = nil
+        ) {
             self.file = file
             self.seed = seed
             self.epochs = epochs
@@ -115,12 +118,16 @@ public enum Replay {
         let recipe: Recipe
         do { recipe = try Recipe.decode(json: training.recipe) } catch {
             throw DropModelError(
-                code: .notReplayable, file: file, object: "/training@recipe", message: "not a dropmodel recipe (\(error))")
+                code: .notReplayable, file: file, object: "/training@recipe",
+                message: "not a dropmodel recipe (\(error))")
         }
         if let rng = info.rng, rng.algorithm != StreamLayout.algorithm || rng.streamLayout != StreamLayout.version {
             throw DropModelError(
                 code: .notReplayable, file: file, object: "/rng",
-                message: "algorithm '\(rng.algorithm)' with stream layout \(rng.streamLayout) is not one this dropmodel can replay (\(StreamLayout.algorithm), layout \(StreamLayout.version))")
+                message: """
+                    algorithm '\(rng.algorithm)' with stream layout \(rng.streamLayout) is not one this dropmodel can \
+                    replay (\(StreamLayout.algorithm), layout \(StreamLayout.version))
+                    """)
         }
         guard let seed = request.seed ?? info.rng?.seed else {
             throw DropModelError(
@@ -133,7 +140,8 @@ public enum Replay {
         let epochs = min(request.epochs ?? total, total)
         if request.output == nil && recorded.isEmpty {
             throw DropModelError(
-                code: .notReplayable, file: file, object: "/history", message: "the bundle records no epochs to compare against")
+                code: .notReplayable, file: file, object: "/history",
+                message: "the bundle records no epochs to compare against")
         }
 
         // The data must be the data the bundle was trained on.
@@ -141,13 +149,17 @@ public enum Replay {
         if let fp = training.dataFingerprint, fp != split.fingerprint {
             throw DropModelError(
                 code: .dataMismatch, file: split.description,
-                message: "the data does not match the bundle: it has fingerprint \(split.fingerprint), \(file) was trained on \(fp)"
-                    + (training.dataDescription.map { " (\($0))" } ?? ""),
+                message: """
+                    the data does not match the bundle: it has fingerprint \(split.fingerprint), \(file) was trained \
+                    on \(fp)
+                    """
+                        + (training.dataDescription.map { " (\($0))" } ?? ""),
                 hint: "replay needs the exact training data (same files, same --limit); point --data at it")
         }
         var report = ReplayReport(
             file: file, seed: seed, threads: request.threads, data: split.description, epochsReplayed: 0,
-            epochsRecorded: recorded.count, verdict: .identical, divergence: nil, storedWeightsChecked: false, epochs: [],
+            epochsRecorded: recorded.count, verdict: .identical, divergence: nil, storedWeightsChecked: false,
+            epochs: [],
             output: nil, outputIdentical: nil, seconds: 0, layerNames: info.layers.map(\.name))
 
         // The initial weights are a function of the seed.
@@ -160,11 +172,14 @@ public enum Replay {
                 claimedSeedDiffers: request.seed != nil && request.seed != info.rng?.seed)
             return report
         }
-        observer(.started(RunStart(
-            recipe: recipe, seed: seed, threads: request.threads, data: split.description,
-            trainExamples: split.train.count, epochs: epochs)))
+        observer(
+            .started(
+                RunStart(
+                    recipe: recipe, seed: seed, threads: request.threads, data: split.description,
+                    trainExamples: split.train.count, epochs: epochs)))
         let started = Date()
-        let trainer = Trainer(recipe: recipe, seed: UInt64(seed), data: split, initial: initial, threads: request.threads)
+        let trainer = Trainer(
+            recipe: recipe, seed: UInt64(seed), data: split, initial: initial, threads: request.threads)
         var mismatch: (epoch: Int, layers: [Int])?
         var records: [EpochRecord] = []
         TrainingRun.run(trainer, epochs: epochs, observer: observer) { summary in
@@ -189,7 +204,8 @@ public enum Replay {
         report.seconds = Date().timeIntervalSince(started)
 
         if let output = request.output {
-            let newInfo = TrainingRun.bundleInfo(recipe: recipe, seed: seed, data: split, initialDigest: initialDigest, records: records)
+            let newInfo = TrainingRun.bundleInfo(
+                recipe: recipe, seed: seed, data: split, initialDigest: initialDigest, records: records)
             try BundleWriter.write(Model(info: newInfo, parameters: trainer.network.parameters), to: output)
             report.verdict = .wroteWhatIf
             report.output = output
@@ -202,7 +218,8 @@ public enum Replay {
         }
         if let mismatch {
             report.verdict = .diverged
-            let largest = mismatch.epoch == recorded.count ? try largestDifference(bundle, trainer.network.parameters) : nil
+            let largest =
+                mismatch.epoch == recorded.count ? try largestDifference(bundle, trainer.network.parameters) : nil
             report.divergence = ReplayReport.Divergence(
                 epoch: mismatch.epoch, layers: mismatch.layers, largest: largest, claimedSeedDiffers: false)
             return report
@@ -223,7 +240,7 @@ public enum Replay {
     static func largestDifference(_ bundle: BundleReader, _ replayed: [Parameters]) throws -> WeightDifference? {
         for l in replayed.indices {
             let stored = try bundle.parameters(l)
-            let inputs = bundle.info.layers[l].inputs
+            let inputs = bundle.info.layers[l].parameterShapes?.rowLength ?? 1  // row = one unit's fan-in
             var worst: WeightDifference?
             func consider(_ a: [Float], _ b: [Float], bias: Bool) {
                 for i in a.indices where a[i].bitPattern != b[i].bitPattern {

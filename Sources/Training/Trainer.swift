@@ -28,6 +28,8 @@ public final class Trainer {
     public let data: DataSplit
     public let threads: Int
     public private(set) var network: Network
+    /// How each layer runs (its kind's ``EngineLayer``); the loops below go through these.
+    private let engine: [any EngineLayer]
 
     private var velocityW: [[Float]]
     private var velocityB: [[Float]]
@@ -49,16 +51,22 @@ public final class Trainer {
         self.threads = max(1, threads)
         let layers = recipe.layerInfos
         self.network = Network(layers: layers, parameters: initial)
+        let engine = network.engineLayers
+        self.engine = engine
         let b = recipe.batchSize
-        velocityW = layers.map { [Float](repeating: 0, count: $0.inputs * $0.outputs) }
-        velocityB = layers.map { [Float](repeating: 0, count: $0.outputs) }
-        masks = layers.map { [Float](repeating: 0, count: b * $0.inputs) }
-        inputs = layers.map { [Float](repeating: 0, count: b * $0.inputs) }
-        outputs = layers.map { [Float](repeating: 0, count: b * $0.outputs) }
-        deltas = layers.map { [Float](repeating: 0, count: b * $0.outputs) }
-        gradW = layers.map { [Float](repeating: 0, count: $0.inputs * $0.outputs) }
-        gradB = layers.map { [Float](repeating: 0, count: $0.outputs) }
-        backInput = [Float](repeating: 0, count: b * (layers.map(\.inputs).max() ?? 0))
+        // Weight- and bias-shaped state by the kind's parameter shapes (rows of fan-in); empty
+        // for a kind without weights.
+        let weights = layers.map { $0.parameterShapes.map { $0.rows * $0.rowLength } ?? 0 }
+        let biases = layers.map { $0.parameterShapes?.rows ?? 0 }
+        velocityW = weights.map { [Float](repeating: 0, count: $0) }
+        velocityB = biases.map { [Float](repeating: 0, count: $0) }
+        masks = engine.map { [Float](repeating: 0, count: b * $0.inputCount) }
+        inputs = engine.map { [Float](repeating: 0, count: b * $0.inputCount) }
+        outputs = engine.map { [Float](repeating: 0, count: b * $0.outputCount) }
+        deltas = engine.map { [Float](repeating: 0, count: b * $0.outputCount) }
+        gradW = weights.map { [Float](repeating: 0, count: $0) }
+        gradB = biases.map { [Float](repeating: 0, count: $0) }
+        backInput = [Float](repeating: 0, count: b * (engine.map(\.inputCount).max() ?? 0))
     }
 
     /// The number of minibatches in an epoch (the last may be smaller).
@@ -121,7 +129,8 @@ public final class Trainer {
     /// The summed loss of one minibatch and the gradients of the MEAN loss, with the masks of
     /// (epoch, step) (`epoch` 0-based as in the random streams), without updating anything.
     /// For gradient checks.
-    package func gradients(epoch: Int, step: Int, examples: [Int]) -> (loss: Double, weight: [[Float]], bias: [[Float]]) {
+    package func gradients(epoch: Int, step: Int, examples: [Int]) -> (loss: Double, weight: [[Float]], bias: [[Float]])
+    {
         precondition(examples.count <= recipe.batchSize)
         let (loss, _) = forwardBackward(epoch: epoch, step: step, examples: examples[...])
         return (loss, gradW, gradB)
@@ -144,60 +153,26 @@ public final class Trainer {
     ) -> (Double, Int) {
         let layers = network.layers
         let rows = examples.count
-        let features = data.train.features
-        let convention = recipe.convention
 
-        // Forward.
+        // Forward: mask each layer's inputs, run the layer, then its activation.
         for (l, layer) in layers.enumerated() {
-            let width = layer.inputs
-            let keptValue: Float = convention == .classic ? 1 : Float(1 / layer.keepProb)
-            // Masks and masked inputs, one example (row) per unit of work: rows are
-            // independent, so any split between threads gives the same bits.
-            masks[l].withUnsafeMutableBufferPointer { m in
-                inputs[l].withUnsafeMutableBufferPointer { x in
-                    do {
-                        func prepare(_ rowRange: Range<Int>, _ source: (Int) -> UnsafePointer<Float>) {
-                            for r in rowRange {
-                                let mrow = UnsafeMutableBufferPointer(rebasing: m[(r * width)..<((r + 1) * width)])
-                                streams.keepMask(
-                                    epoch: epoch, step: step, layer: l, example: r, units: width,
-                                    keepProbability: layer.keepProb, keptValue: keptValue, into: mrow)
-                                let src = source(r)
-                                let base = r * width
-                                for j in 0..<width { x[base + j] = src[j] * mrow[j] }
-                            }
-                        }
-                        if l == 0 {
-                            data.train.inputs.withUnsafeBufferPointer { src in
-                                Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
-                                    prepare(range) { r in src.baseAddress! + examples[examples.startIndex + r] * features }
-                                }
-                            }
-                        } else {
-                            outputs[l - 1].withUnsafeBufferPointer { a in
-                                Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
-                                    prepare(range) { r in a.baseAddress! + r * width }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            dropInputs(layer: l, epoch: epoch, step: step, examples: examples)
+            let outputCount = engine[l].outputCount
             outputs[l].withUnsafeMutableBufferPointer { z in
-                let bias = network.parameters[l].bias
-                for r in 0..<rows { for o in 0..<layer.outputs { z[r * layer.outputs + o] = bias[o] } }
                 inputs[l].withUnsafeBufferPointer { x in
                     network.parameters[l].weight.withUnsafeBufferPointer { w in
-                        Gemm.multiply(
-                            transA: false, transB: true, m: rows, n: layer.outputs, k: layer.inputs,
-                            a: x.baseAddress!, lda: layer.inputs, b: w.baseAddress!, ldb: layer.inputs,
-                            c: z.baseAddress!, ldc: layer.outputs, accumulate: true, threads: threads)
+                        network.parameters[l].bias.withUnsafeBufferPointer { b in
+                            engine[l].forward(
+                                x.baseAddress!, rows: rows, weight: w, bias: b, into: z.baseAddress!, threads: threads)
+                        }
                     }
                 }
                 if layer.activation != .softmax {
                     Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
-                        activate(layer.activation, UnsafeMutableBufferPointer(
-                            rebasing: z[(range.lowerBound * layer.outputs)..<(range.upperBound * layer.outputs)]))
+                        activate(
+                            layer.activation,
+                            UnsafeMutableBufferPointer(
+                                rebasing: z[(range.lowerBound * outputCount)..<(range.upperBound * outputCount)]))
                     }
                 }
             }
@@ -205,7 +180,7 @@ public final class Trainer {
 
         // Loss and output delta: dZ = (softmax(z) - onehot) / rows.
         let last = layers.count - 1
-        let classes = layers[last].outputs
+        let classes = engine[last].outputCount
         var lossSum = 0.0
         var wrong = 0
         outputs[last].withUnsafeMutableBufferPointer { z in
@@ -236,32 +211,27 @@ public final class Trainer {
 
         // Backward.
         for l in stride(from: last, through: 0, by: -1) {
-            let layer = layers[l]
+            let layer = engine[l]
             deltas[l].withUnsafeBufferPointer { d in
                 // db = column sums of dZ (rows in order).
                 gradB[l].withUnsafeMutableBufferPointer { gb in
-                    for o in 0..<layer.outputs {
-                        var s: Float = 0
-                        for r in 0..<rows { s += d[r * layer.outputs + o] }
-                        gb[o] = s
-                    }
+                    layer.biasGradient(d.baseAddress!, rows: rows, into: gb)
                 }
                 if l > 0 {
                     // dX = dZ · W (rows x inputs), with this layer's weights before their update,
                     // then through the mask and the activation below.
+                    let width = layer.inputCount
                     backInput.withUnsafeMutableBufferPointer { dx in
                         network.parameters[l].weight.withUnsafeBufferPointer { w in
-                            Gemm.multiply(
-                                transA: false, transB: false, m: rows, n: layer.inputs, k: layer.outputs,
-                                a: d.baseAddress!, lda: layer.outputs, b: w.baseAddress!, ldb: layer.inputs,
-                                c: dx.baseAddress!, ldc: layer.inputs, accumulate: false, threads: threads)
+                            layer.backwardInput(
+                                d.baseAddress!, rows: rows, weight: w, into: dx.baseAddress!, threads: threads)
                         }
                         let below = layers[l - 1].activation
                         masks[l].withUnsafeBufferPointer { m in
                             outputs[l - 1].withUnsafeBufferPointer { a in
                                 deltas[l - 1].withUnsafeMutableBufferPointer { dz in
                                     Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
-                                        for i in (range.lowerBound * layer.inputs)..<(range.upperBound * layer.inputs) {
+                                        for i in (range.lowerBound * width)..<(range.upperBound * width) {
                                             let g = dx[i] * m[i]
                                             let y = a[i]
                                             switch below {
@@ -283,10 +253,8 @@ public final class Trainer {
                         updateLayer(l, lr: update.lr, mu: update.mu, d: d.baseAddress!, x: x.baseAddress!, rows: rows)
                     } else {
                         gradW[l].withUnsafeMutableBufferPointer { g in
-                            Gemm.multiply(
-                                transA: true, transB: false, m: layer.outputs, n: layer.inputs, k: rows,
-                                a: d.baseAddress!, lda: layer.outputs, b: x.baseAddress!, ldb: layer.inputs,
-                                c: g.baseAddress!, ldc: layer.inputs, accumulate: false, threads: threads)
+                            layer.weightGradient(
+                                d.baseAddress!, x.baseAddress!, rows: rows, into: g.baseAddress!, threads: threads)
                         }
                     }
                 }
@@ -297,26 +265,26 @@ public final class Trainer {
     }
 
     /// Layer l's update: v = mu*v - lr*(g + l2*w); w = w + v with g = dZᵀ·X fused into the
-    /// product; then max-norm on hidden layers (each row's sum in order, on one thread); then
-    /// the bias: v = mu*v - lr*g; b = b + v.
+    /// product; then max-norm on hidden layers (each row of fan-in's sum in order, on one
+    /// thread); then the bias: v = mu*v - lr*g; b = b + v. A kind without weights has nothing to
+    /// update.
     private func updateLayer(
         _ l: Int, lr: Float, mu: Float, d: UnsafePointer<Float>, x: UnsafePointer<Float>, rows: Int
     ) {
         let layers = network.layers
-        let layer = layers[l]
+        guard let shapes = layers[l].parameterShapes else { return }
+        let (units, fanIn) = (shapes.rows, shapes.rowLength)
         let l2 = Float(recipe.l2)
         network.parameters[l].weight.withUnsafeMutableBufferPointer { w in
             velocityW[l].withUnsafeMutableBufferPointer { v in
-                Gemm.multiplyUpdate(
-                    transA: true, transB: false, m: layer.outputs, n: layer.inputs, k: rows,
-                    a: d, lda: layer.outputs, b: x, ldb: layer.inputs,
-                    update: Gemm.Update(w: w.baseAddress!, v: v.baseAddress!, ld: layer.inputs, mu: mu, lr: lr, l2: l2),
+                engine[l].updateWeights(
+                    d, x, rows: rows, weight: w.baseAddress!, velocity: v.baseAddress!, mu: mu, lr: lr, l2: l2,
                     threads: threads)
             }
             guard let c = recipe.maxNorm.map({ Float($0) }), l < layers.count - 1 else { return }
-            Parallel.forEachRange(count: layer.outputs, threads: threads, minimumCount: 64) { units in
+            Parallel.forEachRange(count: units, threads: threads, minimumCount: 64) { units in
                 for u in units {
-                    let row = UnsafeMutableBufferPointer(rebasing: w[(u * layer.inputs)..<((u + 1) * layer.inputs)])
+                    let row = UnsafeMutableBufferPointer(rebasing: w[(u * fanIn)..<((u + 1) * fanIn)])
                     var sq: Float = 0
                     for x in row { sq += x * x }
                     let norm = sq.squareRoot()
@@ -331,6 +299,51 @@ public final class Trainer {
             velocityB[l].withUnsafeMutableBufferPointer { v in
                 gradB[l].withUnsafeBufferPointer { g in
                     for i in b.indices { v[i] = mu * v[i] - lr * g[i]; b[i] = b[i] + v[i] }
+                }
+            }
+        }
+    }
+
+    /// Dropout on layer `l`'s inputs for one minibatch: draws each example's mask
+    /// (Specs/random-streams.md) into `masks[l]` and writes the masked input into `inputs[l]`
+    /// (from the data for layer 0, from the layer below otherwise). The one place training
+    /// masks a layer's inputs: a dropout mode (element, channel, gaussian) is chosen here.
+    ///
+    /// One example (row) per unit of work: rows are independent, so any split between threads
+    /// gives the same bits.
+    private func dropInputs(layer l: Int, epoch: Int, step: Int, examples: ArraySlice<Int>) {
+        let layer = network.layers[l]
+        let rows = examples.count
+        let features = data.train.features
+        let width = engine[l].inputCount
+        let keptValue: Float = recipe.convention == .classic ? 1 : Float(1 / layer.keepProb)
+        masks[l].withUnsafeMutableBufferPointer { m in
+            inputs[l].withUnsafeMutableBufferPointer { x in
+                do {
+                    func prepare(_ rowRange: Range<Int>, _ source: (Int) -> UnsafePointer<Float>) {
+                        for r in rowRange {
+                            let mrow = UnsafeMutableBufferPointer(rebasing: m[(r * width)..<((r + 1) * width)])
+                            streams.keepMask(
+                                epoch: epoch, step: step, layer: l, example: r, units: width,
+                                keepProbability: layer.keepProb, keptValue: keptValue, into: mrow)
+                            let src = source(r)
+                            let base = r * width
+                            for j in 0..<width { x[base + j] = src[j] * mrow[j] }
+                        }
+                    }
+                    if l == 0 {
+                        data.train.inputs.withUnsafeBufferPointer { src in
+                            Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
+                                prepare(range) { r in src.baseAddress! + examples[examples.startIndex + r] * features }
+                            }
+                        }
+                    } else {
+                        outputs[l - 1].withUnsafeBufferPointer { a in
+                            Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
+                                prepare(range) { r in a.baseAddress! + r * width }
+                            }
+                        }
+                    }
                 }
             }
         }

@@ -102,7 +102,10 @@ public enum TrainingRun {
         guard trained == 0 else {
             throw DropModelError(
                 code: .notApplicable, file: path, object: "/history",
-                message: "the bundle was already trained for \(trained) epochs; --from takes an epoch-0 bundle from 'dropmodel init'")
+                message: """
+                    the bundle was already trained for \(trained) epochs; --from takes an epoch-0 bundle from \
+                    'dropmodel init'
+                    """)
         }
         return StartingPoint(recipe: base, seed: bundle.info.rng?.seed, parameters: try bundle.readModel().parameters)
     }
@@ -115,30 +118,39 @@ public enum TrainingRun {
         try checkRecipe(recipe)
         try checkSeed(request.seed)
         if let initial = request.initial {
-            let shapes = recipe.layerInfos.map { [$0.outputs * $0.inputs, $0.outputs] }
+            // Weights and biases by each kind's parameter shapes (none for a kind without weights).
+            let shapes = recipe.layerInfos.map { l in
+                l.parameterShapes.map { [$0.rows * $0.rowLength, $0.rows] } ?? [0, 0]
+            }
             guard initial.map({ [$0.weight.count, $0.bias.count] }) == shapes else {
                 throw DropModelError(
-                    code: .usage, file: request.output, message: "the starting weights do not have the recipe's layer sizes \(recipe.layers)",
+                    code: .usage, file: request.output,
+                    message: "the starting weights do not have the recipe's layer sizes \(recipe.layers)",
                     hint: "--layers cannot change the shape of the --from bundle")
             }
         }
         let data = try loadData(recipe)
         let initial = request.initial ?? recipe.initialParameters(seed: UInt64(request.seed))
         let initialDigest = WeightDigest.sha256(initial)
-        let trainer = Trainer(recipe: recipe, seed: UInt64(request.seed), data: data, initial: initial, threads: request.threads)
-        observer(.started(RunStart(
-            recipe: recipe, seed: request.seed, threads: request.threads, data: data.description,
-            trainExamples: data.train.count, epochs: recipe.epochs)))
+        let trainer = Trainer(
+            recipe: recipe, seed: UInt64(request.seed), data: data, initial: initial, threads: request.threads)
+        observer(
+            .started(
+                RunStart(
+                    recipe: recipe, seed: request.seed, threads: request.threads, data: data.description,
+                    trainExamples: data.train.count, epochs: recipe.epochs)))
         let started = Date()
         var records: [EpochRecord] = []
         run(trainer, epochs: recipe.epochs, observer: observer) { summary in
             records.append(summary.record)
             return true
         }
-        let info = bundleInfo(recipe: recipe, seed: request.seed, data: data, initialDigest: initialDigest, records: records)
+        let info = bundleInfo(
+            recipe: recipe, seed: request.seed, data: data, initialDigest: initialDigest, records: records)
         try BundleWriter.write(Model(info: info, parameters: trainer.network.parameters), to: request.output)
         return TrainReport(
-            output: request.output, recipe: recipe, seed: request.seed, threads: request.threads, data: data.description,
+            output: request.output, recipe: recipe, seed: request.seed, threads: request.threads,
+            data: data.description,
             dataFingerprint: data.fingerprint, initialWeightsSHA256: initialDigest, epochs: records,
             seconds: Date().timeIntervalSince(started))
     }
@@ -153,7 +165,8 @@ public enum TrainingRun {
     /// Seeds are in `0 ..< 2^63` (Specs/random-streams.md).
     static func checkSeed(_ seed: Int64) throws {
         guard seed >= 0 else {
-            throw DropModelError(code: .usage, file: "", message: "the seed \(seed) is negative; seeds are in 0 ..< 2^63")
+            throw DropModelError(
+                code: .usage, file: "", message: "the seed \(seed) is negative; seeds are in 0 ..< 2^63")
         }
     }
 
@@ -163,13 +176,19 @@ public enum TrainingRun {
         guard split.train.features == recipe.layers.first else {
             throw DropModelError(
                 code: .dataMismatch, file: split.description,
-                message: "the data has \(split.train.features) features per example but the network's first layer has \(recipe.layers.first ?? 0) inputs",
+                message: """
+                    the data has \(split.train.features) features per example but the network's first layer has \
+                    \(recipe.layers.first ?? 0) inputs
+                    """,
                 hint: "set --layers to start with \(split.train.features)")
         }
         guard split.train.classes <= recipe.layers.last ?? 0 else {
             throw DropModelError(
                 code: .dataMismatch, file: split.description,
-                message: "the data has \(split.train.classes) classes but the output layer has \(recipe.layers.last ?? 0) units",
+                message: """
+                    the data has \(split.train.classes) classes but the output layer has \(recipe.layers.last ?? 0) \
+                    units
+                    """,
                 hint: "set --layers to end with \(split.train.classes)")
         }
         return split
@@ -198,12 +217,15 @@ public enum TrainingRun {
 
     static func record(_ m: EpochMetrics, _ trainer: Trainer) -> EpochRecord {
         EpochRecord(
-            epoch: m.epoch, loss: m.loss, trainError: m.trainError, testError: m.testError, weightsSHA256: m.weightsSHA256,
+            epoch: m.epoch, loss: m.loss, trainError: m.trainError, testError: m.testError,
+            weightsSHA256: m.weightsSHA256,
             layerSHA256: WeightDigest.layerSHA256(trainer.network.parameters))
     }
 
     /// The bundle metadata of a finished run.
-    static func bundleInfo(recipe: Recipe, seed: Int64, data: DataSplit, initialDigest: [UInt8], records: [EpochRecord]) -> ModelInfo {
+    static func bundleInfo(
+        recipe: Recipe, seed: Int64, data: DataSplit, initialDigest: [UInt8], records: [EpochRecord]
+    ) -> ModelInfo {
         ModelInfo(
             convention: recipe.convention, baked: false, layers: recipe.layerInfos,
             rng: RNGInfo(algorithm: StreamLayout.algorithm, seed: seed, streamLayout: StreamLayout.version),

@@ -24,7 +24,8 @@ enum IDX {
         }
         close(fd)
         do { raw = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
-            throw DropModelError(code: .unreadable, file: path, message: "cannot be read (\(error))", operation: "read file")
+            throw DropModelError(
+                code: .unreadable, file: path, message: "cannot be read (\(error))", operation: "read file")
         }
         var data = raw
         if Gzip.isGzip(raw) {
@@ -32,11 +33,17 @@ enum IDX {
                 throw DropModelError(code: .invalid, file: path, message: "\(error)", hint: "re-download the file")
             }
         }
-        guard data.count >= 4 else { throw DropModelError(code: .invalid, file: path, message: "is too short to be an IDX file") }
+        guard data.count >= 4 else {
+            throw DropModelError(code: .invalid, file: path, message: "is too short to be an IDX file")
+        }
         let b = [UInt8](data.prefix(4))
-        guard b[0] == 0, b[1] == 0 else { throw DropModelError(code: .invalid, file: path, message: "is not an IDX file (bad magic number)") }
+        guard b[0] == 0, b[1] == 0 else {
+            throw DropModelError(code: .invalid, file: path, message: "is not an IDX file (bad magic number)")
+        }
         guard b[2] == 0x08 else {
-            throw DropModelError(code: .invalid, file: path, message: "holds IDX type 0x\(String(b[2], radix: 16)); dropmodel reads unsigned bytes (0x08)")
+            throw DropModelError(
+                code: .invalid, file: path,
+                message: "holds IDX type 0x\(String(b[2], radix: 16)); dropmodel reads unsigned bytes (0x08)")
         }
         let rank = Int(b[3])
         guard (1...4).contains(rank), data.count >= 4 + 4 * rank else {
@@ -49,13 +56,17 @@ enum IDX {
             let v = Int(data[o]) << 24 | Int(data[o + 1]) << 16 | Int(data[o + 2]) << 8 | Int(data[o + 3])
             dims.append(v)
             let (p, overflow) = total.multipliedReportingOverflow(by: v)
-            guard !overflow, p <= maxBytes else { throw DropModelError(code: .invalid, file: path, message: "declares \(dims) elements, too many") }
+            guard !overflow, p <= maxBytes else {
+                throw DropModelError(code: .invalid, file: path, message: "declares \(dims) elements, too many")
+            }
             total = p
         }
         let header = 4 + 4 * rank
         guard data.count == header + total else {
-            throw DropModelError(code: .invalid, file: path, message: "declares \(dims) = \(total) bytes but holds \(data.count - header)",
-                            hint: "the file is truncated or corrupt; re-download it")
+            throw DropModelError(
+                code: .invalid, file: path,
+                message: "declares \(dims) = \(total) bytes but holds \(data.count - header)",
+                hint: "the file is truncated or corrupt; re-download it")
         }
         return (dims, data.subdata(in: (data.startIndex + header)..<(data.startIndex + header + total)))
     }
@@ -64,10 +75,15 @@ enum IDX {
     static func examples(images: String, labels: String, limit: Int? = nil) throws -> LabeledExamples {
         let (idims, ibytes) = try read(images)
         let (ldims, lbytes) = try read(labels)
-        guard idims.count >= 2 else { throw DropModelError(code: .invalid, file: images, message: "is not an image file (dimensions \(idims))") }
-        guard ldims.count == 1 else { throw DropModelError(code: .invalid, file: labels, message: "is not a label file (dimensions \(ldims))") }
+        guard idims.count >= 2 else {
+            throw DropModelError(code: .invalid, file: images, message: "is not an image file (dimensions \(idims))")
+        }
+        guard ldims.count == 1 else {
+            throw DropModelError(code: .invalid, file: labels, message: "is not a label file (dimensions \(ldims))")
+        }
         guard idims[0] == ldims[0] else {
-            throw DropModelError(code: .invalid, file: labels, message: "has \(ldims[0]) labels for \(idims[0]) images in \(images)")
+            throw DropModelError(
+                code: .invalid, file: labels, message: "has \(ldims[0]) labels for \(idims[0]) images in \(images)")
         }
         let count = min(idims[0], limit ?? idims[0])
         let features = idims.dropFirst().reduce(1, *)
@@ -83,6 +99,7 @@ enum IDX {
                 }
             }
         }
-        return LabeledExamples(count: count, features: features, classes: max(classes, 2), inputs: inputs, labels: labels)
+        return LabeledExamples(
+            count: count, features: features, classes: max(classes, 2), inputs: inputs, labels: labels)
     }
 }

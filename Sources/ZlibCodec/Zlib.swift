@@ -35,7 +35,10 @@ public enum Gzip {
                 output.append(contentsOf: buffer[0..<produced])
                 switch status {
                 case Z_STREAM_END: return output
-                case Z_OK: if stream.avail_in == 0 && produced == 0 { throw Failure(description: "the gzip stream is truncated") }
+                case Z_OK:
+                    if stream.avail_in == 0 && produced == 0 {
+                        throw Failure(description: "the gzip stream is truncated")
+                    }
                 case Z_BUF_ERROR: throw Failure(description: "the gzip stream is truncated")
                 default:
                     let msg = stream.msg.map { String(cString: $0) } ?? "error \(status)"

@@ -157,10 +157,12 @@ struct ValidationTests {
         #expect(ps.contains { $0.object == "/layers/0/weight" && $0.message.contains("[4, 6]") })
     }
 
-    @Test("missing required attributes are each reported", arguments: [
-        ("/", "convention"), ("/", "baked"), ("/layers/0", "keep_prob"), ("/layers/1", "activation"),
-        ("/layers/2", "name"), ("/layers", "count"),
-    ])
+    @Test(
+        "missing required attributes are each reported",
+        arguments: [
+            ("/", "convention"), ("/", "baked"), ("/layers/0", "keep_prob"), ("/layers/1", "activation"),
+            ("/layers/2", "name"), ("/layers", "count"),
+        ])
     func missing(_ object: String, _ attribute: String) throws {
         let dir = TemporaryDirectory()
         let path = dir.file("m.h5")
@@ -285,7 +287,9 @@ struct BakeDirectTests {
         let baked = try BundleReader(path: direct).readModel()
         for (l, layer) in Self.model.info.layers.enumerated() {
             let p = Float(layer.keepProb)
-            #expect(baked.parameters[l].weight.map(\.bitPattern) == Self.model.parameters[l].weight.map { (p * $0).bitPattern })
+            #expect(
+                baked.parameters[l].weight.map(\.bitPattern)
+                    == Self.model.parameters[l].weight.map { (p * $0).bitPattern })
         }
     }
 

@@ -68,7 +68,9 @@ struct ReportTests {
         #expect(none.outcome == .notNeeded && none.output == nil)
         #expect(!FileManager.default.fileExists(atPath: dir.file("none.h5")))
 
-        let missing = #expect(throws: DropModelError.self) { try Bake.run(input: input, output: dir.file("no/baked.h5")) }
+        let missing = #expect(throws: DropModelError.self) {
+            try Bake.run(input: input, output: dir.file("no/baked.h5"))
+        }
         #expect(missing?.code == .outputNotWritable)
         let same = #expect(throws: DropModelError.self) { try Bake.run(input: input, output: input) }
         #expect(same?.code == .usage)

@@ -42,7 +42,9 @@ struct BakeEvalCommandTests {
         #expect(result.info.unbakedWeightsSHA256 == original.info.history?.epochs.last?.weightsSHA256)
         for (l, layer) in original.info.layers.enumerated() {
             let p = Float(layer.keepProb)
-            #expect(result.parameters[l].weight.map(\.bitPattern) == original.parameters[l].weight.map { (p * $0).bitPattern })
+            #expect(
+                result.parameters[l].weight.map(\.bitPattern)
+                    == original.parameters[l].weight.map { (p * $0).bitPattern })
             #expect(result.parameters[l].bias.map(\.bitPattern) == original.parameters[l].bias.map(\.bitPattern))
         }
     }
@@ -90,13 +92,16 @@ struct BakeEvalCommandTests {
     func bakeMemory() throws {
         let dir = TemporaryDirectory()
         let big = dir.file("big.h5")
-        let init_ = try CLI.run(["init", "--layers", "2048,2048,2048,2048,2048,10", "--keep", "0.8,0.5,0.5,0.5,0.5",
-                                 "--seed", "1", "-o", big])
+        let init_ = try CLI.run([
+            "init", "--layers", "2048,2048,2048,2048,2048,10", "--keep", "0.8,0.5,0.5,0.5,0.5",
+            "--seed", "1", "-o", big,
+        ])
         #expect(init_.status == 0, "\(init_.stderr)")
         let r = try CLI.run(["bake", big, "-o", dir.file("b.h5")], environment: ["DROPMODEL_PEAK_MEMORY": "1"])
         #expect(r.status == 0, "\(r.stderr)")
-        let kib = try #require(r.stderr.split(separator: "\n").first { $0.contains("peak memory") }?
-            .split(separator: " ").compactMap { Int($0) }.first)
+        let kib = try #require(
+            r.stderr.split(separator: "\n").first { $0.contains("peak memory") }?
+                .split(separator: " ").compactMap { Int($0) }.first)
         #expect(kib < 64 * 1024, "peak \(kib) KiB")
         // The model itself is 64 MiB: had bake held it, the peak would exceed it.
         #expect((File.size(of: big) ?? 0) > 64 << 20)
@@ -120,7 +125,9 @@ struct BakeEvalCommandTests {
         #expect(mc.allSatisfy { $0["mean_error"] is Double && $0["std_error"] is Double })
         // Seeded: the same command gives the same table.
         let again = try eval(dir.file("m.h5"))
-        #expect((again["monte_carlo"] as? [[String: Any]])?.map { $0["mean_error"] as? Double } == mc.map { $0["mean_error"] as? Double })
+        #expect(
+            (again["monte_carlo"] as? [[String: Any]])?.map { $0["mean_error"] as? Double }
+                == mc.map { $0["mean_error"] as? Double })
     }
 
     @Test("eval --plot writes an SVG chart; the table names weight scaling")
@@ -128,7 +135,9 @@ struct BakeEvalCommandTests {
         let dir = TemporaryDirectory()
         try train(dir.file("m.h5"))
         let svg = dir.file("p.svg")
-        let r = try CLI.run(["eval", dir.file("m.h5"), "--limit", "50", "--mc", "1,2,4", "--repeats", "2", "--plot", svg])
+        let r = try CLI.run([
+            "eval", dir.file("m.h5"), "--limit", "50", "--mc", "1,2,4", "--repeats", "2", "--plot", svg,
+        ])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("weight scaling"))
         let text = try String(contentsOfFile: svg, encoding: .utf8)

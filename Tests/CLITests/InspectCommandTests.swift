@@ -18,8 +18,10 @@ struct InspectCommandTests {
         try BundleWriter.write(Fixtures.model(sizes: [784, 32, 10], seed: 42), to: path)
         let r = try CLI.run(["inspect", path])
         #expect(r.status == 0)
-        for needle in ["format 1.0", "classic, not baked", "hidden1", "784 -> 32", "relu", "0.8", "float32",
-                       "25,120", "25,450", "philox4x32-10, seed 42", "epochs 2", "2 epochs", "n/a"] {
+        for needle in [
+            "format 1.0", "classic, not baked", "hidden1", "784 -> 32", "relu", "0.8", "float32",
+            "25,120", "25,450", "philox4x32-10, seed 42", "epochs 2", "2 epochs", "n/a",
+        ] {
             #expect(r.stdout.contains(needle), "missing '\(needle)' in:\n\(r.stdout)")
         }
     }
@@ -101,14 +103,16 @@ struct InspectCommandTests {
             #expect((s["inf"] as? NSNumber)?.intValue == (i == 0 ? 1 : 0))
             let inputs = model.info.layers[i].inputs
             let norms = (0..<model.info.layers[i].outputs).map { u in
-                w[(u * inputs)..<((u + 1) * inputs)].filter { $0.isFinite }.map { Double($0) * Double($0) }.reduce(0, +).squareRoot()
+                w[(u * inputs)..<((u + 1) * inputs)].filter { $0.isFinite }.map { Double($0) * Double($0) }.reduce(0, +)
+                    .squareRoot()
             }
             #expect(abs(((s["max_unit_norm"] as? Double) ?? .nan) - norms.max()!) < 1e-9)
         }
     }
 
-    @Test("bad inputs: clear located error, exit 2, no HDF5 dump, no stack trace",
-          arguments: ["text", "missing", "truncated", "keep", "chain", "version", "attribute", "directory"])
+    @Test(
+        "bad inputs: clear located error, exit 2, no HDF5 dump, no stack trace",
+        arguments: ["text", "missing", "truncated", "keep", "chain", "version", "attribute", "directory"])
     func badInputs(_ kind: String) throws {
         let dir = TemporaryDirectory()
         var path = dir.file("bad.h5")

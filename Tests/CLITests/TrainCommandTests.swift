@@ -13,7 +13,8 @@ struct TrainCommandTests {
     ]
 
     func train(_ path: String, seed: Int = 7, threads: Int, extra: [String] = []) throws -> CommandResult {
-        let r = try CLI.run(["train"] + Self.recipe + ["--seed", String(seed), "--threads", String(threads), "-o", path] + extra)
+        let r = try CLI.run(
+            ["train"] + Self.recipe + ["--seed", String(seed), "--threads", String(threads), "-o", path] + extra)
         #expect(r.status == 0, "train failed: \(r.stderr)")
         return r
     }

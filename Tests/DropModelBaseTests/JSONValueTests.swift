@@ -5,7 +5,9 @@ import Testing
 struct JSONValueTests {
     @Test("objects keep their order; integers stay exact; numbers, strings and escapes round-trip")
     func roundTrip() throws {
-        let text = #"{"z":1,"a":[true,false,null],"big":9223372036854775807,"neg":-12,"x":0.1,"e":1e-5,"s":"é\n\"\\\t\u0001😀"}"#
+        let text =
+            #"{"z":1,"a":[true,false,null],"big":9223372036854775807,"neg":-12,"x":0.1,"e":1e-5,"#
+            + #""s":"é\n\"\\\t\u0001😀"}"#
         let v = try JSONValue.parse(text)
         #expect(v.object?.keys == ["z", "a", "big", "neg", "x", "e", "s"])
         #expect(v["big"] == .integer(Int64.max))
@@ -23,10 +25,12 @@ struct JSONValueTests {
         #expect(try JSONValue.parse(#""\ud83d\ude00""#) == .string("😀"))
     }
 
-    @Test("malformed text is refused with a reason, never a trap", arguments: [
-        "", " ", "{", "[1,]", "{\"a\":1,}", "01", "-", "1.", ".5", "1e", "+1", "tru", "nul", "\"a", "\"\u{1}\"",
-        "\"\\x\"", "\"\\ud83d\"", "\"\\ude00\"", "[1 2]", "{\"a\" 1}", "{1:2}", "1 2", "NaN", "Infinity", "1e999",
-    ])
+    @Test(
+        "malformed text is refused with a reason, never a trap",
+        arguments: [
+            "", " ", "{", "[1,]", "{\"a\":1,}", "01", "-", "1.", ".5", "1e", "+1", "tru", "nul", "\"a", "\"\u{1}\"",
+            "\"\\x\"", "\"\\ud83d\"", "\"\\ude00\"", "[1 2]", "{\"a\" 1}", "{1:2}", "1 2", "NaN", "Infinity", "1e999",
+        ])
     func malformed(_ text: String) {
         #expect(throws: JSONValue.ParseError.self) { try JSONValue.parse(text) }
     }

@@ -52,7 +52,9 @@ struct OutputTests {
         #expect(try String(contentsOfFile: path, encoding: .utf8) == "first")
         try AtomicFile.write(Array("second".utf8), to: path, what: "test file")
         #expect(try String(contentsOfFile: path, encoding: .utf8) == "second")
-        let left = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix(".dropmodel-tmp-") }
+        let left = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter {
+            $0.hasPrefix(".dropmodel-tmp-")
+        }
         #expect(left.isEmpty, "\(left)")
         let e = #expect(throws: DropModelError.self) {
             try AtomicFile.write(Array("x".utf8), to: dir.file("gone/out.bin"), what: "test file")

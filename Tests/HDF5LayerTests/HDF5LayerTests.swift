@@ -43,9 +43,11 @@ struct HDF5LayerTests {
         #expect(missing.code == .notFound)
     }
 
-    @Test("all four string encodings read back", arguments: [
-        Object.StringEncoding.variableUTF8, .variableASCII, .fixedUTF8, .fixedASCII,
-    ])
+    @Test(
+        "all four string encodings read back",
+        arguments: [
+            Object.StringEncoding.variableUTF8, .variableASCII, .fixedUTF8, .fixedASCII,
+        ])
     func stringEncodings(_ encoding: Object.StringEncoding) throws {
         let dir = TemporaryDirectory()
         let path = dir.file("s.h5")
@@ -71,8 +73,10 @@ struct HDF5LayerTests {
         let values = (0..<60).map { Float($0) * 0.1 - 3 }
         try File.writeAtomically(to: path) { f in
             let root = try f.root()
-            try root.createDataset("w", type: .float32, shape: [6, 10], chunk: [2, 10], fletcher32: true).write(floats: values)
-            try root.createDataset("h", type: .float16, shape: [6, 10], chunk: [6, 10], fletcher32: true).write(floats: values)
+            try root.createDataset("w", type: .float32, shape: [6, 10], chunk: [2, 10], fletcher32: true).write(
+                floats: values)
+            try root.createDataset("h", type: .float16, shape: [6, 10], chunk: [6, 10], fletcher32: true).write(
+                floats: values)
             try root.createDataset("n", type: .int64, shape: [3]).write(int64s: [5, -6, 7])
         }
         let root = try File.open(path).root()

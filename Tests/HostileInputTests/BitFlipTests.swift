@@ -46,8 +46,10 @@ struct BitFlipTests {
             (info.creator ?? "", "/@creator"),
         ]
         for (i, l) in info.layers.enumerated() {
-            strings += [(l.name, "/layers/\(i)@name"), (l.kind.rawValue, "/layers/\(i)@kind"),
-                        (l.activation.rawValue, "/layers/\(i)@activation")]
+            strings += [
+                (l.name, "/layers/\(i)@name"), (l.kind.rawValue, "/layers/\(i)@kind"),
+                (l.activation.rawValue, "/layers/\(i)@activation"),
+            ]
         }
         if let r = info.rng { strings.append((r.algorithm, "/rng@algorithm")) }
         if let t = info.training {
@@ -57,7 +59,9 @@ struct BitFlipTests {
         }
         for (s, name) in strings where !s.isEmpty { add(Array(s.utf8), name + " string") }
         if let h = info.history {
-            func doubles(_ v: [Double]) -> [UInt8] { v.flatMap { d in withUnsafeBytes(of: d.bitPattern.littleEndian) { Array($0) } } }
+            func doubles(_ v: [Double]) -> [UInt8] {
+                v.flatMap { d in withUnsafeBytes(of: d.bitPattern.littleEndian) { Array($0) } }
+            }
             add(doubles(h.epochs.map(\.loss)), "/history/loss data")
             add(doubles(h.epochs.map(\.trainError)), "/history/train_error data")
             add(doubles(h.epochs.map(\.testError)), "/history/test_error data")
@@ -67,7 +71,8 @@ struct BitFlipTests {
         return out
     }
 
-    @Test("every 97th byte, weight and bias data, metadata strings, history values: a clean error or the original values")
+    @Test(
+        "every 97th byte, weight and bias data, metadata strings, history values: a clean error or the original values")
     func flips() throws {
         let dir = TemporaryDirectory()
         let path = dir.file("original.h5")
@@ -125,7 +130,10 @@ struct BitFlipTests {
                         let model = try r.readModel()
                         let digest = try r.weightsDigest()
                         var diff = differences(original, model)
-                        if digest != originalDigest { diff.append("weightsDigest() \(WeightDigest.hex(originalDigest)) -> \(WeightDigest.hex(digest))") }
+                        if digest != originalDigest {
+                            diff.append(
+                                "weightsDigest() \(WeightDigest.hex(originalDigest)) -> \(WeightDigest.hex(digest))")
+                        }
                         read = diff.isEmpty ? .same : .different(diff)
                     } catch let e as DropModelError {
                         read = .error(e.problems.map(\.description).joined(separator: "; "))
@@ -152,8 +160,15 @@ struct BitFlipTests {
         var errors = 0, same = 0
         for r in results {
             if !r.check.exitedNormally {
-                let first = r.check.stderr.split(separator: "\n").first { $0.contains("Fatal error") || $0.contains("crashed") }
-                crashes.append("\(r.flip): \(r.check.timedOut ? "hung (killed after \(Int(r.check.seconds)) s)" : "signal \(r.check.status)") \(first.map(String.init) ?? "")")
+                let first = r.check.stderr.split(separator: "\n").first {
+                    $0.contains("Fatal error") || $0.contains("crashed")
+                }
+                crashes.append(
+                    """
+                    \(r.flip): \
+                    \(r.check.timedOut ? "hung (killed after \(Int(r.check.seconds)) s)" : "signal \(r.check.status)") \
+                    \(first.map(String.init) ?? "")
+                    """)
                 continue
             }
             expectClean(r.check, allowed: [0, 1, 2], "\(r.flip) of \(bytes.count)-byte bundle")
@@ -166,35 +181,45 @@ struct BitFlipTests {
             case let .error(message):
                 errors += 1
                 if r.check.status == 0 {
-                    checkMissed.append("\(r.flip): the reader refused it (\(message)) but check --deep said: \(r.check.stdout.trimmingCharacters(in: .whitespacesAndNewlines))")
+                    checkMissed.append(
+                        """
+                        \(r.flip): the reader refused it (\(message)) but check --deep said: \
+                        \(r.check.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+                        """)
                 }
             case .same:
                 same += 1
             }
         }
         if !crashes.isEmpty {
-            Issue.record("""
+            Issue.record(
+                """
                 dropmodel check --deep crashed or hung on \(crashes.count) of \(results.count) single-bit flips \
                 (the in-process reader was not run on those files: it would take this process down too):
                 \(crashes.joined(separator: "\n"))
                 """)
         }
         if !silent.isEmpty {
-            Issue.record("""
+            Issue.record(
+                """
                 \(silent.count) of \(results.count) single-bit flips returned a DIFFERENT value without any error \
                 (wrong number returned silently); \(errors) gave a clean error, \(same) read back unchanged:
                 \(silent.joined(separator: "\n"))
                 """)
         }
         if !checkMissed.isEmpty {
-            Issue.record("""
-                check --deep exited 0 on \(checkMissed.count) flipped bundle(s) whose content differs from the original or which the reader refuses:
+            Issue.record(
+                """
+                check --deep exited 0 on \(checkMissed.count) flipped bundle(s) whose content differs from the \
+                original or which the reader refuses:
                 \(checkMissed.joined(separator: "\n"))
                 """)
         }
         // Every flip inside weight or bias data must be caught (Fletcher32).
-        for r in results where r.flip.region.hasSuffix(" data") && r.flip.region.hasPrefix("/layers/")
-            || r.flip.region.hasPrefix("Fletcher32") {
+        for r in results
+        where r.flip.region.hasSuffix(" data") && r.flip.region.hasPrefix("/layers/")
+            || r.flip.region.hasPrefix("Fletcher32")
+        {
             if case .error = r.read {} else { Issue.record("a flip in weight data was not an error: \(r.flip)") }
             #expect(r.check.status == 1, "check --deep must report a flipped weight byte: \(r.flip)\n\(r.check)")
         }
@@ -216,12 +241,18 @@ struct BitFlipTests {
 
     static let stringFlips: [StringFlip] = {
         let info = Fixtures.model().info
-        let strings = [("/@creator", "dropmodel \(DropModelVersion.string)"), ("/@convention", "classic"),
-                       ("/layers/0@name", "hidden1"), ("/training@recipe", info.training!.recipe),
-                       ("/training@data_description", info.training!.dataDescription!)]
+        let strings = [
+            ("/@creator", "dropmodel \(DropModelVersion.string)"), ("/@convention", "classic"),
+            ("/layers/0@name", "hidden1"), ("/training@recipe", info.training!.recipe),
+            ("/training@data_description", info.training!.dataDescription!),
+        ]
         return strings.flatMap { a, v in
-            [StringFlip(attribute: a, value: v, offset: -8, bit: 6), StringFlip(attribute: a, value: v, offset: -2, bit: 6),
-             StringFlip(attribute: a, value: v, offset: 0, bit: 0), StringFlip(attribute: a, value: v, offset: 3, bit: 6)]
+            [
+                StringFlip(attribute: a, value: v, offset: -8, bit: 6),
+                StringFlip(attribute: a, value: v, offset: -2, bit: 6),
+                StringFlip(attribute: a, value: v, offset: 0, bit: 0),
+                StringFlip(attribute: a, value: v, offset: 3, bit: 6),
+            ]
         }
     }()
 
@@ -245,9 +276,10 @@ struct BitFlipTests {
             // Read without an error: every value must be the original.
             let unchanged = try BundleReader(path: path).info
             let original = Fixtures.model().info
-            #expect(unchanged.creator == "dropmodel \(DropModelVersion.string)" && unchanged.training == original.training
+            #expect(
+                unchanged.creator == "dropmodel \(DropModelVersion.string)" && unchanged.training == original.training
                     && unchanged.layers == original.layers && unchanged.convention == original.convention,
-                    "\(what): a different value was returned without an error:\n\(inspect.stdout)")
+                "\(what): a different value was returned without an error:\n\(inspect.stdout)")
         } else {
             #expect(check.status != 0, "\(what): inspect refused the file but check --deep passed it:\n\(check)")
         }

@@ -47,12 +47,16 @@ struct ConcurrentReaderTests {
                     let m = try reader.readModel()
                     let digest = try reader.weightsDigest()
                     var rows: [Float] = []
-                    try reader.streamWeightRows(1, maxBlockElements: 1000) { _, _, block in rows.append(contentsOf: block) }
+                    try reader.streamWeightRows(1, maxBlockElements: 1000) { _, _, block in
+                        rows.append(contentsOf: block)
+                    }
                     let diff = differences(expected, m)
                     var bad: [String] = []
                     if !diff.isEmpty { bad.append("readModel: \(diff)") }
                     if digest != expectedDigest { bad.append("weightsDigest \(WeightDigest.hex(digest))") }
-                    if rows.map(\.bitPattern) != expected.parameters[1].weight.map(\.bitPattern) { bad.append("streamed rows differ") }
+                    if rows.map(\.bitPattern) != expected.parameters[1].weight.map(\.bitPattern) {
+                        bad.append("streamed rows differ")
+                    }
                     if !bad.isEmpty {
                         lock.lock(); problems.append("thread \(t) round \(round): \(bad)"); lock.unlock()
                     }

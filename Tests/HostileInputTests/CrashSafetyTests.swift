@@ -26,8 +26,11 @@ struct CrashSafetyTests {
     func bakeKilled() throws {
         let dir = TemporaryDirectory()
         let input = dir.file("big.h5"), output = dir.file("baked.h5"), reference = dir.file("reference.h5")
-        let made = try Bounded.run(["init", "--layers", "2048,2048,2048,2048,2048,10", "--keep", "0.8,0.5,0.5,0.5,0.5",
-                                    "--seed", "1", "-o", input], timeout: 120, addressSpaceMiB: nil)
+        let made = try Bounded.run(
+            [
+                "init", "--layers", "2048,2048,2048,2048,2048,10", "--keep", "0.8,0.5,0.5,0.5,0.5",
+                "--seed", "1", "-o", input,
+            ], timeout: 120, addressSpaceMiB: nil)
         try #require(made.exitedNormally && made.status == 0, "\(made)")
         #expect((File.size(of: input) ?? 0) > 64 << 20)
         let inputBytes = try Data(contentsOf: URL(fileURLWithPath: input))
@@ -58,8 +61,12 @@ struct CrashSafetyTests {
                 try? FileManager.default.removeItem(atPath: output)
                 previous = nil
             }
-            let what = "bake killed after \(Int(delay * 1000)) ms (full run \(Int(duration * 1000)) ms)\(preexisting ? ", output pre-existing" : "")"
-            let o = try Bounded.run(["bake", input, "-o", output], timeout: 120, addressSpaceMiB: nil, kill: .after(delay))
+            let what = """
+                bake killed after \(Int(delay * 1000)) ms (full run \(Int(duration * 1000)) \
+                ms)\(preexisting ? ", output pre-existing" : "")
+                """
+            let o = try Bounded.run(
+                ["bake", input, "-o", output], timeout: 120, addressSpaceMiB: nil, kill: .after(delay))
             #expect(!o.timedOut, "\(what): \(o)")
             if !o.killedOnPurpose {
                 #expect(o.status == 0 && !o.signaled, "\(what): finished badly: \(o)")
@@ -72,7 +79,11 @@ struct CrashSafetyTests {
                 let now = try Data(contentsOf: URL(fileURLWithPath: output))
                 if now != referenceBytes && now != previous {
                     let c = try Bounded.run(["check", "--deep", output], timeout: 120, addressSpaceMiB: nil)
-                    Issue.record("\(what): the output is neither the previous file nor the complete baked bundle (\(now.count) of \(referenceBytes.count) bytes); check --deep: \(c)")
+                    Issue.record(
+                        """
+                        \(what): the output is neither the previous file nor the complete baked bundle (\(now.count) \
+                        of \(referenceBytes.count) bytes); check --deep: \(c)
+                        """)
                 }
             } else {
                 #expect(!preexisting, "\(what): the pre-existing output was removed")
@@ -89,31 +100,50 @@ struct CrashSafetyTests {
     func exportKilled() throws {
         let dir = TemporaryDirectory()
         let input = dir.file("inverted.h5")
-        let made = try Bounded.run(["init", "--layers", "2048,2048,2048,2048,2048,10", "--keep", "0.8,0.5,0.5,0.5,0.5",
-                                    "--convention", "inverted", "--seed", "1", "-o", input], timeout: 120, addressSpaceMiB: nil)
+        let made = try Bounded.run(
+            [
+                "init", "--layers", "2048,2048,2048,2048,2048,10", "--keep", "0.8,0.5,0.5,0.5,0.5",
+                "--convention", "inverted", "--seed", "1", "-o", input,
+            ], timeout: 120, addressSpaceMiB: nil)
         try #require(made.exitedNormally && made.status == 0, "\(made)")
         let inputBytes = try Data(contentsOf: URL(fileURLWithPath: input))
         for format in ["onnx", "safetensors"] {
             let output = dir.file("model.\(format)"), reference = dir.file("reference.\(format)")
-            let full = try Bounded.run(["export", input, "--format", format, "-o", reference], timeout: 120, addressSpaceMiB: nil)
+            let full = try Bounded.run(
+                ["export", input, "--format", format, "-o", reference], timeout: 120, addressSpaceMiB: nil)
             try #require(full.exitedNormally && full.status == 0, "\(full)")
             let referenceBytes = try Data(contentsOf: URL(fileURLWithPath: reference))
             let delays = [0.005, 0.02, 0.05] + [0.3, 0.6, 0.8, 0.95, 1.05].map { $0 * full.seconds }
             for (k, delay) in delays.enumerated() {
                 let preexisting = k % 3 == 2
                 let previous = Data("an older file".utf8)
-                if preexisting { try previous.write(to: URL(fileURLWithPath: output)) } else { try? FileManager.default.removeItem(atPath: output) }
-                let what = "export \(format) killed after \(Int(delay * 1000)) ms (full run \(Int(full.seconds * 1000)) ms)"
-                let o = try Bounded.run(["export", input, "--format", format, "-o", output], timeout: 120, addressSpaceMiB: nil, kill: .after(delay))
+                if preexisting {
+                    try previous.write(to: URL(fileURLWithPath: output))
+                } else {
+                    try? FileManager.default.removeItem(atPath: output)
+                }
+                let what =
+                    "export \(format) killed after \(Int(delay * 1000)) ms (full run \(Int(full.seconds * 1000)) ms)"
+                let o = try Bounded.run(
+                    ["export", input, "--format", format, "-o", output], timeout: 120, addressSpaceMiB: nil,
+                    kill: .after(delay))
                 #expect(!o.timedOut, "\(what): \(o)")
                 if !o.killedOnPurpose { #expect(o.status == 0 && !o.signaled, "\(what): finished badly: \(o)") }
                 #expect(try Data(contentsOf: URL(fileURLWithPath: input)) == inputBytes, "\(what): the input changed")
-                let stray = try Self.unexpectedFiles(in: dir.path, allowed: ["inverted.h5", "model.onnx", "reference.onnx", "model.safetensors", "reference.safetensors"])
+                let stray = try Self.unexpectedFiles(
+                    in: dir.path,
+                    allowed: [
+                        "inverted.h5", "model.onnx", "reference.onnx", "model.safetensors", "reference.safetensors",
+                    ])
                 #expect(stray.isEmpty, "\(what): \(stray)")
                 if FileManager.default.fileExists(atPath: output) {
                     let now = try Data(contentsOf: URL(fileURLWithPath: output))
-                    #expect(now == referenceBytes || (preexisting && now == previous),
-                            "\(what): the output is neither the previous file nor the complete export (\(now.count) of \(referenceBytes.count) bytes)")
+                    #expect(
+                        now == referenceBytes || (preexisting && now == previous),
+                        """
+                        \(what): the output is neither the previous file nor the complete export (\(now.count) \
+                        of \(referenceBytes.count) bytes)
+                        """)
                 } else {
                     #expect(!preexisting, "\(what): the pre-existing output was removed")
                 }
@@ -127,8 +157,11 @@ struct CrashSafetyTests {
         "--keep", "0.8,0.5", "--epochs", "3", "--seed", "1", "--threads", "1",
     ]
 
-    @Test("train killed at several moments", .enabled(if: FileManager.default.fileExists(atPath: "/usr/share/datasets/fashion-mnist"),
-                                                      "needs the dataset-fashion-mnist package"))
+    @Test(
+        "train killed at several moments",
+        .enabled(
+            if: FileManager.default.fileExists(atPath: "/usr/share/datasets/fashion-mnist"),
+            "needs the dataset-fashion-mnist package"))
     func trainKilled() throws {
         let dir = TemporaryDirectory()
         let output = dir.file("trained.h5"), reference = dir.file("reference.h5")
@@ -141,14 +174,21 @@ struct CrashSafetyTests {
 
         // Early kills (loading data, first epoch), then kills just after the last epoch line,
         // when the bundle is being written.
-        let triggers: [KillTrigger] = [.after(0.05), .after(0.3), .afterOutput("epoch 2/3", delay: 0)]
+        let triggers: [KillTrigger] =
+            [.after(0.05), .after(0.3), .afterOutput("epoch 2/3", delay: 0)]
             + [0, 0.002, 0.005, 0.008, 0.011, 0.015, 0.02, 0.03, 0.06].map { .afterOutput("epoch 3/3", delay: $0) }
         var outcomes: [String] = []
         for trigger in triggers {
             try? FileManager.default.removeItem(atPath: output)
-            let o = try Bounded.run(Self.trainArguments + ["-o", output], timeout: 180, addressSpaceMiB: nil, kill: trigger)
+            let o = try Bounded.run(
+                Self.trainArguments + ["-o", output], timeout: 180, addressSpaceMiB: nil, kill: trigger)
             let what = "train killed \(trigger)"
-            outcomes.append("\(trigger): \(o.killedOnPurpose ? "killed" : "finished"), output \(FileManager.default.fileExists(atPath: output) ? "complete" : "absent"), \(try Self.temporaries(in: dir.path).count) temporary file(s)")
+            outcomes.append(
+                """
+                \(trigger): \(o.killedOnPurpose ? "killed" : "finished"), output \
+                \(FileManager.default.fileExists(atPath: output) ? "complete" : "absent"), \
+                \(try Self.temporaries(in: dir.path).count) temporary file(s)
+                """)
             #expect(!o.timedOut, "\(what): \(o)")
             if !o.killedOnPurpose { #expect(o.status == 0 && !o.signaled, "\(what): \(o)") }
             #expect(try Self.unexpectedFiles(in: dir.path, allowed: ["trained.h5", "reference.h5"]).isEmpty, "\(what)")
@@ -157,7 +197,11 @@ struct CrashSafetyTests {
                 if now != referenceBytes {
                     let c = try Bounded.run(["check", "--deep", output])
                     let epochs = (try? BundleReader(path: output).info.history?.epochs.count) ?? nil
-                    Issue.record("\(what): a half-written or different output (\(now.count) of \(referenceBytes.count) bytes, \(String(describing: epochs)) epochs): \(c)")
+                    Issue.record(
+                        """
+                        \(what): a half-written or different output (\(now.count) of \(referenceBytes.count) bytes, \
+                        \(String(describing: epochs)) epochs): \(c)
+                        """)
                 }
             }
             try Self.removeTemporaries(in: dir.path)

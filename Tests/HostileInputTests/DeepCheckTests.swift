@@ -24,8 +24,12 @@ struct DeepCheckTests {
         }
     }
 
-    @Test("a flipped byte in a layer's weight data: exit 1 naming the dataset; inspect without --stats still reads the metadata",
-          arguments: [0, 1, 2])
+    @Test(
+        """
+        a flipped byte in a layer's weight data: exit 1 naming the dataset; inspect without --stats still reads the \
+        metadata
+        """,
+        arguments: [0, 1, 2])
     func flippedWeightByte(layer: Int) throws {
         let dir = TemporaryDirectory()
         let path = dir.file("m.h5")

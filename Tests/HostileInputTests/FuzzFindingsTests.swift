@@ -51,7 +51,8 @@ struct FuzzFindingsTests {
         let dir = TemporaryDirectory()
         let path = dir.path + "/vlen.h5"
         // The spec's h5py example writes every string attribute as h5py's default str: variable length.
-        try Python.run("""
+        try Python.run(
+            """
             import sys, h5py, numpy as np
             W = [np.arange(12, dtype="<f4").reshape(3, 4) / 10, np.ones((2, 3), "<f4")]
             with h5py.File(sys.argv[1], "w") as f:
@@ -71,7 +72,8 @@ struct FuzzFindingsTests {
                     g.create_dataset("weight", data=w)
                     g.create_dataset("bias", data=np.zeros(w.shape[0], "<f4"))
                 r = f.create_group("rng")
-                r.attrs["algorithm"], r.attrs["seed"], r.attrs["stream_layout"] = "philox4x32-10", np.int64(42), np.int64(1)
+                r.attrs["algorithm"], r.attrs["seed"], r.attrs["stream_layout"] = "philox4x32-10", np.int64(42), \
+                np.int64(1)
             """, [path])
         let o = try Bounded.run(["inspect", "--json", path])
         expectClean(o, allowed: [0], "inspect")

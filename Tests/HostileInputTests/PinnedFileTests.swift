@@ -15,8 +15,9 @@ struct PinnedFileTests {
         .appendingPathComponent("Fuzz/findings").path
 
     /// Hostile files (libhdf5 crashes on them, or reads out of bounds) that replace the bundle.
-    @Test("a bundle replaced by a hostile file between the pre-read and the open: the original is read",
-          arguments: ["hdf5-gheap-read-segv.h5", "hdf5-attr-decode-oob-read.h5", "hdf5-gheap-read-overflow.h5"])
+    @Test(
+        "a bundle replaced by a hostile file between the pre-read and the open: the original is read",
+        arguments: ["hdf5-gheap-read-segv.h5", "hdf5-attr-decode-oob-read.h5", "hdf5-gheap-read-overflow.h5"])
     func swapAfterPreRead(_ hostileName: String) throws {
         let dir = TemporaryDirectory()
         let path = dir.file("model.h5")
@@ -115,6 +116,10 @@ struct PinnedFileTests {
 private final class Counter: @unchecked Sendable {
     private let lock = NSLock()
     private var n = 0
-    func increment() -> Int { lock.withLock { n += 1; return n } }
+    func increment() -> Int {
+        lock.withLock {
+            n += 1; return n
+        }
+    }
     var value: Int { lock.withLock { n } }
 }

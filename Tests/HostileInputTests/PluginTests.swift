@@ -41,8 +41,9 @@ struct PluginTests {
         #expect(!HDF5Library.pluginLoadingEnabled)
     }
 
-    @Test("a weight with filter 32004 and a plugin in HDF5_PLUGIN_PATH: refused cleanly, the plugin never loaded",
-          .enabled(if: Python.h5pyAvailable && compilerAvailable, "needs h5py (.venv) and cc"))
+    @Test(
+        "a weight with filter 32004 and a plugin in HDF5_PLUGIN_PATH: refused cleanly, the plugin never loaded",
+        .enabled(if: Python.h5pyAvailable && compilerAvailable, "needs h5py (.venv) and cc"))
     func neverLoaded() throws {
         let dir = TemporaryDirectory()
         let plugins = try Self.buildPlugin(in: dir)
@@ -64,17 +65,22 @@ struct PluginTests {
                 #expect((o.stderr + o.stdout).contains("/layers/0/weight"), "\(o)")
                 #expect((o.stderr + o.stdout).contains("filter 32004"), "\(o)")
             }
-            #expect(!FileManager.default.fileExists(atPath: marker), "the plugin was loaded by: dropmodel \(args.joined(separator: " "))")
+            #expect(
+                !FileManager.default.fileExists(atPath: marker),
+                "the plugin was loaded by: dropmodel \(args.joined(separator: " "))")
         }
         #expect(!FileManager.default.fileExists(atPath: dir.file("baked.h5")))
 
         // Control: the same file and environment make a reader with plugin loading on (h5py's
         // libhdf5) dlopen the shared object, so the marker really would have appeared.
-        _ = try? Python.run(#"""
+        _ = try? Python.run(
+            #"""
             import sys, h5py
             with h5py.File(sys.argv[1], "r") as f:
                 f["layers/0/weight"][()]
             """#, [path], environment: env)
-        #expect(FileManager.default.fileExists(atPath: marker), "control failed: h5py did not load the plugin, so this test proves nothing")
+        #expect(
+            FileManager.default.fileExists(atPath: marker),
+            "control failed: h5py did not load the plugin, so this test proves nothing")
     }
 }

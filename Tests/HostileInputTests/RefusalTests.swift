@@ -56,10 +56,15 @@ struct RefusalTests {
         twoLayers.layers.removeLast()
         let layer2 = model.info.layers[2], p2 = model.parameters[2]
 
-        func plainDatasets(_ g: Group, _ l: LayerInfo, _ p: Parameters, weightName: String = Schema.weightDataset) throws {
-            let w = try g.createDataset(weightName, type: .float32, shape: [l.outputs, l.inputs], chunk: [l.outputs, l.inputs], fletcher32: true)
+        func plainDatasets(
+            _ g: Group, _ l: LayerInfo, _ p: Parameters, weightName: String = Schema.weightDataset
+        ) throws {
+            let w = try g.createDataset(
+                weightName, type: .float32, shape: [l.outputs, l.inputs], chunk: [l.outputs, l.inputs], fletcher32: true
+            )
             try w.write(floats: p.weight)
-            let b = try g.createDataset(Schema.biasDataset, type: .float32, shape: [l.outputs], chunk: [l.outputs], fletcher32: true)
+            let b = try g.createDataset(
+                Schema.biasDataset, type: .float32, shape: [l.outputs], chunk: [l.outputs], fletcher32: true)
             try b.write(floats: p.bias)
         }
 
@@ -84,25 +89,31 @@ struct RefusalTests {
                 try lg.createSoftLinkForTesting("2", target: "/stash/2")
             }
         case .softLinkWeight:
-            try writeBundle(path, model: model, layer: { i, g, l in
-                if i == 1 {
-                    try plainDatasets(g, l, model.parameters[i], weightName: "weight_real")
-                    try g.createSoftLinkForTesting(Schema.weightDataset, target: "/layers/1/weight_real")
-                } else {
-                    try plainDatasets(g, l, model.parameters[i])
-                }
-            })
+            try writeBundle(
+                path, model: model,
+                layer: { i, g, l in
+                    if i == 1 {
+                        try plainDatasets(g, l, model.parameters[i], weightName: "weight_real")
+                        try g.createSoftLinkForTesting(Schema.weightDataset, target: "/layers/1/weight_real")
+                    } else {
+                        try plainDatasets(g, l, model.parameters[i])
+                    }
+                })
         case .externalStorageBias:
-            try writeBundle(path, model: model, layer: { i, g, l in
-                if i == 2 {
-                    let w = try g.createDataset(Schema.weightDataset, type: .float32, shape: [l.outputs, l.inputs],
-                                                chunk: [l.outputs, l.inputs], fletcher32: true)
-                    try w.write(floats: model.parameters[i].weight)
-                    try g.createExternalDatasetForTesting(Schema.biasDataset, externalFile: secretFile, elements: l.outputs)
-                } else {
-                    try plainDatasets(g, l, model.parameters[i])
-                }
-            })
+            try writeBundle(
+                path, model: model,
+                layer: { i, g, l in
+                    if i == 2 {
+                        let w = try g.createDataset(
+                            Schema.weightDataset, type: .float32, shape: [l.outputs, l.inputs],
+                            chunk: [l.outputs, l.inputs], fletcher32: true)
+                        try w.write(floats: model.parameters[i].weight)
+                        try g.createExternalDatasetForTesting(
+                            Schema.biasDataset, externalFile: secretFile, elements: l.outputs)
+                    } else {
+                        try plainDatasets(g, l, model.parameters[i])
+                    }
+                })
         case .externalStorageWeight:
             try writeModel(model, to: path)
             try Python.restore(path, dataset: "layers/1/weight", mode: "external", aux: secretFile)
@@ -131,8 +142,10 @@ struct RefusalTests {
     @Test("refused (HDF5Layer-built files)", arguments: swiftCases)
     func refusedSwift(_ c: Case) throws { try refused(c) }
 
-    @Test("refused (h5py-built files)", .enabled(if: Python.h5pyAvailable, "needs h5py: .venv (Tests/interop/requirements.txt)"),
-          arguments: pythonCases)
+    @Test(
+        "refused (h5py-built files)",
+        .enabled(if: Python.h5pyAvailable, "needs h5py: .venv (Tests/interop/requirements.txt)"),
+        arguments: pythonCases)
     func refusedPython(_ c: Case) throws { try refused(c) }
 
     func refused(_ c: Case) throws {
@@ -148,8 +161,9 @@ struct RefusalTests {
             Issue.record("\(c): the reader returned a model: \(differences(Fixtures.model(), model))")
         } catch let e as DropModelError {
             #expect(e.code == .refused, "\(c): code \(e.code): \(e)")
-            #expect(e.problems.contains { $0.object == object && $0.message.contains(words) },
-                    "\(c): no problem at \(object) saying '\(words)': \(e)")
+            #expect(
+                e.problems.contains { $0.object == object && $0.message.contains(words) },
+                "\(c): no problem at \(object) saying '\(words)': \(e)")
             #expect(!e.description.contains(secret))
         }
 
@@ -165,13 +179,17 @@ struct RefusalTests {
         for args in [["check", path], ["check", "--deep", path], ["check", "--deep", "--json", path]] {
             let o = try Bounded.run(args)
             if expectClean(o, allowed: [1], "\(c)") {
-                #expect(o.stdout.contains(object) && o.stdout.contains(words), "\(c): \(object) / '\(words)' not reported:\n\(o)")
+                #expect(
+                    o.stdout.contains(object) && o.stdout.contains(words),
+                    "\(c): \(object) / '\(words)' not reported:\n\(o)")
             }
             #expect(!o.stdout.contains(secret) && !o.stderr.contains(secret), "\(c): external bytes leaked:\n\(o)")
         }
     }
 
-    @Test("a link or unsafe dataset outside the bundle's paths: never followed, inspect reads the model, check reports it")
+    @Test(
+        "a link or unsafe dataset outside the bundle's paths: never followed, inspect reads the model, check reports it"
+    )
     func outsideBundlePaths() throws {
         let dir = TemporaryDirectory()
         let path = dir.file("extra.h5")
@@ -192,8 +210,12 @@ struct RefusalTests {
         expectClean(inspect, allowed: [0], "links under /extra")
         let check = try Bounded.run(["check", path])
         if expectClean(check, allowed: [1], "links under /extra") {
-            for (object, words) in [("/extra/elsewhere", "external link"), ("/extra/alias", "soft link"), ("/extra/leak", "external file")] {
-                #expect(check.stdout.contains("\(object): ") && check.stdout.contains(words), "\(object) not reported:\n\(check)")
+            for (object, words) in [
+                ("/extra/elsewhere", "external link"), ("/extra/alias", "soft link"), ("/extra/leak", "external file"),
+            ] {
+                #expect(
+                    check.stdout.contains("\(object): ") && check.stdout.contains(words),
+                    "\(object) not reported:\n\(check)")
             }
         }
         #expect(!check.stdout.contains("SECRET") && !inspect.stdout.contains("SECRET"))
@@ -214,9 +236,10 @@ struct RefusalTests {
         var description: String { rawValue }
     }
 
-    @Test("allowed storage (deflate, shuffle, contiguous, compact) is accepted and read exactly",
-          .enabled(if: Python.h5pyAvailable, "needs h5py: .venv (Tests/interop/requirements.txt)"),
-          arguments: Accepted.allCases)
+    @Test(
+        "allowed storage (deflate, shuffle, contiguous, compact) is accepted and read exactly",
+        .enabled(if: Python.h5pyAvailable, "needs h5py: .venv (Tests/interop/requirements.txt)"),
+        arguments: Accepted.allCases)
     func accepted(_ a: Accepted) throws {
         let dir = TemporaryDirectory()
         let path = dir.file("ok.h5")

@@ -54,12 +54,16 @@ struct ResourceBombTests {
             }
         case .petabyteWeight:
             var info = model.info
-            info.layers = [LayerInfo(name: "output", inputs: 1 << 20, outputs: 1 << 40, activation: .softmax, keepProb: 0.8)]
+            info.layers = [
+                LayerInfo(name: "output", inputs: 1 << 20, outputs: 1 << 40, activation: .softmax, keepProb: 0.8)
+            ]
             info.history = nil
-            try writeBundle(path, model: model, info: info, layer: { _, g, l in
-                try declare(g, Schema.weightDataset, [l.outputs, l.inputs], chunk: [1, 1 << 16])
-                try declare(g, Schema.biasDataset, [l.outputs], chunk: [1 << 16])
-            })
+            try writeBundle(
+                path, model: model, info: info,
+                layer: { _, g, l in
+                    try declare(g, Schema.weightDataset, [l.outputs, l.inputs], chunk: [1, 1 << 16])
+                    try declare(g, Schema.biasDataset, [l.outputs], chunk: [1 << 16])
+                })
         case .inputs2p31:
             var info = model.info
             info.layers = [
@@ -67,17 +71,20 @@ struct ResourceBombTests {
                 LayerInfo(name: "output", inputs: 4, outputs: 3, activation: .softmax, keepProb: 0.5),
             ]
             info.history = nil
-            try writeBundle(path, model: model, info: info, layer: { i, g, l in
-                if i == 0 {
-                    try declare(g, Schema.weightDataset, [l.outputs, l.inputs], chunk: [1, 1 << 18])
-                    let b = try g.createDataset(Schema.biasDataset, type: .float32, shape: [4], chunk: [4], fletcher32: true)
-                    try b.write(floats: [0, 0, 0, 0])
-                } else {
-                    let (w, b) = try BundleWriter.createLayerDatasets(g, l, options: WriteOptions())
-                    try w.write(floats: (0..<12).map { Float($0) / 12 })
-                    try b.write(floats: [0, 0, 0])
-                }
-            })
+            try writeBundle(
+                path, model: model, info: info,
+                layer: { i, g, l in
+                    if i == 0 {
+                        try declare(g, Schema.weightDataset, [l.outputs, l.inputs], chunk: [1, 1 << 18])
+                        let b = try g.createDataset(
+                            Schema.biasDataset, type: .float32, shape: [4], chunk: [4], fletcher32: true)
+                        try b.write(floats: [0, 0, 0, 0])
+                    } else {
+                        let (w, b) = try BundleWriter.createLayerDatasets(g, l, options: WriteOptions())!
+                        try w.write(floats: (0..<12).map { Float($0) / 12 })
+                        try b.write(floats: [0, 0, 0])
+                    }
+                })
         case .outputs2p31:
             var info = model.info
             info.layers = [
@@ -85,15 +92,19 @@ struct ResourceBombTests {
                 LayerInfo(name: "output", inputs: 1 << 31, outputs: 3, activation: .softmax, keepProb: 0.5),
             ]
             info.history = nil
-            try writeBundle(path, model: model, info: info, layer: { i, g, l in
-                try declare(g, Schema.weightDataset, [l.outputs, l.inputs], chunk: i == 0 ? [1 << 16, 6] : [1, 1 << 18])
-                if i == 0 {
-                    try declare(g, Schema.biasDataset, [l.outputs], chunk: [1 << 18])
-                } else {
-                    let b = try g.createDataset(Schema.biasDataset, type: .float32, shape: [3], chunk: [3], fletcher32: true)
-                    try b.write(floats: [0, 0, 0])
-                }
-            })
+            try writeBundle(
+                path, model: model, info: info,
+                layer: { i, g, l in
+                    try declare(
+                        g, Schema.weightDataset, [l.outputs, l.inputs], chunk: i == 0 ? [1 << 16, 6] : [1, 1 << 18])
+                    if i == 0 {
+                        try declare(g, Schema.biasDataset, [l.outputs], chunk: [1 << 18])
+                    } else {
+                        let b = try g.createDataset(
+                            Schema.biasDataset, type: .float32, shape: [3], chunk: [3], fletcher32: true)
+                        try b.write(floats: [0, 0, 0])
+                    }
+                })
         case .attributes2p31:
             try writeBundle(path, model: model) { root in
                 let g = try root.group(Schema.layersGroup).group("1")
@@ -102,12 +113,16 @@ struct ResourceBombTests {
             }
         case .squareLayer:
             var info = model.info
-            info.layers = [LayerInfo(name: "output", inputs: 1 << 31, outputs: 1 << 31, activation: .softmax, keepProb: 0.8)]
+            info.layers = [
+                LayerInfo(name: "output", inputs: 1 << 31, outputs: 1 << 31, activation: .softmax, keepProb: 0.8)
+            ]
             info.history = nil
-            try writeBundle(path, model: model, info: info, layer: { _, g, l in
-                try declare(g, Schema.weightDataset, [l.outputs, l.inputs], chunk: [1, 1 << 18])
-                try declare(g, Schema.biasDataset, [l.outputs], chunk: [1 << 18])
-            })
+            try writeBundle(
+                path, model: model, info: info,
+                layer: { _, g, l in
+                    try declare(g, Schema.weightDataset, [l.outputs, l.inputs], chunk: [1, 1 << 18])
+                    try declare(g, Schema.biasDataset, [l.outputs], chunk: [1 << 18])
+                })
         case .historyRows:
             var info = model.info
             info.history = nil
@@ -143,10 +158,13 @@ struct ResourceBombTests {
                 #expect(try reader.weightsDigest() == expected.info.history?.epochs.last?.weightsSHA256)
             } else {
                 let declared = reader.info.layers.map { [$0.inputs, $0.outputs] }
-                #expect(reader.info.layers.allSatisfy { $0.inputs <= 1 << 31 && $0.outputs <= 1 << 31 }, "\(b): \(declared)")
+                #expect(
+                    reader.info.layers.allSatisfy { $0.inputs <= 1 << 31 && $0.outputs <= 1 << 31 }, "\(b): \(declared)"
+                )
                 // Reading all weights of a model this size at once must be refused, not attempted.
                 if reader.info.parameterCount > 1 << 31 {
-                    #expect(throws: DropModelError.self, "\(b): readModel of \(reader.info.parameterCount) parameters") {
+                    #expect(throws: DropModelError.self, "\(b): readModel of \(reader.info.parameterCount) parameters")
+                    {
                         _ = try reader.readModel()
                     }
                 }
@@ -162,13 +180,17 @@ struct ResourceBombTests {
             // The same report as for the plain bundle, but for the file's name and size.
             let reference = try Bounded.run(["inspect", "--json", plain])
             func report(_ text: String) -> NSDictionary? {
-                guard var o = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return nil }
+                guard var o = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+                    return nil
+                }
                 o["file"] = nil
                 o["file_size"] = nil
                 return o as NSDictionary
             }
             let got = report(inspectJSON.stdout), want = report(reference.stdout)
-            #expect(got != nil && got == want, "\(b): inspect --json differs from the plain bundle's:\n\(inspectJSON.stdout)")
+            #expect(
+                got != nil && got == want,
+                "\(b): inspect --json differs from the plain bundle's:\n\(inspectJSON.stdout)")
         }
         expectClean(try Bounded.run(["inspect", "--stats", path], timeout: Self.timeout), allowed: valid, "\(b)")
         // check may report an unreadable extra (e.g. nesting beyond its walk) as a problem.

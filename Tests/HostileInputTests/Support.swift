@@ -60,7 +60,9 @@ struct Outcome: Sendable, CustomStringConvertible {
     var exitedNormally: Bool { !signaled && !timedOut }
 
     var description: String {
-        let how = timedOut ? "TIMED OUT after \(String(format: "%.1f", seconds)) s"
+        let how =
+            timedOut
+            ? "TIMED OUT after \(String(format: "%.1f", seconds)) s"
             : signaled ? "killed by signal \(status)" : "exit \(status)"
         func clip(_ s: String) -> String { s.count > 1500 ? String(s.prefix(1500)) + "…[\(s.count) chars]" : s }
         return "dropmodel \(arguments.joined(separator: " ")) -> \(how) (\(String(format: "%.2f", seconds)) s)\n"
@@ -158,13 +160,16 @@ enum Bounded {
                     if isOut { state.out.append(d) } else { state.err.append(d) }
                     var fire: Double?
                     if isOut, !state.triggered, case let .afterOutput(text, delay)? = trigger,
-                       String(decoding: state.out, as: UTF8.self).contains(text) {
+                        String(decoding: state.out, as: UTF8.self).contains(text)
+                    {
                         state.triggered = true
                         fire = delay
                     }
                     state.lock.unlock()
                     if let fire {
-                        if fire <= 0 { state.kill(purpose: true) } else {
+                        if fire <= 0 {
+                            state.kill(purpose: true)
+                        } else {
                             DispatchQueue.global().asyncAfter(deadline: .now() + fire) { state.kill(purpose: true) }
                         }
                     }
@@ -195,8 +200,10 @@ enum Bounded {
 }
 
 /// Text that must never reach a user: HDF5's own diagnostics, Swift traps, stack traces.
-let forbiddenOutput = ["HDF5-DIAG", "Fatal error", "Stack dump", "fatal error", "Segmentation fault",
-                       "Illegal instruction", "Current stack trace", "Aborted", "#0 0x"]
+let forbiddenOutput = [
+    "HDF5-DIAG", "Fatal error", "Stack dump", "fatal error", "Segmentation fault",
+    "Illegal instruction", "Current stack trace", "Aborted", "#0 0x",
+]
 
 /// Records an issue unless `o` ended on its own, with a status in `allowed`, within bounds,
 /// and printed nothing from `forbiddenOutput`. Returns whether it was clean.
@@ -215,7 +222,8 @@ func expectClean(
         return false
     }
     if !allowed.contains(o.status) {
-        Issue.record("exit \(o.status), expected one of \(allowed.sorted()): \(context)\n\(o)", sourceLocation: sourceLocation)
+        Issue.record(
+            "exit \(o.status), expected one of \(allowed.sorted()): \(context)\n\(o)", sourceLocation: sourceLocation)
         ok = false
     }
     for bad in forbiddenOutput where o.stdout.contains(bad) || o.stderr.contains(bad) {
@@ -225,19 +233,25 @@ func expectClean(
     if let maxPeakMiB {
         if let kib = o.peakKiB {
             if kib > maxPeakMiB * 1024 {
-                Issue.record("peak memory \(kib / 1024) MiB > \(maxPeakMiB) MiB: \(context)\n\(o)", sourceLocation: sourceLocation)
+                Issue.record(
+                    "peak memory \(kib / 1024) MiB > \(maxPeakMiB) MiB: \(context)\n\(o)",
+                    sourceLocation: sourceLocation)
                 ok = false
             }
         } else {
-            Issue.record("no 'dropmodel: peak memory' line (DROPMODEL_PEAK_MEMORY=1): \(context)\n\(o)", sourceLocation: sourceLocation)
+            Issue.record(
+                "no 'dropmodel: peak memory' line (DROPMODEL_PEAK_MEMORY=1): \(context)\n\(o)",
+                sourceLocation: sourceLocation)
             ok = false
         }
     }
     if o.status != 0 {
         // `check` lists problems on stdout ("N problems found"); every other command reports on
         // stderr as "dropmodel: error: <file>: <object>: <message>".
-        let reported = o.arguments.first == "check"
-            ? o.stdout.contains(" found") || o.stdout.contains("\"valid\": false") || o.stderr.contains("dropmodel: error:")
+        let reported =
+            o.arguments.first == "check"
+            ? o.stdout.contains(" found") || o.stdout.contains("\"valid\": false")
+                || o.stderr.contains("dropmodel: error:")
             : o.stderr.contains("dropmodel: error:")
         if !reported {
             Issue.record("failed without saying why: \(context)\n\(o)", sourceLocation: sourceLocation)
@@ -288,21 +302,21 @@ func writeBundle(
 ) throws {
     let info = info ?? model.info
     try withoutSpawns {
-    try File.writeAtomically(to: path) { file in
-        let groups = try BundleWriter.writeMetadata(info, to: file, options: WriteOptions())
-        for (i, l) in info.layers.enumerated() {
-            if let layer {
-                try layer(i, groups[i], l)
-            } else {
-                let (w, b) = try BundleWriter.createLayerDatasets(groups[i], l, options: WriteOptions())
-                try w.write(floats: model.parameters[i].weight)
-                try b.write(floats: model.parameters[i].bias)
-                w.close()
-                b.close()
+        try File.writeAtomically(to: path) { file in
+            let groups = try BundleWriter.writeMetadata(info, to: file, options: WriteOptions())
+            for (i, l) in info.layers.enumerated() {
+                if let layer {
+                    try layer(i, groups[i], l)
+                } else {
+                    let (w, b) = try BundleWriter.createLayerDatasets(groups[i], l, options: WriteOptions())!
+                    try w.write(floats: model.parameters[i].weight)
+                    try b.write(floats: model.parameters[i].bias)
+                    w.close()
+                    b.close()
+                }
             }
+            try extra(try file.root())
         }
-        try extra(try file.root())
-    }
     }
 }
 
@@ -371,7 +385,8 @@ enum Python {
     /// by one with the same values stored as `mode` says. New objects are written with the
     /// HDF5 1.10 format bounds so libhdf5 1.10 can read them.
     static func restore(_ path: String, dataset: String, mode: String, aux: String = "") throws {
-        try run(#"""
+        try run(
+            #"""
             import sys, h5py, numpy as np
             path, name, mode, aux = sys.argv[1:5]
             with h5py.File(path, "r+", libver=("earliest", "v110")) as f:
@@ -382,7 +397,8 @@ enum Python {
                 chunks = w.shape if w.ndim else None
                 if mode == "deflate+shuffle":
                     g.create_dataset(leaf, data=w, chunks=((max(1, w.shape[0] // 3),) + w.shape[1:]),
-                                     compression="gzip", compression_opts=6, shuffle=True, fletcher32=True, track_times=False)
+                                     compression="gzip", compression_opts=6, shuffle=True, fletcher32=True, \
+                                     track_times=False)
                 elif mode == "deflate":
                     g.create_dataset(leaf, data=w, chunks=chunks, compression="gzip", track_times=False)
                 elif mode == "contiguous":
@@ -391,7 +407,8 @@ enum Python {
                     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
                     dcpl.set_layout(h5py.h5d.COMPACT)
                     dcpl.set_obj_track_times(False)
-                    d = h5py.h5d.create(g.id, leaf.encode(), h5py.h5t.IEEE_F32LE, h5py.h5s.create_simple(w.shape), dcpl=dcpl)
+                    d = h5py.h5d.create(g.id, leaf.encode(), h5py.h5t.IEEE_F32LE, h5py.h5s.create_simple(w.shape), \
+                    dcpl=dcpl)
                     d.write(h5py.h5s.ALL, h5py.h5s.ALL, np.ascontiguousarray(w))
                 elif mode == "lzf":
                     g.create_dataset(leaf, data=w, chunks=chunks, compression="lzf")
@@ -456,9 +473,13 @@ func differences(_ a: Model, _ b: Model) -> [String] {
             cmp("/history/loss[\(k)]", e.loss.bitPattern, f.loss.bitPattern)
             if e.loss.bitPattern != f.loss.bitPattern { d.append("  (loss \(e.loss) -> \(f.loss))") }
             cmp("/history/train_error[\(k)]", e.trainError.bitPattern, f.trainError.bitPattern)
-            if e.trainError.bitPattern != f.trainError.bitPattern { d.append("  (train_error \(e.trainError) -> \(f.trainError))") }
+            if e.trainError.bitPattern != f.trainError.bitPattern {
+                d.append("  (train_error \(e.trainError) -> \(f.trainError))")
+            }
             cmp("/history/test_error[\(k)]", e.testError.bitPattern, f.testError.bitPattern)
-            if e.testError.bitPattern != f.testError.bitPattern { d.append("  (test_error \(e.testError) -> \(f.testError))") }
+            if e.testError.bitPattern != f.testError.bitPattern {
+                d.append("  (test_error \(e.testError) -> \(f.testError))")
+            }
             cmp("/history/weights_sha256[\(k)]", WeightDigest.hex(e.weightsSHA256), WeightDigest.hex(f.weightsSHA256))
             cmp("/history/layer_weights_sha256[\(k)]", e.layerSHA256, f.layerSHA256)
         }

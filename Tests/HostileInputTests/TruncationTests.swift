@@ -28,7 +28,8 @@ struct TruncationTests {
     }
 
     /// The signature's bytes and the superblock, 29 cuts spread over the file, the last bytes.
-    static let cuts: [Cut] = [0, 1, 4, 7, 8, 9, 16, 47, 48, 96].map { .start($0) }
+    static let cuts: [Cut] =
+        [0, 1, 4, 7, 8, 9, 16, 47, 48, 96].map { .start($0) }
         + (1..<30).map { .thirtieth($0) } + (1...4).map { .end($0) }
 
     /// A valid bundle with weights large enough that cuts land in data and in metadata alike.
@@ -73,7 +74,11 @@ struct TruncationTests {
             let reader = try BundleReader(path: path)
             let model = try reader.readModel()
             let digest = try reader.weightsDigest()
-            Issue.record("\(what): BundleReader returned a model instead of throwing (\(differences(source.model, model)), digest \(WeightDigest.hex(digest)))")
+            Issue.record(
+                """
+                \(what): BundleReader returned a model instead of throwing (\(differences(source.model, model)), \
+                digest \(WeightDigest.hex(digest)))
+                """)
         } catch let e as DropModelError {
             // Located in the cut file, and a broken file, not an operating-system failure.
             #expect(!e.problems.isEmpty)

@@ -48,10 +48,13 @@ struct ExportTests {
         #expect(try Export.deployableModel(BundleReader(path: baked)).info.baked)
         let inverted = dir.file("inverted.h5")
         try BundleWriter.write(Fixtures.model(convention: .inverted), to: inverted)
-        #expect(try Export.deployableModel(BundleReader(path: inverted)).parameters == Fixtures.model(convention: .inverted).parameters)
+        #expect(
+            try Export.deployableModel(BundleReader(path: inverted)).parameters
+                == Fixtures.model(convention: .inverted).parameters)
     }
 
-    @Test("ONNX: IR 7, opset 13, one Gemm (transB = 1) and one activation per layer, weights as raw float32 initializers")
+    @Test(
+        "ONNX: IR 7, opset 13, one Gemm (transB = 1) and one activation per layer, weights as raw float32 initializers")
     func onnx() throws {
         let model = Fixtures.model(sizes: [6, 5, 4, 3], convention: .inverted)
         let top = protobufFields(Array(ONNXExport.encode(model)))
@@ -63,7 +66,10 @@ struct ExportTests {
         let ops = nodes.map { n in String(decoding: n.first { $0.field == 4 }!.value, as: UTF8.self) }
         #expect(ops == ["Gemm", "Relu", "Gemm", "Relu", "Gemm", "Softmax"])
         let firstGemm = nodes[0]
-        #expect(firstGemm.filter { $0.field == 1 }.map { String(decoding: $0.value, as: UTF8.self) } == ["input", "layers.0.weight", "layers.0.bias"])
+        #expect(
+            firstGemm.filter { $0.field == 1 }.map { String(decoding: $0.value, as: UTF8.self) } == [
+                "input", "layers.0.weight", "layers.0.bias",
+            ])
         let attr = protobufFields(try #require(firstGemm.first { $0.field == 5 }).value)
         #expect(String(decoding: attr.first { $0.field == 1 }!.value, as: UTF8.self) == "transB")
         #expect(attr.first { $0.field == 3 }?.int == 1)
@@ -73,10 +79,14 @@ struct ExportTests {
         #expect(w0.filter { $0.field == 1 }.map(\.int) == [5, 6])
         let raw = try #require(w0.first { $0.field == 9 }).value
         let floats = stride(from: 0, to: raw.count, by: 4).map { i in
-            Float(bitPattern: UInt32(raw[i]) | UInt32(raw[i + 1]) << 8 | UInt32(raw[i + 2]) << 16 | UInt32(raw[i + 3]) << 24)
+            Float(
+                bitPattern: UInt32(raw[i]) | UInt32(raw[i + 1]) << 8 | UInt32(raw[i + 2]) << 16 | UInt32(raw[i + 3])
+                    << 24)
         }
         #expect(floats == model.parameters[0].weight)
-        let props = top.filter { $0.field == 14 }.map { protobufFields($0.value).map { String(decoding: $0.value, as: UTF8.self) } }
+        let props = top.filter { $0.field == 14 }.map {
+            protobufFields($0.value).map { String(decoding: $0.value, as: UTF8.self) }
+        }
         #expect(props.contains(["dropmodel.keep_prob", "[0.8,0.5,0.5]"]))
         #expect(props.contains(["dropmodel.convention", "inverted"]))
         #expect(ONNXExport.encode(model) == ONNXExport.encode(model), "the same model gives the same bytes")
@@ -91,7 +101,8 @@ struct ExportTests {
         #expect(header.hasPrefix("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"))
         #expect(header.hasSuffix("\n"))
         #expect(npy.count == 10 + headerLength + 24)
-        #expect(String(decoding: NumPy.npy(.strings(["ab", "c"], shape: [2]))[10..<60], as: UTF8.self).contains("'<U2'"))
+        #expect(
+            String(decoding: NumPy.npy(.strings(["ab", "c"], shape: [2]))[10..<60], as: UTF8.self).contains("'<U2'"))
 
         let model = Fixtures.model(convention: .inverted)
         let zip = [UInt8](try NumPy.npz(Export.npzMembers(model)))
@@ -153,7 +164,9 @@ struct InteropCommandTests {
         var r = try CLI.run(["import", KerasFixture.path("keras2_sequential.h5"), "-o", bundle])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("keep p 0.8, 0.5"))
-        for (format, name) in [("onnx", "m.onnx"), ("keras", "m.h5"), ("safetensors", "m.safetensors"), ("npz", "m.npz")] {
+        for (format, name) in [
+            ("onnx", "m.onnx"), ("keras", "m.h5"), ("safetensors", "m.safetensors"), ("npz", "m.npz"),
+        ] {
             r = try CLI.run(["export", bundle, "--format", format, "-o", dir.file(name)])
             #expect(r.status == 0, "\(format): \(r.stderr)")
             #expect(FileManager.default.fileExists(atPath: dir.file(name)))
@@ -172,7 +185,11 @@ struct InteropCommandTests {
         #expect(npy.count == 10 + headerLength + 50 * 10 * 4)
     }
 
-    @Test("bit flips in a Keras file: exit 0 or 2, never a crash report, even where libhdf5 crashes (in the isolated pre-read)")
+    @Test(
+        """
+        bit flips in a Keras file: exit 0 or 2, never a crash report, even where libhdf5 crashes (in the isolated \
+        pre-read)
+        """)
     func bitFlips() throws {
         let dir = TemporaryDirectory()
         let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: KerasFixture.path("keras2_functional.h5"))))

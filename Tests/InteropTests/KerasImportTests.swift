@@ -117,29 +117,49 @@ struct KerasImportTests {
     }
 
     static let refusals: [Case] = [
-        Case(label: "custom layer", layers: [dense("d1", 3, "relu"), layer("MyCustomLayer", "mine"), dense("d2", 2)],
-             code: .unsupported, needles: ["'mine'", "MyCustomLayer", "nothing from the file is executed"]),
-        Case(label: "dropout after the last Dense", layers: [dense("d1", 3, "relu"), dense("d2", 2), dropout("late", 0.5)],
-             code: .unsupported, needles: ["'late'", "after the last Dense"]),
-        Case(label: "activation after a dropout", layers: [dense("d1", 3), dropout("dr", 0.5), layer("Activation", "act", #", "activation": "relu""#), dense("d2", 2)],
-             code: .unsupported, needles: ["'act'", "Dropout layer stands between"]),
-        Case(label: "unknown activation", layers: [dense("d1", 3, "gelu"), dense("d2", 2)],
-             code: .unsupported, needles: ["'d1'", "gelu"]),
-        Case(label: "rate 1", layers: [dropout("all", 1.0), dense("d1", 3), dense("d2", 2)],
-             code: .invalid, needles: ["'all'", "[0, 1)"]),
-        Case(label: "noise_shape", layers: [#"{"class_name": "Dropout", "config": {"name": "sp", "rate": 0.5, "noise_shape": [null, 1]}}"#, dense("d1", 3), dense("d2", 2)],
-             code: .unsupported, needles: ["'sp'", "noise_shape"]),
-        Case(label: "GaussianDropout", layers: [layer("GaussianDropout", "gd", #", "rate": 0.5"#), dense("d1", 3), dense("d2", 2)],
-             code: .unsupported, needles: ["'gd'", "GaussianDropout"]),
+        Case(
+            label: "custom layer", layers: [dense("d1", 3, "relu"), layer("MyCustomLayer", "mine"), dense("d2", 2)],
+            code: .unsupported, needles: ["'mine'", "MyCustomLayer", "nothing from the file is executed"]),
+        Case(
+            label: "dropout after the last Dense",
+            layers: [dense("d1", 3, "relu"), dense("d2", 2), dropout("late", 0.5)],
+            code: .unsupported, needles: ["'late'", "after the last Dense"]),
+        Case(
+            label: "activation after a dropout",
+            layers: [
+                dense("d1", 3), dropout("dr", 0.5), layer("Activation", "act", #", "activation": "relu""#),
+                dense("d2", 2),
+            ],
+            code: .unsupported, needles: ["'act'", "Dropout layer stands between"]),
+        Case(
+            label: "unknown activation", layers: [dense("d1", 3, "gelu"), dense("d2", 2)],
+            code: .unsupported, needles: ["'d1'", "gelu"]),
+        Case(
+            label: "rate 1", layers: [dropout("all", 1.0), dense("d1", 3), dense("d2", 2)],
+            code: .invalid, needles: ["'all'", "[0, 1)"]),
+        Case(
+            label: "noise_shape",
+            layers: [
+                #"{"class_name": "Dropout", "config": {"name": "sp", "rate": 0.5, "noise_shape": [null, 1]}}"#,
+                dense("d1", 3), dense("d2", 2),
+            ],
+            code: .unsupported, needles: ["'sp'", "noise_shape"]),
+        Case(
+            label: "GaussianDropout",
+            layers: [layer("GaussianDropout", "gd", #", "rate": 0.5"#), dense("d1", 3), dense("d2", 2)],
+            code: .unsupported, needles: ["'gd'", "GaussianDropout"]),
     ]
 
     @Test("unsupported or invalid configs are refused, naming the layer", arguments: refusals)
     func refusal(_ c: Case) throws {
         let dir = TemporaryDirectory()
         let path = dir.file("k.h5")
-        try writeKerasFile(path, config: sequentialConfig(c.layers), dense: [
-            ("d1", 4, 3, values(12, seed: 1), values(3, seed: 2)), ("d2", 3, 2, values(6, seed: 3), values(2, seed: 4)),
-        ])
+        try writeKerasFile(
+            path, config: sequentialConfig(c.layers),
+            dense: [
+                ("d1", 4, 3, values(12, seed: 1), values(3, seed: 2)),
+                ("d2", 3, 2, values(6, seed: 3), values(2, seed: 4)),
+            ])
         expectRefusal(c.code, c.needles + [path]) { _ = try KerasImport.read(path: path) }
     }
 
@@ -148,11 +168,15 @@ struct KerasImportTests {
         let dir = TemporaryDirectory()
         let path = dir.file("k.h5")
         let config = sequentialConfig([
-            layer("InputLayer", "in", #", "batch_shape": [null, 2, 2]"#), layer("Flatten", "flat"), dropout("d0", 0.25, seed: "42"),
-            dense("d1", 3), layer("Activation", "a1", #", "activation": "sigmoid""#), dropout("x", 0.5), dense("d2", 2, "softmax"),
+            layer("InputLayer", "in", #", "batch_shape": [null, 2, 2]"#), layer("Flatten", "flat"),
+            dropout("d0", 0.25, seed: "42"),
+            dense("d1", 3), layer("Activation", "a1", #", "activation": "sigmoid""#), dropout("x", 0.5),
+            dense("d2", 2, "softmax"),
         ])
         let k1 = values(12, seed: 5)
-        try writeKerasFile(path, config: config, dense: [("d1", 4, 3, k1, [0.1, 0.2, 0.3]), ("d2", 3, 2, values(6, seed: 6), [0, 1])])
+        try writeKerasFile(
+            path, config: config,
+            dense: [("d1", 4, 3, k1, [0.1, 0.2, 0.3]), ("d2", 3, 2, values(6, seed: 6), [0, 1])])
         let m = try KerasImport.read(path: path)
         #expect(m.info.layers.map(\.keepProb) == [0.75, 0.5])
         #expect(m.info.layers.map(\.activation) == [.logistic, .softmax])
@@ -161,28 +185,44 @@ struct KerasImportTests {
         for u in 0..<3 { for i in 0..<4 { #expect(m.parameters[0].weight[u * 4 + i] == k1[i * 3 + u]) } }
     }
 
-    @Test("hostile or broken files: not JSON, nested too deep, too large, weights missing or mis-shaped, weights-only, a bundle")
+    @Test(
+        """
+        hostile or broken files: not JSON, nested too deep, too large, weights missing or mis-shaped, weights-only, a \
+        bundle
+        """)
     func hostile() throws {
         let dir = TemporaryDirectory()
         let weights: [(name: String, inputs: Int, units: Int, kernel: [Float], bias: [Float])] = [
             ("d1", 4, 3, values(12, seed: 1), values(3, seed: 2)), ("d2", 3, 2, values(6, seed: 3), values(2, seed: 4)),
         ]
         let good = sequentialConfig([dense("d1", 3, "relu"), dense("d2", 2, "softmax")])
-        func refuse(_ name: String, config: String, dense: [(name: String, inputs: Int, units: Int, kernel: [Float], bias: [Float])]? = nil,
-                    _ code: ErrorCode, _ needles: [String]) throws {
+        func refuse(
+            _ name: String, config: String,
+            dense: [(name: String, inputs: Int, units: Int, kernel: [Float], bias: [Float])]? = nil,
+            _ code: ErrorCode, _ needles: [String]
+        ) throws {
             let path = dir.file(name)
             try writeKerasFile(path, config: config, dense: dense ?? weights)
             expectRefusal(code, needles) { _ = try KerasImport.read(path: path) }
         }
         try refuse("notjson.h5", config: "{not json", .invalid, ["model_config", "not valid JSON"])
-        try refuse("deep.h5", config: String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000), .invalid, ["more than 64 deep"])
-        try refuse("big.h5", config: #"{"class_name": "Sequential", "pad": ""# + String(repeating: "x", count: KerasImport.maxConfigBytes) + #""}"#,
-                   .invalid, ["more than the 4194304 bytes"])
+        try refuse(
+            "deep.h5", config: String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000), .invalid,
+            ["more than 64 deep"])
+        try refuse(
+            "big.h5",
+            config: #"{"class_name": "Sequential", "pad": ""#
+                + String(repeating: "x", count: KerasImport.maxConfigBytes) + #""}"#,
+            .invalid, ["more than the 4194304 bytes"])
         try refuse("subclassed.h5", config: #"{"class_name": "MyModel", "config": {}}"#, .unsupported, ["'MyModel'"])
         try refuse("missing.h5", config: good, dense: [weights[0]], .invalid, ["/model_weights/d2", "missing"])
-        try refuse("shape.h5", config: sequentialConfig([dense("d1", 3, "relu"), dense("d2", 5)]), .invalid, ["kernel has shape [3, 2]", "5 units"])
+        try refuse(
+            "shape.h5", config: sequentialConfig([dense("d1", 3, "relu"), dense("d2", 5)]), .invalid,
+            ["kernel has shape [3, 2]", "5 units"])
         let chainBroken = [weights[0], ("d2", 4, 2, values(8, seed: 3), values(2, seed: 4))]
-        try refuse("chain.h5", config: good, dense: chainBroken, .invalid, ["4 inputs but the previous Dense layer has 3 units"])
+        try refuse(
+            "chain.h5", config: good, dense: chainBroken, .invalid,
+            ["4 inputs but the previous Dense layer has 3 units"])
 
         let weightsOnly = dir.file("weights.h5")
         try File.writeAtomically(to: weightsOnly) { f in _ = try f.root().createGroup("layers") }
@@ -201,14 +241,16 @@ struct KerasImportTests {
             try g.write("weight_names", strings: ["big/kernel", "big/bias"])
             let inner = try g.createGroup("big")
             _ = try inner.createDataset("kernel", type: .float32, shape: [1000, 600], chunk: [100, 600])
-            try inner.createDataset("bias", type: .float32, shape: [600]).write(floats: [Float](repeating: 0, count: 600))
+            try inner.createDataset("bias", type: .float32, shape: [600]).write(
+                floats: [Float](repeating: 0, count: 600))
         }
         expectRefusal(.invalid, ["/model_weights/big/big/kernel", "declares 2400000 bytes", "stores only 0 bytes"]) {
             _ = try KerasImport.read(path: sparse)
         }
 
         let nan = dir.file("nan.h5")
-        try writeKerasFile(nan, config: good, dense: [("d1", 4, 3, [Float.nan] + values(11, seed: 1), values(3, seed: 2)), weights[1]])
+        try writeKerasFile(
+            nan, config: good, dense: [("d1", 4, 3, [Float.nan] + values(11, seed: 1), values(3, seed: 2)), weights[1]])
         expectRefusal(.invalid, ["not finite"]) { _ = try KerasImport.read(path: nan) }
     }
 
@@ -216,8 +258,13 @@ struct KerasImportTests {
     func externalLink() throws {
         let dir = TemporaryDirectory()
         let path = dir.file("k.h5")
-        try writeKerasFile(path, config: sequentialConfig([dense("d1", 3, "relu"), dense("d2", 2), dense("d3", 2)]),
-                           dense: [("d1", 4, 3, values(12, seed: 1), values(3, seed: 2)), ("d2", 3, 2, values(6, seed: 3), values(2, seed: 4))]) { root in
+        try writeKerasFile(
+            path, config: sequentialConfig([dense("d1", 3, "relu"), dense("d2", 2), dense("d3", 2)]),
+            dense: [
+                ("d1", 4, 3, values(12, seed: 1), values(3, seed: 2)),
+                ("d2", 3, 2, values(6, seed: 3), values(2, seed: 4)),
+            ]
+        ) { root in
             try root.group("model_weights").createExternalLinkForTesting("d3", file: "/etc/hostname", object: "/")
         }
         expectRefusal(.refused, ["external link"]) { _ = try KerasImport.read(path: path) }
@@ -255,7 +302,9 @@ struct KerasArchiveTests {
     func hostile() throws {
         let dir = TemporaryDirectory()
         let truncated = try tampered(dir, "t.keras") { $0.removeLast(200) }
-        expectRefusal(.invalid, ["ZIP archive", "end-of-central-directory"]) { _ = try KerasImport.read(path: truncated) }
+        expectRefusal(.invalid, ["ZIP archive", "end-of-central-directory"]) {
+            _ = try KerasImport.read(path: truncated)
+        }
 
         let crc = try tampered(dir, "c.keras") { b in
             let at = offsets(of: "\"class_name\"", in: b)[0]
@@ -268,7 +317,9 @@ struct KerasArchiveTests {
             let name = offsets(of: "config.json", in: b).last!
             b[name - 46 + 10] = 8
         }
-        expectRefusal(.unsupported, ["config.json", "compressed (method 8)"]) { _ = try KerasImport.read(path: compressed) }
+        expectRefusal(.unsupported, ["config.json", "compressed (method 8)"]) {
+            _ = try KerasImport.read(path: compressed)
+        }
 
         let renamed = try tampered(dir, "r.keras") { b in
             for at in offsets(of: "config.json", in: b) { b[at] = UInt8(ascii: "k") }

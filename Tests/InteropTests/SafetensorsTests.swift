@@ -21,7 +21,10 @@ func f32Bytes(_ v: [Float]) -> [UInt8] { v.flatMap { withUnsafeBytes(of: $0.bitP
 struct SafetensorsTests {
     /// A valid two-layer file: 0.weight [3, 4], 0.bias [3], 10.weight [2, 3] (no bias).
     static let w0 = values(12, seed: 1), b0 = values(3, seed: 2), w1 = values(6, seed: 3)
-    static let goodHeader = #"{"0.weight":{"dtype":"F32","shape":[3,4],"data_offsets":[0,48]},"0.bias":{"dtype":"F32","shape":[3],"data_offsets":[48,60]},"10.weight":{"dtype":"F32","shape":[2,3],"data_offsets":[60,84]}}"#
+    static let goodHeader =
+        #"{"0.weight":{"dtype":"F32","shape":[3,4],"data_offsets":[0,48]},"#
+        + #""0.bias":{"dtype":"F32","shape":[3],"data_offsets":[48,60]},"#
+        + #""10.weight":{"dtype":"F32","shape":[2,3],"data_offsets":[60,84]}}"#
     static var goodData: [UInt8] { f32Bytes(w0 + b0 + w1) }
 
     @Test("import: --keep and --convention supply what the format lacks; no bias means zeros")
@@ -61,7 +64,9 @@ struct SafetensorsTests {
         #expect(SafetensorsImport.naturalLess("fc1", "fc2"))
         let dir = TemporaryDirectory()
         let path = dir.file("m.safetensors")
-        let header = #"{"a.weight":{"dtype":"F32","shape":[3,4],"data_offsets":[0,48]},"b.weight":{"dtype":"F32","shape":[2,4],"data_offsets":[48,80]}}"#
+        let header =
+            #"{"a.weight":{"dtype":"F32","shape":[3,4],"data_offsets":[0,48]},"#
+            + #""b.weight":{"dtype":"F32","shape":[2,4],"data_offsets":[48,80]}}"#
         try safetensorsFile(path, header: header, data: f32Bytes(values(20, seed: 1)))
         expectRefusal(.unsupported, ["'b.weight'", "4 inputs", "3 outputs"]) {
             _ = try SafetensorsImport.read(path: path, options: .init(keep: [1, 1], convention: .inverted))
@@ -78,22 +83,59 @@ struct SafetensorsTests {
     }
 
     static let hostile: [Hostile] = [
-        Hostile(label: "header length beyond any model", header: "{}", data: [], declared: 1 << 62, needle: "it must be 2 ..."),
-        Hostile(label: "header length past the end of the file", header: "{}", data: [], declared: 4096, needle: "past the end of the file"),
+        Hostile(
+            label: "header length beyond any model", header: "{}", data: [], declared: 1 << 62,
+            needle: "it must be 2 ..."),
+        Hostile(
+            label: "header length past the end of the file", header: "{}", data: [], declared: 4096,
+            needle: "past the end of the file"),
         Hostile(label: "header not JSON", header: "{nope", data: [], needle: "not valid JSON"),
         Hostile(label: "header not an object", header: "[1, 2]", data: [], needle: "must start with '{'"),
-        Hostile(label: "nesting bomb", header: #"{"x":"# + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000) + "}", data: [], needle: "more than 64 deep"),
-        Hostile(label: "unknown dtype", header: #"{"a.weight":{"dtype":"F128","shape":[1,1],"data_offsets":[0,16]}}"#, data: [UInt8](repeating: 0, count: 16), needle: "'F128' is not a safetensors dtype"),
-        Hostile(label: "offsets past the buffer", header: #"{"a.weight":{"dtype":"F32","shape":[1,1],"data_offsets":[0,4000000]}}"#, data: [0, 0, 0, 0], needle: "within the 4-byte data buffer"),
-        Hostile(label: "begin after end", header: #"{"a.weight":{"dtype":"F32","shape":[1,1],"data_offsets":[4,0]}}"#, data: [0, 0, 0, 0], needle: "are not [begin, end]"),
-        Hostile(label: "shape does not match the bytes", header: #"{"a.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0], needle: "data_offsets cover 4"),
-        Hostile(label: "element count overflows", header: #"{"a.weight":{"dtype":"F32","shape":[1073741824,1073741824,1073741824],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0], needle: "overflows"),
-        Hostile(label: "negative size", header: #"{"a.weight":{"dtype":"F32","shape":[-1,4],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0], needle: "not a list of sizes"),
-        Hostile(label: "overlapping tensors", header: #"{"a.weight":{"dtype":"F32","shape":[1,2],"data_offsets":[0,8]},"a.bias":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, data: [UInt8](repeating: 0, count: 8), needle: "overlap"),
-        Hostile(label: "a hole in the buffer", header: #"{"a.weight":{"dtype":"F32","shape":[1,1],"data_offsets":[4,8]}}"#, data: [UInt8](repeating: 0, count: 8), needle: "hole of 4 bytes"),
-        Hostile(label: "trailing bytes", header: #"{"a.weight":{"dtype":"F32","shape":[1,1],"data_offsets":[0,4]}}"#, data: [UInt8](repeating: 0, count: 12), needle: "the rest is unaccounted for"),
-        Hostile(label: "metadata not strings", header: #"{"__metadata__":{"a":1},"a.weight":{"dtype":"F32","shape":[1,1],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0], needle: "is not a string"),
-        Hostile(label: "rank beyond 8", header: #"{"a.weight":{"dtype":"F32","shape":[1,1,1,1,1,1,1,1,1],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0], needle: "more than 8 dimensions"),
+        Hostile(
+            label: "nesting bomb",
+            header: #"{"x":"# + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000) + "}",
+            data: [], needle: "more than 64 deep"),
+        Hostile(
+            label: "unknown dtype", header: #"{"a.weight":{"dtype":"F128","shape":[1,1],"data_offsets":[0,16]}}"#,
+            data: [UInt8](repeating: 0, count: 16), needle: "'F128' is not a safetensors dtype"),
+        Hostile(
+            label: "offsets past the buffer",
+            header: #"{"a.weight":{"dtype":"F32","shape":[1,1],"data_offsets":[0,4000000]}}"#, data: [0, 0, 0, 0],
+            needle: "within the 4-byte data buffer"),
+        Hostile(
+            label: "begin after end", header: #"{"a.weight":{"dtype":"F32","shape":[1,1],"data_offsets":[4,0]}}"#,
+            data: [0, 0, 0, 0], needle: "are not [begin, end]"),
+        Hostile(
+            label: "shape does not match the bytes",
+            header: #"{"a.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0],
+            needle: "data_offsets cover 4"),
+        Hostile(
+            label: "element count overflows",
+            header: #"{"a.weight":{"dtype":"F32","shape":[1073741824,1073741824,1073741824],"data_offsets":[0,4]}}"#,
+            data: [0, 0, 0, 0], needle: "overflows"),
+        Hostile(
+            label: "negative size", header: #"{"a.weight":{"dtype":"F32","shape":[-1,4],"data_offsets":[0,4]}}"#,
+            data: [0, 0, 0, 0], needle: "not a list of sizes"),
+        Hostile(
+            label: "overlapping tensors",
+            header:
+                #"{"a.weight":{"dtype":"F32","shape":[1,2],"data_offsets":[0,8]},"#
+                + #""a.bias":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+            data: [UInt8](repeating: 0, count: 8), needle: "overlap"),
+        Hostile(
+            label: "a hole in the buffer", header: #"{"a.weight":{"dtype":"F32","shape":[1,1],"data_offsets":[4,8]}}"#,
+            data: [UInt8](repeating: 0, count: 8), needle: "hole of 4 bytes"),
+        Hostile(
+            label: "trailing bytes", header: #"{"a.weight":{"dtype":"F32","shape":[1,1],"data_offsets":[0,4]}}"#,
+            data: [UInt8](repeating: 0, count: 12), needle: "the rest is unaccounted for"),
+        Hostile(
+            label: "metadata not strings",
+            header: #"{"__metadata__":{"a":1},"a.weight":{"dtype":"F32","shape":[1,1],"data_offsets":[0,4]}}"#,
+            data: [0, 0, 0, 0], needle: "is not a string"),
+        Hostile(
+            label: "rank beyond 8",
+            header: #"{"a.weight":{"dtype":"F32","shape":[1,1,1,1,1,1,1,1,1],"data_offsets":[0,4]}}"#,
+            data: [0, 0, 0, 0], needle: "more than 8 dimensions"),
     ]
 
     @Test("hostile headers are refused before any tensor is allocated", arguments: hostile)
@@ -111,12 +153,14 @@ struct SafetensorsTests {
         try Data([1, 2, 3]).write(to: URL(fileURLWithPath: short))
         expectRefusal(.invalid, ["8-byte header length"]) { _ = try SafetensorsFile(path: short) }
         let ints = dir.file("i.safetensors")
-        try safetensorsFile(ints, header: #"{"a.weight":{"dtype":"I32","shape":[1,1],"data_offsets":[0,4]}}"#, data: [1, 0, 0, 0])
+        try safetensorsFile(
+            ints, header: #"{"a.weight":{"dtype":"I32","shape":[1,1],"data_offsets":[0,4]}}"#, data: [1, 0, 0, 0])
         expectRefusal(.unsupported, ["'a.weight'", "I32"]) {
             _ = try SafetensorsImport.read(path: ints, options: .init(keep: [1], convention: .inverted))
         }
         let other = dir.file("o.safetensors")
-        try safetensorsFile(other, header: #"{"bn.running_mean":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0])
+        try safetensorsFile(
+            other, header: #"{"bn.running_mean":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0])
         expectRefusal(.unsupported, ["'bn.running_mean'", ".weight or .bias"]) {
             _ = try SafetensorsImport.read(path: other, options: .init(keep: [1], convention: .inverted))
         }
@@ -129,8 +173,13 @@ struct SafetensorsTests {
         let f16: [UInt8] = withUnsafeBytes(of: Float16(0.5).bitPattern.littleEndian, Array.init)
         let bf16: [UInt8] = withUnsafeBytes(of: UInt16(Float(-2).bitPattern >> 16).littleEndian, Array.init)
         let f64: [UInt8] = withUnsafeBytes(of: Double(0.25).bitPattern.littleEndian, Array.init)
-        try safetensorsFile(path, header: #"{"a":{"dtype":"F16","shape":[1],"data_offsets":[0,2]},"b":{"dtype":"BF16","shape":[1],"data_offsets":[2,4]},"c":{"dtype":"F64","shape":[1],"data_offsets":[4,12]}}"#,
-                            data: f16 + bf16 + f64)
+        try safetensorsFile(
+            path,
+            header:
+                #"{"a":{"dtype":"F16","shape":[1],"data_offsets":[0,2]},"#
+                + #""b":{"dtype":"BF16","shape":[1],"data_offsets":[2,4]},"#
+                + #""c":{"dtype":"F64","shape":[1],"data_offsets":[4,12]}}"#,
+            data: f16 + bf16 + f64)
         let st = try SafetensorsFile(path: path)
         #expect(try st.tensors.map { try st.readFloats($0) } == [[0.5], [-2], [0.25]])
     }
@@ -142,7 +191,11 @@ struct SafetensorsTests {
         let path = dir.file("m.safetensors")
         try Export.safetensors(model).write(to: URL(fileURLWithPath: path))
         let st = try SafetensorsFile(path: path)
-        #expect(st.tensors.map(\.name) == ["layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias", "layers.2.weight", "layers.2.bias"])
+        #expect(
+            st.tensors.map(\.name) == [
+                "layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias", "layers.2.weight",
+                "layers.2.bias",
+            ])
         #expect(st.tensors.first?.shape == [5, 6])
         #expect(st.dataStart % 8 == 0)
         #expect(st.metadata["dropmodel.convention"] == "inverted")
@@ -208,17 +261,22 @@ struct MutationTests {
     func kerasConfigs() throws {
         let dir = TemporaryDirectory()
         let path = dir.file("k.h5")
-        let config = Array(sequentialConfig([
-            dropout("d0", 0.2, seed: "3"), dense("d1", 3, "relu"), layer("Activation", "a", #", "activation": "linear""#),
-            dropout("x", 0.5), dense("d2", 2, "softmax"),
-        ]).utf8)
+        let config = Array(
+            sequentialConfig([
+                dropout("d0", 0.2, seed: "3"), dense("d1", 3, "relu"),
+                layer("Activation", "a", #", "activation": "linear""#),
+                dropout("x", 0.5), dense("d2", 2, "softmax"),
+            ]).utf8)
         var r = Random(s: 12345)
         var accepted = 0
         for _ in 0..<300 {
             let text = String(decoding: Self.mutate(config, &r), as: UTF8.self)
-            try writeKerasFile(path, config: text, dense: [
-                ("d1", 4, 3, values(12, seed: 1), values(3, seed: 2)), ("d2", 3, 2, values(6, seed: 3), values(2, seed: 4)),
-            ])
+            try writeKerasFile(
+                path, config: text,
+                dense: [
+                    ("d1", 4, 3, values(12, seed: 1), values(3, seed: 2)),
+                    ("d2", 3, 2, values(6, seed: 3), values(2, seed: 4)),
+                ])
             do {
                 _ = try KerasImport.read(path: path)
                 accepted += 1

@@ -42,11 +42,13 @@ func sequentialConfig(_ layers: [String]) -> String {
 }
 
 func dense(_ name: String, _ units: Int, _ activation: String = "linear") -> String {
-    #"{"class_name": "Dense", "config": {"name": "\#(name)", "units": \#(units), "activation": "\#(activation)", "use_bias": true}}"#
+    #"{"class_name": "Dense", "config": {"name": "\#(name)", "units": \#(units), "#
+        + #""activation": "\#(activation)", "use_bias": true}}"#
 }
 
 func dropout(_ name: String, _ rate: Double, seed: String = "null") -> String {
-    #"{"class_name": "Dropout", "config": {"name": "\#(name)", "rate": \#(rate), "seed": \#(seed), "noise_shape": null}}"#
+    #"{"class_name": "Dropout", "config": {"name": "\#(name)", "rate": \#(rate), "seed": \#(seed), "#
+        + #""noise_shape": null}}"#
 }
 
 func layer(_ cls: String, _ name: String, _ extra: String = "") -> String {
@@ -60,7 +62,10 @@ func values(_ n: Int, seed: Int) -> [Float] {
 
 /// The error's problems as one string, for `contains` checks.
 func text(_ error: any Error) -> String {
-    if let b = error as? DropModelError { return b.problems.map { "\($0.file): \($0.object): \($0.message) hint: \($0.hint ?? "")" }.joined(separator: "\n") }
+    if let b = error as? DropModelError {
+        return b.problems.map { "\($0.file): \($0.object): \($0.message) hint: \($0.hint ?? "")" }.joined(
+            separator: "\n")
+    }
     return "\(error)"
 }
 

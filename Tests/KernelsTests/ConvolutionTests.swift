@@ -53,20 +53,22 @@ struct ConvCase: Sendable, CustomTestStringConvertible {
 /// Odd sizes, strides 1-3, same and valid, 1x1 kernels, kernels larger than the input (same),
 /// C = 1 and C > 1, F below, at and above the 16-filter panel, batch 1 and ragged batches.
 private let convCases: [ConvCase] = [
-    ConvCase(h: 28, w: 28, c: 1, kh: 3, kw: 3, sh: 1, sw: 1, padding: .valid, f: 16, batch: 3),   // the benchmark's first layer
+    // the benchmark's first layer
+    ConvCase(h: 28, w: 28, c: 1, kh: 3, kw: 3, sh: 1, sw: 1, padding: .valid, f: 16, batch: 3),
     ConvCase(h: 13, w: 13, c: 16, kh: 3, kw: 3, sh: 1, sw: 1, padding: .valid, f: 32, batch: 2),  // and its second
     ConvCase(h: 7, w: 5, c: 3, kh: 3, kw: 2, sh: 2, sw: 1, padding: .same, f: 5, batch: 5),
     ConvCase(h: 9, w: 11, c: 2, kh: 3, kw: 3, sh: 3, sw: 2, padding: .valid, f: 17, batch: 1),
     ConvCase(h: 8, w: 7, c: 4, kh: 1, kw: 1, sh: 1, sw: 1, padding: .valid, f: 33, batch: 2),
     ConvCase(h: 6, w: 6, c: 5, kh: 1, kw: 1, sh: 2, sw: 3, padding: .same, f: 3, batch: 7),
-    ConvCase(h: 3, w: 2, c: 2, kh: 5, kw: 4, sh: 1, sw: 1, padding: .same, f: 3, batch: 2),       // kernel larger than the input
+    // kernel larger than the input
+    ConvCase(h: 3, w: 2, c: 2, kh: 5, kw: 4, sh: 1, sw: 1, padding: .same, f: 3, batch: 2),
     ConvCase(h: 2, w: 5, c: 1, kh: 7, kw: 3, sh: 2, sw: 3, padding: .same, f: 16, batch: 3),
     ConvCase(h: 10, w: 9, c: 1, kh: 5, kw: 5, sh: 1, sw: 1, padding: .same, f: 1, batch: 4),
     ConvCase(h: 11, w: 12, c: 7, kh: 4, kw: 3, sh: 3, sw: 3, padding: .same, f: 9, batch: 3),
     ConvCase(h: 6, w: 5, c: 16, kh: 2, kw: 2, sh: 2, sw: 2, padding: .valid, f: 16, batch: 2),
-    ConvCase(h: 5, w: 5, c: 1, kh: 5, kw: 5, sh: 1, sw: 1, padding: .valid, f: 2, batch: 3),      // one output pixel
+    ConvCase(h: 5, w: 5, c: 1, kh: 5, kw: 5, sh: 1, sw: 1, padding: .valid, f: 2, batch: 3),  // one output pixel
     ConvCase(h: 12, w: 4, c: 3, kh: 3, kw: 1, sh: 1, sw: 2, padding: .same, f: 24, batch: 1),
-    ConvCase(h: 1, w: 1, c: 9, kh: 3, kw: 3, sh: 1, sw: 1, padding: .same, f: 7, batch: 6),       // 1x1 image, 3x3 kernel
+    ConvCase(h: 1, w: 1, c: 9, kh: 3, kw: 3, sh: 1, sw: 1, padding: .same, f: 7, batch: 6),  // 1x1 image, 3x3 kernel
 ]
 
 /// The results of one convolution on one path.
@@ -104,8 +106,10 @@ private struct ConvData: Sendable {
             dwFused: dw, dbFused: db)
     }
 
-    func fast(_ g: Convolution.Geometry, batch: Int, kernel: Gemm.Kernel, threads: Int,
-              workspace: Convolution.Workspace = Convolution.Workspace()) throws -> ConvResults {
+    func fast(
+        _ g: Convolution.Geometry, batch: Int, kernel: Gemm.Kernel, threads: Int,
+        workspace: Convolution.Workspace = Convolution.Workspace()
+    ) throws -> ConvResults {
         var y = [Float](repeating: .nan, count: batch * g.outputCount)
         var dw = [Float](repeating: .nan, count: g.weightCount)
         var db = [Float](repeating: .nan, count: g.filters)
@@ -117,31 +121,36 @@ private struct ConvData: Sendable {
                 try dy.withUnsafeBufferPointer { dy in
                     try b.withUnsafeBufferPointer { b in
                         try y.withUnsafeMutableBufferPointer { y in
-                            try Convolution.forward(g, batch: batch, input: x, weights: w, bias: b, output: y,
-                                                    workspace: workspace, threads: threads, kernel: kernel,
-                                                    minimumParallelFlops: 0)
+                            try Convolution.forward(
+                                g, batch: batch, input: x, weights: w, bias: b, output: y,
+                                workspace: workspace, threads: threads, kernel: kernel,
+                                minimumParallelFlops: 0)
                         }
                     }
                     try dw.withUnsafeMutableBufferPointer { dw in
-                        try Convolution.weightGradient(g, batch: batch, input: x, outputGradient: dy, into: dw,
-                                                       workspace: workspace, threads: threads, kernel: kernel,
-                                                       minimumParallelFlops: 0)
+                        try Convolution.weightGradient(
+                            g, batch: batch, input: x, outputGradient: dy, into: dw,
+                            workspace: workspace, threads: threads, kernel: kernel,
+                            minimumParallelFlops: 0)
                     }
                     try dwFused.withUnsafeMutableBufferPointer { dw in
                         try dbFused.withUnsafeMutableBufferPointer { db in
-                            try Convolution.weightGradient(g, batch: batch, input: x, outputGradient: dy, into: dw,
-                                                           biasGradient: db, workspace: workspace, threads: threads,
-                                                           kernel: kernel, minimumParallelFlops: 0)
+                            try Convolution.weightGradient(
+                                g, batch: batch, input: x, outputGradient: dy, into: dw,
+                                biasGradient: db, workspace: workspace, threads: threads,
+                                kernel: kernel, minimumParallelFlops: 0)
                         }
                     }
                     try db.withUnsafeMutableBufferPointer { db in
-                        try Convolution.biasGradient(g, batch: batch, outputGradient: dy, into: db, threads: threads,
-                                                     kernel: kernel, minimumParallelFlops: 0)
+                        try Convolution.biasGradient(
+                            g, batch: batch, outputGradient: dy, into: db, threads: threads,
+                            kernel: kernel, minimumParallelFlops: 0)
                     }
                     try dx.withUnsafeMutableBufferPointer { dx in
-                        try Convolution.inputGradient(g, batch: batch, outputGradient: dy, weights: w, into: dx,
-                                                      workspace: workspace, threads: threads, kernel: kernel,
-                                                      minimumParallelFlops: 0)
+                        try Convolution.inputGradient(
+                            g, batch: batch, outputGradient: dy, weights: w, into: dx,
+                            workspace: workspace, threads: threads, kernel: kernel,
+                            minimumParallelFlops: 0)
                     }
                 }
             }
@@ -158,25 +167,32 @@ struct PoolCase: Sendable, CustomTestStringConvertible {
     var batch: Int
     var geometry: Pooling.Geometry {
         get throws {
-            try Pooling.Geometry(inputHeight: h, inputWidth: w, channels: c, poolHeight: ph, poolWidth: pw,
-                                 strideHeight: sh, strideWidth: sw, padding: padding)
+            try Pooling.Geometry(
+                inputHeight: h, inputWidth: w, channels: c, poolHeight: ph, poolWidth: pw,
+                strideHeight: sh, strideWidth: sw, padding: padding)
         }
     }
     var testDescription: String {
-        "\(batch)x\(h)x\(w)x\(c) pool\(ph)x\(pw) s\(sh.map(String.init) ?? "=")x\(sw.map(String.init) ?? "=") \(padding.rawValue)"
+        """
+        \(batch)x\(h)x\(w)x\(c) pool\(ph)x\(pw) s\(sh.map(String.init) ?? "=")x\(sw.map(String.init) ?? "=") \
+        \(padding.rawValue)
+        """
     }
 }
 
 private let poolCases: [PoolCase] = [
     PoolCase(h: 26, w: 26, c: 16, ph: 2, pw: 2, sh: nil, sw: nil, padding: .valid, batch: 3),  // the benchmark's
-    PoolCase(h: 11, w: 11, c: 32, ph: 2, pw: 2, sh: nil, sw: nil, padding: .valid, batch: 2),  // odd size: last row/column dropped
-    PoolCase(h: 7, w: 9, c: 3, ph: 3, pw: 3, sh: 2, sw: 2, padding: .same, batch: 4),          // overlapping windows
-    PoolCase(h: 5, w: 6, c: 9, ph: 3, pw: 2, sh: 1, sw: 1, padding: .same, batch: 2),          // 8 lanes + a tail
-    PoolCase(h: 2, w: 3, c: 1, ph: 5, pw: 4, sh: 1, sw: 2, padding: .same, batch: 3),          // window larger than the input
+    // odd size: last row/column dropped
+    PoolCase(h: 11, w: 11, c: 32, ph: 2, pw: 2, sh: nil, sw: nil, padding: .valid, batch: 2),
+    PoolCase(h: 7, w: 9, c: 3, ph: 3, pw: 3, sh: 2, sw: 2, padding: .same, batch: 4),  // overlapping windows
+    PoolCase(h: 5, w: 6, c: 9, ph: 3, pw: 2, sh: 1, sw: 1, padding: .same, batch: 2),  // 8 lanes + a tail
+    PoolCase(h: 2, w: 3, c: 1, ph: 5, pw: 4, sh: 1, sw: 2, padding: .same, batch: 3),  // window larger than the input
     PoolCase(h: 8, w: 5, c: 17, ph: 2, pw: 3, sh: 3, sw: 1, padding: .valid, batch: 1),
     PoolCase(h: 6, w: 6, c: 8, ph: 1, pw: 1, sh: 2, sw: 2, padding: .same, batch: 5),
-    PoolCase(h: 9, w: 7, c: 11, ph: 2, pw: 3, sh: 3, sw: 3, padding: .same, batch: 2),         // gaps between windows, a channel tail
-    PoolCase(h: 7, w: 7, c: 3, ph: 2, pw: 2, sh: nil, sw: nil, padding: .same, batch: 2),      // same padding, channels only in the tail
+    // gaps between windows, a channel tail
+    PoolCase(h: 9, w: 7, c: 11, ph: 2, pw: 3, sh: 3, sw: 3, padding: .same, batch: 2),
+    // same padding, channels only in the tail
+    PoolCase(h: 7, w: 7, c: 3, ph: 2, pw: 2, sh: nil, sw: nil, padding: .same, batch: 2),
 ]
 
 /// The forward pass in float64 (no rounding to speak of), for central differences.
@@ -193,7 +209,8 @@ private func forward64(_ g: Convolution.Geometry, batch: Int, x: [Double], w: [D
                             let h = oh * g.strideHeight - g.padTop + i, ww = ow * g.strideWidth - g.padLeft + j
                             guard h >= 0, h < g.inputHeight, ww >= 0, ww < g.inputWidth else { continue }
                             for c in 0..<g.channels {
-                                acc += x[n * g.inputCount + (h * g.inputWidth + ww) * g.channels + c]
+                                acc +=
+                                    x[n * g.inputCount + (h * g.inputWidth + ww) * g.channels + c]
                                     * w[f * g.patchSize + (i * g.kernelWidth + j) * g.channels + c]
                             }
                         }
@@ -251,14 +268,15 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
 @Suite struct ConvolutionTests {
     // MARK: - Convolution: bit identity with the reference
 
-    @Test("convolution forward, weight, bias and input gradients equal the reference bit for bit: every path, threads 1-3",
-          arguments: convCases)
+    @Test(
+        "convolution forward, weight, bias and input gradients equal the reference bit for bit: every path, threads",
+        arguments: convCases)
     func convolutionMatchesReference(_ c: ConvCase) throws {
         let g = try c.geometry
         var rng = Random(state: UInt64(c.h * 1_000_003 + c.w * 10_007 + c.c * 101 + c.kh * 13 + c.f))
         let data = ConvData(g, batch: c.batch, rng: &rng)
         let expected = data.reference(g, batch: c.batch)
-        let workspace = Convolution.Workspace() // reused across paths and thread counts, as in training
+        let workspace = Convolution.Workspace()  // reused across paths and thread counts, as in training
         for kernel in kernels {
             for threads in 1...3 {
                 let got = try data.fast(g, batch: c.batch, kernel: kernel, threads: threads, workspace: workspace)
@@ -268,11 +286,17 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
         }
     }
 
-    @Test("the benchmark's layers at batch 100 (conv 3x3x1->16 and 3x3x16->32): paths and threads agree; sampled elements equal the reference")
+    @Test(
+        """
+        the benchmark's layers at batch 100 (conv 3x3x1->16 and 3x3x16->32): paths and threads agree; sampled elements \
+        equal the reference
+        """)
     func convolutionTrainingShapes() throws {
         var rng = Random(state: 0xC0_2025)
-        for c in [ConvCase(h: 28, w: 28, c: 1, kh: 3, kw: 3, sh: 1, sw: 1, padding: .valid, f: 16, batch: 100),
-                  ConvCase(h: 13, w: 13, c: 16, kh: 3, kw: 3, sh: 1, sw: 1, padding: .same, f: 32, batch: 100)] {
+        for c in [
+            ConvCase(h: 28, w: 28, c: 1, kh: 3, kw: 3, sh: 1, sw: 1, padding: .valid, f: 16, batch: 100),
+            ConvCase(h: 13, w: 13, c: 16, kh: 3, kw: 3, sh: 1, sw: 1, padding: .same, f: 32, batch: 100),
+        ] {
             let g = try c.geometry
             let data = ConvData(g, batch: c.batch, rng: &rng)
             let first = try data.fast(g, batch: c.batch, kernel: .scalar, threads: 1)
@@ -283,7 +307,8 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
             #expect(mismatches(Array(first.dx[0..<g.inputCount]), reference.dx) == 0)
             for kernel in kernels where kernel != .scalar {
                 for threads in [1, 2, 3] {
-                    let bad = try data.fast(g, batch: c.batch, kernel: kernel, threads: threads).differences(from: first)
+                    let bad = try data.fast(g, batch: c.batch, kernel: kernel, threads: threads).differences(
+                        from: first)
                     #expect(bad.isEmpty, "\(c.testDescription) kernel=\(kernel) threads=\(threads): \(bad)")
                 }
             }
@@ -295,7 +320,8 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
                     for oh in 0..<g.outputHeight {
                         for ow in 0..<g.outputWidth {
                             let d = data.dy[n * g.outputCount + (oh * g.outputWidth + ow) * g.filters + f]
-                            acc = acc.addingProduct(d, ConvolutionReference.patch(g, data.x, n: n, oh: oh, ow: ow, k: k))
+                            acc = acc.addingProduct(
+                                d, ConvolutionReference.patch(g, data.x, n: n, oh: oh, ow: ow, k: k))
                         }
                     }
                 }
@@ -345,13 +371,17 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
 
     // MARK: - The tests can tell
 
-    @Test("padding terms stay in the chain: bias -0 plus -0 products stays -0 inside, becomes +0 where a +0 padding term is added")
+    @Test(
+        """
+        padding terms stay in the chain: bias -0 plus -0 products stays -0 inside, becomes +0 where a +0 padding term \
+        is added
+        """)
     func paddingZerosStayInTheChain() throws {
         let c = ConvCase(h: 4, w: 5, c: 2, kh: 3, kw: 3, sh: 1, sw: 1, padding: .same, f: 3, batch: 2)
         let g = try c.geometry
         var rng = Random(state: 9)
         var data = ConvData(g, batch: c.batch, rng: &rng)
-        data.x = data.x.map { _ in -0.0 }            // every product -0 · w (w > 0) is -0
+        data.x = data.x.map { _ in -0.0 }  // every product -0 · w (w > 0) is -0
         data.w = data.w.map { abs($0) + 0.25 }
         data.b = data.b.map { _ in -0.0 }
         let expected = data.reference(g, batch: c.batch).y
@@ -376,7 +406,11 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
         }
     }
 
-    @Test("on the test data an unfused forward, and col2im in reverse row order, give different bits: the comparisons have teeth")
+    @Test(
+        """
+        on the test data an unfused forward, and col2im in reverse row order, give different bits: the comparisons \
+        have teeth
+        """)
     func testsHaveTeeth() throws {
         let c = ConvCase(h: 9, w: 8, c: 5, kh: 3, kw: 3, sh: 1, sw: 1, padding: .same, f: 12, batch: 2)
         let g = try c.geometry
@@ -391,7 +425,9 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
                     for f in 0..<g.filters {
                         var acc = data.b[f]
                         for k in 0..<g.patchSize {
-                            acc = acc + ConvolutionReference.patch(g, data.x, n: n, oh: oh, ow: ow, k: k) * data.w[f * g.patchSize + k]
+                            acc =
+                                acc + ConvolutionReference.patch(g, data.x, n: n, oh: oh, ow: ow, k: k)
+                                * data.w[f * g.patchSize + k]
                         }
                         unfused[n * g.outputCount + (oh * g.outputWidth + ow) * g.filters + f] = acc
                     }
@@ -407,8 +443,11 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
                     let r = (n * g.outputHeight + oh) * g.outputWidth + ow
                     for k in 0..<g.patchSize {
                         var acc: Float = 0
-                        for f in 0..<g.filters { acc = acc.addingProduct(data.dy[r * g.filters + f], data.w[f * g.patchSize + k]) }
-                        let cc = k % g.channels, j = (k / g.channels) % g.kernelWidth, i = k / (g.channels * g.kernelWidth)
+                        for f in 0..<g.filters {
+                            acc = acc.addingProduct(data.dy[r * g.filters + f], data.w[f * g.patchSize + k])
+                        }
+                        let cc = k % g.channels, j = (k / g.channels) % g.kernelWidth,
+                            i = k / (g.channels * g.kernelWidth)
                         let h = oh - g.padTop + i, w = ow - g.padLeft + j
                         guard h >= 0, h < g.inputHeight, w >= 0, w < g.inputWidth else { continue }
                         let e = n * g.inputCount + (h * g.inputWidth + w) * g.channels + cc
@@ -424,15 +463,20 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
 
     // MARK: - Fused momentum update
 
-    @Test("weightGradient(update:) equals the reference gradient followed by the update loop: every path, threads 1-3, l2 on/off",
-          arguments: [Float(0), Float(0.001)])
+    @Test(
+        """
+        weightGradient(update:) equals the reference gradient followed by the update loop: every path, threads 1-3, l2 \
+        on/off
+        """,
+        arguments: [Float(0), Float(0.001)])
     func fusedUpdate(l2: Float) throws {
         var rng = Random(state: l2 == 0 ? 21 : 22)
         for c in [convCases[0], convCases[2], convCases[9]] {
             let g = try c.geometry
             let data = ConvData(g, batch: c.batch, rng: &rng)
-            let gradient = ConvolutionReference.weightGradient(g, batch: c.batch, input: data.x, outputGradient: data.dy)
-            let ld = g.patchSize + 3 // a padded row stride: the padding must stay untouched
+            let gradient = ConvolutionReference.weightGradient(
+                g, batch: c.batch, input: data.x, outputGradient: data.dy)
+            let ld = g.patchSize + 3  // a padded row stride: the padding must stay untouched
             let w0 = rng.values(g.filters * ld), v0 = rng.values(g.filters * ld)
             let (mu, lr): (Float, Float) = (0.9, 0.05)
             var w = w0, v = v0
@@ -457,7 +501,9 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
                                         try db.withUnsafeMutableBufferPointer { db in
                                             try Convolution.weightGradient(
                                                 g, batch: c.batch, input: x, outputGradient: dy,
-                                                update: Gemm.Update(w: pw.baseAddress!, v: pv.baseAddress!, ld: ld, mu: mu, lr: lr, l2: l2),
+                                                update: Gemm.Update(
+                                                    w: pw.baseAddress!, v: pv.baseAddress!, ld: ld, mu: mu, lr: lr,
+                                                    l2: l2),
                                                 biasGradient: withBias ? db : nil,
                                                 workspace: Convolution.Workspace(), threads: threads, kernel: kernel,
                                                 minimumParallelFlops: 0)
@@ -466,8 +512,9 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
                                 }
                             }
                         }
-                        #expect(mismatches(fw, w) == 0 && mismatches(fv, v) == 0,
-                                "\(c.testDescription) kernel=\(kernel) threads=\(threads) bias=\(withBias)")
+                        #expect(
+                            mismatches(fw, w) == 0 && mismatches(fv, v) == 0,
+                            "\(c.testDescription) kernel=\(kernel) threads=\(threads) bias=\(withBias)")
                         if withBias { #expect(mismatches(db, bias) == 0) }
                     }
                 }
@@ -477,8 +524,9 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
 
     // MARK: - Pooling
 
-    @Test("max and average pooling, forward and backward, equal the reference bit for bit: every path, threads 1-3",
-          arguments: poolCases)
+    @Test(
+        "max and average pooling, forward and backward, equal the reference bit for bit: every path, threads 1-3",
+        arguments: poolCases)
     func poolingMatchesReference(_ c: PoolCase) throws {
         let g = try c.geometry
         var rng = Random(state: UInt64(c.h * 7919 + c.w * 31 + c.c))
@@ -500,22 +548,26 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
                 try x.withUnsafeBufferPointer { x in
                     try y.withUnsafeMutableBufferPointer { y in
                         try a.withUnsafeMutableBufferPointer { a in
-                            try Pooling.maxForward(g, batch: c.batch, input: x, output: y, argmax: a, threads: threads, kernel: kernel)
+                            try Pooling.maxForward(
+                                g, batch: c.batch, input: x, output: y, argmax: a, threads: threads, kernel: kernel)
                         }
                     }
                     try avg.withUnsafeMutableBufferPointer { avg in
-                        try Pooling.averageForward(g, batch: c.batch, input: x, output: avg, threads: threads, kernel: kernel)
+                        try Pooling.averageForward(
+                            g, batch: c.batch, input: x, output: avg, threads: threads, kernel: kernel)
                     }
                 }
                 try dy.withUnsafeBufferPointer { dy in
                     try a.withUnsafeBufferPointer { a in
                         try dx.withUnsafeMutableBufferPointer { dx in
-                            try Pooling.maxBackward(g, batch: c.batch, outputGradient: dy, argmax: a, into: dx,
-                                                    threads: threads, kernel: kernel)
+                            try Pooling.maxBackward(
+                                g, batch: c.batch, outputGradient: dy, argmax: a, into: dx,
+                                threads: threads, kernel: kernel)
                         }
                     }
                     try adxFast.withUnsafeMutableBufferPointer { dx in
-                        try Pooling.averageBackward(g, batch: c.batch, outputGradient: dy, into: dx, threads: threads, kernel: kernel)
+                        try Pooling.averageBackward(
+                            g, batch: c.batch, outputGradient: dy, into: dx, threads: threads, kernel: kernel)
                     }
                 }
                 let label = "\(c.testDescription) kernel=\(kernel) threads=\(threads)"
@@ -528,26 +580,30 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
         }
     }
 
-    @Test("global average pooling equals the reference bit for bit: every path, threads 1-3",
-          arguments: [(1, 1, 1, 3), (5, 7, 3, 4), (4, 4, 40, 2), (13, 3, 9, 1)])
+    @Test(
+        "global average pooling equals the reference bit for bit: every path, threads 1-3",
+        arguments: [(1, 1, 1, 3), (5, 7, 3, 4), (4, 4, 40, 2), (13, 3, 9, 1)])
     func globalAveragePooling(h: Int, w: Int, c: Int, batch: Int) throws {
         var rng = Random(state: UInt64(h * 100 + w * 10 + c))
         let x = rng.values(batch * h * w * c), dy = rng.values(batch * c)
         let ey = ConvolutionReference.globalAverageForward(height: h, width: w, channels: c, batch: batch, input: x)
-        let edx = ConvolutionReference.globalAverageBackward(height: h, width: w, channels: c, batch: batch, outputGradient: dy)
+        let edx = ConvolutionReference.globalAverageBackward(
+            height: h, width: w, channels: c, batch: batch, outputGradient: dy)
         for kernel in kernels {
             for threads in 1...3 {
                 var y = [Float](repeating: .nan, count: ey.count), dx = [Float](repeating: .nan, count: edx.count)
                 try x.withUnsafeBufferPointer { x in
                     try y.withUnsafeMutableBufferPointer { y in
-                        try Pooling.globalAverageForward(height: h, width: w, channels: c, batch: batch, input: x, output: y,
-                                                         threads: threads, kernel: kernel)
+                        try Pooling.globalAverageForward(
+                            height: h, width: w, channels: c, batch: batch, input: x, output: y,
+                            threads: threads, kernel: kernel)
                     }
                 }
                 try dy.withUnsafeBufferPointer { dy in
                     try dx.withUnsafeMutableBufferPointer { dx in
-                        try Pooling.globalAverageBackward(height: h, width: w, channels: c, batch: batch, outputGradient: dy,
-                                                          into: dx, threads: threads, kernel: kernel)
+                        try Pooling.globalAverageBackward(
+                            height: h, width: w, channels: c, batch: batch, outputGradient: dy,
+                            into: dx, threads: threads, kernel: kernel)
                     }
                 }
                 #expect(mismatches(y, ey) == 0 && mismatches(dx, edx) == 0, "kernel=\(kernel) threads=\(threads)")
@@ -555,7 +611,11 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
         }
     }
 
-    @Test("max pooling ties: the first maximum in row-major order wins and gets the gradient; NaN never replaces; +0 and -0 tie")
+    @Test(
+        """
+        max pooling ties: the first maximum in row-major order wins and gets the gradient; NaN never replaces; +0 and \
+        -0 tie
+        """)
     func maxPoolingTies() throws {
         // One image 2x4, 2 channels, pool 2x2 stride 2: two windows per channel.
         let g = try Pooling.Geometry(inputHeight: 2, inputWidth: 4, channels: 2, poolHeight: 2, poolWidth: 2)
@@ -572,7 +632,8 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
         x[at(0, 2, 1)] = -0.0; x[at(0, 3, 1)] = 0; x[at(1, 2, 1)] = -1; x[at(1, 3, 1)] = -0.0
         let dy: [Float] = [1, 2, 4, 8]
         for kernel in kernels {
-            var y = [Float](repeating: 0, count: 4), a = [Int32](repeating: 0, count: 4), dx = [Float](repeating: 7, count: 16)
+            var y = [Float](repeating: 0, count: 4), a = [Int32](repeating: 0, count: 4),
+                dx = [Float](repeating: 7, count: 16)
             try x.withUnsafeBufferPointer { x in
                 try y.withUnsafeMutableBufferPointer { y in
                     try a.withUnsafeMutableBufferPointer { a in
@@ -583,11 +644,14 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
             try dy.withUnsafeBufferPointer { dy in
                 try a.withUnsafeBufferPointer { a in
                     try dx.withUnsafeMutableBufferPointer { dx in
-                        try Pooling.maxBackward(g, batch: 1, outputGradient: dy, argmax: a, into: dx, threads: 1, kernel: kernel)
+                        try Pooling.maxBackward(
+                            g, batch: 1, outputGradient: dy, argmax: a, into: dx, threads: 1, kernel: kernel)
                     }
                 }
             }
-            #expect(a == [Int32(at(0, 1, 0)), Int32(at(0, 0, 1)), Int32(at(0, 3, 0)), Int32(at(0, 2, 1))], "kernel=\(kernel)")
+            #expect(
+                a == [Int32(at(0, 1, 0)), Int32(at(0, 0, 1)), Int32(at(0, 3, 0)), Int32(at(0, 2, 1))],
+                "kernel=\(kernel)")
             #expect(y[0] == 3 && y[1].isNaN && y[2] == 2 && y[3].bitPattern == (-0.0 as Float).bitPattern)
             var expected = [Float](repeating: 0, count: 16)
             expected[at(0, 1, 0)] = 1; expected[at(0, 0, 1)] = 2; expected[at(0, 3, 0)] = 4; expected[at(0, 2, 1)] = 8
@@ -595,8 +659,12 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
         }
     }
 
-    @Test("max pooling backward with in-image indices outside their window (not from maxForward) still follows the definition",
-          arguments: [poolCases[0], poolCases[1], poolCases[5]])
+    @Test(
+        """
+        max pooling backward with in-image indices outside their window (not from maxForward) still follows the \
+        definition
+        """,
+        arguments: [poolCases[0], poolCases[1], poolCases[5]])
     func maxPoolingForeignIndices(_ c: PoolCase) throws {
         let g = try c.geometry
         var rng = Random(state: 0xF0 + UInt64(c.c))
@@ -614,8 +682,9 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
                 try dy.withUnsafeBufferPointer { dy in
                     try argmax.withUnsafeBufferPointer { a in
                         try dx.withUnsafeMutableBufferPointer { dx in
-                            try Pooling.maxBackward(g, batch: c.batch, outputGradient: dy, argmax: a, into: dx,
-                                                    threads: threads, kernel: kernel)
+                            try Pooling.maxBackward(
+                                g, batch: c.batch, outputGradient: dy, argmax: a, into: dx,
+                                threads: threads, kernel: kernel)
                         }
                     }
                 }
@@ -645,35 +714,43 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
 
     // MARK: - Gradients against finite differences (float64)
 
-    @Test("convolution gradients (weights, bias, input) agree with central differences of a float64 forward pass",
-          arguments: [convCases[2], convCases[6], convCases[9], convCases[3]])
+    @Test(
+        "convolution gradients (weights, bias, input) agree with central differences of a float64 forward pass",
+        arguments: [convCases[2], convCases[6], convCases[9], convCases[3]])
     func convolutionFiniteDifferences(_ c: ConvCase) throws {
         let g = try c.geometry
         var rng = Random(state: UInt64(c.f * 977 + c.h))
-        let data = ConvData(g, batch: c.batch, rng: &rng) // dy plays G, the loss's weights
+        let data = ConvData(g, batch: c.batch, rng: &rng)  // dy plays G, the loss's weights
         let fast = try data.fast(g, batch: c.batch, kernel: .automatic, threads: 2)
         let x = data.x.map(Double.init), w = data.w.map(Double.init), b = data.b.map(Double.init)
         let scale = Double(g.patchSize)
         for i in Set((0..<24).map { _ in rng.below(w.count) }) {
-            let numeric = centralDifference(w, i, h: 1e-3) { dot(forward64(g, batch: c.batch, x: x, w: $0, b: b), data.dy) }
+            let numeric = centralDifference(w, i, h: 1e-3) {
+                dot(forward64(g, batch: c.batch, x: x, w: $0, b: b), data.dy)
+            }
             #expect(close(fast.dw[i], numeric, scale: scale), "dW[\(i)] = \(fast.dw[i]), numeric \(numeric)")
         }
         for i in b.indices {
-            let numeric = centralDifference(b, i, h: 1e-3) { dot(forward64(g, batch: c.batch, x: x, w: w, b: $0), data.dy) }
+            let numeric = centralDifference(b, i, h: 1e-3) {
+                dot(forward64(g, batch: c.batch, x: x, w: w, b: $0), data.dy)
+            }
             #expect(close(fast.db[i], numeric, scale: scale), "db[\(i)] = \(fast.db[i]), numeric \(numeric)")
         }
         for i in Set((0..<24).map { _ in rng.below(x.count) }) {
-            let numeric = centralDifference(x, i, h: 1e-3) { dot(forward64(g, batch: c.batch, x: $0, w: w, b: b), data.dy) }
+            let numeric = centralDifference(x, i, h: 1e-3) {
+                dot(forward64(g, batch: c.batch, x: $0, w: w, b: b), data.dy)
+            }
             #expect(close(fast.dx[i], numeric, scale: scale), "dX[\(i)] = \(fast.dx[i]), numeric \(numeric)")
         }
     }
 
-    @Test("max and average pooling gradients agree with central differences of a float64 forward pass",
-          arguments: [poolCases[2], poolCases[3], poolCases[4], poolCases[1]])
+    @Test(
+        "max and average pooling gradients agree with central differences of a float64 forward pass",
+        arguments: [poolCases[2], poolCases[3], poolCases[4], poolCases[1]])
     func poolingFiniteDifferences(_ c: PoolCase) throws {
         let g = try c.geometry
         var rng = Random(state: UInt64(c.h * 31 + c.c))
-        let x = rng.values(c.batch * g.inputCount) // distinct values: no ties, so max is differentiable
+        let x = rng.values(c.batch * g.inputCount)  // distinct values: no ties, so max is differentiable
         let dy = rng.values(c.batch * g.outputCount)
         var a = [Int32](repeating: 0, count: dy.count), y = [Float](repeating: 0, count: dy.count)
         var maxDx = [Float](repeating: 0, count: x.count), avgDx = [Float](repeating: 0, count: x.count)
@@ -708,11 +785,14 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
 
     @Test("geometry validation refuses bad sizes with the code and the parameter at fault, without trapping")
     func geometryValidation() {
-        func conv(h: Int = 8, w: Int = 8, c: Int = 3, kh: Int = 3, kw: Int = 3, sh: Int = 1, sw: Int = 1,
-                  padding: Convolution.Padding = .valid, f: Int = 4) -> ShapeError? {
+        func conv(
+            h: Int = 8, w: Int = 8, c: Int = 3, kh: Int = 3, kw: Int = 3, sh: Int = 1, sw: Int = 1,
+            padding: Convolution.Padding = .valid, f: Int = 4
+        ) -> ShapeError? {
             do {
-                _ = try Convolution.Geometry(inputHeight: h, inputWidth: w, channels: c, kernelHeight: kh, kernelWidth: kw,
-                                             strideHeight: sh, strideWidth: sw, padding: padding, filters: f)
+                _ = try Convolution.Geometry(
+                    inputHeight: h, inputWidth: w, channels: c, kernelHeight: kh, kernelWidth: kw,
+                    strideHeight: sh, strideWidth: sw, padding: padding, filters: f)
                 return nil
             } catch { return error }
         }
@@ -725,29 +805,35 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
             (conv(sh: 0), .notPositive, "strideHeight"),
             (conv(sw: Int.min), .notPositive, "strideWidth"),
             (conv(f: 0), .notPositive, "filters"),
-            (conv(kh: 9), .emptyOutput, "kernelHeight"),                   // valid, kernel taller than the input
+            (conv(kh: 9), .emptyOutput, "kernelHeight"),  // valid, kernel taller than the input
             (conv(w: 2, kw: 3), .emptyOutput, "kernelWidth"),
             (conv(h: Int.max), .tooLarge, "inputHeight"),
-            (conv(h: 1 << 16, w: 1 << 16, c: 1), .tooLarge, "input"),        // 2^32 elements per image
-            (conv(h: 4096, w: 4096, c: 128, kh: 1, kw: 1), .tooLarge, "input"),       // 2^31 elements
+            (conv(h: 1 << 16, w: 1 << 16, c: 1), .tooLarge, "input"),  // 2^32 elements per image
+            (conv(h: 4096, w: 4096, c: 128, kh: 1, kw: 1), .tooLarge, "input"),  // 2^31 elements
             (conv(c: 1, kh: 1, kw: 1, f: 1 << 30), .tooLarge, "output"),
             (conv(h: 1, w: 1, c: 1 << 16, kh: 1 << 12, kw: 1 << 4, padding: .same, f: 1), .tooLarge, "patch"),
-            (conv(c: 1 << 12, kh: 8, kw: 8, f: 1 << 20), .tooLarge, "weights"),     // 2^38
-            (conv(h: 1, w: 1, c: 1 << 15, kh: 1, kw: 1, f: 1 << 16), .tooLarge, "weights"), // 2^31
-            (conv(h: (1 << 30) + 5, w: 1, c: 1, kh: 1 << 30, kw: 1, padding: .same, f: 1), .tooLarge, "kernelHeight"), // padded height
-            (conv(h: 1, w: 1, c: 1, kh: 1 << 30, kw: 1 << 30, padding: .same, f: 1), .tooLarge, "patch"), // 2^60
+            (conv(c: 1 << 12, kh: 8, kw: 8, f: 1 << 20), .tooLarge, "weights"),  // 2^38
+            (conv(h: 1, w: 1, c: 1 << 15, kh: 1, kw: 1, f: 1 << 16), .tooLarge, "weights"),  // 2^31
+            // padded height
+            (conv(h: (1 << 30) + 5, w: 1, c: 1, kh: 1 << 30, kw: 1, padding: .same, f: 1), .tooLarge, "kernelHeight"),
+            (conv(h: 1, w: 1, c: 1, kh: 1 << 30, kw: 1 << 30, padding: .same, f: 1), .tooLarge, "patch"),  // 2^60
         ]
         for (error, code, parameter) in cases {
-            #expect(error?.code == code && error?.parameter == parameter, "expected \(code) on \(parameter), got \(String(describing: error))")
+            #expect(
+                error?.code == code && error?.parameter == parameter,
+                "expected \(code) on \(parameter), got \(String(describing: error))")
         }
         #expect(conv(kh: 8, kw: 8) == nil)
         #expect(conv(h: 1, w: 1, kh: 5, kw: 5, padding: .same) == nil)
 
-        func pool(h: Int = 8, w: Int = 8, c: Int = 3, ph: Int = 2, pw: Int = 2, sh: Int? = nil,
-                  padding: Convolution.Padding = .valid) -> ShapeError? {
+        func pool(
+            h: Int = 8, w: Int = 8, c: Int = 3, ph: Int = 2, pw: Int = 2, sh: Int? = nil,
+            padding: Convolution.Padding = .valid
+        ) -> ShapeError? {
             do {
-                _ = try Pooling.Geometry(inputHeight: h, inputWidth: w, channels: c, poolHeight: ph, poolWidth: pw,
-                                         strideHeight: sh, padding: padding)
+                _ = try Pooling.Geometry(
+                    inputHeight: h, inputWidth: w, channels: c, poolHeight: ph, poolWidth: pw,
+                    strideHeight: sh, padding: padding)
                 return nil
             } catch { return error }
         }
@@ -759,15 +845,18 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
             (pool(h: 1 << 20, w: 1 << 12), .tooLarge, "input"),
         ]
         for (error, code, parameter) in poolCases {
-            #expect(error?.code == code && error?.parameter == parameter, "expected \(code) on \(parameter), got \(String(describing: error))")
+            #expect(
+                error?.code == code && error?.parameter == parameter,
+                "expected \(code) on \(parameter), got \(String(describing: error))")
         }
         #expect(pool(h: 2, w: 3, ph: 5, pw: 4, padding: .same) == nil)
     }
 
     @Test("batched calls refuse a negative or overflowing batch and buffers that are too small")
     func batchValidation() throws {
-        let g = try Convolution.Geometry(inputHeight: 6, inputWidth: 6, channels: 2, kernelHeight: 3, kernelWidth: 3,
-                                         padding: .same, filters: 4)
+        let g = try Convolution.Geometry(
+            inputHeight: 6, inputWidth: 6, channels: 2, kernelHeight: 3, kernelWidth: 3,
+            padding: .same, filters: 4)
         let x = [Float](repeating: 1, count: 2 * g.inputCount), w = [Float](repeating: 1, count: g.weightCount)
         let b = [Float](repeating: 0, count: g.filters)
         let y = [Float](repeating: 0, count: 2 * g.outputCount)
@@ -778,8 +867,9 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
                     try weights.withUnsafeBufferPointer { w in
                         try b.withUnsafeBufferPointer { b in
                             try out.withUnsafeMutableBufferPointer { y in
-                                try Convolution.forward(g, batch: batch, input: x, weights: w, bias: b, output: y,
-                                                        workspace: Convolution.Workspace(), threads: 2)
+                                try Convolution.forward(
+                                    g, batch: batch, input: x, weights: w, bias: b, output: y,
+                                    workspace: Convolution.Workspace(), threads: 2)
                             }
                         }
                     }
@@ -790,7 +880,8 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
         #expect(forward(batch: -1, input: x[...], weights: w[...], output: y.count)?.code == .notPositive)
         #expect(forward(batch: Int.max, input: x[...], weights: w[...], output: y.count)?.code == .tooLarge)
         #expect(forward(batch: 1 << 30, input: x[...], weights: w[...], output: y.count)?.parameter == "input")
-        #expect(forward(batch: 2, input: x.dropLast(), weights: w[...], output: y.count)
+        #expect(
+            forward(batch: 2, input: x.dropLast(), weights: w[...], output: y.count)
                 == ShapeError(.bufferTooSmall, "input", "holds \(x.count - 1) elements, needs \(x.count)"))
         #expect(forward(batch: 2, input: x[...], weights: w.dropLast(), output: y.count)?.parameter == "weights")
         #expect(forward(batch: 2, input: x[...], weights: w[...], output: y.count - 1)?.parameter == "output")
@@ -804,7 +895,9 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
                         try v.withUnsafeMutableBufferPointer { pv in
                             try Convolution.weightGradient(
                                 g, batch: 2, input: x, outputGradient: dy,
-                                update: Gemm.Update(w: pw.baseAddress!, v: pv.baseAddress!, ld: g.patchSize - 1, mu: 0.9, lr: 0.1, l2: 0),
+                                update: Gemm.Update(
+                                    w: pw.baseAddress!, v: pv.baseAddress!, ld: g.patchSize - 1, mu: 0.9, lr: 0.1, l2: 0
+                                ),
                                 workspace: Convolution.Workspace(), threads: 1)
                         }
                     }

@@ -33,10 +33,9 @@ private struct SplitMix64 {
     mutating func values(_ count: Int) -> [Float] { (0..<count).map { _ in value() } }
 }
 
-/// The paths to test: the scalar fallback always, AVX2+FMA where the CPU has it, and the
-/// default path (whatever `Gemm.path` says).
+/// The paths to test: the scalar fallback always, AVX2+FMA and AVX-512 where the CPU has them,
+/// and the default path (whatever `Gemm.path` says).
 private let kernels: [Gemm.Kernel] = Gemm.Kernel.allCases.filter { Gemm.isAvailable($0) }
-
 
 /// How many elements differ in their bit patterns. (Tests compare this count with #expect, never
 /// the arrays themselves: a failed #expect on large arrays makes Swift Testing diff them, which
@@ -55,8 +54,10 @@ private struct Problem {
     var accumulate: Bool
     var a: [Float], b: [Float], c: [Float]
 
-    init(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, pad: (Int, Int, Int) = (0, 0, 0),
-         accumulate: Bool, rng: inout SplitMix64) {
+    init(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int, pad: (Int, Int, Int) = (0, 0, 0),
+        accumulate: Bool, rng: inout SplitMix64
+    ) {
         self.transA = transA
         self.transB = transB
         (self.m, self.n, self.k) = (m, n, k)
@@ -122,7 +123,10 @@ private struct Problem {
     }
 
     var label: String {
-        "transA=\(transA) transB=\(transB) m=\(m) n=\(n) k=\(k) lda=\(lda) ldb=\(ldb) ldc=\(ldc) accumulate=\(accumulate)"
+        """
+        transA=\(transA) transB=\(transB) m=\(m) n=\(n) k=\(k) lda=\(lda) ldb=\(ldb) ldc=\(ldc) \
+        accumulate=\(accumulate)
+        """
     }
 }
 
@@ -142,8 +146,9 @@ private func expectAllPathsMatch(_ problem: Problem, _ expected: [Float]) {
 private let smallDims = [1, 5, 7, 17]
 private let allDims = [1, 2, 5, 7, 13, 17, 31, 100, 129]
 
-@Test("Gemm equals ReferenceGemm bit for bit: every path, threads 1-4, ragged shapes, padded strides",
-      arguments: [false, true], [false, true])
+@Test(
+    "Gemm equals ReferenceGemm bit for bit: every path, threads 1-4, ragged shapes, padded strides",
+    arguments: [false, true], [false, true])
 func matchesReference(transA: Bool, transB: Bool) {
     var rng = SplitMix64(state: 0x5EED_0000 + (transA ? 2 : 0) + (transB ? 1 : 0))
     var problems: [Problem] = []
@@ -153,8 +158,10 @@ func matchesReference(transA: Bool, transB: Bool) {
             for k in smallDims {
                 let accumulate = (m + n + k) % 2 == 0
                 let pad = (m * n + k) % 3 == 0 ? (0, 0, 0) : (3, 1, 5)
-                problems.append(Problem(transA: transA, transB: transB, m: m, n: n, k: k, pad: pad,
-                                        accumulate: accumulate, rng: &rng))
+                problems.append(
+                    Problem(
+                        transA: transA, transB: transB, m: m, n: n, k: k, pad: pad,
+                        accumulate: accumulate, rng: &rng))
             }
         }
     }
@@ -164,24 +171,59 @@ func matchesReference(transA: Bool, transB: Bool) {
         let m = allDims[rng.below(allDims.count)]
         let n = allDims[rng.below(allDims.count)]
         let k = allDims[rng.below(allDims.count)]
-        problems.append(Problem(transA: transA, transB: transB, m: m, n: n, k: k,
-                                pad: (rng.below(4), rng.below(20), rng.below(4)),
-                                accumulate: i % 2 == 0, rng: &rng))
+        problems.append(
+            Problem(
+                transA: transA, transB: transB, m: m, n: n, k: k,
+                pad: (rng.below(4), rng.below(20), rng.below(4)),
+                accumulate: i % 2 == 0, rng: &rng))
     }
     for problem in problems {
         expectAllPathsMatch(problem, problem.reference())
     }
 }
 
-@Test("k larger than the cache block (resumes from C) and n, m larger than the cache blocks",
-      arguments: [false, true], [false, true])
+@Test(
+    "ragged shapes around the AVX-512 14x32 tile and its 16x16 packing transposes: every path, threads 1-3",
+    arguments: [false, true], [false, true])
+func matchesReferenceAroundWideTile(transA: Bool, transB: Bool) {
+    var rng = SplitMix64(state: 0x512_0000 + (transA ? 2 : 0) + (transB ? 1 : 0))
+    // m around the tile's 14 rows (13, 15: one row short and over; 29: two tiles and one row),
+    // n around its 32 columns and the 16-lane vectors (17, 31, 33, 47, 49, 65), k around the
+    // 16 p that packing transposes at a time.
+    var problems: [Problem] = []
+    for m in [13, 14, 15, 29] {
+        for n in [16, 17, 31, 32, 33, 47, 49, 65] {
+            let k = [1, 15, 16, 17, 33][rng.below(5)]
+            problems.append(
+                Problem(
+                    transA: transA, transB: transB, m: m, n: n, k: k,
+                    pad: (rng.below(3), rng.below(17), rng.below(3)),
+                    accumulate: (m + n) % 2 == 1, rng: &rng))
+        }
+    }
+    for problem in problems {
+        let expected = problem.reference()
+        for kernel in kernels {
+            for threads in 1...3 {
+                let bad = mismatches(problem.gemm(kernel: kernel, threads: threads), expected)
+                #expect(bad == 0, "\(problem.label) kernel=\(kernel) threads=\(threads): elements differ")
+            }
+        }
+    }
+}
+
+@Test(
+    "k larger than the cache block (resumes from C) and n, m larger than the cache blocks",
+    arguments: [false, true], [false, true])
 func blockedDimensions(transA: Bool, transB: Bool) {
     var rng = SplitMix64(state: 0xB10C + (transA ? 2 : 0) + (transB ? 1 : 0))
-    // k = 800 is cut into k blocks; m = 150 into m blocks (144 max); n = 4113 into three n blocks (2048 max).
+    // k = 800 is cut into k blocks; m = 150 into m blocks (144 max for AVX2, 140 for AVX-512);
+    // n = 4113 into three n blocks (2048 max).
     let shapes = [(13, 19, 800), (150, 17, 9), (7, 4113, 3)]
     for (index, (m, n, k)) in shapes.enumerated() {
-        let problem = Problem(transA: transA, transB: transB, m: m, n: n, k: k, pad: (1, 2, 3),
-                              accumulate: index == 1, rng: &rng)
+        let problem = Problem(
+            transA: transA, transB: transB, m: m, n: n, k: k, pad: (1, 2, 3),
+            accumulate: index == 1, rng: &rng)
         expectAllPathsMatch(problem, problem.reference())
     }
 }
@@ -191,18 +233,21 @@ func emptyProducts() {
     var rng = SplitMix64(state: 0xE0)
     for transA in [false, true] {
         for transB in [false, true] {
-            let kept = Problem(transA: transA, transB: transB, m: 5, n: 7, k: 0, pad: (1, 1, 2),
-                               accumulate: true, rng: &rng)
+            let kept = Problem(
+                transA: transA, transB: transB, m: 5, n: 7, k: 0, pad: (1, 1, 2),
+                accumulate: true, rng: &rng)
             expectAllPathsMatch(kept, kept.c)
-            let zeroed = Problem(transA: transA, transB: transB, m: 5, n: 7, k: 0, pad: (1, 1, 2),
-                                 accumulate: false, rng: &rng)
+            let zeroed = Problem(
+                transA: transA, transB: transB, m: 5, n: 7, k: 0, pad: (1, 1, 2),
+                accumulate: false, rng: &rng)
             var expected = zeroed.c
             for i in 0..<5 { for j in 0..<7 { expected[i * zeroed.ldc + j] = 0 } }
             #expect(mismatches(zeroed.reference(), expected) == 0)
             expectAllPathsMatch(zeroed, expected)
             for (m, n) in [(0, 7), (5, 0), (0, 0)] {
-                let none = Problem(transA: transA, transB: transB, m: m, n: n, k: 3, pad: (1, 1, 1),
-                                   accumulate: false, rng: &rng)
+                let none = Problem(
+                    transA: transA, transB: transB, m: m, n: n, k: 3, pad: (1, 1, 1),
+                    accumulate: false, rng: &rng)
                 expectAllPathsMatch(none, none.c)
             }
         }
@@ -212,8 +257,10 @@ func emptyProducts() {
 @Test("signed zeros, subnormals, exact powers of two: same bits as the reference (no flush to zero)")
 func specialValues() {
     var rng = SplitMix64(state: 0x5BEC)
-    let pool: [Float] = [0, -0.0, 1, -1, 0.5, 3, 0x1p-126, -0x1p-130, 0x1p-149, 0x1.5p-127, -0x1.4p-129,
-                         0x1p-70, -0x1p-75, 0x1.fffffep-1, 1 + 0x1p-23, 65504]
+    let pool: [Float] = [
+        0, -0.0, 1, -1, 0.5, 3, 0x1p-126, -0x1p-130, 0x1p-149, 0x1.5p-127, -0x1.4p-129,
+        0x1p-70, -0x1p-75, 0x1.fffffep-1, 1 + 0x1p-23, 65504,
+    ]
     for (m, n, k) in [(7, 19, 5), (13, 33, 17), (6, 16, 64)] {
         var problem = Problem(transA: false, transB: true, m: m, n: n, k: k, accumulate: false, rng: &rng)
         problem.a = problem.a.map { _ in pool[rng.below(pool.count)] }
@@ -252,8 +299,9 @@ func fusedNotUnfused() {
     var rng = SplitMix64(state: 1)
     for k in [1, 2] {
         for (transA, transB) in [(false, false), (false, true), (true, false), (true, true)] {
-            var problem = Problem(transA: transA, transB: transB, m: 13, n: 37, k: k,
-                                  accumulate: true, rng: &rng)
+            var problem = Problem(
+                transA: transA, transB: transB, m: 13, n: 37, k: k,
+                accumulate: true, rng: &rng)
             problem.a = problem.a.map { _ in x }
             problem.b = problem.b.enumerated().map { i, _ in
                 // second row of op(B) (p = 1) zero, so the result is still c0 + x·x (then + x·0)
@@ -273,8 +321,9 @@ func fusedNotUnfused() {
 func testsHaveTeeth() {
     var rng = SplitMix64(state: 0x7EE7)
     for (transA, transB) in [(false, false), (false, true), (true, false), (true, true)] {
-        let problem = Problem(transA: transA, transB: transB, m: 31, n: 33, k: 100, pad: (1, 2, 3),
-                              accumulate: transA, rng: &rng)
+        let problem = Problem(
+            transA: transA, transB: transB, m: 31, n: 33, k: 100, pad: (1, 2, 3),
+            accumulate: transA, rng: &rng)
         let fused = problem.reference()
         let unfused = problem.unfused()
         let differing = mismatches(fused, unfused)
@@ -302,8 +351,9 @@ private func referenceElement(_ p: Problem, _ i: Int, _ j: Int) -> Float {
     return acc
 }
 
-@Test("training shapes (batch 100, 784-1024-10): forward, backward, gradient; paths and threads agree",
-      arguments: [(784, 1024), (1024, 10)])
+@Test(
+    "training shapes (batch 100, 784-1024-10): forward, backward, gradient; paths and threads agree",
+    arguments: [(784, 1024), (1024, 10)])
 func trainingShapes(inputs: Int, outputs: Int) {
     var rng = SplitMix64(state: UInt64(inputs * 10_000 + outputs))
     let batch = 100
@@ -317,13 +367,15 @@ func trainingShapes(inputs: Int, outputs: Int) {
         // The scalar fallback once (it is slow), checked element-wise against the contract.
         let first = problem.gemm(kernel: .scalar, threads: 1)
         for (i, j) in (0..<64).map({ _ in (rng.below(problem.m), rng.below(problem.n)) }) {
-            #expect(first[i * problem.ldc + j].bitPattern == referenceElement(problem, i, j).bitPattern,
-                    "\(problem.label) element (\(i), \(j))")
+            #expect(
+                first[i * problem.ldc + j].bitPattern == referenceElement(problem, i, j).bitPattern,
+                "\(problem.label) element (\(i), \(j))")
         }
         for kernel in kernels where kernel != .scalar {
             for threads in [1, 2, 3] {
-                #expect(mismatches(problem.gemm(kernel: kernel, threads: threads), first) == 0,
-                        "\(problem.label) kernel=\(kernel) threads=\(threads)")
+                #expect(
+                    mismatches(problem.gemm(kernel: kernel, threads: threads), first) == 0,
+                    "\(problem.label) kernel=\(kernel) threads=\(threads)")
             }
         }
     }
@@ -331,12 +383,70 @@ func trainingShapes(inputs: Int, outputs: Int) {
 
 // MARK: - Path reporting
 
-@Test("path names the fastest available kernel unless DROPMODEL_KERNEL=scalar")
+/// The fastest path this CPU has.
+private let best: Gemm.Kernel = Gemm.isAvailable(.avx512) ? .avx512 : Gemm.isAvailable(.avx2) ? .avx2 : .scalar
+
+private func name(_ kernel: Gemm.Kernel) -> String {
+    switch kernel {
+    case .avx512: "avx512"
+    case .avx2: "avx2+fma"
+    default: "scalar"
+    }
+}
+
+@Test("path names the fastest available kernel, or the one DROPMODEL_KERNEL forces")
 func pathReport() {
-    let forcedScalar = getenv("DROPMODEL_KERNEL").map { String(cString: $0) } == "scalar"
-    let expected = Gemm.isAvailable(.avx2) && !forcedScalar ? "avx2+fma" : "scalar"
-    #expect(Gemm.path == expected)
+    let environment = getenv("DROPMODEL_KERNEL").map { String(cString: $0) }
+    #expect(Gemm.path == name(Gemm.kernel(forEnvironment: environment, best: best).kernel))
+    if environment == nil {
+        #expect(Gemm.path == name(best))
+    }
     #expect(Gemm.isAvailable(.scalar))
+    // A CPU with AVX-512 has AVX2 and FMA: the paths are ordered.
+    #expect(!Gemm.isAvailable(.avx512) || Gemm.isAvailable(.avx2))
+}
+
+@Test(
+    """
+    DROPMODEL_KERNEL: a path the CPU has is used; one it lacks, or any other value, falls back to the fastest with a \
+    notice
+    """,
+    arguments: [Gemm.Kernel.scalar, .avx2, .avx512])
+func environmentRule(cpuBest: Gemm.Kernel) {
+    let paths: [(String, Gemm.Kernel)] = [("scalar", .scalar), ("avx2", .avx2), ("avx512", .avx512)]
+    for unset in [nil, ""] as [String?] {
+        let chosen = Gemm.kernel(forEnvironment: unset, best: cpuBest)
+        #expect(chosen.kernel == cpuBest && chosen.notice == nil)
+    }
+    for (value, kernel) in paths {
+        let chosen = Gemm.kernel(forEnvironment: value, best: cpuBest)
+        if kernel.rank <= cpuBest.rank {
+            #expect(chosen.kernel == kernel && chosen.notice == nil, "\(value) on \(cpuBest)")
+        } else {
+            #expect(chosen.kernel == cpuBest, "\(value) on \(cpuBest)")
+            #expect(
+                chosen.notice?.hasPrefix("DROPMODEL_KERNEL=\(value): this CPU lacks") == true,
+                "\(chosen.notice ?? "no notice")")
+        }
+    }
+    for value in ["AVX512", "avx-512", "fast", "avx2+fma", " scalar"] {
+        let chosen = Gemm.kernel(forEnvironment: value, best: cpuBest)
+        #expect(chosen.kernel == cpuBest, "\(value)")
+        #expect(
+            chosen.notice
+                == "DROPMODEL_KERNEL=\(value) is not one of scalar, avx2, avx512; using \(paths[cpuBest.rank].0)")
+    }
+}
+
+extension Gemm.Kernel {
+    /// Position in the order of speed (scalar 0, avx2 1, avx512 2).
+    fileprivate var rank: Int {
+        switch self {
+        case .avx512: 2
+        case .avx2: 1
+        default: 0
+        }
+    }
 }
 
 // MARK: - Concurrency
@@ -345,8 +455,9 @@ func pathReport() {
 func concurrentCallers() async {
     var rng = SplitMix64(state: 0xC0C0)
     let problems = (0..<8).map { i in
-        Problem(transA: i % 2 == 1, transB: i % 3 == 0, m: 37 + i, n: 45, k: 29, pad: (1, 2, 3),
-                accumulate: i % 4 == 0, rng: &rng)
+        Problem(
+            transA: i % 2 == 1, transB: i % 3 == 0, m: 37 + i, n: 45, k: 29, pad: (1, 2, 3),
+            accumulate: i % 4 == 0, rng: &rng)
     }
     let expected = problems.map { $0.reference() }
     await withTaskGroup(of: Int.self) { group in
@@ -370,11 +481,19 @@ func concurrentCallers() async {
 
 // MARK: - Fused update
 
-@Test("multiplyUpdate equals the reference product followed by the update loop, bit for bit: every path, threads 1-3, l2 on/off, k beyond the cache block",
-      arguments: [false, true], [Float(0), Float(0.001)])
+@Test(
+    """
+    multiplyUpdate equals the reference product followed by the update loop, bit for bit: every path, threads 1-3, l2 \
+    on/off, k beyond the cache block
+    """,
+    arguments: [false, true], [Float(0), Float(0.001)])
 func fusedUpdate(transA: Bool, l2: Float) {
     var rng = SplitMix64(state: transA ? 11 : 12)
-    for (m, n, k) in [(7, 17, 5), (13, 31, 100), (100, 129, 13), (6, 16, 400), (31, 40, 385)] {
+    // Around both tiles (6x16, 14x32) and the k block of 384 (400, 385: the unfused fallback).
+    for (m, n, k) in [
+        (7, 17, 5), (13, 31, 100), (100, 129, 13), (6, 16, 400), (31, 40, 385),
+        (14, 32, 384), (15, 49, 17), (29, 65, 100),
+    ] {
         let p = Problem(transA: transA, transB: false, m: m, n: n, k: k, pad: (1, 2, 3), accumulate: false, rng: &rng)
         let w0 = rng.values(m * p.ldc), v0 = rng.values(m * p.ldc)
         let (mu, lr): (Float, Float) = (0.9, 0.05)
@@ -402,14 +521,18 @@ func fusedUpdate(transA: Bool, l2: Float) {
                                 Gemm.multiplyUpdate(
                                     transA: transA, transB: false, m: m, n: n, k: k,
                                     a: pa.baseAddress!, lda: p.lda, b: pb.baseAddress!, ldb: p.ldb,
-                                    update: Gemm.Update(w: pw.baseAddress!, v: pv.baseAddress!, ld: p.ldc, mu: mu, lr: lr, l2: l2),
+                                    update: Gemm.Update(
+                                        w: pw.baseAddress!, v: pv.baseAddress!, ld: p.ldc, mu: mu, lr: lr, l2: l2),
                                     threads: threads, kernel: kernel, minimumParallelFlops: 0)
                             }
                         }
                     }
                 }
-                #expect(mismatches(fw, w) == 0, "\(p.label) l2=\(l2) kernel=\(kernel) threads=\(threads): weights differ")
-                #expect(mismatches(fv, v) == 0, "\(p.label) l2=\(l2) kernel=\(kernel) threads=\(threads): velocities differ")
+                #expect(
+                    mismatches(fw, w) == 0, "\(p.label) l2=\(l2) kernel=\(kernel) threads=\(threads): weights differ")
+                #expect(
+                    mismatches(fv, v) == 0, "\(p.label) l2=\(l2) kernel=\(kernel) threads=\(threads): velocities differ"
+                )
             }
         }
     }

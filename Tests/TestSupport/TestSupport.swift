@@ -45,9 +45,10 @@ public enum Fixtures {
         var params: [Parameters] = []
         for i in 0..<(sizes.count - 1) {
             let last = i == sizes.count - 2
-            layers.append(LayerInfo(
-                name: last ? "output" : "hidden\(i + 1)", inputs: sizes[i], outputs: sizes[i + 1],
-                activation: last ? .softmax : .relu, keepProb: keep[i], dtype: dtype))
+            layers.append(
+                LayerInfo(
+                    name: last ? "output" : "hidden\(i + 1)", inputs: sizes[i], outputs: sizes[i + 1],
+                    activation: last ? .softmax : .relu, keepProb: keep[i], dtype: dtype))
             var w = (0..<(sizes[i] * sizes[i + 1])).map { _ in rng.float() }
             var b = (0..<sizes[i + 1]).map { _ in rng.float() / 10 }
             if dtype == .float16 {
@@ -57,10 +58,16 @@ public enum Fixtures {
             params.append(Parameters(weight: w, bias: b))
         }
         let digest = WeightDigest.sha256(params)
-        let history = withHistory ? History(initialWeightsSHA256: Array(repeating: 7, count: 32), epochs: [
-            EpochRecord(epoch: 1, loss: 0.9, trainError: 0.3, testError: 0.31, weightsSHA256: Array(repeating: 1, count: 32)),
-            EpochRecord(epoch: 2, loss: 0.5, trainError: 0.2, testError: .nan, weightsSHA256: digest),
-        ]) : nil
+        let history =
+            withHistory
+            ? History(
+                initialWeightsSHA256: Array(repeating: 7, count: 32),
+                epochs: [
+                    EpochRecord(
+                        epoch: 1, loss: 0.9, trainError: 0.3, testError: 0.31,
+                        weightsSHA256: Array(repeating: 1, count: 32)),
+                    EpochRecord(epoch: 2, loss: 0.5, trainError: 0.2, testError: .nan, weightsSHA256: digest),
+                ]) : nil
         let info = ModelInfo(
             convention: convention, baked: baked, layers: layers,
             rng: RNGInfo(seed: Int64(seed)),
@@ -159,7 +166,7 @@ public func writeTampered(
     try File.writeAtomically(to: path) { file in
         let groups = try BundleWriter.writeMetadata(info, to: file, options: WriteOptions())
         for (i, layer) in info.layers.enumerated() {
-            let (w, b) = try BundleWriter.createLayerDatasets(groups[i], layer, options: WriteOptions())
+            let (w, b) = try BundleWriter.createLayerDatasets(groups[i], layer, options: WriteOptions())!
             try w.write(floats: fit(model.parameters[i].weight, layer.inputs * layer.outputs))
             try b.write(floats: fit(model.parameters[i].bias, layer.outputs))
         }

@@ -11,8 +11,10 @@ import TrainingData
 func idx(type: UInt8 = 0x08, dims: [Int], payload: [UInt8]) -> [UInt8] {
     var out: [UInt8] = [0, 0, type, UInt8(dims.count)]
     for d in dims {
-        out += [UInt8(truncatingIfNeeded: d >> 24), UInt8(truncatingIfNeeded: d >> 16), UInt8(truncatingIfNeeded: d >> 8),
-                UInt8(truncatingIfNeeded: d)]
+        out += [
+            UInt8(truncatingIfNeeded: d >> 24), UInt8(truncatingIfNeeded: d >> 16), UInt8(truncatingIfNeeded: d >> 8),
+            UInt8(truncatingIfNeeded: d),
+        ]
     }
     return out + payload
 }
@@ -68,7 +70,9 @@ enum Naming: String, Sendable, CaseIterable {
 
 /// Writes `prefix`-images/labels to `dir`; returns the paths written (images, labels).
 @discardableResult
-func writeIDX(_ set: IDXSet, prefix: String, in dir: String, gzip: Bool = false, naming: Naming = .dashed) throws
+func writeIDX(
+    _ set: IDXSet, prefix: String, in dir: String, gzip: Bool = false, naming: Naming = .dashed
+) throws
     -> (images: String, labels: String)
 {
     var images = dir + "/" + naming.name(prefix, "images")
@@ -87,8 +91,10 @@ func writeIDX(_ set: IDXSet, prefix: String, in dir: String, gzip: Bool = false,
 /// Checks decoded examples against the bytes they came from: the first `limit`, pixels
 /// `Float(byte) / 255` exactly, and `classes` = 1 + max label (at least 2) AFTER the limit
 /// (Specs/determinism.md §6.2).
-func expectDecoded(_ ex: LabeledExamples, _ set: IDXSet, limit: Int? = nil,
-                   sourceLocation: SourceLocation = #_sourceLocation) {
+func expectDecoded(
+    _ ex: LabeledExamples, _ set: IDXSet, limit: Int? = nil,
+    sourceLocation: SourceLocation = #_sourceLocation
+) {
     let n = min(limit ?? set.count, set.count)
     let classes = max(2, Int(set.labels[0..<n].max() ?? 0) + 1)
     #expect(ex.count == n, sourceLocation: sourceLocation)
@@ -149,13 +155,17 @@ struct IDXTests {
 
     struct LimitCase: Sendable, CustomTestStringConvertible {
         var limit: Int?, testLimit: Int?
-        var testDescription: String { "limit \(limit.map(String.init) ?? "nil"), test limit \(testLimit.map(String.init) ?? "nil")" }
+        var testDescription: String {
+            "limit \(limit.map(String.init) ?? "nil"), test limit \(testLimit.map(String.init) ?? "nil")"
+        }
     }
 
-    @Test("limit and testLimit keep the first examples", arguments: [
-        LimitCase(limit: 2, testLimit: 1), LimitCase(limit: 5, testLimit: 3), LimitCase(limit: 100, testLimit: nil),
-        LimitCase(limit: nil, testLimit: 2), LimitCase(limit: 1, testLimit: 100),
-    ])
+    @Test(
+        "limit and testLimit keep the first examples",
+        arguments: [
+            LimitCase(limit: 2, testLimit: 1), LimitCase(limit: 5, testLimit: 3), LimitCase(limit: 100, testLimit: nil),
+            LimitCase(limit: nil, testLimit: 2), LimitCase(limit: 1, testLimit: 100),
+        ])
     func limits(_ c: LimitCase) throws {
         let dir = TemporaryDirectory()
         let train = IDXSet.make(count: 5, seed: 1)
@@ -405,15 +415,17 @@ struct HDF5DataTests {
         var testDescription: String { name }
     }
 
-    @Test("bad HDF5 data files give an error naming the file", arguments: [
-        BadCase(name: "missing /train", mentions: "/train"),
-        BadCase(name: "label above 255", mentions: "0...255"),
-        BadCase(name: "negative label", mentions: "0...255"),
-        BadCase(name: "inputs of rank 1", mentions: "[examples, features]"),
-        BadCase(name: "labels of the wrong length", mentions: "labels"),
-        BadCase(name: "labels stored as floats", mentions: "integer"),
-        BadCase(name: "not an HDF5 file", mentions: "HDF5"),
-    ])
+    @Test(
+        "bad HDF5 data files give an error naming the file",
+        arguments: [
+            BadCase(name: "missing /train", mentions: "/train"),
+            BadCase(name: "label above 255", mentions: "0...255"),
+            BadCase(name: "negative label", mentions: "0...255"),
+            BadCase(name: "inputs of rank 1", mentions: "[examples, features]"),
+            BadCase(name: "labels of the wrong length", mentions: "labels"),
+            BadCase(name: "labels stored as floats", mentions: "integer"),
+            BadCase(name: "not an HDF5 file", mentions: "HDF5"),
+        ])
     func bad(_ c: BadCase) throws {
         let dir = TemporaryDirectory()
         let path = dir.file("bad.h5")
@@ -447,8 +459,9 @@ struct HDF5DataTests {
         let dir = TemporaryDirectory()
         let path = dir.file("bad.h5")
         let x: [Float] = Array(repeating: 0.5, count: 6)
-        try writeHDF5(path, train: Part(inputs: x, shape: [3, 2], labels: [0, 1, 2]),
-                      test: Part(inputs: x, shape: [3, 2], labels: [0, 1000, 2]))
+        try writeHDF5(
+            path, train: Part(inputs: x, shape: [3, 2], labels: [0, 1, 2]),
+            test: Part(inputs: x, shape: [3, 2], labels: [0, 1000, 2]))
         let error = #expect(throws: DropModelError.self) { try DataSource.load(path) }
         #expect(error?.problems[0].file == path)
         #expect(error?.description.contains("/test/labels") == true, "\(String(describing: error))")
@@ -498,14 +511,16 @@ struct FingerprintTests {
         var testDescription: String { name }
     }
 
-    @Test("changes with the data", arguments: [
-        Change(name: "one pixel", pixel: true),
-        Change(name: "one label", label: true),
-        Change(name: "one test pixel", testPixel: true),
-        Change(name: "limit", limit: 4),
-        Change(name: "test limit", testLimit: 2),
-        Change(name: "no test set", test: false),
-    ])
+    @Test(
+        "changes with the data",
+        arguments: [
+            Change(name: "one pixel", pixel: true),
+            Change(name: "one label", label: true),
+            Change(name: "one test pixel", testPixel: true),
+            Change(name: "limit", limit: 4),
+            Change(name: "test limit", testLimit: 2),
+            Change(name: "no test set", test: false),
+        ])
     func changes(_ c: Change) throws {
         let baseDir = try Self.dataset()
         let base = try DataSource.load(baseDir.path).fingerprint
@@ -518,7 +533,8 @@ struct FingerprintTests {
     @Test("a limit at or above the count changes nothing")
     func noopLimit() throws {
         let dir = try Self.dataset()
-        #expect(try DataSource.load(dir.path).fingerprint == DataSource.load(dir.path, limit: 5, testLimit: 99).fingerprint)
+        #expect(
+            try DataSource.load(dir.path).fingerprint == DataSource.load(dir.path, limit: 5, testLimit: 99).fingerprint)
     }
 
     @Test("a pixel change that /255 maps to a different float changes it; the same examples built in memory match")
@@ -528,7 +544,8 @@ struct FingerprintTests {
         try writeIDX(set, prefix: "train", in: dir.path)
         let loaded = try DataSource.load(dir.path)
         let built = DataSplit(
-            train: LabeledExamples(count: 5, features: 12, classes: 4, inputs: set.pixels.map { Float($0) / 255 }, labels: set.labels),
+            train: LabeledExamples(
+                count: 5, features: 12, classes: 4, inputs: set.pixels.map { Float($0) / 255 }, labels: set.labels),
             test: nil, description: "anything")
         #expect(built.fingerprint == loaded.fingerprint)
         // The description is not part of the fingerprint; the class count is.

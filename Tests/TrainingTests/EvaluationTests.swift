@@ -23,9 +23,10 @@ private enum EV {
         var params: [Parameters] = []
         for l in 0..<(sizes.count - 1) {
             let last = l == sizes.count - 2
-            layers.append(LayerInfo(
-                name: last ? "output" : "hidden\(l + 1)", inputs: sizes[l], outputs: sizes[l + 1],
-                activation: last ? output : hidden, keepProb: keep[l]))
+            layers.append(
+                LayerInfo(
+                    name: last ? "output" : "hidden\(l + 1)", inputs: sizes[l], outputs: sizes[l + 1],
+                    activation: last ? output : hidden, keepProb: keep[l]))
             let w = (0..<(sizes[l] * sizes[l + 1])).map { _ in rng.float() * scale }
             let b = (0..<sizes[l + 1]).map { _ in rng.float() * scale / 10 }
             params.append(Parameters(weight: w, bias: b))
@@ -34,7 +35,9 @@ private enum EV {
     }
 
     /// The Fixtures model of the brief as a Network.
-    static func fixtureNetwork(sizes: [Int] = [12, 9, 7, 4], keep: [Double] = [0.8, 0.5, 0.5], seed: UInt64 = 5) -> Network {
+    static func fixtureNetwork(
+        sizes: [Int] = [12, 9, 7, 4], keep: [Double] = [0.8, 0.5, 0.5], seed: UInt64 = 5
+    ) -> Network {
         let model = Fixtures.model(sizes: sizes, keep: keep, seed: seed)
         return Network(layers: model.info.layers, parameters: model.parameters)
     }
@@ -182,7 +185,12 @@ struct EvaluationTests {
         var expected: [Double] = []
         for x in Self.linearInputs { expected += Self.exactExpectation(net, x, kept: { _ in 1 }) }
         let bad = EV.firstMismatch(scaled, expected, rel: 1e-5)
-        #expect(bad == nil, "output \(bad ?? -1): weight-scaled \(bad.map { scaled[$0] } ?? 0) vs exact \(bad.map { expected[$0] } ?? 0)")
+        #expect(
+            bad == nil,
+            """
+            output \(bad ?? -1): weight-scaled \(bad.map { scaled[$0] } ?? 0) vs exact \
+            \(bad.map { expected[$0] } ?? 0)
+            """)
         // The test discriminates: the unscaled network is not the expectation.
         #expect(zip(unscaled, expected).contains { abs(Double($0) - $1) > 1e-2 })
         // Evaluation applies the same rule on the fly to a classic unbaked network...
@@ -190,7 +198,8 @@ struct EvaluationTests {
         let eval = Evaluation(network: net, convention: .classic, baked: false).deterministicProbabilities(set)
         #expect(EV.bitsOf(eval) == EV.bitsOf(scaled))
         // ...and so does a baked network evaluated as it is.
-        let bakedEval = Evaluation(network: EV.baked(net), convention: .classic, baked: true).deterministicProbabilities(set)
+        let bakedEval = Evaluation(network: EV.baked(net), convention: .classic, baked: true)
+            .deterministicProbabilities(set)
         #expect(EV.bitsOf(bakedEval) == EV.bitsOf(scaled))
     }
 
@@ -205,7 +214,9 @@ struct EvaluationTests {
         var expected: [Double] = []
         for x in Self.linearInputs { expected += Self.exactExpectation(net, x, kept: { 1 / $0 }) }
         let bad = EV.firstMismatch(out, expected, rel: 1e-5)
-        #expect(bad == nil, "output \(bad ?? -1): network \(bad.map { out[$0] } ?? 0) vs exact \(bad.map { expected[$0] } ?? 0)")
+        #expect(
+            bad == nil,
+            "output \(bad ?? -1): network \(bad.map { out[$0] } ?? 0) vs exact \(bad.map { expected[$0] } ?? 0)")
         // Scaling an inverted network (the keras#5357 error) is not the expectation.
         let wrong = EV.predict(net.weightScaled(), inputs, count: count)
         #expect(zip(wrong, expected).contains { abs(Double($0) - $1) > 1e-2 })
@@ -329,7 +340,8 @@ struct EvaluationTests {
         for s in [0, 1, 12_345] {
             for i in 0..<r.n {
                 mask.withUnsafeMutableBufferPointer {
-                    streams.monteCarloKeepMask(sample: s, example: i, layer: 0, units: r.d, keepProbability: r.p, into: $0)
+                    streams.monteCarloKeepMask(
+                        sample: s, example: i, layer: 0, units: r.d, keepProbability: r.p, into: $0)
                 }
                 for j in 0..<r.d {
                     let kept = streams.monteCarloIsKept(sample: s, example: i, layer: 0, unit: j, keepProbability: r.p)
@@ -351,7 +363,8 @@ struct EvaluationTests {
         }
         let set = EV.examples(count: 50, features: 12, classes: 4, seed: 33)
         let fromBaked = Evaluation(network: baked, convention: .classic, baked: true).deterministicProbabilities(set)
-        let fromOriginal = Evaluation(network: original, convention: .classic, baked: false).deterministicProbabilities(set)
+        let fromOriginal = Evaluation(network: original, convention: .classic, baked: false).deterministicProbabilities(
+            set)
         #expect(fromBaked.count == 50 * 4)
         #expect(EV.bitsOf(fromBaked) == EV.bitsOf(fromOriginal))
         #expect(fromBaked.allSatisfy { $0.isFinite && $0 >= 0 && $0 <= 1 })
@@ -458,7 +471,12 @@ struct EvaluationTests {
             let a = unbaked.thinnedProbabilities(set, sample: sample, streams: streams)
             let b = baked.thinnedProbabilities(set, sample: sample, streams: streams)
             let bad = EV.firstMismatch(b, a.map(Double.init), rel: 1e-5)
-            #expect(bad == nil, "sample \(sample), value \(bad ?? -1): baked \(bad.map { b[$0] } ?? 0) vs unbaked \(bad.map { a[$0] } ?? 0)")
+            #expect(
+                bad == nil,
+                """
+                sample \(sample), value \(bad ?? -1): baked \(bad.map { b[$0] } ?? 0) vs unbaked \
+                \(bad.map { a[$0] } ?? 0)
+                """)
         }
         // The thinned networks really differ from the deterministic one and between samples.
         let t0 = unbaked.thinnedProbabilities(set, sample: 0, streams: streams)
@@ -508,7 +526,11 @@ struct EvaluationTests {
         var droppedChanged = set.inputs, keptChanged = set.inputs
         for i in 0..<set.count {
             for j in 0..<12 {
-                if masks[i][0][j] == 0 { droppedChanged[i * 12 + j] = 1_000 + Float(j) } else { keptChanged[i * 12 + j] += 0.5 }
+                if masks[i][0][j] == 0 {
+                    droppedChanged[i * 12 + j] = 1_000 + Float(j)
+                } else {
+                    keptChanged[i * 12 + j] += 0.5
+                }
             }
         }
         func with(_ inputs: [Float]) -> LabeledExamples {
@@ -532,7 +554,8 @@ struct EvaluationTests {
         for i in 0..<set.count {
             let masks: [[Double]?] = net.layers.enumerated().map { l, layer in
                 (0..<layer.inputs).map { u in
-                    streams.monteCarloIsKept(sample: sample, example: i, layer: l, unit: u, keepProbability: layer.keepProb)
+                    streams.monteCarloIsKept(
+                        sample: sample, example: i, layer: l, unit: u, keepProbability: layer.keepProb)
                         ? Double(Float(1 / layer.keepProb)) : 0
                 }
             }

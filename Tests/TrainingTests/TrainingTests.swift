@@ -55,7 +55,8 @@ func bits(_ g: [[Float]]) -> [[UInt32]] { g.map(bits) }
 /// `RandomStreams`: the hidden pre-activations (per layer, row-major `[rows, out]`) and the
 /// summed cross-entropy.
 func referenceForward(
-    recipe: Recipe, seed: UInt64, parameters: [Parameters], data: LabeledExamples, epoch: Int, step: Int, examples: [Int]
+    recipe: Recipe, seed: UInt64, parameters: [Parameters], data: LabeledExamples, epoch: Int, step: Int,
+    examples: [Int]
 ) -> (hiddenZ: [[Double]], loss: Double) {
     let streams = RandomStreams(seed: seed)
     let layers = recipe.layerInfos
@@ -67,14 +68,18 @@ func referenceForward(
         var z: [[Double]] = []
         for r in x.indices {
             let m = (0..<layer.inputs).map {
-                streams.isKept(epoch: epoch, step: step, layer: l, example: r, unit: $0, keepProbability: layer.keepProb)
+                streams.isKept(
+                    epoch: epoch, step: step, layer: l, example: r, unit: $0, keepProbability: layer.keepProb)
                     ? kept : 0
             }
-            z.append((0..<layer.outputs).map { o in
-                var acc = Double(parameters[l].bias[o])
-                for j in 0..<layer.inputs { acc += Double(parameters[l].weight[o * layer.inputs + j]) * x[r][j] * m[j] }
-                return acc
-            })
+            z.append(
+                (0..<layer.outputs).map { o in
+                    var acc = Double(parameters[l].bias[o])
+                    for j in 0..<layer.inputs {
+                        acc += Double(parameters[l].weight[o * layer.inputs + j]) * x[r][j] * m[j]
+                    }
+                    return acc
+                })
         }
         if l < layers.count - 1 {
             hiddenZ.append(z.flatMap { $0 })
@@ -140,7 +145,9 @@ struct GradientTests {
         let reference = referenceForward(
             recipe: trainer.recipe, seed: 11, parameters: trainer.network.parameters, data: trainer.data.train,
             epoch: epoch, step: step, examples: examples)
-        #expect(abs(analytic.loss - reference.loss) <= 1e-5 * reference.loss, "loss \(analytic.loss), reference \(reference.loss)")
+        #expect(
+            abs(analytic.loss - reference.loss) <= 1e-5 * reference.loss,
+            "loss \(analytic.loss), reference \(reference.loss)")
         // The fixture keeps every hidden pre-activation away from the relu kink, farther than a
         // perturbation of h = 1e-3 can move it, and most units active.
         if c.activation == .relu {
@@ -168,7 +175,9 @@ struct GradientTests {
         var mismatches: [String] = []
         for l in base.indices {
             for i in base[l].weight.indices {
-                let numeric = fd { p, d in p[l].weight[i] += d; return p[l].weight[i] }
+                let numeric = fd { p, d in
+                    p[l].weight[i] += d; return p[l].weight[i]
+                }
                 let g = Double(analytic.weight[l][i])
                 checked += 1
                 if abs(g - numeric) > 2e-3 + 2e-2 * abs(numeric) {
@@ -176,7 +185,9 @@ struct GradientTests {
                 }
             }
             for i in base[l].bias.indices {
-                let numeric = fd { p, d in p[l].bias[i] += d; return p[l].bias[i] }
+                let numeric = fd { p, d in
+                    p[l].bias[i] += d; return p[l].bias[i]
+                }
                 let g = Double(analytic.bias[l][i])
                 checked += 1
                 if abs(g - numeric) > 2e-3 + 2e-2 * abs(numeric) {
@@ -238,11 +249,14 @@ struct GradientTests {
                 for l in 0..<(sizes.count - 1) {
                     let inputs = sizes[l], outputs = sizes[l + 1]
                     for j in 0..<inputs {
-                        let kept = streams.isKept(epoch: 1, step: step, layer: l, example: 0, unit: j, keepProbability: 0.5)
+                        let kept = streams.isKept(
+                            epoch: 1, step: step, layer: l, example: 0, unit: j, keepProbability: 0.5)
                         let column = (0..<outputs).map { g.weight[l][$0 * inputs + j] }
                         if !kept {
                             sawDropped += 1
-                            #expect(column.allSatisfy { $0 == 0 }, "\(convention) step \(step) layer \(l) unit \(j) dropped")
+                            #expect(
+                                column.allSatisfy { $0 == 0 }, "\(convention) step \(step) layer \(l) unit \(j) dropped"
+                            )
                         } else if l == sizes.count - 2 {
                             // Output layer: its delta (softmax - onehot) is never zero, and the
                             // kept input (a tanh output) is almost surely not zero either.
@@ -269,16 +283,19 @@ struct UpdateTests {
 
     /// Two one-step epochs recomputed by hand from `gradients(...)` (Specs/determinism.md §4.1,
     /// §4.6): the epoch's shuffle, stream epoch E - 1, v = mu*v - lr*(g + l2*w), w = w + v.
-    @Test("trainEpoch applies momentum SGD to the gradients of the epoch's masks and order", arguments: [
-        UpdateCase(convention: .classic, l2: 0), UpdateCase(convention: .inverted, l2: 0),
-        UpdateCase(convention: .classic, l2: 0.01), UpdateCase(convention: .inverted, l2: 0.01),
-    ])
+    @Test(
+        "trainEpoch applies momentum SGD to the gradients of the epoch's masks and order",
+        arguments: [
+            UpdateCase(convention: .classic, l2: 0), UpdateCase(convention: .inverted, l2: 0),
+            UpdateCase(convention: .classic, l2: 0.01), UpdateCase(convention: .inverted, l2: 0.01),
+        ])
     func oneStepEpochs(_ c: UpdateCase) {
         let n = 8
         let recipe = Recipe(
             layers: [5, 4, 3], keep: [0.8, 0.5], activation: .tanh, convention: c.convention, epochs: 2, batchSize: n,
             learningRate: 0.1, lrDecay: 0.9, momentum: 0.5, momentumFinal: 0.9, momentumRampEpochs: 3, l2: c.l2)
-        let data = DataSplit(train: syntheticExamples(count: n, features: 5, classes: 3, seed: 8), test: nil, description: "x")
+        let data = DataSplit(
+            train: syntheticExamples(count: n, features: 5, classes: 3, seed: 8), test: nil, description: "x")
         let seed: UInt64 = 99
         let initial = recipe.initialParameters(seed: seed)
         let trained = Trainer(recipe: recipe, seed: seed, data: data, initial: initial, threads: 1)
@@ -384,8 +401,10 @@ struct DeterminismTests {
     @Test("without a test set the test error is NaN")
     func noTestSet() {
         let recipe = Recipe(layers: [5, 4, 3], keep: [0.8, 0.5], epochs: 1, batchSize: 4)
-        let data = DataSplit(train: syntheticExamples(count: 10, features: 5, classes: 3, seed: 1), test: nil, description: "x")
-        let trainer = Trainer(recipe: recipe, seed: 1, data: data, initial: recipe.initialParameters(seed: 1), threads: 1)
+        let data = DataSplit(
+            train: syntheticExamples(count: 10, features: 5, classes: 3, seed: 1), test: nil, description: "x")
+        let trainer = Trainer(
+            recipe: recipe, seed: 1, data: data, initial: recipe.initialParameters(seed: 1), threads: 1)
         #expect(trainer.stepsPerEpoch == 3)
         var calls: [(Int, Int)] = []
         let m = trainer.trainEpoch(1) { calls.append(($0, $1)) }
@@ -400,7 +419,8 @@ struct DeterminismTests {
 @Suite("Learning-rate and momentum schedules")
 struct ScheduleTests {
     static func trainer(_ recipe: Recipe) -> Trainer {
-        let data = DataSplit(train: syntheticExamples(count: 4, features: 3, classes: 2, seed: 1), test: nil, description: "x")
+        let data = DataSplit(
+            train: syntheticExamples(count: 4, features: 3, classes: 2, seed: 1), test: nil, description: "x")
         return Trainer(recipe: recipe, seed: 1, data: data, initial: recipe.initialParameters(seed: 1), threads: 1)
     }
 
@@ -446,7 +466,8 @@ struct ScheduleTests {
 
     @Test("momentum is monotone along the ramp")
     func monotone() {
-        let t = Self.trainer(Recipe(layers: [3, 2], keep: [1], momentum: 0.5, momentumFinal: 0.99, momentumRampEpochs: 20))
+        let t = Self.trainer(
+            Recipe(layers: [3, 2], keep: [1], momentum: 0.5, momentumFinal: 0.99, momentumRampEpochs: 20))
         let values = (1...30).map { t.momentum(epoch: $0) }
         #expect(zip(values, values.dropFirst()).allSatisfy { $0 <= $1 })
         #expect(values[0] == 0.5)
@@ -464,15 +485,17 @@ struct MaxNormTests {
         }
     }
 
-    @Test("after an epoch every hidden row's norm is at most c; the output layer is not constrained",
-          arguments: [Activation.relu, .tanh])
+    @Test(
+        "after an epoch every hidden row's norm is at most c; the output layer is not constrained",
+        arguments: [Activation.relu, .tanh])
     func constrained(_ activation: Activation) {
         let c = 0.5
         let sizes = [8, 16, 12, 3]
         let recipe = Recipe(
             layers: sizes, keep: [0.8, 0.5, 0.5], activation: activation, epochs: 1, batchSize: 10, learningRate: 0.1,
             maxNorm: c)
-        let data = DataSplit(train: clusterExamples(count: 60, features: 8, clusters: 3, seed: 4), test: nil, description: "x")
+        let data = DataSplit(
+            train: clusterExamples(count: 60, features: 8, clusters: 3, seed: 4), test: nil, description: "x")
         let initial = recipe.initialParameters(seed: 3)
         // The constraint has something to do: initial rows are longer than c.
         #expect(Self.rowNorms(initial[0], inputs: 8).contains { $0 > c })
@@ -497,8 +520,10 @@ struct MaxNormTests {
     func unconstrained() {
         let sizes = [8, 16, 3]
         let recipe = Recipe(layers: sizes, keep: [0.8, 0.5], epochs: 1, batchSize: 10, learningRate: 0.1)
-        let data = DataSplit(train: clusterExamples(count: 60, features: 8, clusters: 3, seed: 4), test: nil, description: "x")
-        let trainer = Trainer(recipe: recipe, seed: 3, data: data, initial: recipe.initialParameters(seed: 3), threads: 1)
+        let data = DataSplit(
+            train: clusterExamples(count: 60, features: 8, clusters: 3, seed: 4), test: nil, description: "x")
+        let trainer = Trainer(
+            recipe: recipe, seed: 3, data: data, initial: recipe.initialParameters(seed: 3), threads: 1)
         _ = trainer.trainEpoch(1)
         #expect(Self.rowNorms(trainer.network.parameters[0], inputs: 8).contains { $0 > 0.5 * 1.01 })
     }
@@ -516,7 +541,8 @@ struct LearningTests {
         let recipe = Recipe(
             layers: [8, 16, 3], keep: [0.8, 0.5], activation: .relu, convention: convention, epochs: 5, batchSize: 20,
             learningRate: 0.05, momentum: 0.5, momentumFinal: 0.9, momentumRampEpochs: 5, maxNorm: 3)
-        let trainer = Trainer(recipe: recipe, seed: 2024, data: data, initial: recipe.initialParameters(seed: 2024), threads: 2)
+        let trainer = Trainer(
+            recipe: recipe, seed: 2024, data: data, initial: recipe.initialParameters(seed: 2024), threads: 2)
         let metrics = (1...5).map { trainer.trainEpoch($0) }
         let first = try #require(metrics.first), last = try #require(metrics.last)
         #expect(last.loss < first.loss, "losses \(metrics.map(\.loss))")
@@ -563,12 +589,14 @@ struct NetworkTests {
         var testDescription: String { "\(convention.rawValue), baked \(baked)" }
     }
 
-    @Test("forInference scales only classic, unbaked models", arguments: [
-        InferenceCase(convention: .classic, baked: false, scaled: true),
-        InferenceCase(convention: .classic, baked: true, scaled: false),
-        InferenceCase(convention: .inverted, baked: false, scaled: false),
-        InferenceCase(convention: .inverted, baked: true, scaled: false),
-    ])
+    @Test(
+        "forInference scales only classic, unbaked models",
+        arguments: [
+            InferenceCase(convention: .classic, baked: false, scaled: true),
+            InferenceCase(convention: .classic, baked: true, scaled: false),
+            InferenceCase(convention: .inverted, baked: false, scaled: false),
+            InferenceCase(convention: .inverted, baked: true, scaled: false),
+        ])
     func forInference(_ c: InferenceCase) {
         let net = Self.network()
         let out = net.forInference(convention: c.convention, baked: c.baked)
@@ -613,7 +641,8 @@ struct NetworkTests {
         let sizes = [3, 5, 4]
         let p = (0..<2).map { l in
             Parameters(
-                weight: (0..<(sizes[l] * sizes[l + 1])).map { _ in rng.float() }, bias: (0..<sizes[l + 1]).map { _ in rng.float() })
+                weight: (0..<(sizes[l] * sizes[l + 1])).map { _ in rng.float() },
+                bias: (0..<sizes[l + 1]).map { _ in rng.float() })
         }
         let net = Network(
             layers: [
@@ -626,7 +655,9 @@ struct NetworkTests {
             var a = (0..<3).map { Double(x[r * 3 + $0]) }
             for l in 0..<2 {
                 let n = sizes[l], m = sizes[l + 1]
-                a = (0..<m).map { o in Double(p[l].bias[o]) + (0..<n).reduce(0.0) { $0 + Double(p[l].weight[o * n + $1]) * a[$1] } }
+                a = (0..<m).map { o in
+                    Double(p[l].bias[o]) + (0..<n).reduce(0.0) { $0 + Double(p[l].weight[o * n + $1]) * a[$1] }
+                }
             }
             let expected = Self.softmaxReference(a)
             for o in 0..<4 { #expect(abs(Double(probs[r * 4 + o]) - expected[o]) <= 1e-6) }
@@ -636,7 +667,8 @@ struct NetworkTests {
 
     @Test("argmax picks the first maximum")
     func argmax() {
-        #expect(Predictor.argmax([0.2, 0.4, 0.4, 0.5, 0.5, 0.0, 0.1, 0.1, 0.8, 0.3, 0.3, 0.3], classes: 3) == [1, 0, 2, 0])
+        #expect(
+            Predictor.argmax([0.2, 0.4, 0.4, 0.5, 0.5, 0.0, 0.1, 0.1, 0.8, 0.3, 0.3, 0.3], classes: 3) == [1, 0, 2, 0])
         #expect(Predictor.argmax([0.9, 0.1], classes: 2) == [0])
         #expect(Predictor.argmax([], classes: 4) == [])
     }
@@ -665,10 +697,12 @@ struct DeterministicMathTests {
         #expect(nonMonotone.isEmpty, "exp decreases at \(nonMonotone)")
     }
 
-    @Test("exp special values", arguments: [
-        (Float(0), Float(1)), (-200, 0), (100, .infinity), (-104, 0), (89, .infinity), (.infinity, .infinity),
-        (-.infinity, 0),
-    ] as [(Float, Float)])
+    @Test(
+        "exp special values",
+        arguments: [
+            (Float(0), Float(1)), (-200, 0), (100, .infinity), (-104, 0), (89, .infinity), (.infinity, .infinity),
+            (-.infinity, 0),
+        ] as [(Float, Float)])
     func expSpecial(_ x: Float, _ expected: Float) {
         #expect(DeterministicMath.exp(x) == expected)
     }
@@ -716,11 +750,13 @@ struct RecipeTests {
         batchSize: 64, learningRate: 0.05, lrDecay: 0.98, momentum: 0.5, momentumFinal: 0.95, momentumRampEpochs: 10,
         maxNorm: 3.5, l2: 1e-5, data: "/data/x.h5", limit: 1000, testLimit: 200)
 
-    @Test("JSON round trip", arguments: [
-        base,
-        Recipe(layers: [2, 2], keep: [1]),
-        Recipe(layers: [10, 3, 3], keep: [0.1, 1], maxNorm: nil, limit: nil, testLimit: nil),
-    ])
+    @Test(
+        "JSON round trip",
+        arguments: [
+            base,
+            Recipe(layers: [2, 2], keep: [1]),
+            Recipe(layers: [10, 3, 3], keep: [0.1, 1], maxNorm: nil, limit: nil, testLimit: nil),
+        ])
     func roundTrip(_ recipe: Recipe) throws {
         let json = recipe.json()
         let back = try Recipe.decode(json: json)
@@ -762,9 +798,11 @@ struct RecipeTests {
         #expect(object["convention"] as? String == "inverted")
         // Keys appear in sorted order.
         let json = a.json()
-        let keys = ["activation", "batch_size", "convention", "data", "epochs", "init", "keep", "l2", "layers",
-                    "learning_rate", "limit", "lr_decay", "max_norm", "momentum", "momentum_final",
-                    "momentum_ramp_epochs", "test_limit"]
+        let keys = [
+            "activation", "batch_size", "convention", "data", "epochs", "init", "keep", "l2", "layers",
+            "learning_rate", "limit", "lr_decay", "max_norm", "momentum", "momentum_final",
+            "momentum_ramp_epochs", "test_limit",
+        ]
         let positions = keys.map { json.range(of: "\"\($0)\":")?.lowerBound }
         #expect(positions.allSatisfy { $0 != nil }, "\(json)")
         let found = positions.compactMap { $0 }
@@ -796,31 +834,35 @@ struct RecipeTests {
         }
     }
 
-    @Test("problems() reports each bad field", arguments: [
-        BadCase("keep 0", "outside (0, 1]") { $0.keep[1] = 0 },
-        BadCase("keep above 1", "outside (0, 1]") { $0.keep[0] = 1.5 },
-        BadCase("keep negative", "outside (0, 1]") { $0.keep[2] = -0.5 },
-        BadCase("keep NaN", "outside (0, 1]") { $0.keep[0] = .nan },
-        BadCase("too few keep values", "one keep probability per dense layer") { $0.keep = [0.8, 0.5] },
-        BadCase("too many keep values", "one keep probability per dense layer") { $0.keep = [0.8, 0.5, 0.5, 0.5] },
-        BadCase("one layer size", "at least two sizes") { $0.layers = [784]; $0.keep = [] },
-        BadCase("zero layer size", "every layer size") { $0.layers = [784, 0, 50, 10] },
-        BadCase("batch 0", "--batch-size") { $0.batchSize = 0 },
-        BadCase("negative epochs", "--epochs") { $0.epochs = -1 },
-        BadCase("learning rate 0", "--learning-rate") { $0.learningRate = 0 },
-        BadCase("learning rate infinite", "--learning-rate") { $0.learningRate = .infinity },
-        BadCase("lr_decay > 1", "--lr-decay") { $0.lrDecay = 1.01 },
-        BadCase("lr_decay 0", "--lr-decay") { $0.lrDecay = 0 },
-        BadCase("momentum > 1", "momentum must be in [0, 1]") { $0.momentum = 1.2 },
-        BadCase("momentum_final < 0", "momentum must be in [0, 1]") { $0.momentumFinal = -0.1 },
-        BadCase("negative ramp", "--momentum-ramp-epochs") { $0.momentumRampEpochs = -1 },
-        BadCase("max_norm 0", "--max-norm") { $0.maxNorm = 0 },
-        BadCase("max_norm NaN", "--max-norm") { $0.maxNorm = .nan },
-        BadCase("negative l2", "--l2") { $0.l2 = -1e-3 },
-        BadCase("limit 0", "--limit") { $0.limit = 0 },
-        BadCase("test_limit 0", "--test-limit") { $0.testLimit = 0 },
-        BadCase("unknown init", "init 'he-normal' is not known") { $0.initialization = "he-normal" },
-    ])
+    @Test(
+        "problems() reports each bad field",
+        arguments: [
+            BadCase("keep 0", "outside (0, 1]") { $0.keep[1] = 0 },
+            BadCase("keep above 1", "outside (0, 1]") { $0.keep[0] = 1.5 },
+            BadCase("keep negative", "outside (0, 1]") { $0.keep[2] = -0.5 },
+            BadCase("keep NaN", "outside (0, 1]") { $0.keep[0] = .nan },
+            BadCase("too few keep values", "one keep probability per dense layer") { $0.keep = [0.8, 0.5] },
+            BadCase("too many keep values", "one keep probability per dense layer") { $0.keep = [0.8, 0.5, 0.5, 0.5] },
+            BadCase("one layer size", "at least two sizes") {
+                $0.layers = [784]; $0.keep = []
+            },
+            BadCase("zero layer size", "every layer size") { $0.layers = [784, 0, 50, 10] },
+            BadCase("batch 0", "--batch-size") { $0.batchSize = 0 },
+            BadCase("negative epochs", "--epochs") { $0.epochs = -1 },
+            BadCase("learning rate 0", "--learning-rate") { $0.learningRate = 0 },
+            BadCase("learning rate infinite", "--learning-rate") { $0.learningRate = .infinity },
+            BadCase("lr_decay > 1", "--lr-decay") { $0.lrDecay = 1.01 },
+            BadCase("lr_decay 0", "--lr-decay") { $0.lrDecay = 0 },
+            BadCase("momentum > 1", "momentum must be in [0, 1]") { $0.momentum = 1.2 },
+            BadCase("momentum_final < 0", "momentum must be in [0, 1]") { $0.momentumFinal = -0.1 },
+            BadCase("negative ramp", "--momentum-ramp-epochs") { $0.momentumRampEpochs = -1 },
+            BadCase("max_norm 0", "--max-norm") { $0.maxNorm = 0 },
+            BadCase("max_norm NaN", "--max-norm") { $0.maxNorm = .nan },
+            BadCase("negative l2", "--l2") { $0.l2 = -1e-3 },
+            BadCase("limit 0", "--limit") { $0.limit = 0 },
+            BadCase("test_limit 0", "--test-limit") { $0.testLimit = 0 },
+            BadCase("unknown init", "init 'he-normal' is not known") { $0.initialization = "he-normal" },
+        ])
     func problems(_ c: BadCase) {
         let problems = c.recipe.problems()
         #expect(problems.count == 1, "\(problems)")

@@ -22,7 +22,9 @@ struct VerbTests {
         let dir = TemporaryDirectory()
         let path = dir.file("m.h5")
         var events = 0
-        let report = try TrainingRun.train(TrainingRun.Request(recipe: Self.recipe(), seed: 3, threads: 2, output: path)) { e in
+        let report = try TrainingRun.train(
+            TrainingRun.Request(recipe: Self.recipe(), seed: 3, threads: 2, output: path)
+        ) { e in
             if case .epoch = e { events += 1 }
         }
         #expect(events == 2)
@@ -44,7 +46,8 @@ struct VerbTests {
         // What-if with the same seed writes a bit-identical bundle.
         let whatIf = try Replay.run(Replay.Request(file: path, output: dir.file("again.h5")))
         #expect(whatIf.verdict == .wroteWhatIf && whatIf.outputIdentical == true)
-        #expect(FileManager.default.contents(atPath: dir.file("again.h5")) == FileManager.default.contents(atPath: path))
+        #expect(
+            FileManager.default.contents(atPath: dir.file("again.h5")) == FileManager.default.contents(atPath: path))
     }
 
     @Test("replay names where a run diverged: a changed weight, a wrong seed")
@@ -120,7 +123,8 @@ struct VerbTests {
         #expect(r.weightsSHA256 == WeightDigest.sha256(Self.recipe().initialParameters(seed: 9)))
         #expect(try BundleReader(path: path).weightsDigest() == r.weightsSHA256)
 
-        let m = try MaskQuery.run(MaskQuery.Request(file: path, epoch: 1, step: 0, layer: 1, example: 3, png: dir.file("m.png")))
+        let m = try MaskQuery.run(
+            MaskQuery.Request(file: path, epoch: 1, step: 0, layer: 1, example: 3, png: dir.file("m.png")))
         #expect(m.units == 12 && m.examples.count == 1 && m.examples[0].example == 3)
         #expect(m.previousLayer?.index == 0)
         let png = [UInt8](FileManager.default.contents(atPath: dir.file("m.png")) ?? Data())

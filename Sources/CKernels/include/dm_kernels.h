@@ -9,15 +9,19 @@
 //     C[i][j] = acc
 //
 // a single fused multiply-add chain in increasing p: no other rounding, no reassociation, no
-// splitting of k between threads or vector lanes. Every code path (AVX2+FMA intrinsics, the
-// portable fallback calling fmaf, any blocking, any thread split done by the caller over rows or
-// columns of C) therefore produces the same bits. Floating-point environment: the default one
-// (round to nearest even, no flush-to-zero / denormals-are-zero); NaN payloads are not part of
-// the contract.
+// splitting of k between threads or vector lanes. Every code path (AVX-512 and AVX2+FMA
+// intrinsics, the portable fallback calling fmaf, any blocking, any thread split done by the
+// caller over rows or columns of C) therefore produces the same bits. Floating-point
+// environment: the default one (round to nearest even, no flush-to-zero / denormals-are-zero);
+// NaN payloads are not part of the contract.
 //
-// The path is chosen at run time: AVX2+FMA when the CPU has both, else the scalar fallback.
-// The environment variable DROPMODEL_KERNEL=scalar forces the fallback (read once, at the first
-// call of dm_sgemm or dm_kernel_path; other values are ignored).
+// The path is chosen at run time from the CPU (cpuid), never by a build flag: AVX-512 (F, VL, BW,
+// DQ) when the CPU has it, else AVX2+FMA when it has both, else the scalar fallback. The
+// environment variable DROPMODEL_KERNEL=scalar|avx2|avx512 forces a path (read once, at the
+// first call of dm_sgemm or dm_kernel_path). A forced path the CPU lacks, or any other non-empty
+// value, falls back to the fastest path the CPU has and prints one line on stderr saying so;
+// dm_kernel_path() reports the path that runs. (All paths give the same bits, so forcing one
+// only changes the speed.)
 //
 // All functions are thread-safe; calls on disjoint blocks of C may run concurrently.
 
@@ -33,6 +37,7 @@ enum {
     DM_PATH_AUTO = -1,   ///< dm_sgemm_path only: whatever dm_kernel_path() says.
     DM_PATH_SCALAR = 0,  ///< portable C, one fmaf call per multiply-add.
     DM_PATH_AVX2 = 1,    ///< AVX2+FMA intrinsics, 6x16 register tile, packed panels.
+    DM_PATH_AVX512 = 2,  ///< AVX-512 intrinsics, 14x32 register tile, packed panels.
 };
 
 /// C[m x n] (row stride ldc) = (accumulate ? C : 0) + opA(A) · opB(B), per the FMA-chain contract.
@@ -46,8 +51,9 @@ void dm_sgemm(int transA, int transB, long m, long n, long k,
               const float *A, long lda, const float *B, long ldb,
               float *C, long ldc, int accumulate);
 
-/// dm_sgemm on an explicit path (DM_PATH_*). A path the CPU cannot run falls back to the scalar
-/// path. Same bits as dm_sgemm on every path; for tests that compare the paths in one process.
+/// dm_sgemm on an explicit path (DM_PATH_*). A path the CPU cannot run falls back to the fastest
+/// one it can. Same bits as dm_sgemm on every path; for tests that compare the paths in one
+/// process.
 void dm_sgemm_path(int path, int transA, int transB, long m, long n, long k,
                    const float *A, long lda, const float *B, long ldb,
                    float *C, long ldc, int accumulate);
@@ -71,11 +77,22 @@ typedef struct {
 void dm_sgemm_update_path(int path, int transA, int transB, long m, long n, long k,
                           const float *A, long lda, const float *B, long ldb, const dm_update *u);
 
-/// The path dm_sgemm uses: 0 = scalar fallback, 1 = AVX2+FMA.
+/// The path dm_sgemm uses: 0 = scalar fallback, 1 = AVX2+FMA, 2 = AVX-512.
 int dm_kernel_path(void);
 
 /// Whether this CPU can run the given path (DM_PATH_SCALAR is always available).
 int dm_kernel_path_available(int path);
+
+/// The rule dm_kernel_path applies to DROPMODEL_KERNEL, as a pure function: the path for the
+/// variable's value `env` (NULL when unset) on a CPU whose fastest path is `best`. A forced path
+/// the CPU lacks, or a non-empty value that names no path, gives `best` and a one-line notice in
+/// `notice` (at most `capacity` bytes, NUL-terminated; empty when there is nothing to say).
+int dm_kernel_path_choose(const char *env, int best, char *notice, unsigned long capacity);
+
+/// The register tile (rows x columns of C) of the path dm_sgemm_path runs for `path` (1 x 1 for
+/// the scalar loops). Callers that split a product between threads split it in whole tiles, so
+/// no thread computes a ragged tile in the middle of C; any split gives the same bits.
+void dm_kernel_tile(int path, long *rows, long *columns);
 
 /// Runs fn(ctx, i) for every i in 0 ..< count, on the calling thread and up to count - 1 workers
 /// of a persistent pool, and returns when all are done. Which thread runs which i is not fixed,

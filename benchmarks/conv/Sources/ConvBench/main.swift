@@ -80,7 +80,9 @@ func filled(_ count: Int, seed: UInt64, _ lo: Float = -1, _ hi: Float = 1) -> Un
     return p
 }
 
-func buffer(_ p: UnsafeMutablePointer<Float>, _ n: Int) -> UnsafeBufferPointer<Float> { UnsafeBufferPointer(start: p, count: n) }
+func buffer(_ p: UnsafeMutablePointer<Float>, _ n: Int) -> UnsafeBufferPointer<Float> {
+    UnsafeBufferPointer(start: p, count: n)
+}
 func mbuffer(_ p: UnsafeMutablePointer<Float>, _ n: Int) -> UnsafeMutableBufferPointer<Float> {
     UnsafeMutableBufferPointer(start: p, count: n)
 }
@@ -106,14 +108,18 @@ struct Parameters {
 }
 
 let B = batch
-let conv1 = try Convolution.Geometry(inputHeight: 28, inputWidth: 28, channels: 1, kernelHeight: 3, kernelWidth: 3,
-                                     padding: padding, filters: 16)
-let pool1 = try Pooling.Geometry(inputHeight: conv1.outputHeight, inputWidth: conv1.outputWidth, channels: 16,
-                                 poolHeight: 2, poolWidth: 2)
-let conv2 = try Convolution.Geometry(inputHeight: pool1.outputHeight, inputWidth: pool1.outputWidth, channels: 16,
-                                     kernelHeight: 3, kernelWidth: 3, padding: padding, filters: 32)
-let pool2 = try Pooling.Geometry(inputHeight: conv2.outputHeight, inputWidth: conv2.outputWidth, channels: 32,
-                                 poolHeight: 2, poolWidth: 2)
+let conv1 = try Convolution.Geometry(
+    inputHeight: 28, inputWidth: 28, channels: 1, kernelHeight: 3, kernelWidth: 3,
+    padding: padding, filters: 16)
+let pool1 = try Pooling.Geometry(
+    inputHeight: conv1.outputHeight, inputWidth: conv1.outputWidth, channels: 16,
+    poolHeight: 2, poolWidth: 2)
+let conv2 = try Convolution.Geometry(
+    inputHeight: pool1.outputHeight, inputWidth: pool1.outputWidth, channels: 16,
+    kernelHeight: 3, kernelWidth: 3, padding: padding, filters: 32)
+let pool2 = try Pooling.Geometry(
+    inputHeight: conv2.outputHeight, inputWidth: conv2.outputWidth, channels: 32,
+    poolHeight: 2, poolWidth: 2)
 let features = pool2.outputCount
 let hidden = 128, classes = 10
 
@@ -161,7 +167,7 @@ func relu(_ p: UnsafeMutablePointer<Float>, perRow: Int, threads: Int) {
 func reluBackward(_ g: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, perRow: Int, threads: Int) {
     Parallel.forEachRange(count: B, threads: threads, minimumCount: 8) { rows in
         for i in (rows.lowerBound * perRow)..<(rows.upperBound * perRow) {
-            let v = g[i] // loaded unconditionally, so the loop is a vector select, not a branch
+            let v = g[i]  // loaded unconditionally, so the loop is a vector select, not a branch
             g[i] = y[i] > 0 ? v : 0
         }
     }
@@ -170,33 +176,39 @@ func reluBackward(_ g: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Fl
 func step(threads t: Int) throws {
     // Forward.
     try timed("conv1.forward") {
-        try Convolution.forward(conv1, batch: B, input: buffer(x0, B * conv1.inputCount), weights: buffer(c1.w, 16 * conv1.patchSize),
-                                bias: buffer(c1.b, 16), output: mbuffer(y1, B * conv1.outputCount),
-                                workspace: workspace, threads: t)
+        try Convolution.forward(
+            conv1, batch: B, input: buffer(x0, B * conv1.inputCount), weights: buffer(c1.w, 16 * conv1.patchSize),
+            bias: buffer(c1.b, 16), output: mbuffer(y1, B * conv1.outputCount),
+            workspace: workspace, threads: t)
     }
     timed("relu1") { relu(y1, perRow: conv1.outputCount, threads: t) }
     try timed("pool1.forward") {
-        try Pooling.maxForward(pool1, batch: B, input: buffer(y1, B * pool1.inputCount), output: mbuffer(p1, B * pool1.outputCount),
-                               argmax: UnsafeMutableBufferPointer(start: a1, count: B * pool1.outputCount), threads: t)
+        try Pooling.maxForward(
+            pool1, batch: B, input: buffer(y1, B * pool1.inputCount), output: mbuffer(p1, B * pool1.outputCount),
+            argmax: UnsafeMutableBufferPointer(start: a1, count: B * pool1.outputCount), threads: t)
     }
     try timed("conv2.forward") {
-        try Convolution.forward(conv2, batch: B, input: buffer(p1, B * conv2.inputCount), weights: buffer(c2.w, 32 * conv2.patchSize),
-                                bias: buffer(c2.b, 32), output: mbuffer(y2, B * conv2.outputCount),
-                                workspace: workspace, threads: t)
+        try Convolution.forward(
+            conv2, batch: B, input: buffer(p1, B * conv2.inputCount), weights: buffer(c2.w, 32 * conv2.patchSize),
+            bias: buffer(c2.b, 32), output: mbuffer(y2, B * conv2.outputCount),
+            workspace: workspace, threads: t)
     }
     timed("relu2") { relu(y2, perRow: conv2.outputCount, threads: t) }
     try timed("pool2.forward") {
-        try Pooling.maxForward(pool2, batch: B, input: buffer(y2, B * pool2.inputCount), output: mbuffer(p2, B * features),
-                               argmax: UnsafeMutableBufferPointer(start: a2, count: B * features), threads: t)
+        try Pooling.maxForward(
+            pool2, batch: B, input: buffer(y2, B * pool2.inputCount), output: mbuffer(p2, B * features),
+            argmax: UnsafeMutableBufferPointer(start: a2, count: B * features), threads: t)
     }
     timed("dense.forward") {
         for r in 0..<B { for o in 0..<hidden { z3[r * hidden + o] = f3.b[o] } }
-        Gemm.multiply(transA: false, transB: true, m: B, n: hidden, k: features, a: p2, lda: features, b: f3.w,
-                      ldb: features, c: z3, ldc: hidden, accumulate: true, threads: t)
+        Gemm.multiply(
+            transA: false, transB: true, m: B, n: hidden, k: features, a: p2, lda: features, b: f3.w,
+            ldb: features, c: z3, ldc: hidden, accumulate: true, threads: t)
         relu(z3, perRow: hidden, threads: t)
         for r in 0..<B { for o in 0..<classes { z4[r * classes + o] = f4.b[o] } }
-        Gemm.multiply(transA: false, transB: true, m: B, n: classes, k: hidden, a: z3, lda: hidden, b: f4.w,
-                      ldb: hidden, c: z4, ldc: classes, accumulate: true, threads: t)
+        Gemm.multiply(
+            transA: false, transB: true, m: B, n: classes, k: hidden, a: z3, lda: hidden, b: f4.w,
+            ldb: hidden, c: z4, ldc: classes, accumulate: true, threads: t)
         // Softmax cross-entropy gradient: (p - onehot) / B.
         for r in 0..<B {
             let z = z4 + r * classes, d = d4 + r * classes
@@ -210,50 +222,59 @@ func step(threads t: Int) throws {
     // Backward.
     timed("dense.backward") {
         for o in 0..<classes { var s: Float = 0; for r in 0..<B { s += d4[r * classes + o] }; f4.gb[o] = s }
-        Gemm.multiply(transA: false, transB: false, m: B, n: hidden, k: classes, a: d4, lda: classes, b: f4.w,
-                      ldb: hidden, c: d3, ldc: hidden, accumulate: false, threads: t)
-        Gemm.multiplyUpdate(transA: true, transB: false, m: classes, n: hidden, k: B, a: d4, lda: classes, b: z3,
-                            ldb: hidden, update: Gemm.Update(w: f4.w, v: f4.vw, ld: hidden, mu: mu, lr: lr, l2: 0),
-                            threads: t)
+        Gemm.multiply(
+            transA: false, transB: false, m: B, n: hidden, k: classes, a: d4, lda: classes, b: f4.w,
+            ldb: hidden, c: d3, ldc: hidden, accumulate: false, threads: t)
+        Gemm.multiplyUpdate(
+            transA: true, transB: false, m: classes, n: hidden, k: B, a: d4, lda: classes, b: z3,
+            ldb: hidden, update: Gemm.Update(w: f4.w, v: f4.vw, ld: hidden, mu: mu, lr: lr, l2: 0),
+            threads: t)
         f4.updateBias(mu: mu, lr: lr)
         reluBackward(d3, z3, perRow: hidden, threads: t)
         for o in 0..<hidden { var s: Float = 0; for r in 0..<B { s += d3[r * hidden + o] }; f3.gb[o] = s }
-        Gemm.multiply(transA: false, transB: false, m: B, n: features, k: hidden, a: d3, lda: hidden, b: f3.w,
-                      ldb: features, c: dp2, ldc: features, accumulate: false, threads: t)
-        Gemm.multiplyUpdate(transA: true, transB: false, m: hidden, n: features, k: B, a: d3, lda: hidden, b: p2,
-                            ldb: features, update: Gemm.Update(w: f3.w, v: f3.vw, ld: features, mu: mu, lr: lr, l2: 0),
-                            threads: t)
+        Gemm.multiply(
+            transA: false, transB: false, m: B, n: features, k: hidden, a: d3, lda: hidden, b: f3.w,
+            ldb: features, c: dp2, ldc: features, accumulate: false, threads: t)
+        Gemm.multiplyUpdate(
+            transA: true, transB: false, m: hidden, n: features, k: B, a: d3, lda: hidden, b: p2,
+            ldb: features, update: Gemm.Update(w: f3.w, v: f3.vw, ld: features, mu: mu, lr: lr, l2: 0),
+            threads: t)
         f3.updateBias(mu: mu, lr: lr)
     }
     try timed("pool2.backward") {
-        try Pooling.maxBackward(pool2, batch: B, outputGradient: buffer(dp2, B * features),
-                                argmax: UnsafeBufferPointer(start: a2, count: B * features),
-                                into: mbuffer(d2, B * conv2.outputCount), threads: t)
+        try Pooling.maxBackward(
+            pool2, batch: B, outputGradient: buffer(dp2, B * features),
+            argmax: UnsafeBufferPointer(start: a2, count: B * features),
+            into: mbuffer(d2, B * conv2.outputCount), threads: t)
     }
     timed("relu2.backward") { reluBackward(d2, y2, perRow: conv2.outputCount, threads: t) }
     try timed("conv2.inputGradient") {
-        try Convolution.inputGradient(conv2, batch: B, outputGradient: buffer(d2, B * conv2.outputCount),
-                                      weights: buffer(c2.w, 32 * conv2.patchSize), into: mbuffer(dp1, B * conv2.inputCount),
-                                      workspace: workspace, threads: t)
+        try Convolution.inputGradient(
+            conv2, batch: B, outputGradient: buffer(d2, B * conv2.outputCount),
+            weights: buffer(c2.w, 32 * conv2.patchSize), into: mbuffer(dp1, B * conv2.inputCount),
+            workspace: workspace, threads: t)
     }
     try timed("conv2.weightUpdate") {
-        try Convolution.weightGradient(conv2, batch: B, input: buffer(p1, B * conv2.inputCount),
-                                       outputGradient: buffer(d2, B * conv2.outputCount),
-                                       update: Gemm.Update(w: c2.w, v: c2.vw, ld: conv2.patchSize, mu: mu, lr: lr, l2: 0),
-                                       biasGradient: mbuffer(c2.gb, 32), workspace: workspace, threads: t)
+        try Convolution.weightGradient(
+            conv2, batch: B, input: buffer(p1, B * conv2.inputCount),
+            outputGradient: buffer(d2, B * conv2.outputCount),
+            update: Gemm.Update(w: c2.w, v: c2.vw, ld: conv2.patchSize, mu: mu, lr: lr, l2: 0),
+            biasGradient: mbuffer(c2.gb, 32), workspace: workspace, threads: t)
         c2.updateBias(mu: mu, lr: lr)
     }
     try timed("pool1.backward") {
-        try Pooling.maxBackward(pool1, batch: B, outputGradient: buffer(dp1, B * pool1.outputCount),
-                                argmax: UnsafeBufferPointer(start: a1, count: B * pool1.outputCount),
-                                into: mbuffer(d1, B * conv1.outputCount), threads: t)
+        try Pooling.maxBackward(
+            pool1, batch: B, outputGradient: buffer(dp1, B * pool1.outputCount),
+            argmax: UnsafeBufferPointer(start: a1, count: B * pool1.outputCount),
+            into: mbuffer(d1, B * conv1.outputCount), threads: t)
     }
     timed("relu1.backward") { reluBackward(d1, y1, perRow: conv1.outputCount, threads: t) }
     try timed("conv1.weightUpdate") {
-        try Convolution.weightGradient(conv1, batch: B, input: buffer(x0, B * conv1.inputCount),
-                                       outputGradient: buffer(d1, B * conv1.outputCount),
-                                       update: Gemm.Update(w: c1.w, v: c1.vw, ld: conv1.patchSize, mu: mu, lr: lr, l2: 0),
-                                       biasGradient: mbuffer(c1.gb, 16), workspace: workspace, threads: t)
+        try Convolution.weightGradient(
+            conv1, batch: B, input: buffer(x0, B * conv1.inputCount),
+            outputGradient: buffer(d1, B * conv1.outputCount),
+            update: Gemm.Update(w: c1.w, v: c1.vw, ld: conv1.patchSize, mu: mu, lr: lr, l2: 0),
+            biasGradient: mbuffer(c1.gb, 16), workspace: workspace, threads: t)
         c1.updateBias(mu: mu, lr: lr)
     }
 }
@@ -292,8 +313,9 @@ func gemmRate(m: Int, n: Int, k: Int, transA: Bool, transB: Bool, threads: Int) 
     let a = filled(m * k, seed: 7), b = filled(k * n, seed: 8), c = filled(m * n, seed: 9)
     defer { a.deallocate(); b.deallocate(); c.deallocate() }
     let s = medianSeconds {
-        Gemm.multiply(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: transA ? m : k, b: b,
-                      ldb: transB ? k : n, c: c, ldc: n, accumulate: false, threads: threads)
+        Gemm.multiply(
+            transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: transA ? m : k, b: b,
+            ldb: transB ? k : n, c: c, ldc: n, accumulate: false, threads: threads)
     }
     return 2 * Double(m) * Double(n) * Double(k) / s / 1e9
 }
@@ -302,9 +324,9 @@ func gemmShape(_ name: String) -> (m: Int, n: Int, k: Int, transA: Bool, transB:
     let g = name.hasPrefix("conv1") ? conv1 : conv2
     let rows = B * g.outputHeight * g.outputWidth
     switch name {
-    case "conv1.forward", "conv2.forward": return (rows, g.filters, g.patchSize, false, true)     // P · Wᵀ
-    case "conv1.weightUpdate", "conv2.weightUpdate": return (g.filters, g.patchSize, rows, true, false) // dYᵀ · P
-    case "conv2.inputGradient": return (rows, g.patchSize, g.filters, false, false)            // dY · W
+    case "conv1.forward", "conv2.forward": return (rows, g.filters, g.patchSize, false, true)  // P · Wᵀ
+    case "conv1.weightUpdate", "conv2.weightUpdate": return (g.filters, g.patchSize, rows, true, false)  // dYᵀ · P
+    case "conv2.inputGradient": return (rows, g.patchSize, g.filters, false, false)  // dY · W
     default: return nil
     }
 }
@@ -320,49 +342,59 @@ func kernelsAlone(threads t: Int) throws -> [(String, Double, Double?)] {
         let s = medianSeconds { try! body() }
         out.append((name, s, flops.map { $0 / s / 1e9 }))
     }
-    for (name, g, x, y, w, bias, dy) in [("conv1", conv1, x0, y1, c1.w, c1.b, d1), ("conv2", conv2, p1, y2, c2.w, c2.b, d2)] {
+    for (name, g, x, y, w, bias, dy) in [
+        ("conv1", conv1, x0, y1, c1.w, c1.b, d1), ("conv2", conv2, p1, y2, c2.w, c2.b, d2),
+    ] {
         let nx = B * g.inputCount, ny = B * g.outputCount, nw = g.weightCount
         try run("\(name).forward", flops: convFlops(g)) {
-            try Convolution.forward(g, batch: B, input: buffer(x, nx), weights: buffer(w, nw), bias: buffer(bias, g.filters),
-                                    output: mbuffer(y, ny), workspace: workspace, threads: t)
+            try Convolution.forward(
+                g, batch: B, input: buffer(x, nx), weights: buffer(w, nw), bias: buffer(bias, g.filters),
+                output: mbuffer(y, ny), workspace: workspace, threads: t)
         }
         try run("\(name).weightGradient", flops: convFlops(g)) {
-            try Convolution.weightGradient(g, batch: B, input: buffer(x, nx), outputGradient: buffer(dy, ny),
-                                           into: mbuffer(dw, nw), workspace: workspace, threads: t)
+            try Convolution.weightGradient(
+                g, batch: B, input: buffer(x, nx), outputGradient: buffer(dy, ny),
+                into: mbuffer(dw, nw), workspace: workspace, threads: t)
         }
         try run("\(name).weight+biasGradient", flops: convFlops(g)) {
-            try Convolution.weightGradient(g, batch: B, input: buffer(x, nx), outputGradient: buffer(dy, ny),
-                                           into: mbuffer(dw, nw), biasGradient: mbuffer(db, g.filters),
-                                           workspace: workspace, threads: t)
+            try Convolution.weightGradient(
+                g, batch: B, input: buffer(x, nx), outputGradient: buffer(dy, ny),
+                into: mbuffer(dw, nw), biasGradient: mbuffer(db, g.filters),
+                workspace: workspace, threads: t)
         }
         try run("\(name).biasGradient", flops: nil) {
-            try Convolution.biasGradient(g, batch: B, outputGradient: buffer(dy, ny), into: mbuffer(db, g.filters), threads: t)
+            try Convolution.biasGradient(
+                g, batch: B, outputGradient: buffer(dy, ny), into: mbuffer(db, g.filters), threads: t)
         }
         if name == "conv2" {
             try run("conv2.inputGradient", flops: convFlops(g)) {
-                try Convolution.inputGradient(g, batch: B, outputGradient: buffer(dy, ny), weights: buffer(w, nw),
-                                              into: mbuffer(dp1, nx), workspace: workspace, threads: t)
+                try Convolution.inputGradient(
+                    g, batch: B, outputGradient: buffer(dy, ny), weights: buffer(w, nw),
+                    into: mbuffer(dp1, nx), workspace: workspace, threads: t)
             }
         }
     }
     for (name, g, x, y, a, dx) in [("pool1", pool1, y1, p1, a1, d1), ("pool2", pool2, y2, p2, a2, d2)] {
         let nx = B * g.inputCount, ny = B * g.outputCount
         try run("\(name).forward", flops: nil) {
-            try Pooling.maxForward(g, batch: B, input: buffer(x, nx), output: mbuffer(y, ny),
-                                   argmax: UnsafeMutableBufferPointer(start: a, count: ny), threads: t)
+            try Pooling.maxForward(
+                g, batch: B, input: buffer(x, nx), output: mbuffer(y, ny),
+                argmax: UnsafeMutableBufferPointer(start: a, count: ny), threads: t)
         }
         let dy = filled(ny, seed: 60)
         defer { dy.deallocate() }
         try run("\(name).backward", flops: nil) {
-            try Pooling.maxBackward(g, batch: B, outputGradient: buffer(dy, ny), argmax: UnsafeBufferPointer(start: a, count: ny),
-                                    into: mbuffer(dx, nx), threads: t)
+            try Pooling.maxBackward(
+                g, batch: B, outputGradient: buffer(dy, ny), argmax: UnsafeBufferPointer(start: a, count: ny),
+                into: mbuffer(dx, nx), threads: t)
         }
     }
     return out
 }
 
-print("dropmodel ConvBench: batch \(B), padding \(padding.rawValue), kernel path \(Gemm.path); "
-      + "step = \(String(format: "%.1f", stepFlops / 1e6)) MFLOP of products")
+print(
+    "dropmodel ConvBench: batch \(B), padding \(padding.rawValue), kernel path \(Gemm.path); "
+        + "step = \(String(format: "%.1f", stepFlops / 1e6)) MFLOP of products")
 for t in threadCounts {
     clock = t == 1 ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC
     // Warm up (pool threads, workspace growth), then time whole steps; keep the per-op split of
@@ -385,8 +417,14 @@ for t in threadCounts {
     let median = samples[samples.count / 2]
     let imagesPerSecond = Double(B) / median
     let clockName = t == 1 ? "CPU time" : "wall time"
-    print(String(format: "\nthreads %d: %.0f images/s by %@ (median step %.3f ms over %d steps; %.1f GFLOP/s of products; cores used %.2f)",
-                 t, imagesPerSecond, clockName, median * 1e3, samples.count, stepFlops / median / 1e9, coresUsed))
+    print(
+        String(
+            format: """
+                \nthreads %d: %.0f images/s by %@ (median step %.3f ms over %d steps; %.1f GFLOP/s of products; cores \
+                used \
+                %.2f)
+                """,
+            t, imagesPerSecond, clockName, median * 1e3, samples.count, stepFlops / median / 1e9, coresUsed))
     print("  operation              ms/step   share   GFLOP/s  GEMM same shape, GFLOP/s")
     var opsJSON: [String] = []
     let total = opSeconds.values.reduce(0, +)
@@ -399,23 +437,31 @@ for t in threadCounts {
             gemm = gemmRate(m: shape.m, n: shape.n, k: shape.k, transA: shape.transA, transB: shape.transB, threads: t)
         }
         let cells = [gflops, gemm].map { $0.map { String(format: "%.1f", $0) } ?? "-" }
-        print(name.padding(toLength: 22, withPad: " ", startingAt: 0)
-              + String(format: "%8.3f %6.1f %%", s * 1e3, 100 * s * steps / total)
-              + cells.map { String(repeating: " ", count: max(0, 10 - $0.count)) + $0 }.joined())
-        opsJSON.append("{\"name\": \"\(name)\", \"seconds\": \(s), \"gflops\": \(gflops.map { "\($0)" } ?? "null"), "
-                       + "\"gemm_same_shape_gflops\": \(gemm.map { "\($0)" } ?? "null")}")
+        print(
+            name.padding(toLength: 22, withPad: " ", startingAt: 0)
+                + String(format: "%8.3f %6.1f %%", s * 1e3, 100 * s * steps / total)
+                + cells.map { String(repeating: " ", count: max(0, 10 - $0.count)) + $0 }.joined())
+        opsJSON.append(
+            "{\"name\": \"\(name)\", \"seconds\": \(s), \"gflops\": \(gflops.map { "\($0)" } ?? "null"), "
+                + "\"gemm_same_shape_gflops\": \(gemm.map { "\($0)" } ?? "null")}")
     }
     print("  kernel alone (warm)        ms/call  GFLOP/s")
     var aloneJSON: [String] = []
     for (name, seconds, gflops) in try kernelsAlone(threads: t) {
-        print(name.padding(toLength: 26, withPad: " ", startingAt: 0) + String(format: "%8.3f", seconds * 1e3)
-              + (gflops.map { String(format: "%9.1f", $0) } ?? "        -"))
-        aloneJSON.append("{\"name\": \"\(name)\", \"seconds\": \(seconds), \"gflops\": \(gflops.map { "\($0)" } ?? "null")}")
+        print(
+            name.padding(toLength: 26, withPad: " ", startingAt: 0) + String(format: "%8.3f", seconds * 1e3)
+                + (gflops.map { String(format: "%9.1f", $0) } ?? "        -"))
+        aloneJSON.append(
+            "{\"name\": \"\(name)\", \"seconds\": \(seconds), \"gflops\": \(gflops.map { "\($0)" } ?? "null")}")
     }
     let reference = gemmRate(m: 100, n: 1024, k: 784, transA: false, transB: true, threads: t)
-    print(String(format: "  GEMM 100x784 . 784x1024 (reference shape): %.1f GFLOP/s; the step's products run at %.0f %% of it",
-                 reference, 100 * stepFlops / median / 1e9 / reference))
-    print("""
+    print(
+        String(
+            format:
+                "  GEMM 100x784 . 784x1024 (reference shape): %.1f GFLOP/s; the step's products run at %.0f %% of it",
+            reference, 100 * stepFlops / median / 1e9 / reference))
+    print(
+        """
         {"threads": \(t), "batch": \(B), "padding": "\(padding.rawValue)", "kernel": "\(Gemm.path)", \
         "images_per_second": \(imagesPerSecond), "step_seconds": \(median), "steps": \(samples.count), \
         "cores_used": \(coresUsed), "clock": "\(clockName)", \

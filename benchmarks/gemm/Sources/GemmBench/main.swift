@@ -4,11 +4,19 @@
 //   forward   Z_l  += Xm_l · W_lᵀ   m = batch, n = out, k = in   (transB)
 //   gradient  gW_l  = dZ_lᵀ · Xm_l  m = out, n = in, k = batch   (transA)
 //   backward  dX    = dZ_l · W_l    m = batch, n = in, k = out   (l > 0)
-// Prints one JSON object: per product the median seconds and GFLOP/s, and the step's total
-// FLOPs over the sum of the medians ("aggregate_gflops").
+// Prints one JSON object: per product the median seconds and GFLOP/s (and the GFLOP/s of the
+// fastest sample, "best_gflops"), and the total FLOPs over
+// the sum of the medians ("aggregate_gflops"), and the kernel path that ran ("kernel").
+//
+// With --products paths instead: 1024x1024x1024 (no transposes) and the two large forward
+// products (100x784·784x1024, 100x1024·1024x1024), for comparing the kernel paths. --kernel
+// runs an explicit path (scalar, avx2, avx512) instead of the default one; a path this CPU lacks
+// is not run ({"kernel": ..., "available": false}). --clock cpu times this thread's CPU time
+// instead of the wall clock.
 //
 // usage: GemmBench [--layers 784,1024,1024,10] [--batch 100] [--threads 1] [--repeats 31]
-//                  [--min-seconds 0.2]
+//                  [--min-seconds 0.2] [--products step|paths] [--kernel default|scalar|avx2|avx512]
+//                  [--clock wall|cpu]
 import Foundation
 import Kernels
 
@@ -17,6 +25,9 @@ var batch = 100
 var threads = 1
 var repeats = 31
 var minSeconds = 0.2
+var productSet = "step"
+var timer = CLOCK_MONOTONIC
+var kernel = Gemm.Kernel.automatic
 var args = Array(CommandLine.arguments.dropFirst())
 while !args.isEmpty {
     let flag = args.removeFirst()
@@ -28,8 +39,35 @@ while !args.isEmpty {
     case "--threads": threads = Int(value)!
     case "--repeats": repeats = Int(value)!
     case "--min-seconds": minSeconds = Double(value)!
+    case "--products":
+        guard ["step", "paths"].contains(value) else { fatalError("--products: step or paths") }
+        productSet = value
+    case "--clock":
+        // cpu: this thread's CPU time, which time slices given to other programs do not count in
+        // (with --threads 1 all the work runs on this thread).
+        guard ["wall", "cpu"].contains(value) else { fatalError("--clock: wall or cpu") }
+        timer = value == "cpu" ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC
+    case "--kernel":
+        let kernels: [String: Gemm.Kernel] = [
+            "default": .automatic, "scalar": .scalar, "avx2": .avx2, "avx512": .avx512,
+        ]
+        guard let k = kernels[value] else { fatalError("--kernel: default, scalar, avx2 or avx512") }
+        kernel = k
     default: fatalError("unknown option \(flag)")
     }
+}
+
+// The name of the path that runs (Gemm.path's names).
+let kernelName: String
+switch kernel {
+case .automatic: kernelName = Gemm.path
+case .scalar: kernelName = "scalar"
+case .avx2: kernelName = "avx2+fma"
+case .avx512: kernelName = "avx512"
+}
+guard Gemm.isAvailable(kernel) else {
+    print(#"{"kernel": "\#(kernelName)", "available": false}"#)
+    exit(0)
 }
 
 struct Product {
@@ -42,21 +80,39 @@ struct Product {
 }
 
 var products: [Product] = []
-for l in 0..<(layers.count - 1) {
+if productSet == "paths" {
+    products.append(
+        Product(
+            name: "square1024", kind: "square", transA: false, transB: false,
+            m: 1024, n: 1024, k: 1024, lda: 1024, ldb: 1024, ldc: 1024, accumulate: false))
+    for (l, (i, o)) in [(784, 1024), (1024, 1024)].enumerated() {
+        products.append(
+            Product(
+                name: "forward\(l)", kind: "forward", transA: false, transB: true,
+                m: batch, n: o, k: i, lda: i, ldb: i, ldc: o, accumulate: true))
+    }
+}
+for l in 0..<(layers.count - 1) where productSet == "step" {
     let (i, o) = (layers[l], layers[l + 1])
     // Xm [batch, i] · W[o, i]ᵀ -> Z [batch, o]
-    products.append(Product(name: "forward\(l)", kind: "forward", transA: false, transB: true,
-        m: batch, n: o, k: i, lda: i, ldb: i, ldc: o, accumulate: true))
+    products.append(
+        Product(
+            name: "forward\(l)", kind: "forward", transA: false, transB: true,
+            m: batch, n: o, k: i, lda: i, ldb: i, ldc: o, accumulate: true))
 }
-for l in stride(from: layers.count - 2, through: 0, by: -1) {
+for l in stride(from: layers.count - 2, through: 0, by: -1) where productSet == "step" {
     let (i, o) = (layers[l], layers[l + 1])
     // dZ [batch, o]ᵀ · Xm [batch, i] -> gW [o, i]
-    products.append(Product(name: "gradient\(l)", kind: "gradient", transA: true, transB: false,
-        m: o, n: i, k: batch, lda: o, ldb: i, ldc: i, accumulate: false))
+    products.append(
+        Product(
+            name: "gradient\(l)", kind: "gradient", transA: true, transB: false,
+            m: o, n: i, k: batch, lda: o, ldb: i, ldc: i, accumulate: false))
     if l > 0 {
         // dZ [batch, o] · W [o, i] -> dX [batch, i]
-        products.append(Product(name: "backward\(l)", kind: "backward", transA: false, transB: false,
-            m: batch, n: i, k: o, lda: o, ldb: i, ldc: i, accumulate: false))
+        products.append(
+            Product(
+                name: "backward\(l)", kind: "backward", transA: false, transB: false,
+                m: batch, n: i, k: o, lda: o, ldb: i, ldc: i, accumulate: false))
     }
 }
 
@@ -71,9 +127,9 @@ func filled(_ count: Int, seed: UInt64) -> UnsafeMutablePointer<Float> {
     return p
 }
 
-func now() -> Double {
+@MainActor func now() -> Double {
     var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
+    clock_gettime(timer, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
 }
 
@@ -87,17 +143,24 @@ for (index, p) in products.enumerated() {
     let b = filled(bCount, seed: UInt64(3 * index + 2))
     let c = filled(p.m * p.ldc, seed: UInt64(3 * index + 3))
     func run() {
-        Gemm.multiply(transA: p.transA, transB: p.transB, m: p.m, n: p.n, k: p.k,
-                      a: a, lda: p.lda, b: b, ldb: p.ldb, c: c, ldc: p.ldc,
-                      accumulate: p.accumulate, threads: threads)
+        Gemm.multiply(
+            transA: p.transA, transB: p.transB, m: p.m, n: p.n, k: p.k,
+            a: a, lda: p.lda, b: b, ldb: p.ldb, c: c, ldc: p.ldc,
+            accumulate: p.accumulate, threads: threads, kernel: kernel)
+    }
+    // The warm-up call also says how long one call takes. A call of 0.5 s or more (the scalar
+    // path on 1024³ takes seconds) needs no warming up: it is the first sample.
+    var t0 = now()
+    run()
+    var once = now() - t0
+    var samples: [Double] = once >= 0.5 ? [once] : []
+    if samples.isEmpty {
+        t0 = now()
+        run()
+        once = max(now() - t0, 1e-7)
     }
     // Calls per sample: enough for about 2 ms, so timer resolution does not matter.
-    run()
-    let t0 = now()
-    run()
-    let once = max(now() - t0, 1e-7)
     let inner = max(1, Int(0.002 / once))
-    var samples: [Double] = []
     let start = now()
     while samples.count < repeats || now() - start < minSeconds {
         let t = now()
@@ -108,15 +171,19 @@ for (index, p) in products.enumerated() {
     let median = samples[samples.count / 2]
     totalFlops += p.flops
     totalSeconds += median
-    results.append("""
+    results.append(
+        """
         {"name": "\(p.name)", "kind": "\(p.kind)", "m": \(p.m), "n": \(p.n), "k": \(p.k), \
         "transA": \(p.transA), "transB": \(p.transB), "seconds": \(median), \
-        "gflops": \(p.flops / median / 1e9), "samples": \(samples.count)}
+        "gflops": \(p.flops / median / 1e9), "best_gflops": \(p.flops / samples[0] / 1e9), \
+        "samples": \(samples.count)}
         """)
     a.deallocate(); b.deallocate(); c.deallocate()
 }
-print("""
-    {"kernel": "\(Gemm.path)", "threads": \(threads), "batch": \(batch), \
+print(
+    """
+    {"kernel": "\(kernelName)", "available": true, "products_set": "\(productSet)", \
+    "threads": \(threads), "batch": \(batch), \
     "layers": [\(layers.map(String.init).joined(separator: ", "))], \
     "flops_per_step": \(totalFlops), "seconds_per_step": \(totalSeconds), \
     "aggregate_gflops": \(totalFlops / totalSeconds / 1e9), \
