@@ -51,16 +51,21 @@ public enum Bake {
     /// layer (tests compare the two paths' bytes).
     package static func run(input: String, output: String, dtype: WeightType?, direct: Bool) throws -> Report {
         try OutputCheck.verify(output, inputs: [input])
-        let outcome = try bake(input: input, output: output, dtype: dtype, direct: direct)
-        let bundle = try BundleReader(path: outcome == .baked ? output : input)
+        let bundle = try BundleReader(path: input)
+        let info = bundle.info
+        // What was written is known here: the output is not opened again to report it.
+        let unbaked = try bake(bundle, input: input, output: output, dtype: dtype, direct: direct)
         return Report(
-            file: input, output: outcome == .baked ? output : nil, outcome: outcome,
-            dtype: bundle.info.layers.first?.dtype ?? .float32, scales: bundle.info.layers.map(\.keepProb),
-            unbakedWeightsSHA256: outcome == .baked ? bundle.info.unbakedWeightsSHA256 : nil)
+            file: input, output: unbaked == nil ? nil : output, outcome: unbaked == nil ? .notNeeded : .baked,
+            dtype: dtype ?? info.layers.first?.dtype ?? .float32, scales: info.layers.map(\.keepProb),
+            unbakedWeightsSHA256: unbaked)
     }
 
-    private static func bake(input: String, output: String, dtype: WeightType?, direct: Bool) throws -> Outcome {
-        let bundle = try BundleReader(path: input)
+    /// Writes the baked bundle and returns the digest of the weights before baking, or nil for
+    /// an inverted bundle (nothing written).
+    private static func bake(
+        _ bundle: BundleReader, input: String, output: String, dtype: WeightType?, direct: Bool
+    ) throws -> [UInt8]? {
         let info = bundle.info
         if info.baked {
             throw DropModelError(
@@ -71,26 +76,24 @@ public enum Bake {
                     is
                     """)
         }
-        if info.convention == .inverted { return .notNeeded }
+        if info.convention == .inverted { return nil }
         var out = info
         out.baked = true
         if let dtype { for i in out.layers.indices { out.layers[i].dtype = dtype } }
         do {
             if direct {
                 do {
-                    try write(bundle, out, to: output, input: input, direct: true)
-                    return .baked
+                    return try write(bundle, out, to: output, input: input, direct: true)
                 } catch is DirectPathDeclined {
                     // A chunk that is not what the direct path expects (a checksum that does not
                     // verify, an odd size): start over through libhdf5's filters, which report
                     // the problem precisely (or accept the chunk).
                 }
             }
-            try write(bundle, out, to: output, input: input, direct: false)
+            return try write(bundle, out, to: output, input: input, direct: false)
         } catch let e as HDF5Error {
             throw DropModelError(e)
         }
-        return .baked
     }
 
     private struct DirectPathDeclined: Error {}
@@ -124,12 +127,12 @@ public enum Bake {
 
     private static func write(
         _ bundle: BundleReader, _ out: ModelInfo, to output: String, input: String, direct: Bool
-    ) throws {
+    ) throws -> [UInt8] {
         // Provenance: the digest of the weights as they were before baking, hashed on a second
         // thread while this one reads, scales and writes (SHA-256 was a third of bake's time).
         let digest = WeightDigest.BackgroundStream()
         let buffers = DirectBuffers()
-        try File.writeAtomically(to: output) { file in
+        return try File.writeAtomically(to: output) { file in
             let groups = try BundleWriter.writeMetadata(out, to: file, options: WriteOptions())
             for (l, layer) in out.layers.enumerated() {
                 // Only weighted layers have anything to scale (their kind says which).
@@ -151,7 +154,9 @@ public enum Bake {
                 w.close()
                 b.close()
             }
-            try file.root().write(Schema.unbakedDigestAttribute, uint8s: digest.finalize())
+            let unbaked = digest.finalize()
+            try file.root().write(Schema.unbakedDigestAttribute, uint8s: unbaked)
+            return unbaked
         }
     }
 

@@ -53,29 +53,16 @@ struct ImportCommand: ParsableCommand {
 
     @OptionGroup var jsonOption: JSONOption
 
-    /// The keep probabilities given, as keep probabilities.
+    /// The keep probabilities given (by `--keep` or `--dropout-rate`), each in (0, 1].
     func keeps() throws -> [Double]? {
-        if let keep {
-            let ps: [Double] = try parseList(keep, "--keep", "a number")
-            if let bad = ps.first(where: { !($0 > 0 && $0 <= 1) }) {
-                throw ValidationError("--keep: \(bad) is not a keep probability in (0, 1]")
-            }
-            return ps
+        let ps = try keepProbabilities(keep: keep, dropoutRate: dropoutRate)
+        if let bad = ps?.first(where: { !($0 > 0 && $0 <= 1) }) {
+            throw ValidationError("--keep: \(bad) is not a keep probability in (0, 1]")
         }
-        if let dropoutRate {
-            let rates: [Double] = try parseList(dropoutRate, "--dropout-rate", "a number")
-            if let bad = rates.first(where: { !($0 >= 0 && $0 < 1) }) {
-                throw ValidationError("--dropout-rate: \(bad) is not a drop rate in [0, 1)")
-            }
-            return rates.map { 1 - $0 }
-        }
-        return nil
+        return ps
     }
 
-    func validate() throws {
-        if keep != nil && dropoutRate != nil { throw ValidationError("give either --keep or --dropout-rate, not both") }
-        _ = try keeps()
-    }
+    func validate() throws { _ = try keeps() }
 
     func run() throws {
         var options: Conversion.SafetensorsOptions?

@@ -21,7 +21,6 @@ struct Init: ParsableCommand {
     @OptionGroup var jsonOption: JSONOption
 
     func run() throws {
-        try OutputCheck.verify(output)
         let report = try InitialBundle.write(
             recipe: try recipe.recipe(), seed: seed.seed ?? SeedOption.fresh(), to: output)
         let r = report.recipe

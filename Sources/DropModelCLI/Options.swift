@@ -33,6 +33,23 @@ func parseList<T: LosslessStringConvertible>(_ s: String, _ flag: String, _ what
     }
 }
 
+/// The keep probabilities that `--keep` gives, or `--dropout-rate` as their complements
+/// (keep = 1 − rate: Keras's `Dropout(rate)`, PyTorch's `nn.Dropout(p)`); nil when neither is
+/// given. The two are exclusive; a rate must be in [0, 1). Shared by `train`, `init` and `import`.
+func keepProbabilities(keep: String?, dropoutRate: String?) throws -> [Double]? {
+    if keep != nil && dropoutRate != nil {
+        throw ValidationError(
+            "give either --keep (probabilities of keeping) or --dropout-rate (probabilities of dropping), not both")
+    }
+    if let keep { return try parseList(keep, "--keep", "a number") }
+    guard let dropoutRate else { return nil }
+    let rates: [Double] = try parseList(dropoutRate, "--dropout-rate", "a number")
+    if let bad = rates.first(where: { !($0 >= 0 && $0 < 1) }) {
+        throw ValidationError("--dropout-rate: \(bad) is not a drop rate in [0, 1)")
+    }
+    return rates.map { 1 - $0 }
+}
+
 /// The recipe options `init` and `train` share. Every option is optional: an option given
 /// overrides the base recipe (a `--from` bundle's, or the defaults shown).
 struct RecipeOptions: ParsableArguments {
@@ -112,18 +129,8 @@ struct RecipeOptions: ParsableArguments {
     var testLimit: Int?
 
     func validate() throws {
-        if keep != nil && dropoutRate != nil {
-            throw ValidationError(
-                "give either --keep (probabilities of keeping) or --dropout-rate (probabilities of dropping), not both")
-        }
         if let layers { let _: [Int] = try parseList(layers, "--layers", "an integer") }
-        if let keep { let _: [Double] = try parseList(keep, "--keep", "a number") }
-        if let dropoutRate {
-            let rates: [Double] = try parseList(dropoutRate, "--dropout-rate", "a number")
-            if let bad = rates.first(where: { !($0 >= 0 && $0 < 1) }) {
-                throw ValidationError("--dropout-rate: \(bad) is not a drop rate in [0, 1)")
-            }
-        }
+        _ = try keepProbabilities(keep: keep, dropoutRate: dropoutRate)
     }
 
     /// Keep probabilities below 0.5 that look like drop rates (0.2 where 0.8 is meant).
@@ -144,11 +151,7 @@ struct RecipeOptions: ParsableArguments {
                 r.keep = [0.8] + Array(repeating: 0.5, count: r.layers.count - 2)
             }
         }
-        if let keep { r.keep = try parseList(keep, "--keep", "a number") }
-        if let dropoutRate {
-            let rates: [Double] = try parseList(dropoutRate, "--dropout-rate", "a number")
-            r.keep = rates.map { 1 - $0 }
-        }
+        if let keeps = try keepProbabilities(keep: keep, dropoutRate: dropoutRate) { r.keep = keeps }
         if let activation { r.activation = activation.activation }
         if let convention { r.convention = convention }
         if let epochs { r.epochs = epochs }

@@ -34,14 +34,17 @@ enum JSONOutput {
 /// terminal), or a JSON Lines record per epoch.
 final class RunPrinter {
     let json: Bool
-    let schema: String
+    /// Which run is printed: its JSON records are `dropmodel.<command>.epoch/1`.
+    enum Command: String { case train, replay }
+
+    let command: Command
     private var bar: ProgressBar?
     private var epochs = 0
     private var batch = 1.0
 
-    init(json: Bool, schema: String) {
+    init(json: Bool, command: Command) {
         self.json = json
-        self.schema = schema
+        self.command = command
     }
 
     func observe(_ event: RunEvent) {
@@ -61,9 +64,9 @@ final class RunPrinter {
                     JSONOutput.epoch(r) + [
                         ("seconds", .finite(s.seconds)), ("examples_per_second", .finite(s.examplesPerSecond)),
                     ]
-                if schema == "replay" { members.append(("identical", s.identical.map { .bool($0) } ?? .null)) }
-                JSONOutput.print("\(schema).epoch", members, lines: true)
-            } else if schema == "replay" {
+                if command == .replay { members.append(("identical", s.identical.map { .bool($0) } ?? .null)) }
+                JSONOutput.print("\(command.rawValue).epoch", members, lines: true)
+            } else if command == .replay {
                 switch s.identical {
                 case true?: print("  epoch \(r.epoch): identical (sha256:\(Hex.encode(r.weightsSHA256).prefix(16))...)")
                 case false?: print("  epoch \(r.epoch): DIFFERS (sha256:\(Hex.encode(r.weightsSHA256).prefix(16))...)")

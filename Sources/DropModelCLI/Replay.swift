@@ -47,7 +47,7 @@ struct ReplayCommand: ParsableCommand {
 
     func run() throws {
         let json = jsonOption.json
-        let printer = RunPrinter(json: json, schema: "replay")
+        let printer = RunPrinter(json: json, command: .replay)
         let request = Replay.Request(
             file: file, seed: seed, epochs: epochs, data: data, threads: threadsOption.resolved, output: output)
         let report = try Replay.run(request) { event in

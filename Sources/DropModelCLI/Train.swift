@@ -36,7 +36,8 @@ struct Train: ParsableCommand {
     @OptionGroup var jsonOption: JSONOption
 
     func run() throws {
-        try OutputCheck.verify(output, inputs: from.map { [$0] } ?? [])
+        // The library checks the output first too; with --from, check it before reading that bundle.
+        if let from { try OutputCheck.verify(output, inputs: [from]) }
         let start = try from.map { try TrainingRun.startingPoint(from: $0) }
         let recipe = try recipeOptions.recipe(base: start?.recipe)
         if let start, recipe.layers != start.recipe.layers {
@@ -64,7 +65,7 @@ struct Train: ParsableCommand {
                     """
                     + "seed \(seed), \(threads) thread\(threads == 1 ? "" : "s"), on \(recipe.data)")
         }
-        let printer = RunPrinter(json: json, schema: "train")
+        let printer = RunPrinter(json: json, command: .train)
         let report = try TrainingRun.train(
             TrainingRun.Request(
                 recipe: recipe, seed: seed, initial: start?.parameters, threads: threads, output: output),

@@ -247,15 +247,8 @@ public enum SafetensorsImport {
         ])
         var info = ModelInfo(
             convention: convention, baked: baked, layers: layers, training: TrainingInfo(recipe: recipe.text))
-        if let d = meta[MetadataKey.unbakedWeightsSHA256], d.count == 64 {
-            var bytes: [UInt8] = []
-            var idx = d.startIndex
-            while idx < d.endIndex {
-                let next = d.index(idx, offsetBy: 2)
-                if let b = UInt8(d[idx..<next], radix: 16) { bytes.append(b) }
-                idx = next
-            }
-            if bytes.count == 32 && baked { info.unbakedWeightsSHA256 = bytes }
+        if baked, let d = meta[MetadataKey.unbakedWeightsSHA256], let bytes = Hex.decode(d), bytes.count == 32 {
+            info.unbakedWeightsSHA256 = bytes
         }
         return Model(info: info, parameters: parameters)
     }

@@ -1,27 +1,15 @@
 import HDF5Layer
 import Testing
-
-/// SplitMix64: deterministic test bytes, independent of the code under test.
-private struct SplitMix64 {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-}
+import TestSupport
 
 // MARK: - Fletcher-32
 
 @Test("fletcher32 (vector) equals libhdf5's sequential loop for every length around its 360-word block")
 func fletcher32MatchesReference() {
-    var rng = SplitMix64(state: 99)
+    var rng = FixtureRandom(seed: 99)
     var bytes = (0..<(720 * 5 + 37)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
     var lengths = Array(1...64) + [719, 720, 721, 722, 1439, 1440, 1441, 2160, 3600, bytes.count]
-    lengths += (0..<40).map { _ in 1 + rng.below(bytes.count) }
+    lengths += (0..<40).map { _ in 1 + Int(rng.next() % UInt64(bytes.count)) }
     for n in lengths {
         bytes.withUnsafeBytes { all in
             let b = UnsafeRawBufferPointer(rebasing: all[0..<n])

@@ -8,30 +8,6 @@ import Testing
 
 // MARK: - Helpers
 
-/// SplitMix64: deterministic test data, independent of the code under test.
-private struct Random {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-    /// In [-1, 1) with a full 24-bit significand: fused and unfused multiply-adds differ.
-    mutating func value() -> Float { Float(Int32(truncatingIfNeeded: next() >> 32) >> 8) * 0x1p-23 }
-    mutating func values(_ count: Int) -> [Float] { (0..<count).map { _ in value() } }
-}
-
-private let kernels: [Gemm.Kernel] = Gemm.Kernel.allCases.filter { Gemm.isAvailable($0) }
-
-/// Elements whose bit patterns differ (compared as a count: #expect on large arrays diffs them slowly).
-private func mismatches(_ x: [Float], _ y: [Float]) -> Int {
-    guard x.count == y.count else { return max(x.count, y.count) }
-    return zip(x, y).filter { $0.bitPattern != $1.bitPattern }.count
-}
-
 /// One convolution test case.
 struct ConvCase: Sendable, CustomTestStringConvertible {
     var h: Int, w: Int, c: Int, kh: Int, kw: Int, sh: Int, sw: Int
@@ -90,7 +66,7 @@ private struct ConvResults: Sendable {
 
 private struct ConvData: Sendable {
     var x: [Float], w: [Float], b: [Float], dy: [Float]
-    init(_ g: Convolution.Geometry, batch: Int, rng: inout Random) {
+    init(_ g: Convolution.Geometry, batch: Int, rng: inout SplitMix64) {
         x = rng.values(batch * g.inputCount)
         w = rng.values(g.weightCount)
         b = rng.values(g.filters)
@@ -273,7 +249,7 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
         arguments: convCases)
     func convolutionMatchesReference(_ c: ConvCase) throws {
         let g = try c.geometry
-        var rng = Random(state: UInt64(c.h * 1_000_003 + c.w * 10_007 + c.c * 101 + c.kh * 13 + c.f))
+        var rng = SplitMix64(state: UInt64(c.h * 1_000_003 + c.w * 10_007 + c.c * 101 + c.kh * 13 + c.f))
         let data = ConvData(g, batch: c.batch, rng: &rng)
         let expected = data.reference(g, batch: c.batch)
         let workspace = Convolution.Workspace()  // reused across paths and thread counts, as in training
@@ -292,7 +268,7 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
         equal the reference
         """)
     func convolutionTrainingShapes() throws {
-        var rng = Random(state: 0xC0_2025)
+        var rng = SplitMix64(state: 0xC0_2025)
         for c in [
             ConvCase(h: 28, w: 28, c: 1, kh: 3, kw: 3, sh: 1, sw: 1, padding: .valid, f: 16, batch: 100),
             ConvCase(h: 13, w: 13, c: 16, kh: 3, kw: 3, sh: 1, sw: 1, padding: .same, f: 32, batch: 100),
@@ -333,7 +309,7 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
     @Test("batch 0: forward and input gradient write nothing; weight and bias gradients are +0")
     func emptyBatch() throws {
         let g = try ConvCase(h: 5, w: 4, c: 2, kh: 3, kw: 3, sh: 1, sw: 1, padding: .same, f: 3, batch: 0).geometry
-        var rng = Random(state: 5)
+        var rng = SplitMix64(state: 5)
         let data = ConvData(g, batch: 0, rng: &rng)
         for kernel in kernels {
             let got = try data.fast(g, batch: 0, kernel: kernel, threads: 2)
@@ -348,7 +324,7 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
         var inputs: [(Convolution.Geometry, ConvCase, ConvData, ConvResults)] = []
         for (i, c) in cases.enumerated() {
             let g = try c.geometry
-            var rng = Random(state: 0xC0C0 + UInt64(i))
+            var rng = SplitMix64(state: 0xC0C0 + UInt64(i))
             let data = ConvData(g, batch: c.batch, rng: &rng)
             inputs.append((g, c, data, data.reference(g, batch: c.batch)))
         }
@@ -379,7 +355,7 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
     func paddingZerosStayInTheChain() throws {
         let c = ConvCase(h: 4, w: 5, c: 2, kh: 3, kw: 3, sh: 1, sw: 1, padding: .same, f: 3, batch: 2)
         let g = try c.geometry
-        var rng = Random(state: 9)
+        var rng = SplitMix64(state: 9)
         var data = ConvData(g, batch: c.batch, rng: &rng)
         data.x = data.x.map { _ in -0.0 }  // every product -0 · w (w > 0) is -0
         data.w = data.w.map { abs($0) + 0.25 }
@@ -414,7 +390,7 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
     func testsHaveTeeth() throws {
         let c = ConvCase(h: 9, w: 8, c: 5, kh: 3, kw: 3, sh: 1, sw: 1, padding: .same, f: 12, batch: 2)
         let g = try c.geometry
-        var rng = Random(state: 0x7EE7)
+        var rng = SplitMix64(state: 0x7EE7)
         let data = ConvData(g, batch: c.batch, rng: &rng)
         let expected = data.reference(g, batch: c.batch)
         // Unfused: acc = acc + p·w.
@@ -470,7 +446,7 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
         """,
         arguments: [Float(0), Float(0.001)])
     func fusedUpdate(l2: Float) throws {
-        var rng = Random(state: l2 == 0 ? 21 : 22)
+        var rng = SplitMix64(state: l2 == 0 ? 21 : 22)
         for c in [convCases[0], convCases[2], convCases[9]] {
             let g = try c.geometry
             let data = ConvData(g, batch: c.batch, rng: &rng)
@@ -529,7 +505,7 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
         arguments: poolCases)
     func poolingMatchesReference(_ c: PoolCase) throws {
         let g = try c.geometry
-        var rng = Random(state: UInt64(c.h * 7919 + c.w * 31 + c.c))
+        var rng = SplitMix64(state: UInt64(c.h * 7919 + c.w * 31 + c.c))
         var x = rng.values(c.batch * g.inputCount)
         // Some ties, zeros of both signs and NaNs, so the first-maximum and NaN rules are exercised.
         for i in x.indices where i % 7 == 3 { x[i] = x[i - 1] }
@@ -584,7 +560,7 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
         "global average pooling equals the reference bit for bit: every path, threads 1-3",
         arguments: [(1, 1, 1, 3), (5, 7, 3, 4), (4, 4, 40, 2), (13, 3, 9, 1)])
     func globalAveragePooling(h: Int, w: Int, c: Int, batch: Int) throws {
-        var rng = Random(state: UInt64(h * 100 + w * 10 + c))
+        var rng = SplitMix64(state: UInt64(h * 100 + w * 10 + c))
         let x = rng.values(batch * h * w * c), dy = rng.values(batch * c)
         let ey = ConvolutionReference.globalAverageForward(height: h, width: w, channels: c, batch: batch, input: x)
         let edx = ConvolutionReference.globalAverageBackward(
@@ -667,7 +643,7 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
         arguments: [poolCases[0], poolCases[1], poolCases[5]])
     func maxPoolingForeignIndices(_ c: PoolCase) throws {
         let g = try c.geometry
-        var rng = Random(state: 0xF0 + UInt64(c.c))
+        var rng = SplitMix64(state: 0xF0 + UInt64(c.c))
         let x = rng.values(c.batch * g.inputCount), dy = rng.values(c.batch * g.outputCount)
         var argmax = ConvolutionReference.maxForward(g, batch: c.batch, input: x).argmax
         // A few outputs point at elements of other windows (or at elements two outputs share).
@@ -719,7 +695,7 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
         arguments: [convCases[2], convCases[6], convCases[9], convCases[3]])
     func convolutionFiniteDifferences(_ c: ConvCase) throws {
         let g = try c.geometry
-        var rng = Random(state: UInt64(c.f * 977 + c.h))
+        var rng = SplitMix64(state: UInt64(c.f * 977 + c.h))
         let data = ConvData(g, batch: c.batch, rng: &rng)  // dy plays G, the loss's weights
         let fast = try data.fast(g, batch: c.batch, kernel: .automatic, threads: 2)
         let x = data.x.map(Double.init), w = data.w.map(Double.init), b = data.b.map(Double.init)
@@ -749,7 +725,7 @@ private func pool64(_ g: Pooling.Geometry, batch: Int, x: [Double], max isMax: B
         arguments: [poolCases[2], poolCases[3], poolCases[4], poolCases[1]])
     func poolingFiniteDifferences(_ c: PoolCase) throws {
         let g = try c.geometry
-        var rng = Random(state: UInt64(c.h * 31 + c.c))
+        var rng = SplitMix64(state: UInt64(c.h * 31 + c.c))
         let x = rng.values(c.batch * g.inputCount)  // distinct values: no ties, so max is differentiable
         let dy = rng.values(c.batch * g.outputCount)
         var a = [Int32](repeating: 0, count: dy.count), y = [Float](repeating: 0, count: dy.count)
