@@ -62,7 +62,8 @@ let package = Package(
         .target(
             name: "BundleFormat",
             dependencies: [
-                "HDF5Layer", "DropModelBase", "DropoutRandom", .product(name: "Crypto", package: "swift-crypto"),
+                "HDF5Layer", "DropModelBase", "DropoutRandom", "Kernels",
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings
         ),

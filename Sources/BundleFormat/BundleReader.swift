@@ -241,6 +241,19 @@ struct Parser {
         }
         let creator = optional(root, Schema.creatorAttribute) { try root.readString(Schema.creatorAttribute) }
         let unbaked = digestAttribute(root, Schema.unbakedDigestAttribute)
+        var declaredInput: TensorShape?
+        if version >= FormatVersion(1, 1) {
+            // Redundant with the first layer's declared input (which is what the model reads), so
+            // optional; when present the two must agree.
+            if let d = optional(root, Schema.inputShapeAttribute, { try root.readInt64s(Schema.inputShapeAttribute) }) {
+                declaredInput = TensorShape(dimensions: d.map { Int(clamping: $0) })
+                if declaredInput == nil {
+                    add(
+                        "/@input_shape",
+                        "input_shape has \(d.count) values; it must be [features] or [height, width, channels]")
+                }
+            }
+        }
 
         // Layers.
         var layers: [LayerInfo?] = []
@@ -277,6 +290,23 @@ struct Parser {
             file: path, convention: convention, baked: baked, layers: layers, rng: rng, training: training,
             history: history, hasLayerCountProblem: problems.contains { $0.object == "/layers@count" })
 
+        if let declaredInput, let first = layers.first ?? nil, let firstInput = first.declaredInputShape,
+            firstInput != declaredInput
+        {
+            add(
+                "/@input_shape",
+                "the model's input_shape is \(declaredInput) but its first layer ('\(first.name)') reads \(firstInput)",
+                "the root input_shape must equal the first layer's input")
+        }
+        if version < FormatVersion(1, 1) {
+            for case let (i, layer?) in layers.enumerated() where layer.kind.introduced > version {
+                add(
+                    "/layers/\(i)@kind",
+                    "layer kind '\(layer.kind.rawValue)' is a format \(layer.kind.introduced) kind in a \(version) file",
+                    "a file with convolutional layers must declare format_version [1, 1] or later")
+            }
+        }
+
         var info: ModelInfo?
         if let convention, let baked, layers.allSatisfy({ $0 != nil }), !layers.isEmpty {
             info = ModelInfo(
@@ -295,8 +325,9 @@ struct Parser {
             kind = LayerKind(rawValue: k)
             if kind == nil {
                 add(
-                    g.path + "@kind", "layer kind '\(k)' is not supported (format 1.0 defines 'dense')",
-                    "dropmodel reads dense layers; other kinds are reserved for later versions")
+                    g.path + "@kind",
+                    "layer kind '\(k)' is not one of \(LayerKind.allCases.map { "'\($0.rawValue)'" }.joined(separator: ", "))",
+                    "the file was written by a newer dropmodel, or is not a bundle; see Specs/bundle-format.md §4")
             }
         } else {
             kind = nil
@@ -313,13 +344,29 @@ struct Parser {
         }
         let activation = enumValue(g, "activation", Activation.self, what: "activation")
         let keep = get { try g.readDouble("keep_prob") }
+        var mode = DropoutMode.element
+        if let has = get({ try g.hasAttribute(Schema.dropoutModeAttribute) }), has {
+            if let m = enumValue(g, Schema.dropoutModeAttribute, DropoutMode.self, what: "dropout mode") { mode = m }
+        }
 
         // Datasets: shapes and element types only, against the shapes the kind declares.
         let provisional = kind.map { attributes.layer(kind: $0) }
         let shapes = haveAttributes ? provisional?.parameterShapes : nil
         let declared = haveAttributes ? provisional.map { $0.kind.rules.declaredParameterText($0) } : nil
         var dtype: WeightType?
-        if let w = get({ try g.dataset(Schema.weightDataset) }) {
+        // A kind without weights has no datasets (its dtype is nominal: float32).
+        let weightless = haveAttributes && provisional != nil && shapes == nil
+        if weightless {
+            dtype = .float32
+            for name in [Schema.weightDataset, Schema.biasDataset] {
+                if let has = get({ try g.contains(name) }), has {
+                    add(
+                        g.path + "/" + name,
+                        "a '\(provisional!.kind.rawValue)' layer has no weights, yet the file holds this dataset")
+                }
+            }
+        }
+        if !weightless, let w = get({ try g.dataset(Schema.weightDataset) }) {
             if let shape = get({ try w.shape() }), let shapes, let declared, let provisional, shape != shapes.weight {
                 add(
                     w.path, "the weight matrix has shape \(shape) but the layer declares \(declared.weight)",
@@ -328,7 +375,7 @@ struct Parser {
             dtype = floatType(w)
             requireStored(w)
         }
-        if let b = get({ try g.dataset(Schema.biasDataset) }) {
+        if !weightless, let b = get({ try g.dataset(Schema.biasDataset) }) {
             if let shape = get({ try b.shape() }), let shapes, let declared, shape != shapes.bias {
                 add(b.path, "the bias has shape \(shape) but the layer has \(declared.bias)")
             }
@@ -351,6 +398,7 @@ struct Parser {
         layer.name = name
         layer.activation = activation
         layer.keepProb = keep
+        layer.dropoutMode = mode
         layer.dtype = dtype
         return layer
     }

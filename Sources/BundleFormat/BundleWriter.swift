@@ -71,13 +71,19 @@ public enum BundleWriter {
     public static func writeMetadata(_ info: ModelInfo, to file: File, options: WriteOptions) throws -> [Group] {
         let root = try file.root()
         try root.write(Schema.formatMarkerAttribute, string: Schema.formatMarker)
+        // The oldest version that holds the model: a dense-only bundle is 1.0, byte for byte.
+        let version = info.requiredFormatVersion
         try root.write(
-            Schema.formatVersionAttribute,
-            int64: [Int64(FormatVersion.current.major), Int64(FormatVersion.current.minor)], shape: [2])
+            Schema.formatVersionAttribute, int64: [Int64(version.major), Int64(version.minor)], shape: [2])
         try root.write(Schema.conventionAttribute, string: info.convention.rawValue)
         try root.write(Schema.bakedAttribute, uint8: info.baked ? 1 : 0)
         if let creator = options.creator { try root.write(Schema.creatorAttribute, string: creator) }
         if let d = info.unbakedWeightsSHA256 { try root.write(Schema.unbakedDigestAttribute, uint8s: d) }
+        let v11 = version >= FormatVersion(1, 1)
+        if v11 {
+            let dims = info.inputShape.dimensions
+            try root.write(Schema.inputShapeAttribute, int64: dims.map { Int64($0) }, shape: [dims.count])
+        }
 
         let lg = try root.createGroup(Schema.layersGroup)
         try lg.write(Schema.layerCountAttribute, int64: Int64(info.layers.count))
@@ -89,6 +95,7 @@ public enum BundleWriter {
             try layer.kind.rules.writeAttributes(layer, to: g)
             try g.write("activation", string: layer.activation.rawValue)
             try g.write("keep_prob", double: layer.keepProb)
+            if v11 { try g.write(Schema.dropoutModeAttribute, string: layer.dropoutMode.rawValue) }
             groups.append(g)
         }
         if let rng = info.rng {

@@ -44,8 +44,53 @@ public enum Activation: String, Sendable, CaseIterable, Codable {
 
 /// The kinds of layer a bundle holds. Each has its rules in `LayerKinds/` (registry:
 /// `LayerKind.rules`); `docs/adding-a-layer-kind.md` lists what a new one touches.
+///
+/// Format 1.0 defines `dense`; format 1.1 adds the convolutional kinds (Specs/bundle-format.md
+/// §4.7). A model that uses only 1.0's features is written as 1.0, byte for byte as before.
 public enum LayerKind: String, Sendable, CaseIterable, Codable {
     case dense
+    case conv2d
+    case maxPool2d = "max_pool2d"
+    case avgPool2d = "avg_pool2d"
+    case globalAvgPool2d = "global_avg_pool2d"
+    case flatten
+
+    /// The format version that introduced the kind.
+    public var introduced: FormatVersion { self == .dense ? FormatVersion(1, 0) : FormatVersion(1, 1) }
+}
+
+/// How the dropout of a layer's inputs draws its noise (format 1.1; 1.0 files are `element`).
+public enum DropoutMode: String, Sendable, CaseIterable, Codable {
+    /// Each input unit kept alone with probability p (the paper's Bernoulli dropout).
+    case element
+    /// Whole feature maps: one draw per (example, channel) of an image input (Keras
+    /// `SpatialDropout2D`).
+    case channel
+    /// Multiplicative Gaussian noise N(1, (1-p)/p) on each unit (JMLR Sec. 10; Keras
+    /// `GaussianDropout`): its mean is 1, so nothing is scaled at test time in either convention.
+    case gaussian
+}
+
+/// How windows meet the border (TensorFlow's and Keras's rule, Specs/determinism.md §8).
+public enum Padding: String, Sendable, CaseIterable, Codable {
+    case valid, same
+}
+
+/// A convolution kernel's or a pooling window's size, strides and padding.
+public struct Window: Equatable, Hashable, Sendable {
+    public var height: Int
+    public var width: Int
+    public var strideHeight: Int
+    public var strideWidth: Int
+    public var padding: Padding
+
+    public init(height: Int, width: Int, strideHeight: Int = 1, strideWidth: Int = 1, padding: Padding = .valid) {
+        self.height = height
+        self.width = width
+        self.strideHeight = strideHeight
+        self.strideWidth = strideWidth
+        self.padding = padding
+    }
 }
 
 /// The element type of a layer's weight and bias datasets.
@@ -69,8 +114,9 @@ public struct FormatVersion: Comparable, Sendable, CustomStringConvertible, Coda
         self.major = major
         self.minor = minor
     }
-    /// The version this build writes.
-    public static let current = FormatVersion(1, 0)
+    /// The newest version this build writes and reads. A model is written as the oldest
+    /// version that holds it (``ModelInfo/requiredFormatVersion``): dense-only bundles stay 1.0.
+    public static let current = FormatVersion(1, 1)
     public var description: String { "\(major).\(minor)" }
     public static func < (a: FormatVersion, b: FormatVersion) -> Bool {
         (a.major, a.minor) < (b.major, b.minor)
@@ -92,11 +138,20 @@ public struct LayerInfo: Equatable, Sendable {
     /// The probability that each of this layer's INPUT units is kept during training
     /// (for layer 0: the input features).
     public var keepProb: Double
+    /// How the dropout of the layer's inputs draws its noise (1.0 files: element).
+    public var dropoutMode: DropoutMode
     public var dtype: WeightType
+    /// The image a convolutional kind reads (`conv2d`, the pools, `flatten`): declared like a
+    /// dense layer's `inputs`, so the chain of shapes is checked layer by layer. Nil for dense.
+    public var inputShape: TensorShape?
+    /// A `conv2d` kernel's or a pool's window; nil for the other kinds.
+    public var window: Window?
+    /// A `conv2d` layer's filters (output channels); 0 for the other kinds.
+    public var filters: Int
 
     public init(
         name: String, kind: LayerKind = .dense, inputs: Int, outputs: Int, activation: Activation,
-        keepProb: Double, dtype: WeightType = .float32
+        keepProb: Double, dtype: WeightType = .float32, dropoutMode: DropoutMode = .element
     ) {
         self.name = name
         self.kind = kind
@@ -104,7 +159,37 @@ public struct LayerInfo: Equatable, Sendable {
         self.outputs = outputs
         self.activation = activation
         self.keepProb = keepProb
+        self.dropoutMode = dropoutMode
         self.dtype = dtype
+        self.inputShape = nil
+        self.window = nil
+        self.filters = 0
+    }
+
+    /// A `conv2d` layer reading `input` (an image) with `filters` kernels of `window`.
+    public static func conv2d(
+        name: String, input: TensorShape, window: Window, filters: Int, activation: Activation, keepProb: Double,
+        dropoutMode: DropoutMode = .element, dtype: WeightType = .float32
+    ) -> LayerInfo {
+        var l = LayerInfo(
+            name: name, kind: .conv2d, inputs: 0, outputs: 0, activation: activation, keepProb: keepProb,
+            dtype: dtype, dropoutMode: dropoutMode)
+        l.inputShape = input
+        l.window = window
+        l.filters = filters
+        return l
+    }
+
+    /// A weightless layer (`max_pool2d`, `avg_pool2d` with a window; `global_avg_pool2d`,
+    /// `flatten` without) reading `input`. Its keep probability is 1: dropout is recorded on
+    /// the weighted layer that reads the dropped tensor.
+    public static func weightless(
+        _ kind: LayerKind, name: String, input: TensorShape, window: Window? = nil
+    ) -> LayerInfo {
+        var l = LayerInfo(name: name, kind: kind, inputs: 0, outputs: 0, activation: .linear, keepProb: 1)
+        l.inputShape = input
+        l.window = window
+        return l
     }
 
     /// Weights plus biases (0 for a kind without weights).
@@ -195,6 +280,8 @@ public struct History: Equatable, Sendable {
 
 /// All metadata of a bundle: what `inspect` shows without reading weights.
 public struct ModelInfo: Equatable, Sendable {
+    /// The version the file was read as (for a model built in memory: what it will be written
+    /// as is ``requiredFormatVersion``, whatever this says).
     public var formatVersion: FormatVersion
     public var convention: DropoutConvention
     /// Whether the weight-scaling rule has been folded into the weights (classic only).
@@ -210,11 +297,10 @@ public struct ModelInfo: Equatable, Sendable {
     public var unbakedWeightsSHA256: [UInt8]?
 
     public init(
-        formatVersion: FormatVersion = .current, convention: DropoutConvention, baked: Bool = false,
+        formatVersion: FormatVersion? = nil, convention: DropoutConvention, baked: Bool = false,
         layers: [LayerInfo], rng: RNGInfo? = nil, training: TrainingInfo? = nil, history: History? = nil,
         creator: String? = nil
     ) {
-        self.formatVersion = formatVersion
         self.convention = convention
         self.baked = baked
         self.layers = layers
@@ -222,7 +308,20 @@ public struct ModelInfo: Equatable, Sendable {
         self.training = training
         self.history = history
         self.creator = creator
+        self.formatVersion = FormatVersion(1, 0)
+        self.formatVersion = formatVersion ?? requiredFormatVersion
     }
 
     public var parameterCount: Int { layers.reduce(0) { $0 + $1.parameterCount } }
+
+    /// The shape of one example the model reads: the root `input_shape` of a 1.1 file, the
+    /// first layer's declared input otherwise (a 1.0 file: its `inputs` features).
+    public var inputShape: TensorShape { layers.first?.declaredInputShape ?? .flat(0) }
+
+    /// The oldest format version that holds this model: 1.0 for dense layers with element
+    /// dropout (their bytes are those of every earlier dropmodel), 1.1 otherwise.
+    public var requiredFormatVersion: FormatVersion {
+        let dense10 = layers.allSatisfy { $0.kind == .dense && $0.dropoutMode == .element }
+        return dense10 ? FormatVersion(1, 0) : FormatVersion(1, 1)
+    }
 }

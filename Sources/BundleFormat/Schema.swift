@@ -13,6 +13,11 @@ public enum Schema {
     /// Root attribute of a baked bundle: the weight digest before baking (provenance).
     public static let unbakedDigestAttribute = "unbaked_weights_sha256"
 
+    /// Root attribute of a 1.1 bundle: the shape of one input example ([n] or [H, W, C]).
+    public static let inputShapeAttribute = "input_shape"
+    /// Layer attribute of a 1.1 bundle: the dropout mode of the layer's inputs.
+    public static let dropoutModeAttribute = "dropout_mode"
+
     public static let layersGroup = "layers"
     public static let layerCountAttribute = "count"
     public static let weightDataset = "weight"
@@ -95,6 +100,27 @@ public enum Schema {
                     dropout); 
                     """
                         + "a Keras dropout rate r corresponds to keep_prob = 1 - r")
+            }
+            if !layer.hasWeights && (layer.keepProb != 1 || layer.dropoutMode != .element) {
+                add(
+                    obj + "@keep_prob",
+                    """
+                    a '\(layer.kind.rawValue)' layer has no weights, yet it records dropout (keep_prob \(layer.keepProb), \
+                    mode \(layer.dropoutMode.rawValue))
+                    """,
+                    "dropout is recorded on the weighted layer that reads the dropped tensor; set keep_prob 1, element")
+            }
+            if layer.dropoutMode == .channel {
+                // Channels are the image's last axis: the layer must read an image, or a
+                // flatten of one (features in H, W, C order, channel = index mod C).
+                let input = layer.declaredInputShape
+                let fromFlatten = i > 0 && layers[i - 1]?.kind == .flatten
+                if input?.channels == nil && !fromFlatten {
+                    add(
+                        obj + "@dropout_mode",
+                        "channel dropout needs an image input, but layer \(i) ('\(layer.name)') reads \(input.map(\.description) ?? "?") features",
+                        "use element or gaussian dropout on flat inputs")
+                }
             }
             // The kind's own rules (LayerKinds/), then the rules every kind shares.
             let kindProblems = layer.kind.rules.problems(layer, object: obj)

@@ -110,6 +110,13 @@ public enum Conversion {
         }
         try OutputCheck.verify(output, inputs: [path])
         let bundle = try BundleReader(path: path)
+        if let l = bundle.info.layers.first(where: { $0.kind != .dense || $0.dropoutMode != .element }) {
+            throw DropModelError(
+                code: .unsupported, file: path, object: "/layers",
+                message:
+                    "export of format 1.1 bundles ('\(l.name)' is \(l.kind.rawValue), \(l.dropoutMode.rawValue) dropout) is not built yet",
+                hint: "issue 12 adds ONNX, Keras, safetensors and npz export of convolutional bundles")
+        }
         let model = try Export.deployableModel(bundle)
         switch format {
         case .onnx:

@@ -79,6 +79,7 @@ public enum KerasExport {
                     }
                     return [("kernel", [l.inputs, l.outputs], kernel), ("bias", [l.outputs], p.bias)]
                 })
+        default: preconditionFailure("Conversion.export refuses \(l.kind.rawValue) layers (issue 12)")
         }
     }
 

@@ -131,6 +131,7 @@ public enum ONNXExport {
     ) -> String {
         switch layer.kind {
         case .dense: return denseNodes(&g, layer, index: i, input: input, isLast: last)
+        default: preconditionFailure("Conversion.export refuses \(layer.kind.rawValue) layers (issue 12)")
         }
     }
 
@@ -146,6 +147,7 @@ public enum ONNXExport {
                 ("layers.\(i).weight", [layer.outputs, layer.inputs], p.weight),
                 ("layers.\(i).bias", [layer.outputs], p.bias),
             ]
+        default: preconditionFailure("Conversion.export refuses \(layer.kind.rawValue) layers (issue 12)")
         }
     }
 

@@ -3,24 +3,51 @@ package import HDF5Layer
 
 /// The shape of the activations between two layers, per example.
 ///
-/// Format 1.0 knows flat feature vectors only. Convolutional kinds (issue 12) add an image case
-/// (H × W × C, NHWC); code that needs only the element count (buffers, masks, the chain of
-/// widths) uses ``count`` and keeps working when that case is added.
+/// Flat feature vectors (format 1.0) or images, H × W × C in NHWC order (1.1): element
+/// (h, w, c) of an example is at (h·W + w)·C + c. Code that needs only the element count
+/// (buffers, masks, the chain of widths) uses ``count``.
 public enum TensorShape: Equatable, Hashable, Sendable, CustomStringConvertible {
     /// A vector of `n` features.
     case flat(Int)
+    /// An image of `height` rows, `width` columns and `channels` values per pixel.
+    case image(height: Int, width: Int, channels: Int)
 
-    /// Elements per example.
+    /// Elements per example (for a valid model; sizes are bounded before this is used).
     public var count: Int {
         switch self {
         case .flat(let n): return n
+        case .image(let h, let w, let c): return h.multipliedReportingOverflow(by: w).partialValue * c
         }
     }
 
-    /// As inspect and error messages print it: `784` for a flat shape.
+    /// The channels of an image, nil for a flat shape.
+    public var channels: Int? {
+        if case .image(_, _, let c) = self { return c }
+        return nil
+    }
+
+    /// The dimensions as stored (`[n]` or `[H, W, C]`).
+    public var dimensions: [Int] {
+        switch self {
+        case .flat(let n): return [n]
+        case .image(let h, let w, let c): return [h, w, c]
+        }
+    }
+
+    /// The shape with these stored dimensions (one or three), or nil.
+    public init?(dimensions d: [Int]) {
+        switch d.count {
+        case 1: self = .flat(d[0])
+        case 3: self = .image(height: d[0], width: d[1], channels: d[2])
+        default: return nil
+        }
+    }
+
+    /// As inspect and error messages print it: `784`, `28x28x1`.
     public var description: String {
         switch self {
         case .flat(let n): return String(n)
+        case .image(let h, let w, let c): return "\(h)x\(w)x\(c)"
         }
     }
 }
@@ -111,12 +138,19 @@ package protocol LayerKindRules: Sendable {
 package struct LayerAttributes {
     package var inputs = 0
     package var outputs = 0
+    package var inputShape: TensorShape?
+    package var window: Window?
+    package var filters = 0
 
     package init() {}
 
     /// A layer with these attributes and placeholders for the shared ones.
     package func layer(kind: LayerKind) -> LayerInfo {
-        LayerInfo(name: "", kind: kind, inputs: inputs, outputs: outputs, activation: .linear, keepProb: 1)
+        var l = LayerInfo(name: "", kind: kind, inputs: inputs, outputs: outputs, activation: .linear, keepProb: 1)
+        l.inputShape = inputShape
+        l.window = window
+        l.filters = filters
+        return l
     }
 }
 
@@ -154,6 +188,10 @@ extension LayerKind {
     package var rules: any LayerKindRules {
         switch self {
         case .dense: return DenseRules()
+        case .conv2d: return Conv2DRules()
+        case .maxPool2d, .avgPool2d: return PoolingRules(kind: self)
+        case .globalAvgPool2d: return GlobalAveragePoolingRules()
+        case .flatten: return FlattenRules()
         }
     }
 }

@@ -53,6 +53,7 @@ extension LayerKind {
     package func engineLayer(_ info: LayerInfo) -> any EngineLayer {
         switch self {
         case .dense: return DenseLayer(info: info)
+        default: preconditionFailure("issue 12: the engine has no \(self.rawValue) layer yet")
         }
     }
 }
