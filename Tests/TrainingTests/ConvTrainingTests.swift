@@ -328,3 +328,42 @@ struct ConvInferenceTests {
         }
     }
 }
+
+@Suite("The Fashion-MNIST CNN shape", .tags(.slow))
+struct ConvFashionShapeTests {
+    /// 28x28x1 → conv 3x3x16 → max pool 2 → conv 3x3x32 → max pool 2 → flatten → 128 → 10, the
+    /// network issue 12 trains on Fashion-MNIST, with dropout of every mode on the way.
+    static func layers() -> [LayerInfo] {
+        let image = ConvNets.image
+        let pool = Window(height: 2, width: 2, strideHeight: 2, strideWidth: 2)
+        return [
+            .conv2d(
+                name: "conv1", input: image(28, 28, 1), window: Window(height: 3, width: 3), filters: 16,
+                activation: .relu, keepProb: 0.9),
+            .weightless(.maxPool2d, name: "pool1", input: image(26, 26, 16), window: pool),
+            .conv2d(
+                name: "conv2", input: image(13, 13, 16), window: Window(height: 3, width: 3), filters: 32,
+                activation: .relu, keepProb: 0.75, dropoutMode: .channel),
+            .weightless(.maxPool2d, name: "pool2", input: image(11, 11, 32), window: pool),
+            .weightless(.flatten, name: "flatten", input: image(5, 5, 32)),
+            LayerInfo(
+                name: "hidden", inputs: 800, outputs: 128, activation: .relu, keepProb: 0.5, dropoutMode: .gaussian),
+            LayerInfo(name: "output", inputs: 128, outputs: 10, activation: .softmax, keepProb: 0.5),
+        ]
+    }
+
+    @Test("one epoch of 500 examples: threads 1 and 2 give the same digest")
+    func threads() {
+        func run(_ threads: Int) -> (EpochMetrics, [Parameters]) {
+            let trainer = ConvNets.trainer(
+                Self.layers(), convention: .inverted, examples: 500, batch: 100, threads: threads, maxNorm: 3,
+                test: 200)
+            return (trainer.trainEpoch(1), trainer.network.parameters)
+        }
+        let (a, pa) = run(1)
+        let (b, pb) = run(2)
+        #expect(a == b)
+        #expect(bits(pa) == bits(pb))
+        #expect(a.loss.isFinite)
+    }
+}
