@@ -208,6 +208,42 @@ struct ConvGradientTests {
     }
 }
 
+@Suite("Training uses DropoutNoise's channel masks")
+struct ConvChannelMaskTests {
+    /// One example per step: a channel the mask drops feeds every conv weight that reads it
+    /// nothing, so those weights get zero gradient, and the kept channels' weights do not.
+    @Test("a dropped input channel gives its conv weights zero gradient", arguments: DropoutConvention.allCases)
+    func droppedChannels(_ convention: DropoutConvention) {
+        var layers = ConvNets.pooled(.channel)
+        layers[0].keepProb = 0.5
+        let trainer = ConvNets.trainer(layers, convention: convention)
+        let streams = RandomStreams(seed: 11)
+        let (channels, patch) = (2, 9)  // conv 3x3 over 2 channels, 3 filters
+        var dropped = 0, kept = 0
+        for step in 0..<8 {
+            let g = trainer.gradients(epoch: 2, step: step, examples: [step % 6])
+            var m = [Float](repeating: .nan, count: 72)
+            m.withUnsafeMutableBufferPointer {
+                DropoutNoise.fill(
+                    layer: 0, layers[0], units: 72, channels: channels, convention: convention,
+                    draw: .training(epoch: 2, step: step, example: 0), streams: streams, into: $0)
+            }
+            for c in 0..<channels {
+                let column = (0..<3).flatMap { f in (0..<patch).map { k in g.weight[0][(f * patch + k) * channels + c] }
+                }
+                if m[c] == 0 {
+                    dropped += 1
+                    #expect(column.allSatisfy { $0 == 0 }, "step \(step) channel \(c) dropped")
+                } else {
+                    kept += 1
+                    #expect(column.contains { $0 != 0 }, "step \(step) channel \(c) kept")
+                }
+            }
+        }
+        #expect(dropped > 0 && kept > 0)
+    }
+}
+
 @Suite("Convolutional training determinism")
 struct ConvDeterminismTests {
     /// Large enough that the convolution and pooling kernels split their work between threads.
