@@ -151,7 +151,12 @@ struct RecipeOptions: ParsableArguments {
     var testLimit: Int?
 
     func validate() throws {
-        if let layers { _ = try LayerGrammar.parse(layers) }
+        if let layers {
+            // A usage error: exit 64 with the subcommand's usage, naming the item.
+            do { _ = try LayerGrammar.parse(layers) } catch let e as DropModelError {
+                throw ValidationError(e.problems.map { $0.message + ($0.hint.map { "\nhint: " + $0 } ?? "") }.joined(separator: "\n"))
+            }
+        }
         _ = try keepProbabilities(keep: keep, dropoutRate: dropoutRate)
         _ = try dropoutModes()
     }
