@@ -11,9 +11,12 @@ struct ImportCommand: ParsableCommand {
         discussion: """
             Keras full-model HDF5 files (model.save("m.h5"), Keras 2 or 3) and Keras 3 .keras \
             archives: Sequential or linear \
-            Functional chains of Dense, Dropout and Activation layers. Kernels are transposed to \
-            [outputs, inputs]; a Dropout(rate) becomes keep probability p = 1 - rate of the Dense \
-            layer that receives its units; the convention is inverted (Keras's); seeds, layer \
+            Functional chains of Conv2D (channels_last), MaxPooling2D, AveragePooling2D, \
+            GlobalAveragePooling2D, Flatten, Dense, Dropout, SpatialDropout2D, GaussianDropout and \
+            Activation layers. Kernels are transposed to rows of fan-in ([outputs, inputs], \
+            [filters, kh, kw, channels]); a dropout layer of rate r becomes keep probability \
+            p = 1 - r (mode element, channel or gaussian) of the Conv2D or Dense layer that \
+            receives its units; the convention is inverted (Keras's); seeds, layer \
             names and the Keras version are kept as provenance in /training@recipe. Any other \
             layer is refused by name; nothing from the file is executed.
 
