@@ -32,7 +32,7 @@ extension KerasExport {
         for k in kerasLayers(model) {
             var c = k.config
             c["name"] = .string(k.name)
-            c["trainable"] = .bool(true)
+            if k.className != "SpatialDropout2D" { c["trainable"] = .bool(true) }
             c["dtype"] = .string("float32")
             layers.append(layer(k.className, c))
         }

@@ -54,7 +54,8 @@ public enum KerasExport {
     struct KerasLayer {
         var className: String
         var name: String
-        /// The layer's `config` (without the common `name`, `trainable`, `dtype`).
+        /// The layer's `config` (without the common `name`, `trainable`, `dtype`; Keras 3's
+        /// `SpatialDropout2D` takes no `trainable`).
         var config: [String: JSONValue]
         /// Its weights in Keras's names, shapes and layout, in `weight_names` order.
         var weights: [(name: String, shape: [Int], values: [Float])]
@@ -179,7 +180,7 @@ public enum KerasExport {
         for k in kerasLayers(model) {
             var c = k.config
             c["name"] = .string(k.name)
-            c["trainable"] = .bool(true)
+            if k.className != "SpatialDropout2D" { c["trainable"] = .bool(true) }
             c["dtype"] = .string("float32")
             layers.append(.object(["class_name": .string(k.className), "config": .object(JSONObject(sorting: c))]))
         }
