@@ -7,8 +7,9 @@ import HDF5Layer
 /// layout) into a bundle ``Model``: the mapping is normative in `Specs/interop.md` §2.
 ///
 /// Nothing from the file is executed: the `model_config` JSON is read as data, and only the
-/// layer classes `InputLayer`, `Flatten` (before the first `Dense`), `Dense`, `Dropout` and
-/// `Activation` in a linear chain are accepted. Anything else is refused, naming the layer.
+/// layer classes of Specs/interop.md §2.3 and "Convolutional models" (`InputLayer`, `Conv2D`,
+/// the pooling layers, `Flatten`, `Dense`, the dropout layers, `Activation`) in a linear chain are
+/// accepted (``ChainWalker``). Anything else is refused, naming the layer.
 ///
 /// ```swift
 /// let model = try KerasImport.read(path: "model.h5")   // convention inverted, p = 1 - rate
@@ -499,7 +500,17 @@ public enum KerasImport {
                 "the kernel has shape \(shape); \(d.className) layer '\(d.name)' needs \(what) = \(expected)")
         }
         let units = d.units
-        let rows = shape.dropLast().reduce(1, *)
+        // Sizes from a hostile file: multiply without overflow before anything is allocated.
+        var elements = 1
+        for n in shape {
+            let (p, overflow) = elements.multipliedReportingOverflow(by: n)
+            guard !overflow, p <= 1 << 34 else {
+                throw failure(
+                    path, kernelPath, "the kernel of shape \(shape) has more weights than dropmodel reads (2^34)")
+            }
+            elements = p
+        }
+        let rows = units == 0 ? 0 : elements / units
         try checkStored(kernel, elements: rows * units, object: kernelPath, path: path)
         let k = try hdf5 { try kernel.readFloats() }
         var w = [Float](repeating: 0, count: rows * units)

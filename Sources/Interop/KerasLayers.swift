@@ -247,10 +247,13 @@ extension KerasImport {
         mutating func advance(_ info: LayerInfo, input: TensorShape, object: String) throws {
             let out = info.outputShape(input: input)
             guard out.count > 0 else {
-                let w = info.window.map { "\($0.height)x\($0.width)" } ?? "?"
+                let w = info.window.map { "\($0.height)x\($0.width) \($0.padding.rawValue)" } ?? "?"
                 throw refuse(
                     .invalid, object,
-                    "a \(w) window does not fit the \(input) input (padding \(info.window?.padding.rawValue ?? "?"))")
+                    """
+                    the \(w) window on the \(input) input gives no output, or sizes beyond what a bundle layer \
+                    holds
+                    """)
             }
             shape = out.dimensions
         }

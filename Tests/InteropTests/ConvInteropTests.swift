@@ -196,6 +196,44 @@ struct ConvInteropTests {
         }
     }
 
+    @Test("kernels declaring more weights than dropmodel reads are refused before anything is allocated")
+    func hugeKernel() throws {
+        let dir = TemporaryDirectory()
+        // A Conv2D beyond the engine's sizes: refused from the config, naming the layer.
+        let conv = dir.file("conv.h5")
+        try writeKerasFile(
+            conv,
+            config: sequentialConfig([
+                Self.input(3, 3, 1 << 20), Self.conv("big", 1 << 20), layer("Flatten", "f"), dense("d1", 3),
+            ]), dense: [])
+        // A Dense of 2^24 x 2^24 declared, never written (unallocated chunks): refused at the kernel.
+        let wide = dir.file("dense.h5")
+        try writeKerasFile(
+            wide,
+            config: sequentialConfig([
+                layer("InputLayer", "in", #", "batch_shape": [null, 16777216]"#), dense("big", 1 << 24),
+            ]),
+            dense: []
+        ) { root in
+            let g = try root.group("model_weights").createGroup("big")
+            try g.write("weight_names", strings: ["big/kernel", "big/bias"])
+            let inner = try g.createGroup("big")
+            _ = try inner.createDataset("kernel", type: .float32, shape: [1 << 24, 1 << 24], chunk: [64, 64])
+            _ = try inner.createDataset("bias", type: .float32, shape: [1 << 24], chunk: [1024])
+        }
+        for (path, object) in [
+            (conv, "/@model_config: layer 'big' (Conv2D)"), (wide, "/model_weights/big/big/kernel"),
+        ] {
+            do {
+                _ = try KerasImport.read(path: path)
+                Issue.record("imported")
+            } catch let e as DropModelError {
+                #expect(e.code == .invalid)
+                #expect(e.problems.first?.object == object, "\(text(e))")
+            }
+        }
+    }
+
     /// A small CNN: conv 3x3 same s1 (6x6x2 -> 6x6x3), max-pool 2, conv 2x2 valid s1 with channel
     /// dropout, avg-pool 2 same, flatten, dense with channel dropout, dense with gaussian dropout;
     /// and a second one ending in global average pooling.
