@@ -42,6 +42,8 @@ extension KerasImport {
         var pendingMode: DropoutMode?
         /// Whether an Activation layer may still set the last weighted layer's activation.
         var activationOpen = false
+        /// The last layer that closed it, for the message.
+        var between: (name: String, cls: String)?
         var sawLayer = false
 
         init(path: String, configObject: String) {
@@ -151,8 +153,9 @@ extension KerasImport {
             let object = "\(configObject): layer '\(name)' (\(cls))"
             if !sawLayer, shape == nil { shape = Self.inputShape(c) }
             sawLayer = true
-            if cls != "Activation" && cls != "InputLayer" && !Self.dropoutClasses.contains(cls) {
+            if cls != "Activation" && cls != "InputLayer" {
                 activationOpen = cls == "Dense" || cls == "Conv2D"
+                if !activationOpen { between = (name, cls) }
             }
             switch cls {
             case "InputLayer":
@@ -173,7 +176,6 @@ extension KerasImport {
                 if let s = shape { shape = [s.reduce(1, *)] }
             case "Dropout", "SpatialDropout2D", "GaussianDropout":
                 try dropout(c, cls: cls, name: name, object: object)
-                activationOpen = false
             case "MaxPooling2D", "AveragePooling2D":
                 try channelsLast(c, object: object)
                 try notAcrossDropout(object: object)
@@ -214,7 +216,7 @@ extension KerasImport {
                         !layers.contains(where: \.weighted)
                         ? "it comes before any Conv2D or Dense layer"
                         : !activationOpen
-                            ? "a Dropout layer stands between it and its Dense layer"
+                            ? "a \(between?.cls ?? "") layer stands between it and its layer ('\(between?.name ?? "")')"
                             : "layer '\(layers.last!.name)' already applies \(layers.last!.activation.rawValue)"
                     throw refuse(
                         object,

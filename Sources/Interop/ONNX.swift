@@ -336,13 +336,14 @@ public enum ONNXExport {
     }
 
     static func docString(_ info: ModelInfo) -> String {
+        let what = info.layers.allSatisfy { $0.kind == .dense } ? "dense network" : "convolutional network"
         let keep = info.layers.map { String($0.keepProb) }.joined(separator: ", ")
         let how =
             info.convention == .inverted
             ? "trained with inverted dropout: the weights are used as stored"
             : "trained with classic dropout and baked (weights scaled by the keep probabilities)"
         return """
-            dropmodel export of a dropout network \(how). Keep probabilities of each layer's inputs during training: \
+            dropmodel export of a \(what) \(how). Keep probabilities of each layer's inputs during training: \
             \(keep). 
             """
                 + "Dropout is not in the graph: at inference it is the identity. Specs/interop.md section 5."
