@@ -57,7 +57,7 @@ public enum Bake {
         let unbaked = try bake(bundle, input: input, output: output, dtype: dtype, direct: direct)
         return Report(
             file: input, output: unbaked == nil ? nil : output, outcome: unbaked == nil ? .notNeeded : .baked,
-            dtype: dtype ?? info.layers.first?.dtype ?? .float32, scales: info.layers.map(\.keepProb),
+            dtype: dtype ?? info.layers.first?.dtype ?? .float32, scales: info.layers.map(\.bakeScale),
             unbakedWeightsSHA256: unbaked)
     }
 
@@ -138,7 +138,8 @@ public enum Bake {
                 // Only weighted layers have anything to scale (their kind says which).
                 guard let (w, b) = try BundleWriter.createLayerDatasets(groups[l], layer, options: WriteOptions())
                 else { continue }
-                let p = Float(layer.keepProb)
+                // p for element and channel dropout; 1 for gaussian (Specs/bake.md).
+                let p = Float(layer.bakeScale)
                 let source = try bundle.weightDataset(l)
                 if direct, layer.dtype == .float32, let rows = try source.float32RowChunks(),
                     try w.float32RowChunks() == rows

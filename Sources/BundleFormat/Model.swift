@@ -194,6 +194,14 @@ public struct LayerInfo: Equatable, Sendable {
 
     /// Weights plus biases (0 for a kind without weights).
     public var parameterCount: Int { parameterShapes?.count ?? 0 }
+
+    /// The factor the weight-scaling rule multiplies this layer's weights by (Specs/bake.md):
+    /// the keep probability of its inputs for element and channel dropout; 1 for gaussian
+    /// dropout (the noise has mean 1: nothing to scale) and for a kind without weights.
+    public var bakeScale: Double {
+        guard parameterShapes != nil, dropoutMode != .gaussian else { return 1 }
+        return keepProb
+    }
 }
 
 /// The random-number section: enough to recompute every random draw of training.

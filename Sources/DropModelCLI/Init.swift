@@ -28,13 +28,13 @@ struct Init: ParsableCommand {
             JSONOutput.print(
                 "init",
                 [("output", .string(output))] + JSONOutput.seed(report.seed) + [
-                    ("layers", .array(r.layers.map { .int($0) })), ("convention", .string(r.convention.rawValue)),
+                    ("layers", r.jsonValue.object?["layers"] ?? .null), ("convention", .string(r.convention.rawValue)),
                     ("weights_sha256", JSONOutput.sha256(report.weightsSHA256)),
                 ])
         } else {
             print(
                 """
-                wrote \(output): \(r.layers.map(String.init).joined(separator: "-")) \(r.convention.rawValue), seed \
+                wrote \(output): \(r.networkText) \(r.convention.rawValue), seed \
                 \(report.seed), epoch 0
                 """)
         }

@@ -89,21 +89,30 @@ enum InspectReport {
                 "note: written by a newer minor format version; fields this dropmodel does not know are not shown")
         }
         out.append("convention  " + conventionText(info))
+        if case .image = info.inputShape { out.append("input       \(info.inputShape) (height x width x channels)") }
         let bytes = info.layers.reduce(0) { $0 + $1.parameterCount * $1.dtype.bytes }
         out.append("parameters  \(Format.grouped(info.parameterCount)) (\(Format.bytes(UInt64(bytes))))")
         out.append("")
+        // Format 1.0 models keep their table; 1.1 adds the dropout mode and names the shapes
+        // (H×W×C for images).
+        let v11 = info.requiredFormatVersion > FormatVersion(1, 0)
         var rows: [[String]] = []
         for (i, l) in info.layers.enumerated() {
-            rows.append([
-                String(i), l.name, l.kind.rawValue, l.shapeText, l.activation.rawValue,
-                Format.short(l.keepProb), l.dtype.rawValue, Format.grouped(l.parameterCount),
-            ])
+            let weighted = l.hasWeights
+            rows.append(
+                [
+                    String(i), l.name, l.kind.rawValue, l.shapeText, weighted ? l.activation.rawValue : "-",
+                    weighted || !v11 ? Format.short(l.keepProb) : "-",
+                ] + (v11 ? [weighted ? l.dropoutMode.rawValue : "-"] : []) + [
+                    weighted ? l.dtype.rawValue : "-", Format.grouped(l.parameterCount),
+                ])
         }
-        rows.append(["", "total", "", "", "", "", "", Format.grouped(info.parameterCount)])
-        out.append(
-            Format.table(
-                ["#", "name", "kind", "inputs -> outputs", "activation", "keep p", "dtype", "parameters"],
-                rows, rightAligned: [0, 7]))
+        let header =
+            ["#", "name", "kind", v11 ? "shape" : "inputs -> outputs", "activation", "keep p"]
+            + (v11 ? ["dropout"] : []) + ["dtype", "parameters"]
+        rows.append(Array(repeating: "", count: header.count - 1) + [Format.grouped(info.parameterCount)])
+        rows[rows.count - 1][1] = "total"
+        out.append(Format.table(header, rows, rightAligned: [0, header.count - 1]))
         if let stats {
             out.append("")
             var srows: [[String]] = []
@@ -160,6 +169,7 @@ enum InspectReport {
             o += l.kindAttributesJSON  // the kind's own attributes (dense: inputs, outputs)
             o += [
                 ("activation", .string(l.activation.rawValue)), ("keep_prob", .number(l.keepProb)),
+                ("dropout_mode", .string(l.dropoutMode.rawValue)),
                 ("dtype", .string(l.dtype.rawValue)), ("parameters", .int(l.parameterCount)),
             ]
             if let s = stats?[i] {
@@ -225,6 +235,7 @@ enum InspectReport {
                 ("convention", .string(info.convention.rawValue)),
                 ("baked", .bool(info.baked)),
                 ("parameters", .int(info.parameterCount)),
+                ("input_shape", .array(info.inputShape.dimensions.map { .int($0) })),
                 ("layers", .array(layers)),
                 ("rng", rng),
                 ("training", training),

@@ -53,14 +53,24 @@ func keepProbabilities(keep: String?, dropoutRate: String?) throws -> [Double]? 
 /// The recipe options `init` and `train` share. Every option is optional: an option given
 /// overrides the base recipe (a `--from` bundle's, or the defaults shown).
 struct RecipeOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Layer widths, input first (default 784,1024,1024,10).", valueName: "n,n,..."))
+    @Option(
+        help: ArgumentHelp(
+            """
+            The network, input first (default 784,1024,1024,10). Plain numbers are dense widths. An image input is \
+            HxWxC (28x28x1 for Fashion-MNIST); then convKHxKWxF (F filters; add /sS or /sSHxSW for a stride, /same \
+            for same padding; default stride 1, valid), maxpoolK or maxpoolKHxKW, avgpoolK (stride = pool unless \
+            /sS; /same), gap (global average pooling), flatten (implied before the first dense width). Example: \
+            28x28x1,conv3x3x16,maxpool2,conv3x3x32,maxpool2,128,10.
+            """,
+            valueName: "spec"))
     var layers: String?
 
     @Option(
         help: ArgumentHelp(
             """
-            Keep probability of each dense layer's inputs, input layer first, one per dense layer (default 0.8 for the \
-            inputs, 0.5 for hidden layers). The probability of KEEPING a unit: Keras's Dropout(rate) and PyTorch's \
+            Keep probability of each weighted layer's inputs (conv and dense layers), input layer first (default 0.8 \
+            for the inputs and 0.5 for hidden layers of a dense network; 0.9, 0.75 for conv layers and 0.5 for dense \
+            layers of a convolutional one). The probability of KEEPING a unit: Keras's Dropout(rate) and PyTorch's \
             nn.Dropout(p) are drop rates; for those use --dropout-rate.
             """,
             valueName: "p,p,..."))
@@ -70,11 +80,23 @@ struct RecipeOptions: ParsableArguments {
         name: .customLong("dropout-rate"),
         help: ArgumentHelp(
             """
-            Drop rate of each dense layer's inputs (Keras Dropout(rate), PyTorch nn.Dropout(p)): keep p = 1 - rate. \
+            Drop rate of each weighted layer's inputs (Keras Dropout(rate), PyTorch nn.Dropout(p)): keep p = 1 - rate. \
             Exclusive with --keep.
             """,
             valueName: "r,r,..."))
     var dropoutRate: String?
+
+    @Option(
+        name: .customLong("dropout-mode"),
+        help: ArgumentHelp(
+            """
+            How each weighted layer's inputs are dropped, one per weighted layer (input first) or one for all: \
+            element (each unit alone, the paper's; default), channel (whole feature maps of an image input, Keras \
+            SpatialDropout2D; also a dense layer right after a flatten), gaussian (multiply by N(1, (1-p)/p) noise, \
+            Keras GaussianDropout; nothing is scaled at test time).
+            """,
+            valueName: "mode,..."))
+    var dropoutMode: String?
 
     @Option(help: "Hidden activation; the output layer is softmax (default relu).")
     var activation: HiddenActivation?
@@ -129,8 +151,21 @@ struct RecipeOptions: ParsableArguments {
     var testLimit: Int?
 
     func validate() throws {
-        if let layers { let _: [Int] = try parseList(layers, "--layers", "an integer") }
+        if let layers { _ = try LayerGrammar.parse(layers) }
         _ = try keepProbabilities(keep: keep, dropoutRate: dropoutRate)
+        _ = try dropoutModes()
+    }
+
+    func dropoutModes() throws -> [DropoutMode]? {
+        guard let dropoutMode else { return nil }
+        return try dropoutMode.split(separator: ",", omittingEmptySubsequences: false).map {
+            guard let m = DropoutMode(rawValue: $0.trimmingCharacters(in: .whitespaces)) else {
+                throw ValidationError(
+                    "--dropout-mode: '\($0)' is not one of \(DropoutMode.allCases.map(\.rawValue).joined(separator: ", "))"
+                )
+            }
+            return m
+        }
     }
 
     /// Keep probabilities below 0.5 that look like drop rates (0.2 where 0.8 is meant).
@@ -144,14 +179,21 @@ struct RecipeOptions: ParsableArguments {
     func recipe(base: Recipe? = nil) throws -> Recipe {
         var r = base ?? Recipe(layers: [784, 1024, 1024, 10], keep: [0.8, 0.5, 0.5])
         if let layers {
-            r.layers = try parseList(layers, "--layers", "an integer")
-            // New layer sizes without keep probabilities: the paper's defaults for that depth
-            // (0.8 for the inputs, 0.5 for every hidden layer's).
-            if keep == nil && dropoutRate == nil && r.keep.count != r.layers.count - 1 && r.layers.count >= 2 {
-                r.keep = [0.8] + Array(repeating: 0.5, count: r.layers.count - 2)
+            let network = try LayerGrammar.parse(layers)
+            let shape = Recipe(network: network, keep: [])
+            r.layers = shape.layers
+            r.architecture = shape.architecture
+            // New layers without keep probabilities: the paper's defaults for them.
+            if keep == nil && dropoutRate == nil && r.keep.count != r.weightedLayerCount {
+                r.keep = Self.defaultKeep(network)
             }
+            if r.dropoutModes.count != r.weightedLayerCount { r.dropoutModes = [] }
         }
         if let keeps = try keepProbabilities(keep: keep, dropoutRate: dropoutRate) { r.keep = keeps }
+        if let modes = try dropoutModes() {
+            let all = modes.count == 1 ? Array(repeating: modes[0], count: r.weightedLayerCount) : modes
+            r.dropoutModes = all.allSatisfy { $0 == .element } ? [] : all
+        }
         if let activation { r.activation = activation.activation }
         if let convention { r.convention = convention }
         if let epochs { r.epochs = epochs }
@@ -168,6 +210,24 @@ struct RecipeOptions: ParsableArguments {
         if let testLimit { r.testLimit = testLimit }
         if let first = r.problems().first { throw DropModelError(code: .usage, file: "", message: first) }
         return r
+    }
+}
+
+extension RecipeOptions {
+    /// The paper's keep probabilities for a network: 0.8 for a dense network's inputs, 0.9 for
+    /// an image's, 0.75 for the inputs of later conv layers, 0.5 for hidden dense layers'.
+    static func defaultKeep(_ network: LayerGrammar.Network) -> [Double] {
+        var out: [Double] = []
+        for layer in network.layers where layer.item.isWeighted {
+            if out.isEmpty {
+                out.append(network.input.channels == nil ? 0.8 : 0.9)
+            } else if case .conv2d = layer.item {
+                out.append(0.75)
+            } else {
+                out.append(0.5)
+            }
+        }
+        return out
     }
 }
 

@@ -53,7 +53,7 @@ struct ReplayCommand: ParsableCommand {
         let report = try Replay.run(request) { event in
             if case .started(let s) = event, !json {
                 print(
-                    "replaying \(file): \(s.recipe.layers.map(String.init).joined(separator: "-")), seed \(s.seed), "
+                    "replaying \(file): \(s.recipe.networkText), seed \(s.seed), "
                         + "\(s.epochs) epoch\(s.epochs == 1 ? "" : "s"), "
                         + "\(s.threads) thread\(s.threads == 1 ? "" : "s"), on \(s.data)")
             }

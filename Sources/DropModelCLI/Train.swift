@@ -40,10 +40,10 @@ struct Train: ParsableCommand {
         if let from { try OutputCheck.verify(output, inputs: [from]) }
         let start = try from.map { try TrainingRun.startingPoint(from: $0) }
         let recipe = try recipeOptions.recipe(base: start?.recipe)
-        if let start, recipe.layers != start.recipe.layers {
+        if let start, recipe.network != start.recipe.network {
             throw DropModelError(
                 code: .usage, file: from ?? "",
-                message: "--layers cannot change the shape of the --from bundle (\(start.recipe.layers))")
+                message: "--layers cannot change the shape of the --from bundle (\(start.recipe.networkText))")
         }
         for p in recipeOptions.rateLikeKeeps(recipe) {
             FileHandle.standardError.write(
@@ -58,7 +58,7 @@ struct Train: ParsableCommand {
         let json = jsonOption.json
         if !json {
             print(
-                "training \(recipe.layers.map(String.init).joined(separator: "-")) \(recipe.activation.rawValue), "
+                "training \(recipe.networkText) \(recipe.activation.rawValue), "
                     + """
                     \(recipe.convention.rawValue) dropout keep \
                     \(recipe.keep.map { Format.short($0) }.joined(separator: ",")), 

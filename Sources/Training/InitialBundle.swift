@@ -26,29 +26,29 @@ public enum InitialBundle {
         // than keep a huge model in memory: once to digest, once to write.
         var digest = WeightDigest.Stream()
         func generate(_ l: Int, _ body: (UnsafeBufferPointer<Float>, Int, Int) throws -> Void) rethrows {
-            let layer = layers[l]
-            let rowsPerBlock = max(1, (1 << 22) / layer.inputs)
-            var buffer = [Float](repeating: 0, count: min(layer.outputs, rowsPerBlock) * layer.inputs)
+            guard let (shapes, limit) = Recipe.initialization(layers[l]) else { return }
+            let (rows, rowLength) = (shapes.rows, shapes.rowLength)
+            let rowsPerBlock = max(1, (1 << 22) / rowLength)
+            var buffer = [Float](repeating: 0, count: min(rows, rowsPerBlock) * rowLength)
             var row = 0
-            let limit = RandomStreams.glorotUniformLimit(fanIn: layer.inputs, fanOut: layer.outputs)
-            while row < layer.outputs {
-                let n = min(rowsPerBlock, layer.outputs - row)
+            while row < rows {
+                let n = min(rowsPerBlock, rows - row)
                 try buffer.withUnsafeMutableBufferPointer { buf in
                     for i in 0..<n {
-                        // Row i's weights, ceil(inputs/4) Philox blocks (Specs/random-streams.md §6).
-                        let base = i * layer.inputs
-                        streams.weightInitRow(layer: l, row: row + i).forEachWord(count: layer.inputs) { j, w in
+                        // Row i's weights, ceil(rowLength/4) Philox blocks (Specs/random-streams.md §6).
+                        let base = i * rowLength
+                        streams.weightInitRow(layer: l, row: row + i).forEachWord(count: rowLength) { j, w in
                             buf[base + j] = RandomStreams.symmetricUniform(w) * limit
                         }
                     }
-                    try body(UnsafeBufferPointer(rebasing: buf[0..<(n * layer.inputs)]), row, n)
+                    try body(UnsafeBufferPointer(rebasing: buf[0..<(n * rowLength)]), row, n)
                 }
                 row += n
             }
         }
-        for l in layers.indices {
+        for l in layers.indices where layers[l].hasWeights {
             generate(l) { block, _, _ in digest.update(block) }
-            let zeros = [Float](repeating: 0, count: layers[l].outputs)
+            let zeros = [Float](repeating: 0, count: layers[l].parameterShapes!.rows)
             zeros.withUnsafeBufferPointer { digest.update($0) }
         }
         let info = ModelInfo(
@@ -67,7 +67,7 @@ public enum InitialBundle {
                     guard let (w, b) = try BundleWriter.createLayerDatasets(groups[l], layers[l], options: options)
                     else { continue }
                     try generate(l) { block, row, n in try w.writeFloatRows(start: row, count: n, block) }
-                    try b.write(floats: [Float](repeating: 0, count: layers[l].outputs))
+                    try b.write(floats: [Float](repeating: 0, count: layers[l].parameterShapes!.rows))
                     w.close()
                     b.close()
                 }

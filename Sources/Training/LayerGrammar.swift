@@ -1,3 +1,4 @@
+public import BundleFormat
 import DropModelBase
 import DropoutRandom
 import Foundation
@@ -26,27 +27,10 @@ import Kernels
 /// against the padding rules (Specs/determinism.md §8) before any allocation; an error names the
 /// item and its position.
 public enum LayerGrammar {
-    /// A tensor between layers: flat features, or an image.
-    public enum Shape: Equatable, Sendable, CustomStringConvertible {
-        case flat(Int)
-        case image(height: Int, width: Int, channels: Int)
+    /// A tensor between layers: flat features, or an image (the bundle's shapes).
+    public typealias Shape = TensorShape
 
-        public var count: Int {
-            switch self {
-            case .flat(let n): return n
-            case .image(let h, let w, let c): return h * w * c
-            }
-        }
-
-        public var description: String {
-            switch self {
-            case .flat(let n): return "\(n)"
-            case .image(let h, let w, let c): return "\(h)x\(w)x\(c)"
-            }
-        }
-    }
-
-    public enum Padding: String, Sendable { case valid, same }
+    public typealias Padding = BundleFormat.Padding
 
     /// One layer as written.
     public enum Item: Equatable, Sendable {
@@ -57,6 +41,25 @@ public enum LayerGrammar {
         case avgPool2d(poolHeight: Int, poolWidth: Int, strideHeight: Int, strideWidth: Int, padding: Padding)
         case globalAvgPool2d
         case flatten
+
+        /// The item as the grammar writes it, defaults left out.
+        public var text: String {
+            func window(_ h: Int, _ w: Int) -> String { h == w ? "\(h)" : "\(h)x\(w)" }
+            func options(_ sh: Int, _ sw: Int, defaults: (Int, Int), _ p: Padding) -> String {
+                ((sh, sw) == defaults ? "" : "/s" + window(sh, sw)) + (p == .same ? "/same" : "")
+            }
+            switch self {
+            case .dense(let units): return "\(units)"
+            case .conv2d(let kh, let kw, let f, let sh, let sw, let p):
+                return "conv\(kh)x\(kw)x\(f)" + options(sh, sw, defaults: (1, 1), p)
+            case .maxPool2d(let ph, let pw, let sh, let sw, let p):
+                return "maxpool" + window(ph, pw) + options(sh, sw, defaults: (ph, pw), p)
+            case .avgPool2d(let ph, let pw, let sh, let sw, let p):
+                return "avgpool" + window(ph, pw) + options(sh, sw, defaults: (ph, pw), p)
+            case .globalAvgPool2d: return "gap"
+            case .flatten: return "flatten"
+            }
+        }
 
         /// Whether the layer has weights (and so a keep probability of its inputs).
         public var isWeighted: Bool {
@@ -86,6 +89,75 @@ public enum LayerGrammar {
 
         /// The number of weighted layers (one keep probability each).
         public var weightedCount: Int { layers.filter { $0.item.isWeighted }.count }
+
+        /// The network in the grammar, canonically: every flatten explicit, defaults left out
+        /// (`28x28x1,conv3x3x16,maxpool2,flatten,128,10`). Parsing it gives the same network.
+        public var text: String { ([input.description] + layers.map(\.item.text)).joined(separator: ",") }
+
+        /// The dense widths, input first, when every layer is dense (`[784, 1024, 10]`).
+        public var denseWidths: [Int]? {
+            guard isDenseOnly, case .flat(let n) = input else { return nil }
+            return [n] + layers.map(\.output.count)
+        }
+
+        /// A dense network of these widths (input first).
+        public static func dense(_ widths: [Int]) -> Network {
+            Network(
+                input: .flat(widths.first ?? 0),
+                layers: zip(widths, widths.dropFirst()).map { (Item.dense(units: $1), Shape.flat($0), Shape.flat($1)) })
+        }
+
+        /// The bundle's layers: one per item, weighted layers taking `keep[k]` and `modes[k]` in
+        /// order (k counts weighted layers), hidden weighted layers `activation`, the last layer
+        /// softmax. Names: dense-only networks `hidden1`, ..., `output` (as always); otherwise
+        /// `conv1`, `maxpool1`, `avgpool1`, `gap`, `flatten`, `dense1`, ..., `output`.
+        public func layerInfos(keep: [Double], modes: [DropoutMode], activation: Activation) -> [LayerInfo] {
+            var counts: [String: Int] = [:]
+            func name(_ base: String) -> String {
+                counts[base, default: 0] += 1
+                return "\(base)\(counts[base]!)"
+            }
+            let denseOnly = isDenseOnly
+            var k = 0
+            var out: [LayerInfo] = []
+            for (i, layer) in layers.enumerated() {
+                let last = i == layers.count - 1
+                func weighted() -> (Double, DropoutMode) {
+                    defer { k += 1 }
+                    return (k < keep.count ? keep[k] : 1, k < modes.count ? modes[k] : .element)
+                }
+                switch layer.item {
+                case .dense(let units):
+                    let (p, mode) = weighted()
+                    out.append(
+                        LayerInfo(
+                            name: last ? "output" : name(denseOnly ? "hidden" : "dense"), inputs: layer.input.count,
+                            outputs: units, activation: last ? .softmax : activation, keepProb: p, dropoutMode: mode))
+                case .conv2d(let kh, let kw, let f, let sh, let sw, let padding):
+                    let (p, mode) = weighted()
+                    out.append(
+                        .conv2d(
+                            name: name("conv"), input: layer.input,
+                            window: Window(height: kh, width: kw, strideHeight: sh, strideWidth: sw, padding: padding),
+                            filters: f, activation: activation, keepProb: p, dropoutMode: mode))
+                case .maxPool2d(let ph, let pw, let sh, let sw, let padding):
+                    out.append(
+                        .weightless(
+                            .maxPool2d, name: name("maxpool"), input: layer.input,
+                            window: Window(height: ph, width: pw, strideHeight: sh, strideWidth: sw, padding: padding)))
+                case .avgPool2d(let ph, let pw, let sh, let sw, let padding):
+                    out.append(
+                        .weightless(
+                            .avgPool2d, name: name("avgpool"), input: layer.input,
+                            window: Window(height: ph, width: pw, strideHeight: sh, strideWidth: sw, padding: padding)))
+                case .globalAvgPool2d:
+                    out.append(.weightless(.globalAvgPool2d, name: name("gap"), input: layer.input))
+                case .flatten:
+                    out.append(.weightless(.flatten, name: name("flatten"), input: layer.input))
+                }
+            }
+            return out
+        }
     }
 
     static let maxUnits = 1 << 24

@@ -1,4 +1,4 @@
-import BundleFormat
+public import BundleFormat
 import Charts
 import DropModelBase
 import DropoutRandom
@@ -45,11 +45,24 @@ public enum MaskQuery {
         /// What the mask covers: nil for the input features, else the layer whose outputs it covers.
         public var previousLayer: (index: Int, name: String)?
         public var units: Int
+        /// The shape of the masked tensor (an image for a conv layer's inputs).
+        public var shape: TensorShape
+        /// The channels a `channel` mask draws for (the image's, or a flatten's input's).
+        public var channels: Int?
         public var keepProb: Double
-        /// Per example: which units were kept.
-        public var examples: [(example: Int, kept: [Bool])]
+        public var mode: DropoutMode
+        public var convention: DropoutConvention
+        /// Per example: the multiplier of every unit, in the tensor's order (NHWC for an image):
+        /// 0 for a dropped unit, 1 (classic) or 1/p (inverted) for a kept one, the Gaussian noise
+        /// for `gaussian`.
+        public var examples: [(example: Int, multipliers: [Float])]
         /// The picture written, if asked for.
         public var png: String?
+
+        /// Per example: which units were kept (multiplier not 0).
+        public var kept: [(example: Int, kept: [Bool])] {
+            examples.map { ($0.example, $0.multipliers.map { $0 != 0 }) }
+        }
     }
 
     public static func run(_ r: Request) throws -> Report {
@@ -89,25 +102,68 @@ public enum MaskQuery {
             examples = Array(0..<rows)
         }
         let l = info.layers[r.layer]
+        guard l.hasWeights else {
+            let weighted = info.layers.indices.filter { info.layers[$0].hasWeights }.map(String.init)
+            throw usage(
+                """
+                layer \(r.layer) ('\(l.name)') is a \(l.kind.rawValue) layer: it has no weights and no dropout; the \
+                layers with dropout on their inputs are \(weighted.joined(separator: ", "))
+                """)
+        }
+        let shape = info.layerShapes[r.layer].input
+        let channels = DropoutNoise.channels(of: info.layers, layer: r.layer)
         let streams = RandomStreams(seed: UInt64(seed))
-        var row = [Float](repeating: 0, count: l.inputs)
-        var kept: [(example: Int, kept: [Bool])] = []
+        var row = [Float](repeating: 0, count: shape.count)
+        var out: [(example: Int, multipliers: [Float])] = []
         for ex in examples {
             row.withUnsafeMutableBufferPointer {
-                streams.keepMask(
-                    epoch: r.epoch - 1, step: r.step, layer: r.layer, example: ex, units: l.inputs,
-                    keepProbability: l.keepProb, keptValue: 1, into: $0)
+                DropoutNoise.fill(
+                    .training(epoch: r.epoch - 1, step: r.step, example: ex), streams: streams, layer: r.layer,
+                    info: l, units: shape.count, channels: channels, convention: info.convention, into: $0)
             }
-            kept.append((ex, row.map { $0 != 0 }))
+            out.append((ex, row))
         }
         if let png = r.png {
-            let pixels = kept.flatMap { $0.kept.map { $0 ? UInt8(255) : 0 } }
+            let picture = picture(out.map(\.multipliers), shape: shape, mode: l.dropoutMode)
             try AtomicFile.write(
-                PNG.grayscale(width: l.inputs, height: kept.count, pixels: pixels), to: png, what: "PNG")
+                PNG.grayscale(width: picture.width, height: picture.height, pixels: picture.pixels), to: png,
+                what: "PNG")
         }
         return Report(
             file: r.file, seed: seed, epoch: r.epoch, step: r.step, layer: r.layer, layerName: l.name,
-            previousLayer: r.layer == 0 ? nil : (r.layer - 1, info.layers[r.layer - 1].name), units: l.inputs,
-            keepProb: l.keepProb, examples: kept, png: r.png)
+            previousLayer: r.layer == 0 ? nil : (r.layer - 1, info.layers[r.layer - 1].name), units: shape.count,
+            shape: shape, channels: channels, keepProb: l.keepProb, mode: l.dropoutMode, convention: info.convention,
+            examples: out, png: r.png)
+    }
+
+    /// The PNG's pixels: a flat mask is one row per example, one pixel per unit (white = kept);
+    /// an image mask is, per example, a row of its channels' H × W maps side by side, one
+    /// pixel apart (black gutters). Gaussian noise maps to grey levels: 0 → black, 2 → white.
+    static func picture(
+        _ masks: [[Float]], shape: TensorShape, mode: DropoutMode
+    )
+        -> (width: Int, height: Int, pixels: [UInt8])
+    {
+        func level(_ v: Float) -> UInt8 {
+            if mode == .gaussian { return UInt8(max(0, min(255, (v / 2 * 255).rounded()))) }
+            return v != 0 ? 255 : 0
+        }
+        guard case .image(let h, let w, let c) = shape else {
+            let width = shape.count
+            return (width, masks.count, masks.flatMap { $0.map(level) })
+        }
+        let width = c * (w + 1) - 1
+        let height = masks.count * (h + 1) - 1
+        var pixels = [UInt8](repeating: 0, count: width * height)
+        for (e, m) in masks.enumerated() {
+            for y in 0..<h {
+                for x in 0..<w {
+                    for ch in 0..<c {
+                        pixels[(e * (h + 1) + y) * width + ch * (w + 1) + x] = level(m[(y * w + x) * c + ch])
+                    }
+                }
+            }
+        }
+        return (width, height, pixels)
     }
 }

@@ -5,10 +5,19 @@ public import DropModelBase
 /// Everything that determines a training run besides the data: stored as JSON in a bundle's
 /// `/training@recipe` (keys: `Specs/bundle-format.md` §Recipe).
 public struct Recipe: Equatable, Sendable {
-    /// Layer widths, input first: `[784, 1024, 1024, 10]`.
+    /// Layer widths, input first, of a dense network: `[784, 1024, 1024, 10]`. Empty when
+    /// ``architecture`` holds a network with convolutional layers.
     public var layers: [Int]
-    /// Keep probability of each dense layer's inputs (`layers.count - 1` values).
+    /// A network with convolutional layers (`--layers 28x28x1,conv3x3x16,maxpool2,128,10`);
+    /// nil for a dense network, which ``layers`` describes. Stored in the JSON as its canonical
+    /// text under `layers` (a dense network's `layers` stays a list of widths, as always).
+    public var architecture: LayerGrammar.Network?
+    /// Keep probability of each weighted layer's inputs, input first (a dense network:
+    /// `layers.count - 1` values).
     public var keep: [Double]
+    /// The dropout mode of each weighted layer's inputs (JSON `dropout_modes`, written only when
+    /// one is not `element`); empty means element everywhere.
+    public var dropoutModes: [DropoutMode] = []
     /// Activation of the hidden layers; the output layer is softmax.
     public var activation: Activation
     public var convention: DropoutConvention
@@ -36,6 +45,7 @@ public struct Recipe: Equatable, Sendable {
 
     enum CodingKeys: String {
         case layers, keep, activation, convention, epochs
+        case dropoutModes = "dropout_modes"
         case batchSize = "batch_size"
         case learningRate = "learning_rate"
         case lrDecay = "lr_decay"
@@ -74,15 +84,59 @@ public struct Recipe: Equatable, Sendable {
         self.initialization = initialization
     }
 
+    /// A recipe for a network written in the `--layers` grammar (dense or convolutional):
+    /// a dense network is stored as widths, exactly as ``init(layers:keep:...)`` would.
+    public init(network: LayerGrammar.Network, keep: [Double], dropoutModes: [DropoutMode] = []) {
+        self.init(layers: network.denseWidths ?? [], keep: keep)
+        if network.denseWidths == nil { architecture = network }
+        self.dropoutModes = dropoutModes.allSatisfy { $0 == .element } ? [] : dropoutModes
+    }
+
+    /// The network, whichever way it is stored.
+    public var network: LayerGrammar.Network { architecture ?? .dense(layers) }
+
+    /// The network as a short text: `784-1024-10` for a dense one, the grammar otherwise.
+    public var networkText: String {
+        architecture?.text ?? layers.map(String.init).joined(separator: "-")
+    }
+
+    /// The number of weighted layers (keep probabilities and dropout modes one each).
+    public var weightedLayerCount: Int { architecture?.weightedCount ?? max(0, layers.count - 1) }
+
+    /// Features per input example.
+    public var inputCount: Int { architecture?.input.count ?? layers.first ?? 0 }
+    /// Classes (the last layer's width).
+    public var outputCount: Int { architecture?.layers.last?.output.count ?? layers.last ?? 0 }
+
     /// What is wrong with the recipe, if anything (each a full sentence).
     public func problems() -> [String] {
         var out: [String] = []
-        if layers.count < 2 { out.append("--layers needs at least two sizes (inputs and outputs), e.g. 784,1024,10") }
-        if layers.contains(where: { $0 < 1 || $0 > 1 << 24 }) { out.append("every layer size must be in 1...16777216") }
-        if layers.count - 1 > StreamLayout.layerLimit { out.append("at most \(StreamLayout.layerLimit) layers") }
-        if keep.count != layers.count - 1 {
+        if architecture == nil {
+            if layers.count < 2 {
+                out.append("--layers needs at least two sizes (inputs and outputs), e.g. 784,1024,10")
+            }
+            if layers.contains(where: { $0 < 1 || $0 > 1 << 24 }) {
+                out.append("every layer size must be in 1...16777216")
+            }
+        }
+        let layerCount = architecture?.layers.count ?? (layers.count - 1)
+        if layerCount > StreamLayout.layerLimit { out.append("at most \(StreamLayout.layerLimit) layers") }
+        let weighted = weightedLayerCount
+        if keep.count != weighted {
             out.append(
-                "--keep needs one keep probability per dense layer (\(max(0, layers.count - 1))), got \(keep.count)")
+                "--keep needs one keep probability per weighted layer (\(weighted)), input first, got \(keep.count)")
+        }
+        if !dropoutModes.isEmpty && dropoutModes.count != weighted {
+            out.append(
+                "--dropout-mode needs one mode per weighted layer (\(weighted)) or one for all, got \(dropoutModes.count)"
+            )
+        }
+        if architecture != nil || !dropoutModes.isEmpty, keep.count == weighted,
+            dropoutModes.isEmpty || dropoutModes.count == weighted
+        {
+            // The layer rules of the format (channel dropout needs an image, shapes chain, ...).
+            let info = ModelInfo(convention: convention, layers: layerInfos)
+            out += info.problems(file: "").map { "layer \($0.object): \($0.message)" }
         }
         if let bad = keep.first(where: { !Schema.isValidKeepProb($0) }) {
             out.append("keep probability \(bad) is outside (0, 1]")
@@ -107,11 +161,15 @@ public struct Recipe: Equatable, Sendable {
 
     /// The layer metadata this recipe describes.
     public var layerInfos: [LayerInfo] {
-        (0..<(layers.count - 1)).map { i in
+        if let architecture {
+            return architecture.layerInfos(keep: keep, modes: dropoutModes, activation: activation)
+        }
+        return (0..<(layers.count - 1)).map { i in
             let last = i == layers.count - 2
             return LayerInfo(
                 name: last ? "output" : "hidden\(i + 1)", inputs: layers[i], outputs: layers[i + 1],
-                activation: last ? .softmax : activation, keepProb: keep[i])
+                activation: last ? .softmax : activation, keepProb: keep[i],
+                dropoutMode: i < dropoutModes.count ? dropoutModes[i] : .element)
         }
     }
 
@@ -123,7 +181,7 @@ public struct Recipe: Equatable, Sendable {
             d.rounded() == d && abs(d) < 9.0e15 ? .integer(Int64(d)) : .number(d)
         }
         var o: JSONObject = [
-            CodingKeys.layers.rawValue: .array(layers.map { .int($0) }),
+            CodingKeys.layers.rawValue: architecture.map { .string($0.text) } ?? .array(layers.map { .int($0) }),
             CodingKeys.keep.rawValue: .array(keep.map(number)),
             CodingKeys.activation.rawValue: .string(activation.rawValue),
             CodingKeys.convention.rawValue: .string(convention.rawValue),
@@ -138,6 +196,9 @@ public struct Recipe: Equatable, Sendable {
             CodingKeys.data.rawValue: .string(data),
             CodingKeys.initialization.rawValue: .string(initialization),
         ]
+        if !dropoutModes.isEmpty {
+            o[CodingKeys.dropoutModes.rawValue] = .array(dropoutModes.map { .string($0.rawValue) })
+        }
         if let maxNorm { o[CodingKeys.maxNorm.rawValue] = number(maxNorm) }
         if let limit { o[CodingKeys.limit.rawValue] = .int(limit) }
         if let testLimit { o[CodingKeys.testLimit.rawValue] = .int(testLimit) }
@@ -177,9 +238,35 @@ public struct Recipe: Equatable, Sendable {
             guard let v = o[key.rawValue], !v.isNull else { return nil }
             return try read(key)
         }
-        guard let layers = try get(.layers).array?.map({ $0.int.flatMap { Int(exactly: $0) } }), !layers.contains(nil)
-        else {
-            throw RecipeError(message: "'layers' is not a list of integers")
+        // `layers`: a dense network's widths, or a network in the --layers grammar.
+        var architecture: LayerGrammar.Network?
+        var widths: [Int] = []
+        if let text = try get(.layers).string {
+            do { architecture = try LayerGrammar.parse(text) } catch {
+                throw RecipeError(message: "'layers' is not a network: \(error)")
+            }
+            if let w = architecture?.denseWidths {
+                widths = w
+                architecture = nil
+            }
+        } else {
+            guard let layers = try get(.layers).array?.map({ $0.int.flatMap { Int(exactly: $0) } }),
+                !layers.contains(nil)
+            else {
+                throw RecipeError(message: "'layers' is not a list of integers or a --layers text")
+            }
+            widths = layers.map { $0! }
+        }
+        var modes: [DropoutMode] = []
+        if let m = o[CodingKeys.dropoutModes.rawValue], !m.isNull {
+            guard let list = m.array?.map({ $0.string.flatMap(DropoutMode.init(rawValue:)) }), !list.contains(nil)
+            else {
+                throw RecipeError(
+                    message:
+                        "'dropout_modes' is not a list of \(DropoutMode.allCases.map(\.rawValue).joined(separator: ", "))"
+                )
+            }
+            modes = list.map { $0! }
         }
         guard let keep = try get(.keep).array?.map(\.double), !keep.contains(nil) else {
             throw RecipeError(message: "'keep' is not a list of numbers")
@@ -190,14 +277,17 @@ public struct Recipe: Equatable, Sendable {
         guard let convention = DropoutConvention(rawValue: try string(.convention)) else {
             throw RecipeError(message: "'convention' is not one of \(DropoutConvention.allCases.map(\.rawValue))")
         }
-        return Recipe(
-            layers: layers.map { $0! }, keep: keep.map { $0! }, activation: activation, convention: convention,
+        var r = Recipe(
+            layers: widths, keep: keep.map { $0! }, activation: activation, convention: convention,
             epochs: try int(.epochs), batchSize: try int(.batchSize), learningRate: try double(.learningRate),
             lrDecay: try double(.lrDecay), momentum: try double(.momentum), momentumFinal: try double(.momentumFinal),
             momentumRampEpochs: try int(.momentumRampEpochs), maxNorm: try optional(.maxNorm, double),
             l2: try double(.l2),
             data: try string(.data), limit: try optional(.limit, int), testLimit: try optional(.testLimit, int),
             initialization: try string(.initialization))
+        r.architecture = architecture
+        r.dropoutModes = modes
+        return r
     }
 
     /// The seeded initial weights (epoch 0), a pure function of (seed, layer sizes):
@@ -205,12 +295,23 @@ public struct Recipe: Equatable, Sendable {
     public func initialParameters(seed: UInt64) -> [Parameters] {
         let streams = RandomStreams(seed: seed)
         return layerInfos.enumerated().map { l, layer in
-            var w = [Float](repeating: 0, count: layer.inputs * layer.outputs)
+            guard let (shapes, limit) = Self.initialization(layer) else { return Parameters(weight: [], bias: []) }
+            var w = [Float](repeating: 0, count: shapes.rows * shapes.rowLength)
             w.withUnsafeMutableBufferPointer {
-                streams.glorotUniformInit(layer: l, outputs: layer.outputs, inputs: layer.inputs, into: $0)
+                streams.uniformInit(layer: l, outputs: shapes.rows, inputs: shapes.rowLength, limit: limit, into: $0)
             }
-            return Parameters(weight: w, bias: [Float](repeating: 0, count: layer.outputs))
+            return Parameters(weight: w, bias: [Float](repeating: 0, count: shapes.rows))
         }
+    }
+
+    /// A weighted layer's parameter shapes and Glorot-uniform limit (Specs/random-streams.md §6):
+    /// rows of fan-in drawn row by row, the limit from the fans Keras uses: dense (inputs,
+    /// outputs), conv2d (kh·kw·C, kh·kw·F). A dense layer's draws are those of every earlier
+    /// version. Nil for a kind without weights.
+    static func initialization(_ layer: LayerInfo) -> (ParameterShapes, Float)? {
+        guard let shapes = layer.parameterShapes else { return nil }
+        let fanOut = layer.kind == .conv2d ? shapes.rows * shapes.weight[1] * shapes.weight[2] : shapes.rows
+        return (shapes, RandomStreams.glorotUniformLimit(fanIn: shapes.rowLength, fanOut: fanOut))
     }
 }
 

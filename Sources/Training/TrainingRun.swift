@@ -125,7 +125,7 @@ public enum TrainingRun {
             guard initial.map({ [$0.weight.count, $0.bias.count] }) == shapes else {
                 throw DropModelError(
                     code: .usage, file: request.output,
-                    message: "the starting weights do not have the recipe's layer sizes \(recipe.layers)",
+                    message: "the starting weights do not have the recipe's layer sizes (\(recipe.networkText))",
                     hint: "--layers cannot change the shape of the --from bundle")
             }
         }
@@ -173,20 +173,23 @@ public enum TrainingRun {
     /// Loads the recipe's data (with its limits) and checks it fits the network.
     public static func loadData(_ recipe: Recipe, override: String? = nil) throws -> DataSplit {
         let split = try DataSource.load(override ?? recipe.data, limit: recipe.limit, testLimit: recipe.testLimit)
-        guard split.train.features == recipe.layers.first else {
+        guard split.train.features == recipe.inputCount else {
+            let input = recipe.network.input
             throw DropModelError(
                 code: .dataMismatch, file: split.description,
                 message: """
-                    the data has \(split.train.features) features per example but the network's first layer has \
-                    \(recipe.layers.first ?? 0) inputs
+                    the data has \(split.train.features) features per example but the network's input is \
+                    \(input)\(input.channels == nil ? "" : " (\(input.count) values)")
                     """,
-                hint: "set --layers to start with \(split.train.features)")
+                hint: split.train.features == 784
+                    ? "set --layers to start with 784 (dense) or 28x28x1 (an image)"
+                    : "set --layers to start with \(split.train.features) values")
         }
-        guard split.train.classes <= recipe.layers.last ?? 0 else {
+        guard split.train.classes <= recipe.outputCount else {
             throw DropModelError(
                 code: .dataMismatch, file: split.description,
                 message: """
-                    the data has \(split.train.classes) classes but the output layer has \(recipe.layers.last ?? 0) \
+                    the data has \(split.train.classes) classes but the output layer has \(recipe.outputCount) \
                     units
                     """,
                 hint: "set --layers to end with \(split.train.classes)")

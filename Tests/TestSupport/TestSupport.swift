@@ -34,6 +34,43 @@ public struct FixtureRandom {
 
 /// Builds small valid models for tests.
 public enum Fixtures {
+    /// A small convolutional model (format 1.1): 6x6x2 input, conv 3x3x3 same, max pool 2,
+    /// conv 2x2x4 valid with channel dropout, gap... flatten, dense 5 with gaussian dropout,
+    /// output 3; deterministic weights.
+    public static func cnnModel(convention: DropoutConvention = .classic, seed: UInt64 = 3) -> Model {
+        var rng = FixtureRandom(seed: seed)
+        let layers: [LayerInfo] = [
+            .conv2d(
+                name: "conv1", input: .image(height: 6, width: 6, channels: 2),
+                window: Window(height: 3, width: 3, padding: .same), filters: 3, activation: .relu, keepProb: 0.9),
+            .weightless(
+                .maxPool2d, name: "pool1", input: .image(height: 6, width: 6, channels: 3),
+                window: Window(height: 2, width: 2, strideHeight: 2, strideWidth: 2)),
+            .conv2d(
+                name: "conv2", input: .image(height: 3, width: 3, channels: 3), window: Window(height: 2, width: 2),
+                filters: 4, activation: .relu, keepProb: 0.75, dropoutMode: .channel),
+            .weightless(.flatten, name: "flatten", input: .image(height: 2, width: 2, channels: 4)),
+            LayerInfo(name: "dense1", inputs: 16, outputs: 5, activation: .relu, keepProb: 0.5, dropoutMode: .gaussian),
+            LayerInfo(name: "output", inputs: 5, outputs: 3, activation: .softmax, keepProb: 0.5),
+        ]
+        let params = layers.map { l -> Parameters in
+            guard let s = l.parameterShapes else { return Parameters(weight: [], bias: []) }
+            return Parameters(
+                weight: (0..<(s.rows * s.rowLength)).map { _ in rng.float() },
+                bias: (0..<s.rows).map { _ in rng.float() / 10 })
+        }
+        let info = ModelInfo(
+            convention: convention, layers: layers, rng: RNGInfo(seed: Int64(seed)),
+            history: History(
+                initialWeightsSHA256: nil,
+                epochs: [
+                    EpochRecord(
+                        epoch: 1, loss: 0.5, trainError: 0.2, testError: .nan,
+                        weightsSHA256: WeightDigest.sha256(params))
+                ]))
+        return Model(info: info, parameters: params)
+    }
+
     /// A dense model with the given layer sizes, deterministic weights and full metadata.
     public static func model(
         sizes: [Int] = [6, 5, 4, 3], keep: [Double]? = nil, convention: DropoutConvention = .classic,
@@ -166,9 +203,11 @@ public func writeTampered(
     try File.writeAtomically(to: path) { file in
         let groups = try BundleWriter.writeMetadata(info, to: file, options: WriteOptions())
         for (i, layer) in info.layers.enumerated() {
-            let (w, b) = try BundleWriter.createLayerDatasets(groups[i], layer, options: WriteOptions())!
-            try w.write(floats: fit(model.parameters[i].weight, layer.inputs * layer.outputs))
-            try b.write(floats: fit(model.parameters[i].bias, layer.outputs))
+            guard let (w, b) = try BundleWriter.createLayerDatasets(groups[i], layer, options: WriteOptions()),
+                let shapes = layer.parameterShapes
+            else { continue }
+            try w.write(floats: fit(model.parameters[i].weight, shapes.rows * shapes.rowLength))
+            try b.write(floats: fit(model.parameters[i].bias, shapes.rows))
         }
         try tamper(try file.root())
     }

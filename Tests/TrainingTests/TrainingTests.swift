@@ -841,8 +841,10 @@ struct RecipeTests {
             BadCase("keep above 1", "outside (0, 1]") { $0.keep[0] = 1.5 },
             BadCase("keep negative", "outside (0, 1]") { $0.keep[2] = -0.5 },
             BadCase("keep NaN", "outside (0, 1]") { $0.keep[0] = .nan },
-            BadCase("too few keep values", "one keep probability per dense layer") { $0.keep = [0.8, 0.5] },
-            BadCase("too many keep values", "one keep probability per dense layer") { $0.keep = [0.8, 0.5, 0.5, 0.5] },
+            BadCase("too few keep values", "one keep probability per weighted layer") { $0.keep = [0.8, 0.5] },
+            BadCase("too many keep values", "one keep probability per weighted layer") {
+                $0.keep = [0.8, 0.5, 0.5, 0.5]
+            },
             BadCase("one layer size", "at least two sizes") {
                 $0.layers = [784]; $0.keep = []
             },
