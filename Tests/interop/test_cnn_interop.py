@@ -236,3 +236,43 @@ def test_safetensors_and_npz_hold_the_bundle_arrays(dropmodel, bundle, tmp_path)
         m for _, m in EXPECTED_DROPOUT[stem(name)]]
     assert list(arrays["layer_kinds"]) == [KINDS[o["kind"]] for o in ops]
     assert list(arrays["input_shape"]) == [28, 28, 1]
+
+
+# --------------------------------------------------------------------------------------------
+# A CNN bundle dropmodel wrote itself: classic, refused unbaked, exported baked
+
+
+def test_classic_cnn_bundle_baked_exports_agree(dropmodel, tmp_path, images):
+    """`dropmodel init` writes a classic CNN with every dropout mode; unbaked it is not exported;
+    baked, its ONNX and Keras exports predict the same, and the Keras export imports back to the
+    same layers, keep probabilities, modes and weights."""
+    bundle, baked = tmp_path / "init.h5", tmp_path / "baked.h5"
+    ok(run(dropmodel, "init", "--layers", "28x28x1,conv3x3x4/same,maxpool2,conv3x3x8/s2,avgpool2/same,flatten,16,10",
+           "--keep", "0.9,0.75,0.8,0.5", "--dropout-mode", "element,channel,channel,gaussian", "--seed", "5",
+           "-o", bundle))
+    r = run(dropmodel, "export", bundle, "-o", tmp_path / "unbaked.onnx")
+    assert r.returncode == 2 and f"{bundle}: /@baked:" in r.stderr, r.stderr
+    assert not (tmp_path / "unbaked.onnx").exists()
+    ok(run(dropmodel, "bake", bundle, "-o", baked))
+    ok(run(dropmodel, "export", baked, "-o", tmp_path / "m.onnx"))
+    ok(run(dropmodel, "export", baked, "-o", tmp_path / "m.keras"))
+    onnx.checker.check_model(onnx.load(str(tmp_path / "m.onnx")), full_check=True)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    x = images[:200]
+    via_onnx = session.run(None, {"input": np.ascontiguousarray(x.transpose(0, 3, 1, 2))})[0]
+    via_keras = keras.models.load_model(str(tmp_path / "m.keras"), compile=False).predict(x, verbose=0)
+    diff = float(np.abs(via_onnx - via_keras).max())
+    MEASURED["dropmodel init + bake: onnxruntime vs keras export"] = diff
+    assert diff <= TOLERANCE
+    back = tmp_path / "back.h5"
+    ok(run(dropmodel, "import", tmp_path / "m.keras", "-o", back))
+    with h5py.File(baked, "r") as a, h5py.File(back, "r") as b:
+        n = int(a["layers"].attrs["count"])
+        assert int(b["layers"].attrs["count"]) == n
+        for i in range(n):
+            la, lb = a["layers"][str(i)], b["layers"][str(i)]
+            for k in ("kind", "keep_prob", "dropout_mode", "activation"):
+                assert la.attrs[k] == lb.attrs[k], (i, k)
+            if "weight" in la:
+                np.testing.assert_array_equal(la["weight"][()], lb["weight"][()])
+                np.testing.assert_array_equal(la["bias"][()], lb["bias"][()])
