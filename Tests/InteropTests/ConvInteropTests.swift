@@ -344,6 +344,14 @@ struct ConvInteropTests {
             #expect(r.info.layers.count == 7)
             #expect(FileManager.default.fileExists(atPath: dir.file(name)))
         }
+        // safetensors import reads dense layers: a CNN export is refused by its metadata, not by a shape.
+        do {
+            _ = try SafetensorsImport.read(path: dir.file("m.safetensors"))
+            Issue.record("a convolutional safetensors export was imported")
+        } catch let e as DropModelError {
+            #expect(e.code == .unsupported)
+            #expect(e.problems.first?.object == "header: __metadata__[dropmodel.layer_kinds]")
+        }
         let meta = Dictionary(uniqueKeysWithValues: Export.metadata(Self.cnn()))
         #expect(
             meta[MetadataKey.dropoutModes]
