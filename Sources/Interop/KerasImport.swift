@@ -156,7 +156,7 @@ public enum KerasImport {
         // 2. Walk the chain: Conv2D, Dense and the weightless layers become bundle layers; dropout
         //    rates become the keep probability (and mode) of the weighted layer receiving the units.
         var walker = ChainWalker(path: path, configObject: configObject)
-        for (i, l) in layerList.enumerated() { try walker.visit(l, name: names[i], index: i) }
+        for (i, l) in layerList.enumerated() { try walker.visit(l, name: names[i]) }
         try walker.finish()
         return ParsedConfig(
             modelClass: modelClass, modelName: body?["name"]?.string, layerNames: names,

@@ -147,7 +147,7 @@ extension KerasImport {
             return out
         }
 
-        mutating func visit(_ l: JSONValue, name: String, index i: Int) throws {
+        mutating func visit(_ l: JSONValue, name: String) throws {
             let cls = l["class_name"]?.string ?? "?"
             let c = l["config"] ?? .object([:])
             let object = "\(configObject): layer '\(name)' (\(cls))"
@@ -162,6 +162,16 @@ extension KerasImport {
                 if let s = Self.inputShape(c) { shape = s }
             case "Flatten":
                 try channelsLast(c, object: object)
+                var count = 1
+                for n in shape ?? [] {
+                    let (p, overflow) = count.multipliedReportingOverflow(by: n)
+                    guard !overflow, p <= maxUnits else {
+                        throw refuse(
+                            .invalid, object,
+                            "it flattens \(shape!) into more than the \(maxUnits) features a layer reads")
+                    }
+                    count = p
+                }
                 if let s = shape, s.count == 3 {
                     // A bundle flatten layer after a spatial layer (or for channel dropout, which
                     // needs one); a Flatten of the input alone is the dense models' reshape.
@@ -173,7 +183,7 @@ extension KerasImport {
                                 input: .image(height: s[0], width: s[1], channels: s[2]), window: nil))
                     }
                 }
-                if let s = shape { shape = [s.reduce(1, *)] }
+                if shape != nil { shape = [count] }
             case "Dropout", "SpatialDropout2D", "GaussianDropout":
                 try dropout(c, cls: cls, name: name, object: object)
             case "MaxPooling2D", "AveragePooling2D":

@@ -174,6 +174,13 @@ struct ConvInteropTests {
             layers: [layer("InputLayer", "in", #", "batch_shape": [null, 8]"#), conv("c1", 2), dense("d1", 3)],
             object: "layer 'c1' (Conv2D)"),
         Case(
+            label: "a Flatten of more features than a layer reads",
+            layers: [
+                layer("InputLayer", "in", #", "batch_shape": [null, 16777216, 16777216, 16777216]"#),
+                layer("Flatten", "f"), dense("d1", 3),
+            ],
+            object: "layer 'f' (Flatten)"),
+        Case(
             label: "a GaussianDropout after the last Dense",
             layers: [
                 input(8, 8, 1), conv("c1", 2), layer("Flatten", "f"), dense("d1", 3),
