@@ -37,7 +37,7 @@ public enum StreamLayout {
 
 /// The purpose tag stored in the top byte of counter word 3 (§3.2).
 ///
-/// Tags 0 and 5...255 are reserved.
+/// Tags 0 and 9...255 are reserved.
 public enum StreamPurpose: UInt8, Sendable, CaseIterable {
     /// Weight initialisation (§6).
     case weightInit = 1
@@ -47,6 +47,14 @@ public enum StreamPurpose: UInt8, Sendable, CaseIterable {
     case dropoutMask = 3
     /// Monte-Carlo evaluation masks (§8).
     case monteCarloMask = 4
+    /// Channel dropout masks during training (§5.1).
+    case channelMask = 5
+    /// Channel dropout masks of Monte-Carlo evaluation (§8.1).
+    case monteCarloChannelMask = 6
+    /// Gaussian dropout noise during training (§5.2).
+    case gaussianNoise = 7
+    /// Gaussian dropout noise of Monte-Carlo evaluation (§8.2).
+    case monteCarloGaussianNoise = 8
 }
 
 // MARK: - Bernoulli threshold

@@ -169,10 +169,11 @@ public enum EvalRun {
                 code: .dataMismatch, file: source, message: "has no test set to \(purpose)",
                 hint: "a data directory needs t10k-images/t10k-labels; an HDF5 file /test/inputs and /test/labels")
         }
-        guard set.features == info.layers.first?.inputs else {
+        let expected = info.inputShape.count
+        guard set.features == expected else {
             throw DropModelError(
                 code: .dataMismatch, file: source,
-                message: "has \(set.features) features per example; \(model) expects \(info.layers.first?.inputs ?? 0)")
+                message: "has \(set.features) features per example; \(model) expects \(expected) (\(info.inputShape))")
         }
         return (set, split.description)
     }

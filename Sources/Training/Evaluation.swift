@@ -51,32 +51,30 @@ public struct Evaluation {
         Self.error(deterministicProbabilities(set), set, classes: network.outputs)
     }
 
-    /// The value a kept unit carries in a thinned network, so that it is the network training
-    /// saw: classic unbaked weights are used as they are (1); inverted weights were trained
-    /// with 1/p; baked classic weights already hold p·W, so 1/p undoes the scaling.
-    func keptValue(_ layer: LayerInfo) -> Float {
-        convention == .classic && !baked ? 1 : Float(1 / layer.keepProb)
-    }
-
-    /// Class probabilities of thinned network `sample` (masks: Specs/random-streams.md §8).
-    /// The mask applied to each layer's inputs is drawn here, the one place Monte-Carlo
-    /// sampling masks inputs (a dropout mode is chosen here).
+    /// Class probabilities of thinned network `sample`: each weighted layer's inputs multiplied
+    /// by the noise of its dropout mode (``DropoutNoise``, Monte-Carlo streams:
+    /// Specs/random-streams.md §8), the one place Monte-Carlo sampling draws noise. A kept unit
+    /// carries the value that makes the network the one training saw: 1 for classic unbaked
+    /// weights, 1/p for inverted weights and for baked classic weights (which already hold
+    /// p·W); Gaussian noise is the same in every case.
     public func thinnedProbabilities(_ set: LabeledExamples, sample: Int, streams: RandomStreams) -> [Float] {
         let layers = network.layers
-        let widths = network.engineLayers.map(\.inputCount)
+        let widths = network.layers.map { $0.kind.engineLayer($0).inputCount }
+        let channels = DropoutNoise.channelCounts(layers)
         let widest = widths.max() ?? 0
         var row = [Float](repeating: 0, count: widest)
+        let (convention, baked) = (self.convention, self.baked)
         return set.inputs.withUnsafeBufferPointer { inputs in
             Predictor(network: network, threads: threads).probabilities(inputs, count: set.count) { l, first, rows, x in
                 let layer = layers[l]
                 let width = widths[l]
-                if layer.keepProb == 1 && keptValue(layer) == 1 { return }
+                if !layer.hasWeights || DropoutNoise.isIdentity(layer) { return }
                 row.withUnsafeMutableBufferPointer { m in
                     let mask = UnsafeMutableBufferPointer(rebasing: m[0..<width])
                     for r in 0..<rows {
-                        streams.monteCarloKeepMask(
-                            sample: sample, example: first + r, layer: l, units: width,
-                            keepProbability: layer.keepProb, keptValue: keptValue(layer), into: mask)
+                        DropoutNoise.fill(
+                            layer: l, layer, units: width, channels: channels[l], convention: convention, baked: baked,
+                            draw: .monteCarlo(sample: sample, example: first + r), streams: streams, into: mask)
                         let base = r * width
                         for j in 0..<width { x[base + j] = x[base + j] * mask[j] }
                     }

@@ -111,15 +111,16 @@ public enum MaskQuery {
                 """)
         }
         let shape = info.layerShapes[r.layer].input
-        let channels = DropoutNoise.channels(of: info.layers, layer: r.layer)
+        let channels = DropoutNoise.channelCounts(info.layers)[r.layer]
         let streams = RandomStreams(seed: UInt64(seed))
         var row = [Float](repeating: 0, count: shape.count)
         var out: [(example: Int, multipliers: [Float])] = []
         for ex in examples {
             row.withUnsafeMutableBufferPointer {
+                // The multipliers training drew (its convention, weights not baked).
                 DropoutNoise.fill(
-                    .training(epoch: r.epoch - 1, step: r.step, example: ex), streams: streams, layer: r.layer,
-                    info: l, units: shape.count, channels: channels, convention: info.convention, into: $0)
+                    layer: r.layer, l, units: shape.count, channels: channels, convention: info.convention,
+                    draw: .training(epoch: r.epoch - 1, step: r.step, example: ex), streams: streams, into: $0)
             }
             out.append((ex, row))
         }

@@ -14,16 +14,24 @@ public struct Network: Sendable, Equatable {
     }
 
     /// Features per example in, classes out (the first layer's input, the last layer's output).
-    public var inputs: Int { layers.first.map { $0.kind.engineLayer($0).inputCount } ?? 0 }
+    public var inputs: Int { inputShape.count }
     public var outputs: Int { layers.last.map { $0.kind.engineLayer($0).outputCount } ?? 0 }
 
+    /// The shape of one example the network reads (the first layer's input).
+    public var inputShape: TensorShape {
+        guard let first = layers.first else { return .flat(0) }
+        return first.declaredInputShape ?? .flat(first.inputs)
+    }
+
     /// The network with the weight-scaling rule applied, for deterministic inference of a
-    /// classic (unbaked) model: every weight `w` of a layer whose inputs were kept with
-    /// probability p becomes `Float(p) * w` (one float32 rounding; Specs/bake.md). Biases are
+    /// classic (unbaked) model: every weight `w` of a weighted layer whose inputs were dropped
+    /// with probability 1 - p by element or channel dropout becomes `Float(p) * w` (one float32
+    /// rounding; Specs/bake.md): the expected input of each unit is the same as in training.
+    /// Gaussian dropout's noise has mean 1, so its layers are left as they are. Biases are
     /// unchanged.
     public func weightScaled() -> Network {
         var out = self
-        for l in layers.indices where layers[l].hasWeights {
+        for l in layers.indices where layers[l].hasWeights && layers[l].dropoutMode != .gaussian {
             let p = Float(layers[l].keepProb)
             if p == 1 { continue }
             out.parameters[l].weight = parameters[l].weight.map { p * $0 }
@@ -76,9 +84,11 @@ public struct Predictor {
         self.threads = max(1, threads)
     }
 
-    /// Probabilities `[count x classes]` for row-major inputs `[count x inputs]`, in batches.
-    /// `masks`, if given, is called per (layer, first example, rows, buffer) to multiply each
-    /// layer's inputs by a mask (Monte-Carlo dropout); nil for the deterministic network.
+    /// Probabilities `[count x classes]` for row-major inputs `[count x inputs]` (NHWC images),
+    /// in batches of `batch` examples (rows are independent: the batch size changes no bit).
+    /// `mask`, if given, is called per (layer, first example, rows, buffer) to multiply each
+    /// layer's inputs by its dropout noise (Monte-Carlo dropout); nil for the deterministic
+    /// network.
     public func probabilities(
         _ inputs: UnsafeBufferPointer<Float>, count: Int, batch: Int = 1000,
         mask: ((_ layer: Int, _ firstExample: Int, _ rows: Int, _ buffer: UnsafeMutableBufferPointer<Float>) -> Void)? =
@@ -87,7 +97,9 @@ public struct Predictor {
         let layers = network.layers
         let engine = network.engineLayers
         let (features, classes) = (engine.first?.inputCount ?? 0, engine.last?.outputCount ?? 0)
+        precondition(inputs.count >= count * features, "\(inputs.count) inputs for \(count) examples of \(features)")
         var out = [Float](repeating: 0, count: count * classes)
+        let batch = max(1, min(batch, count))
         let widest = engine.map { max($0.inputCount, $0.outputCount) }.max() ?? 0
         var bufA = [Float](repeating: 0, count: batch * widest)
         var bufB = [Float](repeating: 0, count: batch * widest)
@@ -99,22 +111,22 @@ public struct Predictor {
             }
             for (l, layer) in layers.enumerated() {
                 let (inputCount, outputCount) = (engine[l].inputCount, engine[l].outputCount)
-                bufA.withUnsafeMutableBufferPointer { x in
-                    bufB.withUnsafeMutableBufferPointer { z in
-                        if let mask { mask(l, start, n, UnsafeMutableBufferPointer(rebasing: x[0..<(n * inputCount)])) }
+                bufA.withUnsafeMutableBufferPointer { a in
+                    bufB.withUnsafeMutableBufferPointer { b in
+                        let x = UnsafeMutableBufferPointer(rebasing: a[0..<(n * inputCount)])
+                        let z = UnsafeMutableBufferPointer(rebasing: b[0..<(n * outputCount)])
+                        if let mask { mask(l, start, n, x) }
                         let p = network.parameters[l]
                         p.weight.withUnsafeBufferPointer { w in
-                            p.bias.withUnsafeBufferPointer { b in
+                            p.bias.withUnsafeBufferPointer { bias in
                                 engine[l].forward(
-                                    UnsafePointer(x.baseAddress!), rows: n, weight: w, bias: b, into: z.baseAddress!,
-                                    threads: threads)
+                                    UnsafeBufferPointer(x), rows: n, weight: w, bias: bias, into: z, threads: threads)
                             }
                         }
-                        let zs = UnsafeMutableBufferPointer(rebasing: z[0..<(n * outputCount)])
                         if layer.activation == .softmax {
-                            softmaxRows(zs, rows: n, cols: outputCount)
+                            softmaxRows(z, rows: n, cols: outputCount)
                         } else {
-                            activate(layer.activation, zs)
+                            activate(layer.activation, z)
                         }
                     }
                 }

@@ -16,12 +16,14 @@ public struct EpochMetrics: Sendable, Equatable {
     public var weightsSHA256: [UInt8]
 }
 
-/// Trains a dense dropout network with minibatch SGD, momentum and max-norm, bit for bit
-/// reproducibly: every step is a pure function of (recipe, seed, data, epoch, step).
+/// Trains a dropout network (dense, convolutional and pooling layers; any valid layer list)
+/// with minibatch SGD, momentum and max-norm, bit for bit reproducibly: every step is a pure
+/// function of (layers, recipe, seed, data, epoch, step).
 ///
 /// The arithmetic is defined in `Specs/determinism.md`; random draws in
-/// `Specs/random-streams.md`. Threads split matrix products by output rows or columns only, so
-/// the result does not depend on `threads`.
+/// `Specs/random-streams.md`. Threads split matrix products by output rows or columns, and the
+/// convolution and pooling kernels by output rows, tiles or images, never a sum, so the result
+/// does not depend on `threads`.
 public final class Trainer {
     public let recipe: Recipe
     public let streams: RandomStreams
@@ -30,29 +32,63 @@ public final class Trainer {
     public private(set) var network: Network
     /// How each layer runs (its kind's ``EngineLayer``); the loops below go through these.
     private let engine: [any EngineLayer]
+    /// The channel count of each layer's channel-mode dropout (``DropoutNoise/channelCounts(_:)``).
+    private let channels: [Int?]
+    /// Whether layer l's inputs are multiplied by dropout noise (a weighted layer with keep < 1).
+    private let masked: [Bool]
+    /// Whether the backward pass computes layer l's input gradient: l > 0 and a weighted layer
+    /// lies below it.
+    private let needsInputGradient: [Bool]
 
     private var velocityW: [[Float]]
     private var velocityB: [[Float]]
-    // Per-layer scratch for one batch: masks, masked inputs, activations, gradients.
-    private var masks: [[Float]]
-    private var inputs: [[Float]]  // inputs[l]: the masked input of layer l (B x in_l)
-    private var outputs: [[Float]]  // outputs[l]: the activation of layer l (B x out_l)
-    private var deltas: [[Float]]  // deltas[l]: dLoss/dZ of layer l (B x out_l)
     private var gradW: [[Float]]
     private var gradB: [[Float]]
-    private var backInput: [Float]
+    // Scratch for one batch, allocated once (B = the batch size):
+    /// masks[l]: layer l's dropout multipliers [B, in_l] (empty where not masked).
+    private let masks: [UnsafeMutableBufferPointer<Float>]
+    /// inputs[l]: the (masked) input of layer l [B, in_l]; for an unmasked layer above the
+    /// first, the same memory as outputs[l - 1].
+    private let inputs: [UnsafeMutableBufferPointer<Float>]
+    /// outputs[l]: the activation of layer l [B, out_l].
+    private let outputs: [UnsafeMutableBufferPointer<Float>]
+    /// deltas[l]: dLoss/dZ of layer l [B, out_l].
+    private let deltas: [UnsafeMutableBufferPointer<Float>]
+    /// The input gradient of the layer being back-propagated [B, max in_l].
+    private let backInput: UnsafeMutableBufferPointer<Float>
+    private var owned: [UnsafeMutableBufferPointer<Float>] = []
 
+    /// A trainer of the recipe's dense layers (``Recipe/layerInfos``).
+    ///
     /// - Parameters:
     ///   - initial: starting weights (the recipe's seeded initialisation, or a bundle's).
-    public init(recipe: Recipe, seed: UInt64, data: DataSplit, initial: [Parameters], threads: Int) {
+    public convenience init(recipe: Recipe, seed: UInt64, data: DataSplit, initial: [Parameters], threads: Int) {
+        self.init(recipe: recipe, layers: recipe.layerInfos, seed: seed, data: data, initial: initial, threads: threads)
+    }
+
+    /// A trainer of any valid layer list (Schema rules: shapes chain, the last layer is the
+    /// softmax output, weightless layers keep 1). The recipe gives the optimisation (batch size,
+    /// schedules, convention, max-norm, L2); its `layers` and `keep` are not read.
+    ///
+    /// - Parameters:
+    ///   - initial: starting weights, one per layer (empty for a layer without weights).
+    /// - Precondition: the training data has the first layer's input count of features.
+    public init(
+        recipe: Recipe, layers: [LayerInfo], seed: UInt64, data: DataSplit, initial: [Parameters], threads: Int
+    ) {
         self.recipe = recipe
         self.streams = RandomStreams(seed: seed)
         self.data = data
         self.threads = max(1, threads)
-        let layers = recipe.layerInfos
         self.network = Network(layers: layers, parameters: initial)
         let engine = network.engineLayers
         self.engine = engine
+        precondition(
+            data.train.features == engine.first?.inputCount,
+            "the training data has \(data.train.features) features; the network reads \(engine.first?.inputCount ?? 0)")
+        channels = DropoutNoise.channelCounts(layers)
+        masked = layers.map { $0.hasWeights && !DropoutNoise.isIdentity($0) }
+        needsInputGradient = layers.indices.map { l in l > 0 && layers[0..<l].contains { $0.hasWeights } }
         let b = recipe.batchSize
         // Weight- and bias-shaped state by the kind's parameter shapes (rows of fan-in); empty
         // for a kind without weights.
@@ -60,15 +96,38 @@ public final class Trainer {
         let biases = layers.map { $0.parameterShapes?.rows ?? 0 }
         velocityW = weights.map { [Float](repeating: 0, count: $0) }
         velocityB = biases.map { [Float](repeating: 0, count: $0) }
-        masks = engine.map { [Float](repeating: 0, count: b * $0.inputCount) }
-        inputs = engine.map { [Float](repeating: 0, count: b * $0.inputCount) }
-        outputs = engine.map { [Float](repeating: 0, count: b * $0.outputCount) }
-        deltas = engine.map { [Float](repeating: 0, count: b * $0.outputCount) }
         gradW = weights.map { [Float](repeating: 0, count: $0) }
         gradB = biases.map { [Float](repeating: 0, count: $0) }
-        backInput = [Float](repeating: 0, count: b * (engine.map(\.inputCount).max() ?? 0))
+
+        var owned: [UnsafeMutableBufferPointer<Float>] = []
+        func allocate(_ count: Int) -> UnsafeMutableBufferPointer<Float> {
+            let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
+            buffer.initialize(repeating: 0)
+            owned.append(buffer)
+            return buffer
+        }
+        var masks: [UnsafeMutableBufferPointer<Float>] = []
+        var inputs: [UnsafeMutableBufferPointer<Float>] = []
+        var outputs: [UnsafeMutableBufferPointer<Float>] = []
+        var deltas: [UnsafeMutableBufferPointer<Float>] = []
+        for l in layers.indices {
+            let inCount = engine[l].inputCount, outCount = engine[l].outputCount
+            masks.append(allocate(masked[l] ? b * inCount : 0))
+            inputs.append(l == 0 || masked[l] ? allocate(b * inCount) : outputs[l - 1])
+            outputs.append(allocate(b * outCount))
+            deltas.append(allocate(b * outCount))
+        }
+        self.masks = masks
+        self.inputs = inputs
+        self.outputs = outputs
+        self.deltas = deltas
+        backInput = allocate(b * (engine.map(\.inputCount).max() ?? 0))
+        self.owned = owned
     }
 
+    deinit {
+        for buffer in owned { buffer.deallocate() }
+    }
     /// The number of minibatches in an epoch (the last may be smaller).
     public var stepsPerEpoch: Int { (data.train.count + recipe.batchSize - 1) / recipe.batchSize }
 
@@ -146,34 +205,32 @@ public final class Trainer {
     ///
     /// With `update` (learning rate, momentum), each layer's weights are updated as soon as its
     /// backward step no longer needs them: the weight gradient is never stored, the update is
-    /// fused into its product (``Gemm/multiplyUpdate``), then max-norm and the bias update run.
-    /// The same bits as computing every gradient first and updating after (``gradients``).
+    /// fused into its product (``Gemm/multiplyUpdate``, ``Convolution`` likewise), then max-norm
+    /// and the bias update run. The same bits as computing every gradient first and updating
+    /// after (``gradients``).
     private func forwardBackward(
         epoch: Int, step: Int, examples: ArraySlice<Int>, update: (lr: Float, mu: Float)? = nil
     ) -> (Double, Int) {
         let layers = network.layers
         let rows = examples.count
 
-        // Forward: mask each layer's inputs, run the layer, then its activation.
+        // Forward: mask each weighted layer's inputs, run the layer, then its activation.
         for (l, layer) in layers.enumerated() {
             dropInputs(layer: l, epoch: epoch, step: step, examples: examples)
-            let outputCount = engine[l].outputCount
-            outputs[l].withUnsafeMutableBufferPointer { z in
-                inputs[l].withUnsafeBufferPointer { x in
-                    network.parameters[l].weight.withUnsafeBufferPointer { w in
-                        network.parameters[l].bias.withUnsafeBufferPointer { b in
-                            engine[l].forward(
-                                x.baseAddress!, rows: rows, weight: w, bias: b, into: z.baseAddress!, threads: threads)
-                        }
-                    }
+            let (inputCount, outputCount) = (engine[l].inputCount, engine[l].outputCount)
+            let x = UnsafeBufferPointer(rebasing: inputs[l][0..<(rows * inputCount)])
+            let z = UnsafeMutableBufferPointer(rebasing: outputs[l][0..<(rows * outputCount)])
+            network.parameters[l].weight.withUnsafeBufferPointer { w in
+                network.parameters[l].bias.withUnsafeBufferPointer { b in
+                    engine[l].forward(x, rows: rows, weight: w, bias: b, into: z, threads: threads)
                 }
-                if layer.activation != .softmax {
-                    Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
-                        activate(
-                            layer.activation,
-                            UnsafeMutableBufferPointer(
-                                rebasing: z[(range.lowerBound * outputCount)..<(range.upperBound * outputCount)]))
-                    }
+            }
+            if layer.activation != .softmax {
+                Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
+                    activate(
+                        layer.activation,
+                        UnsafeMutableBufferPointer(
+                            rebasing: z[(range.lowerBound * outputCount)..<(range.upperBound * outputCount)]))
                 }
             }
         }
@@ -183,80 +240,71 @@ public final class Trainer {
         let classes = engine[last].outputCount
         var lossSum = 0.0
         var wrong = 0
-        outputs[last].withUnsafeMutableBufferPointer { z in
-            deltas[last].withUnsafeMutableBufferPointer { d in
-                for (r, ex) in examples.enumerated() {
-                    let label = Int(data.train.labels[ex])
-                    let row = r * classes
-                    var m = z[row]
-                    var best = 0
-                    for c in 1..<classes where z[row + c] > m { m = z[row + c]; best = c }
-                    if best != label { wrong += 1 }
-                    var sum: Float = 0
-                    for c in 0..<classes {
-                        let e = DeterministicMath.exp(z[row + c] - m)
-                        d[row + c] = e
-                        sum += e
-                    }
-                    // loss = log(sum) - (z_label - m), in float64 for reporting.
-                    lossSum += Foundation.log(Double(sum)) - Double(z[row + label] - m)
-                    let scale = Float(rows)
-                    for c in 0..<classes {
-                        let p = d[row + c] / sum
-                        d[row + c] = ((c == label ? p - 1 : p)) / scale
-                    }
-                }
+        let z = outputs[last], d = deltas[last]
+        for (r, ex) in examples.enumerated() {
+            let label = Int(data.train.labels[ex])
+            let row = r * classes
+            var m = z[row]
+            var best = 0
+            for c in 1..<classes where z[row + c] > m { m = z[row + c]; best = c }
+            if best != label { wrong += 1 }
+            var sum: Float = 0
+            for c in 0..<classes {
+                let e = DeterministicMath.exp(z[row + c] - m)
+                d[row + c] = e
+                sum += e
+            }
+            // loss = log(sum) - (z_label - m), in float64 for reporting.
+            lossSum += Foundation.log(Double(sum)) - Double(z[row + label] - m)
+            let scale = Float(rows)
+            for c in 0..<classes {
+                let p = d[row + c] / sum
+                d[row + c] = ((c == label ? p - 1 : p)) / scale
             }
         }
 
         // Backward.
         for l in stride(from: last, through: 0, by: -1) {
             let layer = engine[l]
-            deltas[l].withUnsafeBufferPointer { d in
-                // db = column sums of dZ (rows in order).
+            let dz = UnsafeBufferPointer(rebasing: deltas[l][0..<(rows * layer.outputCount)])
+            let x = UnsafeBufferPointer(rebasing: inputs[l][0..<(rows * layer.inputCount)])
+            if layer.hasWeights {
+                // db = the sum of dZ over the batch (and pixels), in the kind's order.
                 gradB[l].withUnsafeMutableBufferPointer { gb in
-                    layer.biasGradient(d.baseAddress!, rows: rows, into: gb)
+                    layer.biasGradient(dz, rows: rows, into: gb, threads: threads)
                 }
-                if l > 0 {
-                    // dX = dZ · W (rows x inputs), with this layer's weights before their update,
-                    // then through the mask and the activation below.
-                    let width = layer.inputCount
-                    backInput.withUnsafeMutableBufferPointer { dx in
-                        network.parameters[l].weight.withUnsafeBufferPointer { w in
-                            layer.backwardInput(
-                                d.baseAddress!, rows: rows, weight: w, into: dx.baseAddress!, threads: threads)
-                        }
-                        let below = layers[l - 1].activation
-                        masks[l].withUnsafeBufferPointer { m in
-                            outputs[l - 1].withUnsafeBufferPointer { a in
-                                deltas[l - 1].withUnsafeMutableBufferPointer { dz in
-                                    Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
-                                        for i in (range.lowerBound * width)..<(range.upperBound * width) {
-                                            let g = dx[i] * m[i]
-                                            let y = a[i]
-                                            switch below {
-                                            case .relu: dz[i] = y > 0 ? g : 0
-                                            case .logistic: dz[i] = g * (y * (1 - y))
-                                            case .tanh: dz[i] = g * (1 - y * y)
-                                            case .linear, .softmax: dz[i] = g
-                                            }
-                                        }
-                                    }
-                                }
-                            }
+            }
+            if needsInputGradient[l] {
+                // dX (rows x inputs), with this layer's weights before their update, then
+                // through the mask and the activation of the layer below.
+                let width = layer.inputCount
+                let dx = UnsafeMutableBufferPointer(rebasing: backInput[0..<(rows * width)])
+                network.parameters[l].weight.withUnsafeBufferPointer { w in
+                    layer.backwardInput(dz, rows: rows, weight: w, into: dx, threads: threads)
+                }
+                let below = layers[l - 1].activation
+                let m = masks[l], isMasked = masked[l]
+                let a = outputs[l - 1], dzBelow = deltas[l - 1]
+                Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
+                    for i in (range.lowerBound * width)..<(range.upperBound * width) {
+                        let g = isMasked ? dx[i] * m[i] : dx[i]
+                        let y = a[i]
+                        switch below {
+                        case .relu: dzBelow[i] = y > 0 ? g : 0
+                        case .logistic: dzBelow[i] = g * (y * (1 - y))
+                        case .tanh: dzBelow[i] = g * (1 - y * y)
+                        case .linear, .softmax: dzBelow[i] = g
                         }
                     }
                 }
-                // dW = dZᵀ · X (outputs x inputs): into gradW, or straight into the update.
-                inputs[l].withUnsafeBufferPointer { x in
-                    if let update {
-                        updateLayer(l, lr: update.lr, mu: update.mu, d: d.baseAddress!, x: x.baseAddress!, rows: rows)
-                    } else {
-                        gradW[l].withUnsafeMutableBufferPointer { g in
-                            layer.weightGradient(
-                                d.baseAddress!, x.baseAddress!, rows: rows, into: g.baseAddress!, threads: threads)
-                        }
-                    }
+            }
+            guard layer.hasWeights else { continue }
+            // dW: into gradW, or straight into the update.
+            if let update {
+                updateLayer(l, lr: update.lr, mu: update.mu, dz: dz, x: x, rows: rows)
+            } else {
+                gradW[l].withUnsafeMutableBufferPointer { g in
+                    layer.weightGradient(dz, x, rows: rows, into: g, threads: threads)
                 }
             }
         }
@@ -264,12 +312,12 @@ public final class Trainer {
         return (lossSum, wrong)
     }
 
-    /// Layer l's update: v = mu*v - lr*(g + l2*w); w = w + v with g = dZᵀ·X fused into the
-    /// product; then max-norm on hidden layers (each row of fan-in's sum in order, on one
-    /// thread); then the bias: v = mu*v - lr*g; b = b + v. A kind without weights has nothing to
-    /// update.
+    /// Layer l's update: v = mu*v - lr*(g + l2*w); w = w + v with the weight gradient g fused
+    /// into its product; then max-norm on hidden weighted layers (each row of fan-in's sum in
+    /// order, on one thread: a dense unit's or a conv filter's incoming weights); then the
+    /// bias: v = mu*v - lr*g; b = b + v. A kind without weights has nothing to update.
     private func updateLayer(
-        _ l: Int, lr: Float, mu: Float, d: UnsafePointer<Float>, x: UnsafePointer<Float>, rows: Int
+        _ l: Int, lr: Float, mu: Float, dz: UnsafeBufferPointer<Float>, x: UnsafeBufferPointer<Float>, rows: Int
     ) {
         let layers = network.layers
         guard let shapes = layers[l].parameterShapes else { return }
@@ -278,8 +326,7 @@ public final class Trainer {
         network.parameters[l].weight.withUnsafeMutableBufferPointer { w in
             velocityW[l].withUnsafeMutableBufferPointer { v in
                 engine[l].updateWeights(
-                    d, x, rows: rows, weight: w.baseAddress!, velocity: v.baseAddress!, mu: mu, lr: lr, l2: l2,
-                    threads: threads)
+                    dz, x, rows: rows, weight: w, velocity: v, mu: mu, lr: lr, l2: l2, threads: threads)
             }
             guard let c = recipe.maxNorm.map({ Float($0) }), l < layers.count - 1 else { return }
             Parallel.forEachRange(count: units, threads: threads, minimumCount: 64) { units in
@@ -304,47 +351,50 @@ public final class Trainer {
         }
     }
 
-    /// Dropout on layer `l`'s inputs for one minibatch: draws each example's mask
-    /// (Specs/random-streams.md) into `masks[l]` and writes the masked input into `inputs[l]`
-    /// (from the data for layer 0, from the layer below otherwise). The one place training
-    /// masks a layer's inputs: a dropout mode (element, channel, gaussian) is chosen here.
+    /// Dropout on layer `l`'s inputs for one minibatch: draws each example's multipliers
+    /// (``DropoutNoise``: the layer's mode, Specs/random-streams.md) into `masks[l]` and writes
+    /// the masked input into `inputs[l]` (from the data for layer 0, from the layer below
+    /// otherwise). Layer 0 without dropout gathers its rows from the data; a layer above without
+    /// dropout reads the layer below's output in place and needs nothing here.
     ///
     /// One example (row) per unit of work: rows are independent, so any split between threads
     /// gives the same bits.
     private func dropInputs(layer l: Int, epoch: Int, step: Int, examples: ArraySlice<Int>) {
+        guard l == 0 || masked[l] else { return }
         let layer = network.layers[l]
         let rows = examples.count
         let features = data.train.features
         let width = engine[l].inputCount
-        let keptValue: Float = recipe.convention == .classic ? 1 : Float(1 / layer.keepProb)
-        masks[l].withUnsafeMutableBufferPointer { m in
-            inputs[l].withUnsafeMutableBufferPointer { x in
-                do {
-                    func prepare(_ rowRange: Range<Int>, _ source: (Int) -> UnsafePointer<Float>) {
-                        for r in rowRange {
-                            let mrow = UnsafeMutableBufferPointer(rebasing: m[(r * width)..<((r + 1) * width)])
-                            streams.keepMask(
-                                epoch: epoch, step: step, layer: l, example: r, units: width,
-                                keepProbability: layer.keepProb, keptValue: keptValue, into: mrow)
-                            let src = source(r)
-                            let base = r * width
-                            for j in 0..<width { x[base + j] = src[j] * mrow[j] }
-                        }
-                    }
-                    if l == 0 {
-                        data.train.inputs.withUnsafeBufferPointer { src in
-                            Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
-                                prepare(range) { r in src.baseAddress! + examples[examples.startIndex + r] * features }
-                            }
-                        }
-                    } else {
-                        outputs[l - 1].withUnsafeBufferPointer { a in
-                            Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
-                                prepare(range) { r in a.baseAddress! + r * width }
-                            }
-                        }
-                    }
+        let isMasked = masked[l]
+        let m = masks[l], x = inputs[l]
+        let convention = recipe.convention
+        let channelCount = channels[l]
+        let streams = self.streams
+        func prepare(_ rowRange: Range<Int>, _ source: (Int) -> UnsafePointer<Float>) {
+            for r in rowRange {
+                let src = source(r)
+                let base = r * width
+                guard isMasked else {
+                    (x.baseAddress! + base).update(from: src, count: width)
+                    continue
                 }
+                let mrow = UnsafeMutableBufferPointer(rebasing: m[base..<(base + width)])
+                DropoutNoise.fill(
+                    layer: l, layer, units: width, channels: channelCount, convention: convention,
+                    draw: .training(epoch: epoch, step: step, example: r), streams: streams, into: mrow)
+                for j in 0..<width { x[base + j] = src[j] * mrow[j] }
+            }
+        }
+        if l == 0 {
+            data.train.inputs.withUnsafeBufferPointer { src in
+                Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
+                    prepare(range) { r in src.baseAddress! + examples[examples.startIndex + r] * features }
+                }
+            }
+        } else {
+            let a = outputs[l - 1]
+            Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
+                prepare(range) { r in UnsafePointer(a.baseAddress! + r * width) }
             }
         }
     }

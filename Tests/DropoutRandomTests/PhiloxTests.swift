@@ -92,7 +92,7 @@ struct PhiloxTests {
 struct StreamLayoutTests {
     @Test func versionAndTags() {
         #expect(StreamLayout.version == 1)
-        #expect(StreamPurpose.allCases.map(\.rawValue) == [1, 2, 3, 4])
+        #expect(StreamPurpose.allCases.map(\.rawValue) == [1, 2, 3, 4, 5, 6, 7, 8])
     }
 
     @Test func keyIsSeedLowThenHigh() {

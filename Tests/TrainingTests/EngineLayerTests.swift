@@ -73,14 +73,32 @@ struct EngineLayerTests {
             labels: (0..<count).map { UInt8($0 % 5) })
     }
 
+    /// A valid layer of each kind (the image kinds read a 6x5x2 image).
+    static func validLayer(_ kind: LayerKind) -> LayerInfo {
+        let image = TensorShape.image(height: 6, width: 5, channels: 2)
+        switch kind {
+        case .dense: return LayerInfo(name: "x", kind: kind, inputs: 6, outputs: 4, activation: .relu, keepProb: 1)
+        case .conv2d:
+            return .conv2d(
+                name: "x", input: image, window: Window(height: 3, width: 2), filters: 4, activation: .relu, keepProb: 1
+            )
+        case .maxPool2d, .avgPool2d:
+            return .weightless(kind, name: "x", input: image, window: Window(height: 2, width: 2, padding: .same))
+        case .globalAvgPool2d, .flatten: return .weightless(kind, name: "x", input: image)
+        }
+    }
+
     @Test("every LayerKind has an engine layer of its kind, sized by its shapes")
     func registry() {
-        for kind in [LayerKind.dense] {
-            let info = LayerInfo(name: "x", kind: kind, inputs: 6, outputs: 4, activation: .relu, keepProb: 1)
+        for kind in LayerKind.allCases {
+            let info = Self.validLayer(kind)
             let layer = kind.engineLayer(info)
             #expect(layer.info.kind == kind)
-            #expect(layer.inputCount == info.declaredInputShape?.count)
-            #expect(layer.outputCount == info.outputShape(input: .flat(6)).count)
+            let input = info.declaredInputShape!
+            #expect(layer.inputShape == input)
+            #expect(layer.outputShape == info.outputShape(input: input))
+            #expect(layer.inputCount == input.count)
+            #expect(layer.outputCount == info.outputShape(input: input).count)
         }
     }
 
