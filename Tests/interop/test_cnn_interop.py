@@ -264,6 +264,13 @@ def test_classic_cnn_bundle_baked_exports_agree(dropmodel, tmp_path, images):
     diff = float(np.abs(via_onnx - via_keras).max())
     MEASURED["dropmodel init + bake: onnxruntime vs keras export"] = diff
     assert diff <= TOLERANCE
+    # dropmodel predict scales the unbaked classic bundle on the fly: the same network.
+    for b in (bundle, baked):
+        out = tmp_path / f"{b.stem}.npy"
+        ok(run(dropmodel, "predict", b, "--data", "fashion-mnist", "--limit", len(x), "-o", out))
+        diff = float(np.abs(np.load(out, allow_pickle=False) - via_onnx).max())
+        MEASURED[f"dropmodel init + bake: dropmodel predict ({b.stem}) vs onnxruntime"] = diff
+        assert diff <= TOLERANCE
     back = tmp_path / "back.h5"
     ok(run(dropmodel, "import", tmp_path / "m.keras", "-o", back))
     with h5py.File(baked, "r") as a, h5py.File(back, "r") as b:
