@@ -7,18 +7,18 @@ import Interop
 struct ExportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export",
-        abstract: "Write a baked or inverted bundle as ONNX, Keras HDF5, safetensors or NumPy .npz.",
+        abstract: "Write a baked or inverted bundle as ONNX, Keras (.h5 or .keras), safetensors or NumPy .npz.",
         discussion: """
             The exported weights are the bundle's inference weights as stored, so only a bundle \
             whose weights need no scaling is exported: an inverted bundle, or a classic bundle \
             after 'dropmodel bake'. An unbaked classic bundle is refused (exit 2) with the \
             command that fixes it. Keep probabilities, convention and a weight digest go into \
             each format's metadata. Layouts: Specs/interop.md. Without --format, the format \
-            follows -o's extension (.onnx, .safetensors, .npz, .h5/.hdf5 for Keras).
+            follows -o's extension (.onnx, .safetensors, .npz, .h5/.hdf5/.keras for Keras).
 
-              onnx         Gemm + activation per layer, opset 13 (ONNX Runtime, onnx.checker)
-              keras        Keras 3 full-model HDF5 (keras.models.load_model)
-              safetensors  layers.<i>.weight [outputs, inputs], layers.<i>.bias, __metadata__
+              onnx         Conv/pooling/Gemm + activation per layer, opset 13; images NCHW
+              keras        Keras 3 full-model HDF5 (.h5) or archive (.keras), keras.models.load_model
+              safetensors  layers.<i>.weight (the bundle's layout), layers.<i>.bias, __metadata__
               npz          the same arrays plus keep_prob, activations, layer_names, convention
             """)
 
@@ -39,7 +39,7 @@ struct ExportCommand: ParsableCommand {
                 """
                 cannot tell the format from '\(output)': give --format \
                 (\(Export.Format.allCases.map(\.rawValue).joined(separator: ", "))) or name the output .onnx, \
-                .safetensors, .npz or .h5
+                .safetensors, .npz, .h5 or .keras
                 """)
         }
     }

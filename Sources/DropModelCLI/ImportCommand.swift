@@ -11,9 +11,12 @@ struct ImportCommand: ParsableCommand {
         discussion: """
             Keras full-model HDF5 files (model.save("m.h5"), Keras 2 or 3) and Keras 3 .keras \
             archives: Sequential or linear \
-            Functional chains of Dense, Dropout and Activation layers. Kernels are transposed to \
-            [outputs, inputs]; a Dropout(rate) becomes keep probability p = 1 - rate of the Dense \
-            layer that receives its units; the convention is inverted (Keras's); seeds, layer \
+            Functional chains of Conv2D (channels_last), MaxPooling2D, AveragePooling2D, \
+            GlobalAveragePooling2D, Flatten, Dense, Dropout, SpatialDropout2D, GaussianDropout and \
+            Activation layers. Kernels are transposed to rows of fan-in ([outputs, inputs], \
+            [filters, kh, kw, channels]); a dropout layer of rate r becomes keep probability \
+            p = 1 - r (mode element, channel or gaussian) of the Conv2D or Dense layer that \
+            receives its units; the convention is inverted (Keras's); seeds, layer \
             names and the Keras version are kept as provenance in /training@recipe. Any other \
             layer is refused by name; nothing from the file is executed.
 
@@ -76,25 +79,51 @@ struct ImportCommand: ParsableCommand {
         }
         let r = try Conversion.importModel(input, to: output, safetensors: options)
         let info = r.info
+        let dense = info.layers.allSatisfy { $0.kind == .dense && $0.dropoutMode == .element }
         if jsonOption.json {
-            JSONOutput.print(
-                "import",
-                [
-                    ("file", .string(input)), ("output", .string(output)), ("source", .string(r.kind.rawValue)),
-                    ("layers", .int(info.layers.count)), ("sizes", .array(sizes(info).map { .int($0) })),
-                    ("convention", .string(info.convention.rawValue)), ("baked", .bool(info.baked)),
-                    ("keep_prob", .array(info.layers.map { .number($0.keepProb) })),
-                ])
+            var fields: [(String, JSONValue)] = [
+                ("file", .string(input)), ("output", .string(output)), ("source", .string(r.kind.rawValue)),
+                ("layers", .int(info.layers.count)), ("sizes", .array(sizes(info).map { .int($0) })),
+                ("convention", .string(info.convention.rawValue)), ("baked", .bool(info.baked)),
+                ("keep_prob", .array(info.layers.map { .number($0.keepProb) })),
+            ]
+            if !dense {
+                // Format 1.1 facts (Specs/interop.md "Convolutional models"); dense output unchanged.
+                fields += [
+                    ("kinds", .array(info.layers.map { .string($0.kind.rawValue) })),
+                    ("dropout_mode", .array(info.layers.map { .string($0.dropoutMode.rawValue) })),
+                    ("input_shape", .array(info.inputShape.dimensions.map { .int($0) })),
+                ]
+            }
+            JSONOutput.print("import", fields)
             return
         }
-        let keeps = info.layers.map { Format.short($0.keepProb) }.joined(separator: ", ")
+        if dense {
+            let keeps = info.layers.map { Format.short($0.keepProb) }.joined(separator: ", ")
+            print(
+                """
+                imported \(input) -> \(output): \(sizes(info).map(String.init).joined(separator: "-")), \
+                \(info.layers.count) dense layers, 
+                """
+                    + "convention \(info.convention.rawValue)\(info.baked ? " (baked)" : ""), keep p \(keeps)")
+            return
+        }
+        // A convolutional model: the shapes and, per weighted layer, its keep probability and mode.
+        let shapes = info.layerShapes
+        let keeps = info.layers.filter(\.hasWeights).map {
+            Format.short($0.keepProb) + ($0.dropoutMode == .element ? "" : " \($0.dropoutMode.rawValue)")
+        }
         print(
             """
-            imported \(input) -> \(output): \(sizes(info).map(String.init).joined(separator: "-")), \
-            \(info.layers.count) dense layers, 
-            """
-                + "convention \(info.convention.rawValue)\(info.baked ? " (baked)" : ""), keep p \(keeps)")
+            imported \(input) -> \(output): \(shapes[0].input) -> \(shapes[shapes.count - 1].output), \
+            \(info.layers.count) layers (\(info.layers.map(\.kind.rawValue).joined(separator: ", "))), \
+            convention \(info.convention.rawValue), keep p of the weighted layers \(keeps.joined(separator: ", "))
+            """)
     }
 
-    func sizes(_ info: ModelInfo) -> [Int] { [info.layers[0].inputs] + info.layers.map(\.outputs) }
+    /// Each layer's output size, the input's first (element counts for images).
+    func sizes(_ info: ModelInfo) -> [Int] {
+        let shapes = info.layerShapes
+        return [shapes[0].input.count] + shapes.map(\.output.count)
+    }
 }

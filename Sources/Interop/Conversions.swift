@@ -100,23 +100,17 @@ public enum Conversion {
     /// Writes a baked or inverted bundle in `format` (refusing an unbaked classic bundle with
     /// code `.notApplicable` and the command that fixes it).
     public static func export(_ path: String, format: Export.Format, to output: String) throws -> ExportReport {
-        if format == .keras, !(output.hasSuffix(".h5") || output.hasSuffix(".hdf5")) {
+        let lower = output.lowercased()
+        if format == .keras, !(lower.hasSuffix(".h5") || lower.hasSuffix(".hdf5") || lower.hasSuffix(".keras")) {
             throw DropModelError(
                 code: .usage, file: output,
                 message: """
-                    Keras export writes Keras's HDF5 format: name the output *.h5 or *.hdf5, the names \
-                    keras.models.load_model reads as HDF5
+                    Keras export writes Keras's HDF5 format (*.h5, *.hdf5) or the Keras 3 archive (*.keras): name \
+                    the output so, keras.models.load_model picks its reader by the name
                     """)
         }
         try OutputCheck.verify(output, inputs: [path])
         let bundle = try BundleReader(path: path)
-        if let l = bundle.info.layers.first(where: { $0.kind != .dense || $0.dropoutMode != .element }) {
-            throw DropModelError(
-                code: .unsupported, file: path, object: "/layers",
-                message:
-                    "export of format 1.1 bundles ('\(l.name)' is \(l.kind.rawValue), \(l.dropoutMode.rawValue) dropout) is not built yet",
-                hint: "issue 12 adds ONNX, Keras, safetensors and npz export of convolutional bundles")
-        }
         let model = try Export.deployableModel(bundle)
         switch format {
         case .onnx:

@@ -44,6 +44,13 @@ public enum Export {
             (MetadataKey.creator, "dropmodel \(DropModelVersion.string)"),
         ]
         if let d = info.unbakedWeightsSHA256 { m.append((MetadataKey.unbakedWeightsSHA256, hex(d))) }
+        if info.requiredFormatVersion > FormatVersion(1, 0) {
+            // Format 1.1 facts, only for models that have them (a dense export stays as it was).
+            m.append((MetadataKey.layerKinds, JSONValue.array(info.layers.map { .string($0.kind.rawValue) }).text))
+            m.append(
+                (MetadataKey.dropoutModes, JSONValue.array(info.layers.map { .string($0.dropoutMode.rawValue) }).text))
+            m.append((MetadataKey.inputShape, JSONValue.array(info.inputShape.dimensions.map { .int($0) }).text))
+        }
         return m
     }
 
@@ -60,6 +67,10 @@ public enum MetadataKey {
     public static let weightsSHA256 = "dropmodel.weights_sha256"
     public static let unbakedWeightsSHA256 = "dropmodel.unbaked_weights_sha256"
     public static let creator = "dropmodel.creator"
+    /// Format 1.1 bundles only: each layer's kind, each layer's dropout mode, the input shape.
+    public static let layerKinds = "dropmodel.layer_kinds"
+    public static let dropoutModes = "dropmodel.dropout_modes"
+    public static let inputShape = "dropmodel.input_shape"
 }
 
 // MARK: safetensors

@@ -184,9 +184,7 @@ extension KerasImport {
                     byName[name] = (vars, "model.weights.h5: /layers/\(member)/vars")
                 }
             }
-            var layers: [LayerInfo] = []
-            var parameters: [Parameters] = []
-            for d in parsed.dense {
+            let (layers, parameters) = try readLayers(parsed, path: path) { d in
                 guard let (vars, object) = byName[d.name] else {
                     throw failure(
                         path, "model.weights.h5: /layers",
@@ -196,11 +194,7 @@ extension KerasImport {
                     kernel: nil, kernelPath: object + "/0", bias: nil, biasPath: object + "/1", group: object)
                 found.kernel = try hdf5 { try vars.contains("0") ? vars.dataset("0") : nil }
                 if d.useBias { found.bias = try hdf5 { try vars.contains("1") ? vars.dataset("1") : nil } }
-                let (inputs, p) = try readDense(d, found, expectedInputs: layers.last?.outputs, path: path)
-                layers.append(
-                    LayerInfo(
-                        name: d.name, inputs: inputs, outputs: d.units, activation: d.activation, keepProb: d.keep))
-                parameters.append(p)
+                return found
             }
             return assemble(parsed, layers: layers, parameters: parameters, source: source, path: path)
         } catch var e as DropModelError {

@@ -7,8 +7,9 @@ import HDF5Layer
 /// layout) into a bundle ``Model``: the mapping is normative in `Specs/interop.md` §2.
 ///
 /// Nothing from the file is executed: the `model_config` JSON is read as data, and only the
-/// layer classes `InputLayer`, `Flatten` (before the first `Dense`), `Dense`, `Dropout` and
-/// `Activation` in a linear chain are accepted. Anything else is refused, naming the layer.
+/// layer classes of Specs/interop.md §2.3 and "Convolutional models" (`InputLayer`, `Conv2D`,
+/// the pooling layers, `Flatten`, `Dense`, the dropout layers, `Activation`) in a linear chain are
+/// accepted (``ChainWalker``). Anything else is refused, naming the layer.
 ///
 /// ```swift
 /// let model = try KerasImport.read(path: "model.h5")   // convention inverted, p = 1 - rate
@@ -26,22 +27,16 @@ public enum KerasImport {
         "relu": .relu, "sigmoid": .logistic, "tanh": .tanh, "linear": .linear, "softmax": .softmax,
     ]
 
-    /// What the importer kept of one Keras Dropout layer.
+    /// What the importer kept of one Keras dropout layer (`Dropout`, `SpatialDropout2D`,
+    /// `GaussianDropout`).
     struct DropoutRecord {
         var name: String
         var rate: Double
         var seed: Int64?
-        /// The Dense layer that receives the dropped units.
+        /// The Conv2D or Dense layer that receives the dropped units.
         var receiver: String
-    }
-
-    /// A Dense layer read from the config, before its weights are read.
-    struct DenseSpec {
-        var name: String
-        var units: Int
-        var activation: Activation
-        var useBias: Bool
-        var keep: Double
+        var mode: DropoutMode
+        var className: String
     }
 
     /// The model a Keras config describes, before any weights are read.
@@ -50,7 +45,8 @@ public enum KerasImport {
         var modelName: String?
         var layerNames: [String]
         var layerClasses: [String]
-        var dense: [DenseSpec]
+        /// The bundle layers, in order.
+        var layers: [LayerSpec]
         var dropouts: [DropoutRecord]
     }
 
@@ -109,14 +105,8 @@ public enum KerasImport {
                 hint: "save the model with model.save(\"model.h5\"), which includes the weights")
         }
         let weightsGroup = try hdf5 { try root.group("model_weights") }
-        var layers: [LayerInfo] = []
-        var parameters: [Parameters] = []
-        for d in parsed.dense {
-            let w = try legacyWeights(d, from: weightsGroup, path: path)
-            let (inputs, p) = try readDense(d, w, expectedInputs: layers.last?.outputs, path: path)
-            layers.append(
-                LayerInfo(name: d.name, inputs: inputs, outputs: d.units, activation: d.activation, keepProb: d.keep))
-            parameters.append(p)
+        let (layers, parameters) = try readLayers(parsed, path: path) { d in
+            try legacyWeights(d, from: weightsGroup, path: path)
         }
         return assemble(parsed, layers: layers, parameters: parameters, source: source, path: path)
     }
@@ -163,127 +153,15 @@ public enum KerasImport {
         if modelClass != "Sequential" {
             try checkLinearChain(layerList, names: names, body: body, path: path, configObject: configObject)
         }
-        // 2. Walk the chain: Dense layers become bundle layers; Dropout rates become the keep
-        //    probability of the Dense layer that receives the dropped units.
-        var dense: [DenseSpec] = []
-        var dropouts: [DropoutRecord] = []
-        var pending: [DropoutRecord] = []
-        var pendingKeep = 1.0
-        /// Whether an Activation layer may still set the last Dense layer's activation.
-        var activationOpen = false
-        for (i, l) in layerList.enumerated() {
-            let name = names[i]
-            let cls = l["class_name"]?.string ?? "?"
-            let c = l["config"] ?? .object([:])
-            let object = "\(configObject): layer '\(name)' (\(cls))"
-            switch cls {
-            case "InputLayer":
-                continue
-            case "Flatten":
-                guard dense.isEmpty, pending.isEmpty else {
-                    throw failure(
-                        .unsupported, path, object,
-                        """
-                        a Flatten layer after the first Dense or Dropout layer is not supported; dropmodel reads \
-                        chains of Dense, Dropout and Activation layers
-                        """)
-                }
-            case "Dropout":
-                guard let rate = c["rate"]?.double, rate >= 0, rate < 1, rate.isFinite else {
-                    throw failure(
-                        path, object,
-                        "the dropout rate is \(c["rate"]?.text ?? "missing"); it must be a number in [0, 1)",
-                        hint: """
-                            a Keras Dropout rate is the probability of dropping a unit; the file is corrupt \
-                            or was edited by hand
-                            """)
-                }
-                if let ns = c["noise_shape"], !ns.isNull {
-                    throw failure(
-                        .unsupported, path, object,
-                        """
-                        noise_shape \(ns.text) drops whole slices, not single units; dropmodel's keep \
-                        probabilities are per unit
-                        """,
-                        hint: "retrain with a plain Dropout (noise_shape=None) to use dropmodel")
-                }
-                let seed = c["seed"]?.int
-                pending.append(DropoutRecord(name: name, rate: rate, seed: seed, receiver: ""))
-                pendingKeep *= 1 - rate
-                activationOpen = false
-            case "Dense":
-                guard let units = c["units"]?.int, units >= 1, units <= maxUnits else {
-                    throw failure(
-                        path, object, "units is \(c["units"]?.text ?? "missing"); it must be an integer in 1 ... 2^24")
-                }
-                let act = try activation(c["activation"], path: path, object: object)
-                let useBias = c["use_bias"]?.bool ?? true
-                for key in ["lora_rank", "quantization_config"] {
-                    if let v = c[key], !v.isNull, v != .integer(0) {
-                        throw failure(
-                            .unsupported, path, object,
-                            "\(key) = \(v.text): LoRA and quantized Dense layers are not supported",
-                            hint: "merge or dequantize the weights in Keras and save a plain Dense layer")
-                    }
-                }
-                for k in pending.indices { pending[k].receiver = name }
-                dropouts += pending
-                pending = []
-                dense.append(
-                    DenseSpec(name: name, units: Int(units), activation: act, useBias: useBias, keep: pendingKeep))
-                pendingKeep = 1
-                activationOpen = true
-            case "Activation":
-                let act = try activation(c["activation"], path: path, object: object)
-                if act == .linear { continue }
-                guard activationOpen, let last = dense.last, last.activation == .linear else {
-                    let why =
-                        dense.isEmpty
-                        ? "it comes before any Dense layer"
-                        : !activationOpen
-                            ? "a Dropout layer stands between it and its Dense layer"
-                            : "Dense layer '\(dense.last!.name)' already applies \(dense.last!.activation.rawValue)"
-                    throw failure(
-                        .unsupported, path, object,
-                        "\(why); dropmodel supports one activation per Dense layer, applied to its output",
-                        hint: "move the activation directly after its Dense layer (or into Dense(activation=...))")
-                }
-                dense[dense.count - 1].activation = act
-                activationOpen = false
-            default:
-                throw failure(
-                    .unsupported, path, object,
-                    """
-                    layer class \(cls) is not supported: dropmodel imports chains of Dense, Dropout and Activation \
-                    layers 
-                    """
-                        + "(InputLayer and Flatten before the first Dense); nothing from the file is executed",
-                    hint: """
-                        a bundle holds dense networks only: convolutional, recurrent, normalization, custom and \
-                        nested-model layers have no equivalent; export such a model from Keras directly (e.g. with \
-                        tf2onnx)
-                        """)
-            }
-        }
-        if let orphan = pending.first {
-            throw failure(
-                .unsupported, path, "\(configObject): layer '\(orphan.name)' (Dropout)",
-                """
-                this Dropout comes after the last Dense layer, so no layer receives its units and a bundle cannot \
-                record it
-                """,
-                hint: "remove it (it is the identity at inference) and save the model again")
-        }
-        guard !dense.isEmpty else {
-            throw failure(.unsupported, path, configObject, "the model has no Dense layer")
-        }
-        guard dense.count <= maxLayers else {
-            throw failure(path, configObject, "\(dense.count) Dense layers are more than a bundle holds (100,000)")
-        }
-
+        // 2. Walk the chain: Conv2D, Dense and the weightless layers become bundle layers; dropout
+        //    rates become the keep probability (and mode) of the weighted layer receiving the units.
+        var walker = ChainWalker(path: path, configObject: configObject)
+        for (i, l) in layerList.enumerated() { try walker.visit(l, name: names[i]) }
+        try walker.finish()
         return ParsedConfig(
             modelClass: modelClass, modelName: body?["name"]?.string, layerNames: names,
-            layerClasses: layerList.map { $0["class_name"]?.string ?? "?" }, dense: dense, dropouts: dropouts)
+            layerClasses: layerList.map { $0["class_name"]?.string ?? "?" }, layers: walker.layers,
+            dropouts: walker.dropouts)
     }
 
     /// The bundle model: layers, weights, and what Keras said as provenance (Specs/interop.md §2.5).
@@ -304,11 +182,13 @@ public enum KerasImport {
                 .object([
                     "name": .string(r.name), "rate": .number(r.rate),
                     "seed": r.seed.map { .integer($0) } ?? .null, "keep_prob_of": .string(r.receiver),
+                    "class_name": .string(r.className), "mode": .string(r.mode.rawValue),
                 ])
             })
+        let shapes = ModelInfo(convention: .inverted, layers: layers).layerShapes
         let recipe = JSONValue.object([
             "convention": .string(DropoutConvention.inverted.rawValue),
-            "layers": .array(([layers[0].inputs] + layers.map(\.outputs)).map { .integer(Int64($0)) }),
+            "layers": .array(([shapes[0].input.count] + shapes.map(\.output.count)).map { .integer(Int64($0)) }),
             "keep": .array(layers.map { .number($0.keepProb) }),
             "imported_from": .object(JSONObject(sorting: source)),
         ])
@@ -418,8 +298,9 @@ public enum KerasImport {
                     .unsupported, path, object,
                     """
                     the layer \(what): the model branches or merges, and dropmodel imports only linear chains of \
-                    Dense, Dropout and Activation layers
-                    """)
+                    layers
+                    """,
+                    hint: "a bundle holds one chain of layers; residual and multi-branch models have no equivalent")
             }
         }
         if let outputs = body?["output_layers"] {
@@ -485,11 +366,12 @@ public enum KerasImport {
     }
 
     /// Keras 2/3 legacy layout: `model_weights/<name>@weight_names`.
-    static func legacyWeights(_ d: DenseSpec, from weights: Group, path: String) throws -> DenseWeights {
+    static func legacyWeights(_ d: LayerSpec, from weights: Group, path: String) throws -> DenseWeights {
         let object = "/model_weights/\(d.name)"
         guard try hdf5({ try weights.contains(d.name) }) else {
             throw failure(
-                path, object, "the group of Dense layer '\(d.name)' is missing: the weights do not match the config")
+                path, object,
+                "the group of \(d.className) layer '\(d.name)' is missing: the weights do not match the config")
         }
         let g = try hdf5 { try weights.group(d.name) }
         guard let weightNames = try hdf5({ try nameList(g, "weight_names") }) else {
@@ -514,22 +396,95 @@ public enum KerasImport {
                 throw failure(
                     .unsupported, path, object + "/" + w,
                     """
-                    Dense layer '\(d.name)' has a weight named '\(base)'; a plain Dense layer has only kernel and \
-                    bias
+                    \(d.className) layer '\(d.name)' has a weight named '\(base)'; a plain \(d.className) layer \
+                    has only kernel and bias
                     """)
             }
         }
         return out
     }
 
+    /// The bundle layers and their weights, in order: each weighted layer's datasets from
+    /// `weights`, its input from the layer before (a Dense of an old config: from its kernel).
+    static func readLayers(
+        _ parsed: ParsedConfig, path: String, weights: (LayerSpec) throws -> DenseWeights
+    ) throws -> ([LayerInfo], [Parameters]) {
+        var layers: [LayerInfo] = []
+        var parameters: [Parameters] = []
+        var flowing: TensorShape?
+        for spec in parsed.layers {
+            let info: LayerInfo
+            var p = Parameters(weight: [], bias: [])
+            switch spec.kind {
+            case .dense:
+                let expected = (spec.input ?? flowing).map(\.count)
+                let (inputs, params) = try readDense(
+                    spec, try weights(spec), expectedInputs: expected, previousIsDense: layers.last?.kind == .dense,
+                    path: path)
+                info = LayerInfo(
+                    name: spec.name, inputs: inputs, outputs: spec.units, activation: spec.activation,
+                    keepProb: spec.keep, dropoutMode: spec.mode)
+                p = params
+            case .conv2d:
+                let input = spec.input!, window = spec.window!
+                info = .conv2d(
+                    name: spec.name, input: input, window: window, filters: spec.units, activation: spec.activation,
+                    keepProb: spec.keep, dropoutMode: spec.mode)
+                let found = try weights(spec)
+                p = try readKernel(
+                    spec, found, shape: [window.height, window.width, input.channels!, spec.units],
+                    what: "[kernel_h, kernel_w, channels, filters]", path: path)
+            default:
+                info = .weightless(spec.kind, name: spec.name, input: spec.input!, window: spec.window)
+            }
+            flowing = info.outputShape(input: info.declaredInputShape ?? flowing ?? .flat(0))
+            layers.append(info)
+            parameters.append(p)
+        }
+        return (layers, parameters)
+    }
+
     static func readDense(
-        _ d: DenseSpec, _ found: DenseWeights, expectedInputs: Int?, path: String
+        _ d: LayerSpec, _ found: DenseWeights, expectedInputs: Int?, previousIsDense: Bool, path: String
     ) throws -> (Int, Parameters) {
+        guard let kernel = found.kernel else {
+            throw failure(path, found.group, "Dense layer '\(d.name)' has no kernel")
+        }
+        let shape = try hdf5 { try kernel.shape() }
+        guard shape.count == 2, shape[1] == d.units else {
+            throw failure(
+                path, found.kernelPath,
+                """
+                the kernel has shape \(shape); Dense layer '\(d.name)' with \(d.units) units needs [inputs, \
+                \(d.units)]
+                """)
+        }
+        let inputs = shape[0]
+        guard inputs >= 1, inputs <= maxUnits else {
+            throw failure(path, found.kernelPath, "the kernel has \(inputs) inputs; a bundle layer has 1 ... 2^24")
+        }
+        if let expectedInputs, inputs != expectedInputs {
+            throw failure(
+                path, found.kernelPath,
+                previousIsDense
+                    ? "the kernel has \(inputs) inputs but the previous Dense layer has \(expectedInputs) units"
+                    : "the kernel has \(inputs) inputs but the layer reads \(expectedInputs) features")
+        }
+        return (inputs, try readKernel(d, found, shape: shape, what: "[inputs, units]", path: path))
+    }
+
+    /// A weighted layer's kernel (of exactly `shape`, the last axis the units or filters) and bias.
+    /// The kernel, read as a `[fan-in, units]` matrix, is transposed to the bundle's rows of fan-in
+    /// (`[units, fan-in]`): a Dense kernel `[inputs, units]` gives `[outputs, inputs]`, a Conv2D
+    /// kernel `[KH, KW, C, F]` gives `[F, KH, KW, C]` (Specs/interop.md).
+    static func readKernel(
+        _ d: LayerSpec, _ found: DenseWeights, shape expected: [Int], what: String, path: String
+    ) throws -> Parameters {
         let object = found.group
         let (kernel, bias, kernelPath, biasPath) = (found.kernel, found.bias, found.kernelPath, found.biasPath)
-        guard let kernel else { throw failure(path, object, "Dense layer '\(d.name)' has no kernel") }
+        guard let kernel else { throw failure(path, object, "\(d.className) layer '\(d.name)' has no kernel") }
         if d.useBias && bias == nil {
-            throw failure(path, object, "Dense layer '\(d.name)' uses a bias but the file has none")
+            throw failure(path, object, "\(d.className) layer '\(d.name)' uses a bias but the file has none")
         }
         func floatType(_ ds: Dataset, _ p: String) throws {
             let t = try hdf5 { try ds.elementType() }
@@ -539,41 +494,41 @@ public enum KerasImport {
         }
         try floatType(kernel, kernelPath)
         let shape = try hdf5 { try kernel.shape() }
-        guard shape.count == 2, shape[1] == d.units else {
+        guard shape == expected else {
             throw failure(
                 path, kernelPath,
-                """
-                the kernel has shape \(shape); Dense layer '\(d.name)' with \(d.units) units needs [inputs, \
-                \(d.units)]
-                """)
+                "the kernel has shape \(shape); \(d.className) layer '\(d.name)' needs \(what) = \(expected)")
         }
-        let inputs = shape[0]
-        guard inputs >= 1, inputs <= maxUnits else {
-            throw failure(path, kernelPath, "the kernel has \(inputs) inputs; a bundle layer has 1 ... 2^24")
+        let units = d.units
+        // Sizes from a hostile file: multiply without overflow before anything is allocated.
+        var elements = 1
+        for n in shape {
+            let (p, overflow) = elements.multipliedReportingOverflow(by: n)
+            guard !overflow, p <= 1 << 34 else {
+                throw failure(
+                    path, kernelPath, "the kernel of shape \(shape) has more weights than dropmodel reads (2^34)")
+            }
+            elements = p
         }
-        if let expectedInputs, inputs != expectedInputs {
-            throw failure(
-                path, kernelPath,
-                "the kernel has \(inputs) inputs but the previous Dense layer has \(expectedInputs) units")
-        }
-        try checkStored(kernel, elements: inputs * d.units, object: kernelPath, path: path)
+        let rows = units == 0 ? 0 : elements / units
+        try checkStored(kernel, elements: rows * units, object: kernelPath, path: path)
         let k = try hdf5 { try kernel.readFloats() }
-        // Keras kernels are [inputs, units]; bundle weights are [outputs, inputs].
-        var w = [Float](repeating: 0, count: inputs * d.units)
-        for i in 0..<inputs { for u in 0..<d.units { w[u * inputs + i] = k[i * d.units + u] } }
-        var b = [Float](repeating: 0, count: d.units)
+        var w = [Float](repeating: 0, count: rows * units)
+        for i in 0..<rows { for u in 0..<units { w[u * rows + i] = k[i * units + u] } }
+        var b = [Float](repeating: 0, count: units)
         if let bias {
             try floatType(bias, biasPath)
             let bs = try hdf5 { try bias.shape() }
-            guard bs == [d.units] else {
-                throw failure(path, biasPath, "the bias has shape \(bs); Dense layer '\(d.name)' needs [\(d.units)]")
+            guard bs == [units] else {
+                throw failure(
+                    path, biasPath, "the bias has shape \(bs); \(d.className) layer '\(d.name)' needs [\(units)]")
             }
-            try checkStored(bias, elements: d.units, object: biasPath, path: path)
+            try checkStored(bias, elements: units, object: biasPath, path: path)
             b = try hdf5 { try bias.readFloats() }
         }
         if let bad = (w + b).firstIndex(where: { !$0.isFinite }) {
             throw failure(path, bad < w.count ? kernelPath : biasPath, "a weight is not finite (NaN or infinity)")
         }
-        return (inputs, Parameters(weight: w, bias: b))
+        return Parameters(weight: w, bias: b)
     }
 }

@@ -23,6 +23,12 @@ public enum NumPy {
             return Array(descr: "<f8", shape: shape, bytes: d)
         }
 
+        public static func int64(_ values: [Int], shape: [Int]) -> Array {
+            var d = Data(capacity: values.count * 8)
+            for v in values { withUnsafeBytes(of: Int64(v).littleEndian) { d.append(contentsOf: $0) } }
+            return Array(descr: "<i8", shape: shape, bytes: d)
+        }
+
         public static func bool(_ value: Bool) -> Array {
             Array(descr: "|b1", shape: [], bytes: Data([value ? 1 : 0]))
         }
@@ -63,40 +69,10 @@ public enum NumPy {
     /// are stored uncompressed with a fixed timestamp, so the same arrays give the same bytes.
     /// Plain ZIP (no ZIP64): every member and the whole archive stay below 4 GiB.
     public static func npz(_ members: [(String, Array)]) throws -> Data {
-        var out = Data()
-        var central = Data()
-        func u16(_ v: Int, _ d: inout Data) { withUnsafeBytes(of: UInt16(v).littleEndian) { d.append(contentsOf: $0) } }
-        func u32(_ v: Int, _ d: inout Data) { withUnsafeBytes(of: UInt32(v).littleEndian) { d.append(contentsOf: $0) } }
-        let dosTime = 0, dosDate = (0 << 9) | (1 << 5) | 1  // 1980-01-01 00:00, the ZIP format's first date
-        for (name, a) in members {
-            let data = npy(a)
-            let fileName = Swift.Array((name + ".npy").utf8)
-            let offset = out.count
-            guard data.count < Int(UInt32.max), offset + data.count + 30 + fileName.count < Int(UInt32.max),
-                fileName.count < 65_536
-            else {
-                throw NPZError.tooLarge
-            }
-            let crc = data.withUnsafeBytes { Zlib.crc32($0) }
-            // Local file header (APPNOTE 4.3.7): version 2.0, no flags, method 0 (stored).
-            u32(0x0403_4B50, &out); u16(20, &out); u16(0, &out); u16(0, &out); u16(dosTime, &out); u16(dosDate, &out)
-            u32(Int(crc), &out); u32(data.count, &out); u32(data.count, &out); u16(fileName.count, &out); u16(0, &out)
-            out.append(contentsOf: fileName)
-            out.append(data)
-            // Central directory header (APPNOTE 4.3.12).
-            u32(0x0201_4B50, &central); u16(20, &central); u16(20, &central); u16(0, &central); u16(0, &central)
-            u16(dosTime, &central); u16(dosDate, &central); u32(Int(crc), &central); u32(data.count, &central)
-            u32(data.count, &central); u16(fileName.count, &central); u16(0, &central); u16(0, &central)
-            u16(0, &central); u16(0, &central); u32(0, &central); u32(offset, &central)
-            central.append(contentsOf: fileName)
+        guard let zip = StoredZipWriter.archive(members.map { ($0.0 + ".npy", npy($0.1)) }) else {
+            throw NPZError.tooLarge
         }
-        guard members.count < 65_536, out.count + central.count < Int(UInt32.max) else { throw NPZError.tooLarge }
-        let centralOffset = out.count
-        out.append(central)
-        // End of central directory record (APPNOTE 4.3.16).
-        u32(0x0605_4B50, &out); u16(0, &out); u16(0, &out); u16(members.count, &out); u16(members.count, &out)
-        u32(central.count, &out); u32(centralOffset, &out); u16(0, &out)
-        return out
+        return zip
     }
 
     public enum NPZError: Error, CustomStringConvertible {
@@ -124,6 +100,54 @@ extension Export {
         m.append(("convention", .strings([info.convention.rawValue], shape: [])))
         m.append(("baked", .bool(info.baked)))
         m.append(("weights_sha256", .strings([hex(WeightDigest.sha256(model.parameters))], shape: [])))
+        if info.requiredFormatVersion > FormatVersion(1, 0) {
+            let n = info.layers.count
+            m.append(("layer_kinds", .strings(info.layers.map(\.kind.rawValue), shape: [n])))
+            m.append(("dropout_modes", .strings(info.layers.map(\.dropoutMode.rawValue), shape: [n])))
+            let dims = info.inputShape.dimensions
+            m.append(("input_shape", .int64(dims, shape: [dims.count])))
+        }
         return m
+    }
+}
+
+/// A plain ZIP archive (no ZIP64) of stored members with the fixed date 1980-01-01, so the same
+/// members give the same bytes: the `.npz` export and the Keras 3 `.keras` export.
+enum StoredZipWriter {
+    /// The archive, or nil if a member or the whole would pass 4 GiB.
+    static func archive(_ members: [(name: String, data: Data)]) -> Data? {
+        var out = Data()
+        var central = Data()
+        func u16(_ v: Int, _ d: inout Data) { withUnsafeBytes(of: UInt16(v).littleEndian) { d.append(contentsOf: $0) } }
+        func u32(_ v: Int, _ d: inout Data) { withUnsafeBytes(of: UInt32(v).littleEndian) { d.append(contentsOf: $0) } }
+        let dosTime = 0, dosDate = (0 << 9) | (1 << 5) | 1  // 1980-01-01 00:00, the ZIP format's first date
+        for (name, data) in members {
+            let fileName = Swift.Array(name.utf8)
+            let offset = out.count
+            guard data.count < Int(UInt32.max), offset + data.count + 30 + fileName.count < Int(UInt32.max),
+                fileName.count < 65_536
+            else {
+                return nil
+            }
+            let crc = data.withUnsafeBytes { Zlib.crc32($0) }
+            // Local file header (APPNOTE 4.3.7): version 2.0, no flags, method 0 (stored).
+            u32(0x0403_4B50, &out); u16(20, &out); u16(0, &out); u16(0, &out); u16(dosTime, &out); u16(dosDate, &out)
+            u32(Int(crc), &out); u32(data.count, &out); u32(data.count, &out); u16(fileName.count, &out); u16(0, &out)
+            out.append(contentsOf: fileName)
+            out.append(data)
+            // Central directory header (APPNOTE 4.3.12).
+            u32(0x0201_4B50, &central); u16(20, &central); u16(20, &central); u16(0, &central); u16(0, &central)
+            u16(dosTime, &central); u16(dosDate, &central); u32(Int(crc), &central); u32(data.count, &central)
+            u32(data.count, &central); u16(fileName.count, &central); u16(0, &central); u16(0, &central)
+            u16(0, &central); u16(0, &central); u32(0, &central); u32(offset, &central)
+            central.append(contentsOf: fileName)
+        }
+        guard members.count < 65_536, out.count + central.count < Int(UInt32.max) else { return nil }
+        let centralOffset = out.count
+        out.append(central)
+        // End of central directory record (APPNOTE 4.3.16).
+        u32(0x0605_4B50, &out); u16(0, &out); u16(0, &out); u16(members.count, &out); u16(members.count, &out)
+        u32(central.count, &out); u32(centralOffset, &out); u16(0, &out)
+        return out
     }
 }

@@ -60,7 +60,10 @@ public enum ONNXExport {
     enum Entry { static let key = 1, value = 2 }
     enum Graph { static let node = 1, name = 2, initializer = 5, docString = 10, input = 11, output = 12 }
     enum Node { static let input = 1, output = 2, name = 3, opType = 4, attribute = 5 }
-    enum Attribute { static let name = 1, i = 3, type = 20; static let typeInt: Int64 = 2 }
+    enum Attribute {
+        static let name = 1, i = 3, ints = 8, type = 20
+        static let typeInt: Int64 = 2, typeInts: Int64 = 7
+    }
     enum Tensor { static let dims = 1, dataType = 2, name = 8, rawData = 9; static let float: Int64 = 1 }
     enum ValueInfo { static let name = 1, type = 2 }
     enum TypeProto { static let tensorType = 1 }
@@ -106,8 +109,8 @@ public enum ONNXExport {
                 }
             }
             let shapes = model.info.layerShapes
-            g.message(Graph.input) { v in valueInfo(&v, inputName, features: shapes[0].input.count) }
-            g.message(Graph.output) { v in valueInfo(&v, outputName, features: shapes[shapes.count - 1].output.count) }
+            g.message(Graph.input) { v in valueInfo(&v, inputName, shape: shapes[0].input) }
+            g.message(Graph.output) { v in valueInfo(&v, outputName, shape: shapes[shapes.count - 1].output) }
         }
         w.message(ModelField.opsetImport) { o in
             o.string(OpsetID.domain, "")
@@ -126,12 +129,101 @@ public enum ONNXExport {
 
     /// Emits layer `i`'s node(s), reading `input`; returns the name of the value it outputs
     /// (the graph's output for the last layer). A new layer kind adds its case here.
+    ///
+    /// Images flow in ONNX's NCHW layout (the graph input is `[batch, C, H, W]`); a `flatten`
+    /// layer first transposes back to NHWC so that the features come in the bundle's H, W, C
+    /// order, which the following Gemm's weights expect (Specs/interop.md §5.1).
     static func layerNodes(
         _ g: inout ProtobufWriter, _ layer: LayerInfo, index i: Int, input: String, isLast last: Bool
     ) -> String {
         switch layer.kind {
         case .dense: return denseNodes(&g, layer, index: i, input: input, isLast: last)
-        default: preconditionFailure("Conversion.export refuses \(layer.kind.rawValue) layers (issue 12)")
+        case .conv2d:
+            let w = layer.window!
+            let hasActivation = layer.activation != .linear
+            let convOut = last && !hasActivation ? outputName : "layers.\(i).z"
+            node(
+                &g, "Conv", name: layer.name, inputs: [input, "layers.\(i).weight", "layers.\(i).bias"],
+                output: convOut
+            ) { n in
+                ints(&n, "kernel_shape", [w.height, w.width])
+                ints(&n, "strides", [w.strideHeight, w.strideWidth])
+                ints(&n, "pads", pads(layer))
+            }
+            guard hasActivation else { return convOut }
+            let out = last ? outputName : "layers.\(i).a"
+            activationNode(&g, layer, input: convOut, output: out)
+            return out
+        case .maxPool2d, .avgPool2d:
+            let w = layer.window!
+            let out = last ? outputName : "layers.\(i).y"
+            node(
+                &g, layer.kind == .maxPool2d ? "MaxPool" : "AveragePool", name: layer.name, inputs: [input],
+                output: out
+            ) { n in
+                ints(&n, "kernel_shape", [w.height, w.width])
+                ints(&n, "strides", [w.strideHeight, w.strideWidth])
+                ints(&n, "pads", pads(layer))
+                // Padded pixels are not counted: a "same" window averages what lies in the image.
+                if layer.kind == .avgPool2d { int(&n, "count_include_pad", 0) }
+            }
+            return out
+        case .globalAvgPool2d:
+            let pooled = "layers.\(i).pooled"
+            node(&g, "GlobalAveragePool", name: layer.name, inputs: [input], output: pooled) { _ in }
+            let out = last ? outputName : "layers.\(i).y"
+            node(&g, "Flatten", name: "\(layer.name).flatten", inputs: [pooled], output: out) { n in
+                int(&n, "axis", 1)
+            }
+            return out
+        case .flatten:
+            let nhwc = "layers.\(i).nhwc"
+            node(&g, "Transpose", name: "\(layer.name).to_nhwc", inputs: [input], output: nhwc) { n in
+                ints(&n, "perm", [0, 2, 3, 1])
+            }
+            let out = last ? outputName : "layers.\(i).y"
+            node(&g, "Flatten", name: layer.name, inputs: [nhwc], output: out) { n in int(&n, "axis", 1) }
+            return out
+        }
+    }
+
+    /// ONNX `pads` `[top, left, bottom, right]` of a windowed layer: TensorFlow's "same" rule,
+    /// the odd pixel after (Specs/interop.md "Layouts"); zeros for "valid".
+    static func pads(_ layer: LayerInfo) -> [Int] {
+        guard let w = layer.window, w.padding == .same, case .image(let h, let wd, _)? = layer.inputShape else {
+            return [0, 0, 0, 0]
+        }
+        func total(_ n: Int, _ k: Int, _ s: Int) -> Int { max(((n + s - 1) / s - 1) * s + k - n, 0) }
+        let th = total(h, w.height, w.strideHeight), tw = total(wd, w.width, w.strideWidth)
+        return [th / 2, tw / 2, th - th / 2, tw - tw / 2]
+    }
+
+    static func node(
+        _ g: inout ProtobufWriter, _ op: String, name: String, inputs: [String], output: String,
+        attributes: (inout ProtobufWriter) -> Void
+    ) {
+        g.message(Graph.node) { n in
+            for x in inputs { n.string(Node.input, x) }
+            n.string(Node.output, output)
+            n.string(Node.name, name)
+            n.string(Node.opType, op)
+            attributes(&n)
+        }
+    }
+
+    static func int(_ n: inout ProtobufWriter, _ name: String, _ v: Int) {
+        n.message(Node.attribute) { a in
+            a.string(Attribute.name, name)
+            a.int(Attribute.i, Int64(v))
+            a.int(Attribute.type, Attribute.typeInt)
+        }
+    }
+
+    static func ints(_ n: inout ProtobufWriter, _ name: String, _ v: [Int]) {
+        n.message(Node.attribute) { a in
+            a.string(Attribute.name, name)
+            for x in v { a.int(Attribute.ints, Int64(x)) }
+            a.int(Attribute.type, Attribute.typeInts)
         }
     }
 
@@ -147,7 +239,23 @@ public enum ONNXExport {
                 ("layers.\(i).weight", [layer.outputs, layer.inputs], p.weight),
                 ("layers.\(i).bias", [layer.outputs], p.bias),
             ]
-        default: preconditionFailure("Conversion.export refuses \(layer.kind.rawValue) layers (issue 12)")
+        case .conv2d:
+            // The bundle's [F, KH, KW, C] as ONNX's [F, C, KH, KW].
+            let (f, kh, kw) = (layer.filters, layer.window!.height, layer.window!.width)
+            let c = layer.inputShape!.channels!
+            var w = [Float](repeating: 0, count: p.weight.count)
+            for o in 0..<f {
+                for i in 0..<kh {
+                    for j in 0..<kw {
+                        for ch in 0..<c {
+                            w[((o * c + ch) * kh + i) * kw + j] = p.weight[((o * kh + i) * kw + j) * c + ch]
+                        }
+                    }
+                }
+            }
+            return [("layers.\(i).weight", [f, c, kh, kw], w), ("layers.\(i).bias", [f], p.bias)]
+        case .maxPool2d, .avgPool2d, .globalAvgPool2d, .flatten:
+            return []
         }
     }
 
@@ -207,28 +315,35 @@ public enum ONNXExport {
         t.bytes(Tensor.rawData, raw)
     }
 
-    /// A float tensor `[batch, features]` with a symbolic batch dimension.
-    static func valueInfo(_ v: inout ProtobufWriter, _ name: String, features: Int) {
+    /// A float tensor `[batch, features]`, or `[batch, C, H, W]` for an image, with a symbolic
+    /// batch dimension.
+    static func valueInfo(_ v: inout ProtobufWriter, _ name: String, shape: TensorShape) {
+        let dims: [Int]
+        switch shape {
+        case .flat(let n): dims = [n]
+        case .image(let h, let w, let c): dims = [c, h, w]
+        }
         v.string(ValueInfo.name, name)
         v.message(ValueInfo.type) { ty in
             ty.message(TypeProto.tensorType) { tt in
                 tt.int(TensorType.elemType, Tensor.float)
                 tt.message(TensorType.shape) { s in
                     s.message(Shape.dim) { d in d.string(Dimension.param, "batch") }
-                    s.message(Shape.dim) { d in d.int(Dimension.value, Int64(features)) }
+                    for x in dims { s.message(Shape.dim) { d in d.int(Dimension.value, Int64(x)) } }
                 }
             }
         }
     }
 
     static func docString(_ info: ModelInfo) -> String {
+        let what = info.layers.allSatisfy { $0.kind == .dense } ? "dense network" : "convolutional network"
         let keep = info.layers.map { String($0.keepProb) }.joined(separator: ", ")
         let how =
             info.convention == .inverted
             ? "trained with inverted dropout: the weights are used as stored"
             : "trained with classic dropout and baked (weights scaled by the keep probabilities)"
         return """
-            dropmodel export of a dense network \(how). Keep probabilities of each layer's inputs during training: \
+            dropmodel export of a \(what) \(how). Keep probabilities of each layer's inputs during training: \
             \(keep). 
             """
                 + "Dropout is not in the graph: at inference it is the identity. Specs/interop.md section 5."

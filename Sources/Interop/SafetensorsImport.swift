@@ -72,6 +72,18 @@ public enum SafetensorsImport {
             return a
         }
 
+        // A convolutional dropmodel export (Specs/interop.md "Convolutional models: export") keeps
+        // conv weights in the bundle's 4-D layout, and its layer indices skip weightless layers:
+        // this importer reads dense layers only.
+        if let kinds = try metaList(MetadataKey.layerKinds),
+            let other = kinds.first(where: { $0.string != LayerKind.dense.rawValue })
+        {
+            throw failure(
+                .unsupported, path, "header: __metadata__[\(MetadataKey.layerKinds)]",
+                "the file is a dropmodel export of a model with \(other.text) layers; safetensors import reads dense layers",
+                hint: "import the model's Keras export (dropmodel export BUNDLE -o m.keras) or use the bundle itself")
+        }
+
         // Group tensors into layers by prefix.
         var weights: [String: SafetensorsFile.Tensor] = [:], biases: [String: SafetensorsFile.Tensor] = [:]
         for t in st.tensors {

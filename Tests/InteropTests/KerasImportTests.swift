@@ -94,11 +94,11 @@ struct KerasImportTests {
         #expect(back.info.training == m.info.training)
     }
 
-    @Test("a convolution is refused, naming the layer and its class")
-    func convolution() {
-        expectRefusal(.unsupported, ["'conv'", "Conv2D", "not supported"]) {
-            _ = try KerasImport.read(path: KerasFixture.path("keras3_conv.h5"))
-        }
+    @Test("a small convolution (issue 12) imports: conv, flatten, dense")
+    func convolution() throws {
+        let m = try KerasImport.read(path: KerasFixture.path("keras3_conv.h5"))
+        #expect(m.info.layers.map(\.kind) == [.conv2d, .flatten, .dense])
+        #expect(m.info.inputShape == .image(height: 6, width: 6, channels: 1))
     }
 
     @Test("a branch is refused, naming the layer that does not read the layer before it")
@@ -145,9 +145,9 @@ struct KerasImportTests {
             ],
             code: .unsupported, needles: ["'sp'", "noise_shape"]),
         Case(
-            label: "GaussianDropout",
-            layers: [layer("GaussianDropout", "gd", #", "rate": 0.5"#), dense("d1", 3), dense("d2", 2)],
-            code: .unsupported, needles: ["'gd'", "GaussianDropout"]),
+            label: "GaussianDropout rate 1",
+            layers: [layer("GaussianDropout", "gd", #", "rate": 1"#), dense("d1", 3), dense("d2", 2)],
+            code: .invalid, needles: ["'gd'", "GaussianDropout"]),
     ]
 
     @Test("unsupported or invalid configs are refused, naming the layer", arguments: refusals)

@@ -694,7 +694,7 @@ BAD = [
     ("missing_convention", del_attr("/", "convention"), "/@convention"),
     ("missing_layer_count", del_attr("layers", "count"), "/layers@count"),
     ("unknown_activation", set_attr("layers/1", "activation", "gelu"), "/layers/1@activation"),
-    ("unknown_kind", set_attr("layers/1", "kind", "conv2d"), "/layers/1@kind"),
+    ("unknown_kind", set_attr("layers/1", "kind", "conv3d"), "/layers/1@kind"),
     ("duplicate_name", set_attr("layers/1", "name", "hidden1"), "/layers/1@name"),
     ("empty_name", set_attr("layers/1", "name", ""), "/layers/1@name"),
     ("bad_convention", set_attr("/", "convention", "scaled"), "/@convention"),
@@ -745,7 +745,7 @@ def test_refuses_bad_file(dropmodel, tmp_path, case, mutate, obj):
     if case == "format_version_2_0":
         assert "upgrade" in r.stderr.lower()
     if case == "unknown_kind":
-        assert "conv2d" in r.stderr
+        assert "conv3d" in r.stderr
     # --json and --stats fail the same way.
     assert_refused(run(dropmodel, "inspect", "--json", "--stats", path), path, obj)
 
