@@ -154,7 +154,8 @@ struct RecipeOptions: ParsableArguments {
         if let layers {
             // A usage error: exit 64 with the subcommand's usage, naming the item.
             do { _ = try LayerGrammar.parse(layers) } catch let e as DropModelError {
-                throw ValidationError(e.problems.map { $0.message + ($0.hint.map { "\nhint: " + $0 } ?? "") }.joined(separator: "\n"))
+                throw ValidationError(
+                    e.problems.map { $0.message + ($0.hint.map { "\nhint: " + $0 } ?? "") }.joined(separator: "\n"))
             }
         }
         _ = try keepProbabilities(keep: keep, dropoutRate: dropoutRate)

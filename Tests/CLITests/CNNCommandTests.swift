@@ -14,7 +14,8 @@ struct CNNCommandTests {
     ]
 
     func train(_ path: String, threads: Int, extra: [String] = []) throws {
-        let r = try CLI.run(["train"] + Self.recipe + ["--seed", "5", "--threads", String(threads), "-o", path] + extra)
+        let r = try CLI.run(
+            ["train"] + Self.recipe + ["--seed", "5", "--threads", String(threads), "-o", path] + extra)
         #expect(r.status == 0, "train failed: \(r.stderr)")
     }
 
