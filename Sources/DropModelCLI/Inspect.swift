@@ -116,7 +116,8 @@ enum InspectReport {
         if let stats {
             out.append("")
             var srows: [[String]] = []
-            for (i, s) in stats.enumerated() {
+            // Only weighted layers have weights to describe.
+            for (i, s) in stats.enumerated() where info.layers[i].hasWeights {
                 srows.append([
                     String(i), info.layers[i].name, Format.short(s.min), Format.short(s.max), Format.short(s.mean),
                     Format.short(s.std), String(s.nanCount), String(s.infCount), Format.short(s.maxUnitNorm),
@@ -172,7 +173,7 @@ enum InspectReport {
                 ("dropout_mode", .string(l.dropoutMode.rawValue)),
                 ("dtype", .string(l.dtype.rawValue)), ("parameters", .int(l.parameterCount)),
             ]
-            if let s = stats?[i] {
+            if let s = stats?[i], l.hasWeights {
                 o.append(
                     (
                         "stats",
