@@ -16,8 +16,13 @@ struct Inspect: ParsableCommand {
             answers at once on a multi-GB file.
             """)
 
-    @Argument(help: "The bundle (.h5) to inspect.")
-    var file: String
+    @Argument(
+        help: """
+            The bundles (.h5) to inspect. With several, each is shown in turn (with --json: one compact JSON object \
+            per line, JSON Lines); one that cannot be read is reported on stderr and the others are still shown, \
+            and the exit status is the worst one's.
+            """)
+    var files: [String]
 
     @OptionGroup var jsonOption: JSONOption
 
@@ -28,15 +33,48 @@ struct Inspect: ParsableCommand {
             """)
     var stats = false
 
+    func validate() throws {
+        if files.isEmpty { throw ValidationError("give at least one bundle to inspect") }
+    }
+
     func run() throws {
+        // One file: as always (pretty JSON, errors through the one error path).
+        guard files.count > 1 else {
+            print(try show(files[0], compact: false))
+            return
+        }
+        // Several: start-up is paid once; a bad file does not stop the others.
+        var worst: DropModelError?
+        for (i, file) in files.enumerated() {
+            do {
+                let text = try show(file, compact: true)
+                if !jsonOption.json && i > 0 { print("") }
+                print(text)
+            } catch {
+                let e: DropModelError
+                if let d = error as? DropModelError {
+                    e = d
+                } else if let h = error as? HDF5Error {
+                    e = DropModelError(h)
+                } else {
+                    e = DropModelError(code: .unreadable, file: file, object: "/", message: "\(error)")
+                }
+                DropModelCommand.report(e, command: Self.self)
+                if worst.map({ ExitStatus.of(e.code) > ExitStatus.of($0.code) }) ?? true { worst = e }
+            }
+        }
+        if let worst { throw ExitCode(ExitStatus.of(worst.code)) }
+    }
+
+    /// One file's report: text, or JSON (one line when `compact`).
+    private func show(_ file: String, compact: Bool) throws -> String {
         let bundle = try BundleReader(path: file)
         let layerStats =
             stats ? try (0..<bundle.info.layers.count).map { try WeightStats.compute(bundle, layer: $0) } : nil
         if jsonOption.json {
-            print(InspectReport.json(bundle, stats: layerStats).serialized(.pretty))
-        } else {
-            print(InspectReport.text(bundle, stats: layerStats))
+            return InspectReport.json(bundle, stats: layerStats).serialized(compact ? .compact : .pretty)
         }
+        return InspectReport.text(bundle, stats: layerStats)
     }
 }
 

@@ -26,6 +26,23 @@ struct InspectCommandTests {
         }
     }
 
+    @Test("several bundles: JSON Lines, one per file; a bad one is reported and the others still shown")
+    func manyFiles() throws {
+        let dir = TemporaryDirectory()
+        let a = dir.file("a.h5"), b = dir.file("b.h5"), missing = dir.file("missing.h5")
+        try BundleWriter.write(Fixtures.model(sizes: [6, 5, 3]), to: a)
+        try BundleWriter.write(Fixtures.cnnModel(), to: b)
+        let r = try CLI.run(["inspect", "--json", a, missing, b])
+        #expect(r.status == 2)
+        let lines = r.stdout.split(separator: "\n")
+        #expect(lines.count == 2)
+        #expect(try json(String(lines[0]))["file"] as? String == a)
+        #expect(try json(String(lines[1]))["format_version"] as? String == "1.1")
+        #expect(r.stderr.contains(missing))
+        let text = try CLI.run(["inspect", a, b])
+        #expect(text.status == 0 && text.stdout.contains("6x6x2 -> 6x6x3") && text.stdout.contains("6 -> 5"))
+    }
+
     @Test("--json has the documented keys and values")
     func jsonOutput() throws {
         let dir = TemporaryDirectory()
