@@ -16,6 +16,14 @@ public struct WriteOptions: Sendable {
 public enum BundleWriter {
     /// Validates `model` and writes it to `path` atomically.
     public static func write(_ model: Model, to path: String, options: WriteOptions = WriteOptions()) throws {
+        try write(model, to: path, options: options) { _ in }
+    }
+
+    /// Validates `model` and writes it to `path` atomically, calling `extra` to add more before
+    /// the file is closed (the checkpoint section).
+    static func write(
+        _ model: Model, to path: String, options: WriteOptions, extra: (File) throws -> Void
+    ) throws {
         try validate(model, file: path)
         do {
             try File.writeAtomically(to: path) { file in
@@ -29,6 +37,7 @@ public enum BundleWriter {
                     w.close()
                     b.close()
                 }
+                try extra(file)
             }
         } catch let e as HDF5Error {
             throw DropModelError(e)

@@ -16,7 +16,7 @@ public struct DropModelCommand: ParsableCommand {
 
             Exit codes: 0 success; 1 a check or comparison found a difference; 2 an input file \
             is missing, unreadable or not a valid bundle, or an output cannot be written; 64 bad \
-            command-line usage.
+            command-line usage; 130 and 143 'train' stopped by SIGINT or SIGTERM after writing a checkpoint.
             """,
         version: DropModelVersion.string,
         subcommands: [
@@ -103,6 +103,10 @@ enum ExitStatus {
     static let badInput: Int32 = 2
     /// Bad command-line usage.
     static let usage: Int32 = 64
+
+    /// Stopped by a signal after writing a checkpoint (`train`): 128 + the signal's number,
+    /// as shells report it (130 for SIGINT, 143 for SIGTERM).
+    static func interrupted(by signal: Int32) -> Int32 { 128 + signal }
 
     static func of(_ code: ErrorCode) -> Int32 {
         code == .usage ? usage : badInput

@@ -33,6 +33,16 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "Read the training data from here instead of the recipe's --data (the fingerprint must still match).")
     var data: String?
 
+    @Option(
+        help: """
+            Replay only epochs E to the last, starting from --start (a checkpoint of the run at epoch E-1, whose \
+            weight digest must be the one recorded): a faster audit of a long run's tail.
+            """)
+    var fromEpoch: Int?
+
+    @Option(help: "With --from-epoch: the checkpoint to start from.")
+    var start: String?
+
     @OptionGroup var threadsOption: ThreadsOption
 
     @Option(name: .shortAndLong, help: "What-if: write the retrained bundle here instead of failing on differences.")
@@ -43,13 +53,16 @@ struct ReplayCommand: ParsableCommand {
     func validate() throws {
         if let seed, seed < 0 { throw ValidationError("--seed must be in 0 ..< 2^63") }
         if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
+        if let fromEpoch, fromEpoch < 1 { throw ValidationError("--from-epoch must be at least 1") }
+        if start != nil && fromEpoch == nil { throw ValidationError("--start needs --from-epoch") }
     }
 
     func run() throws {
         let json = jsonOption.json
         let printer = RunPrinter(json: json, command: .replay)
         let request = Replay.Request(
-            file: file, seed: seed, epochs: epochs, data: data, threads: threadsOption.resolved, output: output)
+            file: file, seed: seed, epochs: epochs, data: data, threads: threadsOption.resolved, output: output,
+            fromEpoch: fromEpoch, start: start)
         let report = try Replay.run(request) { event in
             if case .started(let s) = event, !json {
                 print(

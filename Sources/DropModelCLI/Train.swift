@@ -30,20 +30,74 @@ struct Train: ParsableCommand {
             """)
     var from: String?
 
-    @Option(name: .shortAndLong, help: "The bundle to write (atomically, when training ends).")
-    var output: String
+    @Option(
+        name: .shortAndLong,
+        help: "The bundle to write (atomically, when training ends). With --resume, default: the checkpoint's run.")
+    var output: String?
+
+    @Option(
+        help: ArgumentHelp(
+            """
+            Write the checkpoint OUTPUT.ckpt (weights, optimizer state, history) after every N epochs, or when a \
+            duration (30s, 10m, 2h) has passed since the last one, checked at the end of each epoch. Removed when \
+            the output is written. Not part of the recipe: the output is the same bits either way.
+            """, valueName: "N|duration"))
+    var checkpointEvery: String?
+
+    @Option(
+        help: """
+            Continue the run of this checkpoint (OUTPUT.ckpt) to its recipe's last epoch; the output is the same \
+            bits an uninterrupted run writes, with any --threads. Recipe options and --seed, if given, must match it.
+            """)
+    var resume: String?
 
     @OptionGroup var jsonOption: JSONOption
 
+    func validate() throws {
+        if output == nil && resume == nil { throw ValidationError("Missing expected argument '--output <output>'") }
+        if resume != nil && from != nil { throw ValidationError("--resume and --from are exclusive") }
+        if let checkpointEvery, CheckpointPolicy.parse(checkpointEvery) == nil {
+            throw ValidationError(
+                "--checkpoint-every takes a number of epochs (5) or a duration (30s, 10m, 2h), not '\(checkpointEvery)'"
+            )
+        }
+    }
+
     func run() throws {
-        // The library checks the output first too; with --from, check it before reading that bundle.
-        if let from { try OutputCheck.verify(output, inputs: [from]) }
+        var output = self.output ?? ""
+        if let resume {
+            guard let o = self.output ?? TrainingRun.output(forCheckpoint: resume) else {
+                throw DropModelError(
+                    code: .usage, file: resume, message: "the checkpoint's name does not end in .ckpt",
+                    hint: "name the bundle to write with -o")
+            }
+            output = o
+        }
+        // The library checks the output first too; with --from or --resume, check it before reading that bundle.
+        if let input = from ?? resume { try OutputCheck.verify(output, inputs: [input]) }
         let start = try from.map { try TrainingRun.startingPoint(from: $0) }
-        let recipe = try recipeOptions.recipe(base: start?.recipe)
+        let resumePoint = try resume.map { try TrainingRun.resumePoint(from: $0) }
+        let recipe = try recipeOptions.recipe(base: resumePoint?.recipe ?? start?.recipe)
         if let start, recipe.network != start.recipe.network {
             throw DropModelError(
                 code: .usage, file: from ?? "",
                 message: "--layers cannot change the shape of the --from bundle (\(start.recipe.networkText))")
+        }
+        if let resumePoint {
+            var differences = TrainingRun.recipeDifferences(resumePoint.recipe, recipe)
+            if let seed = seedOption.seed, seed != resumePoint.seed {
+                differences.append("seed: \(resumePoint.seed) -> \(seed)")
+            }
+            if !differences.isEmpty {
+                throw DropModelError(
+                    code: .usage,
+                    problems: differences.map {
+                        Problem(
+                            file: resumePoint.file, object: "/training@recipe",
+                            message: "the options differ from the checkpoint's run: \($0)",
+                            hint: "--resume continues the checkpoint's recipe and seed: give no recipe options")
+                    })
+            }
         }
         for p in recipeOptions.rateLikeKeeps(recipe) {
             FileHandle.standardError.write(
@@ -53,7 +107,7 @@ struct Train: ParsableCommand {
                     if you meant a drop rate (Keras Dropout(rate), PyTorch nn.Dropout(p)), use --dropout-rate\n
                     """.utf8))
         }
-        let seed = seedOption.seed ?? start?.seed ?? SeedOption.fresh()
+        let seed = resumePoint?.seed ?? seedOption.seed ?? start?.seed ?? SeedOption.fresh()
         let threads = threadsOption.resolved
         let json = jsonOption.json
         if !json {
@@ -63,13 +117,30 @@ struct Train: ParsableCommand {
                     \(recipe.convention.rawValue) dropout keep \
                     \(recipe.keep.map { Format.short($0) }.joined(separator: ",")), 
                     """
-                    + "seed \(seed), \(threads) thread\(threads == 1 ? "" : "s"), on \(recipe.data)")
+                    + "seed \(seed), \(threads) thread\(threads == 1 ? "" : "s"), on \(recipe.data)"
+                    + (resumePoint.map { ", resuming \($0.file) after epoch \($0.state.epoch)" } ?? ""))
         }
         let printer = RunPrinter(json: json, command: .train)
+        StopSignals.install()
         let report = try TrainingRun.train(
             TrainingRun.Request(
-                recipe: recipe, seed: seed, initial: start?.parameters, threads: threads, output: output),
+                recipe: recipe, seed: seed, initial: start?.parameters, threads: threads, output: output,
+                checkpoints: checkpointEvery.flatMap(CheckpointPolicy.parse), resume: resumePoint,
+                stopRequested: { StopSignals.pending }),
             observer: printer.observe)
+        if report.interrupted {
+            let epoch = report.epochs.last?.epoch ?? 0
+            let ckpt = report.checkpoint ?? TrainingRun.checkpointPath(for: output)
+            let o = self.output == nil ? "" : " -o \(output)"
+            FileHandle.standardError.write(
+                Data(
+                    """
+                    dropmodel: stopped after epoch \(epoch) of \(recipe.epochs); wrote the checkpoint \(ckpt)
+                    hint: continue with 'dropmodel train --resume \(ckpt)\(o)'
+
+                    """.utf8))
+            throw ExitCode(ExitStatus.interrupted(by: StopSignals.received.load(ordering: .relaxed)))
+        }
         if json {
             JSONOutput.print(
                 "train",

@@ -88,10 +88,15 @@ public enum Replay {
         public var threads: Int
         /// What-if: retrain and write the bundle here instead of failing on differences.
         public var output: String?
+        /// Replay only epochs `fromEpoch...`, starting from ``start``: a checkpoint at epoch
+        /// `fromEpoch - 1` of the same run (or, for 1, an epoch-0 bundle) whose weight digest
+        /// must be the recorded one.
+        public var fromEpoch: Int?
+        public var start: String?
 
         public init(
             file: String, seed: Int64? = nil, epochs: Int? = nil, data: String? = nil, threads: Int = 1,
-            output: String? = nil
+            output: String? = nil, fromEpoch: Int? = nil, start: String? = nil
         ) {
             self.file = file
             self.seed = seed
@@ -99,6 +104,8 @@ public enum Replay {
             self.data = data
             self.threads = threads
             self.output = output
+            self.fromEpoch = fromEpoch
+            self.start = start
         }
     }
 
@@ -163,9 +170,13 @@ public enum Replay {
             output: nil, outputIdentical: nil, seconds: 0, layerNames: info.layers.map(\.name))
 
         // The initial weights are a function of the seed.
-        let initial = recipe.initialParameters(seed: UInt64(seed))
+        let tail = try request.fromEpoch.flatMap { _ in try startingState(request, history: info.history, last: epochs)
+        }
+        let initial = tail?.parameters ?? recipe.initialParameters(seed: UInt64(seed))
         let initialDigest = WeightDigest.sha256(initial)
-        if request.output == nil, let expected = info.history?.initialWeightsSHA256, expected != initialDigest {
+        if tail == nil, request.output == nil, let expected = info.history?.initialWeightsSHA256,
+            expected != initialDigest
+        {
             report.verdict = .diverged
             report.divergence = ReplayReport.Divergence(
                 epoch: 0, layers: [], largest: nil, expectedSHA256: expected, replayedSHA256: initialDigest,
@@ -180,9 +191,10 @@ public enum Replay {
         let started = Date()
         let trainer = Trainer(
             recipe: recipe, seed: UInt64(seed), data: split, initial: initial, threads: request.threads)
+        if let tail { trainer.velocities = tail.velocities }
         var mismatch: (epoch: Int, layers: [Int])?
         var records: [EpochRecord] = []
-        TrainingRun.run(trainer, epochs: epochs, observer: observer) { summary in
+        TrainingRun.run(trainer, from: request.fromEpoch ?? 1, epochs: epochs, observer: observer) { summary in
             let record = summary.record
             records.append(record)
             guard record.epoch <= recorded.count else { return true }
@@ -201,6 +213,7 @@ public enum Replay {
         }
         report.epochs = records
         report.epochsReplayed = records.count
+        let replayedTo = (request.fromEpoch ?? 1) - 1 + records.count
         report.seconds = Date().timeIntervalSince(started)
 
         if let output = request.output {
@@ -225,7 +238,7 @@ public enum Replay {
             return report
         }
         // Every digest matched; the stored weights must be the replayed ones too.
-        if epochs == recorded.count {
+        if replayedTo == recorded.count {
             report.storedWeightsChecked = true
             if let largest = try largestDifference(bundle, trainer.network.parameters) {
                 report.verdict = .diverged
@@ -234,6 +247,60 @@ public enum Replay {
             }
         }
         return report
+    }
+
+    /// Where `replay --from-epoch E --start FILE` starts: FILE's weights and velocities, after
+    /// checking FILE is at epoch E - 1 and its weights have the digest the bundle records there.
+    static func startingState(
+        _ request: Request, history: History?, last: Int
+    ) throws -> (parameters: [Parameters], velocities: [Parameters])? {
+        let e = request.fromEpoch ?? 1
+        let recorded = history?.epochs ?? []
+        guard request.output == nil else {
+            throw DropModelError(code: .usage, file: request.file, message: "--from-epoch cannot be used with -o")
+        }
+        guard e >= 1, e <= min(last, recorded.count) else {
+            throw DropModelError(
+                code: .usage, file: request.file, object: "/history",
+                message: "--from-epoch \(e) is not one of the epochs replayed (1 to \(min(last, recorded.count)))")
+        }
+        guard let path = request.start else {
+            if e == 1 { return nil }  // the initial weights are a function of the seed
+            throw DropModelError(
+                code: .usage, file: request.file,
+                message: "--from-epoch \(e) needs --start: a checkpoint of the run at epoch \(e - 1)",
+                hint: "'train --checkpoint-every' writes checkpoints; for --from-epoch 1 no --start is needed")
+        }
+        let start = try BundleReader(path: path)
+        let state = try start.readCheckpoint()
+        let at = state?.epoch ?? start.info.history?.epochs.count ?? 0
+        guard at == e - 1, state != nil || at == 0 else {
+            throw DropModelError(
+                code: .notApplicable, file: path, object: state == nil ? "/history" : "/checkpoint@epoch",
+                message: state == nil
+                    ? "not a checkpoint: it has no optimizer state to continue from at epoch \(at)"
+                    : "the checkpoint is at epoch \(at); --from-epoch \(e) needs one at epoch \(e - 1)")
+        }
+        let parameters = try start.readModel().parameters
+        let digest = WeightDigest.sha256(parameters)
+        let expected = e == 1 ? history?.initialWeightsSHA256 : recorded[e - 2].weightsSHA256
+        guard digest == expected else {
+            throw DropModelError(
+                code: .dataMismatch, file: path, object: "/layers",
+                message: """
+                    its weights (sha256:\(Hex.encode(digest))) are not \(request.file)'s at epoch \(e - 1) \
+                    (\(expected.map { "sha256:" + Hex.encode($0) } ?? "not recorded"))
+                    """,
+                hint: "--start takes a checkpoint of the run that wrote the bundle")
+        }
+        let velocities =
+            state?.velocities
+            ?? parameters.map {
+                Parameters(
+                    weight: [Float](repeating: 0, count: $0.weight.count),
+                    bias: [Float](repeating: 0, count: $0.bias.count))
+            }
+        return (parameters, velocities)
     }
 
     /// The first layer whose stored weights differ from `replayed`, with its largest difference.

@@ -399,3 +399,17 @@ public final class Trainer {
         }
     }
 }
+
+// Checkpoints (issue 15): the momentum velocities are the optimizer's only state.
+extension Trainer {
+    /// Each layer's momentum velocities, shaped like its weight and bias (empty without weights).
+    package var velocities: [Parameters] {
+        get { zip(velocityW, velocityB).map { Parameters(weight: $0, bias: $1) } }
+        set {
+            precondition(newValue.map(\.weight.count) == velocityW.map(\.count))
+            precondition(newValue.map(\.bias.count) == velocityB.map(\.count))
+            velocityW = newValue.map(\.weight)
+            velocityB = newValue.map(\.bias)
+        }
+    }
+}

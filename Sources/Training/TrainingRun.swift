@@ -48,6 +48,13 @@ public struct TrainReport: Sendable {
     public var initialWeightsSHA256: [UInt8]
     public var epochs: [EpochRecord]
     public var seconds: Double
+    /// Stopped early (``TrainingRun/Request/stopRequested``): the checkpoint was written,
+    /// not the output.
+    public var interrupted: Bool = false
+    /// The checkpoint written last (when interrupted: the one to resume), if any.
+    public var checkpoint: String?
+    /// The epoch a resumed run started after (0 for a fresh run).
+    public var resumedAt: Int = 0
     /// The digest of the final weights (the last epoch's, or the initial weights').
     public var weightsSHA256: [UInt8] { epochs.last?.weightsSHA256 ?? initialWeightsSHA256 }
 }
@@ -72,13 +79,28 @@ public enum TrainingRun {
         public var threads: Int
         /// The bundle to write (atomically, when training ends).
         public var output: String
+        /// When to write the checkpoint `output.ckpt` (``checkpointPath(for:)``); nil: only
+        /// when stopped.
+        public var checkpoints: CheckpointPolicy?
+        /// Continue this checkpoint (``resumePoint(from:)``) instead of starting at epoch 0:
+        /// `recipe` and `seed` must be its own, `initial` is not read.
+        public var resume: ResumePoint?
+        /// Asked after every epoch: true stops the run after writing a checkpoint (SIGINT).
+        public var stopRequested: @Sendable () -> Bool
 
-        public init(recipe: Recipe, seed: Int64, initial: [Parameters]? = nil, threads: Int = 1, output: String) {
+        public init(
+            recipe: Recipe, seed: Int64, initial: [Parameters]? = nil, threads: Int = 1, output: String,
+            checkpoints: CheckpointPolicy? = nil, resume: ResumePoint? = nil,
+            stopRequested: @escaping @Sendable () -> Bool = { false }
+        ) {
             self.recipe = recipe
             self.seed = seed
             self.initial = initial
             self.threads = threads
             self.output = output
+            self.checkpoints = checkpoints
+            self.resume = resume
+            self.stopRequested = stopRequested
         }
     }
 
@@ -130,29 +152,76 @@ public enum TrainingRun {
             }
         }
         let data = try loadData(recipe)
-        let initial = request.initial ?? recipe.initialParameters(seed: UInt64(request.seed))
-        let initialDigest = WeightDigest.sha256(initial)
+        let resume = request.resume
+        if let resume { try checkResumeData(resume, data) }
+        let initial = resume?.parameters ?? request.initial ?? recipe.initialParameters(seed: UInt64(request.seed))
+        let initialDigest = resume?.initialWeightsSHA256 ?? WeightDigest.sha256(initial)
         let trainer = Trainer(
             recipe: recipe, seed: UInt64(request.seed), data: data, initial: initial, threads: request.threads)
+        if let resume { trainer.velocities = resume.state.velocities }
         observer(
             .started(
                 RunStart(
                     recipe: recipe, seed: request.seed, threads: request.threads, data: data.description,
                     trainExamples: data.train.count, epochs: recipe.epochs)))
         let started = Date()
-        var records: [EpochRecord] = []
-        run(trainer, epochs: recipe.epochs, observer: observer) { summary in
-            records.append(summary.record)
-            return true
+        var records: [EpochRecord] = resume?.records ?? []
+        let checkpointPath = checkpointPath(for: request.output)
+        var lastCheckpoint: (epoch: Int, path: String)? = resume.map { ($0.state.epoch, $0.file) }
+        var lastCheckpointTime = Date()
+        var interrupted = false
+        func info() -> ModelInfo {
+            bundleInfo(recipe: recipe, seed: request.seed, data: data, initialDigest: initialDigest, records: records)
         }
-        let info = bundleInfo(
-            recipe: recipe, seed: request.seed, data: data, initialDigest: initialDigest, records: records)
-        try BundleWriter.write(Model(info: info, parameters: trainer.network.parameters), to: request.output)
-        return TrainReport(
+        try run(trainer, from: (resume?.state.epoch ?? 0) + 1, epochs: recipe.epochs, observer: observer) { summary in
+            records.append(summary.record)
+            let e = summary.record.epoch
+            guard e < recipe.epochs else { return true }
+            let stop = request.stopRequested()
+            let policy = request.checkpoints
+            let due =
+                (policy?.epochs.map { e % $0 == 0 } ?? false)
+                || (policy?.seconds.map { Date().timeIntervalSince(lastCheckpointTime) >= $0 } ?? false)
+            if stop || due {
+                do {
+                    try BundleWriter.write(
+                        Model(info: info(), parameters: trainer.network.parameters),
+                        checkpoint: CheckpointState(epoch: e, velocities: trainer.velocities), to: checkpointPath)
+                } catch {
+                    throw lastCheckpoint.map { keepsCheckpoint(error, path: $0.path, epoch: $0.epoch) } ?? error
+                }
+                lastCheckpoint = (e, checkpointPath)
+                lastCheckpointTime = Date()
+            }
+            if stop { interrupted = true }
+            return !stop
+        }
+        var report = TrainReport(
             output: request.output, recipe: recipe, seed: request.seed, threads: request.threads,
             data: data.description,
             dataFingerprint: data.fingerprint, initialWeightsSHA256: initialDigest, epochs: records,
             seconds: Date().timeIntervalSince(started))
+        report.resumedAt = resume?.state.epoch ?? 0
+        report.checkpoint = lastCheckpoint?.path
+        if interrupted {
+            report.interrupted = true
+            return report
+        }
+        do {
+            try BundleWriter.write(Model(info: info(), parameters: trainer.network.parameters), to: request.output)
+        } catch {
+            throw lastCheckpoint.map { keepsCheckpoint(error, path: $0.path, epoch: $0.epoch) } ?? error
+        }
+        // The run is complete: its checkpoint is no longer needed.
+        if unlink(checkpointPath) != 0 && errno != ENOENT {
+            let reason = String(cString: strerror(errno))
+            throw DropModelError(
+                code: .system, file: checkpointPath,
+                message: "wrote \(request.output) but cannot remove the checkpoint (\(reason))",
+                operation: "remove checkpoint")
+        }
+        report.checkpoint = nil
+        return report
     }
 
     /// A recipe's own consistency (the rules of ``Recipe/problems()``) as an error.
@@ -197,13 +266,14 @@ public enum TrainingRun {
         return split
     }
 
-    /// Runs epochs `1...epochs`, reporting steps and epochs to `observer`; `check` sees each
+    /// Runs epochs `first...epochs`, reporting steps and epochs to `observer`; `check` sees each
     /// epoch and may stop the run by returning false.
     static func run(
-        _ trainer: Trainer, epochs: Int, observer: (RunEvent) -> Void, check: (inout EpochSummary) throws -> Bool
+        _ trainer: Trainer, from first: Int = 1, epochs: Int, observer: (RunEvent) -> Void,
+        check: (inout EpochSummary) throws -> Bool
     ) rethrows {
-        guard epochs > 0 else { return }
-        for e in 1...epochs {
+        guard epochs >= first else { return }
+        for e in first...epochs {
             let started = Date()
             let m = withoutActuallyEscaping(observer) { observer in
                 trainer.trainEpoch(e) { done, total in observer(.step(epoch: e, done: done, total: total)) }

@@ -88,6 +88,8 @@ private final class RunState: @unchecked Sendable {
     var killedOnPurpose = false
     var triggered = false
     var pid: pid_t = 0
+    /// What a kill on purpose sends (SIGKILL, or SIGINT/SIGTERM to test a graceful stop).
+    var signal: Int32 = SIGKILL
 
     /// SIGKILLs the child unless it has already exited (Foundation reaps it just before the
     /// termination handler sets `exited`; pid reuse inside that window is not a practical risk).
@@ -96,7 +98,7 @@ private final class RunState: @unchecked Sendable {
         defer { lock.unlock() }
         guard !exited, pid > 0 else { return }
         if purpose { killedOnPurpose = true } else { timedOut = true }
-        _ = Glibc.kill(pid, SIGKILL)
+        _ = Glibc.kill(pid, purpose ? signal : SIGKILL)
     }
 }
 
@@ -115,7 +117,7 @@ enum Bounded {
     static func run(
         _ arguments: [String], environment: [String: String] = [:], timeout: Double = defaultTimeout,
         addressSpaceMiB: Int? = defaultAddressSpaceMiB, kill trigger: KillTrigger? = nil,
-        directory: String? = nil
+        signal: Int32 = SIGKILL, directory: String? = nil
     ) throws -> Outcome {
         let p = Process()
         if let mib = addressSpaceMiB {
@@ -136,6 +138,7 @@ enum Bounded {
         p.standardInput = FileHandle.nullDevice
 
         let state = RunState()
+        state.signal = signal
         let done = DispatchSemaphore(value: 0)
         p.terminationHandler = { _ in
             state.lock.lock()

@@ -1,0 +1,182 @@
+import BundleFormat
+import Foundation
+import Testing
+import TestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Issue 15: checkpoints, `train --resume`, SIGINT/SIGTERM, a full disk. Every resumed run must
+/// write the bytes an uninterrupted run without checkpoints writes, on 1 and 2 threads.
+@Suite(
+    "checkpoints and resume", .serialized, .tags(.slow),
+    .enabled(
+        if: FileManager.default.fileExists(atPath: "/usr/share/datasets/fashion-mnist"),
+        "needs the dataset-fashion-mnist package"))
+struct CheckpointTests {
+    static let recipe = [
+        "--data", "fashion-mnist", "--limit", "600", "--test-limit", "100", "--layers", "784,32,10",
+        "--keep", "0.8,0.5", "--epochs", "4", "--seed", "3",
+    ]
+
+    static func bytes(_ path: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: path)) }
+    static func exists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }
+
+    /// The uninterrupted run without checkpoints.
+    static func reference(in dir: TemporaryDirectory) throws -> Data {
+        let path = dir.file("reference.h5")
+        let o = try Bounded.run(
+            ["train"] + recipe + ["--threads", "1", "-o", path], timeout: 180, addressSpaceMiB: nil)
+        try #require(o.exitedNormally && o.status == 0, "\(o)")
+        return try bytes(path)
+    }
+
+    /// Resumes `checkpoint` and expects the reference bytes, no checkpoint left, and a replay that passes.
+    static func resume(_ checkpoint: String, output: String, threads: Int, reference: Data, _ what: String) throws {
+        let check = try Bounded.run(["check", checkpoint])
+        #expect(check.status == 0 && check.exitedNormally, "\(what): check of the checkpoint: \(check)")
+        let r = try Bounded.run(
+            ["train", "--resume", checkpoint, "--threads", String(threads)], timeout: 180, addressSpaceMiB: nil)
+        #expect(r.status == 0 && r.exitedNormally, "\(what): resume: \(r)")
+        #expect(try bytes(output) == reference, "\(what): the resumed bundle differs from the uninterrupted run")
+        #expect(!exists(checkpoint), "\(what): the checkpoint is still there after a successful run")
+    }
+
+    @Test("train killed with SIGKILL at several moments, resumed: the uninterrupted run's bytes", arguments: [1, 2])
+    func killedAndResumed(threads: Int) throws {
+        let dir = TemporaryDirectory()
+        let reference = try Self.reference(in: dir)
+        let output = dir.file("run.h5"), checkpoint = output + ".ckpt"
+        let triggers: [KillTrigger] = [
+            .afterOutput("epoch 1/4", delay: 0), .afterOutput("epoch 1/4", delay: 0.01),
+            .afterOutput("epoch 2/4", delay: 0.003), .afterOutput("epoch 3/4", delay: 0),
+        ]
+        var resumed = 0
+        for trigger in triggers {
+            try? FileManager.default.removeItem(atPath: output)
+            try? FileManager.default.removeItem(atPath: checkpoint)
+            let what = "\(threads) thread(s), killed \(trigger)"
+            let o = try Bounded.run(
+                ["train"] + Self.recipe + ["--threads", String(threads), "--checkpoint-every", "1", "-o", output],
+                timeout: 180, addressSpaceMiB: nil, kill: trigger)
+            #expect(!o.timedOut, "\(what): \(o)")
+            if Self.exists(output) {
+                #expect(try Self.bytes(output) == reference, "\(what): finished with other bytes")
+                #expect(!Self.exists(checkpoint), "\(what): finished but the checkpoint is still there")
+                continue
+            }
+            try #require(Self.exists(checkpoint), "\(what): neither the output nor a checkpoint: \(o)")
+            try Self.resume(checkpoint, output: output, threads: 3 - threads, reference: reference, what)
+            resumed += 1
+        }
+        #expect(resumed >= 3, "only \(resumed) runs were killed before the end")
+        // A run with checkpoints that is not interrupted: the same bytes, no checkpoint left.
+        try? FileManager.default.removeItem(atPath: output)
+        let o = try Bounded.run(
+            ["train"] + Self.recipe + ["--threads", String(threads), "--checkpoint-every", "1", "-o", output],
+            timeout: 180, addressSpaceMiB: nil)
+        #expect(o.status == 0 && o.exitedNormally, "\(o)")
+        #expect(try Self.bytes(output) == reference)
+        #expect(!Self.exists(checkpoint))
+    }
+
+    @Test("SIGINT and SIGTERM write a checkpoint and exit 130 and 143; resume gives the same bytes")
+    func interrupted() throws {
+        let dir = TemporaryDirectory()
+        let reference = try Self.reference(in: dir)
+        let output = dir.file("run.h5"), checkpoint = output + ".ckpt"
+        for (signal, status, threads) in [(SIGINT, Int32(130), 1), (SIGTERM, Int32(143), 2)] {
+            let what = "signal \(signal) on \(threads) thread(s)"
+            let o = try Bounded.run(
+                ["train"] + Self.recipe + ["--threads", String(threads), "-o", output], timeout: 180,
+                addressSpaceMiB: nil, kill: .afterOutput("epoch 1/4", delay: 0), signal: signal)
+            #expect(o.status == status && !o.signaled, "\(what): \(o)")
+            #expect(o.stderr.contains("--resume \(checkpoint)"), "\(what): \(o)")
+            #expect(!Self.exists(output), "\(what): wrote the output")
+            try #require(Self.exists(checkpoint), "\(what): no checkpoint: \(o)")
+            let info = try BundleReader(path: checkpoint).info
+            let epochs = info.history?.epochs.count ?? 0
+            #expect(epochs >= 1 && epochs < 4, "\(what): the checkpoint is at epoch \(epochs)")
+            let inspect = try Bounded.run(["inspect", checkpoint])
+            #expect(inspect.status == 0, "\(what): \(inspect)")
+            let saved = dir.file("saved.ckpt")
+            try? FileManager.default.removeItem(atPath: saved)
+            try FileManager.default.copyItem(atPath: checkpoint, toPath: saved)
+            try Self.resume(checkpoint, output: output, threads: 3 - threads, reference: reference, what)
+            let replay = try Bounded.run(["replay", output], timeout: 180, addressSpaceMiB: nil)
+            #expect(replay.status == 0, "\(what): replay of the resumed bundle: \(replay)")
+            // The tail only, from the checkpoint: its digest must be the recorded one.
+            let tail = try Bounded.run(
+                ["replay", output, "--from-epoch", String(epochs + 1), "--start", saved], timeout: 180,
+                addressSpaceMiB: nil)
+            #expect(tail.status == 0 && tail.stdout.contains("epoch 4: identical"), "\(what): \(tail)")
+            #expect(!tail.stdout.contains("epoch \(epochs): "), "\(what): replayed the head: \(tail)")
+            let wrong = try Bounded.run(["replay", output, "--from-epoch", String(epochs), "--start", saved])
+            #expect(wrong.status == 2, "\(what): a checkpoint of another epoch: \(wrong)")
+            try FileManager.default.removeItem(atPath: output)
+        }
+    }
+
+    @Test("a checkpoint of another recipe or seed is refused, naming what differs")
+    func mismatch() throws {
+        let dir = TemporaryDirectory()
+        let output = dir.file("run.h5"), checkpoint = output + ".ckpt"
+        let o = try Bounded.run(
+            ["train"] + Self.recipe + ["-o", output], timeout: 180, addressSpaceMiB: nil,
+            kill: .afterOutput("epoch 1/4", delay: 0), signal: SIGINT)
+        try #require(o.status == 130 && Self.exists(checkpoint), "\(o)")
+        let epochs = try Bounded.run(["train", "--resume", checkpoint, "--epochs", "6"])
+        #expect(epochs.status == 64 && epochs.stderr.contains("epochs: 4 -> 6"), "\(epochs)")
+        let seed = try Bounded.run(["train", "--resume", checkpoint, "--seed", "4"])
+        #expect(seed.status == 64 && seed.stderr.contains("seed: 3 -> 4"), "\(seed)")
+        let plain = try Bounded.run(["train", "--resume", dir.file("plain.h5")])
+        #expect(plain.status == 2, "\(plain)")
+        // A finished bundle is not a checkpoint.
+        let r = try Bounded.run(["train", "--resume", checkpoint], timeout: 180, addressSpaceMiB: nil)
+        try #require(r.status == 0, "\(r)")
+        let notCheckpoint = try Bounded.run(["train", "--resume", output, "-o", dir.file("other.h5")])
+        #expect(notCheckpoint.status == 2 && notCheckpoint.stderr.contains("not a checkpoint"), "\(notCheckpoint)")
+    }
+
+    @Test("a full disk while writing a checkpoint leaves the previous one valid and says so")
+    func fullDisk() throws {
+        let dir = TemporaryDirectory()
+        let reference = try Self.reference(in: dir)
+        let mount = dir.file("small")
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+        // A checkpoint of 784,32,10 is about 210 KB: room for one, not for the next beside it.
+        let mounted = Process()
+        mounted.executableURL = URL(fileURLWithPath: "/bin/mount")
+        mounted.arguments = ["-t", "tmpfs", "-o", "size=320k", "tmpfs", mount]
+        mounted.standardError = FileHandle.nullDevice
+        try mounted.run()
+        mounted.waitUntilExit()
+        guard mounted.terminationStatus == 0 else {
+            print("skipped: cannot mount a small tmpfs here (not root?); the full-disk test needs one")
+            return
+        }
+        defer {
+            let u = Process()
+            u.executableURL = URL(fileURLWithPath: "/bin/umount")
+            u.arguments = [mount]
+            try? u.run()
+            u.waitUntilExit()
+        }
+        let output = mount + "/run.h5", checkpoint = output + ".ckpt"
+        let o = try Bounded.run(
+            ["train"] + Self.recipe + ["--checkpoint-every", "1", "-o", output], timeout: 180, addressSpaceMiB: nil)
+        #expect(o.status == 2 && o.exitedNormally, "\(o)")
+        #expect(o.stderr.contains("previous checkpoint (epoch 1) is intact"), "\(o)")
+        try #require(Self.exists(checkpoint), "\(o)")
+        #expect(!Self.exists(output))
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: mount).filter {
+            $0.hasPrefix(".dropmodel-tmp")
+        }
+        #expect(leftovers.isEmpty, "temporary files left on the full disk: \(leftovers)")
+        // Move it to a disk with room and continue: nothing was lost.
+        let moved = dir.file("run.h5.ckpt")
+        try FileManager.default.copyItem(atPath: checkpoint, toPath: moved)
+        try Self.resume(moved, output: dir.file("run.h5"), threads: 1, reference: reference, "after a full disk")
+    }
+}
