@@ -15,6 +15,14 @@ enum StopSignals {
 
     /// Installs the handlers (with `sigaction`: not reset after the first signal).
     static func install() {
+        // A parent may have started us with them blocked (the mask is inherited); unblock them
+        // here, before the worker threads that inherit this thread's mask exist.
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        for sig in [SIGINT, SIGTERM] {
+            sigaddset(&unblock, sig)
+        }
+        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
         for sig in [SIGINT, SIGTERM] {
             var action = sigaction()
             action.__sigaction_handler.sa_handler = { sig in

@@ -130,8 +130,10 @@ struct CheckpointTests {
         #expect(epochs.status == 64 && epochs.stderr.contains("epochs: 4 -> 6"), "\(epochs)")
         let seed = try Bounded.run(["train", "--resume", checkpoint, "--seed", "4"])
         #expect(seed.status == 64 && seed.stderr.contains("seed: 3 -> 4"), "\(seed)")
-        let plain = try Bounded.run(["train", "--resume", dir.file("plain.h5")])
-        #expect(plain.status == 2, "\(plain)")
+        let missing = try Bounded.run(["train", "--resume", dir.file("missing.h5.ckpt")])
+        #expect(missing.status == 2, "\(missing)")
+        let unnamed = try Bounded.run(["train", "--resume", dir.file("plain.h5")])
+        #expect(unnamed.status == 64 && unnamed.stderr.contains("-o"), "no output to derive: \(unnamed)")
         // A finished bundle is not a checkpoint.
         let r = try Bounded.run(["train", "--resume", checkpoint], timeout: 180, addressSpaceMiB: nil)
         try #require(r.status == 0, "\(r)")
