@@ -141,30 +141,113 @@ struct CheckpointTests {
         #expect(notCheckpoint.status == 2 && notCheckpoint.stderr.contains("not a checkpoint"), "\(notCheckpoint)")
     }
 
+    @Test("a second SIGINT exits at once and leaves the previous checkpoint intact")
+    func secondInterrupt() throws {
+        let dir = TemporaryDirectory()
+        let output = dir.file("run.h5"), checkpoint = output + ".ckpt"
+        // Checkpoints after every epoch; two SIGINTs in a row just after epoch 2's line: the
+        // second ends the process at once, whatever it was doing.
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLI.executable)
+        p.arguments = ["train"] + Self.recipe + ["--epochs", "40", "--checkpoint-every", "1", "-o", output]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try spawn(p)
+        var seen = Data()
+        while !String(decoding: seen, as: UTF8.self).contains("epoch 2/40") {
+            let d = out.fileHandleForReading.availableData
+            if d.isEmpty { break }
+            seen.append(d)
+        }
+        kill(p.processIdentifier, SIGINT)
+        usleep(2000)
+        kill(p.processIdentifier, SIGINT)
+        p.waitUntilExit()
+        #expect(p.terminationReason == .exit && p.terminationStatus == 130)
+        #expect(!Self.exists(output))
+        try #require(Self.exists(checkpoint), "no checkpoint left")
+        let check = try Bounded.run(["check", "--deep", checkpoint])
+        #expect(check.status == 0, "\(check)")
+        // The checkpoint belongs to the 40-epoch run: resuming it gives that run's bytes.
+        let full = dir.file("full40.h5")
+        let f = try Bounded.run(
+            ["train"] + Self.recipe + ["--epochs", "40", "-o", full], timeout: 180, addressSpaceMiB: nil)
+        try #require(f.status == 0, "\(f)")
+        try Self.resume(checkpoint, output: output, threads: 2, reference: try Self.bytes(full), "after two SIGINTs")
+    }
+
+    @Test("a CNN recipe: SIGINT, then resume gives the uninterrupted run's bytes")
+    func convolutional() throws {
+        let dir = TemporaryDirectory()
+        let cnn = [
+            "--data", "fashion-mnist", "--limit", "300", "--test-limit", "50", "--layers",
+            "28x28x1,conv3x3x4,maxpool2,16,10", "--keep", "0.9,0.75,0.5", "--dropout-mode", "channel,element,element",
+            "--epochs", "6", "--seed", "5",
+        ]
+        let reference = dir.file("reference.h5"), output = dir.file("cnn.h5"), checkpoint = output + ".ckpt"
+        let r = try Bounded.run(
+            ["train"] + cnn + ["--threads", "2", "-o", reference], timeout: 300, addressSpaceMiB: nil)
+        try #require(r.status == 0, "\(r)")
+        let o = try Bounded.run(
+            ["train"] + cnn + ["--threads", "1", "-o", output], timeout: 300, addressSpaceMiB: nil,
+            kill: .afterOutput("epoch 2/6", delay: 0), signal: SIGINT)
+        #expect(o.status == 130, "\(o)")
+        try #require(Self.exists(checkpoint), "\(o)")
+        try Self.resume(checkpoint, output: output, threads: 2, reference: try Self.bytes(reference), "CNN")
+    }
+
+    /// Mounts a tmpfs of `size` at a new folder in `dir`; nil (and a note) when that is impossible.
+    static func smallDisk(in dir: TemporaryDirectory, size: String) throws -> String? {
+        let mount = dir.file("small-" + size)
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+        let m = Process()
+        m.executableURL = URL(fileURLWithPath: "/bin/mount")
+        m.arguments = ["-t", "tmpfs", "-o", "size=\(size)", "tmpfs", mount]
+        m.standardError = FileHandle.nullDevice
+        try m.run()
+        m.waitUntilExit()
+        guard m.terminationStatus == 0 else {
+            print("skipped: cannot mount a small tmpfs here (not root?); the full-disk test needs one")
+            return nil
+        }
+        return mount
+    }
+
+    static func unmount(_ mount: String) {
+        let u = Process()
+        u.executableURL = URL(fileURLWithPath: "/bin/umount")
+        u.arguments = [mount]
+        try? u.run()
+        u.waitUntilExit()
+    }
+
+    @Test("a full disk while writing the final bundle leaves the last checkpoint valid and says so")
+    func fullDiskAtTheEnd() throws {
+        let dir = TemporaryDirectory()
+        let reference = try Self.reference(in: dir)
+        // The checkpoint after epoch 3 (about 210 KB) fits; the 110 KB bundle beside it does not.
+        guard let mount = try Self.smallDisk(in: dir, size: "280k") else { return }
+        defer { Self.unmount(mount) }
+        let output = mount + "/run.h5", checkpoint = output + ".ckpt"
+        let o = try Bounded.run(
+            ["train"] + Self.recipe + ["--checkpoint-every", "3", "-o", output], timeout: 180, addressSpaceMiB: nil)
+        #expect(o.status == 2 && o.exitedNormally, "\(o)")
+        #expect(o.stderr.contains("previous checkpoint (epoch 3) is intact"), "\(o)")
+        try #require(Self.exists(checkpoint), "\(o)")
+        #expect(!Self.exists(output))
+        let moved = dir.file("run.h5.ckpt")
+        try FileManager.default.copyItem(atPath: checkpoint, toPath: moved)
+        try Self.resume(moved, output: dir.file("run.h5"), threads: 2, reference: reference, "after a full disk")
+    }
+
     @Test("a full disk while writing a checkpoint leaves the previous one valid and says so")
     func fullDisk() throws {
         let dir = TemporaryDirectory()
         let reference = try Self.reference(in: dir)
-        let mount = dir.file("small")
-        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
         // A checkpoint of 784,32,10 is about 210 KB: room for one, not for the next beside it.
-        let mounted = Process()
-        mounted.executableURL = URL(fileURLWithPath: "/bin/mount")
-        mounted.arguments = ["-t", "tmpfs", "-o", "size=320k", "tmpfs", mount]
-        mounted.standardError = FileHandle.nullDevice
-        try mounted.run()
-        mounted.waitUntilExit()
-        guard mounted.terminationStatus == 0 else {
-            print("skipped: cannot mount a small tmpfs here (not root?); the full-disk test needs one")
-            return
-        }
-        defer {
-            let u = Process()
-            u.executableURL = URL(fileURLWithPath: "/bin/umount")
-            u.arguments = [mount]
-            try? u.run()
-            u.waitUntilExit()
-        }
+        guard let mount = try Self.smallDisk(in: dir, size: "320k") else { return }
+        defer { Self.unmount(mount) }
         let output = mount + "/run.h5", checkpoint = output + ".ckpt"
         let o = try Bounded.run(
             ["train"] + Self.recipe + ["--checkpoint-every", "1", "-o", output], timeout: 180, addressSpaceMiB: nil)
