@@ -145,7 +145,7 @@ struct Train: ParsableCommand {
             JSONOutput.print(
                 "train",
                 [
-                    ("file", from.map { .string($0) } ?? .null), ("output", .string(report.output)),
+                    ("file", (from ?? resume).map { .string($0) } ?? .null), ("output", .string(report.output)),
                 ] + JSONOutput.seed(report.seed) + [
                     ("threads", .int(threads)), ("epochs", .int(report.epochs.count)), ("data", .string(report.data)),
                     ("data_fingerprint", .string(report.dataFingerprint)),

@@ -52,13 +52,15 @@ struct CheckpointTests {
             .afterOutput("epoch 1/4", delay: 0), .afterOutput("epoch 1/4", delay: 0.01),
             .afterOutput("epoch 2/4", delay: 0.003), .afterOutput("epoch 3/4", delay: 0),
         ]
+        // Every epoch, by count on 1 thread and by time (the duration form) on 2.
+        let every = threads == 1 ? "1" : "0.001s"
         var resumed = 0
         for trigger in triggers {
             try? FileManager.default.removeItem(atPath: output)
             try? FileManager.default.removeItem(atPath: checkpoint)
             let what = "\(threads) thread(s), killed \(trigger)"
             let o = try Bounded.run(
-                ["train"] + Self.recipe + ["--threads", String(threads), "--checkpoint-every", "1", "-o", output],
+                ["train"] + Self.recipe + ["--threads", String(threads), "--checkpoint-every", every, "-o", output],
                 timeout: 180, addressSpaceMiB: nil, kill: trigger)
             #expect(!o.timedOut, "\(what): \(o)")
             if Self.exists(output) {
