@@ -15,6 +15,8 @@ enum StopSignals {
 
     /// Installs the handlers (with `sigaction`: not reset after the first signal).
     static func install() {
+        // Initialise the lazy static now, never for the first time inside a handler.
+        _ = received.load(ordering: .relaxed)
         // A parent may have started us with them blocked (the mask is inherited); unblock them
         // here, before the worker threads that inherit this thread's mask exist.
         var unblock = sigset_t()
