@@ -83,22 +83,6 @@ struct Train: ParsableCommand {
                 code: .usage, file: from ?? "",
                 message: "--layers cannot change the shape of the --from bundle (\(start.recipe.networkText))")
         }
-        if let resumePoint {
-            var differences = TrainingRun.recipeDifferences(resumePoint.recipe, recipe)
-            if let seed = seedOption.seed, seed != resumePoint.seed {
-                differences.append("seed: \(resumePoint.seed) -> \(seed)")
-            }
-            if !differences.isEmpty {
-                throw DropModelError(
-                    code: .usage,
-                    problems: differences.map {
-                        Problem(
-                            file: resumePoint.file, object: "/training@recipe",
-                            message: "the options differ from the checkpoint's run: \($0)",
-                            hint: "--resume continues the checkpoint's recipe and seed: give no recipe options")
-                    })
-            }
-        }
         for p in recipeOptions.rateLikeKeeps(recipe) {
             FileHandle.standardError.write(
                 Data(
@@ -107,7 +91,7 @@ struct Train: ParsableCommand {
                     if you meant a drop rate (Keras Dropout(rate), PyTorch nn.Dropout(p)), use --dropout-rate\n
                     """.utf8))
         }
-        let seed = resumePoint?.seed ?? seedOption.seed ?? start?.seed ?? SeedOption.fresh()
+        let seed = seedOption.seed ?? resumePoint?.seed ?? start?.seed ?? SeedOption.fresh()
         let threads = threadsOption.resolved
         let json = jsonOption.json
         if !json {

@@ -115,6 +115,22 @@ extension TrainingRun {
         }
     }
 
+    /// A resumed run must have the checkpoint's recipe and seed: a usage error listing every
+    /// difference otherwise.
+    static func checkResume(_ resume: ResumePoint, recipe: Recipe, seed: Int64) throws {
+        var differences = recipeDifferences(resume.recipe, recipe)
+        if seed != resume.seed { differences.append("seed: \(resume.seed) -> \(seed)") }
+        guard !differences.isEmpty else { return }
+        throw DropModelError(
+            code: .usage,
+            problems: differences.map {
+                Problem(
+                    file: resume.file, object: "/training@recipe",
+                    message: "the options differ from the checkpoint's run: \($0)",
+                    hint: "--resume continues the checkpoint's recipe and seed: give no recipe options")
+            })
+    }
+
     /// The checkpoint's data fingerprint against the data loaded now.
     static func checkResumeData(_ resume: ResumePoint, _ data: DataSplit) throws {
         guard let fp = resume.dataFingerprint, fp != data.fingerprint else { return }

@@ -151,8 +151,9 @@ public enum TrainingRun {
                     hint: "--layers cannot change the shape of the --from bundle")
             }
         }
-        let data = try loadData(recipe)
         let resume = request.resume
+        if let resume { try checkResume(resume, recipe: recipe, seed: request.seed) }
+        let data = try loadData(recipe)
         if let resume { try checkResumeData(resume, data) }
         let initial = resume?.parameters ?? request.initial ?? recipe.initialParameters(seed: UInt64(request.seed))
         let initialDigest = resume?.initialWeightsSHA256 ?? WeightDigest.sha256(initial)
