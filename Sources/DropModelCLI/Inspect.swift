@@ -196,6 +196,9 @@ enum InspectReport {
         } else {
             out.append("history     not recorded")
         }
+        if bundle.isCheckpoint {
+            out.append("checkpoint  of an unfinished run: continue with 'dropmodel train --resume \(bundle.path)'")
+        }
         return out.joined(separator: "\n")
     }
 

@@ -101,7 +101,7 @@ struct CheckpointTests {
             let epochs = info.history?.epochs.count ?? 0
             #expect(epochs >= 1 && epochs < 4, "\(what): the checkpoint is at epoch \(epochs)")
             let inspect = try Bounded.run(["inspect", checkpoint])
-            #expect(inspect.status == 0, "\(what): \(inspect)")
+            #expect(inspect.status == 0 && inspect.stdout.contains("--resume \(checkpoint)"), "\(what): \(inspect)")
             let saved = dir.file("saved.ckpt")
             try? FileManager.default.removeItem(atPath: saved)
             try FileManager.default.copyItem(atPath: checkpoint, toPath: saved)
