@@ -622,7 +622,7 @@ def mc_row(dm, work, limit, repeats, threads=2):
            "--limit", str(limit), "--threads", str(threads), "--json"]
     ours_cmd = " ".join(cmd[2:])
     seconds, usage, text, _, _ = run(pinned(cmd, threads), env=ours_env())
-    report = json_from(text, "dropmodel eval")
+    report = json.loads(text)  # eval --json prints one indented object
     ours = {"seconds": seconds, "images_per_second": repeats * kmax * limit / seconds,
             "cores_used": (usage.ru_utime + usage.ru_stime) / seconds, "eval_seconds": report.get("seconds")}
     cmd = [PY, os.path.join(HERE, "mc_keras.py"), "--limit", str(limit), "--mc", MC_KS, "--repeats", str(repeats)]

@@ -71,6 +71,14 @@ public struct Evaluation {
         let engine = network.engineLayers
         let channels = DropoutNoise.channelCounts(layers)
         let (convention, baked, threads) = (self.convention, self.baked, self.threads)
+        let elementNoise: [(KeepThreshold, Float)?] = layers.map { layer in
+            guard layer.dropoutMode == .element else { return nil }
+            let p = layer.keepProb
+            return (
+                KeepThreshold(keepProbability: p),
+                DropoutNoise.keptValue(keepProbability: p, convention: convention, baked: baked)
+            )
+        }
         let count = set.count
         let (features, classes) = (engine.first?.inputCount ?? 0, engine.last?.outputCount ?? 0)
         precondition(set.inputs.count >= count * features, "\(set.inputs.count) inputs for \(count) examples")
@@ -106,6 +114,15 @@ public struct Evaluation {
                                     for j in 0..<width { row[j] = inputs[(start + r) * width + j] }
                                 }
                                 guard noisy else { continue }
+                                if let (threshold, kept) = elementNoise[l] {
+                                    // Element mode: each input times its noise as the word is drawn
+                                    // (the values DropoutNoise.fill would write, without the buffer).
+                                    streams.monteCarloRow(sample: sample, example: start + r, layer: l)
+                                        .forEachWord(count: width) { u, w in
+                                            row[u] = row[u] * (threshold.keeps(w) ? kept : 0)
+                                        }
+                                    continue
+                                }
                                 DropoutNoise.fill(
                                     layer: l, layer, units: width, channels: channels[l], convention: convention,
                                     baked: baked, draw: .monteCarlo(sample: sample, example: start + r),
