@@ -736,6 +736,12 @@ def table(rows, machine, setup_seconds):
         "train_efficiency: examples/s x {:.2f} MFLOP / (threads x kernel 1-core GFLOP/s), the lower of 1 and 2 threads."
         .format(FLOPS_PER_EXAMPLE / 1e6),
     ]
+    if "train_cnn_efficiency" in rows:
+        notes.append("train_cnn_efficiency: CNN examples/s x {:.2f} MFLOP / (threads x kernel 1-core GFLOP/s), the lower "
+                     "of 1 and 2 threads.".format(CNN_FLOPS_PER_EXAMPLE / 1e6))
+    if "eval_mc_vs_keras" in rows:
+        notes.append("eval_mc_vs_keras: images/s = repeats x kmax x images / wall seconds, 2 threads (both sides share "
+                     "a repeat's samples among every k).")
     tr = rows.get("train_vs_numpy_1t")
     if tr:
         d = tr["details"]
