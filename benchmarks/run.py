@@ -49,7 +49,34 @@ TARGETS = {
     "train_vs_keras_2t": (">=", 1.25),
     "gemm_vs_openblas_1t": (">=", 0.9),
     "train_efficiency": (">=", 0.8),
+    "train_cnn_vs_keras_1t": (">=", 2.0),
+    "train_cnn_vs_keras_2t": (">=", 2.0),
+    "train_cnn_efficiency": None,
+    "eval_mc_vs_keras": (">=", 3.0),
 }
+
+# The convolutional network of the CNN rows (issue 13): valid padding, dropout before every
+# weighted layer. Keras gets the same keep list plus 1 for its unused fifth Dropout slot.
+CNN_LAYERS = "28x28x1,conv3x3x16,maxpool2,conv3x3x32,maxpool2,128,10"
+CNN_KEEP = "0.9,0.75,0.5,0.5"
+
+
+def cnn_flops_per_example():
+    """Multiply-add FLOPs (2 per multiply-add) of one CNN training example: forward (conv1
+    26·26·16 outputs of 9 terms, conv2 11·11·32 of 144, dense 800·128 and 128·10), weight
+    gradients the same again, input gradients of conv2 and both dense layers (conv1's input is
+    the image: none). Pooling, activations and dropout are not counted."""
+    conv1, conv2, dense1, dense2 = 26 * 26 * 16 * 9, 11 * 11 * 32 * 144, 800 * 128, 128 * 10
+    forward = 2 * (conv1 + conv2 + dense1 + dense2)
+    return forward, forward + 2 * (conv2 + dense1 + dense2)
+
+
+CNN_FWD_FLOPS, CNN_BWD_FLOPS = cnn_flops_per_example()
+CNN_FLOPS_PER_EXAMPLE = CNN_FWD_FLOPS + CNN_BWD_FLOPS
+MC_KS = "1,2,5,10,20,50,100"
+
+# OpenBLAS kernels ("architecture" in threadpoolctl) that use AVX-512.
+OPENBLAS_AVX512 = {"SkylakeX", "Cooperlake", "SapphireRapids"}
 
 VERBOSE = True
 
@@ -130,6 +157,39 @@ def peer_env(threads=None, extra=None):
             env[name] = str(threads)
     env.update(extra or {})
     return env
+
+
+def cpu_flags():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def check_blas(blas, what):
+    """Fails (exit 2) when a numpy peer ran a crippled OpenBLAS kernel: not an AVX-512 one on a
+    CPU with AVX-512 (OPENBLAS_CORETYPE left set, say). Returns the kernel's name."""
+    arch = [b.get("architecture") for b in (blas or []) if b.get("internal_api") == "openblas"]
+    if not arch:
+        raise Failure(f"{what}: could not tell numpy's BLAS kernel (threadpoolctl: {blas})")
+    if "avx512f" in cpu_flags() and not all(a in OPENBLAS_AVX512 for a in arch):
+        raise Failure(f"{what}: numpy's OpenBLAS ran kernel {arch} on an AVX-512 CPU (expected one of "
+                      f"{sorted(OPENBLAS_AVX512)}): a crippled peer")
+    return arch[0]
+
+
+def check_xla(result, threads, what):
+    """Fails (exit 2) when the XLA peer did not run on every requested thread: its affinity is
+    not `threads` CPUs, or fewer than `threads` XLA compute threads did real work."""
+    x = result.get("xla_threads") or {}
+    affinity, busy = len(x.get("affinity", [])), x.get("busy", 0)
+    if affinity != threads or busy < threads:
+        raise Failure(f"{what}: XLA ran on {busy} busy thread(s) with {affinity} CPU(s) allowed; "
+                      f"{threads} requested: a crippled peer ({x})")
+    return f"XLA CPU, {busy} busy of {x.get('threads')} Eigen threads on {affinity} CPU(s)"
 
 
 def ours_env(extra=None):
@@ -304,6 +364,7 @@ def gemm(gemm_bin, repeats):
                          env=ours_env())[2], "GemmBench")
     peer = json_from(run(pinned([PY, os.path.join(HERE, "gemm_numpy.py"), "--repeats", str(repeats)], 1),
                          env=peer_env(1))[2], "gemm_numpy.py")
+    check_blas(peer["blas"], "gemm_numpy.py")
     log(f"gemm: dropmodel {ours['aggregate_gflops']:.1f} GFLOP/s ({ours['kernel']}), "
         f"numpy {peer['aggregate_gflops']:.1f} GFLOP/s")
     return ours, peer
@@ -334,6 +395,7 @@ def gemm_paths(gemm_bin, repeats, rounds):
         cmd = [PY, os.path.join(HERE, "gemm_numpy.py"), "--products", "paths", "--repeats", str(repeats),
                "--clock", "cpu"]
         result = json_from(run(pinned(cmd, 1), env=peer_env(1))[2], "gemm_numpy.py")
+        check_blas(result["blas"], "gemm_numpy.py --products paths")
         return {p["name"]: p["best_gflops"] for p in result["products"]}, result["blas"]
 
     programs = [name for flag, name in KERNEL_PATHS if flag != "scalar"] + ["openblas"]
@@ -424,6 +486,10 @@ def training(dm, work, limit, repeats):
             runs = runs[rep % 3:] + runs[:rep % 3]
             for who, fn in runs:
                 r = fn()
+                if who == "numpy":
+                    r["kernel"] = check_blas(r.get("blas"), f"mlp_numpy.py ({t} thread(s))")
+                elif who == "keras":
+                    r["kernel"] = check_xla(r, t, f"mlp_keras.py ({t} thread(s))")
                 results[(who, t)].append(r)
                 log(f"train: {who:5s} {t} thread{'s' if t > 1 else ''}: {r['examples_per_second']:8,.0f} ex/s"
                     f" (cores used {r['cores_used']:.2f})")
@@ -449,6 +515,8 @@ def train_rows(results, rate, digests, identical, limit, repeats, gemm_ours):
                 "cpu_affinity": f"taskset -c {cpus(t)}" if shutil.which("taskset") and cpus(t) else None,
                 "weights_sha256_1t": digests[1], "weights_sha256_2t": digests[2],
                 "bit_identical_across_threads": identical,
+                "ours_kernel": f"dropmodel {gemm_ours['kernel']}" if gemm_ours else None,
+                "peer_kernel": results[(peer, t)][-1].get("kernel"),
             }
             last = results[(peer, t)][-1]
             if peer == "numpy":
@@ -470,6 +538,107 @@ def train_rows(results, rate, digests, identical, limit, repeats, gemm_ours):
                              "flops_forward": FWD_FLOPS, "flops_backward": BWD_FLOPS,
                              "kernel_gflops_1core": gemm_ours["aggregate_gflops"]}))
     return rows
+
+
+# --- CNN training -----------------------------------------------------------------------------
+
+
+def train_cnn_ours(dm, work, threads, limit, rep):
+    out = os.path.join(work, f"cnn-{threads}t-{rep}.h5")
+    cmd = [dm, "train", "--data", "fashion-mnist", "--layers", CNN_LAYERS, "--keep", CNN_KEEP,
+           "--momentum", "0.9", "--momentum-final", "0.9", "--epochs", "1", "--limit", str(limit),
+           "--test-limit", "100", "--threads", str(threads), "--seed", "1", "-o", out]
+    seconds, usage, text, err, _ = run(pinned(cmd, threads), env=ours_env())
+    m = re.search(r"epoch 1/1.*\(([\d.]+) s, ([\d,]+) ex/s\)", text + err)
+    if not m:
+        raise Failure(f"dropmodel train (CNN): no epoch line with ex/s in its output:\n{text}{err}")
+    info = json.loads(run([dm, "inspect", "--json", out], env=ours_env())[2])
+    os.remove(out)
+    return {"examples_per_second": float(m.group(2).replace(",", "")), "epoch_seconds": float(m.group(1)),
+            "process_seconds": seconds, "cores_used": (usage.ru_utime + usage.ru_stime) / seconds,
+            "weights_sha256": info["history"]["records"][-1]["weights_sha256"]}
+
+
+def cnn_training(dm, work, limit, repeats, gemm_ours):
+    results = {(who, t): [] for who in ("ours", "keras") for t in (1, 2)}
+    xla_1t = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+    for rep in range(repeats):
+        for t in (1, 2):
+            def keras():
+                cmd = [PY, os.path.join(HERE, "cnn_keras.py"), "--limit", str(limit), "--keep", CNN_KEEP + ",1"]
+                r = json_from(run(pinned(cmd, t), env=peer_env(t, xla_1t if t == 1 else None))[2], "cnn_keras.py")
+                r["kernel"] = check_xla(r, t, f"cnn_keras.py ({t} thread(s))")
+                return r
+            runs = [("ours", lambda: train_cnn_ours(dm, work, t, limit, rep)), ("keras", keras)]
+            for who, fn in (runs if rep % 2 == 0 else runs[::-1]):
+                r = fn()
+                results[(who, t)].append(r)
+                log(f"train cnn: {who:5s} {t} thread{'s' if t > 1 else ''}: {r['examples_per_second']:8,.0f} ex/s"
+                    f" (cores used {r['cores_used']:.2f})")
+    digests = {t: sorted({r["weights_sha256"] for r in results[("ours", t)]}) for t in (1, 2)}
+    identical = len(digests[1]) == 1 and digests[1] == digests[2]
+    rate = {k: median([r["examples_per_second"] for r in v]) for k, v in results.items()}
+    rows = []
+    for t in (1, 2):
+        key = f"train_cnn_vs_keras_{t}t"
+        _, r = row(key, rate[("ours", t)], rate[("keras", t)], "examples/s", direction="higher is better")
+        r["details"] = {
+            "examples": limit, "repeats": repeats, "threads": t,
+            "network": f"--layers {CNN_LAYERS} --keep {CNN_KEEP} (Keras: Dropout before each weighted layer), valid "
+                       "padding, relu, batch 100, SGD momentum 0.9, float32, Fashion-MNIST",
+            "ours_samples": [x["examples_per_second"] for x in results[("ours", t)]],
+            "peer_samples": [x["examples_per_second"] for x in results[("keras", t)]],
+            "ours_cores_used": [round(x["cores_used"], 3) for x in results[("ours", t)]],
+            "peer_cores_used": [round(x["cores_used"], 3) for x in results[("keras", t)]],
+            "weights_sha256_1t": digests[1], "weights_sha256_2t": digests[2],
+            "bit_identical_across_threads": identical,
+            "ours_kernel": f"dropmodel {gemm_ours['kernel']}" if gemm_ours else None,
+            "peer_kernel": results[("keras", t)][-1].get("kernel"),
+        }
+        if r["met"] is not None:
+            r["met"] = r["met"] and identical
+        rows.append((key, r))
+    eff = {t: rate[("ours", t)] * CNN_FLOPS_PER_EXAMPLE / (t * gemm_ours["aggregate_gflops"] * 1e9) for t in (1, 2)}
+    rows.append(row("train_cnn_efficiency", min(eff.values()), None, "fraction", ratio=min(eff.values()),
+                    direction="higher is better",
+                    details={"formula": "examples/s x matrix FLOPs per example / (threads x kernel 1-core GFLOP/s)",
+                             "value": "the lower of 1 and 2 threads", "per_threads": {f"{t}t": eff[t] for t in eff},
+                             "flops_per_example": CNN_FLOPS_PER_EXAMPLE, "flops_forward": CNN_FWD_FLOPS,
+                             "flops_backward": CNN_BWD_FLOPS, "kernel_gflops_1core": gemm_ours["aggregate_gflops"]}))
+    return rows, identical
+
+
+# --- Monte-Carlo evaluation ---------------------------------------------------------------------
+
+
+def mc_row(dm, work, limit, repeats, threads=2):
+    """eval --mc 1,2,5,10,20,50,100 --repeats R on `limit` test images of a 784-1024-1024-10 bundle
+    (dropmodel init: the weights' values do not change the work), against mc_keras.py."""
+    bundle = os.path.join(work, "mc.h5")
+    run([dm, "init", "--layers", ",".join(map(str, LAYERS)), "--keep", ",".join(map(str, KEEP)), "--seed", "1",
+         "-o", bundle], env=ours_env())
+    kmax = max(int(k) for k in MC_KS.split(","))
+    cmd = [dm, "eval", bundle, "--data", "fashion-mnist", "--mc", MC_KS, "--repeats", str(repeats),
+           "--limit", str(limit), "--threads", str(threads), "--json"]
+    ours_cmd = " ".join(cmd[2:])
+    seconds, usage, text, _, _ = run(pinned(cmd, threads), env=ours_env())
+    report = json.loads(text)  # eval --json prints one indented object
+    ours = {"seconds": seconds, "images_per_second": repeats * kmax * limit / seconds,
+            "cores_used": (usage.ru_utime + usage.ru_stime) / seconds, "eval_seconds": report.get("seconds")}
+    cmd = [PY, os.path.join(HERE, "mc_keras.py"), "--limit", str(limit), "--mc", MC_KS, "--repeats", str(repeats)]
+    peer = json_from(run(pinned(cmd, threads), env=peer_env(threads))[2], "mc_keras.py")
+    peer["kernel"] = check_xla(peer, threads, "mc_keras.py")
+    os.remove(bundle)
+    log(f"eval mc: dropmodel {ours['images_per_second']:,.0f} images/s ({seconds:.1f} s), "
+        f"keras {peer['images_per_second']:,.0f} images/s ({peer['seconds']:.1f} s)")
+    return row("eval_mc_vs_keras", ours["images_per_second"], peer["images_per_second"], "images/s",
+               direction="higher is better",
+               details={"what": f"Monte-Carlo model averaging, k in {MC_KS}, {repeats} repeat(s) sharing their kmax "
+                                f"samples, {limit} Fashion-MNIST test images, 784-1024-1024-10 keep "
+                                f"{','.join(map(str, KEEP))}, {threads} threads; rate = repeats x kmax x images / s",
+                        "ours_command": ours_cmd,
+                        "ours": ours, "peer": {k: v for k, v in peer.items() if k != "errors"},
+                        "ours_kernel": "dropmodel (default kernel path)", "peer_kernel": peer["kernel"]})
 
 
 # --- machine ----------------------------------------------------------------------------------
@@ -533,6 +702,8 @@ def machine_info(dm, started, environment_before, peer_blas):
 def fmt(value, unit):
     if value is None:
         return "-"
+    if unit == "images/s":
+        return f"{value:,.0f} img/s"
     if unit == "s":
         return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
     if unit == "examples/s":
@@ -565,6 +736,12 @@ def table(rows, machine, setup_seconds):
         "train_efficiency: examples/s x {:.2f} MFLOP / (threads x kernel 1-core GFLOP/s), the lower of 1 and 2 threads."
         .format(FLOPS_PER_EXAMPLE / 1e6),
     ]
+    if "train_cnn_efficiency" in rows:
+        notes.append("train_cnn_efficiency: CNN examples/s x {:.2f} MFLOP / (threads x kernel 1-core GFLOP/s), the lower "
+                     "of 1 and 2 threads.".format(CNN_FLOPS_PER_EXAMPLE / 1e6))
+    if "eval_mc_vs_keras" in rows:
+        notes.append("eval_mc_vs_keras: images/s = repeats x kmax x images / wall seconds, 2 threads (both sides share "
+                     "a repeat's samples among every k).")
     tr = rows.get("train_vs_numpy_1t")
     if tr:
         d = tr["details"]
@@ -655,8 +832,8 @@ def main():
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--quiet", action="store_true")
-    ap.add_argument("--only", default="bake,inspect,gemm,train",
-                    help="comma-separated subset of bake,inspect,gemm,train (for debugging the harness)")
+    ap.add_argument("--only", default="bake,inspect,gemm,train,cnn,mc",
+                    help="comma-separated subset of bake,inspect,gemm,train,cnn,mc (for debugging the harness)")
     ap.add_argument("--started", type=float, default=None, help="epoch seconds when scripts/benchmark started")
     ap.add_argument("--strict", action="store_true", help="exit 3 if a target is not met")
     ap.add_argument("--scaling", action="store_true",
@@ -667,8 +844,9 @@ def main():
     setup_seconds = time.time() - args.started if args.started else None
     before = {"env": dict(os.environ), "load": os.getloadavg()[0]}
     only = set(args.only.split(","))
-    if not only <= {"bake", "inspect", "gemm", "train"}:
-        ap.error(f"--only: unknown part(s) {', '.join(sorted(only - {'bake', 'inspect', 'gemm', 'train'}))}")
+    parts = {"bake", "inspect", "gemm", "train", "cnn", "mc"}
+    if not only <= parts:
+        ap.error(f"--only: unknown part(s) {', '.join(sorted(only - parts))}")
     dm = os.path.abspath(args.dropmodel)
 
     quick = args.quick
@@ -694,7 +872,7 @@ def main():
                 rows.update([inspect_row(dm, big, inspect_repeats)])
             os.remove(big)
         gemm_ours = gemm_peer = None
-        if "gemm" in only or "train" in only:  # train_efficiency needs the kernel's GFLOP/s
+        if only & {"gemm", "train", "cnn"}:  # the efficiency rows need the kernel's GFLOP/s
             gemm_ours, gemm_peer = gemm(args.gemm_bench, gemm_repeats)
             if "gemm" in only:
                 paths = gemm_paths(args.gemm_bench, gemm_repeats, 1 if quick else 3)
@@ -704,6 +882,13 @@ def main():
             if not identical:
                 log(f"train: dropmodel's 1- and 2-thread weights DIFFER: {digests}")
             rows.update(train_rows(results, rate, digests, identical, limit, train_repeats, gemm_ours))
+        if "cnn" in only:
+            cnn, cnn_identical = cnn_training(dm, work, limit, train_repeats, gemm_ours)
+            if not cnn_identical:
+                log("train cnn: dropmodel's 1- and 2-thread weights DIFFER")
+            rows.update(cnn)
+        if "mc" in only:
+            rows.update([mc_row(dm, work, 1000 if quick else 10000, 1 if quick else 3)])
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -721,6 +906,8 @@ def main():
     failed = False
     if "train" in only:
         failed = not rows["train_vs_numpy_1t"]["details"]["bit_identical_across_threads"]
+    if "cnn" in only:
+        failed = failed or not rows["train_cnn_vs_keras_1t"]["details"]["bit_identical_across_threads"]
     if failed:
         return 1
     if args.strict and any(r["met"] is False for r in rows.values()):

@@ -1,6 +1,7 @@
 public import BundleFormat
 public import DropoutRandom
 public import TrainingData
+import Kernels
 
 /// Test error of the deterministic (weight-scaled) network and of Monte-Carlo model averaging
 /// over sampled thinned networks (JMLR Sec. 7.5).
@@ -57,30 +58,106 @@ public struct Evaluation {
     /// carries the value that makes the network the one training saw: 1 for classic unbaked
     /// weights, 1/p for inverted weights and for baked classic weights (which already hold
     /// p·W); Gaussian noise is the same in every case.
+    ///
+    /// The same arithmetic as ``Predictor/probabilities(_:count:batch:mask:)`` with a mask (each
+    /// element: the layer below's activation, then the product with its noise; each output one
+    /// product of the layer's kind), arranged for speed: in batches of 1000 examples, one pass
+    /// per layer over the batch's rows applies the activation of the layer below and this
+    /// layer's noise together, and that pass, the noise and the softmax are split over the
+    /// threads by rows (each example's noise is a pure function of (sample, example, layer), so
+    /// no bit depends on the split).
     public func thinnedProbabilities(_ set: LabeledExamples, sample: Int, streams: RandomStreams) -> [Float] {
         let layers = network.layers
-        let widths = network.layers.map { $0.kind.engineLayer($0).inputCount }
+        let engine = network.engineLayers
         let channels = DropoutNoise.channelCounts(layers)
-        let widest = widths.max() ?? 0
-        var row = [Float](repeating: 0, count: widest)
-        let (convention, baked) = (self.convention, self.baked)
-        return set.inputs.withUnsafeBufferPointer { inputs in
-            Predictor(network: network, threads: threads).probabilities(inputs, count: set.count) { l, first, rows, x in
-                let layer = layers[l]
-                let width = widths[l]
-                if !layer.hasWeights || DropoutNoise.isIdentity(layer) { return }
-                row.withUnsafeMutableBufferPointer { m in
-                    let mask = UnsafeMutableBufferPointer(rebasing: m[0..<width])
-                    for r in 0..<rows {
-                        DropoutNoise.fill(
-                            layer: l, layer, units: width, channels: channels[l], convention: convention, baked: baked,
-                            draw: .monteCarlo(sample: sample, example: first + r), streams: streams, into: mask)
-                        let base = r * width
-                        for j in 0..<width { x[base + j] = x[base + j] * mask[j] }
+        let (convention, baked, threads) = (self.convention, self.baked, self.threads)
+        let elementNoise: [(KeepThreshold, Float)?] = layers.map { layer in
+            guard layer.dropoutMode == .element else { return nil }
+            let p = layer.keepProb
+            return (
+                KeepThreshold(keepProbability: p),
+                DropoutNoise.keptValue(keepProbability: p, convention: convention, baked: baked)
+            )
+        }
+        let count = set.count
+        let (features, classes) = (engine.first?.inputCount ?? 0, engine.last?.outputCount ?? 0)
+        precondition(set.inputs.count >= count * features, "\(set.inputs.count) inputs for \(count) examples")
+        var out = [Float](repeating: 0, count: count * classes)
+        let batch = max(1, min(1000, count))
+        let widest = engine.map { max($0.inputCount, $0.outputCount) }.max() ?? 0
+        let bufA = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(1, batch * widest))
+        let bufB = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(1, batch * widest))
+        defer {
+            bufA.deallocate()
+            bufB.deallocate()
+        }
+        set.inputs.withUnsafeBufferPointer { inputs in
+            out.withUnsafeMutableBufferPointer { out in
+                var (x, z) = (bufA, bufB)
+                var start = 0
+                while start < count {
+                    let n = min(batch, count - start)
+                    for (l, layer) in layers.enumerated() {
+                        let width = engine[l].inputCount
+                        let noisy = layer.hasWeights && !DropoutNoise.isIdentity(layer)
+                        let below: Activation? = l > 0 ? layers[l - 1].activation : nil
+                        // The layer's input rows: the batch's examples (first layer) or the
+                        // activation of the layer below, then times this layer's noise.
+                        Parallel.forEachRange(count: n, threads: threads, minimumCount: 2) { part in
+                            let mask = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(1, width))
+                            defer { mask.deallocate() }
+                            for r in part {
+                                let row = UnsafeMutableBufferPointer(rebasing: x[(r * width)..<((r + 1) * width)])
+                                if let below {
+                                    activate(below, row)
+                                } else {
+                                    for j in 0..<width { row[j] = inputs[(start + r) * width + j] }
+                                }
+                                guard noisy else { continue }
+                                if let (threshold, kept) = elementNoise[l] {
+                                    // Element mode: each input times its noise as the word is drawn
+                                    // (the values DropoutNoise.fill would write, without the buffer).
+                                    streams.monteCarloRow(sample: sample, example: start + r, layer: l)
+                                        .forEachWord(count: width) { u, w in
+                                            row[u] = row[u] * (threshold.keeps(w) ? kept : 0)
+                                        }
+                                    continue
+                                }
+                                DropoutNoise.fill(
+                                    layer: l, layer, units: width, channels: channels[l], convention: convention,
+                                    baked: baked, draw: .monteCarlo(sample: sample, example: start + r),
+                                    streams: streams, into: mask)
+                                for j in 0..<width { row[j] = row[j] * mask[j] }
+                            }
+                        }
+                        let p = network.parameters[l]
+                        p.weight.withUnsafeBufferPointer { w in
+                            p.bias.withUnsafeBufferPointer { bias in
+                                engine[l].forward(
+                                    UnsafeBufferPointer(rebasing: x[0..<(n * width)]), rows: n, weight: w, bias: bias,
+                                    into: UnsafeMutableBufferPointer(rebasing: z[0..<(n * engine[l].outputCount)]),
+                                    threads: threads)
+                            }
+                        }
+                        swap(&x, &z)
                     }
+                    // The last layer's activation (softmax: per row), into the result.
+                    let last = layers[layers.count - 1].activation
+                    Parallel.forEachRange(count: n, threads: threads, minimumCount: 2) { part in
+                        let rows = UnsafeMutableBufferPointer(
+                            rebasing: x[(part.lowerBound * classes)..<(part.upperBound * classes)])
+                        if last == .softmax {
+                            softmaxRows(rows, rows: part.count, cols: classes)
+                        } else {
+                            activate(last, rows)
+                        }
+                        for i in 0..<rows.count { out[(start + part.lowerBound) * classes + i] = rows[i] }
+                    }
+                    start += n
                 }
             }
         }
+        return out
     }
 
     /// Monte-Carlo model averaging: for each repeat `r`, thinned networks
