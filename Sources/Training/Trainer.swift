@@ -295,16 +295,26 @@ public final class Trainer {
                 Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
                     let span = (range.lowerBound * width)..<(range.upperBound * width)
                     // One loop per (mask, activation): the choice is made once, not per element.
+                    // Each loop computes g for every element and then selects, so it compiles to
+                    // branch-free vector code (a branch on the sign of y mispredicts half the time).
                     if isMasked {
                         switch below {
-                        case .relu: for i in span { dzBelow[i] = a[i] > 0 ? dx[i] * m[i] : 0 }
+                        case .relu:
+                            for i in span {
+                                let g = dx[i] * m[i]
+                                dzBelow[i] = a[i] > 0 ? g : 0
+                            }
                         case .logistic: for i in span { let y = a[i]; dzBelow[i] = (dx[i] * m[i]) * (y * (1 - y)) }
                         case .tanh: for i in span { let y = a[i]; dzBelow[i] = (dx[i] * m[i]) * (1 - y * y) }
                         case .linear, .softmax: for i in span { dzBelow[i] = dx[i] * m[i] }
                         }
                     } else {
                         switch below {
-                        case .relu: for i in span { dzBelow[i] = a[i] > 0 ? dx[i] : 0 }
+                        case .relu:
+                            for i in span {
+                                let g = dx[i]
+                                dzBelow[i] = a[i] > 0 ? g : 0
+                            }
                         case .logistic: for i in span { let y = a[i]; dzBelow[i] = dx[i] * (y * (1 - y)) }
                         case .tanh: for i in span { let y = a[i]; dzBelow[i] = dx[i] * (1 - y * y) }
                         case .linear, .softmax: for i in span { dzBelow[i] = dx[i] }
