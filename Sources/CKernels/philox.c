@@ -84,7 +84,7 @@ AVX512 static inline void mulhilo16(__m512i m, __m512i x, __m512i *hi, __m512i *
     *lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
 }
 
-// Words 64·pass .. of the row starting at block b0: w[j] holds words 16j .. 16j+15 of the 64.
+// The 64 words of blocks b0 .. b0+15 in row order: w[j] holds words 16j .. 16j+15 of the 64.
 AVX512 static inline void philox16(uint32_t b0, uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2,
                                    uint32_t c3, __m512i w[4]) {
     __m512i x0 = _mm512_add_epi32(_mm512_set1_epi32((int)b0),
