@@ -91,7 +91,7 @@ int dm_kernel_path(void) {
 
 // The path dm_sgemm_path runs for `path`: AUTO is dm_kernel_path(), a path the CPU lacks is the
 // fastest one it has.
-static int resolve_path(int path) {
+int dm_resolve_path(int path) {
     if (path == DM_PATH_AUTO) return dm_kernel_path();
     const int best = hardware_best_path();
     if (path < DM_PATH_SCALAR) return DM_PATH_SCALAR;
@@ -217,10 +217,17 @@ AVX2 static inline void update_row16(__m256 g0, __m256 g1, float *w, float *v, c
 
 // With u == NULL: C tile = (zero ? 0 : C tile) + A·B. With u: the tile's products go to the
 // update at u->w, u->v (offset `off`, stride u->ld) instead of C (zero must be set).
+// bias: the chains start from bias[0 .. 16] in every row (instead of C or 0); relu: each finished
+// element z is stored as max(z, +0), exactly z > 0 ? z : +0 (vmaxps returns its second operand for
+// z <= 0, -0 and NaN). Neither with u.
 AVX2 static void ukernel_6x16(long kc, const float *restrict a, const float *restrict b,
-                              float *restrict c, long ldc, int zero, const dm_update *u, long off) {
+                              float *restrict c, long ldc, int zero, const dm_update *u, long off,
+                              const float *bias, int relu) {
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
-    if (zero) {
+    if (bias) {
+        c00 = c10 = c20 = c30 = c40 = c50 = _mm256_loadu_ps(bias);
+        c01 = c11 = c21 = c31 = c41 = c51 = _mm256_loadu_ps(bias + 8);
+    } else if (zero) {
         c00 = c01 = c10 = c11 = c20 = c21 = _mm256_setzero_ps();
         c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
     } else {
@@ -273,6 +280,13 @@ AVX2 static void ukernel_6x16(long kc, const float *restrict a, const float *res
         update_row16(c50, c51, w + 5 * ld, v + 5 * ld, u);
         return;
     }
+    if (relu) {
+        const __m256 z = _mm256_setzero_ps();
+        c00 = _mm256_max_ps(c00, z), c01 = _mm256_max_ps(c01, z), c10 = _mm256_max_ps(c10, z);
+        c11 = _mm256_max_ps(c11, z), c20 = _mm256_max_ps(c20, z), c21 = _mm256_max_ps(c21, z);
+        c30 = _mm256_max_ps(c30, z), c31 = _mm256_max_ps(c31, z), c40 = _mm256_max_ps(c40, z);
+        c41 = _mm256_max_ps(c41, z), c50 = _mm256_max_ps(c50, z), c51 = _mm256_max_ps(c51, z);
+    }
     _mm256_storeu_ps(c + 0 * ldc, c00);
     _mm256_storeu_ps(c + 0 * ldc + 8, c01);
     _mm256_storeu_ps(c + 1 * ldc, c10);
@@ -290,13 +304,18 @@ AVX2 static void ukernel_6x16(long kc, const float *restrict a, const float *res
 // A partial tile (mr <= 6 rows, nr <= 16 columns): run the full kernel on a local copy. The
 // padded rows/columns of the packed panels are zeros; their results are thrown away.
 AVX2 static void ukernel_edge(long kc, const float *a, const float *b, float *c, long ldc,
-                              int zero, long mr, long nr, const dm_update *u, long off) {
+                              int zero, long mr, long nr, const dm_update *u, long off,
+                              const float *bias, int relu) {
     _Alignas(32) float t[MR * NR] = {0};
-    if (!zero) {
+    if (bias) {
+        for (long r = 0; r < mr; ++r)
+            for (long j = 0; j < nr; ++j) t[r * NR + j] = bias[j];
+        zero = 0;
+    } else if (!zero) {
         for (long r = 0; r < mr; ++r)
             for (long j = 0; j < nr; ++j) t[r * NR + j] = c[r * ldc + j];
     }
-    ukernel_6x16(kc, a, b, t, NR, zero, NULL, 0);
+    ukernel_6x16(kc, a, b, t, NR, zero, NULL, 0, NULL, relu);
     if (u) {
         for (long r = 0; r < mr; ++r)
             for (long j = 0; j < nr; ++j)
@@ -436,7 +455,8 @@ long dm_balanced_block(long total, long max, long unit) {
 // With u != NULL (C unused, k <= KC_MAX, accumulate 0): the fused update.
 AVX2 static int sgemm_avx2(int transA, int transB, long m, long n, long k,
                            const float *A, long lda, const float *B, long ldb,
-                           float *C, long ldc, int accumulate, const dm_update *u) {
+                           float *C, long ldc, int accumulate, const dm_update *u,
+                           const float *bias, int relu) {
     const long KC = dm_balanced_block(k, KC_MAX, 1);
     const long MC = dm_balanced_block(m, MC_MAX, MR);
     const long NC = dm_balanced_block(n, NC_MAX, NR);
@@ -465,10 +485,14 @@ AVX2 static int sgemm_avx2(int transA, int transB, long m, long n, long k,
                         const float *apanel = ap + (ir / MR) * kc * MR;
                         float *ct = u ? NULL : C + (ic + ir) * ldc + jc + jr;
                         const long off = u ? (ic + ir) * u->ld + jc + jr : 0;
+                        // The epilogue: the bias starts the chains (first k block), relu ends
+                        // them (last k block).
+                        const float *bt = bias && pc == 0 ? bias + jc + jr : NULL;
+                        const int rl = relu && pc + kc == k;
                         if (mr == MR && nr == NR)
-                            ukernel_6x16(kc, apanel, bpanel, ct, ldc, zero, u, off);
+                            ukernel_6x16(kc, apanel, bpanel, ct, ldc, zero, u, off, bt, rl);
                         else
-                            ukernel_edge(kc, apanel, bpanel, ct, ldc, zero, mr, nr, u, off);
+                            ukernel_edge(kc, apanel, bpanel, ct, ldc, zero, mr, nr, u, off, bt, rl);
                     }
                 }
             }
@@ -491,20 +515,20 @@ void dm_sgemm_path(int path, int transA, int transB, long m, long n, long k,
             for (long i = 0; i < m; ++i) memset(C + i * ldc, 0, (size_t)n * sizeof(float));
         return;
     }
-    path = resolve_path(path);
+    path = dm_resolve_path(path);
 #if defined(__x86_64__)
     // A vector path returns 0 only if it could not allocate its packing buffers.
     if (path == DM_PATH_AVX512) {
-        if (dm_sgemm_avx512(transA, transB, m, n, k, A, lda, B, ldb, C, ldc, accumulate, NULL)) return;
+        if (dm_sgemm_avx512(transA, transB, m, n, k, A, lda, B, ldb, C, ldc, accumulate, NULL, NULL, 0)) return;
     } else if (path == DM_PATH_AVX2) {
-        if (sgemm_avx2(transA, transB, m, n, k, A, lda, B, ldb, C, ldc, accumulate, NULL)) return;
+        if (sgemm_avx2(transA, transB, m, n, k, A, lda, B, ldb, C, ldc, accumulate, NULL, NULL, 0)) return;
     }
 #endif
     sgemm_scalar(transA, transB, m, n, k, A, lda, B, ldb, C, ldc, accumulate);
 }
 
 void dm_kernel_tile(int path, long *rows, long *columns) {
-    switch (resolve_path(path)) {
+    switch (dm_resolve_path(path)) {
 #if defined(__x86_64__)
     case DM_PATH_AVX512: *rows = DM_AVX512_MR, *columns = DM_AVX512_NR; return;
     case DM_PATH_AVX2: *rows = MR, *columns = NR; return;
@@ -540,13 +564,71 @@ static void sgemm_update_unfused(int path, int transA, int transB, long m, long 
 void dm_sgemm_update_path(int path, int transA, int transB, long m, long n, long k,
                           const float *A, long lda, const float *B, long ldb, const dm_update *u) {
     if (m <= 0 || n <= 0) return;
-    path = resolve_path(path);
+    path = dm_resolve_path(path);
 #if defined(__x86_64__)
     if (k > 0 && path == DM_PATH_AVX512 && k <= DM_AVX512_KC_MAX) {
-        if (dm_sgemm_avx512(transA, transB, m, n, k, A, lda, B, ldb, NULL, 0, 0, u)) return;
+        if (dm_sgemm_avx512(transA, transB, m, n, k, A, lda, B, ldb, NULL, 0, 0, u, NULL, 0)) return;
     } else if (k > 0 && path == DM_PATH_AVX2 && k <= KC_MAX) {
-        if (sgemm_avx2(transA, transB, m, n, k, A, lda, B, ldb, NULL, 0, 0, u)) return;
+        if (sgemm_avx2(transA, transB, m, n, k, A, lda, B, ldb, NULL, 0, 0, u, NULL, 0)) return;
     }
 #endif
     sgemm_update_unfused(path, transA, transB, m, n, k, A, lda, B, ldb, u);
+}
+
+// The scalar epilogue: C filled with the bias row by row, the product accumulated, then relu.
+static void sgemm_bias_act_scalar(int transA, int transB, long m, long n, long k, const float *A, long lda,
+                                  const float *B, long ldb, float *C, long ldc, const float *bias, int relu) {
+    for (long i = 0; i < m; ++i) {
+        float *crow = C + i * ldc;
+        if (bias) memcpy(crow, bias, (size_t)n * sizeof(float));
+        else memset(crow, 0, (size_t)n * sizeof(float));
+    }
+    if (k > 0) sgemm_scalar(transA, transB, m, n, k, A, lda, B, ldb, C, ldc, 1);
+    if (!relu) return;
+    for (long i = 0; i < m; ++i) {
+        float *crow = C + i * ldc;
+        for (long j = 0; j < n; ++j) crow[j] = crow[j] > 0.0f ? crow[j] : 0.0f;
+    }
+}
+
+void dm_sgemm_bias_act_path(int path, int transA, int transB, long m, long n, long k,
+                            const float *A, long lda, const float *B, long ldb,
+                            float *C, long ldc, const float *bias, int relu) {
+    if (m <= 0 || n <= 0) return;
+    path = dm_resolve_path(path);
+#if defined(__x86_64__)
+    if (k > 0 && path == DM_PATH_AVX512) {
+        if (dm_sgemm_avx512(transA, transB, m, n, k, A, lda, B, ldb, C, ldc, 0, NULL, bias, relu != 0)) return;
+    } else if (k > 0 && path == DM_PATH_AVX2) {
+        if (sgemm_avx2(transA, transB, m, n, k, A, lda, B, ldb, C, ldc, 0, NULL, bias, relu != 0)) return;
+    }
+#endif
+    sgemm_bias_act_scalar(transA, transB, m, n, k, A, lda, B, ldb, C, ldc, bias, relu);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sums of squares of rows (max-norm, Specs/determinism.md §4.6)
+
+// Each row's sum is one chain of unfused operations in increasing i (FP_CONTRACT OFF above): the
+// rows are independent, so 8 of them advance together, which hides the latency of the additions
+// without changing any row's order.
+void dm_row_sum_squares(const float *w, long rows, long length, long ld, float *out) {
+    long u = 0;
+    for (; u + 8 <= rows; u += 8) {
+        float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        const float *r = w + u * ld;
+        for (long i = 0; i < length; ++i) {
+            for (int q = 0; q < 8; ++q) {
+                const float x = r[q * ld + i];
+                s[q] = s[q] + x * x;
+            }
+        }
+        for (int q = 0; q < 8; ++q) out[u + q] = s[q];
+    }
+    for (; u < rows; ++u) {
+        const float *r = w + u * ld;
+        float s = 0.0f;
+        for (long i = 0; i < length; ++i) s = s + r[i] * r[i];
+        out[u] = s;
+    }
 }

@@ -8,6 +8,10 @@
 
 #define DM_HIDDEN __attribute__((visibility("hidden")))
 
+/// The path to run for a requested DM_PATH_* (the rule of dm_sgemm_path): DM_PATH_AUTO is
+/// dm_kernel_path(), a path the CPU lacks is the fastest one it has.
+DM_HIDDEN int dm_resolve_path(int path);
+
 /// Floats past the end of a packed buffer that a vector store may touch.
 #define DM_SLACK 16
 
@@ -42,11 +46,13 @@ static inline void dm_update_one(float g, float *w, float *v, float mu, float lr
 #endif
 
 /// The AVX-512 path (sgemm_avx512.c): the arguments of dm_sgemm_path, and u as in sgemm_avx2
-/// (u != NULL: C unused, accumulate 0, k <= DM_AVX512_KC_MAX). Returns 0 if the packing buffers
-/// could not be allocated. Call only when the CPU has AVX-512 (dm_kernel_path_available).
+/// (u != NULL: C unused, accumulate 0, k <= DM_AVX512_KC_MAX, bias NULL, relu 0); bias and relu
+/// as in dm_sgemm_bias_act_path (bias != NULL: accumulate ignored). Returns 0 if the packing
+/// buffers could not be allocated. Call only when the CPU has AVX-512 (dm_kernel_path_available).
 DM_HIDDEN int dm_sgemm_avx512(int transA, int transB, long m, long n, long k,
                               const float *A, long lda, const float *B, long ldb,
-                              float *C, long ldc, int accumulate, const dm_update *u);
+                              float *C, long ldc, int accumulate, const dm_update *u,
+                              const float *bias, int relu);
 #endif
 
 #endif

@@ -63,19 +63,29 @@ AVX512 static ALWAYS_INLINE void update16(__m512 g, float *w, float *v, __mmask1
 }
 
 // The register tile: rows 0 ..< mr, vectors 0 ..< nv of C (the last vector's lanes limited to
-// `last`) = (zero ? 0 : C) + sum over p of a[p*MR5 + r] * b[p*NR5 + c], each element a chain of
-// fused multiply-adds in increasing p. With u: the results go to the update at u->w, u->v
-// (offset `off`, stride u->ld) instead of C (zero must be set). mr and nv are constants at
-// every call site (tile() below), so the accumulators are registers and the loops unroll.
+// `last`) = (bias ? bias[c] : zero ? 0 : C) + sum over p of a[p*MR5 + r] * b[p*NR5 + c], each
+// element a chain of fused multiply-adds in increasing p; with relu, each finished element z is
+// stored as max(z, +0) (vmaxps returns its second operand +0 for z <= 0, -0 and NaN: exactly
+// z > 0 ? z : +0). With u: the results go to the update at u->w, u->v (offset `off`, stride
+// u->ld) instead of C (zero must be set, bias NULL, relu 0). mr and nv are constants at every
+// call site (tile() below), so the accumulators are registers and the loops unroll.
 AVX512 static ALWAYS_INLINE void tile_body(const int mr, const int nv, long kc,
                                            const float *restrict a, const float *restrict b,
                                            float *restrict c, long ldc, int zero, __mmask16 last,
-                                           const dm_update *u, long off) {
+                                           const dm_update *u, long off, const float *bias, int relu) {
     __m512 acc[MR5][NV5];
-    UNROLL for (int r = 0; r < mr; ++r)
-        UNROLL for (int v = 0; v < nv; ++v)
-            acc[r][v] = zero ? _mm512_setzero_ps()
-                             : _mm512_maskz_loadu_ps(v == nv - 1 ? last : 0xFFFF, c + r * ldc + 16 * v);
+    if (bias) {
+        // The chains start from the bias of their column, as if C held it in every row.
+        __m512 b0[NV5];
+        UNROLL for (int v = 0; v < nv; ++v) b0[v] = _mm512_maskz_loadu_ps(v == nv - 1 ? last : 0xFFFF, bias + 16 * v);
+        UNROLL for (int r = 0; r < mr; ++r)
+            UNROLL for (int v = 0; v < nv; ++v) acc[r][v] = b0[v];
+    } else {
+        UNROLL for (int r = 0; r < mr; ++r)
+            UNROLL for (int v = 0; v < nv; ++v)
+                acc[r][v] = zero ? _mm512_setzero_ps()
+                                 : _mm512_maskz_loadu_ps(v == nv - 1 ? last : 0xFFFF, c + r * ldc + 16 * v);
+    }
     for (long p = 0; p < kc; ++p) {
         __m512 bv[NV5];
         UNROLL for (int v = 0; v < nv; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
@@ -94,6 +104,11 @@ AVX512 static ALWAYS_INLINE void tile_body(const int mr, const int nv, long kc,
         }
         return;
     }
+    if (relu) {
+        const __m512 z = _mm512_setzero_ps();
+        UNROLL for (int r = 0; r < mr; ++r)
+            UNROLL for (int v = 0; v < nv; ++v) acc[r][v] = _mm512_max_ps(acc[r][v], z);
+    }
     UNROLL for (int r = 0; r < mr; ++r)
         UNROLL for (int v = 0; v < nv; ++v)
             _mm512_mask_storeu_ps(c + r * ldc + 16 * v, v == nv - 1 ? last : 0xFFFF, acc[r][v]);
@@ -101,15 +116,15 @@ AVX512 static ALWAYS_INLINE void tile_body(const int mr, const int nv, long kc,
 
 // A tile of mr <= MR5 rows and nr <= NR5 columns: tile_body specialised for its shape.
 AVX512 static void tile(long mr, long nr, long kc, const float *a, const float *b, float *c,
-                        long ldc, int zero, const dm_update *u, long off) {
+                        long ldc, int zero, const dm_update *u, long off, const float *bias, int relu) {
     const int nv = (int)((nr + 15) / 16);
     const __mmask16 last = (__mmask16)(0xFFFFu >> (16 * nv - nr));
 #define DM_NV_CASES(R)                                                                   \
     switch (nv) {                                                                        \
-    case 1: tile_body(R, 1, kc, a, b, c, ldc, zero, last, u, off); return;               \
-    case 2: if (NV5 >= 2) tile_body(R, 2, kc, a, b, c, ldc, zero, last, u, off); return; \
-    case 3: if (NV5 >= 3) tile_body(R, 3, kc, a, b, c, ldc, zero, last, u, off); return; \
-    default: if (NV5 >= 4) tile_body(R, 4, kc, a, b, c, ldc, zero, last, u, off); return; \
+    case 1: tile_body(R, 1, kc, a, b, c, ldc, zero, last, u, off, bias, relu); return;               \
+    case 2: if (NV5 >= 2) tile_body(R, 2, kc, a, b, c, ldc, zero, last, u, off, bias, relu); return; \
+    case 3: if (NV5 >= 3) tile_body(R, 3, kc, a, b, c, ldc, zero, last, u, off, bias, relu); return; \
+    default: if (NV5 >= 4) tile_body(R, 4, kc, a, b, c, ldc, zero, last, u, off, bias, relu); return; \
     }
 #define DM_MR_CASE(R) case R: if (MR5 >= R) { DM_NV_CASES(R) } return;
     switch (mr) {
@@ -260,7 +275,8 @@ AVX512 static void pack_b_trans_panel(const float *B, long ldb, long p0, long kc
 
 AVX512 int dm_sgemm_avx512(int transA, int transB, long m, long n, long k,
                            const float *A, long lda, const float *B, long ldb,
-                           float *C, long ldc, int accumulate, const dm_update *u) {
+                           float *C, long ldc, int accumulate, const dm_update *u,
+                           const float *bias, int relu) {
     const long KC = dm_balanced_block(k, KC5_MAX, 1);
     const long MC = dm_balanced_block(m, MC5_MAX, MR5);
     const long NC = dm_balanced_block(n, NC5_MAX, NR5);
@@ -289,7 +305,10 @@ AVX512 int dm_sgemm_avx512(int transA, int transB, long m, long n, long k,
                         const float *apanel = ap + t * kc * MR5;
                         float *ct = u ? NULL : C + (ic + ir) * ldc + jc + jr;
                         const long off = u ? (ic + ir) * u->ld + jc + jr : 0;
-                        tile(mr, nr, kc, apanel, bpanel, ct, ldc, zero, u, off);
+                        // The epilogue: the bias starts the chains (first k block), relu ends
+                        // them (last k block).
+                        const float *bt = bias && pc == 0 ? bias + jc + jr : NULL;
+                        tile(mr, nr, kc, apanel, bpanel, ct, ldc, zero, u, off, bt, relu && pc + kc == k);
                     }
                 }
             }

@@ -91,7 +91,34 @@ public enum Gemm {
         run(
             transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
             accumulate: accumulate, threads: threads, kernel: kernel, minimumParallelFlops: minimumParallelFlops,
-            update: nil)
+            update: nil, epilogue: nil)
+    }
+
+    /// A dense layer's forward product with its epilogue fused (Specs/determinism.md §4.2):
+    /// `C (m×n) = act(bias + op(A)·op(B))`, each element the FMA chain of ``multiply`` started
+    /// from `bias[j]` (from +0 when `bias` is nil) instead of from C, then `relu` (`z > 0 ? z :
+    /// +0`) when asked (CKernels `dm_sgemm_bias_act_path`). The bits equal those of filling C
+    /// with the bias row by row, ``multiply`` with `accumulate`, then the relu loop, on every path
+    /// and thread count; C is neither read nor written twice.
+    ///
+    /// - Parameters:
+    ///   - bias: `n` values (column j's at `bias[j]`), or nil.
+    public static func multiply(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?, relu: Bool, threads: Int,
+        kernel: Kernel = .automatic, minimumParallelFlops: Int = Gemm.defaultMinimumParallelFlops
+    ) {
+        run(
+            transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
+            accumulate: false, threads: threads, kernel: kernel, minimumParallelFlops: minimumParallelFlops,
+            update: nil, epilogue: Epilogue(bias: bias, relu: relu))
+    }
+
+    /// The fused epilogue of a forward product (the `multiply` with `bias:relu:`).
+    private struct Epilogue {
+        let bias: UnsafePointer<Float>?
+        let relu: Bool
     }
 
     /// The momentum-SGD update fused into a product: G = opA(A) · opB(B) (m x n, never stored),
@@ -126,14 +153,14 @@ public enum Gemm {
         run(
             transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
             c: update.w, ldc: update.ld, accumulate: false, threads: threads, kernel: kernel,
-            minimumParallelFlops: minimumParallelFlops, update: update)
+            minimumParallelFlops: minimumParallelFlops, update: update, epilogue: nil)
     }
 
     private static func run(
         transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
         a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
         c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int, kernel: Kernel,
-        minimumParallelFlops: Int, update: Update?
+        minimumParallelFlops: Int, update: Update?, epilogue: Epilogue?
     ) {
         precondition(m >= 0 && n >= 0 && k >= 0, "Gemm: negative dimension")
         precondition(lda >= (transA ? m : k) && ldb >= (transB ? k : n) && ldc >= n, "Gemm: stride too small")
@@ -154,7 +181,7 @@ public enum Gemm {
         let job = Job(
             code: code, transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b,
             ldb: ldb, c: c, ldc: ldc, accumulate: acc, splitRows: splitRows, unit: unit,
-            tiles: tiles, workers: workers, update: update)
+            tiles: tiles, workers: workers, update: update, epilogue: epilogue)
         if workers == 1 {
             job.run(0)
             return
@@ -184,6 +211,7 @@ public enum Gemm {
         let splitRows: Bool
         let unit: Int, tiles: Int, workers: Int
         let update: Update?
+        let epilogue: Epilogue?
 
         /// The product of rows/columns [lo, hi) (the whole product when lo == 0, hi == extent).
         func block(rows: Bool, _ lo: Int, _ hi: Int) {
@@ -196,6 +224,10 @@ public enum Gemm {
                 let off = rows ? lo * u.ld : lo
                 var d = dm_update(w: u.w + off, v: u.v + off, ld: u.ld, mu: u.mu, lr: u.lr, l2: u.l2)
                 dm_sgemm_update_path(code, tA, tB, mm, nn, k, aa, lda, bb, ldb, &d)
+            } else if let e = epilogue {
+                let cc = rows ? c + lo * ldc : c + lo
+                let bias = rows ? e.bias : e.bias.map { $0 + lo }
+                dm_sgemm_bias_act_path(code, tA, tB, mm, nn, k, aa, lda, bb, ldb, cc, ldc, bias, e.relu ? 1 : 0)
             } else {
                 let cc = rows ? c + lo * ldc : c + lo
                 dm_sgemm_path(code, tA, tB, mm, nn, k, aa, lda, bb, ldb, cc, ldc, accumulate)

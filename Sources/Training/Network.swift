@@ -117,15 +117,22 @@ public struct Predictor {
                         let z = UnsafeMutableBufferPointer(rebasing: b[0..<(n * outputCount)])
                         if let mask { mask(l, start, n, x) }
                         let p = network.parameters[l]
-                        p.weight.withUnsafeBufferPointer { w in
+                        // A dense relu layer applies relu in its product's epilogue (DenseLayer).
+                        let activated = p.weight.withUnsafeBufferPointer { w in
                             p.bias.withUnsafeBufferPointer { bias in
+                                if let dense = engine[l] as? DenseLayer {
+                                    return dense.forward(
+                                        UnsafeBufferPointer(x), rows: n, weight: w, bias: bias, into: z,
+                                        activation: layer.activation, threads: threads)
+                                }
                                 engine[l].forward(
                                     UnsafeBufferPointer(x), rows: n, weight: w, bias: bias, into: z, threads: threads)
+                                return false
                             }
                         }
                         if layer.activation == .softmax {
                             softmaxRows(z, rows: n, cols: outputCount)
-                        } else {
+                        } else if !activated {
                             activate(layer.activation, z)
                         }
                     }

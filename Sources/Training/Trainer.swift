@@ -220,12 +220,19 @@ public final class Trainer {
             let (inputCount, outputCount) = (engine[l].inputCount, engine[l].outputCount)
             let x = UnsafeBufferPointer(rebasing: inputs[l][0..<(rows * inputCount)])
             let z = UnsafeMutableBufferPointer(rebasing: outputs[l][0..<(rows * outputCount)])
-            network.parameters[l].weight.withUnsafeBufferPointer { w in
+            // A dense layer applies relu in its product's epilogue (DenseLayer); the others, and
+            // logistic and tanh, run the activation as a pass of its own.
+            let activated = network.parameters[l].weight.withUnsafeBufferPointer { w in
                 network.parameters[l].bias.withUnsafeBufferPointer { b in
+                    if let dense = engine[l] as? DenseLayer {
+                        return dense.forward(
+                            x, rows: rows, weight: w, bias: b, into: z, activation: layer.activation, threads: threads)
+                    }
                     engine[l].forward(x, rows: rows, weight: w, bias: b, into: z, threads: threads)
+                    return false
                 }
             }
-            if layer.activation != .softmax {
+            if layer.activation != .softmax && !activated {
                 Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
                     activate(
                         layer.activation,
@@ -286,14 +293,31 @@ public final class Trainer {
                 let m = masks[l], isMasked = masked[l]
                 let a = outputs[l - 1], dzBelow = deltas[l - 1]
                 Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
-                    for i in (range.lowerBound * width)..<(range.upperBound * width) {
-                        let g = isMasked ? dx[i] * m[i] : dx[i]
-                        let y = a[i]
+                    let span = (range.lowerBound * width)..<(range.upperBound * width)
+                    // One loop per (mask, activation): the choice is made once, not per element.
+                    // Each loop computes g for every element and then selects, so it compiles to
+                    // branch-free vector code (a branch on the sign of y mispredicts half the time).
+                    if isMasked {
                         switch below {
-                        case .relu: dzBelow[i] = y > 0 ? g : 0
-                        case .logistic: dzBelow[i] = g * (y * (1 - y))
-                        case .tanh: dzBelow[i] = g * (1 - y * y)
-                        case .linear, .softmax: dzBelow[i] = g
+                        case .relu:
+                            for i in span {
+                                let g = dx[i] * m[i]
+                                dzBelow[i] = a[i] > 0 ? g : 0
+                            }
+                        case .logistic: for i in span { let y = a[i]; dzBelow[i] = (dx[i] * m[i]) * (y * (1 - y)) }
+                        case .tanh: for i in span { let y = a[i]; dzBelow[i] = (dx[i] * m[i]) * (1 - y * y) }
+                        case .linear, .softmax: for i in span { dzBelow[i] = dx[i] * m[i] }
+                        }
+                    } else {
+                        switch below {
+                        case .relu:
+                            for i in span {
+                                let g = dx[i]
+                                dzBelow[i] = a[i] > 0 ? g : 0
+                            }
+                        case .logistic: for i in span { let y = a[i]; dzBelow[i] = dx[i] * (y * (1 - y)) }
+                        case .tanh: for i in span { let y = a[i]; dzBelow[i] = dx[i] * (1 - y * y) }
+                        case .linear, .softmax: for i in span { dzBelow[i] = dx[i] }
                         }
                     }
                 }
@@ -330,13 +354,18 @@ public final class Trainer {
             }
             guard let c = recipe.maxNorm.map({ Float($0) }), l < layers.count - 1 else { return }
             Parallel.forEachRange(count: units, threads: threads, minimumCount: 64) { units in
-                for u in units {
-                    let row = UnsafeMutableBufferPointer(rebasing: w[(u * fanIn)..<((u + 1) * fanIn)])
-                    var sq: Float = 0
-                    for x in row { sq += x * x }
-                    let norm = sq.squareRoot()
-                    if norm > c {
+                // The sums of squares of these rows, several rows at a time (RowSums: each row's
+                // sum still in order, unfused), then each row's scaling.
+                guard !units.isEmpty else { return }
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: units.count) { sums in
+                    RowSums.sumOfSquares(
+                        w.baseAddress! + units.lowerBound * fanIn, rows: units.count, length: fanIn, ld: fanIn,
+                        into: sums.baseAddress!)
+                    for u in units {
+                        let norm = sums[u - units.lowerBound].squareRoot()
+                        guard norm > c else { continue }
                         let s = c / norm
+                        let row = UnsafeMutableBufferPointer(rebasing: w[(u * fanIn)..<((u + 1) * fanIn)])
                         for i in row.indices { row[i] = row[i] * s }
                     }
                 }
@@ -370,12 +399,28 @@ public final class Trainer {
         let convention = recipe.convention
         let channelCount = channels[l]
         let streams = self.streams
+        // Element dropout: the mask row's words (vectorised Philox, CKernels), the mask and the
+        // masked input in one pass (PhiloxRows); the same bits as DropoutNoise.fill followed by
+        // the multiplication (Specs/random-streams.md §5).
+        let element = isMasked && layer.dropoutMode == .element
+        let threshold = KeepThreshold(keepProbability: layer.keepProb).value
+        let kept = DropoutNoise.keptValue(keepProbability: layer.keepProb, convention: convention)
         func prepare(_ rowRange: Range<Int>, _ source: (Int) -> UnsafePointer<Float>) {
             for r in rowRange {
                 let src = source(r)
                 let base = r * width
                 guard isMasked else {
                     (x.baseAddress! + base).update(from: src, count: width)
+                    continue
+                }
+                if element {
+                    let row = streams.dropoutRow(epoch: epoch, step: step, layer: l, example: r)
+                    PhiloxRows.dropout(
+                        PhiloxRows.Row(
+                            k0: row.key[0], k1: row.key[1], c1: row.baseCounter[1], c2: row.baseCounter[2],
+                            c3: row.baseCounter[3]),
+                        units: width, threshold: threshold, kept: kept, source: src, mask: m.baseAddress! + base,
+                        output: x.baseAddress! + base)
                     continue
                 }
                 let mrow = UnsafeMutableBufferPointer(rebasing: m[base..<(base + width)])

@@ -58,6 +58,17 @@ void dm_sgemm_path(int path, int transA, int transB, long m, long n, long k,
                    const float *A, long lda, const float *B, long ldb,
                    float *C, long ldc, int accumulate);
 
+/// A dense layer's forward product with its epilogue fused (Specs/determinism.md §4.2):
+///     C[i][j] = act(bias[j] + opA(A)·opB(B) (i,j))
+/// where every element is the FMA chain of dm_sgemm started from bias[j] (from +0 when bias is
+/// NULL) instead of from C, and act is relu (z > 0 ? z : +0) when relu != 0, else the identity.
+/// The bias is the chain's initial value, not a later addition, so the bits equal those of
+/// filling C with the bias row by row, dm_sgemm with accumulate, then the relu loop. bias holds
+/// n values (column j's at bias[j]). Same bits on every path and every row or column split.
+void dm_sgemm_bias_act_path(int path, int transA, int transB, long m, long n, long k,
+                            const float *A, long lda, const float *B, long ldb,
+                            float *C, long ldc, const float *bias, int relu);
+
 /// The momentum-SGD update fused into a product (Specs/determinism.md, "weight update").
 /// Element (i,j) of w and v is w[i*ld + j], v[i*ld + j].
 typedef struct {
@@ -76,6 +87,12 @@ typedef struct {
 /// written as separate loops.
 void dm_sgemm_update_path(int path, int transA, int transB, long m, long n, long k,
                           const float *A, long lda, const float *B, long ldb, const dm_update *u);
+
+/// out[u] = +0 + w[u][0]·w[u][0] + w[u][1]·w[u][1] + ... for u in 0 ..< rows (row u at w + u·ld,
+/// `length` values): each sum in increasing order, every multiplication and addition rounded on
+/// its own (no FMA), as max-norm defines it (Specs/determinism.md §4.6). Rows are computed
+/// several at a time (independent chains), which changes no bit.
+void dm_row_sum_squares(const float *w, long rows, long length, long ld, float *out);
 
 /// The path dm_sgemm uses: 0 = scalar fallback, 1 = AVX2+FMA, 2 = AVX-512.
 int dm_kernel_path(void);

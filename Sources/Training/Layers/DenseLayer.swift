@@ -19,13 +19,38 @@ final class DenseLayer: EngineLayer {
         _ x: UnsafeBufferPointer<Float>, rows: Int, weight: UnsafeBufferPointer<Float>,
         bias: UnsafeBufferPointer<Float>, into z: UnsafeMutableBufferPointer<Float>, threads: Int
     ) {
+        product(x, rows: rows, weight: weight, bias: bias, into: z, relu: false, threads: threads)
+    }
+
+    /// ``forward(_:rows:weight:bias:into:threads:)`` with the activation fused into the product's
+    /// epilogue where the kernels have it: relu is applied to each output as its chain completes,
+    /// and linear needs nothing. Returns whether `activation` has been applied (false for
+    /// logistic, tanh and softmax, which the caller applies as before). The same bits as the
+    /// product followed by ``activate(_:_:)``.
+    func forward(
+        _ x: UnsafeBufferPointer<Float>, rows: Int, weight: UnsafeBufferPointer<Float>,
+        bias: UnsafeBufferPointer<Float>, into z: UnsafeMutableBufferPointer<Float>, activation: Activation,
+        threads: Int
+    ) -> Bool {
+        let relu = activation == .relu
+        product(x, rows: rows, weight: weight, bias: bias, into: z, relu: relu, threads: threads)
+        return relu || activation == .linear
+    }
+
+    /// Z = bias broadcast to every row, Z += X·Wᵀ (each output one FMA chain over the inputs in
+    /// order, started from its bias: Specs/determinism.md §4.2), then relu if asked, all in the
+    /// product's register tiles (``Gemm`` with `bias:relu:`).
+    private func product(
+        _ x: UnsafeBufferPointer<Float>, rows: Int, weight: UnsafeBufferPointer<Float>,
+        bias: UnsafeBufferPointer<Float>, into z: UnsafeMutableBufferPointer<Float>, relu: Bool, threads: Int
+    ) {
         let (inputs, outputs) = (info.inputs, info.outputs)
         guard rows > 0, let xs = x.baseAddress, let w = weight.baseAddress, let zs = z.baseAddress else { return }
-        for r in 0..<rows { for o in 0..<outputs { zs[r * outputs + o] = bias[o] } }
+        precondition(bias.count >= outputs, "dense layer: \(bias.count) biases for \(outputs) outputs")
         Gemm.multiply(
             transA: false, transB: true, m: rows, n: outputs, k: inputs,
             a: xs, lda: inputs, b: w, ldb: inputs,
-            c: zs, ldc: outputs, accumulate: true, threads: threads)
+            c: zs, ldc: outputs, bias: bias.baseAddress, relu: relu, threads: threads)
     }
 
     func backwardInput(
@@ -40,15 +65,20 @@ final class DenseLayer: EngineLayer {
             c: out, ldc: inputs, accumulate: false, threads: threads)
     }
 
-    /// gb[o] = +0 + dz[0][o] + dz[1][o] + ... (rows in order, unfused).
+    /// gb[o] = +0 + dz[0][o] + dz[1][o] + ... (rows in order, unfused). Rows outer, outputs
+    /// inner: every gb[o] sees the same additions in the same order as a loop over the column,
+    /// but dz is read sequentially (a column walk strides by the row length, which for 1,024
+    /// outputs maps every row to the same L1 set).
     func biasGradient(
         _ dz: UnsafeBufferPointer<Float>, rows: Int, into gb: UnsafeMutableBufferPointer<Float>, threads: Int
     ) {
         let outputs = info.outputs
-        for o in 0..<outputs {
-            var s: Float = 0
-            for r in 0..<rows { s += dz[r * outputs + o] }
-            gb[o] = s
+        guard outputs > 0, let g = gb.baseAddress else { return }
+        g.update(repeating: 0, count: outputs)
+        guard rows > 0, let d = dz.baseAddress else { return }
+        for r in 0..<rows {
+            let row = d + r * outputs
+            for o in 0..<outputs { g[o] += row[o] }
         }
     }
 
