@@ -43,6 +43,7 @@ TARGETS = {
     "bake_vs_h5py": None,
     "bake_peak_mib": ("<=", 64),  # judged on ours, in MiB
     "inspect_vs_h5ls": ("<=", 2.0),
+    "inspect100_vs_h5ls": ("<=", 2.0),
     "train_vs_numpy_1t": (">=", 1.2),
     "train_vs_numpy_2t": (">=", 1.4),
     "train_vs_keras_1t": (">=", 1.2),
@@ -353,6 +354,37 @@ def inspect_row(dm, big, repeats):
     return row("inspect_vs_h5ls", ours, peer, "s", direction="lower is better",
                details={"repeats": repeats, "timing": "median wall time of the whole process, output to /dev/null, warm cache",
                         "cpu_seconds": {k: median(v) for k, v in cpu.items()},
+                        "samples": samples})
+
+
+def inspect_many_row(dm, work, repeats, count=100):
+    """inspect over `count` bundles in one process (`dropmodel inspect --json A B ...`, JSON Lines)
+    against `h5ls -r A B ...`, also one process: start-up paid once on both sides."""
+    folder = os.path.join(work, "many")
+    os.makedirs(folder, exist_ok=True)
+    first = os.path.join(folder, "b000.h5")
+    run([dm, "init", "--layers", "784,128,64,10", "--seed", "1", "-o", first])
+    files = [first]
+    for i in range(1, count):
+        f = os.path.join(folder, f"b{i:03d}.h5")
+        shutil.copyfile(first, f)
+        files.append(f)
+    commands = {"ours": [dm, "inspect", "--json"] + files, "peer": ["h5ls", "-r"] + files}
+    envs = {"ours": ours_env(), "peer": peer_env()}
+    samples = {k: [] for k in commands}
+    for _ in range(2):
+        for k in commands:
+            run(commands[k], env=envs[k], stdout_path=os.devnull)
+    for rep in range(repeats):
+        for k in (commands if rep % 2 == 0 else list(commands)[::-1]):
+            seconds, _, _, _, _ = run(commands[k], env=envs[k], stdout_path=os.devnull)
+            samples[k].append(seconds)
+    shutil.rmtree(folder)
+    ours, peer = median(samples["ours"]), median(samples["peer"])
+    log(f"inspect x{count}: dropmodel {ours * 1000:.1f} ms, h5ls -r {peer * 1000:.1f} ms")
+    return row("inspect100_vs_h5ls", ours, peer, "s", direction="lower is better",
+               details={"bundles": count, "repeats": repeats,
+                        "timing": "median wall time of one process over all bundles, output to /dev/null, warm cache",
                         "samples": samples})
 
 
@@ -870,6 +902,7 @@ def main():
             rows.update(bake)
             if "inspect" in only:
                 rows.update([inspect_row(dm, big, inspect_repeats)])
+                rows.update([inspect_many_row(dm, work, max(3, inspect_repeats // 2))])
             os.remove(big)
         gemm_ours = gemm_peer = None
         if only & {"gemm", "train", "cnn"}:  # the efficiency rows need the kernel's GFLOP/s
