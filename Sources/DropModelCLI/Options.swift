@@ -191,7 +191,7 @@ struct RecipeOptions: ParsableArguments {
             r.architecture = shape.architecture
             // New layers without keep probabilities: the paper's defaults for them.
             if keep == nil && dropoutRate == nil && r.keep.count != r.weightedLayerCount {
-                r.keep = Self.defaultKeep(network)
+                r.keep = network.defaultKeep
             }
             if r.dropoutModes.count != r.weightedLayerCount { r.dropoutModes = [] }
         }
@@ -216,24 +216,6 @@ struct RecipeOptions: ParsableArguments {
         if let testLimit { r.testLimit = testLimit }
         if let first = r.problems().first { throw DropModelError(code: .usage, file: "", message: first) }
         return r
-    }
-}
-
-extension RecipeOptions {
-    /// The paper's keep probabilities for a network: 0.8 for a dense network's inputs, 0.9 for
-    /// an image's, 0.75 for the inputs of later conv layers, 0.5 for hidden dense layers'.
-    static func defaultKeep(_ network: LayerGrammar.Network) -> [Double] {
-        var out: [Double] = []
-        for layer in network.layers where layer.item.isWeighted {
-            if out.isEmpty {
-                out.append(network.input.channels == nil ? 0.8 : 0.9)
-            } else if case .conv2d = layer.item {
-                out.append(0.75)
-            } else {
-                out.append(0.5)
-            }
-        }
-        return out
     }
 }
 

@@ -100,6 +100,23 @@ public enum LayerGrammar {
             return [n] + layers.map(\.output.count)
         }
 
+        /// The paper's keep probabilities for this network, one per weighted layer: 0.8 for a dense
+        /// network's inputs, 0.9 for an image's, 0.75 for the inputs of later conv layers, 0.5 for
+        /// hidden dense layers'.
+        public var defaultKeep: [Double] {
+            var out: [Double] = []
+            for layer in layers where layer.item.isWeighted {
+                if out.isEmpty {
+                    out.append(input.channels == nil ? 0.8 : 0.9)
+                } else if case .conv2d = layer.item {
+                    out.append(0.75)
+                } else {
+                    out.append(0.5)
+                }
+            }
+            return out
+        }
+
         /// A dense network of these widths (input first).
         public static func dense(_ widths: [Int]) -> Network {
             Network(

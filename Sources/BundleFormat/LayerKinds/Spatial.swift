@@ -301,11 +301,11 @@ struct PoolingRules: LayerKindRules {
     }
 }
 
-/// `global_avg_pool2d`: H×W×C → C, each channel's mean over the image (the sum in row-major
-/// order, then one division). Attribute `input_shape`.
-struct GlobalAveragePoolingRules: LayerKindRules {
-    var kind: LayerKind { .globalAvgPool2d }
+/// A weightless kind that reads an image (`input_shape` its only attribute) and writes flat
+/// features: `global_avg_pool2d` and `flatten` share everything but their output size and bounds.
+protocol ImageToFlatRules: LayerKindRules {}
 
+extension ImageToFlatRules {
     func readAttributes(
         _ g: Group, _ reader: inout LayerAttributeReader, into attributes: inout LayerAttributes
     ) -> Bool {
@@ -317,6 +317,30 @@ struct GlobalAveragePoolingRules: LayerKindRules {
     func sizeProblem(_ layer: LayerInfo) -> String? { Spatial.sizeProblem(layer) }
 
     func writeAttributes(_ layer: LayerInfo, to g: Group) throws { try Spatial.writeImage(layer.inputShape, to: g) }
+
+    func declaredInputShape(_ layer: LayerInfo) -> TensorShape? { layer.inputShape }
+
+    func parameterShapes(_ layer: LayerInfo) -> ParameterShapes? { nil }
+
+    func declaredParameterText(_ layer: LayerInfo) -> (weight: String, bias: String) { ("no weights", "no bias") }
+
+    func shapeText(_ layer: LayerInfo) -> String {
+        let output = layer.inputShape.map { outputShape(layer, input: $0).description }
+        return "\(layer.inputShape.map(\.description) ?? "?") -> \(output ?? "?")"
+    }
+
+    func jsonAttributes(_ layer: LayerInfo) -> [(String, JSONValue)] {
+        [
+            ("input_shape", Spatial.shapeJSON(layer.inputShape)),
+            ("output_shape", Spatial.shapeJSON(layer.inputShape.map { outputShape(layer, input: $0) })),
+        ]
+    }
+}
+
+/// `global_avg_pool2d`: H×W×C → C, each channel's mean over the image (the sum in row-major
+/// order, then one division). Attribute `input_shape`.
+struct GlobalAveragePoolingRules: ImageToFlatRules {
+    var kind: LayerKind { .globalAvgPool2d }
 
     func problems(_ layer: LayerInfo, object obj: String) -> [(object: String, message: String, hint: String?)] {
         var out = Spatial.problems(layer, object: obj, windowName: nil)
@@ -331,45 +355,16 @@ struct GlobalAveragePoolingRules: LayerKindRules {
         return out
     }
 
-    func declaredInputShape(_ layer: LayerInfo) -> TensorShape? { layer.inputShape }
-
     func outputShape(_ layer: LayerInfo, input: TensorShape) -> TensorShape { .flat(input.channels ?? 0) }
 
-    func parameterShapes(_ layer: LayerInfo) -> ParameterShapes? { nil }
-
-    func declaredParameterText(_ layer: LayerInfo) -> (weight: String, bias: String) { ("no weights", "no bias") }
-
     var weightLayoutHint: String { "a global average pooling layer has no weight or bias datasets" }
-
-    func shapeText(_ layer: LayerInfo) -> String {
-        "\(layer.inputShape.map(\.description) ?? "?") -> \(layer.inputShape?.channels.map(String.init) ?? "?")"
-    }
-
-    func jsonAttributes(_ layer: LayerInfo) -> [(String, JSONValue)] {
-        [
-            ("input_shape", Spatial.shapeJSON(layer.inputShape)),
-            ("output_shape", layer.inputShape?.channels.map { .array([.int($0)]) } ?? .null),
-        ]
-    }
 }
 
 /// `flatten`: H×W×C → H·W·C features in NHWC order, element (h, w, c) at (h·W + w)·C + c (Keras's
 /// channels_last order). No arithmetic: the engine's buffers are already in this order.
 /// Attribute `input_shape`.
-struct FlattenRules: LayerKindRules {
+struct FlattenRules: ImageToFlatRules {
     var kind: LayerKind { .flatten }
-
-    func readAttributes(
-        _ g: Group, _ reader: inout LayerAttributeReader, into attributes: inout LayerAttributes
-    ) -> Bool {
-        guard let image = Spatial.readImage(g, &reader) else { return false }
-        attributes.inputShape = image
-        return true
-    }
-
-    func sizeProblem(_ layer: LayerInfo) -> String? { Spatial.sizeProblem(layer) }
-
-    func writeAttributes(_ layer: LayerInfo, to g: Group) throws { try Spatial.writeImage(layer.inputShape, to: g) }
 
     func problems(_ layer: LayerInfo, object obj: String) -> [(object: String, message: String, hint: String?)] {
         var out = Spatial.problems(layer, object: obj, windowName: nil)
@@ -380,24 +375,7 @@ struct FlattenRules: LayerKindRules {
         return out
     }
 
-    func declaredInputShape(_ layer: LayerInfo) -> TensorShape? { layer.inputShape }
-
     func outputShape(_ layer: LayerInfo, input: TensorShape) -> TensorShape { .flat(input.count) }
 
-    func parameterShapes(_ layer: LayerInfo) -> ParameterShapes? { nil }
-
-    func declaredParameterText(_ layer: LayerInfo) -> (weight: String, bias: String) { ("no weights", "no bias") }
-
     var weightLayoutHint: String { "a flatten layer has no weight or bias datasets" }
-
-    func shapeText(_ layer: LayerInfo) -> String {
-        "\(layer.inputShape.map(\.description) ?? "?") -> \(layer.inputShape.map { String($0.count) } ?? "?")"
-    }
-
-    func jsonAttributes(_ layer: LayerInfo) -> [(String, JSONValue)] {
-        [
-            ("input_shape", Spatial.shapeJSON(layer.inputShape)),
-            ("output_shape", layer.inputShape.map { .array([.int($0.count)]) } ?? .null),
-        ]
-    }
 }
