@@ -44,26 +44,18 @@ struct Inspect: ParsableCommand {
             return
         }
         // Several: start-up is paid once; a bad file does not stop the others.
-        var worst: DropModelError?
+        var status = ExitStatus.success
         for (i, file) in files.enumerated() {
             do {
                 let text = try show(file, compact: true)
                 if !jsonOption.json && i > 0 { print("") }
                 print(text)
-            } catch {
-                let e: DropModelError
-                if let d = error as? DropModelError {
-                    e = d
-                } else if let h = error as? HDF5Error {
-                    e = DropModelError(h)
-                } else {
-                    e = DropModelError(code: .unreadable, file: file, object: "/", message: "\(error)")
-                }
+            } catch let e as DropModelError {
                 DropModelCommand.report(e, command: Self.self)
-                if worst.map({ ExitStatus.of(e.code) > ExitStatus.of($0.code) }) ?? true { worst = e }
+                status = max(status, ExitStatus.of(e.code))
             }
         }
-        if let worst { throw ExitCode(ExitStatus.of(worst.code)) }
+        if status != ExitStatus.success { throw ExitCode(status) }
     }
 
     /// One file's report: text, or JSON (one line when `compact`).
