@@ -35,10 +35,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
+        // The headers come from Debian's hdf5/serial folder (shim.h), the library from the
+        // archive that HDF5Layer links; no pkg-config, whose flags would link the shared library.
         .systemLibrary(
             name: "CHDF5",
             path: "Sources/CHDF5",
-            pkgConfig: "hdf5",
             providers: [.apt(["libhdf5-dev"])]
         ),
         .target(
@@ -57,7 +58,14 @@ let package = Package(
                 "CHDF5", "CProbe", "CFletcher", "DropModelBase",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: swiftSettings,
+            // libhdf5 linked statically from Debian's libhdf5-dev archive: the shared library loads
+            // 35 more (curl, GnuTLS, Kerberos, LDAP, for a network driver dropmodel never uses),
+            // and resolving them was a third of every command's start (docs/benchmarks.md).
+            linkerSettings: [
+                .unsafeFlags(["-L/usr/lib/x86_64-linux-gnu/hdf5/serial", "-Xlinker", "-l:libhdf5.a"]),
+                .linkedLibrary("sz"), .linkedLibrary("z"), .linkedLibrary("dl"), .linkedLibrary("m"),
+            ]
         ),
         .target(
             name: "BundleFormat",

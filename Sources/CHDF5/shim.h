@@ -9,8 +9,8 @@
 #ifndef DROPMODEL_CHDF5_SHIM_H
 #define DROPMODEL_CHDF5_SHIM_H
 
-#include <hdf5.h>
-#include <H5PLpublic.h>
+#include <hdf5/serial/hdf5.h>
+#include <hdf5/serial/H5PLpublic.h>
 
 // Default identifiers.
 static inline hid_t chdf5_P_DEFAULT(void) { return H5P_DEFAULT; }

@@ -38,10 +38,14 @@ enum Format {
         let all = [header] + rows
         let widths = header.indices.map { c in all.map { $0[c].count }.max() ?? 0 }
         func line(_ r: [String]) -> String {
-            r.enumerated().map { c, cell in
+            var text = r.enumerated().map { c, cell in
                 let padding = String(repeating: " ", count: widths[c] - cell.count)
                 return rightAligned.contains(c) ? padding + cell : cell + padding
-            }.joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
+            }.joined(separator: "  ")
+            // Trailing blanks trimmed by hand: a regular expression here set up ICU's regex engine,
+            // a quarter of inspect's own time (docs/benchmarks.md).
+            while text.last?.isWhitespace == true { text.removeLast() }
+            return text
         }
         return all.map(line).joined(separator: "\n")
     }
