@@ -31,6 +31,13 @@ public final class BundleReader: @unchecked Sendable {
         self.layerGroups = parsed.layerGroups
     }
 
+    /// Prepares to open several bundles one after the other: their isolated pre-reads run
+    /// together (``File/preRead(_:)``), so each ``init(path:)`` that follows starts at once. Only
+    /// a speed-up: every open still checks and refuses exactly as it would alone.
+    public static func preRead(_ paths: [String]) {
+        File.preRead(paths)
+    }
+
     /// What a lenient parse of `path` found: the metadata if it could be assembled, and every
     /// problem (empty for a valid bundle).
     public struct Diagnosis: Sendable {

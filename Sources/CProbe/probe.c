@@ -4,8 +4,8 @@
 #include "dm_probe.h"
 #include "dm_limits.h"
 
-#include <hdf5.h>
-#include <H5PLpublic.h>
+#include <hdf5/serial/hdf5.h>
+#include <hdf5/serial/H5PLpublic.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -40,9 +41,18 @@ enum { CHILD_DONE = 0, CHILD_MEMORY = 3 };
 // ---------------------------------------------------------------------------------------------
 // Child: the walk.
 
+// Where the walk is, in an anonymous shared mapping made before the fork: the child writes each
+// step there (no system call per step) and the parent reads it once the child has ended.
 typedef struct {
-    int fd;        // the step pipe
-    long visited;  // objects visited
+    volatile int current;   // index of the file being walked (-1: none yet)
+    volatile int finished;  // the files before this index are walked to the end
+    volatile int memory;    // the walk stopped on an allocation failure
+    char step[sizeof(((dm_probe_result *)0)->step)];
+} walk_report;
+
+typedef struct {
+    walk_report *report;
+    long visited;  // objects visited in the current file
 } walker;
 
 static void write_all(int fd, const char *p, size_t n) {
@@ -57,19 +67,19 @@ static void write_all(int fd, const char *p, size_t n) {
     }
 }
 
-// Reports the step about to be taken: "OBJECT\tWHAT\n" (control characters replaced).
+// Records the step about to be taken: "OBJECT\tWHAT" (control characters replaced).
 static void step(walker *w, const char *object, const char *what, const char *attribute) {
     char buf[sizeof(((dm_probe_result *)0)->step)];
     int n = attribute ? snprintf(buf, sizeof buf, "%s@%s\t%s", object, attribute, what)
                       : snprintf(buf, sizeof buf, "%s\t%s", object, what);
     if (n < 0) return;
-    if ((size_t)n > sizeof buf - 2) n = (int)sizeof buf - 2;
+    if ((size_t)n > sizeof buf - 1) n = (int)sizeof buf - 1;
     for (int i = 0; i < n; i++) {
         unsigned char c = (unsigned char)buf[i];
         if (c == '\n' || c == '\r' || (c < 0x20 && c != '\t')) buf[i] = '?';
     }
-    buf[n++] = '\n';
-    write_all(w->fd, buf, (size_t)n);
+    buf[n] = 0;
+    memcpy(w->report->step, buf, (size_t)n + 1);
 }
 
 static herr_t find_allocation_failure(unsigned n, const H5E_error2_t *e, void *data) {
@@ -85,7 +95,7 @@ static void after_failure(walker *w) {
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, find_allocation_failure, &found);
     H5Eclear2(H5E_DEFAULT);
     if (found) {
-        write_all(w->fd, "=memory\n", 8);
+        w->report->memory = 1;
         _exit(CHILD_MEMORY);
     }
 }
@@ -335,18 +345,35 @@ static void probe_object(walker *w, hid_t object, const char *path, int depth) {
     }
 }
 
+static rlim_t cpu_seconds(int cpu_limit_ms) {
+    rlim_t seconds = (rlim_t)((cpu_limit_ms + 999) / 1000);
+    return seconds < 1 ? 1 : seconds;
+}
+
+// Before each file of a batch: the soft CPU limit becomes the CPU time used so far (rounded
+// up) plus one file's allowance, so each file has the same budget as a file read alone.
+static void cpu_limit_file(int cpu_limit_ms) {
+    struct rusage u;
+    struct rlimit cpu;
+    if (getrusage(RUSAGE_SELF, &u) != 0 || getrlimit(RLIMIT_CPU, &cpu) != 0) return;
+    rlim_t used = (rlim_t)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1;
+    rlim_t soft = used + cpu_seconds(cpu_limit_ms);
+    cpu.rlim_cur = soft < cpu.rlim_max ? soft : cpu.rlim_max;
+    setrlimit(RLIMIT_CPU, &cpu);
+}
+
 // Every child's set-up: killed with its parent, a CPU-time limit, default handling of fatal
 // signals (no runtime crash handler, no backtrace), no core file, stderr on /dev/null unless
 // kept, the memory limit, HDF5 error printing off.
-static void child_setup(unsigned long long memory_limit, int keep_stderr, pid_t parent, int cpu_limit_ms) {
+static void child_setup(unsigned long long memory_limit, int keep_stderr, pid_t parent, int cpu_limit_ms, int files) {
     // The child never outlives the parent (killed with it, e.g. by SIGKILL or a test's timeout).
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(CHILD_DONE + 9);
     // The limit on a looping libhdf5 is CPU time, not wall time: a loaded machine slows the
-    // child without spending its budget. SIGXCPU at the soft limit, SIGKILL one second later.
-    rlim_t seconds = (rlim_t)((cpu_limit_ms + 999) / 1000);
-    if (seconds < 1) seconds = 1;
-    struct rlimit cpu = {seconds, seconds + 1};
+    // child without spending its budget. SIGXCPU at the soft limit (per file: cpu_limit_file),
+    // SIGKILL at the hard limit, two seconds more per file than all of them together.
+    rlim_t seconds = cpu_seconds(cpu_limit_ms);
+    struct rlimit cpu = {seconds, (seconds + 2) * (rlim_t)(files > 0 ? files : 1)};
     setrlimit(RLIMIT_CPU, &cpu);
     const int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS, SIGPIPE};
     for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) signal(fatal[i], SIG_DFL);
@@ -373,55 +400,86 @@ static void child_setup(unsigned long long memory_limit, int keep_stderr, pid_t 
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
 
-// Closes every inherited descriptor above stderr except `keep_a` and `keep_b` (-1: none): a
-// child must not keep the parent's files (their flock locks, pipes' ends) alive.
-static void close_inherited(int keep_a, int keep_b) {
-    if (keep_a > keep_b) {
-        int t = keep_a;
-        keep_a = keep_b;
-        keep_b = t;
-    }
+// Closes every inherited descriptor above stderr except the `n` in `keep` (-1 entries ignored;
+// sorted here): a child must not keep the parent's files (their flock locks, pipes' ends) alive.
+static void close_inherited(int *keep, int n) {
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
+            int t = keep[j];
+            keep[j] = keep[j - 1];
+            keep[j - 1] = t;
+        }
     unsigned lo = 3;
-    int keep[2] = {keep_a, keep_b};
-    for (int i = 0; i < 2; i++) {
-        if (keep[i] < 3) continue;
+    for (int i = 0; i < n; i++) {
+        if (keep[i] < (int)lo) continue;
         if ((unsigned)keep[i] > lo) close_range(lo, (unsigned)keep[i] - 1, 0);
         lo = (unsigned)keep[i] + 1;
     }
     close_range(lo, ~0u, 0);
 }
 
-static void child_main(const char *path, int fd, int file_fd, unsigned long long memory_limit, int keep_stderr,
-                       pid_t parent, int cpu_limit_ms) {
-    child_setup(memory_limit, keep_stderr, parent, cpu_limit_ms);
-    // The parent's open descriptor of the file stays open: `path` may name it (/proc/self/fd/N),
-    // so the child reads the very file the parent will read, whatever happens to its name.
-    close_inherited(fd, file_fd);
-    walker w = {fd, 0};
-    H5PLset_loading_state(0);
-    step(&w, "/", "check the file signature", NULL);
+// Walks one file; returns when done (an allocation failure exits the child).
+static void walk_file(walker *w, const char *path) {
+    w->visited = 0;
+    step(w, "/", "check the file signature", NULL);
     if (H5Fis_hdf5(path) <= 0) {
-        write_all(fd, "=done\n", 6);
-        _exit(CHILD_DONE);
+        H5Eclear2(H5E_DEFAULT);
+        return;
     }
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl >= 0) H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
     // The driver the parent reads with (File.open): stdio, which opens /proc/self/fd/N as it is,
     // where sec2 would resolve the link's target by name (and fail once the file was replaced).
     if (fapl >= 0) H5Pset_fapl_stdio(fapl);
-    step(&w, "/", "open the file", NULL);
+    step(w, "/", "open the file", NULL);
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl >= 0 ? fapl : H5P_DEFAULT);
     if (file >= 0) {
-        step(&w, "/", "open the root group", NULL);
+        step(w, "/", "open the root group", NULL);
         hid_t root = H5Oopen(file, "/", H5P_DEFAULT);
-        if (root >= 0) probe_object(&w, root, "/", 0);
-        else after_failure(&w);
+        if (root >= 0) {
+            probe_object(w, root, "/", 0);
+            H5Oclose(root);
+        } else {
+            after_failure(w);
+        }
+        // Read-only and closed strongly: closing writes nothing and closes what is still open.
+        step(w, "/", "close the file", NULL);
+        H5Fclose(file);
     } else {
-        after_failure(&w);
+        after_failure(w);
     }
-    // Nothing is closed: the child leaves with _exit, so nothing is flushed (the parent's open
-    // files included) and no exit handler runs.
-    write_all(fd, "=done\n", 6);
+    if (fapl >= 0) H5Pclose(fapl);
+    H5Eclear2(H5E_DEFAULT);
+    // Give back libhdf5's free lists, so the memory limit applies to each file alike.
+    H5garbage_collect();
+}
+
+// Walks files[first..<count] (skipping those marked skipped), recording progress in `report`;
+// leaves with _exit, so nothing is flushed (the parent's open files included) and no exit
+// handler runs. `alive` is the pipe the parent watches for the child's end.
+static void child_main(const char *const *paths, const int *file_fds, const dm_probe_result *results, int first,
+                       int count, int alive, walk_report *report, unsigned long long memory_limit, int keep_stderr,
+                       pid_t parent, int cpu_limit_ms) {
+    child_setup(memory_limit, keep_stderr, parent, cpu_limit_ms, count - first);
+    // The parent's open descriptors of the files stay open: the paths may name them
+    // (/proc/self/fd/N), so the child reads the very files the parent will read.
+    int *keep = malloc(sizeof(int) * (size_t)(count - first + 1));
+    if (!keep) _exit(CHILD_MEMORY);
+    int n = 0;
+    keep[n++] = alive;
+    for (int i = first; i < count; i++) keep[n++] = file_fds[i];
+    close_inherited(keep, n);
+    free(keep);
+    H5PLset_loading_state(0);
+    walker w = {report, 0};
+    for (int i = first; i < count; i++) {
+        if (results[i].outcome != DM_PROBE_SKIPPED) {
+            report->current = i;
+            if (i > first) cpu_limit_file(cpu_limit_ms);
+            walk_file(&w, paths[i]);
+        }
+        report->finished = i + 1;
+    }
     _exit(CHILD_DONE);
 }
 
@@ -477,24 +535,46 @@ static pid_t fork_with_pipe(int p[2], dm_probe_result *result) {
     return pid;
 }
 
-int dm_probe_start(const char *path, int file_fd, unsigned long long memory_limit_bytes, int keep_stderr,
-                   int cpu_limit_ms, int *read_fd, dm_probe_result *result) {
-    memset(result, 0, sizeof *result);
-    result->exit_status = -1;
-    *read_fd = -1;
-    if (already_open(path)) {
-        result->outcome = DM_PROBE_SKIPPED;
+int dm_probe_start_files(const char *const *paths, const int *file_fds, int count, int first,
+                         unsigned long long memory_limit_bytes, int keep_stderr, int cpu_limit_ms,
+                         dm_probe_session *session, dm_probe_result *results) {
+    memset(session, 0, sizeof *session);
+    session->read_fd = -1;
+    int walked = 0;
+    for (int i = first; i < count; i++) {
+        memset(&results[i], 0, sizeof results[i]);
+        results[i].exit_status = -1;
+        if (already_open(paths[i])) results[i].outcome = DM_PROBE_SKIPPED;
+        else walked++;
+    }
+    if (walked == 0) return 0;
+    walk_report *report = mmap(NULL, sizeof(walk_report), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    int target = first;
+    while (results[target].outcome == DM_PROBE_SKIPPED) target++;
+    if (report == MAP_FAILED) {
+        results[target].outcome = DM_PROBE_UNAVAILABLE;
+        results[target].errno_value = errno;
         return 0;
     }
+    report->current = -1;
+    report->finished = first;
+    report->memory = 0;
+    report->step[0] = 0;
     int p[2];
     const pid_t parent = getpid();
-    pid_t pid = fork_with_pipe(p, result);
-    if (pid < 0) return 0;
+    pid_t pid = fork_with_pipe(p, &results[target]);
+    if (pid < 0) {
+        munmap(report, sizeof(walk_report));
+        return 0;
+    }
     if (pid == 0) {
-        child_main(path, p[1], file_fd, memory_limit_bytes, keep_stderr, parent, cpu_limit_ms);
+        child_main(paths, file_fds, results, first, count, p[1], report, memory_limit_bytes, keep_stderr, parent,
+                   cpu_limit_ms);
         _exit(CHILD_DONE);
     }
-    *read_fd = p[0];
+    session->pid = pid;
+    session->read_fd = p[0];
+    session->report = report;
     return pid;
 }
 
@@ -556,30 +636,6 @@ static int collect(int pid, int fd, int timeout_ms, int (*take)(void *ctx, const
     return ended;
 }
 
-// The walk's report: lines "OBJECT\tWHAT", then "=done" or "=memory".
-typedef struct {
-    char line[sizeof(((dm_probe_result *)0)->step)];
-    size_t length;
-    char last[sizeof(((dm_probe_result *)0)->step)];
-    int done, memory;
-} step_reader;
-
-static int take_steps(void *ctx, const char *bytes, size_t n) {
-    step_reader *s = ctx;
-    for (size_t i = 0; i < n; i++) {
-        if (bytes[i] != '\n') {
-            if (s->length < sizeof s->line - 1) s->line[s->length++] = bytes[i];
-            continue;
-        }
-        s->line[s->length] = 0;
-        if (strcmp(s->line, "=done") == 0) s->done = 1;
-        else if (strcmp(s->line, "=memory") == 0) s->memory = 1;
-        else memcpy(s->last, s->line, s->length + 1);
-        s->length = 0;
-    }
-    return 0;
-}
-
 // The wall-clock backstop for a child limited to `cpu_limit_ms` of CPU (one blocked rather than
 // spinning): six times the CPU limit, at least a minute.
 static int wall_limit_ms(int cpu_limit_ms) {
@@ -598,13 +654,64 @@ static int outcome(int ended, int memory, int done, int reaped, const dm_probe_r
     return DM_PROBE_CRASHED;
 }
 
-void dm_probe_wait(int pid, int read_fd, int timeout_ms, dm_probe_result *result) {
-    step_reader steps;
-    memset(&steps, 0, sizeof steps);
-    int reaped = 0;
-    int ended = collect(pid, read_fd, wall_limit_ms(timeout_ms), take_steps, &steps, result, &reaped);
-    memcpy(result->step, steps.last, sizeof result->step);
-    result->outcome = outcome(ended, steps.memory, steps.done, reaped, result);
+int dm_probe_wait_files(dm_probe_session *session, int first, int count, int cpu_limit_ms,
+                        dm_probe_result *results) {
+    walk_report *report = session->report;
+    const int wall = wall_limit_ms(cpu_limit_ms);
+    long long start = now_ms(), since = start;
+    int seen_current = report->current, seen_finished = report->finished;
+    int timed_out = 0;
+    // The child never writes on the pipe: its end of file says the child is gone. Every quarter
+    // of a second without that, the backstop restarts if the walk moved on to another file.
+    for (;;) {
+        struct pollfd pfd = {session->read_fd, POLLIN, 0};
+        int ready = poll(&pfd, 1, 250);
+        if (ready < 0 && errno != EINTR) break;
+        if (ready > 0) {
+            char byte;
+            ssize_t n = read(session->read_fd, &byte, 1);
+            if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) break;
+            continue;
+        }
+        int current = report->current, finished = report->finished;
+        long long now = now_ms();
+        if (current != seen_current || finished != seen_finished) {
+            seen_current = current;
+            seen_finished = finished;
+            since = now;
+        }
+        if (now - since >= wall) {
+            timed_out = 1;
+            kill(session->pid, SIGKILL);
+            break;
+        }
+    }
+    int status = 0;
+    pid_t r;
+    do r = waitpid(session->pid, &status, 0); while (r < 0 && errno == EINTR);
+    close(session->read_fd);
+    int reaped = r == session->pid;
+    int finished = report->finished;
+    if (finished < first) finished = first;
+    if (finished > count) finished = count;
+    while (finished < count && results[finished].outcome == DM_PROBE_SKIPPED) finished++;
+    int next = finished;
+    if (finished < count) {
+        // The file the child was walking when it ended (or would have walked next).
+        dm_probe_result *result = &results[finished];
+        result->elapsed_ms = now_ms() - start;
+        if (reaped && WIFSIGNALED(status)) result->signal = WTERMSIG(status);
+        if (reaped && WIFEXITED(status)) result->exit_status = WEXITSTATUS(status);
+        memcpy(result->step, report->step, sizeof result->step);
+        result->step[sizeof result->step - 1] = 0;
+        if (report->current != finished) result->step[0] = 0;  // it had not started this file
+        result->outcome = outcome(timed_out, report->memory, 0, reaped, result);
+        next = finished + 1;
+    }
+    munmap(report, sizeof(walk_report));
+    session->report = NULL;
+    session->read_fd = -1;
+    return next;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -705,7 +812,7 @@ void dm_isolated_read_strings(long long attribute, long long memtype, unsigned l
     pid_t pid = fork_with_pipe(p, result);
     if (pid < 0) return;
     if (pid == 0) {
-        child_setup(memory_limit_bytes, keep_stderr, parent, timeout_ms);
+        child_setup(memory_limit_bytes, keep_stderr, parent, timeout_ms, 1);
         // Keep only the pipe and the descriptor of the attribute's own file.
         int file_fd = -1;
         hid_t file = H5Iget_file_id((hid_t)attribute);
@@ -719,7 +826,8 @@ void dm_isolated_read_strings(long long attribute, long long memtype, unsigned l
             if (H5Fget_vfd_handle(file, H5P_DEFAULT, &handle) >= 0 && handle)
                 file_fd = is_stdio ? (*(FILE **)handle ? fileno(*(FILE **)handle) : -1) : *(int *)handle;
         }
-        close_inherited(p[1], file_fd);
+        int keep[2] = {p[1], file_fd};
+        close_inherited(keep, 2);
         strings_child((hid_t)attribute, (hid_t)memtype, (size_t)count, (size_t)max_string_bytes, p[1]);
         _exit(CHILD_DONE);
     }

@@ -46,6 +46,8 @@ struct Inspect: ParsableCommand {
         // Several: start-up is paid once; a bad file does not stop the others.
         var status = ExitStatus.success
         for (i, file) in files.enumerated() {
+            // The isolated pre-reads of the next files in one child, a batch at a time.
+            if i % 64 == 0 { BundleReader.preRead(Array(files[i..<min(i + 64, files.count)])) }
             do {
                 let text = try show(file, compact: true)
                 if !jsonOption.json && i > 0 { print("") }

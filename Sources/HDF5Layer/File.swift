@@ -79,6 +79,24 @@ public final class File: @unchecked Sendable {
         }
     }
 
+    /// Pre-reads several files at once, before they are opened one by one: one isolated child
+    /// walks as many of them as it can (Specs/bundle-format.md, 10.1), instead of a child per
+    /// ``open(_:limits:)``, and each verdict is remembered for the unchanged file, so the opens
+    /// that follow start at once. Changes nothing else: every open still refuses a file whose
+    /// pre-read failed, with the same error, and a file changed in between is pre-read again.
+    /// Files that cannot be opened are passed over (their open reports why).
+    public static func preRead(_ paths: [String]) {
+        var pinned: [PinnedDescriptor] = []
+        var targets: [Probe.Target] = []
+        for path in paths {
+            guard let p = try? PinnedDescriptor(opening: path, at: Location(file: path, object: "/")) else { continue }
+            pinned.append(p)
+            targets.append(Probe.Target(path: path, openPath: p.openPath, descriptor: p.descriptor))
+        }
+        defer { pinned.forEach { $0.close() } }
+        _ = Probe.preRead(targets)
+    }
+
     /// Creates (truncating) a file for writing. Prefer ``writeAtomically(to:_:)``.
     public static func create(_ path: String) throws -> File {
         let loc = Location(file: path, object: "/")

@@ -50,41 +50,104 @@ enum Probe {
     /// that opens one file several times pays once. Guarded by the HDF5 lock.
     nonisolated(unsafe) private static var verdicts: [FileIdentity: HDF5Error?] = [:]
 
+    /// A file to pre-read: the user's path (named in errors), the path the child opens
+    /// (/proc/self/fd/N for `descriptor`, which it keeps open) and the pinned descriptor.
+    struct Target {
+        var path: String
+        var openPath: String
+        var descriptor: Int32
+    }
+
     /// Runs the child on the open file `descriptor` (or reuses its verdict for this unchanged
-    /// file); returns normally when the file may be opened. The child opens `openPath`
-    /// (/proc/self/fd/N for `descriptor`, which it keeps open); errors name `path`, the user's.
+    /// file); returns normally when the file may be opened. Errors name `path`, the user's.
     static func check(_ path: String, openPath: String, descriptor: Int32) throws {
-        let identity = FileIdentity(descriptor: descriptor)
-        if let identity, let verdict = HDF5Library.withLock({ verdicts[identity] }) {
-            if let error = verdict { throw error }
-            return
+        if let error = preRead([Target(path: path, openPath: openPath, descriptor: descriptor)])[0] {
+            throw error
         }
-        var result = dm_probe_result()
-        var fd: Int32 = -1
-        // No other thread may be inside libhdf5 while the process forks: take the library lock.
-        let pid = HDF5Library.withLock {
-            dm_probe_start(
-                openPath, descriptor, memoryAllowance, keepStandardError ? 1 : 0, timeoutMilliseconds, &fd, &result)
+    }
+
+    /// The verdicts for `targets` (nil: the file may be opened), from earlier pre-reads of the
+    /// unchanged files where there are any, else from children that walk the rest in order, one
+    /// child for as many files as it gets through (a file that crashes its child ends that
+    /// child; the next one starts at the following file). Each file gets the limits of a file
+    /// read alone.
+    static func preRead(_ targets: [Target]) -> [HDF5Error?] {
+        let identities = targets.map { FileIdentity(descriptor: $0.descriptor) }
+        var known: [HDF5Error??] = HDF5Library.withLock {
+            identities.map { identity in identity.flatMap { verdicts[$0] } }
         }
-        if pid > 0 { dm_probe_wait(pid, fd, timeoutMilliseconds, &result) }
-        let step = withUnsafeBytes(of: result.step) { raw in
-            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-        }
-        let parts = step.split(separator: "\t", maxSplits: 1).map(String.init)
-        let object = parts.first.flatMap { $0.isEmpty ? nil : $0 } ?? "/"
-        let activity = parts.count > 1 ? parts[1] : "open the file"
-        let error = failure(
-            result, at: Location(file: path, object: object),
-            operation: "read the file's metadata (\(activity))", what: "this file's metadata")
-        if let identity, result.outcome != Int32(DM_PROBE_SKIPPED.rawValue),
-            result.outcome != Int32(DM_PROBE_UNAVAILABLE.rawValue)
-        {
+        let pending = targets.indices.filter { known[$0] == nil }
+        if !pending.isEmpty {
+            let found = walk(pending.map { targets[$0] })
             HDF5Library.withLock {
-                if verdicts.count >= 4096 { verdicts.removeAll() }  // a long-running process (the fuzzer)
-                verdicts[identity] = .some(error)
+                for (k, i) in pending.enumerated() {
+                    known[i] = .some(found[k].error)
+                    if let identity = identities[i], found[k].remember {
+                        if verdicts.count >= 4096 { verdicts.removeAll() }  // a long-running process (the fuzzer)
+                        verdicts[identity] = .some(found[k].error)
+                    }
+                }
             }
         }
-        if let error { throw error }
+        return known.map { $0 ?? nil }
+    }
+
+    /// Walks `targets` in as few children as it takes.
+    private static func walk(_ targets: [Target]) -> [(error: HDF5Error?, remember: Bool)] {
+        let count = Int32(targets.count)
+        var results = [dm_probe_result](repeating: dm_probe_result(), count: targets.count)
+        let descriptors = targets.map(\.descriptor)
+        var next: Int32 = 0
+        withCStrings(targets.map(\.openPath)) { paths in
+            descriptors.withUnsafeBufferPointer { fds in
+                results.withUnsafeMutableBufferPointer { out in
+                    while next < count {
+                        var session = dm_probe_session()
+                        // No other thread may be inside libhdf5 while the process forks: take the lock.
+                        let pid = HDF5Library.withLock {
+                            dm_probe_start_files(
+                                paths, fds.baseAddress, count, next, memoryAllowance, keepStandardError ? 1 : 0,
+                                timeoutMilliseconds, &session, out.baseAddress)
+                        }
+                        if pid > 0 {
+                            next = dm_probe_wait_files(&session, next, count, timeoutMilliseconds, out.baseAddress)
+                        } else {
+                            // Nothing started: all skipped from here, or the first not skipped is marked
+                            // unavailable (a later try may start: go on after it).
+                            var i = Int(next)
+                            while i < Int(count), out[i].outcome == Int32(DM_PROBE_SKIPPED.rawValue) { i += 1 }
+                            next = Int32(min(i + 1, Int(count)))
+                        }
+                    }
+                }
+            }
+        }
+        return targets.indices.map { i in
+            let result = results[i]
+            let step = withUnsafeBytes(of: result.step) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            let parts = step.split(separator: "\t", maxSplits: 1).map(String.init)
+            let object = parts.first.flatMap { $0.isEmpty ? nil : $0 } ?? "/"
+            let activity = parts.count > 1 ? parts[1] : "open the file"
+            let error = failure(
+                result, at: Location(file: targets[i].path, object: object),
+                operation: "read the file's metadata (\(activity))", what: "this file's metadata")
+            let remember =
+                result.outcome != Int32(DM_PROBE_SKIPPED.rawValue)
+                && result.outcome != Int32(DM_PROBE_UNAVAILABLE.rawValue)
+            return (error, remember)
+        }
+    }
+
+    /// Calls `body` with a C array of the strings (valid only during the call).
+    private static func withCStrings<R>(
+        _ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R
+    ) -> R {
+        let copies = strings.map { strdup($0) }
+        defer { copies.forEach { free($0) } }
+        let pointers = copies.map { UnsafePointer($0) }
+        return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
     }
 
     /// Reads the `count` variable-length strings of an open attribute in a forked child; nil

@@ -42,6 +42,56 @@ struct FuzzFindingsTests {
         }
     }
 
+    /// `inspect A B …` pre-reads its files in one isolated child, restarted after each file
+    /// that ends it (File.preRead): every file must get the verdict it gets alone, the valid
+    /// bundles after a crash, a hang or a memory blow-up included. Verdicts are compared by kind:
+    /// where libhdf5 corrupts its heap, or reads out of bounds in this process (files the
+    /// pre-read lets through), the object named and the garbage read depend on memory.
+    @Test("the findings and valid bundles inspected in one command: each gets its verdict from a lone run")
+    func findingsTogether() throws {
+        let sample = URL(fileURLWithPath: Self.directory).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("samples/fashion-784-256-128-10.h5").path
+        var files: [String] = []
+        for (k, (name, _)) in Self.findings.enumerated() {
+            files += [dir(sample, copy: k), Self.directory + "/" + name]
+        }
+        let env = ["DROPMODEL_PROBE_TIMEOUT": "3"]
+        // Per file: "read" (its JSON line printed), the pre-read's refusal, or "error".
+        func verdicts(_ o: Outcome, _ files: [String]) -> [String] {
+            let errors = o.stderr.split(separator: "\n").filter { $0.hasPrefix("dropmodel: error: ") }
+            return files.map { file in
+                let mine = errors.filter { $0.hasPrefix("dropmodel: error: \(file): ") }
+                if mine.isEmpty {
+                    return o.stdout.contains("\"\(file)\"") ? "read" : "missing"
+                }
+                for kind in [
+                    "crashed with SIGSEGV", "crashed with SIGABRT", "did not finish reading", "needed more than",
+                ]
+                where mine.contains(where: { $0.contains(kind) }) { return kind }
+                return "error"
+            }
+        }
+        let together = try Bounded.run(["inspect", "--json"] + files, environment: env)
+        expectClean(together, allowed: [1, 2], "inspect of \(files.count) files")
+        var alone: [String] = []
+        for file in files {
+            let o = try Bounded.run(["inspect", "--json", file], environment: env)
+            expectClean(o, allowed: [0, 1, 2], "inspect \(file)")
+            alone += verdicts(o, [file])
+        }
+        #expect(verdicts(together, files) == alone, "\(together)")
+        #expect(alone.filter { $0 == "read" }.count >= Self.findings.count, "every valid bundle read")
+        #expect(alone.contains("did not finish reading") && alone.contains("needed more than"))
+    }
+
+    /// A copy of `file` under its own name (so each file's lines can be told apart).
+    private func dir(_ file: String, copy k: Int) -> String {
+        let path = FileManager.default.temporaryDirectory.path + "/dm-together-\(getpid())-\(k).h5"
+        try? FileManager.default.removeItem(atPath: path)
+        try? FileManager.default.copyItem(atPath: file, toPath: path)
+        return path
+    }
+
     @Test("a valid bundle with variable-length strings (h5py's default) is read exactly")
     func variableLengthStrings() throws {
         guard Python.h5pyAvailable else {

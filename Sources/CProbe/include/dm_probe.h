@@ -38,21 +38,35 @@ typedef struct {
     char step[768];         ///< the last thing the child started doing, e.g. "read attribute 'x' of /a"
 } dm_probe_result;
 
-/// Starts the child. Must be called while no other thread is inside libhdf5 (dropmodel holds
-/// its HDF5 lock around this call). Returns the child's pid (> 0), or fills `result` and returns
-/// 0 when there is nothing to wait for (skipped or unavailable). `*read_fd` receives the pipe the
-/// child reports its steps on. `file_fd` (or -1) is a descriptor the child keeps open while it
-/// closes every other inherited one: the parent's pinned descriptor of the file, which `path`
-/// names as /proc/self/fd/N, so the child reads the file the parent opened, not whatever the
-/// user's path names by then.
-int dm_probe_start(const char *path, int file_fd, unsigned long long memory_limit_bytes, int keep_stderr,
-                   int cpu_limit_ms, int *read_fd, dm_probe_result *result);
+/// A child walking files, between dm_probe_start_files and dm_probe_wait_files.
+typedef struct {
+    int pid;
+    int read_fd;   ///< end of file on it: the child is gone
+    void *report;  ///< where the child records its progress (shared with it)
+} dm_probe_session;
 
-/// Waits for the child started by dm_probe_start (no libhdf5 call: run it without the lock);
-/// fills `result`. The child is limited to `cpu_limit_ms` of CPU time (given to dm_probe_start
-/// too); `timeout_ms` here is that limit, and the wait gives up at a wall-clock backstop of six
-/// times it (at least a minute).
-void dm_probe_wait(int pid, int read_fd, int timeout_ms, dm_probe_result *result);
+/// Starts one child that walks `paths[first..<count]` in order, each as the pre-read of one file
+/// (`file_fds[i]` is the descriptor the child keeps open for `paths[i]`: the parent's pinned
+/// descriptor, which the path names as /proc/self/fd/N, so the child reads the file the parent
+/// opened, not whatever the user's path names by then). Each file gets the CPU-time allowance
+/// `cpu_limit_ms` and the memory allowance of a file walked alone. Must be called while no other
+/// thread is inside libhdf5 (dropmodel holds its HDF5 lock around this call). Initialises
+/// `results[first..<count]`, marking files this process already has open as skipped (probed
+/// when they were opened, or files it writes). Returns the child's pid (> 0), or 0 when there
+/// is nothing to wait for: every file skipped, or the child could not be started (the first
+/// file not skipped is then marked unavailable, with errno_value).
+int dm_probe_start_files(const char *const *paths, const int *file_fds, int count, int first,
+                         unsigned long long memory_limit_bytes, int keep_stderr, int cpu_limit_ms,
+                         dm_probe_session *session, dm_probe_result *results);
+
+/// Waits for the child of dm_probe_start_files (no libhdf5 call: run it without the lock) and
+/// returns `next`: `results[first..<next]` are final. The files the child walked to the end are
+/// DM_PROBE_OK (or skipped); if it ended early, the file it was walking is `results[next - 1]`,
+/// with how it ended and its last step, and the caller starts another child at `next` for the
+/// rest. A wall-clock backstop of six times `cpu_limit_ms` (at least a minute) without progress
+/// from one file to the next kills a child that blocks.
+int dm_probe_wait_files(dm_probe_session *session, int first, int count, int cpu_limit_ms,
+                        dm_probe_result *results);
 
 /// Reads the `count` variable-length strings of an open attribute in a forked child (the call
 /// that reads libhdf5's global heap, where 1.10 overflows buffers, loops and over-allocates on
