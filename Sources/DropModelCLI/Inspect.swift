@@ -40,17 +40,17 @@ struct Inspect: ParsableCommand {
     func run() throws {
         // One file: as always (pretty JSON, errors through the one error path).
         guard files.count > 1 else {
-            print(try show(files[0], compact: false))
+            print(try show(try BundleReader(path: files[0]), compact: false))
             return
         }
         // Several: start-up is paid once; a bad file does not stop the others.
         var status = ExitStatus.success
-        for (i, file) in files.enumerated() {
-            // The isolated pre-reads of the next files in one child, a batch at a time.
-            if i % 64 == 0 { BundleReader.preRead(Array(files[i..<min(i + 64, files.count)])) }
+        var first = true
+        try BundleReader.forEach(files) { _, opened in
             do {
-                let text = try show(file, compact: true)
-                if !jsonOption.json && i > 0 { print("") }
+                let text = try show(try opened.get(), compact: true)
+                if !jsonOption.json && !first { print("") }
+                first = false
                 print(text)
             } catch let e as DropModelError {
                 DropModelCommand.report(e, command: Self.self)
@@ -61,8 +61,7 @@ struct Inspect: ParsableCommand {
     }
 
     /// One file's report: text, or JSON (one line when `compact`).
-    private func show(_ file: String, compact: Bool) throws -> String {
-        let bundle = try BundleReader(path: file)
+    private func show(_ bundle: BundleReader, compact: Bool) throws -> String {
         let layerStats =
             stats ? try (0..<bundle.info.layers.count).map { try WeightStats.compute(bundle, layer: $0) } : nil
         if jsonOption.json {

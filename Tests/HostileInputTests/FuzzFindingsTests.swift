@@ -64,9 +64,8 @@ struct FuzzFindingsTests {
                 if mine.isEmpty {
                     return o.stdout.contains("\"\(file)\"") ? "read" : "missing"
                 }
-                for kind in [
-                    "crashed with SIGSEGV", "crashed with SIGABRT", "did not finish reading", "needed more than",
-                ]
+                // A corrupted heap aborts or faults depending on what the child did before: "crashed".
+                for kind in ["crashed with", "did not finish reading", "needed more than"]
                 where mine.contains(where: { $0.contains(kind) }) { return kind }
                 return "error"
             }
