@@ -49,6 +49,7 @@ struct ReplayCommand: ParsableCommand {
     var output: String?
 
     @OptionGroup var jsonOption: JSONOption
+    @OptionGroup var quietOption: QuietOption
 
     func validate() throws {
         if let seed, seed < 0 { throw ValidationError("--seed must be in 0 ..< 2^63") }

@@ -17,6 +17,7 @@ enum StopSignals {
     static func install() {
         // Initialise the lazy static now, never for the first time inside a handler.
         _ = received.load(ordering: .relaxed)
+        _ = Quiet.isOn
         // A parent may have started us with them blocked (the mask is inherited); unblock them
         // here, before the worker threads that inherit this thread's mask exist.
         var unblock = sigset_t()
@@ -29,7 +30,7 @@ enum StopSignals {
             var action = sigaction()
             action.__sigaction_handler.sa_handler = { sig in
                 let (first, _) = StopSignals.received.compareExchange(expected: 0, desired: sig, ordering: .relaxed)
-                if first {
+                if first && !Quiet.isOn {
                     let note: StaticString = "\ndropmodel: stopping after this epoch (again: exit at once)\n"
                     _ = Glibc.write(2, note.utf8Start, note.utf8CodeUnitCount)
                 } else {

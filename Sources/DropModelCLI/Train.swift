@@ -52,6 +52,7 @@ struct Train: ParsableCommand {
     var resume: String?
 
     @OptionGroup var jsonOption: JSONOption
+    @OptionGroup var quietOption: QuietOption
 
     func validate() throws {
         if output == nil && resume == nil { throw ValidationError("Missing expected argument '--output <output>'") }
