@@ -220,6 +220,11 @@ public enum BundleCheck {
                     notes.append("baked from the weights recorded after epoch \(last.epoch)")
                 }
             }
+        } else if let state = try? bundle.readCheckpoint(), state.step > 0 {
+            // A checkpoint inside an epoch: its weights are after a step no digest records.
+            notes.append(
+                "a checkpoint inside epoch \(state.epoch + 1) (after step \(state.step)): no recorded digest to compare"
+            )
         } else if let last = history?.epochs.last {
             if stored != last.weightsSHA256 {
                 var which = ""

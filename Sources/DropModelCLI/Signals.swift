@@ -5,8 +5,8 @@ import Synchronization
 import Glibc
 #endif
 
-/// SIGINT and SIGTERM during `train`: the first asks the run to stop at the end of the current
-/// epoch (it writes a checkpoint and exits 130 or 143, ``ExitStatus/interrupted(by:)``); a
+/// SIGINT and SIGTERM during `train`: the first asks the run to stop after the current
+/// minibatch step (it writes a checkpoint and exits 130 or 143, ``ExitStatus/interrupted(by:)``); a
 /// second exits at once, leaving the previous checkpoint as it was (checkpoints are written
 /// atomically, so it is never half-written).
 enum StopSignals {
@@ -31,7 +31,7 @@ enum StopSignals {
             action.__sigaction_handler.sa_handler = { sig in
                 let (first, _) = StopSignals.received.compareExchange(expected: 0, desired: sig, ordering: .relaxed)
                 if first && !Quiet.isOn {
-                    let note: StaticString = "\ndropmodel: stopping after this epoch (again: exit at once)\n"
+                    let note: StaticString = "\ndropmodel: stopping after this step (again: exit at once)\n"
                     _ = Glibc.write(2, note.utf8Start, note.utf8CodeUnitCount)
                 } else {
                     _exit(ExitStatus.interrupted(by: sig))

@@ -281,6 +281,15 @@ public enum Replay {
                     ? "not a checkpoint: it has no optimizer state to continue from at epoch \(at)"
                     : "the checkpoint is at epoch \(at); --from-epoch \(e) needs one at epoch \(e - 1)")
         }
+        if let state, state.step > 0 {
+            throw DropModelError(
+                code: .notApplicable, file: path, object: "/checkpoint@step",
+                message: """
+                    the checkpoint is inside epoch \(e) (after step \(state.step)): no recorded digest vouches for its \
+                    weights; --start needs a checkpoint at the end of epoch \(e - 1)
+                    """,
+                hint: "'train --checkpoint-every' writes checkpoints at the end of epochs")
+        }
         let parameters = try start.readModel().parameters
         let digest = WeightDigest.sha256(parameters)
         let expected = e == 1 ? history?.initialWeightsSHA256 : recorded[e - 2].weightsSHA256
