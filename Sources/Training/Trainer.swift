@@ -141,12 +141,7 @@ public final class Trainer {
 
     /// Momentum of epoch `e` (1-based): linear from `momentum` at epoch 1 to `momentumFinal` at
     /// epoch `momentumRampEpochs`, constant after; float64, then rounded to float32.
-    public func momentum(epoch e: Int) -> Float {
-        let ramp = recipe.momentumRampEpochs
-        guard ramp > 1 else { return Float(recipe.momentumFinal) }
-        let t = min(1.0, Double(e - 1) / Double(ramp - 1))
-        return Float(recipe.momentum + (recipe.momentumFinal - recipe.momentum) * t)
-    }
+    public func momentum(epoch e: Int) -> Float { recipe.momentum(epoch: e) }
 
     /// Trains epoch `e` (1-based) and returns its metrics. `progress` is called after every
     /// step with (steps done, steps in the epoch).

@@ -119,4 +119,39 @@ struct MidEpochResumeTests {
             (e as? DropModelError)?.problems.first?.object == "/checkpoint@step"
         }
     }
+
+    @Test("replay --from-epoch E --start PLAIN: a plain bundle of E-1 epochs starts the tail where momentum is 0")
+    func replayFromPlainBundle() throws {
+        let dir = TemporaryDirectory()
+        // Plain SGD: the velocities a plain bundle lacks are multiplied by 0 at epoch E's first step.
+        var sgd = Self.recipe()
+        sgd.momentum = 0
+        sgd.momentumFinal = 0
+        let full = dir.file("full.h5"), head = dir.file("head.h5")
+        _ = try TrainingRun.train(TrainingRun.Request(recipe: sgd, seed: 3, output: full))
+        var short = sgd
+        short.epochs = 1
+        _ = try TrainingRun.train(TrainingRun.Request(recipe: short, seed: 3, output: head))
+        let tail = try Replay.run(Replay.Request(file: full, fromEpoch: 2, start: head))
+        #expect(tail.verdict == .identical && tail.storedWeightsChecked, "\(tail)")
+        #expect(tail.epochs.map(\.epoch) == [2, 3])
+        // Not the epoch the bundle is at.
+        #expect {
+            try Replay.run(Replay.Request(file: full, fromEpoch: 3, start: head))
+        } throws: { e in
+            (e as? DropModelError)?.code == .notApplicable
+        }
+        // With momentum, the velocities matter: a plain bundle is refused, a checkpoint is needed.
+        let withMomentum = dir.file("momentum.h5"), momentumHead = dir.file("momentum-head.h5")
+        _ = try TrainingRun.train(TrainingRun.Request(recipe: Self.recipe(), seed: 3, output: withMomentum))
+        var shortMomentum = Self.recipe()
+        shortMomentum.epochs = 1
+        _ = try TrainingRun.train(TrainingRun.Request(recipe: shortMomentum, seed: 3, output: momentumHead))
+        #expect {
+            try Replay.run(Replay.Request(file: withMomentum, fromEpoch: 2, start: momentumHead))
+        } throws: { e in
+            guard let e = e as? DropModelError else { return false }
+            return e.code == .notApplicable && e.problems.first?.message.contains("momentum") == true
+        }
+    }
 }
