@@ -1,6 +1,6 @@
 import Dispatch
 import Glibc
-import DropModelBase
+public import DropModelBase
 import HDF5Layer
 
 /// Folding the weight-scaling rule into a classic bundle's weights (Specs/bake.md).
@@ -44,18 +44,24 @@ public enum Bake {
     /// Bakes `input` into `output`: checks `output` can be written before reading anything,
     /// refuses an already-baked bundle (``DropModelBase/DropModelError`` with code
     /// `.notApplicable`, writing nothing) and reports `.notNeeded` for an inverted one.
-    public static func run(input: String, output: String, dtype: WeightType? = nil) throws -> Report {
-        try run(input: input, output: output, dtype: dtype, direct: true)
+    /// `progress` hears the bytes of weight and bias data baked, layer by layer.
+    public static func run(
+        input: String, output: String, dtype: WeightType? = nil, progress: ProgressObserver? = nil
+    ) throws -> Report {
+        try run(input: input, output: output, dtype: dtype, direct: true, progress: progress)
     }
 
     /// ``run(input:output:dtype:)``; `direct: false` forces the filter-pipeline path for every
     /// layer (tests compare the two paths' bytes).
-    package static func run(input: String, output: String, dtype: WeightType?, direct: Bool) throws -> Report {
+    package static func run(
+        input: String, output: String, dtype: WeightType?, direct: Bool, progress: ProgressObserver? = nil
+    ) throws -> Report {
         try OutputCheck.verify(output, inputs: [input])
         let bundle = try BundleReader(path: input)
         let info = bundle.info
         // What was written is known here: the output is not opened again to report it.
-        let unbaked = try bake(bundle, input: input, output: output, dtype: dtype, direct: direct)
+        let unbaked = try bake(
+            bundle, input: input, output: output, dtype: dtype, direct: direct, progress: progress)
         return Report(
             file: input, output: unbaked == nil ? nil : output, outcome: unbaked == nil ? .notNeeded : .baked,
             dtype: dtype ?? info.layers.first?.dtype ?? .float32, scales: info.layers.map(\.bakeScale),
@@ -65,7 +71,8 @@ public enum Bake {
     /// Writes the baked bundle and returns the digest of the weights before baking, or nil for
     /// an inverted bundle (nothing written).
     private static func bake(
-        _ bundle: BundleReader, input: String, output: String, dtype: WeightType?, direct: Bool
+        _ bundle: BundleReader, input: String, output: String, dtype: WeightType?, direct: Bool,
+        progress: ProgressObserver?
     ) throws -> [UInt8]? {
         let info = bundle.info
         if info.baked {
@@ -78,20 +85,22 @@ public enum Bake {
                     """)
         }
         if info.convention == .inverted { return nil }
+        // Progress by layer, in the source's bytes (monotone across a retry through the filters).
+        let counter = ProgressCounter(total: info.dataBytes, progress)
         var out = info
         out.baked = true
         if let dtype { for i in out.layers.indices { out.layers[i].dtype = dtype } }
         do {
             if direct {
                 do {
-                    return try write(bundle, out, to: output, input: input, direct: true)
+                    return try write(bundle, out, to: output, input: input, direct: true, counter: counter)
                 } catch is DirectPathDeclined {
                     // A chunk that is not what the direct path expects (a checksum that does not
                     // verify, an odd size): start over through libhdf5's filters, which report
                     // the problem precisely (or accept the chunk).
                 }
             }
-            return try write(bundle, out, to: output, input: input, direct: false)
+            return try write(bundle, out, to: output, input: input, direct: false, counter: counter)
         } catch let e as HDF5Error {
             throw DropModelError(e)
         }
@@ -149,7 +158,8 @@ public enum Bake {
     }
 
     private static func write(
-        _ bundle: BundleReader, _ out: ModelInfo, to output: String, input: String, direct: Bool
+        _ bundle: BundleReader, _ out: ModelInfo, to output: String, input: String, direct: Bool,
+        counter: ProgressCounter
     ) throws -> [UInt8] {
         // Provenance: the digest of the weights as they were before baking, hashed on a second
         // thread while this one reads, scales and writes (SHA-256 was a third of bake's time).
@@ -157,6 +167,7 @@ public enum Bake {
         let buffers = DirectBuffers()
         return try File.writeAtomically(to: output) { file in
             buffers.writeback = Writeback(path: file.path)
+            counter.restart()
             let groups = try BundleWriter.writeMetadata(out, to: file, options: WriteOptions())
             for (l, layer) in out.layers.enumerated() {
                 // Only weighted layers have anything to scale (their kind says which).
@@ -178,6 +189,7 @@ public enum Bake {
                 try b.write(floats: bias)
                 w.close()
                 b.close()
+                counter.add(bundle.info.layers[l].dataBytes)
             }
             let unbaked = digest.finalize()
             try file.root().write(Schema.unbakedDigestAttribute, uint8s: unbaked)

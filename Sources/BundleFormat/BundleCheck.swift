@@ -38,8 +38,9 @@ public enum BundleCheck {
     /// Checks `path`: structure, types, shapes that chain, keep probabilities, the version, and
     /// what a bundle never needs anywhere in the file (links, external storage, unknown
     /// filters). With `deep`, also reads every byte of data: every chunk's checksum, that every
-    /// weight is finite, and that the stored weights match the digest the history recorded.
-    public static func run(path: String, deep: Bool = false) -> CheckReport {
+    /// weight is finite, and that the stored weights match the digest the history recorded;
+    /// `progress` hears the bytes of weight and bias data read (nothing without `deep`).
+    public static func run(path: String, deep: Bool = false, progress: ProgressObserver? = nil) -> CheckReport {
         let diagnosis = BundleReader.diagnosis(path: path)
         var problems = diagnosis.problems
         var notes: [String] = []
@@ -60,7 +61,7 @@ public enum BundleCheck {
                 """)
         }
         if deep, problems.isEmpty, info != nil {
-            let (p, n) = deepCheck(path)
+            let (p, n) = deepCheck(path, progress: progress)
             problems += p
             notes += n
         }
@@ -131,7 +132,7 @@ public enum BundleCheck {
     }
 
     /// Reads every byte of data: problems found, and notes on what was verified.
-    static func deepCheck(_ file: String) -> ([Problem], [String]) {
+    static func deepCheck(_ file: String, progress: ProgressObserver? = nil) -> ([Problem], [String]) {
         var problems: [Problem] = []
         var notes: [String] = []
         func add(_ object: String, _ message: String, _ hint: String? = nil) {
@@ -148,7 +149,13 @@ public enum BundleCheck {
         var digest = WeightDigest.Stream()
         var layerDigests: [[UInt8]] = []
         var readable = true
+        let counter = ProgressCounter(total: info.dataBytes, progress)
+        defer { counter.finish() }
+        var layerStart = 0
         for (l, layer) in info.layers.enumerated() {
+            let start = layerStart
+            layerStart += layer.dataBytes
+            defer { counter.reach(layerStart) }
             var layerDigest = WeightDigest.Stream()
             // A kind without weights has nothing to read (its digest is that of no values, as
             // WeightDigest computes for empty parameters).
@@ -160,6 +167,7 @@ public enum BundleCheck {
             var first: (Int, Int)?
             do {
                 try bundle.streamWeightRows(l) { row, _, block in
+                    counter.reach(start + (row * rowLength + block.count) * layer.dtype.bytes)
                     digest.update(block)
                     layerDigest.update(block)
                     for (i, v) in block.enumerated() where !v.isFinite {
@@ -212,6 +220,11 @@ public enum BundleCheck {
                     notes.append("baked from the weights recorded after epoch \(last.epoch)")
                 }
             }
+        } else if let state = try? bundle.readCheckpoint(), state.step > 0 {
+            // A checkpoint inside an epoch: its weights are after a step no digest records.
+            notes.append(
+                "a checkpoint inside epoch \(state.epoch + 1) (after step \(state.step)): no recorded digest to compare"
+            )
         } else if let last = history?.epochs.last {
             if stored != last.weightsSHA256 {
                 var which = ""

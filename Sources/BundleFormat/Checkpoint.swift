@@ -7,16 +7,29 @@ import HDF5Layer
 /// The rest of the run's state is in the bundle's ordinary sections: the weights (`/layers`),
 /// the recipe, seed and data fingerprint, and the history of the epochs done. Learning rate and
 /// momentum are functions of the epoch, masks and shuffles of (seed, epoch, step), so the
-/// velocities and the epoch reached complete it.
+/// velocities and the position reached (epochs done, steps done in the next epoch and what
+/// that epoch's metrics sum so far) complete it.
 public struct CheckpointState: Equatable, Sendable {
     /// The epochs done (the history has this many rows).
     public var epoch: Int
+    /// The minibatch steps of epoch `epoch + 1` done (0: the checkpoint is at the end of epoch
+    /// `epoch`); the weights and velocities are those after that step.
+    public var step: Int
+    /// Epoch `epoch + 1`'s summed cross-entropy over the examples of its first `step` steps,
+    /// as training sums it (float64, in step order); 0 when `step` is 0.
+    public var lossSum: Double
+    /// The training examples the thinned networks misclassified in those steps; 0 when `step`
+    /// is 0.
+    public var errors: Int
     /// One per layer: the momentum velocities of its weight and bias, shaped like them (empty
     /// for a layer without weights).
     public var velocities: [Parameters]
 
-    public init(epoch: Int, velocities: [Parameters]) {
+    public init(epoch: Int, step: Int = 0, lossSum: Double = 0, errors: Int = 0, velocities: [Parameters]) {
         self.epoch = epoch
+        self.step = step
+        self.lossSum = lossSum
+        self.errors = errors
         self.velocities = velocities
     }
 }
@@ -24,6 +37,9 @@ public struct CheckpointState: Equatable, Sendable {
 extension Schema {
     public static let checkpointGroup = "checkpoint"
     public static let checkpointEpochAttribute = "epoch"
+    public static let checkpointStepAttribute = "step"
+    public static let checkpointLossSumAttribute = "loss_sum"
+    public static let checkpointErrorsAttribute = "errors"
     public static let velocityGroup = "velocity"
 }
 
@@ -37,13 +53,20 @@ extension BundleWriter {
         }
     }
 
-    /// `/checkpoint@epoch` and `/checkpoint/velocity/<i>/weight`, `bias` for each weighted layer
-    /// (float32, one chunk each, Fletcher32 like the weights).
+    /// `/checkpoint@epoch`, inside an epoch `@step`, `@loss_sum` and `@errors` (not written at an
+    /// epoch's end, so such a checkpoint is what it was before they existed), and
+    /// `/checkpoint/velocity/<i>/weight`, `bias` for each weighted layer (float32, one chunk
+    /// each, Fletcher32 like the weights).
     static func writeCheckpoint(
         _ state: CheckpointState, layers: [LayerInfo], to file: File, options: WriteOptions
     ) throws {
         let g = try file.root().createGroup(Schema.checkpointGroup)
         try g.write(Schema.checkpointEpochAttribute, int64: Int64(state.epoch))
+        if state.step > 0 {
+            try g.write(Schema.checkpointStepAttribute, int64: Int64(state.step))
+            try g.write(Schema.checkpointLossSumAttribute, double: state.lossSum)
+            try g.write(Schema.checkpointErrorsAttribute, int64: Int64(state.errors))
+        }
         let vg = try g.createGroup(Schema.velocityGroup)
         for (i, layer) in layers.enumerated() {
             guard let shapes = layer.parameterShapes else { continue }
@@ -68,7 +91,8 @@ extension BundleReader {
     }
 
     /// Reads the `/checkpoint` section: nil when the bundle has none; throws ``DropModelError``
-    /// (`.invalid`) naming the object when it is malformed.
+    /// (`.invalid`) naming the object when it is malformed (Specs/bundle-format.md §7.2; that
+    /// `step` is below the epoch's step count depends on the recipe: the resume checks it).
     public func readCheckpoint() throws -> CheckpointState? {
         guard isCheckpoint else { return nil }
         return try wrap {
@@ -80,6 +104,7 @@ extension BundleReader {
                     code: .invalid, file: path, object: g.path + "@epoch",
                     message: "the checkpoint says epoch \(epoch) but the history records \(recorded) epochs")
             }
+            let position = try readPosition(g)
             let vg = try g.group(Schema.velocityGroup)
             var velocities: [Parameters] = []
             for (i, layer) in info.layers.enumerated() {
@@ -104,7 +129,47 @@ extension BundleReader {
                 }
                 velocities.append(v)
             }
-            return CheckpointState(epoch: epoch, velocities: velocities)
+            return CheckpointState(
+                epoch: epoch, step: position.step, lossSum: position.lossSum, errors: position.errors,
+                velocities: velocities)
         }
+    }
+
+    /// `@step`, `@loss_sum`, `@errors` of `/checkpoint`: all three or none (none: step 0).
+    private func readPosition(_ g: Group) throws -> (step: Int, lossSum: Double, errors: Int) {
+        let names = [
+            Schema.checkpointStepAttribute, Schema.checkpointLossSumAttribute, Schema.checkpointErrorsAttribute,
+        ]
+        let present = try names.filter { try g.hasAttribute($0) }
+        guard !present.isEmpty else { return (0, 0, 0) }
+        func invalid(_ name: String, _ message: String) -> DropModelError {
+            DropModelError(code: .invalid, file: path, object: g.path + "@" + name, message: message)
+        }
+        if let missing = names.first(where: { !present.contains($0) }) {
+            throw invalid(missing, "missing: a checkpoint inside an epoch has step, loss_sum and errors")
+        }
+        let step = Int(try g.readInt64(Schema.checkpointStepAttribute))
+        let lossSum = try g.readDouble(Schema.checkpointLossSumAttribute)
+        let errors = Int(try g.readInt64(Schema.checkpointErrorsAttribute))
+        let examples = info.training?.examples
+        guard step >= 1 else {
+            throw invalid(
+                Schema.checkpointStepAttribute, "is \(step); a checkpoint inside an epoch has done 1 step or more")
+        }
+        if let examples, step >= examples {
+            throw invalid(
+                Schema.checkpointStepAttribute,
+                "is \(step); an epoch of \(examples) examples has fewer steps than that")
+        }
+        guard lossSum.isFinite, lossSum >= 0 else {
+            throw invalid(
+                Schema.checkpointLossSumAttribute, "is \(lossSum); a sum of cross-entropies is finite and >= 0")
+        }
+        guard errors >= 0, errors <= examples ?? Int.max else {
+            throw invalid(
+                Schema.checkpointErrorsAttribute,
+                "is \(errors); a count of misclassified examples is in 0 ... \(examples ?? Int.max)")
+        }
+        return (step, lossSum, errors)
     }
 }

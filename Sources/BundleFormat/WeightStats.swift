@@ -1,3 +1,5 @@
+public import DropModelBase
+
 /// Per-layer statistics of the weight matrix, computed by streaming rows.
 public struct WeightStats: Sendable {
     public var min = Double.infinity
@@ -9,14 +11,39 @@ public struct WeightStats: Sendable {
     /// Largest L2 norm of a unit's incoming weight vector (a row).
     public var maxUnitNorm = 0.0
 
-    public static func compute(_ bundle: BundleReader, layer: Int) throws -> WeightStats {
+    /// The statistics of every layer (a layer without weights gets the empty statistics);
+    /// `progress` hears the bytes of weight and bias data read (the biases counted with their
+    /// layer).
+    public static func compute(_ bundle: BundleReader, progress: ProgressObserver? = nil) throws -> [WeightStats] {
+        let counter = ProgressCounter(total: bundle.info.dataBytes, progress)
+        var done = 0
+        let stats = try bundle.info.layers.indices.map { l in
+            let layer = bundle.info.layers[l]
+            let start = done
+            defer { done += layer.dataBytes }
+            let rowLength = layer.parameterShapes?.rowLength ?? 0
+            let s = try compute(bundle, layer: l) { first, rows in
+                counter.reach(start + (first + rows) * rowLength * layer.dtype.bytes)
+            }
+            counter.reach(start + layer.dataBytes)
+            return s
+        }
+        counter.finish()
+        return stats
+    }
+
+    /// The statistics of layer `layer`; `blockDone` hears each block of rows read.
+    public static func compute(
+        _ bundle: BundleReader, layer: Int, blockDone: (_ firstRow: Int, _ rows: Int) -> Void = { _, _ in }
+    ) throws -> WeightStats {
         var s = WeightStats()
         var count = 0
         var sum = 0.0
         var sumSq = 0.0
         // Rows of fan-in whatever the kind (a layer without weights streams nothing).
         let inputs = bundle.info.layers[layer].parameterShapes?.rowLength ?? 0
-        try bundle.streamWeightRows(layer) { _, rows, block in
+        try bundle.streamWeightRows(layer) { first, rows, block in
+            defer { blockDone(first, rows) }
             for r in 0..<rows {
                 var norm = 0.0
                 for v in block[(r * inputs)..<((r + 1) * inputs)] {

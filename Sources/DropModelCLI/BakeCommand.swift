@@ -30,10 +30,16 @@ struct BakeCommand: ParsableCommand {
     var dtype: BakedType?
 
     @OptionGroup var jsonOption: JSONOption
+    @OptionGroup var quietOption: QuietOption
 
     func run() throws {
         let started = Date()
-        let r = try Bake.run(input: input, output: output, dtype: dtype?.weightType)
+        let progress = VerbProgress("bake")
+        let r: Bake.Report
+        do {
+            defer { progress.finish() }
+            r = try Bake.run(input: input, output: output, dtype: dtype?.weightType, progress: progress.observe)
+        }
         let seconds = Date().timeIntervalSince(started)
         if jsonOption.json {
             JSONOutput.print(

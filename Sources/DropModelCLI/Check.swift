@@ -24,9 +24,12 @@ struct Check: ParsableCommand {
     var deep = false
 
     @OptionGroup var jsonOption: JSONOption
+    @OptionGroup var quietOption: QuietOption
 
     func run() throws {
-        let report = BundleCheck.run(path: file, deep: deep)
+        let progress = VerbProgress("check")
+        let report = BundleCheck.run(path: file, deep: deep, progress: progress.observe)
+        progress.finish()
         if jsonOption.json {
             JSONOutput.print(
                 "check",

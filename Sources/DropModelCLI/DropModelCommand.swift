@@ -39,6 +39,7 @@ public struct DropModelCommand: ParsableCommand {
         } catch {
             reportParseError(error)
         }
+        if let q = command as? any QuietCommand, q.quietOption.quiet { Quiet.on.store(true, ordering: .relaxed) }
         do {
             var command = command
             try command.run()

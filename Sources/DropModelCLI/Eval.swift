@@ -36,6 +36,7 @@ struct Eval: ParsableCommand {
     @OptionGroup var threadsOption: ThreadsOption
 
     @OptionGroup var jsonOption: JSONOption
+    @OptionGroup var quietOption: QuietOption
 
     @Option(help: "Also draw error against k as an SVG chart.")
     var plot: String?

@@ -32,6 +32,7 @@ struct ExportCommand: ParsableCommand {
     var output: String
 
     @OptionGroup var jsonOption: JSONOption
+    @OptionGroup var quietOption: QuietOption
 
     func validate() throws {
         if format == nil && Conversion.format(forOutput: output) == nil {
@@ -46,7 +47,12 @@ struct ExportCommand: ParsableCommand {
 
     func run() throws {
         let format = self.format ?? Conversion.format(forOutput: output)!
-        let r = try Conversion.export(input, format: format, to: output)
+        let progress = VerbProgress("export")
+        let r: Conversion.ExportReport
+        do {
+            defer { progress.finish() }
+            r = try Conversion.export(input, format: format, to: output, progress: progress.observe)
+        }
         let info = r.info
         let how = info.convention == .inverted ? "inverted: weights as stored" : "classic, baked: weights as stored"
         if jsonOption.json {

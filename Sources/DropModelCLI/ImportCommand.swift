@@ -55,6 +55,7 @@ struct ImportCommand: ParsableCommand {
     var outputActivation: Activation?
 
     @OptionGroup var jsonOption: JSONOption
+    @OptionGroup var quietOption: QuietOption
 
     /// The keep probabilities given (by `--keep` or `--dropout-rate`), each in (0, 1].
     func keeps() throws -> [Double]? {

@@ -19,6 +19,7 @@ struct Init: ParsableCommand {
     var output: String
 
     @OptionGroup var jsonOption: JSONOption
+    @OptionGroup var quietOption: QuietOption
 
     func run() throws {
         let report = try InitialBundle.write(

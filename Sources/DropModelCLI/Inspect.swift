@@ -25,6 +25,7 @@ struct Inspect: ParsableCommand {
     var files: [String]
 
     @OptionGroup var jsonOption: JSONOption
+    @OptionGroup var quietOption: QuietOption
 
     @Flag(
         help: """
@@ -62,8 +63,12 @@ struct Inspect: ParsableCommand {
 
     /// One file's report: text, or JSON (one line when `compact`).
     private func show(_ bundle: BundleReader, compact: Bool) throws -> String {
-        let layerStats =
-            stats ? try (0..<bundle.info.layers.count).map { try WeightStats.compute(bundle, layer: $0) } : nil
+        var layerStats: [WeightStats]?
+        if stats {
+            let progress = VerbProgress("stats")
+            defer { progress.finish() }
+            layerStats = try WeightStats.compute(bundle, progress: progress.observe)
+        }
         if jsonOption.json {
             return InspectReport.json(bundle, stats: layerStats).serialized(compact ? .compact : .pretty)
         }

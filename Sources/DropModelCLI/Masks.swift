@@ -44,6 +44,8 @@ struct Masks: ParsableCommand {
     @Flag(help: "Print JSON: for each example, the indices of the kept units.")
     var json = false
 
+    @OptionGroup var quietOption: QuietOption
+
     func validate() throws {
         if epoch < 1 { throw ValidationError("--epoch counts from 1") }
         if step < 0 { throw ValidationError("--step counts from 0") }

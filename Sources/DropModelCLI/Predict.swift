@@ -31,6 +31,7 @@ struct Predict: ParsableCommand {
     @OptionGroup var threadsOption: ThreadsOption
 
     @OptionGroup var jsonOption: JSONOption
+    @OptionGroup var quietOption: QuietOption
 
     func validate() throws {
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }

@@ -35,12 +35,13 @@ struct ReplayCommand: ParsableCommand {
 
     @Option(
         help: """
-            Replay only epochs E to the last, starting from --start (a checkpoint of the run at epoch E-1, whose \
-            weight digest must be the one recorded): a faster audit of a long run's tail.
+            Replay only epochs E to the last, starting from --start (a checkpoint of the run at the end of epoch \
+            E-1, whose weight digest must be the one recorded; a plain bundle of E-1 epochs where its missing \
+            momentum velocities cannot matter: epoch E's momentum is 0): a faster audit of a long run's tail.
             """)
     var fromEpoch: Int?
 
-    @Option(help: "With --from-epoch: the checkpoint to start from.")
+    @Option(help: "With --from-epoch: the checkpoint (or plain bundle) to start from.")
     var start: String?
 
     @OptionGroup var threadsOption: ThreadsOption
@@ -49,6 +50,7 @@ struct ReplayCommand: ParsableCommand {
     var output: String?
 
     @OptionGroup var jsonOption: JSONOption
+    @OptionGroup var quietOption: QuietOption
 
     func validate() throws {
         if let seed, seed < 0 { throw ValidationError("--seed must be in 0 ..< 2^63") }

@@ -5,8 +5,8 @@ import Synchronization
 import Glibc
 #endif
 
-/// SIGINT and SIGTERM during `train`: the first asks the run to stop at the end of the current
-/// epoch (it writes a checkpoint and exits 130 or 143, ``ExitStatus/interrupted(by:)``); a
+/// SIGINT and SIGTERM during `train`: the first asks the run to stop after the current
+/// minibatch step (it writes a checkpoint and exits 130 or 143, ``ExitStatus/interrupted(by:)``); a
 /// second exits at once, leaving the previous checkpoint as it was (checkpoints are written
 /// atomically, so it is never half-written).
 enum StopSignals {
@@ -17,6 +17,7 @@ enum StopSignals {
     static func install() {
         // Initialise the lazy static now, never for the first time inside a handler.
         _ = received.load(ordering: .relaxed)
+        _ = Quiet.isOn
         // A parent may have started us with them blocked (the mask is inherited); unblock them
         // here, before the worker threads that inherit this thread's mask exist.
         var unblock = sigset_t()
@@ -29,8 +30,8 @@ enum StopSignals {
             var action = sigaction()
             action.__sigaction_handler.sa_handler = { sig in
                 let (first, _) = StopSignals.received.compareExchange(expected: 0, desired: sig, ordering: .relaxed)
-                if first {
-                    let note: StaticString = "\ndropmodel: stopping after this epoch (again: exit at once)\n"
+                if first && !Quiet.isOn {
+                    let note: StaticString = "\ndropmodel: stopping after this step (again: exit at once)\n"
                     _ = Glibc.write(2, note.utf8Start, note.utf8CodeUnitCount)
                 } else {
                     _exit(ExitStatus.interrupted(by: sig))

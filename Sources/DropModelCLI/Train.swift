@@ -52,6 +52,7 @@ struct Train: ParsableCommand {
     var resume: String?
 
     @OptionGroup var jsonOption: JSONOption
+    @OptionGroup var quietOption: QuietOption
 
     func validate() throws {
         if output == nil && resume == nil { throw ValidationError("Missing expected argument '--output <output>'") }
@@ -102,7 +103,10 @@ struct Train: ParsableCommand {
                     \(recipe.keep.map { Format.short($0) }.joined(separator: ",")), 
                     """
                     + "seed \(seed), \(threads) thread\(threads == 1 ? "" : "s"), on \(recipe.data)"
-                    + (resumePoint.map { ", resuming \($0.file) after epoch \($0.state.epoch)" } ?? ""))
+                    + (resumePoint.map { r in
+                        ", resuming \(r.file) after epoch \(r.state.epoch)"
+                            + (r.state.step > 0 ? " and step \(r.state.step) of epoch \(r.state.epoch + 1)" : "")
+                    } ?? ""))
         }
         let printer = RunPrinter(json: json, command: .train)
         StopSignals.install()
@@ -116,10 +120,14 @@ struct Train: ParsableCommand {
             let epoch = report.epochs.last?.epoch ?? 0
             let ckpt = report.checkpoint ?? TrainingRun.checkpointPath(for: output)
             let o = self.output == nil ? "" : " -o \(output)"
+            let at =
+                report.stoppedAtStep > 0
+                ? "after step \(report.stoppedAtStep) of epoch \(epoch + 1) (of \(recipe.epochs))"
+                : "after epoch \(epoch) of \(recipe.epochs)"
             FileHandle.standardError.write(
                 Data(
                     """
-                    dropmodel: stopped after epoch \(epoch) of \(recipe.epochs); wrote the checkpoint \(ckpt)
+                    dropmodel: stopped \(at); wrote the checkpoint \(ckpt)
                     hint: continue with 'dropmodel train --resume \(ckpt)\(o)'
 
                     """.utf8))

@@ -1,5 +1,5 @@
 public import BundleFormat
-import DropModelBase
+public import DropModelBase
 import Foundation
 
 /// `dropmodel import` and `export` as library calls.
@@ -98,8 +98,12 @@ public enum Conversion {
     }
 
     /// Writes a baked or inverted bundle in `format` (refusing an unbaked classic bundle with
-    /// code `.notApplicable` and the command that fixes it).
-    public static func export(_ path: String, format: Export.Format, to output: String) throws -> ExportReport {
+    /// code `.notApplicable` and the command that fixes it). `progress` hears bytes of weight and
+    /// bias data: the total is twice the bundle's, read (layer by layer) then written (at once,
+    /// when the output is complete).
+    public static func export(
+        _ path: String, format: Export.Format, to output: String, progress: ProgressObserver? = nil
+    ) throws -> ExportReport {
         let lower = output.lowercased()
         if format == .keras, !(lower.hasSuffix(".h5") || lower.hasSuffix(".hdf5") || lower.hasSuffix(".keras")) {
             throw DropModelError(
@@ -111,7 +115,9 @@ public enum Conversion {
         }
         try OutputCheck.verify(output, inputs: [path])
         let bundle = try BundleReader(path: path)
-        let model = try Export.deployableModel(bundle)
+        let total = 2 * bundle.info.dataBytes
+        let model = try Export.deployableModel(
+            bundle, progress: progress.map { p in { p(WorkProgress(done: $0.done, total: total)) } })
         switch format {
         case .onnx:
             try ONNXExport.checkSize(model, file: path)
@@ -125,6 +131,7 @@ public enum Conversion {
             }
             try write(archive, to: output, what: "npz archive")
         }
+        progress?(WorkProgress(done: total, total: total))
         return ExportReport(file: path, format: format, output: output, info: model.info)
     }
 

@@ -1,4 +1,4 @@
-import DropModelBase
+public import DropModelBase
 public import BundleFormat
 public import Foundation
 
@@ -13,8 +13,9 @@ public enum Export {
         case onnx, keras, safetensors, npz
     }
 
-    /// Reads `bundle`'s weights if they are the inference weights, or refuses.
-    public static func deployableModel(_ bundle: BundleReader) throws -> Model {
+    /// Reads `bundle`'s weights if they are the inference weights, or refuses; `progress` hears
+    /// the bytes read, layer by layer.
+    public static func deployableModel(_ bundle: BundleReader, progress: ProgressObserver? = nil) throws -> Model {
         let info = bundle.info
         if info.convention == .classic && !info.baked {
             throw DropModelError(
@@ -25,7 +26,13 @@ public enum Export {
                     """,
                 hint: "bake it first: dropmodel bake \(bundle.path) -o baked.h5, then export baked.h5")
         }
-        return try bundle.readModel()
+        let counter = ProgressCounter(total: info.dataBytes, progress)
+        let parameters = try info.layers.indices.map { l in
+            defer { counter.add(info.layers[l].dataBytes) }
+            return try bundle.parameters(l)
+        }
+        counter.finish()
+        return Model(info: info, parameters: parameters)
     }
 
     static let formatNames = "ONNX, Keras, safetensors and NumPy files"

@@ -29,6 +29,23 @@ public struct CheckpointPolicy: Sendable, Equatable {
     }
 }
 
+/// Where an epoch is between two steps: the steps done, and what the epoch's metrics sum so far
+/// (``Trainer/trainSteps(_:from:progress:stop:)``).
+public struct EpochPosition: Sendable, Equatable {
+    /// Steps done (0: the epoch has not started).
+    public var step: Int
+    /// The summed cross-entropy of those steps' examples, in step order.
+    public var lossSum: Double
+    /// The examples those steps misclassified.
+    public var errors: Int
+
+    public init(step: Int = 0, lossSum: Double = 0, errors: Int = 0) {
+        self.step = step
+        self.lossSum = lossSum
+        self.errors = errors
+    }
+}
+
 /// Where `train --resume` continues: a checkpoint bundle's recipe, seed, weights, optimizer
 /// state and history.
 public struct ResumePoint: Sendable {
@@ -131,16 +148,34 @@ extension TrainingRun {
             })
     }
 
-    /// The checkpoint's data fingerprint against the data loaded now.
+    /// The checkpoint's data fingerprint against the data loaded now, and its position inside
+    /// an epoch against the epoch's steps.
     static func checkResumeData(_ resume: ResumePoint, _ data: DataSplit) throws {
-        guard let fp = resume.dataFingerprint, fp != data.fingerprint else { return }
-        throw DropModelError(
-            code: .dataMismatch, file: resume.file, object: "/training@data_fingerprint",
-            message: """
-                the data does not match the checkpoint: \(data.description) has fingerprint \(data.fingerprint), \
-                the run was trained on \(fp)\(resume.dataDescription.map { " (\($0))" } ?? "")
-                """,
-            hint: "resume needs the exact training data of the run (same files, same --limit)")
+        if let fp = resume.dataFingerprint, fp != data.fingerprint {
+            throw DropModelError(
+                code: .dataMismatch, file: resume.file, object: "/training@data_fingerprint",
+                message: """
+                    the data does not match the checkpoint: \(data.description) has fingerprint \(data.fingerprint), \
+                    the run was trained on \(fp)\(resume.dataDescription.map { " (\($0))" } ?? "")
+                    """,
+                hint: "resume needs the exact training data of the run (same files, same --limit)")
+        }
+        let (state, batch) = (resume.state, resume.recipe.batchSize)
+        let steps = (data.train.count + batch - 1) / batch
+        if state.step >= steps {
+            throw DropModelError(
+                code: .invalid, file: resume.file, object: "/checkpoint@step",
+                message: """
+                    is \(state.step), past the last step of an epoch: \(data.train.count) examples in batches of \
+                    \(batch) make \(steps) steps (0 to \(steps - 1))
+                    """,
+                hint: "the checkpoint was altered or written for other data; resume from an earlier one or start again")
+        }
+        if state.errors > min(state.step * batch, data.train.count) {
+            throw DropModelError(
+                code: .invalid, file: resume.file, object: "/checkpoint@errors",
+                message: "is \(state.errors), more than the \(state.step * batch) examples of \(state.step) steps")
+        }
     }
 
     /// Adds to a failed write that the checkpoint at `path` (epoch `epoch`) is intact.

@@ -320,3 +320,15 @@ public struct RecipeError: Error, CustomStringConvertible, Sendable {
     public var message: String
     public var description: String { message }
 }
+
+extension Recipe {
+    /// Momentum of epoch `e` (1-based): linear from `momentum` at epoch 1 to `momentumFinal` at
+    /// epoch `momentumRampEpochs`, constant after; float64, then rounded to float32
+    /// (Specs/determinism.md §4.6).
+    public func momentum(epoch e: Int) -> Float {
+        let ramp = momentumRampEpochs
+        guard ramp > 1 else { return Float(momentumFinal) }
+        let t = min(1.0, Double(e - 1) / Double(ramp - 1))
+        return Float(momentum + (momentumFinal - momentum) * t)
+    }
+}

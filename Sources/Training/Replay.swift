@@ -170,7 +170,8 @@ public enum Replay {
             output: nil, outputIdentical: nil, seconds: 0, layerNames: info.layers.map(\.name))
 
         // The initial weights are a function of the seed.
-        let tail = try request.fromEpoch.flatMap { _ in try startingState(request, history: info.history, last: epochs)
+        let tail = try request.fromEpoch.flatMap { _ in
+            try startingState(request, recipe: recipe, history: info.history, last: epochs)
         }
         let initial = tail?.parameters ?? recipe.initialParameters(seed: UInt64(seed))
         let initialDigest = WeightDigest.sha256(initial)
@@ -250,9 +251,12 @@ public enum Replay {
     }
 
     /// Where `replay --from-epoch E --start FILE` starts: FILE's weights and velocities, after
-    /// checking FILE is at epoch E - 1 and its weights have the digest the bundle records there.
+    /// checking FILE is at the end of epoch E - 1 and its weights have the digest the bundle
+    /// records there. FILE is a checkpoint, or a plain bundle of E - 1 epochs (or epoch 0) when
+    /// its missing velocities cannot matter: E is 1 (they start at 0), or epoch E's momentum is
+    /// 0 (the first update multiplies them by 0).
     static func startingState(
-        _ request: Request, history: History?, last: Int
+        _ request: Request, recipe: Recipe, history: History?, last: Int
     ) throws -> (parameters: [Parameters], velocities: [Parameters])? {
         let e = request.fromEpoch ?? 1
         let recorded = history?.epochs ?? []
@@ -274,12 +278,35 @@ public enum Replay {
         let start = try BundleReader(path: path)
         let state = try start.readCheckpoint()
         let at = state?.epoch ?? start.info.history?.epochs.count ?? 0
-        guard at == e - 1, state != nil || at == 0 else {
+        guard at == e - 1 else {
             throw DropModelError(
                 code: .notApplicable, file: path, object: state == nil ? "/history" : "/checkpoint@epoch",
-                message: state == nil
-                    ? "not a checkpoint: it has no optimizer state to continue from at epoch \(at)"
-                    : "the checkpoint is at epoch \(at); --from-epoch \(e) needs one at epoch \(e - 1)")
+                message: """
+                    the \(state == nil ? "bundle" : "checkpoint") is at epoch \(at); --from-epoch \(e) needs one at \
+                    epoch \(e - 1)
+                    """)
+        }
+        let mu = recipe.momentum(epoch: e)
+        if state == nil, at > 0, mu != 0 {
+            throw DropModelError(
+                code: .notApplicable, file: path, object: "/checkpoint",
+                message: """
+                    not a checkpoint: it has the weights after epoch \(at) but not the momentum velocities, and \
+                    epoch \(e)'s momentum is \(mu), so the replay cannot continue the run exactly without them
+                    """,
+                hint: """
+                    give a checkpoint of the run at epoch \(at) ('train --checkpoint-every'); a plain bundle can start \
+                    the replay only at epoch 1 or where the momentum is 0
+                    """)
+        }
+        if let state, state.step > 0 {
+            throw DropModelError(
+                code: .notApplicable, file: path, object: "/checkpoint@step",
+                message: """
+                    the checkpoint is inside epoch \(e) (after step \(state.step)): no recorded digest vouches for its \
+                    weights; --start needs a checkpoint at the end of epoch \(e - 1)
+                    """,
+                hint: "'train --checkpoint-every' writes checkpoints at the end of epochs")
         }
         let parameters = try start.readModel().parameters
         let digest = WeightDigest.sha256(parameters)

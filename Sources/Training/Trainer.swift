@@ -141,36 +141,50 @@ public final class Trainer {
 
     /// Momentum of epoch `e` (1-based): linear from `momentum` at epoch 1 to `momentumFinal` at
     /// epoch `momentumRampEpochs`, constant after; float64, then rounded to float32.
-    public func momentum(epoch e: Int) -> Float {
-        let ramp = recipe.momentumRampEpochs
-        guard ramp > 1 else { return Float(recipe.momentumFinal) }
-        let t = min(1.0, Double(e - 1) / Double(ramp - 1))
-        return Float(recipe.momentum + (recipe.momentumFinal - recipe.momentum) * t)
-    }
+    public func momentum(epoch e: Int) -> Float { recipe.momentum(epoch: e) }
 
     /// Trains epoch `e` (1-based) and returns its metrics. `progress` is called after every
     /// step with (steps done, steps in the epoch).
     public func trainEpoch(_ e: Int, progress: ((Int, Int) -> Void)? = nil) -> EpochMetrics {
+        finishEpoch(e, trainSteps(e, from: EpochPosition(), progress: progress))
+    }
+
+    /// Trains epoch `e` (1-based) from `position` (a resumed run's: its steps are already done)
+    /// until its last step, or until `stop` (asked after every step) says to stop: then the
+    /// returned position is before the epoch's end. The steps are the same whatever the
+    /// position: every draw is a function of (seed, epoch, step).
+    public func trainSteps(
+        _ e: Int, from position: EpochPosition, progress: ((Int, Int) -> Void)? = nil, stop: (() -> Bool)? = nil
+    ) -> EpochPosition {
         let n = data.train.count
         let order = streams.epochPermutation(epoch: e - 1, count: n)
         let lr = learningRate(epoch: e)
         let mu = momentum(epoch: e)
-        var lossSum = 0.0
-        var errors = 0
+        var at = position
         let steps = stepsPerEpoch
-        for t in 0..<steps {
+        while at.step < steps {
+            let t = at.step
             let first = t * recipe.batchSize
             let rows = min(recipe.batchSize, n - first)
             let (l, err) = forwardBackward(
                 epoch: e - 1, step: t, examples: order[first..<(first + rows)], update: (lr, mu))
-            lossSum += l
-            errors += err
+            at.lossSum += l
+            at.errors += err
+            at.step += 1
             progress?(t + 1, steps)
+            if at.step < steps, stop?() == true { break }
         }
+        return at
+    }
+
+    /// The metrics of epoch `e` once all its steps are done (`position.step == stepsPerEpoch`).
+    public func finishEpoch(_ e: Int, _ position: EpochPosition) -> EpochMetrics {
+        precondition(position.step == stepsPerEpoch, "epoch \(e) is not finished")
+        let n = data.train.count
         let testError = data.test.map { self.testError($0) } ?? .nan
         return EpochMetrics(
-            epoch: e, loss: lossSum / Double(n), trainError: Double(errors) / Double(n), testError: testError,
-            weightsSHA256: WeightDigest.sha256(network.parameters))
+            epoch: e, loss: position.lossSum / Double(n), trainError: Double(position.errors) / Double(n),
+            testError: testError, weightsSHA256: WeightDigest.sha256(network.parameters))
     }
 
     /// Test error of the deterministic network (weight scaling for the classic convention).

@@ -55,6 +55,9 @@ public struct TrainReport: Sendable {
     public var checkpoint: String?
     /// The epoch a resumed run started after (0 for a fresh run).
     public var resumedAt: Int = 0
+    /// When interrupted inside an epoch: the steps of epoch `epochs.count + 1` done (0 when
+    /// stopped at an epoch's end).
+    public var stoppedAtStep: Int = 0
     /// The digest of the final weights (the last epoch's, or the initial weights').
     public var weightsSHA256: [UInt8] { epochs.last?.weightsSHA256 ?? initialWeightsSHA256 }
 }
@@ -85,7 +88,8 @@ public enum TrainingRun {
         /// Continue this checkpoint (``resumePoint(from:)``) instead of starting at epoch 0:
         /// `recipe` and `seed` must be its own, `initial` is not read.
         public var resume: ResumePoint?
-        /// Asked after every epoch: true stops the run after writing a checkpoint (SIGINT).
+        /// Asked after every step: true stops the run after writing a checkpoint (SIGINT), inside
+        /// the epoch if it has steps left.
         public var stopRequested: @Sendable () -> Bool
 
         public init(
@@ -174,7 +178,23 @@ public enum TrainingRun {
         func info() -> ModelInfo {
             bundleInfo(recipe: recipe, seed: request.seed, data: data, initialDigest: initialDigest, records: records)
         }
-        try run(trainer, from: (resume?.state.epoch ?? 0) + 1, epochs: recipe.epochs, observer: observer) { summary in
+        func writeCheckpoint(_ state: CheckpointState) throws {
+            do {
+                try BundleWriter.write(
+                    Model(info: info(), parameters: trainer.network.parameters), checkpoint: state, to: checkpointPath)
+            } catch {
+                throw lastCheckpoint.map { keepsCheckpoint(error, path: $0.path, epoch: $0.epoch) } ?? error
+            }
+            lastCheckpoint = (state.epoch, checkpointPath)
+            lastCheckpointTime = Date()
+        }
+        let position = resume.map {
+            EpochPosition(step: $0.state.step, lossSum: $0.state.lossSum, errors: $0.state.errors)
+        }
+        let stopped = try run(
+            trainer, from: (resume?.state.epoch ?? 0) + 1, at: position ?? EpochPosition(), epochs: recipe.epochs,
+            observer: observer, stop: request.stopRequested
+        ) { summary in
             records.append(summary.record)
             let e = summary.record.epoch
             guard e < recipe.epochs else { return true }
@@ -183,19 +203,17 @@ public enum TrainingRun {
             let due =
                 (policy?.epochs.map { e % $0 == 0 } ?? false)
                 || (policy?.seconds.map { Date().timeIntervalSince(lastCheckpointTime) >= $0 } ?? false)
-            if stop || due {
-                do {
-                    try BundleWriter.write(
-                        Model(info: info(), parameters: trainer.network.parameters),
-                        checkpoint: CheckpointState(epoch: e, velocities: trainer.velocities), to: checkpointPath)
-                } catch {
-                    throw lastCheckpoint.map { keepsCheckpoint(error, path: $0.path, epoch: $0.epoch) } ?? error
-                }
-                lastCheckpoint = (e, checkpointPath)
-                lastCheckpointTime = Date()
-            }
+            if stop || due { try writeCheckpoint(CheckpointState(epoch: e, velocities: trainer.velocities)) }
             if stop { interrupted = true }
             return !stop
+        }
+        if let (e, at) = stopped {
+            // Stopped inside epoch e: the checkpoint records the steps done and the epoch's sums so far.
+            try writeCheckpoint(
+                CheckpointState(
+                    epoch: e - 1, step: at.step, lossSum: at.lossSum, errors: at.errors, velocities: trainer.velocities)
+            )
+            interrupted = true
         }
         var report = TrainReport(
             output: request.output, recipe: recipe, seed: request.seed, threads: request.threads,
@@ -206,6 +224,7 @@ public enum TrainingRun {
         report.checkpoint = lastCheckpoint?.path
         if interrupted {
             report.interrupted = true
+            report.stoppedAtStep = stopped?.position.step ?? 0
             return report
         }
         do {
@@ -267,18 +286,28 @@ public enum TrainingRun {
         return split
     }
 
-    /// Runs epochs `first...epochs`, reporting steps and epochs to `observer`; `check` sees each
-    /// epoch and may stop the run by returning false.
+    /// Runs epochs `first...epochs`, the first from `position`, reporting steps and epochs to
+    /// `observer`; `check` sees each epoch and may stop the run by returning false. `stop`,
+    /// asked after every step, ends the run inside an epoch: returns that epoch and the position
+    /// reached (nil when the run ended otherwise).
+    @discardableResult
     static func run(
-        _ trainer: Trainer, from first: Int = 1, epochs: Int, observer: (RunEvent) -> Void,
+        _ trainer: Trainer, from first: Int = 1, at position: EpochPosition = EpochPosition(), epochs: Int,
+        observer: (RunEvent) -> Void, stop: (@Sendable () -> Bool)? = nil,
         check: (inout EpochSummary) throws -> Bool
-    ) rethrows {
-        guard epochs >= first else { return }
+    ) rethrows -> (epoch: Int, position: EpochPosition)? {
+        guard epochs >= first else { return nil }
+        var position = position
         for e in first...epochs {
             let started = Date()
-            let m = withoutActuallyEscaping(observer) { observer in
-                trainer.trainEpoch(e) { done, total in observer(.step(epoch: e, done: done, total: total)) }
+            let at = withoutActuallyEscaping(observer) { observer in
+                trainer.trainSteps(
+                    e, from: position, progress: { done, total in observer(.step(epoch: e, done: done, total: total)) },
+                    stop: stop)
             }
+            position = EpochPosition()
+            if at.step < trainer.stepsPerEpoch { return (e, at) }
+            let m = trainer.finishEpoch(e, at)
             let seconds = Date().timeIntervalSince(started)
             var summary = EpochSummary(
                 record: record(m, trainer), seconds: seconds,
@@ -287,6 +316,7 @@ public enum TrainingRun {
             observer(.epoch(summary))
             if !goOn { break }
         }
+        return nil
     }
 
     static func record(_ m: EpochMetrics, _ trainer: Trainer) -> EpochRecord {

@@ -108,6 +108,13 @@ struct CheckpointTests {
             try Self.resume(checkpoint, output: output, threads: 3 - threads, reference: reference, what)
             let replay = try Bounded.run(["replay", output], timeout: 180, addressSpaceMiB: nil)
             #expect(replay.status == 0, "\(what): replay of the resumed bundle: \(replay)")
+            if let step = try BundleReader(path: saved).readCheckpoint()?.step, step > 0 {
+                // Stopped inside an epoch: no recorded digest vouches for its weights.
+                let inside = try Bounded.run(["replay", output, "--from-epoch", String(epochs + 1), "--start", saved])
+                #expect(inside.status == 2 && inside.stderr.contains("inside epoch"), "\(what): \(inside)")
+                try FileManager.default.removeItem(atPath: output)
+                continue
+            }
             // The tail only, from the checkpoint: its digest must be the recorded one.
             let tail = try Bounded.run(
                 ["replay", output, "--from-epoch", String(epochs + 1), "--start", saved], timeout: 180,
@@ -118,6 +125,36 @@ struct CheckpointTests {
             #expect(wrong.status == 2, "\(what): a checkpoint of another epoch: \(wrong)")
             try FileManager.default.removeItem(atPath: output)
         }
+    }
+
+    @Test("SIGINT inside an epoch: the checkpoint records the step; resume gives the same bytes", arguments: [1, 2])
+    func interruptedInsideAnEpoch(threads: Int) throws {
+        let dir = TemporaryDirectory()
+        // 6000 examples in batches of 10: 600 steps an epoch (about 0.2 s), so a signal sent
+        // after epoch 1's line lands inside a later epoch, even when a loaded machine delays it
+        // (six epochs leave a second of margin).
+        let recipe = [
+            "--data", "fashion-mnist", "--limit", "6000", "--test-limit", "100", "--layers", "784,32,10",
+            "--keep", "0.8,0.5", "--epochs", "6", "--batch-size", "10", "--seed", "4",
+        ]
+        let reference = dir.file("reference.h5"), output = dir.file("run.h5"), checkpoint = output + ".ckpt"
+        let r = try Bounded.run(
+            ["train"] + recipe + ["--threads", "2", "-o", reference], timeout: 300, addressSpaceMiB: nil)
+        try #require(r.status == 0, "\(r)")
+        let o = try Bounded.run(
+            ["train"] + recipe + ["--threads", String(threads), "-o", output], timeout: 300, addressSpaceMiB: nil,
+            kill: .afterOutput("epoch 1/6", delay: 0.02), signal: SIGINT)
+        #expect(o.status == 130 && !o.signaled, "\(o)")
+        try #require(Self.exists(checkpoint), "\(o)")
+        let state = try #require(try BundleReader(path: checkpoint).readCheckpoint())
+        let at = "epoch \(state.epoch), step \(state.step)"
+        #expect(state.epoch >= 1 && state.epoch < 6 && state.step > 0 && state.step < 600, "\(at)")
+        #expect(o.stderr.contains("after step \(state.step) of epoch \(state.epoch + 1)"), "\(at): \(o)")
+        let deep = try Bounded.run(["check", "--deep", checkpoint])
+        #expect(deep.status == 0 && deep.stdout.contains("inside epoch \(state.epoch + 1)"), "\(deep)")
+        try Self.resume(
+            checkpoint, output: output, threads: 3 - threads, reference: try Self.bytes(reference),
+            "SIGINT inside an epoch on \(threads) thread(s)")
     }
 
     @Test("a checkpoint of another recipe or seed is refused, naming what differs")

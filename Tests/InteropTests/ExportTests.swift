@@ -1,4 +1,5 @@
 import BundleFormat
+import DropModelBase
 import Foundation
 import HDF5Layer
 import Interop
@@ -215,5 +216,27 @@ struct InteropCommandTests {
         }
         // The flip that crashed libhdf5 in-process: now a clean refusal naming an object.
         #expect(knownFlip?.status == 2, "\(knownFlip?.stderr ?? "")")
+    }
+}
+
+@Suite("export progress")
+struct ExportProgressTests {
+    @Test(
+        "export reports the bytes read layer by layer, then written, ending at the total",
+        arguments: Export.Format.allCases)
+    func progress(format: Export.Format) throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("m.h5")
+        let model = Fixtures.model(sizes: [20, 16, 8, 4], convention: .inverted)
+        try BundleWriter.write(model, to: path)
+        var reports: [WorkProgress] = []
+        let name = "m." + (format == .keras ? "keras" : format.rawValue)
+        _ = try Conversion.export(path, format: format, to: dir.file(name)) { reports.append($0) }
+        let total = 2 * model.info.dataBytes
+        #expect(reports.count >= 4, "\(reports)")
+        #expect(reports.allSatisfy { $0.total == total })
+        let done = reports.map(\.done)
+        #expect(zip(done, done.dropFirst()).allSatisfy { $0 <= $1 }, "\(done)")
+        #expect(done.last == total)
     }
 }
