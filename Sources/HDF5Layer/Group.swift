@@ -154,7 +154,7 @@ public final class Group: Object, @unchecked Sendable {
     }
 
     private func checkComponent(_ name: String) throws {
-        if name.isEmpty || name.contains("/") || name == "." {
+        if name.isEmpty || name.utf8.contains(UInt8(ascii: "/")) || name == "." {
             throw location.error(.notFound, "open member", "'\(name)' is not a single path component")
         }
     }
