@@ -106,8 +106,8 @@ AVX512 static ALWAYS_INLINE void tile_body(const int mr, const int nv, long kc,
     // With the update: the weights and velocities of the next tile (`next_rows` x `next_cols`,
     // at most mr x 16·nv, at offset `next`; -1 for none) are fetched into L1 while this tile
     // computes, one row per k step, so that tile's update does not wait for them (they come from
-    // L3: a training step streams every weight and velocity through its update). With pf: lines
-    // of the operand a later product packs, into L2, one per k step.
+    // L3: a training step streams every weight and velocity through its update). With pf: the
+    // lines of B that the product's next panel will pack, into L2, one per k step.
     const float *pw = u && next >= 0 ? u->w + next : NULL, *pv = u && next >= 0 ? u->v + next : NULL;
     long pfr = 0, pfl = 0;
     for (long p = 0; p < kc; ++p) {
