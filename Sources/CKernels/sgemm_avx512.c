@@ -20,6 +20,13 @@
 // latency), and partial tiles at the edge of n use masked loads and stores of C (AVX-512's lane
 // masks), so the training shapes (m = 100, n = 784) lose almost nothing to their edges.
 //
+// Inside training the operands a product does not own stream from L3: every step reads and
+// writes all weights and velocities in the fused update and transposes all weights for the
+// forward products. So the fused update runs its tiles along rows of w and v and prefetches the
+// next tile's lines into L1 while a tile computes, and a forward product with a transposed B
+// prefetches the rows of B its next panel packs into L2 (a line per k step of each tile). Neither
+// touches a value.
+//
 // Everything here is compiled for AVX-512 (the `AVX512` attribute on each function) and called
 // only after dm_kernel_path_available(DM_PATH_AVX512) said yes: the binary still runs on CPUs
 // without it. Nothing may fuse or reorder on its own:
@@ -62,6 +69,15 @@ AVX512 static ALWAYS_INLINE void update16(__m512 g, float *w, float *v, __mmask1
     _mm512_mask_storeu_ps(w, k, ww);
 }
 
+// Floats to fetch into L2 while a tile computes, a cache line per k step: `rows` rows of floats
+// 0 ... last, row r at base + r * ld, as `lines` addresses 16 floats apart (the last one clamped
+// to `last`, which covers the row's last line when the row does not start on one); nothing when
+// rows is 0.
+typedef struct {
+    const float *base;
+    long ld, last, lines, rows;
+} pf_rows;
+
 // The register tile: rows 0 ..< mr, vectors 0 ..< nv of C (the last vector's lanes limited to
 // `last`) = (bias ? bias[c] : zero ? 0 : C) + sum over p of a[p*MR5 + r] * b[p*NR5 + c], each
 // element a chain of fused multiply-adds in increasing p; with relu, each finished element z is
@@ -72,7 +88,8 @@ AVX512 static ALWAYS_INLINE void update16(__m512 g, float *w, float *v, __mmask1
 AVX512 static ALWAYS_INLINE void tile_body(const int mr, const int nv, long kc,
                                            const float *restrict a, const float *restrict b,
                                            float *restrict c, long ldc, int zero, __mmask16 last,
-                                           const dm_update *u, long off, const float *bias, int relu) {
+                                           const dm_update *u, long off, long next, long next_rows, long next_cols,
+                                           const float *bias, int relu, pf_rows pf) {
     __m512 acc[MR5][NV5];
     if (bias) {
         // The chains start from the bias of their column, as if C held it in every row.
@@ -86,7 +103,30 @@ AVX512 static ALWAYS_INLINE void tile_body(const int mr, const int nv, long kc,
                 acc[r][v] = zero ? _mm512_setzero_ps()
                                  : _mm512_maskz_loadu_ps(v == nv - 1 ? last : 0xFFFF, c + r * ldc + 16 * v);
     }
+    // With the update: the weights and velocities of the next tile (`next_rows` x `next_cols`,
+    // at most mr x 16·nv, at offset `next`; -1 for none) are fetched into L1 while this tile
+    // computes, one row per k step, so that tile's update does not wait for them (they come from
+    // L3: a training step streams every weight and velocity through its update). With pf: the
+    // lines of B that the product's next panel will pack, into L2, one per k step.
+    const float *pw = u && next >= 0 ? u->w + next : NULL, *pv = u && next >= 0 ? u->v + next : NULL;
+    long pfr = 0, pfl = 0;
     for (long p = 0; p < kc; ++p) {
+        if (pfr < pf.rows) {
+            const long at = 16 * pfl < pf.last ? 16 * pfl : pf.last;
+            _mm_prefetch((const char *)(pf.base + pfr * pf.ld + at), _MM_HINT_T1);
+            if (++pfl == pf.lines) pfl = 0, ++pfr;
+        }
+        if (pw && p < next_rows) {
+            const float *rw = pw + p * u->ld, *rv = pv + p * u->ld;
+            UNROLL for (int v = 0; v < nv; ++v) {
+                const long at = 16 * v < next_cols ? 16 * v : next_cols - 1;
+                _mm_prefetch((const char *)(rw + at), _MM_HINT_T0);
+                _mm_prefetch((const char *)(rv + at), _MM_HINT_T0);
+            }
+            // The row's last float: its line when the row does not start on a line.
+            _mm_prefetch((const char *)(rw + next_cols - 1), _MM_HINT_T0);
+            _mm_prefetch((const char *)(rv + next_cols - 1), _MM_HINT_T0);
+        }
         __m512 bv[NV5];
         UNROLL for (int v = 0; v < nv; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
         UNROLL for (int r = 0; r < mr; ++r) {
@@ -116,15 +156,17 @@ AVX512 static ALWAYS_INLINE void tile_body(const int mr, const int nv, long kc,
 
 // A tile of mr <= MR5 rows and nr <= NR5 columns: tile_body specialised for its shape.
 AVX512 static void tile(long mr, long nr, long kc, const float *a, const float *b, float *c,
-                        long ldc, int zero, const dm_update *u, long off, const float *bias, int relu) {
+                        long ldc, int zero, const dm_update *u, long off, long next, long next_rows,
+                        long next_cols, const float *bias, int relu, pf_rows pf) {
     const int nv = (int)((nr + 15) / 16);
     const __mmask16 last = (__mmask16)(0xFFFFu >> (16 * nv - nr));
-#define DM_NV_CASES(R)                                                                   \
-    switch (nv) {                                                                        \
-    case 1: tile_body(R, 1, kc, a, b, c, ldc, zero, last, u, off, bias, relu); return;               \
-    case 2: if (NV5 >= 2) tile_body(R, 2, kc, a, b, c, ldc, zero, last, u, off, bias, relu); return; \
-    case 3: if (NV5 >= 3) tile_body(R, 3, kc, a, b, c, ldc, zero, last, u, off, bias, relu); return; \
-    default: if (NV5 >= 4) tile_body(R, 4, kc, a, b, c, ldc, zero, last, u, off, bias, relu); return; \
+#define DM_ARGS kc, a, b, c, ldc, zero, last, u, off, next, next_rows, next_cols, bias, relu, pf
+#define DM_NV_CASES(R)                                                \
+    switch (nv) {                                                     \
+    case 1: tile_body(R, 1, DM_ARGS); return;                         \
+    case 2: if (NV5 >= 2) tile_body(R, 2, DM_ARGS); return;           \
+    case 3: if (NV5 >= 3) tile_body(R, 3, DM_ARGS); return;           \
+    default: if (NV5 >= 4) tile_body(R, 4, DM_ARGS); return;          \
     }
 #define DM_MR_CASE(R) case R: if (MR5 >= R) { DM_NV_CASES(R) } return;
     switch (mr) {
@@ -135,6 +177,7 @@ AVX512 static void tile(long mr, long nr, long kc, const float *a, const float *
     }
 #undef DM_MR_CASE
 #undef DM_NV_CASES
+#undef DM_ARGS
 }
 
 // Transposes 16 rows of 16 floats in registers (moves bits only): r[i][j] becomes r[j][i].
@@ -284,6 +327,51 @@ AVX512 int dm_sgemm_avx512(int transA, int transB, long m, long n, long k,
     float *bp = dm_scratch_get(1, (size_t)NC * (size_t)KC + DM_SLACK);
     if (ap == NULL || bp == NULL) return 0;
 
+    if (u) {
+        // The fused update (one k block: k <= KC5_MAX). Tiles run along rows of w and v (all
+        // panels of B for one panel of A), so each row of w and v is read and written in order
+        // and the next tile's lines are prefetched while this one computes (tile_body).
+        for (long jc = 0; jc < n; jc += NC) {
+            const long nc = n - jc < NC ? n - jc : NC;
+            if (!transB) pack_b_rows(B, ldb, 0, k, jc, nc, bp);
+            else
+                for (long jr = 0; jr < nc; jr += NR5)
+                    pack_b_trans_panel(B, ldb, 0, k, jc + jr, nc - jr < NR5 ? nc - jr : NR5, bp + (jr / NR5) * k * NR5);
+            for (long ic = 0; ic < m; ic += MC) {
+                const long mc = m - ic < MC ? m - ic : MC;
+                pack_a(transA, A, lda, ic, mc, 0, k, ap);
+                const long tiles = tile_count(mc);
+                for (long t = 0; t < tiles; ++t) {
+                    const long ir = tile_row(mc, tiles, t), mr = tile_row(mc, tiles, t + 1) - ir;
+                    const float *apanel = ap + t * k * MR5;
+                    for (long jr = 0; jr < nc; jr += NR5) {
+                        const long nr = nc - jr < NR5 ? nc - jr : NR5;
+                        const long off = (ic + ir) * u->ld + jc + jr;
+                        // The next tile: along these rows, else the next rows of this m block,
+                        // else the next m block (its first mr rows and nr columns at most: what
+                        // this tile's code can fetch).
+                        long next = -1, next_rows = 0, next_cols = nc < NR5 ? nc : NR5;
+                        if (jr + NR5 < nc) {
+                            next = off + NR5, next_rows = mr;
+                            next_cols = nc - jr - NR5 < NR5 ? nc - jr - NR5 : NR5;
+                        } else if (t + 1 < tiles) {
+                            next = (ic + tile_row(mc, tiles, t + 1)) * u->ld + jc;
+                            next_rows = tile_row(mc, tiles, t + 2) - tile_row(mc, tiles, t + 1);
+                        } else if (ic + mc < m) {
+                            const long mc2 = m - ic - mc < MC ? m - ic - mc : MC;
+                            next = (ic + mc) * u->ld + jc, next_rows = tile_row(mc2, tile_count(mc2), 1);
+                        }
+                        if (next_rows > mr) next_rows = mr;
+                        if (next_cols > nr) next_cols = nr;
+                        tile(mr, nr, k, apanel, bp + (jr / NR5) * k * NR5, NULL, 0, 1, u, off, next, next_rows,
+                             next_cols, NULL, 0, (pf_rows){0});
+                    }
+                }
+            }
+        }
+        return 1;
+    }
+
     for (long jc = 0; jc < n; jc += NC) {
         const long nc = n - jc < NC ? n - jc : NC;
         for (long pc = 0; pc < k; pc += KC) {
@@ -300,15 +388,25 @@ AVX512 int dm_sgemm_avx512(int transA, int transB, long m, long n, long k,
                     float *bpanel = bp + (jr / NR5) * kc * NR5;
                     if (transB && ic == 0) pack_b_trans_panel(B, ldb, pc, kc, jc + jr, nr, bpanel);
                     const long tiles = tile_count(mc);
+                    // Transposed B: the rows of B the next panel packs are fetched into L2 while
+                    // this panel's tiles compute, each tile a share of them.
+                    const long rest = nc - jr - NR5;
+                    const long nextn = transB && ic == 0 && rest > 0 ? (rest < NR5 ? rest : NR5) : 0;
                     for (long t = 0; t < tiles; ++t) {
                         const long ir = tile_row(mc, tiles, t), mr = tile_row(mc, tiles, t + 1) - ir;
                         const float *apanel = ap + t * kc * MR5;
-                        float *ct = u ? NULL : C + (ic + ir) * ldc + jc + jr;
-                        const long off = u ? (ic + ir) * u->ld + jc + jr : 0;
+                        float *ct = C + (ic + ir) * ldc + jc + jr;
+                        pf_rows pf = {0};
+                        if (nextn > 0) {
+                            const long r0 = t * nextn / tiles, r1 = (t + 1) * nextn / tiles;
+                            const float *first = B + (jc + jr + NR5 + r0) * ldb + pc;
+                            pf = (pf_rows){first, ldb, kc - 1, (kc + 15) / 16 + 1, r1 - r0};
+                        }
                         // The epilogue: the bias starts the chains (first k block), relu ends
                         // them (last k block).
                         const float *bt = bias && pc == 0 ? bias + jc + jr : NULL;
-                        tile(mr, nr, kc, apanel, bpanel, ct, ldc, zero, u, off, bt, relu && pc + kc == k);
+                        const int rl = relu && pc + kc == k;
+                        tile(mr, nr, kc, apanel, bpanel, ct, ldc, zero, NULL, 0, -1, 0, 0, bt, rl, pf);
                     }
                 }
             }

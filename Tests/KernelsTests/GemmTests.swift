@@ -453,17 +453,20 @@ func concurrentCallers() async {
 @Test(
     """
     multiplyUpdate equals the reference product followed by the update loop, bit for bit: every path, threads 1-3, l2 \
-    on/off, k beyond the cache block
+    on/off, either operand transposed, k beyond the cache block, m beyond the m block
     """,
     arguments: [false, true], [Float(0), Float(0.001)])
 func fusedUpdate(transA: Bool, l2: Float) {
     var rng = SplitMix64(state: transA ? 11 : 12)
-    // Around both tiles (6x16, 14x32) and the k block of 384 (400, 385: the unfused fallback).
-    for (m, n, k) in [
-        (7, 17, 5), (13, 31, 100), (100, 129, 13), (6, 16, 400), (31, 40, 385),
-        (14, 32, 384), (15, 49, 17), (29, 65, 100),
+    // Around both tiles (6x16, 14x32) and the k block of 384 (400, 385: the unfused fallback);
+    // m beyond the m blocks (144 and 140 rows: several blocks, a partial last one).
+    for (m, n, k, transB) in [
+        (7, 17, 5, false), (13, 31, 100, false), (100, 129, 13, false), (6, 16, 400, false), (31, 40, 385, false),
+        (14, 32, 384, false), (15, 49, 17, false), (29, 65, 100, false), (300, 50, 20, false), (157, 97, 9, true),
+        (29, 65, 100, true),
     ] {
-        let p = Problem(transA: transA, transB: false, m: m, n: n, k: k, pad: (1, 2, 3), accumulate: false, rng: &rng)
+        let p = Problem(
+            transA: transA, transB: transB, m: m, n: n, k: k, pad: (1, 2, 3), accumulate: false, rng: &rng)
         let w0 = rng.values(m * p.ldc), v0 = rng.values(m * p.ldc)
         let (mu, lr): (Float, Float) = (0.9, 0.05)
         // Expected: G by the contract, then v = mu*v - lr*(g + l2*w); w = w + v (Swift never contracts).
@@ -488,7 +491,7 @@ func fusedUpdate(transA: Bool, l2: Float) {
                         fw.withUnsafeMutableBufferPointer { pw in
                             fv.withUnsafeMutableBufferPointer { pv in
                                 Gemm.multiplyUpdate(
-                                    transA: transA, transB: false, m: m, n: n, k: k,
+                                    transA: transA, transB: transB, m: m, n: n, k: k,
                                     a: pa.baseAddress!, lda: p.lda, b: pb.baseAddress!, ldb: p.ldb,
                                     update: Gemm.Update(
                                         w: pw.baseAddress!, v: pv.baseAddress!, ld: p.ldc, mu: mu, lr: lr, l2: l2),

@@ -68,7 +68,7 @@ final class DenseLayer: EngineLayer {
     /// gb[o] = +0 + dz[0][o] + dz[1][o] + ... (rows in order, unfused). Rows outer, outputs
     /// inner: every gb[o] sees the same additions in the same order as a loop over the column,
     /// but dz is read sequentially (a column walk strides by the row length, which for 1,024
-    /// outputs maps every row to the same L1 set).
+    /// outputs maps every row to the same L1 set). Threads split the outputs, never a sum.
     func biasGradient(
         _ dz: UnsafeBufferPointer<Float>, rows: Int, into gb: UnsafeMutableBufferPointer<Float>, threads: Int
     ) {
@@ -76,9 +76,11 @@ final class DenseLayer: EngineLayer {
         guard outputs > 0, let g = gb.baseAddress else { return }
         g.update(repeating: 0, count: outputs)
         guard rows > 0, let d = dz.baseAddress else { return }
-        for r in 0..<rows {
-            let row = d + r * outputs
-            for o in 0..<outputs { g[o] += row[o] }
+        Parallel.forEachRange(count: outputs, threads: threads, minimumCount: 256) { range in
+            for r in 0..<rows {
+                let row = d + r * outputs
+                for o in range { g[o] += row[o] }
+            }
         }
     }
 
