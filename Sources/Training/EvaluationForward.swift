@@ -136,12 +136,13 @@ struct ThinnedForward {
             let p = network.parameters[l]
             p.weight.withUnsafeBufferPointer { w in
                 p.bias.withUnsafeBufferPointer { bias in
+                    let relu = fused[l] && layer.activation == .relu
                     if fused[l] {
                         precondition(bias.count >= outputs, "dense layer: \(bias.count) biases for \(outputs) outputs")
                         Gemm.multiply(
                             transA: false, transB: true, m: n, n: outputs, k: width, a: source.baseAddress!,
                             lda: width, b: w.baseAddress!, ldb: width, c: out.baseAddress!, ldc: outputs,
-                            bias: bias.baseAddress, relu: layer.activation == .relu, threads: 1, kernel: kernel)
+                            bias: bias.baseAddress, relu: relu, threads: 1, kernel: kernel)
                     } else {
                         engine[l].forward(source, rows: n, weight: w, bias: bias, into: out, threads: 1)
                     }

@@ -98,8 +98,8 @@ enum MonteCarloReference {
             labels: (0..<count).map { UInt8($0 % classes) })
     }
 
-    static func mlp(mode: DropoutMode) -> Network {
-        let sizes = [20, 16, 12, 5]
+    /// An MLP ("wide": hidden layers wider than the 14 x 32 register tile of the AVX-512 path).
+    static func mlp(mode: DropoutMode, sizes: [Int] = [20, 16, 12, 5]) -> Network {
         let keep = [0.8, 0.5, 0.6]
         let layers = (0..<3).map { l in
             LayerInfo(
@@ -119,7 +119,7 @@ struct MonteCarloFastPathTests {
         var convention: DropoutConvention
         var baked: Bool
         var testDescription: String { "\(net), \(mode.rawValue), \(convention.rawValue), baked \(baked)" }
-        static let all = ["mlp", "pooled", "averaged", "stacked"].flatMap { n in
+        static let all = ["mlp", "wide", "pooled", "averaged", "stacked"].flatMap { n in
             DropoutMode.allCases.flatMap { m in
                 DropoutConvention.allCases.flatMap { c in
                     [false, true].map { Case(net: n, mode: m, convention: c, baked: $0) }
@@ -139,6 +139,7 @@ struct MonteCarloFastPathTests {
         case "stacked":
             let l = ConvNets.stacked(c.mode)
             return Network(layers: l, parameters: ConvNets.parameters(l, seed: 6))
+        case "wide": return MonteCarloReference.mlp(mode: c.mode, sizes: [20, 40, 24, 5])
         default: return MonteCarloReference.mlp(mode: c.mode)
         }
     }
@@ -177,7 +178,7 @@ struct MonteCarloFastPathTests {
     /// monteCarlo runs batches of examples through every sample of a repeat; its errors equal
     /// those of whole-set samples summed one after another, for every thread count, batch size
     /// and kernel path; progress counts thinned networks over the whole set up to the total.
-    @Test(arguments: Case.all.filter { $0.net == "mlp" || ($0.net == "pooled" && !$0.baked) })
+    @Test(arguments: Case.all.filter { $0.net == "mlp" || (["wide", "pooled"].contains($0.net) && !$0.baked) })
     func monteCarloEqualsSampleBySample(_ c: Case) {
         let net = Self.network(c)
         let features = net.layers[0].kind.engineLayer(net.layers[0]).inputCount
