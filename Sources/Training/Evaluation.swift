@@ -1,7 +1,8 @@
 public import BundleFormat
 public import DropoutRandom
 public import TrainingData
-import Kernels
+package import Kernels
+import Synchronization
 
 /// Test error of the deterministic (weight-scaled) network and of Monte-Carlo model averaging
 /// over sampled thinned networks (JMLR Sec. 7.5).
@@ -10,6 +11,12 @@ public struct Evaluation {
     public let convention: DropoutConvention
     public let baked: Bool
     public let threads: Int
+    /// The matrix-product and Philox path of Monte-Carlo evaluation (tests compare the paths).
+    package var kernel: Gemm.Kernel = .automatic
+    /// The most examples one thread runs through the network at once in Monte-Carlo
+    /// evaluation: a multiple of the register tiles' heights (14 rows on AVX-512, 6 on AVX2), so
+    /// full batches run no partial tile. Changes no bit (tests use small batches).
+    package var batch = 1008
 
     public init(network: Network, convention: DropoutConvention, baked: Bool, threads: Int = 1) {
         self.network = network
@@ -61,129 +68,110 @@ public struct Evaluation {
     ///
     /// The same arithmetic as ``Predictor/probabilities(_:count:batch:mask:)`` with a mask (each
     /// element: the layer below's activation, then the product with its noise; each output one
-    /// product of the layer's kind), arranged for speed: in batches of 1000 examples, one pass
-    /// per layer over the batch's rows applies the activation of the layer below and this
-    /// layer's noise together, and that pass, the noise and the softmax are split over the
-    /// threads by rows (each example's noise is a pure function of (sample, example, layer), so
-    /// no bit depends on the split).
+    /// product of the layer's kind), arranged for speed (``ThinnedForward``): the examples are
+    /// cut into batches of at most ``batch``, and each thread runs whole batches through the
+    /// network on its own (products on one thread, relu in the product's epilogue, element noise
+    /// from vectorised Philox in one pass). Each example's noise is a pure function of (sample,
+    /// example, layer) and rows are independent, so no bit depends on the batches or the threads.
     public func thinnedProbabilities(_ set: LabeledExamples, sample: Int, streams: RandomStreams) -> [Float] {
-        let layers = network.layers
-        let engine = network.engineLayers
-        let channels = DropoutNoise.channelCounts(layers)
-        let (convention, baked, threads) = (self.convention, self.baked, self.threads)
-        let elementNoise: [(KeepThreshold, Float)?] = layers.map { layer in
-            guard layer.dropoutMode == .element else { return nil }
-            let p = layer.keepProb
-            return (
-                KeepThreshold(keepProbability: p),
-                DropoutNoise.keptValue(keepProbability: p, convention: convention, baked: baked)
-            )
-        }
-        let count = set.count
-        let (features, classes) = (engine.first?.inputCount ?? 0, engine.last?.outputCount ?? 0)
+        let forward = ThinnedForward(self, streams: streams)
+        let (count, features, classes) = (set.count, forward.features, forward.classes)
         precondition(set.inputs.count >= count * features, "\(set.inputs.count) inputs for \(count) examples")
         var out = [Float](repeating: 0, count: count * classes)
-        let batch = max(1, min(1000, count))
-        let widest = engine.map { max($0.inputCount, $0.outputCount) }.max() ?? 0
-        let bufA = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(1, batch * widest))
-        let bufB = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(1, batch * widest))
-        defer {
-            bufA.deallocate()
-            bufB.deallocate()
-        }
+        let batch = Self.batchSize(count: count, threads: threads, largest: self.batch)
+        let batches = (count + batch - 1) / batch
         set.inputs.withUnsafeBufferPointer { inputs in
             out.withUnsafeMutableBufferPointer { out in
-                var (x, z) = (bufA, bufB)
-                var start = 0
-                while start < count {
-                    let n = min(batch, count - start)
-                    for (l, layer) in layers.enumerated() {
-                        let width = engine[l].inputCount
-                        let noisy = layer.hasWeights && !DropoutNoise.isIdentity(layer)
-                        let below: Activation? = l > 0 ? layers[l - 1].activation : nil
-                        // The layer's input rows: the batch's examples (first layer) or the
-                        // activation of the layer below, then times this layer's noise.
-                        Parallel.forEachRange(count: n, threads: threads, minimumCount: 2) { part in
-                            let mask = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(1, width))
-                            defer { mask.deallocate() }
-                            for r in part {
-                                let row = UnsafeMutableBufferPointer(rebasing: x[(r * width)..<((r + 1) * width)])
-                                if let below {
-                                    activate(below, row)
-                                } else {
-                                    for j in 0..<width { row[j] = inputs[(start + r) * width + j] }
-                                }
-                                guard noisy else { continue }
-                                if let (threshold, kept) = elementNoise[l] {
-                                    // Element mode: each input times its noise as the word is drawn
-                                    // (the values DropoutNoise.fill would write, without the buffer).
-                                    streams.monteCarloRow(sample: sample, example: start + r, layer: l)
-                                        .forEachWord(count: width) { u, w in
-                                            row[u] = row[u] * (threshold.keeps(w) ? kept : 0)
-                                        }
-                                    continue
-                                }
-                                DropoutNoise.fill(
-                                    layer: l, layer, units: width, channels: channels[l], convention: convention,
-                                    baked: baked, draw: .monteCarlo(sample: sample, example: start + r),
-                                    streams: streams, into: mask)
-                                for j in 0..<width { row[j] = row[j] * mask[j] }
-                            }
-                        }
-                        let p = network.parameters[l]
-                        p.weight.withUnsafeBufferPointer { w in
-                            p.bias.withUnsafeBufferPointer { bias in
-                                engine[l].forward(
-                                    UnsafeBufferPointer(rebasing: x[0..<(n * width)]), rows: n, weight: w, bias: bias,
-                                    into: UnsafeMutableBufferPointer(rebasing: z[0..<(n * engine[l].outputCount)]),
-                                    threads: threads)
-                            }
-                        }
-                        swap(&x, &z)
-                    }
-                    // The last layer's activation (softmax: per row), into the result.
-                    let last = layers[layers.count - 1].activation
-                    Parallel.forEachRange(count: n, threads: threads, minimumCount: 2) { part in
-                        let rows = UnsafeMutableBufferPointer(
-                            rebasing: x[(part.lowerBound * classes)..<(part.upperBound * classes)])
-                        if last == .softmax {
-                            softmaxRows(rows, rows: part.count, cols: classes)
-                        } else {
-                            activate(last, rows)
-                        }
-                        for i in 0..<rows.count { out[(start + part.lowerBound) * classes + i] = rows[i] }
-                    }
-                    start += n
+                forward.forEachItem(count: batches, threads: threads, batch: batch) { worker, b in
+                    let first = b * batch
+                    let n = min(batch, count - first)
+                    let probs = forward.probabilities(inputs, first: first, rows: n, sample: sample, worker: worker)
+                    for i in 0..<(n * classes) { out[first * classes + i] = probs[i] }
                 }
             }
         }
         return out
     }
 
+    /// The examples of one batch: at most `largest`, and small enough that every thread gets
+    /// some (the last batch may be shorter). Changes no bit.
+    static func batchSize(count: Int, threads: Int, largest: Int) -> Int {
+        max(1, min(largest, (count + threads - 1) / threads))
+    }
+
     /// Monte-Carlo model averaging: for each repeat `r`, thinned networks
     /// `r·kmax ..< (r+1)·kmax` (kmax = the largest k) are sampled once and their probabilities
     /// averaged cumulatively (summed in sample order, float64), so the k-network average of a
     /// repeat extends its (k-1)-network average. Returns one row per k, ascending.
+    ///
+    /// Work is split by examples: each thread takes a batch of examples of one repeat and runs
+    /// all kmax thinned networks on it in sample order, summing each example's probabilities and
+    /// counting the batch's misclassified examples at each k; a repeat's error at k is the sum of
+    /// its batches' counts over the set's size. Each example's sum is the same sequence of
+    /// float64 additions as when whole samples ran one after another, so the errors are the same
+    /// for every thread count and batch size. `progress(done, total)` counts thinned networks
+    /// over the whole set (`total = repeats · kmax`); it is called from the worker threads, one
+    /// call at a time, whenever `done` grows.
     public func monteCarlo(
         _ set: LabeledExamples, ks: [Int], repeats: Int, seed: UInt64, progress: ((Int, Int) -> Void)? = nil
     ) -> [MonteCarloRow] {
         let ks = Array(Set(ks)).sorted()
         guard let kmax = ks.last, kmax > 0, repeats > 0 else { return [] }
-        let streams = RandomStreams(seed: seed)
-        let classes = network.outputs
-        var errors = [[Double]](repeating: [], count: ks.count)
-        for r in 0..<repeats {
-            var sum = [Double](repeating: 0, count: set.count * classes)
-            var next = 0
-            for j in 0..<kmax {
-                let probs = thinnedProbabilities(set, sample: r * kmax + j, streams: streams)
-                for i in sum.indices { sum[i] += Double(probs[i]) }
-                progress?(r * kmax + j + 1, repeats * kmax)
-                while next < ks.count && ks[next] == j + 1 {
-                    // argmax of the sum = argmax of the mean.
-                    errors[next].append(Self.error(sum, set, classes: classes))
-                    next += 1
+        let forward = ThinnedForward(self, streams: RandomStreams(seed: seed))
+        let (count, features, classes) = (set.count, forward.features, forward.classes)
+        precondition(set.inputs.count >= count * features, "\(set.inputs.count) inputs for \(count) examples")
+        let batch = Self.batchSize(count: count, threads: threads, largest: self.batch)
+        let batches = (count + batch - 1) / batch
+        let items = repeats * batches
+        // wrong[(item · ks.count) + i]: misclassified examples of item's batch at k = ks[i].
+        let wrong = UnsafeMutableBufferPointer<Int>.allocate(capacity: max(1, items * ks.count))
+        wrong.initialize(repeating: 0)
+        defer { wrong.deallocate() }
+        let total = repeats * kmax
+        // Example passes done, and the `done` last reported.
+        let reported = Mutex<(passes: Int, done: Int)>((0, 0))
+        set.inputs.withUnsafeBufferPointer { inputs in
+            set.labels.withUnsafeBufferPointer { labels in
+                forward.forEachItem(count: items, threads: threads, batch: batch) { worker, item in
+                    let (r, b) = item.quotientAndRemainder(dividingBy: batches)
+                    let first = b * batch
+                    let n = min(batch, count - first)
+                    var sum = [Double](repeating: 0, count: n * classes)
+                    var next = 0
+                    for j in 0..<kmax {
+                        let probs = forward.probabilities(
+                            inputs, first: first, rows: n, sample: r * kmax + j, worker: worker)
+                        for i in 0..<(n * classes) { sum[i] += Double(probs[i]) }
+                        while next < ks.count && ks[next] == j + 1 {
+                            // argmax of the sum = argmax of the mean (first maximum wins).
+                            var misses = 0
+                            for e in 0..<n {
+                                let s = e * classes
+                                var best = 0
+                                for c in 1..<max(1, classes) where sum[s + c] > sum[s + best] { best = c }
+                                if best != Int(labels[first + e]) { misses += 1 }
+                            }
+                            wrong[item * ks.count + next] = misses
+                            next += 1
+                        }
+                        guard let progress else { continue }
+                        reported.withLock { state in
+                            state.passes += n
+                            let done = state.passes / max(1, count)
+                            if done > state.done {
+                                state.done = done
+                                progress(done, total)
+                            }
+                        }
+                    }
                 }
+            }
+        }
+        if count == 0 { progress?(total, total) }
+        let errors = ks.indices.map { i in
+            (0..<repeats).map { r in
+                let misses = (0..<batches).reduce(0) { $0 + wrong[(r * batches + $1) * ks.count + i] }
+                return Double(misses) / Double(count)
             }
         }
         return zip(ks, errors).map { k, e in
