@@ -207,7 +207,7 @@ public enum BundleCheck {
         let stored = digest.finalize()
         let history = info.history
         if info.baked {
-            if let unbaked = info.unbakedWeightsSHA256, let last = history?.epochs.last {
+            if let unbaked = info.unbakedWeightsSHA256, let last = info.weightsRecord {
                 if unbaked != last.weightsSHA256 {
                     add(
                         "/@unbaked_weights_sha256",
@@ -225,7 +225,7 @@ public enum BundleCheck {
             notes.append(
                 "a checkpoint inside epoch \(state.epoch + 1) (after step \(state.step)): no recorded digest to compare"
             )
-        } else if let last = history?.epochs.last {
+        } else if let last = info.weightsRecord {
             if stored != last.weightsSHA256 {
                 var which = ""
                 if let perLayer = last.layerSHA256, perLayer.count == layerDigests.count {

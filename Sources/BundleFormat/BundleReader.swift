@@ -495,7 +495,16 @@ struct Parser {
                 add(g.path + "@examples", "examples is \(n); it must be at least 1")
             }
         }
-        return TrainingInfo(recipe: recipe, dataFingerprint: fp, dataDescription: desc, examples: examples)
+        var kept: Int?
+        if let k = optional(g, "kept_epoch", { try g.readInt64("kept_epoch") }) {
+            if k >= 1 && k <= Schema.maxEpochs {
+                kept = Int(k)
+            } else {
+                add(g.path + "@kept_epoch", "kept_epoch is \(k); it must be an epoch of the history (1 or more)")
+            }
+        }
+        return TrainingInfo(
+            recipe: recipe, dataFingerprint: fp, dataDescription: desc, examples: examples, keptEpoch: kept)
     }
 
     /// An optional uint8[32] digest attribute.
@@ -559,6 +568,17 @@ struct Parser {
                 perLayer = get { try d.readUInt8s() }
             }
         }
+        // Optional validation errors [epochs].
+        var validation: [Double]?
+        if let has = get({ try g.contains("validation_error") }), has,
+            let d = get({ try g.dataset("validation_error") })
+        {
+            if let s = get({ try d.shape() }), s != [rows] {
+                add(d.path, "has shape \(s) but the history has \(rows) epochs")
+            } else {
+                validation = get { try d.readDoubles() }
+            }
+        }
         var records: [EpochRecord] = []
         records.reserveCapacity(rows)
         for k in 0..<rows {
@@ -571,7 +591,7 @@ struct Parser {
                             let o = (k * layerCount + l) * 32
                             return Array(all[o..<(o + 32)])
                         }
-                    }))
+                    }, validationError: validation?[k]))
         }
         return History(initialWeightsSHA256: initial, epochs: records)
     }

@@ -119,6 +119,7 @@ public enum BundleWriter {
             if let fp = t.dataFingerprint { try g.write("data_fingerprint", string: fp) }
             if let d = t.dataDescription { try g.write("data_description", string: d) }
             if let n = t.examples { try g.write("examples", int64: Int64(n)) }
+            if let k = t.keptEpoch { try g.write("kept_epoch", int64: Int64(k)) }
         }
         if let h = info.history {
             let g = try root.createGroup(Schema.historyGroup)
@@ -142,6 +143,12 @@ public enum BundleWriter {
             try column("test_error", .float64, [n]) { try $0.write(doubles: h.epochs.map(\.testError)) }
             try column("weights_sha256", .uint8, [n, Schema.digestBytes]) {
                 try $0.write(uint8s: h.epochs.flatMap(\.weightsSHA256))
+            }
+            // Validation errors: only when every epoch has one (a run with a validation set).
+            if n > 0, h.epochs.allSatisfy({ $0.validationError != nil }) {
+                try column("validation_error", .float64, [n]) {
+                    try $0.write(doubles: h.epochs.map { $0.validationError! })
+                }
             }
             // Per-layer digests: only when every epoch has them, one per layer.
             if n > 0, h.epochs.allSatisfy({ $0.layerSHA256?.count == info.layers.count }) {

@@ -231,8 +231,15 @@ public struct TrainingInfo: Equatable, Sendable {
     /// The number of training examples (after any limit): with the recipe's batch size it
     /// fixes the steps of an epoch, so masks can be recomputed without the data.
     public var examples: Int?
+    /// The epoch whose weights the bundle holds when it is not the last (`train --keep-best`):
+    /// 1 ... the history's epochs. Nil: the last epoch's.
+    public var keptEpoch: Int?
 
-    public init(recipe: String, dataFingerprint: String? = nil, dataDescription: String? = nil, examples: Int? = nil) {
+    public init(
+        recipe: String, dataFingerprint: String? = nil, dataDescription: String? = nil, examples: Int? = nil,
+        keptEpoch: Int? = nil
+    ) {
+        self.keptEpoch = keptEpoch
         self.recipe = recipe
         self.dataFingerprint = dataFingerprint
         self.dataDescription = dataDescription
@@ -252,11 +259,15 @@ public struct EpochRecord: Equatable, Sendable {
     /// SHA-256 of each layer's weights after this epoch (one 32-byte digest per layer), if
     /// recorded: lets `replay` name the layer where a run diverged.
     public var layerSHA256: [[UInt8]]?
+    /// Fraction of the held-out validation examples misclassified after this epoch (recipe
+    /// `validation` > 0); nil when the run had no validation set.
+    public var validationError: Double?
 
     public init(
         epoch: Int, loss: Double, trainError: Double, testError: Double, weightsSHA256: [UInt8],
-        layerSHA256: [[UInt8]]? = nil
+        layerSHA256: [[UInt8]]? = nil, validationError: Double? = nil
     ) {
+        self.validationError = validationError
         self.epoch = epoch
         self.loss = loss
         self.trainError = trainError
@@ -271,6 +282,18 @@ public struct EpochRecord: Equatable, Sendable {
             && a.trainError.bitPattern == b.trainError.bitPattern
             && a.testError.bitPattern == b.testError.bitPattern && a.weightsSHA256 == b.weightsSHA256
             && a.layerSHA256 == b.layerSHA256
+            && a.validationError?.bitPattern == b.validationError?.bitPattern
+    }
+}
+
+extension ModelInfo {
+    /// The history row whose digest the stored weights must have: the kept epoch's
+    /// (`/training@kept_epoch`) if recorded, otherwise the last. Nil without history rows or
+    /// with a kept epoch outside them.
+    public var weightsRecord: EpochRecord? {
+        guard let epochs = history?.epochs else { return nil }
+        guard let k = training?.keptEpoch else { return epochs.last }
+        return epochs.indices.contains(k - 1) ? epochs[k - 1] : nil
     }
 }
 

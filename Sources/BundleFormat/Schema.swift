@@ -162,6 +162,13 @@ public enum Schema {
                     "data fingerprint '\(fp)' is not 'sha256:' followed by 64 lowercase hex digits")
             }
         }
+        if let k = training?.keptEpoch, k < 1 || k > (history?.epochs.count ?? 0) {
+            add(
+                "/training@kept_epoch",
+                "kept_epoch is \(k) but the history records \(history?.epochs.count ?? 0) epochs; "
+                    + "it must be one of them"
+            )
+        }
         if let history {
             if let d = history.initialWeightsSHA256, d.count != digestBytes {
                 add("/history@initial_weights_sha256", "the initial digest has \(d.count) bytes, not \(digestBytes)")
@@ -172,6 +179,13 @@ public enum Schema {
                     "/history",
                     "epoch \(e.epoch) records train error \(e.trainError) and test error \(e.testError); "
                         + "errors are fractions in [0, 1] (test error NaN when not measured)")
+                break
+            }
+            for e in history.epochs {
+                guard let v = e.validationError, !(0...1).contains(v) else { continue }
+                add(
+                    "/history/validation_error",
+                    "epoch \(e.epoch) records validation error \(v); errors are fractions in [0, 1]")
                 break
             }
             for (k, e) in history.epochs.enumerated() where e.epoch != k + 1 {

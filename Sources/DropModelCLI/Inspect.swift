@@ -103,7 +103,7 @@ enum InspectReport {
         }
         let wanted = [
             "epochs", "batch_size", "learning_rate", "lr_decay", "momentum", "momentum_final",
-            "momentum_ramp_epochs", "max_norm", "l2", "limit", "data",
+            "momentum_ramp_epochs", "max_norm", "l2", "limit", "validation", "keep_best", "data",
         ]
         var parts: [String] = []
         for key in wanted {
@@ -187,8 +187,17 @@ enum InspectReport {
                 history     \(h.epochs.count) epoch\(h.epochs.count == 1 ? "" : "s"); last: loss \
                 \(Format.short(last.loss)), 
                 """
-                    + "train error \(Format.percent(last.trainError)), test error \(Format.percent(last.testError))")
-            out.append("digest      sha256:\(WeightDigest.hex(last.weightsSHA256)) (after epoch \(last.epoch))")
+                    + "train error \(Format.percent(last.trainError)), "
+                    + (last.validationError.map { "validation error \(Format.percent($0)), " } ?? "")
+                    + "test error \(Format.percent(last.testError))")
+            if let kept = info.training?.keptEpoch, let k = info.weightsRecord {
+                out.append(
+                    "kept        epoch \(kept) (lowest validation error"
+                        + (k.validationError.map { ", \(Format.percent($0))" } ?? "")
+                        + "; test error \(Format.percent(k.testError)))")
+            }
+            let stored = info.weightsRecord ?? last
+            out.append("digest      sha256:\(WeightDigest.hex(stored.weightsSHA256)) (after epoch \(stored.epoch))")
         } else if let h = info.history {
             out.append("history     0 epochs" + (h.initialWeightsSHA256 != nil ? " (initial weights only)" : ""))
         } else {
@@ -238,11 +247,12 @@ enum InspectReport {
         let training: JSONValue =
             info.training.map { t in
                 .object(
-                    JSONObject([
-                        ("recipe", (try? JSONValue.parse(t.recipe)) ?? .string(t.recipe)),
-                        ("data_fingerprint", .optional(t.dataFingerprint)),
-                        ("data_description", .optional(t.dataDescription)),
-                    ]))
+                    JSONObject(
+                        [
+                            ("recipe", (try? JSONValue.parse(t.recipe)) ?? .string(t.recipe)),
+                            ("data_fingerprint", .optional(t.dataFingerprint)),
+                            ("data_description", .optional(t.dataDescription)),
+                        ] + (t.keptEpoch.map { [("kept_epoch", .int($0))] } ?? [])))
             } ?? .null
         let history: JSONValue =
             info.history.map { h in
@@ -255,12 +265,14 @@ enum InspectReport {
                             .array(
                                 h.epochs.map { e in
                                     .object(
-                                        JSONObject([
-                                            ("epoch", .int(e.epoch)), ("loss", .finite(e.loss)),
-                                            ("train_error", .finite(e.trainError)),
-                                            ("test_error", .finite(e.testError)),
-                                            ("weights_sha256", JSONOutput.sha256(e.weightsSHA256)),
-                                        ]))
+                                        JSONObject(
+                                            [
+                                                ("epoch", .int(e.epoch)), ("loss", .finite(e.loss)),
+                                                ("train_error", .finite(e.trainError)),
+                                                ("test_error", .finite(e.testError)),
+                                            ]
+                                                + (e.validationError.map { [("validation_error", .finite($0))] } ?? [])
+                                                + [("weights_sha256", JSONOutput.sha256(e.weightsSHA256))]))
                                 })
                         ),
                     ]))

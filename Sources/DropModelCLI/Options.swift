@@ -10,6 +10,7 @@ import Training
 extension DropoutConvention: ExpressibleByArgument {}
 extension Activation: ExpressibleByArgument {}
 extension Export.Format: ExpressibleByArgument {}
+extension Recipe.KeepBest: ExpressibleByArgument {}
 
 /// The activations a hidden layer may have (the output layer is softmax).
 enum HiddenActivation: String, CaseIterable, ExpressibleByArgument {
@@ -150,7 +151,25 @@ struct RecipeOptions: ParsableArguments {
     @Option(name: .customLong("test-limit"), help: "Measure test error on the first N test examples only.")
     var testLimit: Int?
 
+    @Option(
+        help: """
+            Hold out the last N training examples (after --limit) and report their error after every epoch \
+            (default 0: none). Recorded in the recipe and the data fingerprint.
+            """)
+    var validation: Int?
+
+    @Option(
+        name: .customLong("keep-best"),
+        help: """
+            Write the weights of the epoch with the lowest validation error (ties: the earliest) instead of the \
+            last epoch's; needs --validation. Every epoch is still recorded, and replayed.
+            """)
+    var keepBest: Recipe.KeepBest?
+
     func validate() throws {
+        if let validation, validation < 0 {
+            throw ValidationError("--validation must be 0 or more: the number of training examples to hold out")
+        }
         if let layers {
             // A usage error: exit 64 with the subcommand's usage, naming the item.
             do { _ = try LayerGrammar.parse(layers) } catch let e as DropModelError {
@@ -214,6 +233,8 @@ struct RecipeOptions: ParsableArguments {
         if let data { r.data = data }
         if let limit { r.limit = limit }
         if let testLimit { r.testLimit = testLimit }
+        if let validation { r.validation = validation }
+        if let keepBest { r.keepBest = keepBest }
         if let first = r.problems().first { throw DropModelError(code: .usage, file: "", message: first) }
         return r
     }

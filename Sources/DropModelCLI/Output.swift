@@ -22,10 +22,13 @@ enum JSONOutput {
 
     static func sha256(_ bytes: [UInt8]?) -> JSONValue { bytes.map { .string(Hex.encode($0)) } ?? .null }
 
+    /// An epoch's record; `validation_error` only when the run has a validation set.
     static func epoch(_ r: EpochRecord) -> [(String, JSONValue)] {
         [
             ("epoch", .int(r.epoch)), ("loss", .finite(r.loss)), ("train_error", .finite(r.trainError)),
-            ("test_error", .finite(r.testError)), ("weights_sha256", sha256(r.weightsSHA256)),
+            ("test_error", .finite(r.testError)),
+        ] + (r.validationError.map { [("validation_error", .finite($0))] } ?? []) + [
+            ("weights_sha256", sha256(r.weightsSHA256))
         ]
     }
 }
@@ -76,9 +79,10 @@ final class RunPrinter {
             } else {
                 print(
                     String(
-                        format: "epoch %d/%d  loss %.4f  train error %@  test error %@  (%.1f s, %@ ex/s)",
-                        r.epoch, epochs, r.loss, Format.percent(r.trainError), Format.percent(r.testError), s.seconds,
-                        Format.grouped(Int(s.examplesPerSecond))))
+                        format: "epoch %d/%d  loss %.4f  train error %@  %@test error %@  (%.1f s, %@ ex/s)",
+                        r.epoch, epochs, r.loss, Format.percent(r.trainError),
+                        r.validationError.map { "validation error \(Format.percent($0))  " } ?? "",
+                        Format.percent(r.testError), s.seconds, Format.grouped(Int(s.examplesPerSecond))))
             }
             // Into a pipe (`dropmodel train | tee log`) too, each line as it happens.
             fflush(nil)

@@ -155,6 +155,14 @@ struct ReplayCommand: ParsableCommand {
                 "layer \(w.layer) ('\(r.layerNames[w.layer])') \(where_): stored \(w.stored), replayed \(w.replayed), "
                 + "|difference| \(abs(w.stored - w.replayed))"
         }
+        if let k = d.keptEpoch {
+            return """
+                every epoch's digest matches, but the bundle records kept epoch \
+                \(k.recorded.map(String.init) ?? "none") where the replay keeps epoch \
+                \(k.replayed.map(String.init) ?? "none") (lowest validation error, the \
+                earliest of ties)
+                """
+        }
         guard let epoch = d.epoch else {
             return "every epoch's digest matches, but the stored weights differ from the replayed ones: "
                 + (d.largest.map(describe) ?? "") + " (the weights were changed after training)"

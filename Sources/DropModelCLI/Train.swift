@@ -144,12 +144,20 @@ struct Train: ParsableCommand {
                     ("initial_weights_sha256", JSONOutput.sha256(report.initialWeightsSHA256)),
                     ("weights_sha256", JSONOutput.sha256(report.weightsSHA256)),
                     ("test_error", .finite(report.epochs.last?.testError)), ("seconds", .finite(report.seconds)),
-                ], lines: true)
+                ]
+                    + (report.keptEpoch.map { k in
+                        [("kept_epoch", .int(k)), ("validation_error", .finite(report.epochs[k - 1].validationError))]
+                    } ?? []), lines: true)
         } else {
+            let kept = report.keptEpoch.map { k in
+                let r = report.epochs[k - 1]
+                return ", the weights of epoch \(k) (validation error \(Format.percent(r.validationError ?? .nan)), "
+                    + "test error \(Format.percent(r.testError)))"
+            }
             print(
                 String(
-                    format: "wrote %@ (%d epochs, %.1f s); digest sha256:%@", output, report.epochs.count,
-                    report.seconds, Hex.encode(report.weightsSHA256)))
+                    format: "wrote %@ (%d epochs%@, %.1f s); digest sha256:%@", output, report.epochs.count,
+                    kept ?? "", report.seconds, Hex.encode(report.weightsSHA256)))
         }
     }
 }

@@ -42,6 +42,18 @@ public struct Recipe: Equatable, Sendable {
     public var testLimit: Int?
     /// Weight initialisation scheme (`Specs/random-streams.md` §6).
     public var initialization: String
+    /// Hold out the last `validation` training examples (after ``limit``) to measure the
+    /// validation error after every epoch (0: none; JSON `validation`, written only when > 0).
+    public var validation: Int = 0
+    /// Which epoch's weights the bundle keeps (JSON `keep_best`, written only when set): nil
+    /// for the last epoch's.
+    public var keepBest: KeepBest?
+
+    /// What `--keep-best` selects on.
+    public enum KeepBest: String, CaseIterable, Sendable {
+        /// The epoch with the lowest validation error (ties: the earliest).
+        case validation
+    }
 
     enum CodingKeys: String {
         case layers, keep, activation, convention, epochs
@@ -56,6 +68,8 @@ public struct Recipe: Equatable, Sendable {
         case l2, data, limit
         case testLimit = "test_limit"
         case initialization = "init"
+        case validation
+        case keepBest = "keep_best"
     }
 
     public init(
@@ -155,6 +169,13 @@ public struct Recipe: Equatable, Sendable {
         if !(l2.isFinite && l2 >= 0) { out.append("--l2 must be 0 or more") }
         if let l = limit, l < 1 { out.append("--limit must be at least 1") }
         if let l = testLimit, l < 1 { out.append("--test-limit must be at least 1") }
+        if validation < 0 { out.append("--validation must be 0 or more (0: no validation set)") }
+        if let l = limit, validation > 0, validation >= l {
+            out.append("--validation \(validation) holds out every training example: --limit is \(l)")
+        }
+        if keepBest == .validation && validation <= 0 {
+            out.append("--keep-best validation needs a validation set: add --validation N (N examples held out)")
+        }
         if initialization != "glorot-uniform" { out.append("init '\(initialization)' is not known (glorot-uniform)") }
         return out
     }
@@ -202,6 +223,8 @@ public struct Recipe: Equatable, Sendable {
         if let maxNorm { o[CodingKeys.maxNorm.rawValue] = number(maxNorm) }
         if let limit { o[CodingKeys.limit.rawValue] = .int(limit) }
         if let testLimit { o[CodingKeys.testLimit.rawValue] = .int(testLimit) }
+        if validation != 0 { o[CodingKeys.validation.rawValue] = .int(validation) }
+        if let keepBest { o[CodingKeys.keepBest.rawValue] = .string(keepBest.rawValue) }
         return .object(o)
     }
 
@@ -287,6 +310,13 @@ public struct Recipe: Equatable, Sendable {
             initialization: try string(.initialization))
         r.architecture = architecture
         r.dropoutModes = modes
+        r.validation = try optional(.validation, int) ?? 0
+        if let mode = try optional(.keepBest, string) {
+            guard let k = KeepBest(rawValue: mode) else {
+                throw RecipeError(message: "'keep_best' is not one of \(KeepBest.allCases.map(\.rawValue))")
+            }
+            r.keepBest = k
+        }
         return r
     }
 

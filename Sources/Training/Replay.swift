@@ -32,6 +32,15 @@ public struct ReplayReport: Sendable {
         /// When `epoch == 0`: whether the seed replayed was given by the caller and differs
         /// from the recorded one.
         public var claimedSeedDiffers: Bool
+        /// A `--keep-best` run whose digests all match but whose recorded kept epoch
+        /// (`/training@kept_epoch`) is not the one the replay selects: (recorded, replayed).
+        public var keptEpoch: KeptEpochMismatch? = nil
+    }
+
+    /// The kept epoch recorded and the one the replay selects (nil: none).
+    public struct KeptEpochMismatch: Sendable, Equatable {
+        public var recorded: Int?
+        public var replayed: Int?
     }
 
     public var file: String
@@ -195,9 +204,17 @@ public enum Replay {
         if let tail { trainer.velocities = tail.velocities }
         var mismatch: (epoch: Int, layers: [Int])?
         var records: [EpochRecord] = []
+        // --keep-best: the epochs before the first replayed are the recorded ones.
+        let before = Array(recorded.prefix((request.fromEpoch ?? 1) - 1))
+        var best: (epoch: Int, error: Double, parameters: [Parameters]?)? = TrainingRun.bestEpoch(before).map {
+            ($0.epoch, $0.error, nil)
+        }
         TrainingRun.run(trainer, from: request.fromEpoch ?? 1, epochs: epochs, observer: observer) { summary in
             let record = summary.record
             records.append(record)
+            if recipe.keepBest == .validation, let v = record.validationError, v < best?.error ?? .infinity {
+                best = (record.epoch, v, trainer.network.parameters)
+            }
             guard record.epoch <= recorded.count else { return true }
             let expected = recorded[record.epoch - 1]
             if expected.weightsSHA256 == record.weightsSHA256 {
@@ -219,8 +236,10 @@ public enum Replay {
 
         if let output = request.output {
             let newInfo = TrainingRun.bundleInfo(
-                recipe: recipe, seed: seed, data: split, initialDigest: initialDigest, records: records)
-            try BundleWriter.write(Model(info: newInfo, parameters: trainer.network.parameters), to: output)
+                recipe: recipe, seed: seed, data: split, initialDigest: initialDigest, records: records,
+                keptEpoch: best?.epoch)
+            try BundleWriter.write(
+                Model(info: newInfo, parameters: best?.parameters ?? trainer.network.parameters), to: output)
             report.verdict = .wroteWhatIf
             report.output = output
             report.outputIdentical = mismatch == nil && records.count == recorded.count
@@ -230,18 +249,32 @@ public enum Replay {
             }
             return report
         }
+        let storesLast = (info.training?.keptEpoch ?? recorded.count) == recorded.count
         if let mismatch {
             report.verdict = .diverged
             let largest =
-                mismatch.epoch == recorded.count ? try largestDifference(bundle, trainer.network.parameters) : nil
+                mismatch.epoch == recorded.count && storesLast
+                ? try largestDifference(bundle, trainer.network.parameters) : nil
             report.divergence = ReplayReport.Divergence(
                 epoch: mismatch.epoch, layers: mismatch.layers, largest: largest, claimedSeedDiffers: false)
             return report
         }
-        // Every digest matched; the stored weights must be the replayed ones too.
-        if replayedTo == recorded.count {
+        // Every digest matched; the kept epoch (--keep-best) must be the one the replay selects.
+        if replayedTo == recorded.count, recipe.keepBest != nil || info.training?.keptEpoch != nil,
+            best?.epoch != info.training?.keptEpoch
+        {
+            report.verdict = .diverged
+            report.divergence = ReplayReport.Divergence(
+                epoch: nil, layers: [], largest: nil, claimedSeedDiffers: false,
+                keptEpoch: ReplayReport.KeptEpochMismatch(recorded: info.training?.keptEpoch, replayed: best?.epoch))
+            return report
+        }
+        // The stored weights must be the replayed ones too: the kept epoch's (--keep-best; known
+        // when it was replayed) or the last's.
+        let stored = recipe.keepBest != nil && best != nil ? best?.parameters : trainer.network.parameters
+        if replayedTo == recorded.count, let stored {
             report.storedWeightsChecked = true
-            if let largest = try largestDifference(bundle, trainer.network.parameters) {
+            if let largest = try largestDifference(bundle, stored) {
                 report.verdict = .diverged
                 report.divergence = ReplayReport.Divergence(
                     epoch: nil, layers: [largest.layer], largest: largest, claimedSeedDiffers: false)

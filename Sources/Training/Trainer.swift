@@ -14,6 +14,9 @@ public struct EpochMetrics: Sendable, Equatable {
     /// Fraction of test examples the deterministic network misclassifies; NaN without a test set.
     public var testError: Double
     public var weightsSHA256: [UInt8]
+    /// Fraction of the held-out validation examples the deterministic network misclassifies;
+    /// nil without a validation set.
+    public var validationError: Double? = nil
 }
 
 /// Trains a dropout network (dense, convolutional and pooling layers; any valid layer list)
@@ -182,9 +185,12 @@ public final class Trainer {
         precondition(position.step == stepsPerEpoch, "epoch \(e) is not finished")
         let n = data.train.count
         let testError = data.test.map { self.testError($0) } ?? .nan
+        // The deterministic network, like the test error: no random draw is consumed.
+        let validationError = data.validation.map { self.testError($0) }
         return EpochMetrics(
             epoch: e, loss: position.lossSum / Double(n), trainError: Double(position.errors) / Double(n),
-            testError: testError, weightsSHA256: WeightDigest.sha256(network.parameters))
+            testError: testError, weightsSHA256: WeightDigest.sha256(network.parameters),
+            validationError: validationError)
     }
 
     /// Test error of the deterministic network (weight scaling for the classic convention).

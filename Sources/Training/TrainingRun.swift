@@ -58,8 +58,14 @@ public struct TrainReport: Sendable {
     /// When interrupted inside an epoch: the steps of epoch `epochs.count + 1` done (0 when
     /// stopped at an epoch's end).
     public var stoppedAtStep: Int = 0
-    /// The digest of the final weights (the last epoch's, or the initial weights').
-    public var weightsSHA256: [UInt8] { epochs.last?.weightsSHA256 ?? initialWeightsSHA256 }
+    /// The epoch whose weights were written (`--keep-best`), nil when it is the last.
+    public var keptEpoch: Int?
+    /// The digest of the weights written (the kept epoch's, else the last epoch's, or the
+    /// initial weights').
+    public var weightsSHA256: [UInt8] {
+        // `epochs` holds every epoch from 1 (a resumed run's too).
+        keptEpoch.map { epochs[$0 - 1].weightsSHA256 } ?? epochs.last?.weightsSHA256 ?? initialWeightsSHA256
+    }
 }
 
 /// Training as a library call: `dropmodel train`, `init` and what `replay` shares with them.
@@ -164,6 +170,21 @@ public enum TrainingRun {
         let trainer = Trainer(
             recipe: recipe, seed: UInt64(request.seed), data: data, initial: initial, threads: request.threads)
         if let resume { trainer.velocities = resume.state.velocities }
+        // --keep-best: the best epoch so far and its weights (a resumed run's only if they are the checkpoint's).
+        var best: (epoch: Int, error: Double, parameters: [Parameters])?
+        if recipe.keepBest != nil, let resume, let b = bestEpoch(resume.records) {
+            guard b.epoch == resume.state.epoch, resume.state.step == 0 else {
+                throw DropModelError(
+                    code: .notApplicable, file: resume.file, object: "/checkpoint",
+                    message: """
+                        the run keeps its best epoch (--keep-best), epoch \(b.epoch) so far, but the checkpoint holds \
+                        the weights of \
+                        \(resume.state.step == 0 ? "epoch \(resume.state.epoch)" : "a step inside an epoch")
+                        """,
+                    hint: "train the recipe again from the start (a checkpoint does not store the best weights yet)")
+            }
+            best = (b.epoch, b.error, resume.parameters)
+        }
         observer(
             .started(
                 RunStart(
@@ -175,8 +196,10 @@ public enum TrainingRun {
         var lastCheckpoint: (epoch: Int, path: String)? = resume.map { ($0.state.epoch, $0.file) }
         var lastCheckpointTime = Date()
         var interrupted = false
-        func info() -> ModelInfo {
-            bundleInfo(recipe: recipe, seed: request.seed, data: data, initialDigest: initialDigest, records: records)
+        func info(kept: Int? = nil) -> ModelInfo {
+            bundleInfo(
+                recipe: recipe, seed: request.seed, data: data, initialDigest: initialDigest, records: records,
+                keptEpoch: kept)
         }
         func writeCheckpoint(_ state: CheckpointState) throws {
             do {
@@ -196,6 +219,9 @@ public enum TrainingRun {
             observer: observer, stop: request.stopRequested
         ) { summary in
             records.append(summary.record)
+            if recipe.keepBest == .validation, let v = summary.record.validationError, v < best?.error ?? .infinity {
+                best = (summary.record.epoch, v, trainer.network.parameters)
+            }
             let e = summary.record.epoch
             guard e < recipe.epochs else { return true }
             let stop = request.stopRequested()
@@ -222,13 +248,16 @@ public enum TrainingRun {
             seconds: Date().timeIntervalSince(started))
         report.resumedAt = resume?.state.epoch ?? 0
         report.checkpoint = lastCheckpoint?.path
+        if !interrupted, let best { report.keptEpoch = best.epoch }
         if interrupted {
             report.interrupted = true
             report.stoppedAtStep = stopped?.position.step ?? 0
             return report
         }
         do {
-            try BundleWriter.write(Model(info: info(), parameters: trainer.network.parameters), to: request.output)
+            try BundleWriter.write(
+                Model(info: info(kept: best?.epoch), parameters: best?.parameters ?? trainer.network.parameters),
+                to: request.output)
         } catch {
             throw lastCheckpoint.map { keepsCheckpoint(error, path: $0.path, epoch: $0.epoch) } ?? error
         }
@@ -261,7 +290,8 @@ public enum TrainingRun {
 
     /// Loads the recipe's data (with its limits) and checks it fits the network.
     public static func loadData(_ recipe: Recipe, override: String? = nil) throws -> DataSplit {
-        let split = try DataSource.load(override ?? recipe.data, limit: recipe.limit, testLimit: recipe.testLimit)
+        let split = try DataSource.load(
+            override ?? recipe.data, limit: recipe.limit, testLimit: recipe.testLimit, validation: recipe.validation)
         guard split.train.features == recipe.inputCount else {
             let input = recipe.network.input
             throw DropModelError(
@@ -323,19 +353,31 @@ public enum TrainingRun {
         EpochRecord(
             epoch: m.epoch, loss: m.loss, trainError: m.trainError, testError: m.testError,
             weightsSHA256: m.weightsSHA256,
-            layerSHA256: WeightDigest.layerSHA256(trainer.network.parameters))
+            layerSHA256: WeightDigest.layerSHA256(trainer.network.parameters), validationError: m.validationError)
     }
 
-    /// The bundle metadata of a finished run.
+    /// The epoch with the lowest validation error (ties: the earliest), nil without any.
+    public static func bestEpoch(_ records: [EpochRecord]) -> (epoch: Int, error: Double)? {
+        var best: (epoch: Int, error: Double)?
+        for r in records {
+            guard let v = r.validationError, v < best?.error ?? .infinity else { continue }
+            best = (r.epoch, v)
+        }
+        return best
+    }
+
+    /// The bundle metadata of a finished run (`keptEpoch`: the epoch whose weights it holds, if
+    /// not the last).
     static func bundleInfo(
-        recipe: Recipe, seed: Int64, data: DataSplit, initialDigest: [UInt8], records: [EpochRecord]
+        recipe: Recipe, seed: Int64, data: DataSplit, initialDigest: [UInt8], records: [EpochRecord],
+        keptEpoch: Int? = nil
     ) -> ModelInfo {
         ModelInfo(
             convention: recipe.convention, baked: false, layers: recipe.layerInfos,
             rng: RNGInfo(algorithm: StreamLayout.algorithm, seed: seed, streamLayout: StreamLayout.version),
             training: TrainingInfo(
                 recipe: recipe.json(), dataFingerprint: data.fingerprint, dataDescription: data.description,
-                examples: data.train.count),
+                examples: data.train.count, keptEpoch: keptEpoch),
             history: History(initialWeightsSHA256: initialDigest, epochs: records))
     }
 }

@@ -16,8 +16,12 @@ public enum DataSource {
         "mnist": "/usr/share/datasets/mnist",
     ]
 
-    /// Loads `spec`, keeping the first `limit` training and `testLimit` test examples.
-    public static func load(_ spec: String, limit: Int? = nil, testLimit: Int? = nil) throws -> DataSplit {
+    /// Loads `spec`, keeping the first `limit` training and `testLimit` test examples, and
+    /// holding out the last `validation` of those training examples as the validation set
+    /// (0: none; it must leave at least one training example).
+    public static func load(
+        _ spec: String, limit: Int? = nil, testLimit: Int? = nil, validation: Int = 0
+    ) throws -> DataSplit {
         var path = spec
         var name = spec
         if let dir = knownDirectories[spec] {
@@ -45,8 +49,23 @@ public enum DataSource {
         }
         split.train = split.train.prefix(limit)
         split.test = split.test?.prefix(testLimit)
+        if validation > 0 {
+            let n = split.train.count
+            guard validation < n else {
+                throw DropModelError(
+                    code: .usage, file: name,
+                    message: """
+                        --validation \(validation) holds out every training example: there are \(n)\
+                        \(limit == nil ? "" : " after --limit")
+                        """,
+                    hint: "hold out fewer than \(n) examples (for example \(max(1, n / 6)))")
+            }
+            split.validation = split.train.dropFirst(n - validation)
+            split.train = split.train.prefix(n - validation)
+        }
         split.description =
-            "\(name): train \(split.train.count)" + (split.test.map { ", test \($0.count)" } ?? ", no test set")
+            "\(name): train \(split.train.count)" + (split.validation.map { ", validation \($0.count)" } ?? "")
+            + (split.test.map { ", test \($0.count)" } ?? ", no test set")
         return split
     }
 
