@@ -141,7 +141,7 @@ let package = Package(
         .testTarget(
             name: "TrainingTests",
             dependencies: [
-                "DropModelBase", "Training", "TrainingData", "BundleFormat", "DropoutRandom", "TestSupport",
+                "DropModelBase", "Training", "TrainingData", "BundleFormat", "DropoutRandom", "TestSupport", "Charts",
             ],
             swiftSettings: swiftSettings),
         .testTarget(
