@@ -22,7 +22,7 @@ public struct DropModelCommand: ParsableCommand {
         subcommands: [
             Inspect.self, Init.self, Train.self, ReplayCommand.self, Masks.self, BakeCommand.self, Eval.self,
             Check.self,
-            ImportCommand.self, ExportCommand.self, Predict.self,
+            ImportCommand.self, ExportCommand.self, Predict.self, Plot.self,
         ]
     )
 
