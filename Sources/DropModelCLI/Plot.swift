@@ -8,6 +8,8 @@ struct Plot: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Draw charts from bundles as SVG.",
         subcommands: [PlotHistory.self])
+
+    @OptionGroup var quietOption: QuietOption
 }
 
 /// `dropmodel plot history`: parses, calls ``Training/HistoryPlot/plot(files:output:title:)``, prints.
@@ -33,6 +35,7 @@ struct PlotHistory: ParsableCommand {
     var title: String?
 
     @OptionGroup var jsonOption: JSONOption
+    @OptionGroup var quietOption: QuietOption
 
     func validate() throws {
         if files.isEmpty { throw ValidationError("give at least one bundle") }

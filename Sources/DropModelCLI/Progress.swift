@@ -24,6 +24,8 @@ protocol QuietCommand {
 extension Inspect: QuietCommand {}
 extension Init: QuietCommand {}
 extension Train: QuietCommand {}
+extension Plot: QuietCommand {}
+extension PlotHistory: QuietCommand {}
 extension ReplayCommand: QuietCommand {}
 extension Masks: QuietCommand {}
 extension BakeCommand: QuietCommand {}
