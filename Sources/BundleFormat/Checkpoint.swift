@@ -24,8 +24,15 @@ public struct CheckpointState: Equatable, Sendable {
     /// One per layer: the momentum velocities of its weight and bias, shaped like them (empty
     /// for a layer without weights).
     public var velocities: [Parameters]
+    /// A `--keep-best` run: the best epoch so far (1 ... `epoch`) and its weights, one per layer
+    /// (empty for a layer without weights); nil otherwise.
+    public var best: (epoch: Int, parameters: [Parameters])?
 
-    public init(epoch: Int, step: Int = 0, lossSum: Double = 0, errors: Int = 0, velocities: [Parameters]) {
+    public init(
+        epoch: Int, step: Int = 0, lossSum: Double = 0, errors: Int = 0, velocities: [Parameters],
+        best: (epoch: Int, parameters: [Parameters])? = nil
+    ) {
+        self.best = best
         self.epoch = epoch
         self.step = step
         self.lossSum = lossSum
@@ -34,7 +41,17 @@ public struct CheckpointState: Equatable, Sendable {
     }
 }
 
+extension CheckpointState {
+    public static func == (a: CheckpointState, b: CheckpointState) -> Bool {
+        a.epoch == b.epoch && a.step == b.step && a.lossSum.bitPattern == b.lossSum.bitPattern && a.errors == b.errors
+            && a.velocities == b.velocities && a.best?.epoch == b.best?.epoch
+            && a.best?.parameters == b.best?.parameters
+    }
+}
+
 extension Schema {
+    public static let checkpointBestEpochAttribute = "best_epoch"
+    public static let bestGroup = "best"
     public static let checkpointGroup = "checkpoint"
     public static let checkpointEpochAttribute = "epoch"
     public static let checkpointStepAttribute = "step"
@@ -67,11 +84,22 @@ extension BundleWriter {
             try g.write(Schema.checkpointLossSumAttribute, double: state.lossSum)
             try g.write(Schema.checkpointErrorsAttribute, int64: Int64(state.errors))
         }
-        let vg = try g.createGroup(Schema.velocityGroup)
+        try writeLayerTensors(state.velocities, layers: layers, to: try g.createGroup(Schema.velocityGroup), options)
+        if let best = state.best {
+            try g.write(Schema.checkpointBestEpochAttribute, int64: Int64(best.epoch))
+            try writeLayerTensors(best.parameters, layers: layers, to: try g.createGroup(Schema.bestGroup), options)
+        }
+    }
+
+    /// `<i>/weight`, `<i>/bias` of `values` under `group` for each weighted layer (float32, one
+    /// chunk each, Fletcher32 like the weights).
+    private static func writeLayerTensors(
+        _ values: [Parameters], layers: [LayerInfo], to vg: Group, _ options: WriteOptions
+    ) throws {
         for (i, layer) in layers.enumerated() {
             guard let shapes = layer.parameterShapes else { continue }
             let lg = try vg.createGroup(String(i))
-            let v = state.velocities[i]
+            let v = values[i]
             for (name, shape, values) in [
                 (Schema.weightDataset, shapes.weight, v.weight), (Schema.biasDataset, shapes.bias, v.bias),
             ] {
@@ -105,7 +133,26 @@ extension BundleReader {
                     message: "the checkpoint says epoch \(epoch) but the history records \(recorded) epochs")
             }
             let position = try readPosition(g)
-            let vg = try g.group(Schema.velocityGroup)
+            let velocities = try readLayerTensors(try g.group(Schema.velocityGroup))
+            var best: (epoch: Int, parameters: [Parameters])?
+            if try g.hasAttribute(Schema.checkpointBestEpochAttribute) {
+                let e = Int(try g.readInt64(Schema.checkpointBestEpochAttribute))
+                guard (1...max(1, epoch)).contains(e), epoch >= 1 else {
+                    throw DropModelError(
+                        code: .invalid, file: path, object: g.path + "@" + Schema.checkpointBestEpochAttribute,
+                        message: "is \(e); the best epoch of a checkpoint at epoch \(epoch) is in 1 ... \(epoch)")
+                }
+                best = (e, try readLayerTensors(try g.group(Schema.bestGroup)))
+            }
+            return CheckpointState(
+                epoch: epoch, step: position.step, lossSum: position.lossSum, errors: position.errors,
+                velocities: velocities, best: best)
+        }
+    }
+
+    /// `<i>/weight`, `<i>/bias` under `vg` for each weighted layer, shaped like the layer's.
+    private func readLayerTensors(_ vg: Group) throws -> [Parameters] {
+        try wrap {
             var velocities: [Parameters] = []
             for (i, layer) in info.layers.enumerated() {
                 guard let shapes = layer.parameterShapes else {
@@ -129,9 +176,7 @@ extension BundleReader {
                 }
                 velocities.append(v)
             }
-            return CheckpointState(
-                epoch: epoch, step: position.step, lossSum: position.lossSum, errors: position.errors,
-                velocities: velocities)
+            return velocities
         }
     }
 

@@ -207,7 +207,7 @@ public enum Replay {
         // --keep-best: the epochs before the first replayed are the recorded ones.
         let before = Array(recorded.prefix((request.fromEpoch ?? 1) - 1))
         var best: (epoch: Int, error: Double, parameters: [Parameters]?)? = TrainingRun.bestEpoch(before).map {
-            ($0.epoch, $0.error, nil)
+            ($0.epoch, $0.error, tail?.best?.epoch == $0.epoch ? tail?.best?.parameters : nil)
         }
         TrainingRun.run(trainer, from: request.fromEpoch ?? 1, epochs: epochs, observer: observer) { summary in
             let record = summary.record
@@ -290,7 +290,7 @@ public enum Replay {
     /// 0 (the first update multiplies them by 0).
     static func startingState(
         _ request: Request, recipe: Recipe, history: History?, last: Int
-    ) throws -> (parameters: [Parameters], velocities: [Parameters])? {
+    ) throws -> (parameters: [Parameters], velocities: [Parameters], best: (epoch: Int, parameters: [Parameters])?)? {
         let e = request.fromEpoch ?? 1
         let recorded = history?.epochs ?? []
         guard request.output == nil else {
@@ -360,7 +360,13 @@ public enum Replay {
                     weight: [Float](repeating: 0, count: $0.weight.count),
                     bias: [Float](repeating: 0, count: $0.bias.count))
             }
-        return (parameters, velocities)
+        // A --keep-best run's checkpoint: the best epoch so far, if its weights have the recorded digest.
+        let best = state?.best.flatMap { b in
+            recorded.indices.contains(b.epoch - 1)
+                && WeightDigest.sha256(b.parameters) == recorded[b.epoch - 1].weightsSHA256
+                ? b : nil
+        }
+        return (parameters, velocities, best)
     }
 
     /// The first layer whose stored weights differ from `replayed`, with its largest difference.

@@ -170,20 +170,10 @@ public enum TrainingRun {
         let trainer = Trainer(
             recipe: recipe, seed: UInt64(request.seed), data: data, initial: initial, threads: request.threads)
         if let resume { trainer.velocities = resume.state.velocities }
-        // --keep-best: the best epoch so far and its weights (a resumed run's only if they are the checkpoint's).
+        // --keep-best: the best epoch so far and its weights (a resumed run's: the checkpoint's).
         var best: (epoch: Int, error: Double, parameters: [Parameters])?
         if recipe.keepBest != nil, let resume, let b = bestEpoch(resume.records) {
-            guard b.epoch == resume.state.epoch, resume.state.step == 0 else {
-                throw DropModelError(
-                    code: .notApplicable, file: resume.file, object: "/checkpoint",
-                    message: """
-                        the run keeps its best epoch (--keep-best), epoch \(b.epoch) so far, but the checkpoint holds \
-                        the weights of \
-                        \(resume.state.step == 0 ? "epoch \(resume.state.epoch)" : "a step inside an epoch")
-                        """,
-                    hint: "train the recipe again from the start (a checkpoint does not store the best weights yet)")
-            }
-            best = (b.epoch, b.error, resume.parameters)
+            best = (b.epoch, b.error, try resumedBest(resume, epoch: b.epoch))
         }
         observer(
             .started(
@@ -229,7 +219,11 @@ public enum TrainingRun {
             let due =
                 (policy?.epochs.map { e % $0 == 0 } ?? false)
                 || (policy?.seconds.map { Date().timeIntervalSince(lastCheckpointTime) >= $0 } ?? false)
-            if stop || due { try writeCheckpoint(CheckpointState(epoch: e, velocities: trainer.velocities)) }
+            if stop || due {
+                try writeCheckpoint(
+                    CheckpointState(
+                        epoch: e, velocities: trainer.velocities, best: best.map { ($0.epoch, $0.parameters) }))
+            }
             if stop { interrupted = true }
             return !stop
         }
@@ -237,8 +231,8 @@ public enum TrainingRun {
             // Stopped inside epoch e: the checkpoint records the steps done and the epoch's sums so far.
             try writeCheckpoint(
                 CheckpointState(
-                    epoch: e - 1, step: at.step, lossSum: at.lossSum, errors: at.errors, velocities: trainer.velocities)
-            )
+                    epoch: e - 1, step: at.step, lossSum: at.lossSum, errors: at.errors, velocities: trainer.velocities,
+                    best: best.map { ($0.epoch, $0.parameters) }))
             interrupted = true
         }
         var report = TrainReport(
@@ -271,6 +265,24 @@ public enum TrainingRun {
         }
         report.checkpoint = nil
         return report
+    }
+
+    /// The best epoch's weights of a resumed `--keep-best` run: the checkpoint's `/checkpoint/best`,
+    /// which must be that epoch's and have its recorded digest.
+    static func resumedBest(_ resume: ResumePoint, epoch: Int) throws -> [Parameters] {
+        guard let best = resume.state.best, best.epoch == epoch,
+            WeightDigest.sha256(best.parameters) == resume.records[epoch - 1].weightsSHA256
+        else {
+            throw DropModelError(
+                code: .notApplicable, file: resume.file, object: "/checkpoint/best",
+                message: """
+                    the run keeps its best epoch (--keep-best), epoch \(epoch) so far, but the checkpoint does not \
+                    hold \
+                    that epoch's weights\(resume.state.best.map { " (it holds epoch \($0.epoch)'s)" } ?? "")
+                    """,
+                hint: "train the recipe again from the start")
+        }
+        return best.parameters
     }
 
     /// A recipe's own consistency (the rules of ``Recipe/problems()``) as an error.

@@ -130,6 +130,41 @@ struct ValidationTests {
         #expect(replay.verdict == .identical && replay.storedWeightsChecked && replay.epochsReplayed == 6)
     }
 
+    @Test("a --keep-best run stopped and resumed writes the uninterrupted run's bytes", arguments: [1, 2])
+    func keepBestResume(threads: Int) throws {
+        let dir = TemporaryDirectory()
+        var recipe = Self.recipe(keepBest: .validation, epochs: 5)
+        recipe.learningRate = 2
+        let reference = dir.file("reference.h5")
+        _ = try TrainingRun.train(TrainingRun.Request(recipe: recipe, seed: 5, threads: threads, output: reference))
+        // 5 steps an epoch: asked after steps 1-4 and at each epoch's end (5 questions an epoch).
+        for n in [3, 5, 12, 20] {
+            let output = dir.file("run-\(n).h5")
+            let stopped = try TrainingRun.train(
+                TrainingRun.Request(
+                    recipe: recipe, seed: 5, threads: threads, output: output,
+                    stopRequested: MidEpochResumeTests.stop(atQuestion: n)))
+            #expect(stopped.interrupted, "question \(n)")
+            let checkpoint = TrainingRun.checkpointPath(for: output)
+            let state = try #require(try BundleReader(path: checkpoint).readCheckpoint())
+            #expect((state.best == nil) == (state.epoch == 0), "question \(n)")
+            if state.step == 0 {
+                // Replaying the tail from the checkpoint still checks the kept weights, wherever they are.
+                let tail = try Replay.run(
+                    Replay.Request(file: reference, fromEpoch: state.epoch + 1, start: checkpoint))
+                #expect(tail.verdict == .identical && tail.storedWeightsChecked, "question \(n)")
+            }
+            let resumed = try TrainingRun.train(
+                TrainingRun.Request(
+                    recipe: recipe, seed: 5, threads: threads, output: output,
+                    resume: try TrainingRun.resumePoint(from: checkpoint)))
+            #expect(!resumed.interrupted)
+            #expect(
+                FileManager.default.contents(atPath: output) == FileManager.default.contents(atPath: reference),
+                "question \(n)")
+        }
+    }
+
     @Test("ties keep the earliest epoch")
     func ties() {
         let d = [UInt8](repeating: 0, count: 32)
