@@ -103,6 +103,8 @@ struct Train: ParsableCommand {
                     \(recipe.keep.map { Format.short($0) }.joined(separator: ",")), 
                     """
                     + "seed \(seed), \(threads) thread\(threads == 1 ? "" : "s"), on \(recipe.data)"
+                    + (recipe.validation > 0 ? " (the last \(recipe.validation) examples held out for validation)" : "")
+                    + (recipe.keepBest.map { ", keeping the best epoch by \($0.rawValue) error" } ?? "")
                     + (resumePoint.map { r in
                         ", resuming \(r.file) after epoch \(r.state.epoch)"
                             + (r.state.step > 0 ? " and step \(r.state.step) of epoch \(r.state.epoch + 1)" : "")

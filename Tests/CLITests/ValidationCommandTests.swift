@@ -18,6 +18,7 @@ struct ValidationCommandTests {
         let r = try CLI.run(["train"] + Self.recipe + ["--validation", "60", "-o", path])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("validation error"), "\(r.stdout)")
+        #expect(r.stdout.contains("(the last 60 examples held out for validation)"), "\(r.stdout)")
         let info = try BundleReader(path: path).info
         #expect(info.history?.epochs.allSatisfy { $0.validationError != nil } == true)
         #expect(info.training?.dataDescription == "fashion-mnist: train 240, validation 60, test 100")
