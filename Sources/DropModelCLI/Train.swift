@@ -65,15 +65,7 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        var output = self.output ?? ""
-        if let resume {
-            guard let o = self.output ?? TrainingRun.output(forCheckpoint: resume) else {
-                throw DropModelError(
-                    code: .usage, file: resume, message: "the checkpoint's name does not end in .ckpt",
-                    hint: "name the bundle to write with -o")
-            }
-            output = o
-        }
+        let output = try TrainingRun.output(self.output, resuming: resume)
         // The library checks the output first too; with --from or --resume, check it before reading that bundle.
         if let input = from ?? resume { try OutputCheck.verify(output, inputs: [input]) }
         let start = try from.map { try TrainingRun.startingPoint(from: $0) }

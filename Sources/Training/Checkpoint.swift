@@ -69,6 +69,18 @@ extension TrainingRun {
         path.hasSuffix(".ckpt") && path.count > 5 ? String(path.dropLast(5)) : nil
     }
 
+    /// The bundle a run writes: `output` when given, else (resuming `checkpoint`) the output that
+    /// checkpoint belongs to; a usage error when neither names one.
+    public static func output(_ output: String?, resuming checkpoint: String?) throws -> String {
+        if let output { return output }
+        guard let checkpoint, let o = self.output(forCheckpoint: checkpoint) else {
+            throw DropModelError(
+                code: .usage, file: checkpoint ?? "", message: "the checkpoint's name does not end in .ckpt",
+                hint: "name the bundle to write with -o")
+        }
+        return o
+    }
+
     /// Reads a checkpoint bundle written by `train --checkpoint-every` or an interrupted run, and
     /// checks this build can continue it (the random streams it was made with, the dropmodel
     /// version that wrote it: another version's final bundle would differ in its bytes).
