@@ -122,6 +122,14 @@ struct RecipeOptions: ParsableArguments {
     @Option(name: .customLong("lr-decay"), help: "Multiply the learning rate by this after every epoch (default 1).")
     var lrDecay: Double?
 
+    @Flag(
+        name: .customLong("lr-momentum-scaling"), inversion: .prefixedNo,
+        help: """
+            Scale each epoch's learning rate by (1 - that epoch's momentum), as Hinton et al. (2012) \
+            did, so a step's size stays steady while momentum rises (default: off).
+            """)
+    var lrMomentumScaling: Bool?
+
     @Option(help: "Momentum at epoch 1 (default 0.5).")
     var momentum: Double?
 
@@ -225,6 +233,7 @@ struct RecipeOptions: ParsableArguments {
         if let batchSize { r.batchSize = batchSize }
         if let learningRate { r.learningRate = learningRate }
         if let lrDecay { r.lrDecay = lrDecay }
+        if let lrMomentumScaling { r.lrMomentumScaling = lrMomentumScaling }
         if let momentum { r.momentum = momentum }
         if let momentumFinal { r.momentumFinal = momentumFinal }
         if let momentumRampEpochs { r.momentumRampEpochs = momentumRampEpochs }

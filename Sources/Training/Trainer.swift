@@ -134,13 +134,8 @@ public final class Trainer {
     /// The number of minibatches in an epoch (the last may be smaller).
     public var stepsPerEpoch: Int { (data.train.count + recipe.batchSize - 1) / recipe.batchSize }
 
-    /// Learning rate of epoch `e` (1-based): `learningRate * lrDecay^(e-1)`, by repeated
-    /// multiplication in float64, then rounded to float32.
-    public func learningRate(epoch e: Int) -> Float {
-        var lr = recipe.learningRate
-        for _ in 1..<max(1, e) { lr *= recipe.lrDecay }
-        return Float(lr)
-    }
+    /// Learning rate of epoch `e` (1-based): ``Recipe/learningRate(epoch:)``.
+    public func learningRate(epoch e: Int) -> Float { recipe.learningRate(epoch: e) }
 
     /// Momentum of epoch `e` (1-based): linear from `momentum` at epoch 1 to `momentumFinal` at
     /// epoch `momentumRampEpochs`, constant after; float64, then rounded to float32.
