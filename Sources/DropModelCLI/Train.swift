@@ -137,7 +137,7 @@ struct Train: ParsableCommand {
                     ("data_fingerprint", .string(report.dataFingerprint)),
                     ("initial_weights_sha256", JSONOutput.sha256(report.initialWeightsSHA256)),
                     ("weights_sha256", JSONOutput.sha256(report.weightsSHA256)),
-                    ("test_error", .finite(report.epochs.last?.testError)), ("seconds", .finite(report.seconds)),
+                    ("test_error", .finite(report.writtenEpoch?.testError)), ("seconds", .finite(report.seconds)),
                 ]
                     + (report.keptEpoch.map { k in
                         [("kept_epoch", .int(k)), ("validation_error", .finite(report.epochs[k - 1].validationError))]

@@ -66,6 +66,9 @@ public struct TrainReport: Sendable {
         // `epochs` holds every epoch from 1 (a resumed run's too).
         keptEpoch.map { epochs[$0 - 1].weightsSHA256 } ?? epochs.last?.weightsSHA256 ?? initialWeightsSHA256
     }
+    /// The record of the epoch whose weights were written (the kept epoch's, else the last
+    /// epoch's; nil before any epoch).
+    public var writtenEpoch: EpochRecord? { keptEpoch.map { epochs[$0 - 1] } ?? epochs.last }
 }
 
 /// Training as a library call: `dropmodel train`, `init` and what `replay` shares with them.
