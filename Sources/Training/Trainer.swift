@@ -73,6 +73,10 @@ public final class Trainer {
     private let gradientOffsets: [(weight: Int, bias: Int)]
     private let gradientCount: Int
     private let shardGradients: [UnsafeMutableBufferPointer<Float>]
+    /// With ranks: the bytes this rank sends each step (its nodes) and those it receives (every
+    /// rank's nodes, in rank order): ``exchange(_:group:)``.
+    private let sendBuffer: UnsafeMutableRawBufferPointer
+    private let receiveBuffer: UnsafeMutableRawBufferPointer
     private var owned: [UnsafeMutableBufferPointer<Float>] = []
 
     /// A trainer of the recipe's dense layers (``Recipe/layerInfos``).
@@ -163,6 +167,16 @@ public final class Trainer {
         gradientOffsets = offsets
         gradientCount = count
         shardGradients = recipe.shards > 1 || group != nil ? block.map { _ in allocate(count) } : []
+        let ranks = group?.size ?? 1
+        let nodeBytes = count * 4 + 16
+        let shardTree = tree
+        let sent = ranks > 1 ? shardTree.nodes(inside: block).count * nodeBytes : 0
+        let received =
+            ranks > 1
+            ? (0..<ranks).map { shardTree.nodes(inside: shardTree.block(rank: $0, ranks: ranks)).count }.reduce(0, +)
+            : 0
+        sendBuffer = .allocate(byteCount: sent, alignment: 64)
+        receiveBuffer = .allocate(byteCount: received * nodeBytes, alignment: 64)
         self.owned = owned
     }
 
@@ -170,6 +184,8 @@ public final class Trainer {
         for buffer in owned { buffer.deallocate() }
         rowLoss.deallocate()
         rowWrong.deallocate()
+        sendBuffer.deallocate()
+        receiveBuffer.deallocate()
     }
 
     /// Whether steps run sharded (Specs/determinism.md §4.7): more than one shard, or ranks.
@@ -588,7 +604,8 @@ extension Trainer {
         _ = forwardBackward(
             epoch: epoch, step: step, examples: local, rowOffset: first, batchRows: examples.count,
             sink: .shards(bounds: localBounds))
-        // The leaves: each shard's gradient, its loss (rows in order, from +0) and errors.
+        // The leaves: each shard's gradient, its loss (rows in order, from +0) and errors. A node's
+        // sum is made in place, in the memory of its leftmost known node.
         var known: [Range<Int>: ShardSum] = [:]
         for (i, s) in block.enumerated() {
             var loss = 0.0
@@ -597,9 +614,10 @@ extension Trainer {
                 loss += rowLoss[r]
                 if rowWrong[r] { errors += 1 }
             }
-            known[s..<(s + 1)] = ShardSum(gradient: Array(shardGradients[i]), loss: loss, errors: errors)
+            known[s..<(s + 1)] = ShardSum(gradient: shardGradients[i].baseAddress!, loss: loss, errors: errors)
         }
-        let add: (inout ShardSum, ShardSum) -> Void = { $0.add($1, threads: self.threads) }
+        let count = gradientCount
+        let add: (inout ShardSum, ShardSum) -> Void = { $0.add($1, count: count, threads: self.threads) }
         if let group, group.size > 1 {
             // This rank's largest nodes, summed here; every rank's, gathered in rank order.
             let mine = tree.nodes(inside: block).map { tree.evaluate($0, known: known, add: add) }
@@ -609,7 +627,8 @@ extension Trainer {
         // The update from the summed gradient, layer by layer (§4.6, every operation rounded).
         let l2 = Float(recipe.l2)
         let threads = self.threads
-        total.gradient.withUnsafeBufferPointer { g in
+        do {
+            let g = UnsafeBufferPointer(start: total.gradient, count: gradientCount)
             for l in engine.indices where engine[l].hasWeights {
                 let (weightAt, biasAt) = gradientOffsets[l]
                 gradB[l].withUnsafeMutableBufferPointer { gb in
@@ -633,58 +652,48 @@ extension Trainer {
 
     /// Every rank's nodes (``ShardTree/nodes(inside:)`` of its block), by an all-gather of their
     /// bytes: each node's flat gradient (float32, native byte order), then its loss (float64) and
-    /// errors (int64).
+    /// errors (int64). The nodes' values are left in `receiveBuffer`.
     private func exchange(_ mine: [ShardSum], group: any TrainingGroup) -> [Range<Int>: ShardSum] {
-        let nodeBytes = gradientCount * 4 + 16
+        let gradientBytes = gradientCount * 4
+        let nodeBytes = gradientBytes + 16
         let nodes = (0..<group.size).map { tree.nodes(inside: tree.block(rank: $0, ranks: group.size)) }
         let counts = nodes.map { $0.count * nodeBytes }
-        var send = [UInt8](repeating: 0, count: counts[group.rank])
-        send.withUnsafeMutableBytes { out in
-            for (k, node) in mine.enumerated() {
-                let base = k * nodeBytes
-                node.gradient.withUnsafeBytes {
-                    out.baseAddress!.advanced(by: base).copyMemory(from: $0.baseAddress!, byteCount: $0.count)
-                }
-                out.storeBytes(of: node.loss, toByteOffset: base + gradientCount * 4, as: Double.self)
-                out.storeBytes(of: Int64(node.errors), toByteOffset: base + gradientCount * 4 + 8, as: Int64.self)
-            }
+        let out = sendBuffer
+        for (k, node) in mine.enumerated() {
+            let base = k * nodeBytes
+            out.baseAddress!.advanced(by: base).copyMemory(from: node.gradient, byteCount: gradientBytes)
+            out.storeBytes(of: node.loss, toByteOffset: base + gradientBytes, as: Double.self)
+            out.storeBytes(of: Int64(node.errors), toByteOffset: base + gradientBytes + 8, as: Int64.self)
         }
-        var receive = [UInt8](repeating: 0, count: counts.reduce(0, +))
-        send.withUnsafeBytes { s in receive.withUnsafeMutableBytes { group.allGather(s, counts: counts, into: $0) } }
+        group.allGather(UnsafeRawBufferPointer(out), counts: counts, into: receiveBuffer)
         var known: [Range<Int>: ShardSum] = [:]
-        receive.withUnsafeBytes { all in
-            var base = 0
-            for node in nodes.joined() {
-                var gradient = [Float](repeating: 0, count: gradientCount)
-                gradient.withUnsafeMutableBytes {
-                    $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: all[base..<(base + gradientCount * 4)]))
-                }
-                let loss = all.loadUnaligned(fromByteOffset: base + gradientCount * 4, as: Double.self)
-                let errors = all.loadUnaligned(fromByteOffset: base + gradientCount * 4 + 8, as: Int64.self)
-                known[node] = ShardSum(gradient: gradient, loss: loss, errors: Int(errors))
-                base += nodeBytes
-            }
+        var base = 0
+        for node in nodes.joined() {
+            let all = receiveBuffer
+            // Offsets are multiples of 4 from a 64-byte aligned buffer: the floats are aligned.
+            let gradient = (all.baseAddress! + base).bindMemory(to: Float.self, capacity: gradientCount)
+            let loss = all.loadUnaligned(fromByteOffset: base + gradientBytes, as: Double.self)
+            let errors = all.loadUnaligned(fromByteOffset: base + gradientBytes + 8, as: Int64.self)
+            known[node] = ShardSum(gradient: gradient, loss: loss, errors: Int(errors))
+            base += nodeBytes
         }
         return known
     }
 }
 
-/// A node of the shard tree: the summed flat gradient of its shards, their summed loss and
-/// misclassified count.
+/// A node of the shard tree: its summed flat gradient (`gradientCount` floats in memory the
+/// trainer owns), the summed loss and misclassified count of its shards.
 private struct ShardSum {
-    var gradient: [Float]
+    var gradient: UnsafeMutablePointer<Float>
     var loss: Double
     var errors: Int
 
-    /// `self = self + other`, element by element (float32, one rounding each; the loss in float64).
-    mutating func add(_ other: ShardSum, threads: Int) {
-        precondition(gradient.count == other.gradient.count)
-        gradient.withUnsafeMutableBufferPointer { a in
-            other.gradient.withUnsafeBufferPointer { b in
-                Parallel.forEachRange(count: a.count, threads: threads, minimumCount: 1 << 15) { range in
-                    for i in range { a[i] = a[i] + b[i] }
-                }
-            }
+    /// `self = self + other`, in place in `self`'s memory: element by element (float32, one
+    /// rounding each), the loss in float64.
+    mutating func add(_ other: ShardSum, count: Int, threads: Int) {
+        let (a, b) = (gradient, other.gradient)
+        Parallel.forEachRange(count: count, threads: threads, minimumCount: 1 << 15) { range in
+            for i in range { a[i] = a[i] + b[i] }
         }
         loss += other.loss
         errors += other.errors
