@@ -616,14 +616,12 @@ extension Trainer {
             }
             known[s..<(s + 1)] = ShardSum(gradient: shardGradients[i].baseAddress!, loss: loss, errors: errors)
         }
-        let count = gradientCount
-        let add: (inout ShardSum, ShardSum) -> Void = { $0.add($1, count: count, threads: self.threads) }
         if let group, group.size > 1 {
             // This rank's largest nodes, summed here; every rank's, gathered in rank order.
-            let mine = tree.nodes(inside: block).map { tree.evaluate($0, known: known, add: add) }
+            let mine = tree.nodes(inside: block).map { sum($0, known: known) }
             known = exchange(mine, group: group)
         }
-        let total = tree.evaluate(0..<tree.shards, known: known, add: add)
+        let total = sum(0..<tree.shards, known: known)
         // The update from the summed gradient, layer by layer (§4.6, every operation rounded).
         let l2 = Float(recipe.l2)
         let threads = self.threads
@@ -648,6 +646,28 @@ extension Trainer {
             }
         }
         return (total.loss, total.errors)
+    }
+
+    /// The value of `node` (``ShardTree/evaluate(_:known:add:)``) from the `known` nodes below it,
+    /// summed in place in the memory of its leftmost known node: the gradient element by element
+    /// (float32, one rounding each) in blocks of 4,096 elements, each block's whole tree while it
+    /// is in cache (every element still sees the tree's order, so neither the blocks nor the
+    /// threads change a bit); the loss (float64) and errors in the same tree.
+    private func sum(_ node: Range<Int>, known: [Range<Int>: ShardSum]) -> ShardSum {
+        let pointers = known.mapValues(\.gradient)
+        let tree = self.tree
+        Parallel.forEachRange(count: gradientCount, threads: threads, minimumCount: 1 << 15) { range in
+            var start = range.lowerBound
+            while start < range.upperBound {
+                let block = start..<min(start + 4096, range.upperBound)
+                _ = tree.evaluate(node, known: pointers) { a, b in for i in block { a[i] = a[i] + b[i] } }
+                start = block.upperBound
+            }
+        }
+        return ShardSum(
+            gradient: tree.evaluate(node, known: pointers) { _, _ in },  // the leftmost known node's memory
+            loss: tree.evaluate(node, known: known.mapValues(\.loss)) { $0 += $1 },
+            errors: tree.evaluate(node, known: known.mapValues(\.errors)) { $0 += $1 })
     }
 
     /// Every rank's nodes (``ShardTree/nodes(inside:)`` of its block), by an all-gather of their
@@ -687,17 +707,6 @@ private struct ShardSum {
     var gradient: UnsafeMutablePointer<Float>
     var loss: Double
     var errors: Int
-
-    /// `self = self + other`, in place in `self`'s memory: element by element (float32, one
-    /// rounding each), the loss in float64.
-    mutating func add(_ other: ShardSum, count: Int, threads: Int) {
-        let (a, b) = (gradient, other.gradient)
-        Parallel.forEachRange(count: count, threads: threads, minimumCount: 1 << 15) { range in
-            for i in range { a[i] = a[i] + b[i] }
-        }
-        loss += other.loss
-        errors += other.errors
-    }
 }
 
 // Checkpoints (issue 15): the momentum velocities are the optimizer's only state.

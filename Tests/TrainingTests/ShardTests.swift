@@ -116,9 +116,11 @@ struct ShardTests {
     }
 
     @Test(
-        "ranks in one process (an in-memory all-gather): R = 1, 2, 4 give the bits of one process", arguments: [2, 4])
-    func ranks(ranks: Int) async {
-        let single = Self.run(Self.trainer(shards: 4, threads: 1))
+        "ranks in one process (an in-memory all-gather) give the bits of one process with the same shards",
+        arguments: [(4, 2), (4, 4), (6, 2), (6, 3)])
+    func ranks(shards: Int, ranks: Int) async {
+        // 6 shards of a batch of 16 are unequal, and 2 ranks' blocks of 3 are not nodes of the tree.
+        let single = Self.run(Self.trainer(shards: shards, threads: 1))
         let group = LocalGroup.ranks(ranks)
         let results = await withTaskGroup(of: (Int, [[UInt64]]).self) { tasks in
             for g in group {
@@ -126,7 +128,8 @@ struct ShardTests {
                     // Each rank on a thread of its own: the all-gather blocks until every rank arrives.
                     await withCheckedContinuation { done in
                         Thread {
-                            done.resume(returning: (g.rank, Self.run(Self.trainer(shards: 4, threads: 1, group: g))))
+                            let trainer = Self.trainer(shards: shards, threads: 1, group: g)
+                            done.resume(returning: (g.rank, Self.run(trainer)))
                         }
                         .start()
                     }
