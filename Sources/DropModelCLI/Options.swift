@@ -174,6 +174,14 @@ struct RecipeOptions: ParsableArguments {
             """)
     var keepBest: Recipe.KeepBest?
 
+    @Option(
+        help: """
+            Split every minibatch into S contiguous shards whose gradients are summed in a fixed tree (default 1: \
+            unsharded). The bits depend on S, never on the number of MPI ranks (mpirun -np R, R dividing S) or \
+            threads. Recorded in the recipe.
+            """)
+    var shards: Int?
+
     func validate() throws {
         if let validation, validation < 0 {
             throw ValidationError("--validation must be 0 or more: the number of training examples to hold out")
@@ -244,6 +252,7 @@ struct RecipeOptions: ParsableArguments {
         if let testLimit { r.testLimit = testLimit }
         if let validation { r.validation = validation }
         if let keepBest { r.keepBest = keepBest }
+        if let shards { r.shards = shards }
         if let first = r.problems().first { throw DropModelError(code: .usage, file: "", message: first) }
         return r
     }

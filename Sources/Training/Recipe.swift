@@ -53,6 +53,11 @@ public struct Recipe: Equatable, Sendable {
     /// Which epoch's weights the bundle keeps (JSON `keep_best`, written only when set): nil
     /// for the last epoch's.
     public var keepBest: KeepBest?
+    /// Split every minibatch into this many contiguous shards whose gradients are summed in a
+    /// fixed tree (Specs/determinism.md §4.7): the bits depend on `shards`, never on how many
+    /// processes (MPI ranks) or threads compute them. 1 (JSON `shards`, written only when not 1)
+    /// is the unsharded arithmetic of every earlier version.
+    public var shards: Int = 1
 
     /// What `--keep-best` selects on.
     public enum KeepBest: String, CaseIterable, Sendable {
@@ -76,6 +81,7 @@ public struct Recipe: Equatable, Sendable {
         case initialization = "init"
         case validation
         case keepBest = "keep_best"
+        case shards
     }
 
     public init(
@@ -185,6 +191,9 @@ public struct Recipe: Equatable, Sendable {
         if keepBest == .validation && validation <= 0 {
             out.append("--keep-best validation needs a validation set: add --validation N (N examples held out)")
         }
+        if shards < 1 || shards > batchSize {
+            out.append("--shards must be in 1...\(batchSize) (the batch size): every shard needs examples")
+        }
         if initialization != "glorot-uniform" { out.append("init '\(initialization)' is not known (glorot-uniform)") }
         return out
     }
@@ -235,6 +244,7 @@ public struct Recipe: Equatable, Sendable {
         if validation != 0 { o[CodingKeys.validation.rawValue] = .int(validation) }
         if let keepBest { o[CodingKeys.keepBest.rawValue] = .string(keepBest.rawValue) }
         if lrMomentumScaling { o[CodingKeys.lrMomentumScaling.rawValue] = .bool(true) }
+        if shards != 1 { o[CodingKeys.shards.rawValue] = .int(shards) }
         return .object(o)
     }
 
@@ -334,6 +344,7 @@ public struct Recipe: Equatable, Sendable {
             }
             r.keepBest = k
         }
+        r.shards = try optional(.shards, int) ?? 1
         return r
     }
 
