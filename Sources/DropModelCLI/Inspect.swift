@@ -103,7 +103,7 @@ enum InspectReport {
         }
         let wanted = [
             "epochs", "batch_size", "learning_rate", "lr_decay", "lr_momentum_scaling", "momentum", "momentum_final",
-            "momentum_ramp_epochs", "max_norm", "l2", "limit", "validation", "keep_best", "data",
+            "momentum_ramp_epochs", "max_norm", "l2", "limit", "validation", "keep_best", "shards", "data",
         ]
         var parts: [String] = []
         for key in wanted {
