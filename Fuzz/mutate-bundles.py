@@ -352,10 +352,6 @@ def m_link(f, rng):
         pg[leaf] = f[rng.choice(["/", "layers", parent or "/"])]  # a cycle through an ancestor
 
 
-def datasets(f):
-    return [o for o in objects(f, groups=False) if isinstance(f.get(o, getlink=True), h5py.HardLink) or True]
-
-
 def recreate(f, path, data, rng, **kw):
     parent, _, leaf = path.rpartition("/")
     pg = f[parent or "/"]
