@@ -191,7 +191,8 @@ public struct Recipe: Equatable, Sendable {
         if keepBest == .validation && validation <= 0 {
             out.append("--keep-best validation needs a validation set: add --validation N (N examples held out)")
         }
-        if shards < 1 || shards > batchSize {
+        // (A batch size below 1 is reported on its own; the shards' bound is only checked against a valid one.)
+        if shards < 1 || (batchSize >= 1 && shards > batchSize) {
             out.append("--shards must be in 1...\(batchSize) (the batch size): every shard needs examples")
         }
         if initialization != "glorot-uniform" { out.append("init '\(initialization)' is not known (glorot-uniform)") }
