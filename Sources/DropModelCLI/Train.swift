@@ -139,9 +139,13 @@ struct Train: ParsableCommand {
                     } ?? ""))
         }
         let printer = RunPrinter(json: json, command: .train)
-        if group == nil { StopSignals.install() }
-        var stop: @Sendable () -> Bool = { StopSignals.pending }
-        if group != nil { stop = { false } }
+        let stop: @Sendable () -> Bool
+        if group == nil {
+            StopSignals.install()
+            stop = { StopSignals.pending }
+        } else {
+            stop = { false }  // mpirun ends the job; no rank handles a stop signal
+        }
         var request = TrainingRun.Request(
             recipe: recipe, seed: seed, initial: start?.parameters, threads: threads, output: output,
             checkpoints: checkpointEvery.flatMap(CheckpointPolicy.parse), resume: resumePoint, stopRequested: stop)
@@ -179,13 +183,14 @@ struct Train: ParsableCommand {
                     ("test_error", .finite(report.writtenEpoch?.testError)), ("seconds", .finite(report.seconds)),
                 ]
                     + (report.keptEpoch.map { k in
-                        [("kept_epoch", .int(k)), ("validation_error", .finite(report.epochs[k - 1].validationError))]
+                        [("kept_epoch", .int(k)), ("validation_error", .finite(report.writtenEpoch?.validationError))]
                     } ?? []), lines: true)
         } else {
-            let kept = report.keptEpoch.map { k in
-                let r = report.epochs[k - 1]
-                return ", the weights of epoch \(k) (validation error \(Format.percent(r.validationError ?? .nan)), "
-                    + "test error \(Format.percent(r.testError)))"
+            let kept = report.keptEpoch.flatMap { k in
+                report.writtenEpoch.map { r in
+                    ", the weights of epoch \(k) (validation error \(Format.percent(r.validationError ?? .nan)), "
+                        + "test error \(Format.percent(r.testError)))"
+                }
             }
             print(
                 String(
