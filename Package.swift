@@ -97,6 +97,11 @@ let package = Package(
             name: "Training",
             dependencies: ["BundleFormat", "DropoutRandom", "Kernels", "TrainingData", "DropModelBase", "Charts"],
             swiftSettings: swiftSettings),
+        // Open MPI at run time (dlopen of libmpi.so.40, never linked) for data-parallel training
+        // under mpirun (issue 16): CMPI resolves the few MPI calls, MPIRanks is the TrainingGroup.
+        .target(name: "CMPI", linkerSettings: [.linkedLibrary("dl")]),
+        .target(
+            name: "MPIRanks", dependencies: ["CMPI", "Training", "DropModelBase"], swiftSettings: swiftSettings),
         .target(
             name: "Interop",
             dependencies: ["BundleFormat", "HDF5Layer", "ZlibCodec", "DropModelBase"],
@@ -106,7 +111,7 @@ let package = Package(
             name: "DropModelCLI",
             dependencies: [
                 "BundleFormat", "HDF5Layer", "DropoutRandom", "Training", "TrainingData", "Interop", "Charts",
-                "DropModelBase",
+                "DropModelBase", "MPIRanks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings

@@ -9,6 +9,9 @@
 //   gzip          Gzip.decompress (bounded inflation)
 //   json          JSONValue.parse (the one bounded JSON parser), and text of what it parsed
 //   recipe        Recipe.decode(json:) (the recipe inside bundles)
+//   layers        LayerGrammar.parse (the --layers grammar, convolutions and pooling included): a
+//                 parsed network's text parses back to it, and the bundle format's own rules
+//                 (Schema.problems) accept the layers it describes
 //
 // Every thrown error is an expected outcome. Findings are crashes (Swift traps, ASan reports),
 // hangs (-timeout) and memory (-rss_limit_mb / -malloc_limit_mb). APIs that take a path get a
@@ -17,6 +20,7 @@
 // Internal entry points are reached with @testable import: scripts/fuzz builds with
 // -enable-testing, so the package's API stays as it is. Built by scripts/fuzz (Fuzz/README.md).
 
+@testable import BundleFormat
 import DropModelBase
 import Foundation
 @testable import Interop
@@ -24,7 +28,7 @@ import Training
 @testable import TrainingData
 import ZlibCodec
 
-private let targets = ["safetensors", "keras-config", "keras-zip", "idx", "gzip", "json", "recipe"]
+private let targets = ["safetensors", "keras-config", "keras-zip", "idx", "gzip", "json", "recipe", "layers"]
 
 private let target: String = {
     let t = ProcessInfo.processInfo.environment["DROPMODEL_FUZZ_TARGET"] ?? ""
@@ -69,7 +73,7 @@ private func run(_ bytes: UnsafeBufferPointer<UInt8>) {
         }
     case "keras-config":
         guard let config = try? JSONValue.parse(bytes) else { return }
-        if let p = try? KerasImport.parseConfig(config, path: "fuzz", object: "config.json") { sink &+= p.dense.count }
+        if let p = try? KerasImport.parseConfig(config, path: "fuzz", object: "config.json") { sink &+= p.layers.count }
     case "keras-zip":
         guard writeInput(bytes) else { return }
         guard let zip = try? StoredZip(path: inputPath) else { return }
@@ -79,7 +83,7 @@ private func run(_ bytes: UnsafeBufferPointer<UInt8>) {
             if e.name == "config.json", let config = try? JSONValue.parse(data),
                 let p = try? KerasImport.parseConfig(config, path: "fuzz", object: "config.json")
             {
-                sink &+= p.dense.count
+                sink &+= p.layers.count
             }
         }
     case "idx":
@@ -104,6 +108,25 @@ private func run(_ bytes: UnsafeBufferPointer<UInt8>) {
             }
             sink &+= r.layers.count
         }
+    case "layers":
+        guard bytes.count <= 4096, let n = try? LayerGrammar.parse(String(decoding: bytes, as: UTF8.self)) else {
+            return
+        }
+        // The canonical text must parse back to the same network (shapes included).
+        guard let again = try? LayerGrammar.parse(n.text), again == n else {
+            fatalError("LayerGrammar: the text of a parsed network does not parse back to it: \(n.text.prefix(300))")
+        }
+        // What the grammar accepts, the bundle format must accept: the layers train would write,
+        // checked by the reader's rules (kinds, windows, shape chain, parameter counts).
+        let infos = n.layerInfos(keep: n.defaultKeep, modes: [], activation: .relu)
+        let problems = Schema.problems(
+            file: "fuzz", convention: .classic, baked: false, layers: infos, rng: nil, training: nil, history: nil)
+        guard problems.isEmpty else {
+            fatalError(
+                "LayerGrammar accepts \(n.text.prefix(200)) but the bundle format refuses it: "
+                    + problems.prefix(3).map { $0.object + ": " + $0.message }.joined(separator: "; "))
+        }
+        sink &+= infos.count
     default:
         break
     }

@@ -136,4 +136,20 @@ for name, text in {
     "duplicate-keys": '{"a":1,"a":2}',
 }.items():
     put("json", name + ".json", text)
+
+# The --layers grammar: the networks of the tests and docs (dense, conv, pooling, every option),
+# the corners of its bounds, and a few that break one rule each.
+for i, text in enumerate([
+    "784,1024,1024,10", "784,128,64,10", "4,3,2", "1,1",
+    "28x28x1,conv3x3x16,maxpool2,conv3x3x32,maxpool2,128,10",
+    "28x28x1,conv3x3x16,maxpool2,conv3x3x32/same,maxpool2,flatten,128,10",
+    "28x28x1,conv3x3x4/same,maxpool2,conv3x3x8/s2,avgpool2/same,flatten,16,10",
+    "32x30x3,conv5x5x8/s2/same,maxpool3/s2/same,avgpool2x1,gap,10",
+    "10x12x2,conv3x1x4/s1x2,maxpool2x3,flatten,7",
+    "32x32x3,conv5x5x32/valid,maxpool3/s2x1/same,avgpool3x2/s1,gap,10",
+    "4096x4096x1,conv4096x4096x1/s4096,flatten,1",
+    "1x16777216x1,maxpool1x4096/s4096/same,gap,16777216",
+    "28x28x1,conv30x30x8,10", "28x28x1,conv3x3x8/s2/s2,10", "4096x4096x4096,10", "28x28x1,maxpool2,gap",
+]):
+    put("layers", "net-%02d.txt" % i, text)
 print("corpora written under", out)

@@ -7,6 +7,7 @@ ours / peer, higher is better. Progress goes to stderr; stdout gets the table, o
 one object with a key per row plus "machine".
 """
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -54,6 +55,7 @@ TARGETS = {
     "train_cnn_vs_keras_2t": (">=", 2.0),
     "train_cnn_efficiency": None,
     "eval_mc_vs_keras": (">=", 3.0),
+    "mpi_2ranks_vs_2threads": None,  # issue 16: measured, no target (see mpi_row)
 }
 
 # The convolutional network of the CNN rows (issue 13): valid padding, dropout before every
@@ -676,6 +678,55 @@ def mc_row(dm, work, limit, repeats, threads=2):
 # --- machine ----------------------------------------------------------------------------------
 
 
+# --- MPI (issue 16): 2 ranks x 1 thread against 1 process x 2 threads ---------------------------
+
+
+def mpi_row(dm, work, limit, repeats):
+    """`mpirun -np 2 dropmodel train --threads 1 --shards 2` against one process with
+    `--threads 2 --shards 2`: the same recipe (784-1024-1024-10, batch 100), so the same bytes,
+    which the row checks. Rates are rank 0's epoch line (examples/s of the epoch); the ratio is
+    ranks / threads (higher is better). Both sides are pinned to the same 2 CPUs; no target: on
+    one machine the ranks exchange the shard gradients through shared memory and repeat the
+    tree's top on each rank, which threads do not (docs/mpi.md)."""
+    mpirun = shutil.which("mpirun")
+    if not mpirun:
+        raise Failure("mpi: mpirun not found (scripts/setup installs Open MPI: openmpi-bin)")
+    env = ours_env({"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"})
+    base = ["train", "--data", "fashion-mnist", "--layers", ",".join(map(str, LAYERS)),
+            "--keep", ",".join(map(str, KEEP)), "--momentum", "0.9", "--momentum-final", "0.9",
+            "--epochs", "1", "--limit", str(limit), "--test-limit", "100", "--seed", "1", "--shards", "2"]
+    results = {"ranks": [], "threads": []}
+    for rep in range(repeats):
+        for who in (("ranks", "threads") if rep % 2 == 0 else ("threads", "ranks")):
+            out = os.path.join(work, f"mpi-{who}-{rep}.h5")
+            if who == "ranks":
+                cmd = [mpirun, "--oversubscribe", "--bind-to", "none", "-np", "2", dm] + base + [
+                    "--threads", "1", "-o", out]
+            else:
+                cmd = [dm] + base + ["--threads", "2", "-o", out]
+            seconds, usage, text, err, _ = run(pinned(cmd, 2), env=env)
+            m = re.search(r"epoch 1/1.*\(([\d.]+) s, ([\d,]+) ex/s\)", text + err)
+            if not m:
+                raise Failure(f"mpi ({who}): no epoch line with ex/s in its output:\n{text}{err}")
+            with open(out, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            os.remove(out)
+            r = {"examples_per_second": float(m.group(2).replace(",", "")), "process_seconds": seconds,
+                 "cpu_seconds": usage.ru_utime + usage.ru_stime, "file_sha256": digest}
+            results[who].append(r)
+            log(f"mpi: {who:7s}: {r['examples_per_second']:8,.0f} ex/s (cpu {r['cpu_seconds']:.2f} s)")
+    files = sorted({r["file_sha256"] for v in results.values() for r in v})
+    ranks = median([r["examples_per_second"] for r in results["ranks"]])
+    threads = median([r["examples_per_second"] for r in results["threads"]])
+    return row("mpi_2ranks_vs_2threads", ranks, threads, "examples/s", direction="higher", details={
+        "command_ours": "mpirun -np 2 dropmodel train ... --threads 1 --shards 2",
+        "command_peer": "dropmodel train ... --threads 2 --shards 2",
+        "bytes_identical": len(files) == 1, "file_sha256": files,
+        "cpu_seconds_ranks": median([r["cpu_seconds"] for r in results["ranks"]]),
+        "cpu_seconds_threads": median([r["cpu_seconds"] for r in results["threads"]]),
+        "limit": limit, "repeats": repeats})
+
+
 def machine_info(dm, started, environment_before, peer_blas):
     def first(cmd):
         try:
@@ -864,8 +915,8 @@ def main():
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--quiet", action="store_true")
-    ap.add_argument("--only", default="bake,inspect,gemm,train,cnn,mc",
-                    help="comma-separated subset of bake,inspect,gemm,train,cnn,mc (for debugging the harness)")
+    ap.add_argument("--only", default="bake,inspect,gemm,train,cnn,mc,mpi",
+                    help="comma-separated subset of bake,inspect,gemm,train,cnn,mc,mpi (for debugging the harness)")
     ap.add_argument("--started", type=float, default=None, help="epoch seconds when scripts/benchmark started")
     ap.add_argument("--strict", action="store_true", help="exit 3 if a target is not met")
     ap.add_argument("--scaling", action="store_true",
@@ -876,7 +927,7 @@ def main():
     setup_seconds = time.time() - args.started if args.started else None
     before = {"env": dict(os.environ), "load": os.getloadavg()[0]}
     only = set(args.only.split(","))
-    parts = {"bake", "inspect", "gemm", "train", "cnn", "mc"}
+    parts = {"bake", "inspect", "gemm", "train", "cnn", "mc", "mpi"}
     if not only <= parts:
         ap.error(f"--only: unknown part(s) {', '.join(sorted(only - parts))}")
     dm = os.path.abspath(args.dropmodel)
@@ -922,6 +973,8 @@ def main():
             rows.update(cnn)
         if "mc" in only:
             rows.update([mc_row(dm, work, 1000 if quick else 10000, 1 if quick else 3)])
+        if "mpi" in only:
+            rows.update([mpi_row(dm, work, limit, train_repeats)])
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -941,6 +994,9 @@ def main():
         failed = not rows["train_vs_numpy_1t"]["details"]["bit_identical_across_threads"]
     if "cnn" in only:
         failed = failed or not rows["train_cnn_vs_keras_1t"]["details"]["bit_identical_across_threads"]
+    if "mpi" in only and not rows["mpi_2ranks_vs_2threads"]["details"]["bytes_identical"]:
+        log(f"mpi: the 2-rank and 2-thread bundles DIFFER: {rows['mpi_2ranks_vs_2threads']['details']['file_sha256']}")
+        failed = True
     if failed:
         return 1
     if args.strict and any(r["met"] is False for r in rows.values()):

@@ -1118,6 +1118,23 @@ static void strings_child(hid_t attribute, hid_t memtype, size_t count, size_t m
     _exit(CHILD_DONE);
 }
 
+// The descriptor libhdf5 reads the attribute's file through, or -1. Files read are opened with
+// the stdio driver (a FILE *), files written with sec2 (an int descriptor): ask which before
+// reading the handle.
+static int attribute_file_fd(hid_t attribute) {
+    int file_fd = -1;
+    hid_t file = H5Iget_file_id(attribute);
+    if (file < 0) return -1;
+    void *handle = NULL;
+    hid_t access = H5Fget_access_plist(file);
+    int is_stdio = access >= 0 && H5Pget_driver(access) == H5FD_STDIO;
+    if (access >= 0) H5Pclose(access);
+    if (H5Fget_vfd_handle(file, H5P_DEFAULT, &handle) >= 0 && handle)
+        file_fd = is_stdio ? (*(FILE **)handle ? fileno(*(FILE **)handle) : -1) : *(int *)handle;
+    H5Fclose(file);
+    return file_fd;
+}
+
 void dm_isolated_read_strings(long long attribute, long long memtype, unsigned long long count,
                               unsigned long long max_string_bytes, int timeout_ms,
                               unsigned long long memory_limit_bytes, int keep_stderr,
@@ -1134,6 +1151,13 @@ void dm_isolated_read_strings(long long attribute, long long memtype, unsigned l
         result->outcome = DM_PROBE_MEMORY;
         return;
     }
+    // The child reads through the attribute's file descriptor, which it shares with this
+    // process (one open file description, one file offset). The stdio driver (files read are
+    // pinned and read with it) seeks only when it believes the offset moved, so the offset the
+    // child leaves behind would make this process's next read start at the wrong place (valid
+    // files refused as "corrupt object header" or "not a group"): put it back afterwards.
+    int file_fd = attribute_file_fd((hid_t)attribute);
+    off_t offset = file_fd >= 0 ? lseek(file_fd, 0, SEEK_CUR) : -1;
     int p[2];
     const pid_t parent = getpid();
     pid_t pid = fork_with_pipe(p, result);
@@ -1141,18 +1165,6 @@ void dm_isolated_read_strings(long long attribute, long long memtype, unsigned l
     if (pid == 0) {
         child_setup(memory_limit_bytes, keep_stderr, parent, timeout_ms, 1);
         // Keep only the pipe and the descriptor of the attribute's own file.
-        int file_fd = -1;
-        hid_t file = H5Iget_file_id((hid_t)attribute);
-        if (file >= 0) {
-            // Files read are opened with the stdio driver (a FILE *), files written with sec2
-            // (an int descriptor): ask which before reading the handle.
-            void *handle = NULL;
-            hid_t access = H5Fget_access_plist(file);
-            int is_stdio = access >= 0 && H5Pget_driver(access) == H5FD_STDIO;
-            if (access >= 0) H5Pclose(access);
-            if (H5Fget_vfd_handle(file, H5P_DEFAULT, &handle) >= 0 && handle)
-                file_fd = is_stdio ? (*(FILE **)handle ? fileno(*(FILE **)handle) : -1) : *(int *)handle;
-        }
         int keep[2] = {p[1], file_fd};
         close_inherited(keep, 2);
         strings_child((hid_t)attribute, (hid_t)memtype, (size_t)count, (size_t)max_string_bytes, p[1]);
@@ -1161,6 +1173,7 @@ void dm_isolated_read_strings(long long attribute, long long memtype, unsigned l
     byte_sink sink = {NULL, 0, 0, (size_t)cap + 4096};
     int reaped = 0;
     int ended = collect(pid, p[0], wall_limit_ms(timeout_ms), take_bytes, &sink, result, &reaped);
+    if (offset >= 0) lseek(file_fd, offset, SEEK_SET);
     unsigned char *data = sink.data;
     size_t length = sink.length;
     int done = length > 0 && data[length - 1] == 'D';

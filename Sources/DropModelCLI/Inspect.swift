@@ -102,8 +102,8 @@ enum InspectReport {
             return s
         }
         let wanted = [
-            "epochs", "batch_size", "learning_rate", "lr_decay", "momentum", "momentum_final",
-            "momentum_ramp_epochs", "max_norm", "l2", "limit", "validation", "keep_best", "data",
+            "epochs", "batch_size", "learning_rate", "lr_decay", "lr_momentum_scaling", "momentum", "momentum_final",
+            "momentum_ramp_epochs", "max_norm", "l2", "limit", "validation", "keep_best", "shards", "data",
         ]
         var parts: [String] = []
         for key in wanted {

@@ -122,6 +122,14 @@ struct RecipeOptions: ParsableArguments {
     @Option(name: .customLong("lr-decay"), help: "Multiply the learning rate by this after every epoch (default 1).")
     var lrDecay: Double?
 
+    @Flag(
+        name: .customLong("lr-momentum-scaling"), inversion: .prefixedNo,
+        help: """
+            Scale each epoch's learning rate by (1 - that epoch's momentum), as Hinton et al. (2012) \
+            did, so a step's size stays steady while momentum rises (default: off).
+            """)
+    var lrMomentumScaling: Bool?
+
     @Option(help: "Momentum at epoch 1 (default 0.5).")
     var momentum: Double?
 
@@ -165,6 +173,14 @@ struct RecipeOptions: ParsableArguments {
             last epoch's; needs --validation. Every epoch is still recorded, and replayed.
             """)
     var keepBest: Recipe.KeepBest?
+
+    @Option(
+        help: """
+            Split every minibatch into S contiguous shards whose gradients are summed in a fixed tree (default 1: \
+            unsharded). The bits depend on S, never on the number of MPI ranks (mpirun -np R, R dividing S) or \
+            threads. Recorded in the recipe.
+            """)
+    var shards: Int?
 
     func validate() throws {
         if let validation, validation < 0 {
@@ -225,6 +241,7 @@ struct RecipeOptions: ParsableArguments {
         if let batchSize { r.batchSize = batchSize }
         if let learningRate { r.learningRate = learningRate }
         if let lrDecay { r.lrDecay = lrDecay }
+        if let lrMomentumScaling { r.lrMomentumScaling = lrMomentumScaling }
         if let momentum { r.momentum = momentum }
         if let momentumFinal { r.momentumFinal = momentumFinal }
         if let momentumRampEpochs { r.momentumRampEpochs = momentumRampEpochs }
@@ -235,6 +252,7 @@ struct RecipeOptions: ParsableArguments {
         if let testLimit { r.testLimit = testLimit }
         if let validation { r.validation = validation }
         if let keepBest { r.keepBest = keepBest }
+        if let shards { r.shards = shards }
         if let first = r.problems().first { throw DropModelError(code: .usage, file: "", message: first) }
         return r
     }

@@ -2,6 +2,7 @@ import ArgumentParser
 import BundleFormat
 import DropModelBase
 import Foundation
+import MPIRanks
 import Training
 
 /// `dropmodel train`: parses, calls ``Training/TrainingRun/train(_:observer:)``, prints.
@@ -17,6 +18,10 @@ struct Train: ParsableCommand {
 
             Example: dropmodel train --data fashion-mnist --layers 784,1024,1024,10 \
             --keep 0.8,0.5,0.5 --epochs 10 --seed 1 -o model.h5
+
+            Data-parallel on Open MPI: 'mpirun -np 4 dropmodel train ... --shards 4 -o model.h5' writes the \
+            bytes of 'dropmodel train ... --shards 4' in one process (rank 0 writes; the number of ranks \
+            must divide --shards).
             """)
 
     @OptionGroup var recipeOptions: RecipeOptions
@@ -65,6 +70,36 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
+        // Started by mpirun: join the job's ranks (Open MPI loaded now, never otherwise).
+        guard let group = try MPIGroup.join() else { return try train(group: nil) }
+        do {
+            try train(group: group)
+        } catch let failure as GroupFailure {
+            // Every rank found it alike: rank 0 reports it, all leave the job normally.
+            if group.rank == 0 { DropModelCommand.report(failure.error, command: Self.self) }
+            group.finish()
+            Foundation.exit(ExitStatus.of(failure.error.code))
+        } catch let e as DropModelError {
+            // This rank's alone: report it, then end every rank (none waits for this one).
+            var e = e
+            e.problems = e.problems.map { p in
+                var p = p
+                p.message = "rank \(group.rank) of \(group.size): " + p.message
+                return p
+            }
+            DropModelCommand.report(e, command: Self.self)
+            group.abort(code: ExitStatus.of(e.code))
+        } catch {
+            FileHandle.standardError.write(Data("dropmodel: error: rank \(group.rank): \(error)\n".utf8))
+            group.abort(code: ExitStatus.badInput)
+        }
+        group.finish()
+    }
+
+    /// Trains, as the only process (`group` nil) or as one rank of an mpirun job: then rank 0
+    /// alone prints and writes, and no stop signal is handled (mpirun ends the job).
+    private func train(group: MPIGroup?) throws {
+        let quietRank = (group?.rank ?? 0) != 0
         let output = try TrainingRun.output(self.output, resuming: resume)
         // The library checks the output first too; with --from or --resume, check it before reading that bundle.
         if let input = from ?? resume { try OutputCheck.verify(output, inputs: [input]) }
@@ -87,7 +122,7 @@ struct Train: ParsableCommand {
         let seed = seedOption.seed ?? resumePoint?.seed ?? start?.seed ?? SeedOption.fresh()
         let threads = threadsOption.resolved
         let json = jsonOption.json
-        if !json {
+        if !json && !quietRank {
             print(
                 "training \(recipe.networkText) \(recipe.activation.rawValue), "
                     + """
@@ -97,19 +132,27 @@ struct Train: ParsableCommand {
                     + "seed \(seed), \(threads) thread\(threads == 1 ? "" : "s"), on \(recipe.data)"
                     + (recipe.validation > 0 ? " (the last \(recipe.validation) examples held out for validation)" : "")
                     + (recipe.keepBest.map { ", keeping the best epoch by \($0.rawValue) error" } ?? "")
+                    + parallelText(recipe, group)
                     + (resumePoint.map { r in
                         ", resuming \(r.file) after epoch \(r.state.epoch)"
                             + (r.state.step > 0 ? " and step \(r.state.step) of epoch \(r.state.epoch + 1)" : "")
                     } ?? ""))
         }
         let printer = RunPrinter(json: json, command: .train)
-        StopSignals.install()
-        let report = try TrainingRun.train(
-            TrainingRun.Request(
-                recipe: recipe, seed: seed, initial: start?.parameters, threads: threads, output: output,
-                checkpoints: checkpointEvery.flatMap(CheckpointPolicy.parse), resume: resumePoint,
-                stopRequested: { StopSignals.pending }),
-            observer: printer.observe)
+        let stop: @Sendable () -> Bool
+        if group == nil {
+            StopSignals.install()
+            stop = { StopSignals.pending }
+        } else {
+            stop = { false }  // mpirun ends the job; no rank handles a stop signal
+        }
+        var request = TrainingRun.Request(
+            recipe: recipe, seed: seed, initial: start?.parameters, threads: threads, output: output,
+            checkpoints: checkpointEvery.flatMap(CheckpointPolicy.parse), resume: resumePoint, stopRequested: stop)
+        request.group = group
+        let observe: (RunEvent) -> Void = quietRank ? { _ in } : printer.observe
+        let report = try TrainingRun.train(request, observer: observe)
+        if quietRank { return }
         if report.interrupted {
             let epoch = report.epochs.last?.epoch ?? 0
             let ckpt = report.checkpoint ?? TrainingRun.checkpointPath(for: output)
@@ -137,21 +180,29 @@ struct Train: ParsableCommand {
                     ("data_fingerprint", .string(report.dataFingerprint)),
                     ("initial_weights_sha256", JSONOutput.sha256(report.initialWeightsSHA256)),
                     ("weights_sha256", JSONOutput.sha256(report.weightsSHA256)),
-                    ("test_error", .finite(report.epochs.last?.testError)), ("seconds", .finite(report.seconds)),
+                    ("test_error", .finite(report.writtenEpoch?.testError)), ("seconds", .finite(report.seconds)),
                 ]
                     + (report.keptEpoch.map { k in
-                        [("kept_epoch", .int(k)), ("validation_error", .finite(report.epochs[k - 1].validationError))]
+                        [("kept_epoch", .int(k)), ("validation_error", .finite(report.writtenEpoch?.validationError))]
                     } ?? []), lines: true)
         } else {
-            let kept = report.keptEpoch.map { k in
-                let r = report.epochs[k - 1]
-                return ", the weights of epoch \(k) (validation error \(Format.percent(r.validationError ?? .nan)), "
-                    + "test error \(Format.percent(r.testError)))"
+            let kept = report.keptEpoch.flatMap { k in
+                report.writtenEpoch.map { r in
+                    ", the weights of epoch \(k) (validation error \(Format.percent(r.validationError ?? .nan)), "
+                        + "test error \(Format.percent(r.testError)))"
+                }
             }
             print(
                 String(
                     format: "wrote %@ (%d epochs%@, %.1f s); digest sha256:%@", output, report.epochs.count,
                     kept ?? "", report.seconds, Hex.encode(report.weightsSHA256)))
         }
+    }
+
+    /// The header's shards and ranks (nothing for one shard in one process).
+    private func parallelText(_ recipe: Recipe, _ group: MPIGroup?) -> String {
+        var text = recipe.shards > 1 ? ", \(recipe.shards) shards" : ""
+        if let group { text += ", \(group.size) MPI rank" + (group.size == 1 ? "" : "s") }
+        return text
     }
 }

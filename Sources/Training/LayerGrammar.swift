@@ -195,18 +195,31 @@ public enum LayerGrammar {
         }
         let input = try parseInput(items[0])
         var shape = input
+        var total = 0
         var layers: [(item: Item, input: Shape, output: Shape)] = []
         for (position, raw) in items.enumerated().dropFirst() {
             let item = try parseItem(raw, position: position)
             // A dense layer after an image reads it flattened (H, W, C order): make that explicit.
             if case .dense = item, case .image = shape {
-                let flat = Shape.flat(shape.count)
+                let flat = try outputShape(.flatten, input: shape, raw: raw, position: position)
                 layers.append((.flatten, shape, flat))
                 shape = flat
             }
             let output = try outputShape(item, input: shape, raw: raw, position: position)
             layers.append((item, shape, output))
             shape = output
+            // What the bundle format stores (Schema): at most 2^40 parameters in a layer and in all.
+            let count = parameters(item, input: layers.last!.input)
+            total = total.addingReportingOverflow(count).partialValue
+            guard count <= Schema.maxParameters, total <= Schema.maxParameters else {
+                throw failure(
+                    raw,
+                    count > Schema.maxParameters
+                        ? "on a \(layers.last!.input) input the layer has \(count) parameters, more than the "
+                            + "\(Schema.maxParameters) a model may have"
+                        : "the network has more than the \(Schema.maxParameters) parameters a model may have",
+                    position: position)
+            }
         }
         guard case .flat = shape else {
             throw failure(
@@ -313,6 +326,15 @@ public enum LayerGrammar {
             position: position)
     }
 
+    /// Weights and biases of `item` on `input` (sizes already bounded: no overflow below 2^63).
+    static func parameters(_ item: Item, input: Shape) -> Int {
+        switch item {
+        case .dense(let units): return units * (input.count + 1)
+        case .conv2d(let kh, let kw, let f, _, _, _): return f * (kh * kw * (input.channels ?? 0) + 1)
+        default: return 0
+        }
+    }
+
     static func outputShape(_ item: Item, input: Shape, raw: String, position: Int) throws -> Shape {
         func image() throws -> (Int, Int, Int) {
             guard case .image(let h, let w, let c) = input else {
@@ -327,6 +349,14 @@ public enum LayerGrammar {
             case .dense(let units):
                 return .flat(units)
             case .flatten:
+                // Reads an image (a bundle's flatten declares one), and stays within the format's
+                // bound on flat features (what a dense layer reads).
+                _ = try image()
+                guard input.count <= maxUnits else {
+                    throw failure(
+                        raw, "a \(input) image flattens to \(input.count) features, more than \(maxUnits)",
+                        position: position)
+                }
                 return .flat(input.count)
             case .globalAvgPool2d:
                 return .flat(try image().2)

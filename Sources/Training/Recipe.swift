@@ -23,9 +23,14 @@ public struct Recipe: Equatable, Sendable {
     public var convention: DropoutConvention
     public var epochs: Int
     public var batchSize: Int
-    /// Learning rate at epoch 1 (epoch e uses `learningRate * lrDecay^(e-1)`).
+    /// Learning rate at epoch 1 (epoch e uses `learningRate * lrDecay^(e-1)`, times
+    /// `1 - momentum(e)` with ``lrMomentumScaling``).
     public var learningRate: Double
     public var lrDecay: Double
+    /// Scale each epoch's learning rate by (1 − that epoch's momentum), as Hinton et al. (2012)
+    /// did, so the size of a step stays steady while momentum rises (JSON `lr_momentum_scaling`,
+    /// written only when true).
+    public var lrMomentumScaling = false
     /// Momentum at epoch 1, rising linearly to `momentumFinal` at `momentumRampEpochs`.
     public var momentum: Double
     public var momentumFinal: Double
@@ -48,6 +53,11 @@ public struct Recipe: Equatable, Sendable {
     /// Which epoch's weights the bundle keeps (JSON `keep_best`, written only when set): nil
     /// for the last epoch's.
     public var keepBest: KeepBest?
+    /// Split every minibatch into this many contiguous shards whose gradients are summed in a
+    /// fixed tree (Specs/determinism.md §4.7): the bits depend on `shards`, never on how many
+    /// processes (MPI ranks) or threads compute them. 1 (JSON `shards`, written only when not 1)
+    /// is the unsharded arithmetic of every earlier version.
+    public var shards: Int = 1
 
     /// What `--keep-best` selects on.
     public enum KeepBest: String, CaseIterable, Sendable {
@@ -61,6 +71,7 @@ public struct Recipe: Equatable, Sendable {
         case batchSize = "batch_size"
         case learningRate = "learning_rate"
         case lrDecay = "lr_decay"
+        case lrMomentumScaling = "lr_momentum_scaling"
         case momentum
         case momentumFinal = "momentum_final"
         case momentumRampEpochs = "momentum_ramp_epochs"
@@ -70,6 +81,7 @@ public struct Recipe: Equatable, Sendable {
         case initialization = "init"
         case validation
         case keepBest = "keep_best"
+        case shards
     }
 
     public init(
@@ -165,6 +177,9 @@ public struct Recipe: Equatable, Sendable {
         if !(lrDecay.isFinite && lrDecay > 0 && lrDecay <= 1) { out.append("--lr-decay must be in (0, 1]") }
         if !(0...1).contains(momentum) || !(0...1).contains(momentumFinal) { out.append("momentum must be in [0, 1]") }
         if momentumRampEpochs < 0 { out.append("--momentum-ramp-epochs must be 0 or more") }
+        if lrMomentumScaling && max(momentum, momentumFinal) >= 1 {
+            out.append("with --lr-momentum-scaling, momentum must stay below 1 (a momentum of 1 makes the step 0)")
+        }
         if let c = maxNorm, !(c.isFinite && c > 0) { out.append("--max-norm must be positive") }
         if !(l2.isFinite && l2 >= 0) { out.append("--l2 must be 0 or more") }
         if let l = limit, l < 1 { out.append("--limit must be at least 1") }
@@ -175,6 +190,10 @@ public struct Recipe: Equatable, Sendable {
         }
         if keepBest == .validation && validation <= 0 {
             out.append("--keep-best validation needs a validation set: add --validation N (N examples held out)")
+        }
+        // (A batch size below 1 is reported on its own; the shards' bound is only checked against a valid one.)
+        if shards < 1 || (batchSize >= 1 && shards > batchSize) {
+            out.append("--shards must be in 1...\(batchSize) (the batch size): every shard needs examples")
         }
         if initialization != "glorot-uniform" { out.append("init '\(initialization)' is not known (glorot-uniform)") }
         return out
@@ -225,6 +244,8 @@ public struct Recipe: Equatable, Sendable {
         if let testLimit { o[CodingKeys.testLimit.rawValue] = .int(testLimit) }
         if validation != 0 { o[CodingKeys.validation.rawValue] = .int(validation) }
         if let keepBest { o[CodingKeys.keepBest.rawValue] = .string(keepBest.rawValue) }
+        if lrMomentumScaling { o[CodingKeys.lrMomentumScaling.rawValue] = .bool(true) }
+        if shards != 1 { o[CodingKeys.shards.rawValue] = .int(shards) }
         return .object(o)
     }
 
@@ -311,12 +332,20 @@ public struct Recipe: Equatable, Sendable {
         r.architecture = architecture
         r.dropoutModes = modes
         r.validation = try optional(.validation, int) ?? 0
+        r.lrMomentumScaling =
+            try optional(.lrMomentumScaling) { key in
+                guard let b = try get(key).bool else {
+                    throw RecipeError(message: "'\(key.rawValue)' is not true or false")
+                }
+                return b
+            } ?? false
         if let mode = try optional(.keepBest, string) {
             guard let k = KeepBest(rawValue: mode) else {
                 throw RecipeError(message: "'keep_best' is not one of \(KeepBest.allCases.map(\.rawValue))")
             }
             r.keepBest = k
         }
+        r.shards = try optional(.shards, int) ?? 1
         return r
     }
 
@@ -355,10 +384,23 @@ extension Recipe {
     /// Momentum of epoch `e` (1-based): linear from `momentum` at epoch 1 to `momentumFinal` at
     /// epoch `momentumRampEpochs`, constant after; float64, then rounded to float32
     /// (Specs/determinism.md §4.6).
-    public func momentum(epoch e: Int) -> Float {
+    public func momentum(epoch e: Int) -> Float { Float(exactMomentum(epoch: e)) }
+
+    /// The momentum of epoch `e` in float64, before rounding to float32.
+    func exactMomentum(epoch e: Int) -> Double {
         let ramp = momentumRampEpochs
-        guard ramp > 1 else { return Float(momentumFinal) }
+        guard ramp > 1 else { return momentumFinal }
         let t = min(1.0, Double(e - 1) / Double(ramp - 1))
-        return Float(momentum + (momentumFinal - momentum) * t)
+        return momentum + (momentumFinal - momentum) * t
+    }
+
+    /// Learning rate of epoch `e` (1-based): `learningRate * lrDecay^(e-1)`, by repeated
+    /// multiplication in float64, times `1 - momentum` of the epoch (float64, before rounding)
+    /// with ``lrMomentumScaling``; then rounded to float32.
+    public func learningRate(epoch e: Int) -> Float {
+        var lr = learningRate
+        for _ in 1..<max(1, e) { lr *= lrDecay }
+        if lrMomentumScaling { lr *= 1 - exactMomentum(epoch: e) }
+        return Float(lr)
     }
 }

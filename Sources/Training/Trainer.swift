@@ -32,6 +32,9 @@ public final class Trainer {
     public let streams: RandomStreams
     public let data: DataSplit
     public let threads: Int
+    /// The ranks this trainer works with (MPI), nil for one process: each computes its block of
+    /// the recipe's shards (``ShardTree``) and every rank applies the same update.
+    public let group: (any TrainingGroup)?
     public private(set) var network: Network
     /// How each layer runs (its kind's ``EngineLayer``); the loops below go through these.
     private let engine: [any EngineLayer]
@@ -59,14 +62,34 @@ public final class Trainer {
     private let deltas: [UnsafeMutableBufferPointer<Float>]
     /// The input gradient of the layer being back-propagated [B, max in_l].
     private let backInput: UnsafeMutableBufferPointer<Float>
+    /// Each example's loss in the batch being trained (float64), and whether it was misclassified.
+    private let rowLoss: UnsafeMutableBufferPointer<Double>
+    private let rowWrong: UnsafeMutableBufferPointer<Bool>
+    /// With shards (recipe.shards > 1 or a group): the summation tree, this rank's block of it,
+    /// each weighted layer's place (weight, bias) in a shard's flat gradient, and one flat
+    /// gradient per shard of the block.
+    private let tree: ShardTree
+    private let block: Range<Int>
+    private let gradientOffsets: [(weight: Int, bias: Int)]
+    private let gradientCount: Int
+    private let shardGradients: [UnsafeMutableBufferPointer<Float>]
+    /// With ranks: the bytes this rank sends each step (its nodes) and those it receives (every
+    /// rank's nodes, in rank order): ``exchange(_:group:)``.
+    private let sendBuffer: UnsafeMutableRawBufferPointer
+    private let receiveBuffer: UnsafeMutableRawBufferPointer
     private var owned: [UnsafeMutableBufferPointer<Float>] = []
 
     /// A trainer of the recipe's dense layers (``Recipe/layerInfos``).
     ///
     /// - Parameters:
     ///   - initial: starting weights (the recipe's seeded initialisation, or a bundle's).
-    public convenience init(recipe: Recipe, seed: UInt64, data: DataSplit, initial: [Parameters], threads: Int) {
-        self.init(recipe: recipe, layers: recipe.layerInfos, seed: seed, data: data, initial: initial, threads: threads)
+    public convenience init(
+        recipe: Recipe, seed: UInt64, data: DataSplit, initial: [Parameters], threads: Int,
+        group: (any TrainingGroup)? = nil
+    ) {
+        self.init(
+            recipe: recipe, layers: recipe.layerInfos, seed: seed, data: data, initial: initial, threads: threads,
+            group: group)
     }
 
     /// A trainer of any valid layer list (Schema rules: shapes chain, the last layer is the
@@ -75,11 +98,15 @@ public final class Trainer {
     ///
     /// - Parameters:
     ///   - initial: starting weights, one per layer (empty for a layer without weights).
-    /// - Precondition: the training data has the first layer's input count of features.
+    ///   - group: the ranks training together (MPI), nil for this process alone.
+    /// - Precondition: the training data has the first layer's input count of features; the
+    ///   group's size divides the recipe's shards.
     public init(
-        recipe: Recipe, layers: [LayerInfo], seed: UInt64, data: DataSplit, initial: [Parameters], threads: Int
+        recipe: Recipe, layers: [LayerInfo], seed: UInt64, data: DataSplit, initial: [Parameters], threads: Int,
+        group: (any TrainingGroup)? = nil
     ) {
         self.recipe = recipe
+        self.group = group
         self.streams = RandomStreams(seed: seed)
         self.data = data
         self.threads = max(1, threads)
@@ -125,22 +152,49 @@ public final class Trainer {
         self.outputs = outputs
         self.deltas = deltas
         backInput = allocate(b * (engine.map(\.inputCount).max() ?? 0))
+        rowLoss = .allocate(capacity: b)
+        rowLoss.initialize(repeating: 0)
+        rowWrong = .allocate(capacity: b)
+        rowWrong.initialize(repeating: false)
+        tree = ShardTree(shards: recipe.shards)
+        block = tree.block(rank: group?.rank ?? 0, ranks: group?.size ?? 1)
+        var offsets: [(weight: Int, bias: Int)] = []
+        var count = 0
+        for l in layers.indices {
+            offsets.append((count, count + weights[l]))
+            count += weights[l] + biases[l]
+        }
+        gradientOffsets = offsets
+        gradientCount = count
+        shardGradients = recipe.shards > 1 || group != nil ? block.map { _ in allocate(count) } : []
+        let ranks = group?.size ?? 1
+        let nodeBytes = count * 4 + 16
+        let shardTree = tree
+        let sent = ranks > 1 ? shardTree.nodes(inside: block).count * nodeBytes : 0
+        let received =
+            ranks > 1
+            ? (0..<ranks).map { shardTree.nodes(inside: shardTree.block(rank: $0, ranks: ranks)).count }.reduce(0, +)
+            : 0
+        sendBuffer = .allocate(byteCount: sent, alignment: 64)
+        receiveBuffer = .allocate(byteCount: received * nodeBytes, alignment: 64)
         self.owned = owned
     }
 
     deinit {
         for buffer in owned { buffer.deallocate() }
+        rowLoss.deallocate()
+        rowWrong.deallocate()
+        sendBuffer.deallocate()
+        receiveBuffer.deallocate()
     }
+
+    /// Whether steps run sharded (Specs/determinism.md §4.7): more than one shard, or ranks.
+    private var sharded: Bool { !shardGradients.isEmpty }
     /// The number of minibatches in an epoch (the last may be smaller).
     public var stepsPerEpoch: Int { (data.train.count + recipe.batchSize - 1) / recipe.batchSize }
 
-    /// Learning rate of epoch `e` (1-based): `learningRate * lrDecay^(e-1)`, by repeated
-    /// multiplication in float64, then rounded to float32.
-    public func learningRate(epoch e: Int) -> Float {
-        var lr = recipe.learningRate
-        for _ in 1..<max(1, e) { lr *= recipe.lrDecay }
-        return Float(lr)
-    }
+    /// Learning rate of epoch `e` (1-based): ``Recipe/learningRate(epoch:)``.
+    public func learningRate(epoch e: Int) -> Float { recipe.learningRate(epoch: e) }
 
     /// Momentum of epoch `e` (1-based): linear from `momentum` at epoch 1 to `momentumFinal` at
     /// epoch `momentumRampEpochs`, constant after; float64, then rounded to float32.
@@ -169,8 +223,11 @@ public final class Trainer {
             let t = at.step
             let first = t * recipe.batchSize
             let rows = min(recipe.batchSize, n - first)
-            let (l, err) = forwardBackward(
-                epoch: e - 1, step: t, examples: order[first..<(first + rows)], update: (lr, mu))
+            let batch = order[first..<(first + rows)]
+            let (l, err) =
+                sharded
+                ? shardedStep(epoch: e - 1, step: t, examples: batch, lr: lr, mu: mu)
+                : forwardBackward(epoch: e - 1, step: t, examples: batch, sink: .update(lr: lr, mu: mu))
             at.lossSum += l
             at.errors += err
             at.step += 1
@@ -211,7 +268,7 @@ public final class Trainer {
     package func gradients(epoch: Int, step: Int, examples: [Int]) -> (loss: Double, weight: [[Float]], bias: [[Float]])
     {
         precondition(examples.count <= recipe.batchSize)
-        let (loss, _) = forwardBackward(epoch: epoch, step: step, examples: examples[...])
+        let (loss, _) = forwardBackward(epoch: epoch, step: step, examples: examples[...], sink: .store)
         return (loss, gradW, gradB)
     }
 
@@ -228,15 +285,23 @@ public final class Trainer {
     /// fused into its product (``Gemm/multiplyUpdate``, ``Convolution`` likewise), then max-norm
     /// and the bias update run. The same bits as computing every gradient first and updating
     /// after (``gradients``).
+    ///
+    /// `examples` are rows `rowOffset ..< rowOffset + examples.count` of a batch of `batchRows`
+    /// (a rank's block of shards; the masks are those of the rows' places in the batch, the
+    /// output delta is divided by `batchRows`). With `.shards`, each shard's weight and bias
+    /// gradients go to its flat gradient in `shardGradients` (nothing is updated); the loss and
+    /// misclassification of every row are left in `rowLoss` and `rowWrong` in any case.
     private func forwardBackward(
-        epoch: Int, step: Int, examples: ArraySlice<Int>, update: (lr: Float, mu: Float)? = nil
+        epoch: Int, step: Int, examples: ArraySlice<Int>, rowOffset: Int = 0, batchRows: Int? = nil,
+        sink: GradientSink
     ) -> (Double, Int) {
         let layers = network.layers
         let rows = examples.count
+        let update: (lr: Float, mu: Float)? = if case .update(let lr, let mu) = sink { (lr, mu) } else { nil }
 
         // Forward: mask each weighted layer's inputs, run the layer, then its activation.
         for (l, layer) in layers.enumerated() {
-            dropInputs(layer: l, epoch: epoch, step: step, examples: examples)
+            dropInputs(layer: l, epoch: epoch, step: step, examples: examples, rowOffset: rowOffset)
             let (inputCount, outputCount) = (engine[l].inputCount, engine[l].outputCount)
             let x = UnsafeBufferPointer(rebasing: inputs[l][0..<(rows * inputCount)])
             let z = UnsafeMutableBufferPointer(rebasing: outputs[l][0..<(rows * outputCount)])
@@ -274,6 +339,7 @@ public final class Trainer {
             var m = z[row]
             var best = 0
             for c in 1..<classes where z[row + c] > m { m = z[row + c]; best = c }
+            rowWrong[r] = best != label
             if best != label { wrong += 1 }
             var sum: Float = 0
             for c in 0..<classes {
@@ -282,8 +348,9 @@ public final class Trainer {
                 sum += e
             }
             // loss = log(sum) - (z_label - m), in float64 for reporting.
-            lossSum += Foundation.log(Double(sum)) - Double(z[row + label] - m)
-            let scale = Float(rows)
+            rowLoss[r] = Foundation.log(Double(sum)) - Double(z[row + label] - m)
+            lossSum += rowLoss[r]
+            let scale = Float(batchRows ?? rows)
             for c in 0..<classes {
                 let p = d[row + c] / sum
                 d[row + c] = ((c == label ? p - 1 : p)) / scale
@@ -295,7 +362,9 @@ public final class Trainer {
             let layer = engine[l]
             let dz = UnsafeBufferPointer(rebasing: deltas[l][0..<(rows * layer.outputCount)])
             let x = UnsafeBufferPointer(rebasing: inputs[l][0..<(rows * layer.inputCount)])
-            if layer.hasWeights {
+            if case .shards(let bounds) = sink {
+                if layer.hasWeights { shardGradients(layer: l, dz: dz, x: x, bounds: bounds) }
+            } else if layer.hasWeights {
                 // db = the sum of dZ over the batch (and pixels), in the kind's order.
                 gradB[l].withUnsafeMutableBufferPointer { gb in
                     layer.biasGradient(dz, rows: rows, into: gb, threads: threads)
@@ -343,7 +412,8 @@ public final class Trainer {
                 }
             }
             guard layer.hasWeights else { continue }
-            // dW: into gradW, or straight into the update.
+            // dW: into gradW, or straight into the update (with shards: done above).
+            if case .shards = sink { continue }
             if let update {
                 updateLayer(l, lr: update.lr, mu: update.mu, dz: dz, x: x, rows: rows)
             } else {
@@ -363,15 +433,23 @@ public final class Trainer {
     private func updateLayer(
         _ l: Int, lr: Float, mu: Float, dz: UnsafeBufferPointer<Float>, x: UnsafeBufferPointer<Float>, rows: Int
     ) {
+        let l2 = Float(recipe.l2)
+        updateLayer(l, lr: lr, mu: mu) { w, v in
+            engine[l].updateWeights(dz, x, rows: rows, weight: w, velocity: v, mu: mu, lr: lr, l2: l2, threads: threads)
+        }
+    }
+
+    /// Layer l's update as ``updateLayer(_:lr:mu:dz:x:rows:)``, the weight step by `weightStep`
+    /// (weights, velocities).
+    private func updateLayer(
+        _ l: Int, lr: Float, mu: Float,
+        weightStep: (UnsafeMutableBufferPointer<Float>, UnsafeMutableBufferPointer<Float>) -> Void
+    ) {
         let layers = network.layers
         guard let shapes = layers[l].parameterShapes else { return }
         let (units, fanIn) = (shapes.rows, shapes.rowLength)
-        let l2 = Float(recipe.l2)
         network.parameters[l].weight.withUnsafeMutableBufferPointer { w in
-            velocityW[l].withUnsafeMutableBufferPointer { v in
-                engine[l].updateWeights(
-                    dz, x, rows: rows, weight: w, velocity: v, mu: mu, lr: lr, l2: l2, threads: threads)
-            }
+            velocityW[l].withUnsafeMutableBufferPointer { v in weightStep(w, v) }
             guard let c = recipe.maxNorm.map({ Float($0) }), l < layers.count - 1 else { return }
             Parallel.forEachRange(count: units, threads: threads, minimumCount: 64) { units in
                 // The sums of squares of these rows, several rows at a time (RowSums: each row's
@@ -408,7 +486,10 @@ public final class Trainer {
     ///
     /// One example (row) per unit of work: rows are independent, so any split between threads
     /// gives the same bits.
-    private func dropInputs(layer l: Int, epoch: Int, step: Int, examples: ArraySlice<Int>) {
+    ///
+    /// `rowOffset`: the place in the batch of the first of `examples` (a rank's block of shards),
+    /// which selects the rows' masks.
+    private func dropInputs(layer l: Int, epoch: Int, step: Int, examples: ArraySlice<Int>, rowOffset: Int) {
         guard l == 0 || masked[l] else { return }
         let layer = network.layers[l]
         let rows = examples.count
@@ -434,7 +515,7 @@ public final class Trainer {
                     continue
                 }
                 if element {
-                    let row = streams.dropoutRow(epoch: epoch, step: step, layer: l, example: r)
+                    let row = streams.dropoutRow(epoch: epoch, step: step, layer: l, example: rowOffset + r)
                     PhiloxRows.dropout(
                         PhiloxRows.Row(
                             k0: row.key[0], k1: row.key[1], c1: row.baseCounter[1], c2: row.baseCounter[2],
@@ -446,7 +527,7 @@ public final class Trainer {
                 let mrow = UnsafeMutableBufferPointer(rebasing: m[base..<(base + width)])
                 DropoutNoise.fill(
                     layer: l, layer, units: width, channels: channelCount, convention: convention,
-                    draw: .training(epoch: epoch, step: step, example: r), streams: streams, into: mrow)
+                    draw: .training(epoch: epoch, step: step, example: rowOffset + r), streams: streams, into: mrow)
                 for j in 0..<width { x[base + j] = src[j] * mrow[j] }
             }
         }
@@ -463,6 +544,164 @@ public final class Trainer {
             }
         }
     }
+}
+
+/// Where a step's weight and bias gradients go.
+private enum GradientSink {
+    /// Into `gradW` and `gradB` (gradient checks).
+    case store
+    /// Straight into the update, fused into the weight-gradient product.
+    case update(lr: Float, mu: Float)
+    /// Into one flat gradient per shard (`shardGradients`); `bounds`: the shards' first rows in
+    /// the rows given, and the row count last.
+    case shards(bounds: [Int])
+}
+
+// Shards and ranks (issue 16, Specs/determinism.md §4.7).
+extension Trainer {
+    /// Layer l's weight and bias gradients of each shard of the rows given (`bounds` as in
+    /// ``GradientSink/shards(bounds:)``) into the shard's flat gradient: each shard's product is
+    /// one FMA chain over its own rows (§3), its bias sum rows in order; an empty shard's are 0.
+    private func shardGradients(
+        layer l: Int, dz: UnsafeBufferPointer<Float>, x: UnsafeBufferPointer<Float>, bounds: [Int]
+    ) {
+        let layer = engine[l]
+        let (inCount, outCount) = (layer.inputCount, layer.outputCount)
+        let (weightAt, biasAt) = gradientOffsets[l]
+        let weights = biasAt - weightAt
+        let biases = network.parameters[l].bias.count
+        for i in 0..<(bounds.count - 1) {
+            let (a, b) = (bounds[i], bounds[i + 1])
+            let gw = UnsafeMutableBufferPointer(rebasing: shardGradients[i][weightAt..<(weightAt + weights)])
+            let gb = UnsafeMutableBufferPointer(rebasing: shardGradients[i][biasAt..<(biasAt + biases)])
+            guard b > a else {
+                gw.update(repeating: 0)
+                gb.update(repeating: 0)
+                continue
+            }
+            let d = UnsafeBufferPointer(rebasing: dz[(a * outCount)..<(b * outCount)])
+            let xs = UnsafeBufferPointer(rebasing: x[(a * inCount)..<(b * inCount)])
+            layer.biasGradient(d, rows: b - a, into: gb, threads: threads)
+            layer.weightGradient(d, xs, rows: b - a, into: gw, threads: threads)
+        }
+    }
+
+    /// One sharded minibatch (Specs/determinism.md §4.7): this rank's block of shards forward and
+    /// backward, each shard's gradient, loss and error count; the block's nodes of the tree summed
+    /// and exchanged with the other ranks; the whole tree summed on every rank in the same order;
+    /// then every layer updated from the sum (§4.6, unfused), max-norm and the bias as always.
+    /// Returns the batch's summed loss and misclassified count.
+    private func shardedStep(epoch: Int, step: Int, examples: ArraySlice<Int>, lr: Float, mu: Float) -> (Double, Int) {
+        let bounds = tree.bounds(rows: examples.count)
+        let (first, end) = (bounds[block.lowerBound], bounds[block.upperBound])
+        let local = examples[(examples.startIndex + first)..<(examples.startIndex + end)]
+        let localBounds = bounds[block.lowerBound...block.upperBound].map { $0 - first }
+        _ = forwardBackward(
+            epoch: epoch, step: step, examples: local, rowOffset: first, batchRows: examples.count,
+            sink: .shards(bounds: localBounds))
+        // The leaves: each shard's gradient, its loss (rows in order, from +0) and errors. A node's
+        // sum is made in place, in the memory of its leftmost known node.
+        var known: [Range<Int>: ShardSum] = [:]
+        for (i, s) in block.enumerated() {
+            var loss = 0.0
+            var errors = 0
+            for r in localBounds[i]..<localBounds[i + 1] {
+                loss += rowLoss[r]
+                if rowWrong[r] { errors += 1 }
+            }
+            known[s..<(s + 1)] = ShardSum(gradient: shardGradients[i].baseAddress!, loss: loss, errors: errors)
+        }
+        if let group, group.size > 1 {
+            // This rank's largest nodes, summed here; every rank's, gathered in rank order.
+            let mine = tree.nodes(inside: block).map { sum($0, known: known) }
+            known = exchange(mine, group: group)
+        }
+        let total = sum(0..<tree.shards, known: known)
+        // The update from the summed gradient, layer by layer (§4.6, every operation rounded).
+        let l2 = Float(recipe.l2)
+        let threads = self.threads
+        do {
+            let g = UnsafeBufferPointer(start: total.gradient, count: gradientCount)
+            for l in engine.indices where engine[l].hasWeights {
+                let (weightAt, biasAt) = gradientOffsets[l]
+                gradB[l].withUnsafeMutableBufferPointer { gb in
+                    gb.baseAddress!.update(from: g.baseAddress! + biasAt, count: gb.count)
+                }
+                let gw = g.baseAddress! + weightAt
+                updateLayer(l, lr: lr, mu: mu) { w, v in
+                    Parallel.forEachRange(count: w.count, threads: threads, minimumCount: 1 << 14) { range in
+                        for i in range {
+                            let gg = l2 != 0 ? gw[i] + l2 * w[i] : gw[i]
+                            let nv = mu * v[i] - lr * gg
+                            v[i] = nv
+                            w[i] = w[i] + nv
+                        }
+                    }
+                }
+            }
+        }
+        return (total.loss, total.errors)
+    }
+
+    /// The value of `node` (``ShardTree/evaluate(_:known:add:)``) from the `known` nodes below it,
+    /// summed in place in the memory of its leftmost known node: the gradient element by element
+    /// (float32, one rounding each) in blocks of 4,096 elements, each block's whole tree while it
+    /// is in cache (every element still sees the tree's order, so neither the blocks nor the
+    /// threads change a bit); the loss (float64) and errors in the same tree.
+    private func sum(_ node: Range<Int>, known: [Range<Int>: ShardSum]) -> ShardSum {
+        let pointers = known.mapValues(\.gradient)
+        let tree = self.tree
+        Parallel.forEachRange(count: gradientCount, threads: threads, minimumCount: 1 << 15) { range in
+            var start = range.lowerBound
+            while start < range.upperBound {
+                let block = start..<min(start + 4096, range.upperBound)
+                _ = tree.evaluate(node, known: pointers) { a, b in for i in block { a[i] = a[i] + b[i] } }
+                start = block.upperBound
+            }
+        }
+        return ShardSum(
+            gradient: tree.evaluate(node, known: pointers) { _, _ in },  // the leftmost known node's memory
+            loss: tree.evaluate(node, known: known.mapValues(\.loss)) { $0 += $1 },
+            errors: tree.evaluate(node, known: known.mapValues(\.errors)) { $0 += $1 })
+    }
+
+    /// Every rank's nodes (``ShardTree/nodes(inside:)`` of its block), by an all-gather of their
+    /// bytes: each node's flat gradient (float32, native byte order), then its loss (float64) and
+    /// errors (int64). The nodes' values are left in `receiveBuffer`.
+    private func exchange(_ mine: [ShardSum], group: any TrainingGroup) -> [Range<Int>: ShardSum] {
+        let gradientBytes = gradientCount * 4
+        let nodeBytes = gradientBytes + 16
+        let nodes = (0..<group.size).map { tree.nodes(inside: tree.block(rank: $0, ranks: group.size)) }
+        let counts = nodes.map { $0.count * nodeBytes }
+        let out = sendBuffer
+        for (k, node) in mine.enumerated() {
+            let base = k * nodeBytes
+            out.baseAddress!.advanced(by: base).copyMemory(from: node.gradient, byteCount: gradientBytes)
+            out.storeBytes(of: node.loss, toByteOffset: base + gradientBytes, as: Double.self)
+            out.storeBytes(of: Int64(node.errors), toByteOffset: base + gradientBytes + 8, as: Int64.self)
+        }
+        group.allGather(UnsafeRawBufferPointer(out), counts: counts, into: receiveBuffer)
+        var known: [Range<Int>: ShardSum] = [:]
+        var base = 0
+        for node in nodes.joined() {
+            let all = receiveBuffer
+            // Offsets are multiples of 4 from a 64-byte aligned buffer: the floats are aligned.
+            let gradient = (all.baseAddress! + base).bindMemory(to: Float.self, capacity: gradientCount)
+            let loss = all.loadUnaligned(fromByteOffset: base + gradientBytes, as: Double.self)
+            let errors = all.loadUnaligned(fromByteOffset: base + gradientBytes + 8, as: Int64.self)
+            known[node] = ShardSum(gradient: gradient, loss: loss, errors: Int(errors))
+            base += nodeBytes
+        }
+        return known
+    }
+}
+
+/// A node of the shard tree: its summed flat gradient (`gradientCount` floats in memory the
+/// trainer owns), the summed loss and misclassified count of its shards.
+private struct ShardSum {
+    var gradient: UnsafeMutablePointer<Float>
+    var loss: Double
+    var errors: Int
 }
 
 // Checkpoints (issue 15): the momentum velocities are the optimizer's only state.

@@ -66,6 +66,9 @@ public struct TrainReport: Sendable {
         // `epochs` holds every epoch from 1 (a resumed run's too).
         keptEpoch.map { epochs[$0 - 1].weightsSHA256 } ?? epochs.last?.weightsSHA256 ?? initialWeightsSHA256
     }
+    /// The record of the epoch whose weights were written (the kept epoch's, else the last
+    /// epoch's; nil before any epoch).
+    public var writtenEpoch: EpochRecord? { keptEpoch.map { epochs[$0 - 1] } ?? epochs.last }
 }
 
 /// Training as a library call: `dropmodel train`, `init` and what `replay` shares with them.
@@ -97,6 +100,10 @@ public enum TrainingRun {
         /// Asked after every step: true stops the run after writing a checkpoint (SIGINT), inside
         /// the epoch if it has steps left.
         public var stopRequested: @Sendable () -> Bool
+        /// The ranks training together (MPI, Trainer's `group`), nil for this process alone.
+        /// Only rank 0 checks and writes the output and the checkpoints; `stopRequested` must be
+        /// false on every rank (a stop that one rank alone sees would leave the others waiting).
+        public var group: (any TrainingGroup)? = nil
 
         public init(
             recipe: Recipe, seed: Int64, initial: [Parameters]? = nil, threads: Int = 1, output: String,
@@ -145,9 +152,12 @@ public enum TrainingRun {
     /// Trains the request's recipe and writes the bundle: checks the output can be written and
     /// the data fits the network before the first step, reports each epoch to `observer`.
     public static func train(_ request: Request, observer: (RunEvent) -> Void = { _ in }) throws -> TrainReport {
-        try OutputCheck.verify(request.output)
+        // With ranks (issue 16), rank 0 alone writes.
+        let writes = (request.group?.rank ?? 0) == 0
+        if writes { try OutputCheck.verify(request.output) }
         let recipe = request.recipe
         try checkRecipe(recipe)
+        if let group = request.group { try checkShards(group, recipe: recipe) }
         try checkSeed(request.seed)
         if let initial = request.initial {
             // Weights and biases by each kind's parameter shapes (none for a kind without weights).
@@ -167,8 +177,14 @@ public enum TrainingRun {
         if let resume { try checkResumeData(resume, data) }
         let initial = resume?.parameters ?? request.initial ?? recipe.initialParameters(seed: UInt64(request.seed))
         let initialDigest = resume?.initialWeightsSHA256 ?? WeightDigest.sha256(initial)
+        if let group = request.group {
+            try checkGroup(
+                group, recipe: recipe, seed: request.seed, data: data,
+                initialDigest: WeightDigest.sha256(initial), resume: resume)
+        }
         let trainer = Trainer(
-            recipe: recipe, seed: UInt64(request.seed), data: data, initial: initial, threads: request.threads)
+            recipe: recipe, seed: UInt64(request.seed), data: data, initial: initial, threads: request.threads,
+            group: request.group)
         if let resume { trainer.velocities = resume.state.velocities }
         // --keep-best: the best epoch so far and its weights (a resumed run's: the checkpoint's).
         var best: (epoch: Int, error: Double, parameters: [Parameters])?
@@ -192,6 +208,7 @@ public enum TrainingRun {
                 keptEpoch: kept)
         }
         func writeCheckpoint(_ state: CheckpointState) throws {
+            guard writes else { return }
             do {
                 try BundleWriter.write(
                     Model(info: info(), parameters: trainer.network.parameters), checkpoint: state, to: checkpointPath)
@@ -248,6 +265,7 @@ public enum TrainingRun {
             report.stoppedAtStep = stopped?.position.step ?? 0
             return report
         }
+        guard writes else { return report }
         do {
             try BundleWriter.write(
                 Model(info: info(kept: best?.epoch), parameters: best?.parameters ?? trainer.network.parameters),

@@ -1,4 +1,5 @@
 import BundleFormat
+import DropModelBase
 import Foundation
 import Testing
 import TestSupport
@@ -41,6 +42,11 @@ struct ValidationCommandTests {
         let bundle = try BundleReader(path: path)
         let kept = try #require(bundle.info.training?.keptEpoch)
         #expect(try bundle.weightsDigest() == bundle.info.history?.epochs[kept - 1].weightsSHA256)
+        // The summary line speaks of the weights written: the kept epoch's test error, not the last's.
+        let summary = try #require(r.stdout.split(separator: "\n").last.flatMap { try? JSONValue.parse(String($0)) })
+        let keptTest = try #require(bundle.info.history?.epochs[kept - 1].testError)
+        #expect(summary["test_error"]?.double == keptTest, "\(r.stdout)")
+        #expect(summary["kept_epoch"]?.int == Int64(kept))
         let replay = try CLI.run(["replay", path])
         #expect(replay.status == 0, "\(replay.stderr)")
         #expect(replay.stdout.contains("the stored weights match"), "\(replay.stdout)")

@@ -52,6 +52,13 @@ struct LayerGrammarTests {
             ("28x28,10", "1 or 3 sizes"), ("784,-5,10", "not a layer"), ("784,1e3,10", "not a whole number"),
             ("784,99999999999,10", "not a whole number"), ("784,,10", "an empty item"),
             ("4096x4096x4096,10", "more than"), ("28x28x1,conv5000x1x1,10", "larger than 4096"),
+            // What the bundle format refuses (issue 17, the layers fuzz target's cross-check):
+            // more than 2^24 flat features, more than 2^40 parameters in a layer or in all.
+            ("28x28x1,conv3x3x65536,flatten,10", "item 3 'flatten': a 26x26x65536 image flattens to"),
+            ("28x28x1,conv3x3x65536,10", "item 3 '10': a 26x26x65536 image flattens to"),
+            ("16777216,16777216,10", "more than the 1099511627776 a model may have"),
+            ("1048576,1048575,1048575", "the network has more than the 1099511627776"),
+            ("78,flatten,128,10", "item 2 'flatten': needs an image input"),
         ])
     func refused(_ text: String, _ needle: String) {
         let e = #expect(throws: DropModelError.self) { try LayerGrammar.parse(text) }

@@ -437,6 +437,28 @@ struct ScheduleTests {
         #expect(flat.learningRate(epoch: e) == 0.25)
     }
 
+    @Test("lr_momentum_scaling multiplies the epoch's rate by 1 - momentum", arguments: [1, 2, 6, 11, 40])
+    func learningRateMomentumScaling(_ e: Int) throws {
+        var r = Recipe(
+            layers: [3, 2], keep: [1], learningRate: 2, lrDecay: 0.95, momentum: 0.5, momentumFinal: 0.9,
+            momentumRampEpochs: 11)
+        r.lrMomentumScaling = true
+        var decayed = 2.0
+        for _ in 1..<e { decayed *= 0.95 }
+        let m = 0.5 + 0.4 * min(1, Double(e - 1) / 10)
+        #expect(r.learningRate(epoch: e) == Float(decayed * (1 - m)))
+        // The schedule is part of the recipe: written only when on, and read back.
+        #expect(r.json().contains("\"lr_momentum_scaling\":true"))
+        #expect(try Recipe.decode(json: r.json()) == r)
+        r.lrMomentumScaling = false
+        #expect(!r.json().contains("lr_momentum_scaling"))
+        #expect(r.learningRate(epoch: e) == Float(decayed))
+        // A momentum of 1 would make every step 0: refused.
+        r.lrMomentumScaling = true
+        r.momentumFinal = 1
+        #expect(r.problems().contains { $0.contains("--lr-momentum-scaling") })
+    }
+
     struct MomentumCase: Sendable, CustomTestStringConvertible {
         var start: Double, final: Double, ramp: Int, epoch: Int, expected: Double
         var testDescription: String { "\(start)->\(final) over \(ramp), epoch \(epoch): \(expected)" }

@@ -97,6 +97,25 @@ struct ValidationTests {
         #expect(try BundleReader(path: c).info.history?.epochs.allSatisfy { $0.validationError == nil } == true)
     }
 
+    @Test("--lr-momentum-scaling: recorded, changes the weights, and replays bit for bit")
+    func momentumScaledRate() throws {
+        let dir = TemporaryDirectory()
+        let plain = dir.file("plain.h5"), scaled = dir.file("scaled.h5")
+        var r = Self.recipe(validation: 0, epochs: 3)
+        r.learningRate = 2
+        r.momentum = 0.5
+        r.momentumFinal = 0.9
+        r.momentumRampEpochs = 3
+        _ = try TrainingRun.train(TrainingRun.Request(recipe: r, seed: 9, output: plain))
+        r.lrMomentumScaling = true
+        _ = try TrainingRun.train(TrainingRun.Request(recipe: r, seed: 9, output: scaled))
+        let a = try BundleReader(path: plain).info, b = try BundleReader(path: scaled).info
+        #expect(a.history?.epochs.last?.weightsSHA256 != b.history?.epochs.last?.weightsSHA256)
+        #expect(b.training?.recipe.contains("\"lr_momentum_scaling\":true") == true)
+        let replay = try Replay.run(Replay.Request(file: scaled))
+        #expect(replay.verdict == .identical && replay.epochsReplayed == 3)
+    }
+
     @Test("the validation set takes no random draw: the training of 250 examples is the same without it")
     func noDraws() throws {
         let dir = TemporaryDirectory()

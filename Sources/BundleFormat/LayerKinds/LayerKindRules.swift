@@ -12,11 +12,13 @@ public enum TensorShape: Equatable, Hashable, Sendable, CustomStringConvertible 
     /// An image of `height` rows, `width` columns and `channels` values per pixel.
     case image(height: Int, width: Int, channels: Int)
 
-    /// Elements per example (for a valid model; sizes are bounded before this is used).
+    /// Elements per example. Computed without trapping for any declared sizes (a file's
+    /// attributes are read before they are validated): a product beyond `Int` is `Int.max`,
+    /// which every bound refuses.
     public var count: Int {
         switch self {
         case .flat(let n): return n
-        case .image(let h, let w, let c): return h.multipliedReportingOverflow(by: w).partialValue * c
+        case .image(let h, let w, let c): return saturatingProduct([h, w, c])
         }
     }
 
@@ -71,10 +73,25 @@ public struct ParameterShapes: Equatable, Sendable {
 
     /// Rows of the weight: output units (or filters).
     public var rows: Int { weight.first ?? 0 }
-    /// Weights per row: the fan-in of one unit.
-    public var rowLength: Int { weight.dropFirst().reduce(1, *) }
-    /// Weights plus biases.
-    public var count: Int { rows * rowLength + bias.reduce(1, *) }
+    /// Weights per row: the fan-in of one unit (`Int.max` beyond `Int`, as ``TensorShape/count``).
+    public var rowLength: Int { saturatingProduct(Array(weight.dropFirst())) }
+    /// Weights plus biases (`Int.max` beyond `Int`).
+    public var count: Int {
+        let (n, overflow) = saturatingProduct([rows, rowLength]).addingReportingOverflow(saturatingProduct(bias))
+        return overflow ? .max : n
+    }
+}
+
+/// The product of `factors`, or `Int.max` when it does not fit in `Int` (declared sizes are
+/// multiplied before they are validated; any size that large is refused by the bounds).
+func saturatingProduct(_ factors: [Int]) -> Int {
+    var p = 1
+    for f in factors {
+        let (q, overflow) = p.multipliedReportingOverflow(by: f)
+        if overflow { return .max }
+        p = q
+    }
+    return p
 }
 
 /// What one layer kind defines for the format (Specs/bundle-format.md, "Layer kinds"): its own

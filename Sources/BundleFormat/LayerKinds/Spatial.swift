@@ -368,7 +368,8 @@ struct FlattenRules: ImageToFlatRules {
 
     func problems(_ layer: LayerInfo, object obj: String) -> [(object: String, message: String, hint: String?)] {
         var out = Spatial.problems(layer, object: obj, windowName: nil)
-        if out.isEmpty, let d = layer.inputShape?.dimensions, d[0] * d[1] * d[2] > Schema.maxUnits {
+        // Each side is at most 2^24 here, so the product can exceed Int (2^72): saturated.
+        if out.isEmpty, let d = layer.inputShape?.dimensions, saturatingProduct(d) > Schema.maxUnits {
             out.append(
                 (obj + "@input_shape", "an image of \(d) flattens to more than \(Schema.maxUnits) features", nil))
         }
