@@ -630,18 +630,6 @@ static rlim_t cpu_seconds(int cpu_limit_ms) {
     return seconds < 1 ? 1 : seconds;
 }
 
-// Before each file of a batch: the soft CPU limit becomes the CPU time used so far (rounded
-// up) plus one file's allowance, so each file has the same budget as a file read alone.
-static void cpu_limit_file(int cpu_limit_ms) {
-    struct rusage u;
-    struct rlimit cpu;
-    if (getrusage(RUSAGE_SELF, &u) != 0 || getrlimit(RLIMIT_CPU, &cpu) != 0) return;
-    rlim_t used = (rlim_t)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1;
-    rlim_t soft = used + cpu_seconds(cpu_limit_ms);
-    cpu.rlim_cur = soft < cpu.rlim_max ? soft : cpu.rlim_max;
-    setrlimit(RLIMIT_CPU, &cpu);
-}
-
 // Every child's set-up: killed with its parent, a CPU-time limit, default handling of fatal
 // signals (no runtime crash handler, no backtrace), no core file, stderr on /dev/null unless
 // kept, the memory limit, HDF5 error printing off.
@@ -650,8 +638,9 @@ static void child_setup(unsigned long long memory_limit, int keep_stderr, pid_t 
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(CHILD_DONE + 9);
     // The limit on a looping libhdf5 is CPU time, not wall time: a loaded machine slows the
-    // child without spending its budget. SIGXCPU at the soft limit (per file: cpu_limit_file),
-    // SIGKILL at the hard limit, two seconds more per file than all of them together.
+    // child without spending its budget. SIGXCPU at the soft limit, SIGKILL at the hard limit,
+    // two seconds more per file than all of them together (a child walking several files walks
+    // each in a process of its own, with the limits of one file: walk_isolated).
     rlim_t seconds = cpu_seconds(cpu_limit_ms);
     struct rlimit cpu = {seconds, (seconds + 2) * (rlim_t)(files > 0 ? files : 1)};
     setrlimit(RLIMIT_CPU, &cpu);
@@ -745,11 +734,48 @@ static void walk_file(walker *w, const char *path, int fd, int index) {
     }
     if (fapl >= 0) H5Pclose(fapl);
     H5Eclear2(H5E_DEFAULT);
-    // Give back libhdf5's free lists when they hold more than a valid bundle's metadata needs,
-    // so the memory limit applies to each file alike (always collecting made every file
-    // allocate and fault in its metadata cache afresh: a sixth of the walk).
-    size_t reg = 0, arr = 0, blk = 0, fac = 0;
-    if (H5get_free_list_sizes(&reg, &arr, &blk, &fac) < 0 || reg + arr + blk + fac > (16u << 20)) H5garbage_collect();
+}
+
+// Walks one file in a process of its own, forked from this one (which has touched no file), and
+// ends this process the way that one ended if it did not finish. libhdf5 1.10 corrupts its heap
+// on some files without crashing there (Fuzz/README.md, hdf5-gheap-read-overflow.h5): walked in
+// one process, such a file made the next, valid, file crash or could change what its snapshot
+// says. Each file thus gets the heap, the memory allowance and the CPU time of a file walked
+// alone. If the fork fails, the file is walked here (libhdf5's free lists given back after it).
+static void walk_isolated(walker *w, const char *path, int fd, int index, int cpu_limit_ms) {
+    const pid_t session = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        walk_file(w, path, fd, index);
+        H5garbage_collect();
+        return;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != session) _exit(CHILD_DONE + 9);
+        rlim_t seconds = cpu_seconds(cpu_limit_ms);
+        struct rlimit cpu = {seconds, seconds + 2};
+        setrlimit(RLIMIT_CPU, &cpu);
+        walk_file(w, path, fd, index);
+        _exit(CHILD_DONE);
+    }
+    int status = 0;
+    pid_t r;
+    do r = waitpid(pid, &status, 0); while (r < 0 && errno == EINTR);
+    if (r != pid) _exit(CHILD_DONE + 8);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_DONE) return;
+    if (WIFSIGNALED(status)) {
+        // The same signal, so the parent reports it as it would for a walk in this process.
+        int sig = WTERMSIG(status);
+        signal(sig, SIG_DFL);
+        sigset_t only;
+        sigemptyset(&only);
+        sigaddset(&only, sig);
+        sigprocmask(SIG_UNBLOCK, &only, NULL);
+        raise(sig);
+        _exit(CHILD_DONE + 10);
+    }
+    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : CHILD_DONE + 10);
 }
 
 // Walks files[first..<count] (skipping those marked skipped), recording progress in `report`;
@@ -773,8 +799,7 @@ static void child_main(const char *const *paths, const int *file_fds, const dm_p
     for (int i = first; i < count; i++) {
         if (results[i].outcome != DM_PROBE_SKIPPED) {
             report->current = i;
-            if (i > first) cpu_limit_file(cpu_limit_ms);
-            walk_file(&w, paths[i], alive, i);
+            walk_isolated(&w, paths[i], alive, i, cpu_limit_ms);
         }
         report->finished = i + 1;
     }
@@ -995,11 +1020,12 @@ int dm_probe_wait_files(dm_probe_session *session, int first, int count, int cpu
         int ready = poll(&pfd, 1, 250);
         if (ready < 0 && errno != EINTR) break;
         if (ready > 0) {
+            // Read as it comes: the child blocks on a full pipe (64 KiB) until this reads, so a
+            // snapshot of any size flows; bytes past the bound are read and dropped.
             char buf[65536];
             ssize_t n = read(session->read_fd, buf, sizeof buf);
             if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) break;
             if (n > 0 && !sink_full && take_bytes(&sink, buf, (size_t)n)) sink_full = 1;
-            continue;
         }
         int current = report->current, finished = report->finished;
         long long now = now_ms();
@@ -1045,7 +1071,9 @@ int dm_probe_wait_files(dm_probe_session *session, int first, int count, int cpu
             index |= (uint32_t)sink.data[at + k] << (8 * k);
             length |= (uint32_t)sink.data[at + 4 + k] << (8 * k);
         }
-        if (length > sink.length - at - 8) break;
+        // The child's bytes are checked as a file's would be: a length past what arrived or
+        // past the bound ends the parse (what follows cannot be framed).
+        if (length > sink.length - at - 8 || length > DM_SNAPSHOT_MAX_BYTES) break;
         dm_probe_result *result = (int)index >= first && (int)index < finished ? &results[index] : NULL;
         if (result && result->outcome == DM_PROBE_OK && !result->snapshot && length > 0) {
             result->snapshot = malloc(length);
