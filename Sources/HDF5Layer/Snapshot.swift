@@ -92,6 +92,9 @@ final class Snapshot: @unchecked Sendable {
 
     func node(_ path: String) -> Node? { nodes[Key(path)] }
 
+    /// How many objects the record describes.
+    var objectCount: Int { nodes.count }
+
     /// Decodes a record; nil if it is malformed in any way.
     init?(_ bytes: UnsafeRawBufferPointer) {
         var r = Reader(bytes: bytes)
@@ -258,5 +261,13 @@ final class Snapshot: @unchecked Sendable {
             default: return Space(dims: nil)
             }
         }
+    }
+}
+
+extension File {
+    /// How many objects `bytes` describe when decoded as a pre-read's snapshot, nil when the
+    /// record is refused: for tests that feed the decoder the hostile bytes a child could send.
+    package static func snapshotObjectCountForTesting(_ bytes: [UInt8]) -> Int? {
+        bytes.withUnsafeBytes { Snapshot($0)?.objectCount }
     }
 }
