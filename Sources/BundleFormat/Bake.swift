@@ -106,7 +106,9 @@ public enum Bake {
         // Provenance: the digest of the weights as they are before baking, from now on its own
         // thread and reads (``InputDigest``).
         let digest = InputDigest(bundle)
-        defer { digest.cancel() }
+        // Whatever ends the bake, the digest's reads end with it: no thread reads the input
+        // after this returns.
+        defer { digest.finish() }
         // Progress by layer, in the source's bytes (monotone across a retry through the filters).
         let counter = ProgressCounter(total: info.dataBytes, progress)
         var out = info
@@ -137,32 +139,45 @@ public enum Bake {
     /// bake's CPU time: this way it runs beside the output's creation and the chunk loop, instead
     /// of behind the chunk loop, fed by it. Stored chunks of the direct layout are read as
     /// stored and their Fletcher-32 checked here; any other layout, or a layer with a chunk that
-    /// does not check, is read through libhdf5's filters (which report the problem).
-    final class InputDigest: @unchecked Sendable {
+    /// does not check, is read through libhdf5's filters (which report the problem). An error
+    /// its reads meet is rethrown by ``wait()``, so the bake reports it and writes nothing.
+    package final class InputDigest: @unchecked Sendable {
         private let done = DispatchSemaphore(value: 0)
         private let lock = NSLock()
         private var result: Result<[UInt8], any Error>?
         private var cancelled = false
 
-        init(_ bundle: BundleReader) {
-            DispatchQueue.global(qos: .userInitiated).async {
+        /// Starts hashing `bundle`'s weights and biases on a thread of its own (not a shared
+        /// pool's: the bake waits for it).
+        package init(_ bundle: BundleReader) {
+            let thread = Thread {
                 let r = Result { try self.digest(bundle) }
                 self.lock.withLock { self.result = r }
                 self.done.signal()
             }
+            thread.start()
         }
 
         /// Waits for the digest; rethrows the error its reads met.
-        func wait() throws -> [UInt8] {
+        package func wait() throws -> [UInt8] {
             done.wait()
             done.signal()
             return try lock.withLock { result! }.get()
         }
 
-        /// Stops the reads early (the bake failed or was not needed).
-        func cancel() { lock.withLock { cancelled = true } }
+        /// Stops the reads at the next block (the bake failed or was not needed) and waits for
+        /// the thread to end.
+        package func finish() {
+            lock.withLock { cancelled = true }
+            _ = try? wait()
+        }
 
-        private struct Cancelled: Error {}
+        /// Thrown by ``wait()`` when ``finish()`` stopped the reads before the end.
+        package struct Cancelled: Error {}
+
+        private func checkCancelled() throws {
+            if lock.withLock({ cancelled }) { throw Cancelled() }
+        }
 
         private func digest(_ bundle: BundleReader) throws -> [UInt8] {
             var stream = WeightDigest.Stream()
@@ -184,7 +199,7 @@ public enum Bake {
                     direct = true
                     var row = 0
                     while row < shapes.rows {
-                        if lock.withLock({ cancelled }) { throw Cancelled() }
+                        try checkCancelled()
                         guard try source.readStoredChunk(row: row, into: chunk) != nil else {
                             direct = false
                             break
@@ -204,7 +219,10 @@ public enum Bake {
                 }
                 if !direct {
                     stream = before
-                    try bundle.streamWeightRows(l) { _, _, block in stream.update(block) }
+                    try bundle.streamWeightRows(l) { _, _, block in
+                        try checkCancelled()
+                        stream.update(block)
+                    }
                 }
                 let bias = try bundle.biasDataset(l).readFloats()
                 bias.withUnsafeBufferPointer { stream.update($0) }
