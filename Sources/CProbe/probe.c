@@ -36,7 +36,7 @@ enum {
 static const unsigned long long MAX_CHUNKS = 1ull << 22;
 
 // Exit statuses of the child (any other ending is a crash).
-enum { CHILD_DONE = 0, CHILD_MEMORY = 3 };
+enum { CHILD_DONE = 0, CHILD_MEMORY = 3, CHILD_STRINGS = 4 /* a walker stopped at variable-length strings */ };
 
 // ---------------------------------------------------------------------------------------------
 // Child: the walk.
@@ -63,6 +63,9 @@ typedef struct {
     long visited;  // objects visited in the current file
     snapshot_buffer snap;
     const char *data_prefix;  // small datasets under this path are read whole into the snapshot
+    // Variable-length strings are not read but noted (`strings_seen`): the file is then walked
+    // again in a process of its own (child_main).
+    int defer_strings, strings_seen;
 } walker;
 
 static void snap_bytes(walker *w, const void *p, size_t n) {
@@ -283,7 +286,11 @@ static void read_attribute_value(walker *w, hid_t attribute, hid_t type, hid_t s
         // nothing read
     } else if (cls == H5T_STRING) {
         htri_t variable = H5Tis_variable_str(type);
-        if (variable > 0) {
+        if (variable > 0 && w->defer_strings) {
+            // Not read in a process that walks other files after this one (child_main).
+            w->strings_seen = 1;
+            w->snap.failed = 1;
+        } else if (variable > 0) {
             // Variable length: the strings live in the global heap (the crashes in
             // Fuzz/README.md); read them as the reader does, into C strings. Not recorded: the
             // reader reads them again in a child of its own.
@@ -376,7 +383,7 @@ static void probe_attributes(walker *w, hid_t object, const char *path) {
         complete = 0;
     }
     if (names.truncated) complete = 0;
-    for (size_t i = 0; i < names.count; i++) {
+    for (size_t i = 0; i < names.count && !w->strings_seen; i++) {
         const char *name = names.names[i];
         step(w, path, "find the attribute", name);
         htri_t exists = H5Aexists(object, name);
@@ -607,6 +614,7 @@ static void probe_members(walker *w, hid_t group, const char *path, int depth) {
 }
 
 static void probe_object(walker *w, hid_t object, const char *path, int depth) {
+    if (w->strings_seen) return;  // to be walked again, whole, in a process of its own
     if (++w->visited > MAX_OBJECTS) return;
     step(w, path, "read the object header", NULL);
     H5O_info_t info;
@@ -630,6 +638,18 @@ static rlim_t cpu_seconds(int cpu_limit_ms) {
     return seconds < 1 ? 1 : seconds;
 }
 
+// Before each file of a batch: the soft CPU limit becomes the CPU time used so far (rounded
+// up) plus one file's allowance, so each file has the same budget as a file read alone.
+static void cpu_limit_file(int cpu_limit_ms) {
+    struct rusage u;
+    struct rlimit cpu;
+    if (getrusage(RUSAGE_SELF, &u) != 0 || getrlimit(RLIMIT_CPU, &cpu) != 0) return;
+    rlim_t used = (rlim_t)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1;
+    rlim_t soft = used + cpu_seconds(cpu_limit_ms);
+    cpu.rlim_cur = soft < cpu.rlim_max ? soft : cpu.rlim_max;
+    setrlimit(RLIMIT_CPU, &cpu);
+}
+
 // Every child's set-up: killed with its parent, a CPU-time limit, default handling of fatal
 // signals (no runtime crash handler, no backtrace), no core file, stderr on /dev/null unless
 // kept, the memory limit, HDF5 error printing off.
@@ -638,9 +658,8 @@ static void child_setup(unsigned long long memory_limit, int keep_stderr, pid_t 
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(CHILD_DONE + 9);
     // The limit on a looping libhdf5 is CPU time, not wall time: a loaded machine slows the
-    // child without spending its budget. SIGXCPU at the soft limit, SIGKILL at the hard limit,
-    // two seconds more per file than all of them together (a child walking several files walks
-    // each in a process of its own, with the limits of one file: walk_isolated).
+    // child without spending its budget. SIGXCPU at the soft limit (per file: cpu_limit_file),
+    // SIGKILL at the hard limit, two seconds more per file than all of them together.
     rlim_t seconds = cpu_seconds(cpu_limit_ms);
     struct rlimit cpu = {seconds, (seconds + 2) * (rlim_t)(files > 0 ? files : 1)};
     setrlimit(RLIMIT_CPU, &cpu);
@@ -734,48 +753,41 @@ static void walk_file(walker *w, const char *path, int fd, int index) {
     }
     if (fapl >= 0) H5Pclose(fapl);
     H5Eclear2(H5E_DEFAULT);
+    // Give back libhdf5's free lists when they hold more than a valid bundle's metadata needs,
+    // so the memory limit applies to each file alike (always collecting made every file
+    // allocate and fault in its metadata cache afresh: a sixth of the walk).
+    size_t reg = 0, arr = 0, blk = 0, fac = 0;
+    if (H5get_free_list_sizes(&reg, &arr, &blk, &fac) < 0 || reg + arr + blk + fac > (16u << 20)) H5garbage_collect();
 }
 
-// Walks one file in a process of its own, forked from this one (which has touched no file), and
-// ends this process the way that one ended if it did not finish. libhdf5 1.10 corrupts its heap
-// on some files without crashing there (Fuzz/README.md, hdf5-gheap-read-overflow.h5): walked in
-// one process, such a file made the next, valid, file crash or could change what its snapshot
-// says. Each file thus gets the heap, the memory allowance and the CPU time of a file walked
-// alone. If the fork fails, the file is walked here (libhdf5's free lists given back after it).
-static void walk_isolated(walker *w, const char *path, int fd, int index, int cpu_limit_ms) {
+// A process forked from the walk's child to walk part of the walk (PR_SET_PDEATHSIG: it dies
+// with it); in the child returns 0, in the caller the pid, or -1 if the fork failed.
+static pid_t fork_walker(void) {
     const pid_t session = getpid();
     pid_t pid = fork();
-    if (pid < 0) {
-        walk_file(w, path, fd, index);
-        H5garbage_collect();
-        return;
-    }
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != session) _exit(CHILD_DONE + 9);
-        rlim_t seconds = cpu_seconds(cpu_limit_ms);
-        struct rlimit cpu = {seconds, seconds + 2};
-        setrlimit(RLIMIT_CPU, &cpu);
-        walk_file(w, path, fd, index);
-        _exit(CHILD_DONE);
     }
+    return pid;
+}
+
+// Waits for a process of fork_walker; returns its exit status if it exited, else ends this
+// process the way it ended (the same signal), so the parent reports it as it would a walk here.
+static int reap_walker(pid_t pid) {
     int status = 0;
     pid_t r;
     do r = waitpid(pid, &status, 0); while (r < 0 && errno == EINTR);
     if (r != pid) _exit(CHILD_DONE + 8);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_DONE) return;
-    if (WIFSIGNALED(status)) {
-        // The same signal, so the parent reports it as it would for a walk in this process.
-        int sig = WTERMSIG(status);
-        signal(sig, SIG_DFL);
-        sigset_t only;
-        sigemptyset(&only);
-        sigaddset(&only, sig);
-        sigprocmask(SIG_UNBLOCK, &only, NULL);
-        raise(sig);
-        _exit(CHILD_DONE + 10);
-    }
-    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : CHILD_DONE + 10);
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    int sig = WIFSIGNALED(status) ? WTERMSIG(status) : SIGKILL;
+    signal(sig, SIG_DFL);
+    sigset_t only;
+    sigemptyset(&only);
+    sigaddset(&only, sig);
+    sigprocmask(SIG_UNBLOCK, &only, NULL);
+    raise(sig);
+    _exit(CHILD_DONE + 10);
 }
 
 // Walks files[first..<count] (skipping those marked skipped), recording progress in `report`;
@@ -795,13 +807,50 @@ static void child_main(const char *const *paths, const int *file_fds, const dm_p
     close_inherited(keep, n);
     free(keep);
     H5PLset_loading_state(0);
-    walker w = {report, 0, {0}, data_prefix};
-    for (int i = first; i < count; i++) {
-        if (results[i].outcome != DM_PROBE_SKIPPED) {
-            report->current = i;
-            walk_isolated(&w, paths[i], alive, i, cpu_limit_ms);
+    // This process reads no file. A process forked from it walks the files in order, without
+    // reading variable-length strings: libhdf5 1.10 corrupts its heap reading some of them
+    // without crashing there (Fuzz/README.md, hdf5-gheap-read-overflow.h5), and the next file
+    // walked in that process then crashed, or could be described wrongly by its snapshot. It
+    // stops at a file that has any (CHILD_STRINGS, sending no snapshot for it); that file is
+    // walked whole, strings included, in a process of its own forked from this one (the heap of
+    // a file walked alone, whatever came before), then a new process goes on with the next file.
+    // dropmodel's bundles store fixed-length strings: one process walks them all.
+    walker w = {report, 0, {0}, data_prefix, 1, 0};
+    int i = first;
+    while (i < count) {
+        pid_t pid = fork_walker();
+        if (pid < 0) _exit(CHILD_DONE + 7);
+        if (pid == 0) {
+            for (int j = i; j < count; j++) {
+                if (results[j].outcome != DM_PROBE_SKIPPED) {
+                    report->current = j;
+                    if (j > i) cpu_limit_file(cpu_limit_ms);
+                    walk_file(&w, paths[j], alive, j);
+                    if (w.strings_seen) _exit(CHILD_STRINGS);
+                }
+                report->finished = j + 1;
+            }
+            _exit(CHILD_DONE);
         }
-        report->finished = i + 1;
+        int status = reap_walker(pid);
+        if (status == CHILD_DONE) break;
+        if (status != CHILD_STRINGS) _exit(status);
+        const int j = report->current;
+        pid = fork_walker();
+        if (pid < 0) _exit(CHILD_DONE + 7);
+        if (pid == 0) {
+            // The CPU-time limit of one file (a new process starts at none used).
+            rlim_t seconds = cpu_seconds(cpu_limit_ms);
+            struct rlimit cpu = {seconds, seconds + 2};
+            setrlimit(RLIMIT_CPU, &cpu);
+            w.defer_strings = 0;
+            walk_file(&w, paths[j], alive, j);
+            _exit(CHILD_DONE);
+        }
+        status = reap_walker(pid);
+        if (status != CHILD_DONE) _exit(status);
+        report->finished = j + 1;
+        i = j + 1;
     }
     _exit(CHILD_DONE);
 }

@@ -144,7 +144,7 @@ struct FuzzFindingsTests {
         p.standardError = FileHandle.nullDevice
         try spawn(p)
         // Processes whose command line names the file: the command, its forked child and the
-        // process that child forks to walk the file (each file is walked in a process of its own).
+        // process that child forks to walk a file with variable-length strings, this one.
         func holders() -> [Int32] {
             let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
             return entries.compactMap(Int32.init).filter { pid in
