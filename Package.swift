@@ -150,7 +150,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "TrainingDataTests", dependencies: ["DropModelBase", "TrainingData", "HDF5Layer", "TestSupport"],
+            name: "TrainingDataTests",
+            dependencies: ["DropModelBase", "TrainingData", "HDF5Layer", "TestSupport", "ZlibCodec"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "InteropTests",
