@@ -117,6 +117,8 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .executableTarget(name: "dropmodel", dependencies: ["DropModelCLI"], swiftSettings: swiftSettings),
+        // SplitMix64 for test data, with no dependencies (kernel and random-stream tests use it too).
+        .target(name: "TestRandom", path: "Tests/TestRandom", swiftSettings: swiftSettings),
         .target(
             name: "TestSupport",
             dependencies: ["BundleFormat", "HDF5Layer", "DropModelBase"],
@@ -137,8 +139,9 @@ let package = Package(
             name: "DropModelBaseTests",
             dependencies: ["DropModelBase", "TestSupport", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: swiftSettings),
-        .testTarget(name: "DropoutRandomTests", dependencies: ["DropoutRandom"], swiftSettings: swiftSettings),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "DropoutRandomTests", dependencies: ["DropoutRandom", "TestRandom"], swiftSettings: swiftSettings),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestRandom"], swiftSettings: swiftSettings),
         .testTarget(
             name: "HostileInputTests",
             dependencies: ["DropModelBase", "BundleFormat", "HDF5Layer", "TestSupport", "dropmodel"],
@@ -146,11 +149,13 @@ let package = Package(
         .testTarget(
             name: "TrainingTests",
             dependencies: [
-                "DropModelBase", "Training", "TrainingData", "BundleFormat", "DropoutRandom", "TestSupport", "Charts",
+                "DropModelBase", "Training", "TrainingData", "BundleFormat", "DropoutRandom", "TestSupport",
+                "TestRandom", "Charts",
             ],
             swiftSettings: swiftSettings),
         .testTarget(
-            name: "TrainingDataTests", dependencies: ["DropModelBase", "TrainingData", "HDF5Layer", "TestSupport"],
+            name: "TrainingDataTests",
+            dependencies: ["DropModelBase", "TrainingData", "HDF5Layer", "TestSupport", "ZlibCodec"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "InteropTests",

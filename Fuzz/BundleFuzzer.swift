@@ -19,9 +19,11 @@ import BundleFormat
 import Glibc
 
 /// `H5Fget_obj_count`, looked up at run time so this file needs no HDF5 headers (CHDF5 is
-/// internal to the package). HDF5 1.10 has no public count of dataspace, transient datatype or
-/// property-list identifiers (`H5Inmembers` refuses library types), so only identifiers tied to
-/// a file are watched: files, groups, datasets, named datatypes and attributes.
+/// internal to the package). libhdf5 is linked statically into the package, so scripts/fuzz
+/// links with `--export-dynamic-symbol=H5Fget_obj_count` for `dlsym` to see it. HDF5 1.10 has
+/// no public count of dataspace, transient datatype or property-list identifiers (`H5Inmembers`
+/// refuses library types), so only identifiers tied to a file are watched: files, groups,
+/// datasets, named datatypes and attributes.
 private typealias ObjCount = @convention(c) (Int64, UInt32) -> Int
 private let objCount: ObjCount? = dlsym(nil, "H5Fget_obj_count").map { unsafeBitCast($0, to: ObjCount.self) }
 /// `H5F_OBJ_ALL` (file | dataset | group | datatype | attribute), also the "all files" id.
@@ -98,7 +100,9 @@ public func fuzzInitialize(
         baseline.map {
             "dropmodel-fuzz: \($0) HDF5 file-attached identifiers open at start; leaks are checked after every input\n"
         }
-        ?? "dropmodel-fuzz: H5Fget_obj_count not found; HDF5 identifier leaks are not checked\n"
+        ?? (objCount == nil
+            ? "dropmodel-fuzz: H5Fget_obj_count not found; HDF5 identifier leaks are not checked\n"
+            : "dropmodel-fuzz: H5Fget_obj_count failed; HDF5 identifier leaks are not checked\n")
     _ = note.withCString { write(2, $0, strlen($0)) }
     return 0
 }

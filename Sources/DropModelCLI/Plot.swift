@@ -20,7 +20,7 @@ struct PlotHistory: ParsableCommand {
         discussion: """
             Reads each bundle's /history (no weights) and writes an SVG: a colour per bundle, a dash per \
             metric (train dotted, validation dashed, test solid), round tick values, the legend outside the \
-            plotting area. A metric a run did not measure is left out.
+            plotting area. A metric a run did not measure is left out; --metrics chooses which to draw.
 
             Example: dropmodel plot history no-dropout.h5 dropout.h5 -o curves.svg
             """)
@@ -34,6 +34,9 @@ struct PlotHistory: ParsableCommand {
     @Option(help: "The chart's title (default: Error against epoch).")
     var title: String?
 
+    @Option(help: "The metrics to draw, comma-separated: train, validation, test (default: all three).")
+    var metrics: String?
+
     @OptionGroup var jsonOption: JSONOption
     @OptionGroup var quietOption: QuietOption
 
@@ -42,7 +45,9 @@ struct PlotHistory: ParsableCommand {
     }
 
     func run() throws {
-        let r = try HistoryPlot.plot(files: files, output: output, title: title)
+        let r = try HistoryPlot.plot(
+            files: files, output: output, title: title,
+            metrics: metrics.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } })
         if jsonOption.json {
             JSONOutput.print(
                 "plot.history",

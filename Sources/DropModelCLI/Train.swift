@@ -72,28 +72,9 @@ struct Train: ParsableCommand {
     func run() throws {
         // Started by mpirun: join the job's ranks (Open MPI loaded now, never otherwise).
         guard let group = try MPIGroup.join() else { return try train(group: nil) }
-        do {
-            try train(group: group)
-        } catch let failure as GroupFailure {
-            // Every rank found it alike: rank 0 reports it, all leave the job normally.
-            if group.rank == 0 { DropModelCommand.report(failure.error, command: Self.self) }
-            group.finish()
-            Foundation.exit(ExitStatus.of(failure.error.code))
-        } catch let e as DropModelError {
-            // This rank's alone: report it, then end every rank (none waits for this one).
-            var e = e
-            e.problems = e.problems.map { p in
-                var p = p
-                p.message = "rank \(group.rank) of \(group.size): " + p.message
-                return p
-            }
-            DropModelCommand.report(e, command: Self.self)
-            group.abort(code: ExitStatus.of(e.code))
-        } catch {
-            FileHandle.standardError.write(Data("dropmodel: error: rank \(group.rank): \(error)\n".utf8))
-            group.abort(code: ExitStatus.badInput)
-        }
-        group.finish()
+        group.run(
+            { try train(group: group) }, report: { DropModelCommand.report($0, command: Self.self) },
+            exitStatus: { ExitStatus.of($0.code) })
     }
 
     /// Trains, as the only process (`group` nil) or as one rank of an mpirun job: then rank 0

@@ -66,6 +66,42 @@ public final class MPIGroup: TrainingGroup, @unchecked Sendable {
         if rc != 0 { abort(code: 2) }
     }
 
+    /// Runs this rank's part of a command, then leaves the job as its outcome requires; returns
+    /// only when the part ran to its end (the rank has left the job, MPI_Finalize).
+    /// * Every rank failed alike (a ``Training/GroupFailure``, which every rank throws): rank 0
+    ///   alone `report`s it, once for the job, then every rank leaves the job normally and the
+    ///   process exits with `exitStatus(error)`.
+    /// * This rank failed alone (any other error): it `report`s the error, its messages naming
+    ///   the rank, then ends every rank (``abort(code:)``), so that none waits for this one.
+    public func run(
+        _ part: () throws -> Void, report: (DropModelError) -> Void, exitStatus: (DropModelError) -> Int32
+    ) {
+        do {
+            try part()
+        } catch let failure as GroupFailure {
+            if rank == 0 { report(failure.error) }
+            finish()
+            Foundation.exit(exitStatus(failure.error))
+        } catch {
+            let alone = labelled(
+                error as? DropModelError ?? DropModelError(code: .system, file: "", message: "\(error)"))
+            report(alone)
+            abort(code: exitStatus(alone))
+        }
+        finish()
+    }
+
+    /// `error` with every problem's message prefixed by this rank ("rank 1 of 4: ...").
+    private func labelled(_ error: DropModelError) -> DropModelError {
+        var error = error
+        error.problems = error.problems.map { problem in
+            var problem = problem
+            problem.message = "rank \(rank) of \(size): " + problem.message
+            return problem
+        }
+        return error
+    }
+
     /// Leaves the job normally (MPI_Finalize); every rank must call it.
     public func finish() {
         guard !finished else { return }

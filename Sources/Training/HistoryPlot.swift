@@ -31,11 +31,29 @@ public enum HistoryPlot {
         ("test", nil, { $0.testError.isNaN ? nil : $0.testError }),
     ]
 
+    /// The metrics a chart can draw, in drawing order.
+    public static let metricNames = metrics.map(\.name)
+
     /// Reads the histories of `files` and writes the chart to `output` (atomically). A file
-    /// without history rows is an error; a metric a bundle did not measure is left out.
-    public static func plot(files: [String], output: String, title: String? = nil) throws -> Report {
+    /// without history rows is an error; a metric a bundle did not measure is left out, and only
+    /// the `metrics` named are drawn (all of ``metricNames`` by default).
+    public static func plot(
+        files: [String], output: String, title: String? = nil, metrics chosen: [String]? = nil
+    ) throws -> Report {
         guard !files.isEmpty else {
             throw DropModelError(code: .usage, file: output, message: "plot history needs at least one bundle")
+        }
+        let drawn = chosen ?? metricNames
+        if let unknown = drawn.first(where: { !metricNames.contains($0) }) {
+            throw DropModelError(
+                code: .usage, file: output,
+                message: "there is no metric '\(unknown)' to plot",
+                hint: "choose among \(metricNames.joined(separator: ", ")), e.g. --metrics validation,test")
+        }
+        if drawn.isEmpty {
+            throw DropModelError(
+                code: .usage, file: output, message: "no metric to plot",
+                hint: "choose among \(metricNames.joined(separator: ", "))")
         }
         try OutputCheck.verify(output, option: "-o", inputs: files)
         var lines: [Line] = []
@@ -47,7 +65,7 @@ public enum HistoryPlot {
                     message: "the bundle records no training epochs to plot",
                     hint: "plot history takes bundles written by 'dropmodel train'")
             }
-            for m in metrics {
+            for m in metrics where drawn.contains(m.name) {
                 let points = epochs.compactMap { r in m.value(r).map { (epoch: r.epoch, error: $0) } }
                 guard !points.isEmpty else { continue }
                 var best: (epoch: Int, error: Double)?

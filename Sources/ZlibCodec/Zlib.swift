@@ -17,8 +17,11 @@ public enum Gzip {
         guard czlib_inflate_init_gzip(&stream) == Z_OK else { throw Failure(description: "zlib could not start") }
         defer { inflateEnd(&stream) }
         var output = Data()
-        let chunk = 1 << 20
-        var buffer = [UInt8](repeating: 0, count: chunk)
+        // The output window: up to 1 MiB, smaller for small inputs (a gzip member seldom inflates
+        // by more than 8 times here), never zero-filled: inflate writes it and only what it wrote
+        // is copied out.
+        let chunk = min(1 << 20, max(1 << 16, input.count.multipliedReportingOverflow(by: 8).partialValue))
+        var buffer = [UInt8](unsafeUninitializedCapacity: chunk) { _, count in count = chunk }
         return try input.withUnsafeBytes { (inBytes: UnsafeRawBufferPointer) -> Data in
             stream.next_in = UnsafeMutablePointer(mutating: inBytes.bindMemory(to: Bytef.self).baseAddress)
             stream.avail_in = uInt(inBytes.count)

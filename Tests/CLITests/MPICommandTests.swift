@@ -132,6 +132,21 @@ struct MPICommandTests {
         #expect(!FileManager.default.fileExists(atPath: path))
     }
 
+    @Test("a failure of one rank alone (its data missing) names the rank and ends every rank, no output")
+    func oneRankFails() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("x.h5")
+        let common = ["train"] + Self.recipe + ["--shards", "2", "-o", path]
+        let m = try Self.mpi(
+            ["-np", "1", CLI.executable] + common + [":", "-np", "1", CLI.executable] + common + [
+                "--data", dir.file("missing"),
+            ])
+        #expect(m.status == 2, "\(m.stderr)")
+        #expect(m.stderr.contains("rank 1 of 2: does not exist"), "\(m.stderr)")
+        #expect(m.stderr.components(separatedBy: "dropmodel: error:").count == 2, "\(m.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
+
     @Test("a rank count that does not divide --shards is a usage error before training")
     func ranksMustDivideShards() throws {
         let dir = TemporaryDirectory()

@@ -3,21 +3,10 @@
 // Tests/interop/philox_reference.py (run it to regenerate them).
 
 import DropoutRandom
+import TestRandom
 import Testing
 
 // MARK: - Helpers
-
-/// SplitMix64, to pick test indices; independent of the code under test.
-private struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// FNV-1a over the little-endian 8-byte encoding of each value (as in the Python script).
 private func fnv1a64<S: Sequence>(_ values: S) -> UInt64 where S.Element: BinaryInteger {

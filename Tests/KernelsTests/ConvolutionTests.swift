@@ -5,6 +5,7 @@
 
 import Kernels
 import Testing
+import TestRandom
 
 // MARK: - Helpers
 

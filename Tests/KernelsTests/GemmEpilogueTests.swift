@@ -2,6 +2,7 @@
 // the bias written into C, the product accumulated (ReferenceGemm) and relu as a loop.
 import Kernels
 import Testing
+import TestRandom
 
 /// One forward product X (m x k) · Wᵀ (W n x k, or k x n when !transB) with bias and relu.
 private struct EpilogueProblem {

@@ -5,6 +5,7 @@
 
 import Kernels
 import Testing
+import TestRandom
 
 #if canImport(Glibc)
 import Glibc

@@ -4,6 +4,7 @@ import HDF5Layer
 import Testing
 import TestSupport
 import TrainingData
+import ZlibCodec
 
 // MARK: - Fixtures
 
@@ -581,5 +582,26 @@ struct InstalledDataTests {
         #expect(test.inputs.allSatisfy { $0 >= 0 && $0 <= 1 })
         #expect(split.description.hasPrefix("fashion-mnist"), "\(split.description)")
         #expect(FingerprintTests.isWellFormed(split.fingerprint))
+    }
+}
+
+// MARK: - gzip
+
+@Suite("gzip: bounded inflation")
+struct GzipTests {
+    @Test("an output many times its window (highly compressible) inflates whole; beyond maxOutput it is refused")
+    func manyWindows() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("pattern")
+        // 3 MiB + 5 bytes of a pattern: gzip makes it a few KiB, so the output spans many windows.
+        let bytes = (0..<(3 << 20) + 5).map { UInt8(truncatingIfNeeded: $0 % 251 &* 7) }
+        write(bytes, to: path)
+        try gzipInPlace(path)
+        let packed = try Data(contentsOf: URL(fileURLWithPath: path + ".gz"))
+        #expect(packed.count < 1 << 16)
+        #expect(Gzip.isGzip(packed))
+        #expect(try Gzip.decompress(packed, maxOutput: 4 << 20) == Data(bytes))
+        #expect(throws: Gzip.Failure.self) { try Gzip.decompress(packed, maxOutput: 3 << 20) }
+        #expect(throws: Gzip.Failure.self) { try Gzip.decompress(packed.prefix(packed.count / 2), maxOutput: 4 << 20) }
     }
 }

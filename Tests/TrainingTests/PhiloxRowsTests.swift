@@ -3,22 +3,10 @@
 import DropoutRandom
 import Kernels
 import Testing
+import TestRandom
 
 /// The paths this CPU can run (scalar always).
 private let paths: [Gemm.Kernel] = [.scalar, .avx2, .avx512, .automatic].filter { Gemm.isAvailable($0) }
-
-/// SplitMix64 for keys and counters.
-private struct Mix {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func word() -> UInt32 { UInt32(truncatingIfNeeded: next()) }
-}
 
 private func philoxRow(_ row: StreamRow) -> PhiloxRows.Row {
     PhiloxRows.Row(
@@ -33,7 +21,7 @@ private func scalarWords(_ row: StreamRow, count: Int) -> [UInt32] {
 
 @Test("PhiloxRows words equal StreamRow's for random keys and counters, every length 0-300 and long rows, every path")
 func philoxRowsMatchScalar() {
-    var mix = Mix(state: 0x9417_0C5)
+    var mix = SplitMix64(state: 0x9417_0C5)
     // Random keys and counters (every bit pattern is a valid row), lengths around the 32- and
     // 64-word vector passes, and block indices near 2^32 (the counter word wraps nowhere).
     var rows: [(StreamRow, Int)] = []
@@ -64,7 +52,7 @@ func philoxRowsMatchScalar() {
 @Test("PhiloxRows.dropout gives keepMask's multipliers and the masked input, every path, p = 0, 1 and between")
 func philoxDropoutMatchesKeepMask() {
     let streams = RandomStreams(seed: 0x1234_5678_9ABC_DEF0)
-    var mix = Mix(state: 77)
+    var mix = SplitMix64(state: 77)
     for (index, p) in [0.8, 0.5, 1.0, 0.0, 0.3, 0.999_999].enumerated() {
         for units in [1, 31, 64, 100, 784, 1024, 1027] {
             let kept = index % 2 == 0 ? Float(1) : Float(1 / p)

@@ -45,6 +45,17 @@ struct PlotTests {
         #expect(!svg.contains(">b.h5 validation</text>"))
         #expect(svg.components(separatedBy: "<polyline").count == 6)
 
+        // --metrics: only the metrics named, in drawing order; an unknown name is a usage error.
+        let chosen = try HistoryPlot.plot(files: [a, b], output: out, metrics: ["test", "validation"])
+        #expect(chosen.lines.map(\.metric) == ["validation", "test", "test"])
+        let fewer = try String(contentsOfFile: out, encoding: .utf8)
+        #expect(fewer.components(separatedBy: "<polyline").count == 4)
+        #expect(!fewer.contains(">a.h5 train</text>"))
+        let unknown = #expect(throws: DropModelError.self) {
+            try HistoryPlot.plot(files: [a], output: out, metrics: ["valid"])
+        }
+        #expect(unknown?.code == .usage)
+
         let initial = dir.file("init.h5")
         r.epochs = 0
         _ = try TrainingRun.train(TrainingRun.Request(recipe: r, seed: 1, output: initial))
