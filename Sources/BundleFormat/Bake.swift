@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import Glibc
 public import DropModelBase
 import HDF5Layer
@@ -102,6 +103,12 @@ public enum Bake {
                     """)
         }
         if info.convention == .inverted { return nil }
+        // Provenance: the digest of the weights as they are before baking, from now on its own
+        // thread and reads (``InputDigest``).
+        let digest = InputDigest(bundle)
+        // Whatever ends the bake, the digest's reads end with it: no thread reads the input
+        // after this returns.
+        defer { digest.finish() }
         // Progress by layer, in the source's bytes (monotone across a retry through the filters).
         let counter = ProgressCounter(total: info.dataBytes, progress)
         var out = info
@@ -110,20 +117,119 @@ public enum Bake {
         do {
             if direct {
                 do {
-                    return try write(bundle, out, to: output, input: input, direct: true, counter: counter)
+                    return try write(
+                        bundle, out, to: output, input: input, direct: true, digest: digest, counter: counter)
                 } catch is DirectPathDeclined {
                     // A chunk that is not what the direct path expects (a checksum that does not
                     // verify, an odd size): start over through libhdf5's filters, which report
                     // the problem precisely (or accept the chunk).
                 }
             }
-            return try write(bundle, out, to: output, input: input, direct: false, counter: counter)
+            return try write(bundle, out, to: output, input: input, direct: false, digest: digest, counter: counter)
         } catch let e as HDF5Error {
             throw DropModelError(e)
         }
     }
 
     private struct DirectPathDeclined: Error {}
+
+    /// The digest of the input's weights and biases as stored (what `/@unbaked_weights_sha256`
+    /// records: the stream of ``BundleReader/weightsDigest()``), computed on a thread of its own
+    /// with reads of its own from right after the parse. SHA-256 is one stream and a third of a
+    /// bake's CPU time: this way it runs beside the output's creation and the chunk loop, instead
+    /// of behind the chunk loop, fed by it. Stored chunks of the direct layout are read as
+    /// stored and their Fletcher-32 checked here; any other layout, or a layer with a chunk that
+    /// does not check, is read through libhdf5's filters (which report the problem). An error
+    /// its reads meet is rethrown by ``wait()``, so the bake reports it and writes nothing.
+    package final class InputDigest: @unchecked Sendable {
+        private let done = DispatchSemaphore(value: 0)
+        private let lock = NSLock()
+        private var result: Result<[UInt8], any Error>?
+        private var cancelled = false
+
+        /// Starts hashing `bundle`'s weights and biases on a thread of its own (not a shared
+        /// pool's: the bake waits for it).
+        package init(_ bundle: BundleReader) {
+            let thread = Thread {
+                let r = Result { try self.digest(bundle) }
+                self.lock.withLock { self.result = r }
+                self.done.signal()
+            }
+            thread.start()
+        }
+
+        /// Waits for the digest; rethrows the error its reads met.
+        package func wait() throws -> [UInt8] {
+            done.wait()
+            done.signal()
+            return try lock.withLock { result! }.get()
+        }
+
+        /// Stops the reads at the next block (the bake failed or was not needed) and waits for
+        /// the thread to end.
+        package func finish() {
+            lock.withLock { cancelled = true }
+            _ = try? wait()
+        }
+
+        /// Thrown by ``wait()`` when ``finish()`` stopped the reads before the end.
+        package struct Cancelled: Error {}
+
+        private func checkCancelled() throws {
+            if lock.withLock({ cancelled }) { throw Cancelled() }
+        }
+
+        private func digest(_ bundle: BundleReader) throws -> [UInt8] {
+            var stream = WeightDigest.Stream()
+            var buffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+            defer { buffer.deallocate() }
+            for (l, layer) in bundle.info.layers.enumerated() {
+                guard let shapes = layer.parameterShapes else { continue }
+                let before = stream
+                var direct = false
+                if layer.dtype == .float32, let rows = try bundle.weightDataset(l).float32RowChunks() {
+                    let source = try bundle.weightDataset(l)
+                    let elements = rows * shapes.rowLength
+                    let bytes = elements * 4 + 4
+                    if buffer.count < bytes {
+                        buffer.deallocate()
+                        buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)
+                    }
+                    let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<bytes])
+                    direct = true
+                    var row = 0
+                    while row < shapes.rows {
+                        try checkCancelled()
+                        guard try source.readStoredChunk(row: row, into: chunk) != nil else {
+                            direct = false
+                            break
+                        }
+                        let data = UnsafeRawBufferPointer(chunk)
+                        let stored = data.loadUnaligned(fromByteOffset: elements * 4, as: UInt32.self).littleEndian
+                        guard Fletcher32.checksum(UnsafeRawBufferPointer(rebasing: data[0..<(elements * 4)])) == stored
+                        else {
+                            direct = false
+                            break
+                        }
+                        let values = data.bindMemory(to: Float.self)
+                        let valid = min(rows, shapes.rows - row) * shapes.rowLength
+                        stream.update(UnsafeBufferPointer(rebasing: values[0..<valid]))
+                        row += rows
+                    }
+                }
+                if !direct {
+                    stream = before
+                    try bundle.streamWeightRows(l) { _, _, block in
+                        try checkCancelled()
+                        stream.update(block)
+                    }
+                }
+                let bias = try bundle.biasDataset(l).readFloats()
+                bias.withUnsafeBufferPointer { stream.update($0) }
+            }
+            return stream.finalize()
+        }
+    }
 
     /// Buffers and the worker thread of the direct path, shared by all layers of one bake (so
     /// memory does not depend on the layer count): two stored input chunks and two output
@@ -176,11 +282,8 @@ public enum Bake {
 
     private static func write(
         _ bundle: BundleReader, _ out: ModelInfo, to output: String, input: String, direct: Bool,
-        counter: ProgressCounter
+        digest: InputDigest, counter: ProgressCounter
     ) throws -> [UInt8] {
-        // Provenance: the digest of the weights as they were before baking, hashed on a second
-        // thread while this one reads, scales and writes (SHA-256 was a third of bake's time).
-        let digest = WeightDigest.BackgroundStream()
         let buffers = DirectBuffers()
         return try File.writeAtomically(to: output) { file in
             buffers.writeback = Writeback(path: file.path)
@@ -196,19 +299,17 @@ public enum Bake {
                 if direct, layer.dtype == .float32, let rows = try source.float32RowChunks(),
                     try w.float32RowChunks() == rows
                 {
-                    try bakeChunks(source, into: w, rows: rows, layer: layer, keep: p, digest: digest, buffers: buffers)
+                    try bakeChunks(source, into: w, rows: rows, layer: layer, keep: p, buffers: buffers)
                 } else {
                     // float16 output, or not the layout the direct path handles: the filters.
-                    try bakeRows(bundle, l, into: w, layer: layer, keep: p, input: input, digest: digest)
+                    try bakeRows(bundle, l, into: w, layer: layer, keep: p, input: input)
                 }
-                let bias = try bundle.biasDataset(l).readFloats()
-                bias.withUnsafeBufferPointer { digest.update($0) }
-                try b.write(floats: bias)
+                try b.write(floats: try bundle.biasDataset(l).readFloats())
                 w.close()
                 b.close()
                 counter.add(bundle.info.layers[l].dataBytes)
             }
-            let unbaked = digest.finalize()
+            let unbaked = try digest.wait()
             try file.root().write(Schema.unbakedDigestAttribute, uint8s: unbaked)
             return unbaked
         }
@@ -217,8 +318,7 @@ public enum Bake {
     /// Through libhdf5's filter pipeline: blocks of whole output chunks, so no chunk is ever
     /// written twice; float16 output converted here.
     private static func bakeRows(
-        _ bundle: BundleReader, _ l: Int, into w: Dataset, layer: LayerInfo, keep p: Float, input: String,
-        digest: WeightDigest.BackgroundStream
+        _ bundle: BundleReader, _ l: Int, into w: Dataset, layer: LayerInfo, keep p: Float, input: String
     ) throws {
         // Rows of fan-in, whatever the kind.
         guard let shapes = layer.parameterShapes else { return }
@@ -227,7 +327,6 @@ public enum Bake {
         let rowsPerBlock = max(chunkRows, (blockElements / max(1, rowLength)) / chunkRows * chunkRows)
         var scaled = [Float](repeating: 0, count: min(shapes.rows, rowsPerBlock) * rowLength)
         try bundle.streamWeightRows(l, maxBlockElements: rowsPerBlock * rowLength) { first, rows, block in
-            digest.update(block)
             let n = rows * rowLength
             try scaled.withUnsafeMutableBufferPointer { s in
                 for i in 0..<n { s[i] = scale(block[i], keep: p) }
@@ -247,12 +346,11 @@ public enum Bake {
 
     /// Direct chunk I/O for float32 chunks of whole rows with Fletcher32 (what dropmodel writes):
     /// this thread only moves stored chunks in and out of the files; a second thread checks each
-    /// chunk's Fletcher32, hands its values to the digest (a third thread), scales them, zeroes
-    /// an edge chunk's padding (as libhdf5 pads) and checksums the result. Same bytes as the
-    /// filter path (tested). Throws DirectPathDeclined if a chunk is not as expected.
+    /// chunk's Fletcher32, scales its values, zeroes an edge chunk's padding (as libhdf5 pads)
+    /// and checksums the result. Same bytes as the filter path (tested). Throws
+    /// DirectPathDeclined if a chunk is not as expected.
     private static func bakeChunks(
-        _ source: Dataset, into w: Dataset, rows: Int, layer: LayerInfo, keep p: Float,
-        digest: WeightDigest.BackgroundStream, buffers: DirectBuffers
+        _ source: Dataset, into w: Dataset, rows: Int, layer: LayerInfo, keep p: Float, buffers: DirectBuffers
     ) throws {
         guard let shapes = layer.parameterShapes else { return }
         let (rowLength, totalRows) = (shapes.rowLength, shapes.rows)
@@ -288,7 +386,6 @@ public enum Bake {
                 }
                 let src = data.bindMemory(to: Float.self)
                 let dst = job.out.bindMemory(to: Float.self)
-                digest.update(UnsafeBufferPointer(rebasing: src[0..<job.valid]))
                 for i in 0..<job.valid { dst[i] = scale(src[i], keep: p) }
                 for i in job.valid..<job.elements { dst[i] = 0 }
                 let sum = Fletcher32.checksum(

@@ -35,22 +35,27 @@ public final class BundleReader: @unchecked Sendable {
 
     /// Opens the bundles at `paths` one after the other, in order, handing each reader (or the
     /// error its open threw) to `body`. The isolated pre-reads of the files that follow run
-    /// meanwhile on another thread, a few files per child (``File/preRead(_:)``), so on a
-    /// machine with a core to spare each open starts at once. Only a speed-up: every open still
-    /// checks and refuses exactly as it would alone.
+    /// meanwhile on another thread, several files per child (``File/preRead(_:snapshotData:)``),
+    /// so on a machine with a core to spare each open starts at once: batches of 8 files, then
+    /// twice as many each time up to 64 (the first files are ready soon; the rest pay for few
+    /// children). Only a speed-up: every open still checks and refuses exactly as it would alone.
     public static func forEach(
         _ paths: [String], _ body: (String, Result<BundleReader, any Error>) throws -> Void
     ) rethrows {
-        let batch = 8
-        let batches = stride(from: 0, to: paths.count, by: batch).map {
-            Array(paths[$0..<min($0 + batch, paths.count)])
+        var batches: [[String]] = []
+        var start = 0
+        var batch = 8
+        while start < paths.count {
+            batches.append(Array(paths[start..<min(start + batch, paths.count)]))
+            start += batch
+            batch = min(batch * 2, 64)
         }
         let ready = batches.map { _ in DispatchSemaphore(value: 0) }
         let queue = DispatchQueue(label: "dropmodel.pre-read")
         let stop = Stop()
         for (b, files) in batches.enumerated() {
             queue.async {
-                if !stop.requested { File.preRead(files) }
+                if !stop.requested { File.preRead(files, snapshotData: Parser.snapshotData) }
                 ready[b].signal()
             }
         }
@@ -177,6 +182,10 @@ struct Parser {
 
     init(path: String) { self.path = path }
 
+    /// The datasets the pre-read reads whole for the parse (``File/open(_:limits:snapshotData:)``):
+    /// the history's columns.
+    static let snapshotData = "/" + Schema.historyGroup + "/"
+
     struct Result {
         var file: File?
         var info: ModelInfo?
@@ -225,7 +234,7 @@ struct Parser {
 
     mutating func parse() throws -> Result {
         let file: File
-        do { file = try File.open(path) } catch let e as HDF5Error {
+        do { file = try File.open(path, snapshotData: Self.snapshotData) } catch let e as HDF5Error {
             throw DropModelError(e)
         }
         let root: Group

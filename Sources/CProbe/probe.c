@@ -36,7 +36,7 @@ enum {
 static const unsigned long long MAX_CHUNKS = 1ull << 22;
 
 // Exit statuses of the child (any other ending is a crash).
-enum { CHILD_DONE = 0, CHILD_MEMORY = 3 };
+enum { CHILD_DONE = 0, CHILD_MEMORY = 3, CHILD_STRINGS = 4 /* a walker stopped at variable-length strings */ };
 
 // ---------------------------------------------------------------------------------------------
 // Child: the walk.
@@ -50,10 +50,139 @@ typedef struct {
     char step[sizeof(((dm_probe_result *)0)->step)];
 } walk_report;
 
+// The metadata snapshot of the file being walked (dm_probe.h): dropped (`failed`) at the first
+// libhdf5 error, when it grows past its bound, or on an odd name.
+typedef struct {
+    unsigned char *data;
+    size_t length, capacity;
+    int failed;
+} snapshot_buffer;
+
 typedef struct {
     walk_report *report;
     long visited;  // objects visited in the current file
+    snapshot_buffer snap;
+    const char *data_prefix;  // small datasets under this path are read whole into the snapshot
+    // Variable-length strings are not read but noted (`strings_seen`): the file is then walked
+    // again in a process of its own (child_main).
+    int defer_strings, strings_seen;
 } walker;
+
+static void snap_bytes(walker *w, const void *p, size_t n) {
+    snapshot_buffer *s = &w->snap;
+    if (s->failed) return;
+    if (n > DM_SNAPSHOT_MAX_BYTES - s->length) {
+        s->failed = 1;
+        return;
+    }
+    if (s->length + n > s->capacity) {
+        size_t cap = s->capacity ? s->capacity : 16384;
+        while (cap < s->length + n) cap *= 2;
+        unsigned char *q = realloc(s->data, cap);
+        if (!q) {
+            s->failed = 1;
+            return;
+        }
+        s->data = q;
+        s->capacity = cap;
+    }
+    memcpy(s->data + s->length, p, n);
+    s->length += n;
+}
+
+static void snap_u8(walker *w, unsigned v) {
+    unsigned char b = (unsigned char)v;
+    snap_bytes(w, &b, 1);
+}
+
+static void snap_u32(walker *w, uint32_t v) {
+    unsigned char b[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 24)};
+    snap_bytes(w, b, 4);
+}
+
+static void snap_u64(walker *w, uint64_t v) {
+    snap_u32(w, (uint32_t)v);
+    snap_u32(w, (uint32_t)(v >> 32));
+}
+
+static void snap_str(walker *w, const void *p, size_t n) {
+    if (n > 0xffffffffu) {
+        w->snap.failed = 1;
+        return;
+    }
+    snap_u32(w, (uint32_t)n);
+    snap_bytes(w, p, n);
+}
+
+static void snap_cstr(walker *w, const char *s) { snap_str(w, s, strlen(s)); }
+
+// A datatype, described as ElementType.describe (HDF5Layer) describes it.
+static void snap_type(walker *w, hid_t type) {
+    H5T_class_t cls = type >= 0 ? H5Tget_class(type) : H5T_NO_CLASS;
+    size_t size = type >= 0 ? H5Tget_size(type) : 0;
+    unsigned code = 0, is_signed = 0, base_signed = 0, variable = 0, utf8 = 0, strpad = 0;
+    size_t base_size = 0;
+    if (cls != H5T_NO_CLASS && size != 0) {
+        switch (cls) {
+        case H5T_INTEGER:
+            code = 1;
+            is_signed = H5Tget_sign(type) == H5T_SGN_2;
+            break;
+        case H5T_ENUM: {
+            hid_t base = H5Tget_super(type);
+            if (base >= 0) {
+                code = 2;
+                base_size = H5Tget_size(base);
+                base_signed = H5Tget_sign(base) == H5T_SGN_2;
+                H5Tclose(base);
+            }
+            break;
+        }
+        case H5T_FLOAT: code = 3; break;
+        case H5T_STRING: {
+            htri_t v = H5Tis_variable_str(type);
+            if (v >= 0) {
+                code = 4;
+                variable = v > 0;
+                utf8 = H5Tget_cset(type) == H5T_CSET_UTF8;
+                strpad = (unsigned)H5Tget_strpad(type);
+            }
+            break;
+        }
+        default: code = 5; break;
+        }
+    }
+    snap_u8(w, code);
+    snap_u32(w, (uint32_t)size);
+    snap_u8(w, is_signed);
+    snap_u32(w, (uint32_t)base_size);
+    snap_u8(w, base_signed);
+    snap_u8(w, variable);
+    snap_u8(w, utf8);
+    snap_u8(w, strpad);
+    snap_u32(w, (uint32_t)(int32_t)cls);
+}
+
+// A dataspace, as Dataspace.dims (HDF5Layer) reads it.
+static void snap_space(walker *w, hid_t space) {
+    H5S_class_t cls = space >= 0 ? H5Sget_simple_extent_type(space) : H5S_NO_CLASS;
+    if (cls == H5S_SCALAR || cls == H5S_NULL) {
+        snap_u8(w, cls == H5S_SCALAR ? 0 : 2);
+        snap_u32(w, 0);
+        return;
+    }
+    int rank = cls == H5S_SIMPLE ? H5Sget_simple_extent_ndims(space) : -1;
+    hsize_t dims[32];
+    if (rank < 0 || rank > 32 || (rank > 0 && H5Sget_simple_extent_dims(space, dims, NULL) < 0)) {
+        snap_u8(w, 3);
+        snap_u32(w, 0);
+        return;
+    }
+    snap_u8(w, 1);
+    snap_u32(w, (uint32_t)rank);
+    for (int i = 0; i < rank; i++) snap_u64(w, dims[i]);
+}
 
 static void write_all(int fd, const char *p, size_t n) {
     while (n > 0) {
@@ -67,19 +196,19 @@ static void write_all(int fd, const char *p, size_t n) {
     }
 }
 
-// Records the step about to be taken: "OBJECT\tWHAT" (control characters replaced).
+// Records the step about to be taken: "OBJECT\tWHAT" or "OBJECT@ATTRIBUTE\tWHAT", truncated to
+// fit (control characters replaced). Copied by hand: snprintf was a sixteenth of the walk.
 static void step(walker *w, const char *object, const char *what, const char *attribute) {
-    char buf[sizeof(((dm_probe_result *)0)->step)];
-    int n = attribute ? snprintf(buf, sizeof buf, "%s@%s\t%s", object, attribute, what)
-                      : snprintf(buf, sizeof buf, "%s\t%s", object, what);
-    if (n < 0) return;
-    if ((size_t)n > sizeof buf - 1) n = (int)sizeof buf - 1;
-    for (int i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)buf[i];
-        if (c == '\n' || c == '\r' || (c < 0x20 && c != '\t')) buf[i] = '?';
-    }
-    buf[n] = 0;
-    memcpy(w->report->step, buf, (size_t)n + 1);
+    char *out = w->report->step;
+    const size_t cap = sizeof(((dm_probe_result *)0)->step) - 1;
+    size_t n = 0;
+    const char *parts[5] = {object, attribute ? "@" : "", attribute ? attribute : "", "\t", what};
+    for (int k = 0; k < 5; k++)
+        for (const char *p = parts[k]; *p && n < cap; p++) {
+            unsigned char c = (unsigned char)*p;
+            out[n++] = (c == '\n' || c == '\r' || (c < 0x20 && c != '\t')) ? '?' : (char)c;
+        }
+    out[n] = 0;
 }
 
 static herr_t find_allocation_failure(unsigned n, const H5E_error2_t *e, void *data) {
@@ -91,6 +220,7 @@ static herr_t find_allocation_failure(unsigned n, const H5E_error2_t *e, void *d
 // After a failed call: an allocation failure ends the walk (the file asks for more memory than
 // the limit); any other error is the parent's to find and report.
 static void after_failure(walker *w) {
+    w->snap.failed = 1;  // the parent's reader reports the error: it must meet it itself
     int found = 0;
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, find_allocation_failure, &found);
     H5Eclear2(H5E_DEFAULT);
@@ -104,21 +234,27 @@ typedef struct {
     char **names;
     size_t count, capacity;
     size_t bytes;
+    int truncated;  // a name was left out (too many, too long)
 } name_list;
 
+// Adds a name; returns nonzero (and marks the list truncated) when it cannot: the iteration stops.
 static int name_list_add(name_list *l, const char *name) {
-    if (l->count >= MAX_LISTED) return 1;
     size_t len = strnlen(name, 1 << 16);
-    if (l->bytes + len > (64u << 20)) return 1;
-    if (l->count == l->capacity) {
+    char *copy = NULL;
+    if (l->count < MAX_LISTED && len < (1 << 16) && l->bytes + len <= (64u << 20) && l->count == l->capacity) {
         size_t cap = l->capacity ? l->capacity * 2 : 16;
         char **p = realloc(l->names, cap * sizeof(char *));
-        if (!p) return 1;
-        l->names = p;
-        l->capacity = cap;
+        if (p) {
+            l->names = p;
+            l->capacity = cap;
+        }
     }
-    char *copy = strndup(name, len);
-    if (!copy) return 1;
+    if (l->count < MAX_LISTED && len < (1 << 16) && l->bytes + len <= (64u << 20) && l->count < l->capacity)
+        copy = strndup(name, len);
+    if (!copy) {
+        l->truncated = 1;
+        return 1;
+    }
     l->names[l->count++] = copy;
     l->bytes += len;
     return 0;
@@ -139,104 +275,185 @@ static herr_t collect_link(hid_t group, const char *name, const H5L_info_t *info
     return name_list_add((name_list *)data, name) ? 1 : 0;
 }
 
+// Reads an attribute's value as the reader would, and appends it to the snapshot's 'A' record
+// (value 0 when not recorded).
 static void read_attribute_value(walker *w, hid_t attribute, hid_t type, hid_t space) {
+    int recorded = 0;
     hssize_t n = H5Sget_simple_extent_npoints(space);
-    if (n <= 0 || n > MAX_ATTRIBUTE_BYTES) return;
     size_t size = H5Tget_size(type);
     H5T_class_t cls = H5Tget_class(type);
-    if (cls == H5T_STRING) {
+    if (n <= 0 || n > MAX_ATTRIBUTE_BYTES) {
+        // nothing read
+    } else if (cls == H5T_STRING) {
         htri_t variable = H5Tis_variable_str(type);
-        if (variable > 0) {
+        if (variable > 0 && w->defer_strings) {
+            // Not read in a process that walks other files after this one (child_main).
+            w->strings_seen = 1;
+            w->snap.failed = 1;
+        } else if (variable > 0) {
             // Variable length: the strings live in the global heap (the crashes in
-            // Fuzz/README.md); read them as the reader does, into C strings.
+            // Fuzz/README.md); read them as the reader does, into C strings. Not recorded: the
+            // reader reads them again in a child of its own.
             hid_t mem = H5Tcopy(H5T_C_S1);
             if (mem < 0) {
                 after_failure(w);
-                return;
+            } else {
+                H5Tset_size(mem, H5T_VARIABLE);
+                H5T_cset_t cset = H5Tget_cset(type);
+                H5Tset_cset(mem, cset == H5T_CSET_UTF8 ? H5T_CSET_UTF8 : H5T_CSET_ASCII);
+                char **buf = calloc((size_t)n, sizeof(char *));
+                if (buf) {
+                    if (H5Aread(attribute, mem, buf) < 0) after_failure(w);
+                    else H5Dvlen_reclaim(mem, space, H5P_DEFAULT, buf);
+                    free(buf);
+                }
+                H5Tclose(mem);
             }
-            H5Tset_size(mem, H5T_VARIABLE);
-            H5T_cset_t cset = H5Tget_cset(type);
-            H5Tset_cset(mem, cset == H5T_CSET_UTF8 ? H5T_CSET_UTF8 : H5T_CSET_ASCII);
-            char **buf = calloc((size_t)n, sizeof(char *));
-            if (buf) {
-                if (H5Aread(attribute, mem, buf) < 0) after_failure(w);
-                else H5Dvlen_reclaim(mem, space, H5P_DEFAULT, buf);
-                free(buf);
-            }
-            H5Tclose(mem);
         } else if (variable == 0 && size > 0 && size <= MAX_ATTRIBUTE_BYTES &&
                    (unsigned long long)n <= MAX_ATTRIBUTE_BYTES / size) {
             hid_t mem = H5Tcopy(type);
             if (mem < 0) {
                 after_failure(w);
-                return;
+            } else {
+                void *buf = malloc(size * (size_t)n);
+                if (buf) {
+                    if (H5Aread(attribute, mem, buf) < 0) {
+                        after_failure(w);
+                    } else {
+                        snap_u8(w, 1);
+                        snap_str(w, buf, size * (size_t)n);
+                        recorded = 1;
+                    }
+                    free(buf);
+                }
+                H5Tclose(mem);
             }
-            void *buf = malloc(size * (size_t)n);
-            if (buf) {
-                if (H5Aread(attribute, mem, buf) < 0) after_failure(w);
-                free(buf);
-            }
-            H5Tclose(mem);
         } else if (variable < 0) {
             after_failure(w);
         }
-        return;
+    } else if ((cls == H5T_INTEGER || cls == H5T_FLOAT || cls == H5T_ENUM) &&
+               // The reader refuses numbers that are not 1, 2, 4 or 8 bytes before reading them.
+               (size == 1 || size == 2 || size == 4 || size == 8) &&
+               (unsigned long long)n <= MAX_ATTRIBUTE_BYTES / 8) {
+        void *buf = malloc(8 * (size_t)n);
+        if (buf) {
+            // Integers in the native type of their size (as the reader reads them), anything else
+            // as stored; then converted to double (the reader does both, depending on the
+            // attribute).
+            hid_t raw = cls == H5T_INTEGER ? H5Tget_native_type(type, H5T_DIR_ASCEND) : H5Tcopy(type);
+            if (raw >= 0) {
+                if (H5Aread(attribute, raw, buf) < 0) {
+                    after_failure(w);
+                } else if (cls == H5T_INTEGER) {
+                    size_t native = H5Tget_size(raw);
+                    if (native <= 8) {
+                        snap_u8(w, 2);
+                        snap_u32(w, (uint32_t)native);
+                        snap_u8(w, H5Tget_sign(raw) == H5T_SGN_2);
+                        snap_str(w, buf, native * (size_t)n);
+                        recorded = 1;
+                    }
+                }
+                H5Tclose(raw);
+            } else {
+                after_failure(w);
+            }
+            if (cls != H5T_ENUM) {
+                if (H5Aread(attribute, H5T_NATIVE_DOUBLE, buf) < 0) {
+                    after_failure(w);
+                } else if (cls == H5T_FLOAT && !recorded) {
+                    snap_u8(w, 3);
+                    snap_str(w, buf, 8 * (size_t)n);
+                    recorded = 1;
+                }
+            }
+            free(buf);
+        }
     }
-    if (cls != H5T_INTEGER && cls != H5T_FLOAT && cls != H5T_ENUM) return;
-    // The reader refuses numbers that are not 1, 2, 4 or 8 bytes before reading them.
-    if (size != 1 && size != 2 && size != 4 && size != 8) return;
-    if ((unsigned long long)n > MAX_ATTRIBUTE_BYTES / 8) return;
-    void *buf = malloc(8 * (size_t)n);
-    if (!buf) return;
-    // As stored, and converted to double (the reader does both, depending on the attribute).
-    hid_t raw = H5Tcopy(type);
-    if (raw >= 0) {
-        if (H5Aread(attribute, raw, buf) < 0) after_failure(w);
-        H5Tclose(raw);
-    } else {
-        after_failure(w);
-    }
-    if (cls != H5T_ENUM && H5Aread(attribute, H5T_NATIVE_DOUBLE, buf) < 0) after_failure(w);
-    free(buf);
+    if (!recorded) snap_u8(w, 0);
 }
 
 static void probe_attributes(walker *w, hid_t object, const char *path) {
     name_list names = {0};
     step(w, path, "list the attributes", NULL);
     hsize_t index = 0;
-    if (H5Aiterate2(object, H5_INDEX_NAME, H5_ITER_NATIVE, &index, collect_attribute, &names) < 0)
+    int complete = 1;
+    if (H5Aiterate2(object, H5_INDEX_NAME, H5_ITER_NATIVE, &index, collect_attribute, &names) < 0) {
         after_failure(w);
-    for (size_t i = 0; i < names.count; i++) {
+        complete = 0;
+    }
+    if (names.truncated) complete = 0;
+    for (size_t i = 0; i < names.count && !w->strings_seen; i++) {
         const char *name = names.names[i];
         step(w, path, "find the attribute", name);
         htri_t exists = H5Aexists(object, name);
         if (exists <= 0) {
             if (exists < 0) after_failure(w);
+            complete = 0;
             continue;
         }
         step(w, path, "open the attribute", name);
         hid_t attribute = H5Aopen(object, name, H5P_DEFAULT);
         if (attribute < 0) {
             after_failure(w);
+            complete = 0;
             continue;
         }
         step(w, path, "read the attribute's type and shape", name);
         hid_t type = H5Aget_type(attribute);
         hid_t space = H5Aget_space(attribute);
         if (type >= 0 && space >= 0) {
+            snap_u8(w, 'A');
+            snap_cstr(w, name);
+            snap_type(w, type);
+            snap_space(w, space);
             int rank = H5Sget_simple_extent_ndims(space);
             if (rank >= 0 && rank <= MAX_RANK) {
                 step(w, path, "read the attribute", name);
                 read_attribute_value(w, attribute, type, space);
+            } else {
+                snap_u8(w, 0);
             }
         } else {
             after_failure(w);
+            complete = 0;
         }
         if (type >= 0) H5Tclose(type);
         if (space >= 0) H5Sclose(space);
         H5Aclose(attribute);
     }
+    snap_u8(w, 'a');
+    snap_u8(w, complete);
     name_list_free(&names);
+}
+
+// Reads a small numeric dataset whole, converted as the reader converts it, into the snapshot.
+static void snap_dataset_data(walker *w, hid_t dataset, const char *path, hid_t type, hid_t space) {
+    H5T_class_t cls = H5Tget_class(type);
+    size_t size = H5Tget_size(type);
+    int numeric = (cls == H5T_INTEGER && (size == 1 || size == 2 || size == 4 || size == 8)) ||
+                  (cls == H5T_FLOAT && (size == 2 || size == 4 || size == 8));
+    hssize_t n = H5Sget_simple_extent_npoints(space);
+    if (!numeric || n <= 0 || n > DM_SNAPSHOT_MAX_DATA_ELEMENTS) return;
+    void *buf = malloc(8 * (size_t)n);
+    if (!buf) return;
+    step(w, path, "read the dataset's data", NULL);
+    const struct { unsigned form; hid_t type; size_t bytes; int wanted; } forms[3] = {
+        {1, H5T_NATIVE_DOUBLE, 8, 1},
+        {2, H5T_NATIVE_INT64, 8, cls == H5T_INTEGER},
+        {3, H5T_NATIVE_UINT8, 1, cls == H5T_INTEGER && size == 1},
+    };
+    for (int k = 0; k < 3; k++) {
+        if (!forms[k].wanted) continue;
+        if (H5Dread(dataset, forms[k].type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
+            after_failure(w);
+            break;
+        }
+        snap_u8(w, 'R');
+        snap_u8(w, forms[k].form);
+        snap_str(w, buf, forms[k].bytes * (size_t)n);
+    }
+    free(buf);
 }
 
 static void probe_dataset(walker *w, hid_t dataset, const char *path) {
@@ -259,22 +476,43 @@ static void probe_dataset(walker *w, hid_t dataset, const char *path) {
         if (rank >= 0 && rank <= MAX_RANK) H5Sget_simple_extent_dims(space, dims, NULL);
         else rank = -1;
     }
+    snap_u8(w, 'D');
+    snap_type(w, type);
+    snap_space(w, space);
+    // Storage as Dataset.storageInfo reads it; `safe`: what the reader opens (no external
+    // storage, a layout HDF5 1.10 defines, built-in filters only), so the data may be read here.
+    int storage_ok = dcpl >= 0, safe = 0, counted = 0;
+    unsigned long long stored_chunks = 0;
+    H5D_layout_t layout = H5D_LAYOUT_ERROR;
+    hsize_t chunk[32] = {0};
+    int crank = 0, external = 0, filters = 0;
+    H5Z_filter_t ids[32];
     if (dcpl >= 0) {
-        H5D_layout_t layout = H5Pget_layout(dcpl);
-        int external = H5Pget_external_count(dcpl);
-        (void)external;
-        int filters = H5Pget_nfilters(dcpl);
+        layout = H5Pget_layout(dcpl);
+        external = H5Pget_external_count(dcpl);
+        if (external < 0) storage_ok = 0;
+        filters = H5Pget_nfilters(dcpl);
+        if (filters < 0 || filters > 32) storage_ok = 0;
         for (int i = 0; i < filters && i < 32; i++) {
             unsigned flags = 0, config = 0;
             size_t nvalues = 16;
             unsigned values[16];
             char name[256];
-            if (H5Pget_filter2(dcpl, (unsigned)i, &flags, &nvalues, values, sizeof name, name, &config) < 0)
+            ids[i] = H5Pget_filter2(dcpl, (unsigned)i, &flags, &nvalues, values, sizeof name, name, &config);
+            if (ids[i] < 0) {
                 after_failure(w);
+                storage_ok = 0;
+            }
         }
+        if (layout == H5D_CHUNKED) {
+            crank = H5Pget_chunk(dcpl, 32, chunk);
+            if (crank < 0 || crank > 32) storage_ok = 0;
+        }
+        safe = storage_ok && external == 0 &&
+               (layout == H5D_COMPACT || layout == H5D_CONTIGUOUS || layout == H5D_CHUNKED);
+        for (int i = 0; safe && i < filters; i++)
+            safe = ids[i] == H5Z_FILTER_FLETCHER32 || ids[i] == H5Z_FILTER_DEFLATE || ids[i] == H5Z_FILTER_SHUFFLE;
         if (layout == H5D_CHUNKED && rank > 0) {
-            hsize_t chunk[MAX_RANK] = {0};
-            int crank = H5Pget_chunk(dcpl, MAX_RANK, chunk);
             unsigned long long chunks = 1;
             int ok = crank == rank;
             for (int i = 0; ok && i < rank; i++) {
@@ -286,14 +524,41 @@ static void probe_dataset(walker *w, hid_t dataset, const char *path) {
             if (ok && chunks <= MAX_CHUNKS && space >= 0) {
                 step(w, path, "read the dataset's chunk index", NULL);
                 hsize_t count = 0;
-                if (H5Dget_num_chunks(dataset, space, &count) < 0) after_failure(w);
+                if (H5Dget_num_chunks(dataset, space, &count) < 0) {
+                    after_failure(w);
+                } else {
+                    counted = 1;
+                    stored_chunks = count;
+                }
+            }
+            // Data is read here only in chunks of at most 1 MiB (a hostile chunk size is not
+            // allocated in this child on a read the reader may never make).
+            unsigned long long chunk_bytes = H5Tget_size(type);
+            for (int i = 0; safe && i < rank; i++) {
+                if (chunk[i] == 0 || chunk_bytes > (1ull << 20) / chunk[i]) safe = 0;
+                else chunk_bytes *= chunk[i];
             }
         }
         H5Pclose(dcpl);
     }
     step(w, path, "read the dataset's storage size", NULL);
-    H5Dget_storage_size(dataset);
+    hsize_t storage = H5Dget_storage_size(dataset);
     H5Eclear2(H5E_DEFAULT);
+    snap_u8(w, storage_ok);
+    if (storage_ok) {
+        snap_u32(w, (uint32_t)(int32_t)layout);
+        snap_u32(w, (uint32_t)crank);
+        for (int i = 0; i < crank; i++) snap_u64(w, chunk[i]);
+        snap_u32(w, (uint32_t)external);
+        snap_u32(w, (uint32_t)filters);
+        for (int i = 0; i < filters; i++) snap_u32(w, (uint32_t)(int32_t)ids[i]);
+        snap_u64(w, storage);
+        snap_u8(w, counted);
+        snap_u64(w, stored_chunks);
+    }
+    if (safe && type >= 0 && space >= 0 && rank >= 0 && !w->snap.failed && w->data_prefix &&
+        strncmp(path, w->data_prefix, strlen(w->data_prefix)) == 0)
+        snap_dataset_data(w, dataset, path, type, space);
     if (type >= 0) H5Tclose(type);
     if (space >= 0) H5Sclose(space);
 }
@@ -304,18 +569,33 @@ static void probe_members(walker *w, hid_t group, const char *path, int depth) {
     name_list names = {0};
     step(w, path, "list the group's members", NULL);
     hsize_t index = 0;
-    if (H5Literate(group, H5_INDEX_NAME, H5_ITER_NATIVE, &index, collect_link, &names) < 0) after_failure(w);
+    int complete = 1;
+    if (H5Literate(group, H5_INDEX_NAME, H5_ITER_NATIVE, &index, collect_link, &names) < 0) {
+        after_failure(w);
+        complete = 0;
+    }
+    if (names.truncated) complete = 0;
     size_t plen = strlen(path);
-    for (size_t i = 0; i < names.count && w->visited <= MAX_OBJECTS; i++) {
+    size_t i = 0;
+    for (; i < names.count && w->visited <= MAX_OBJECTS; i++) {
         const char *name = names.names[i];
         char child[MAX_PATH];
-        snprintf(child, sizeof child, "%s%s%s", path, (plen > 0 && path[plen - 1] == '/') ? "" : "/", name);
+        int n = snprintf(child, sizeof child, "%s%s%s", path, (plen > 0 && path[plen - 1] == '/') ? "" : "/", name);
+        // A name no link can have, or a path cut short: the snapshot could name the wrong object.
+        if (n < 0 || (size_t)n >= sizeof child || strchr(name, '/') || name[0] == 0) w->snap.failed = 1;
         step(w, child, "read the link", NULL);
         H5L_info_t link;
         if (H5Lget_info(group, name, &link, H5P_DEFAULT) < 0) {
             after_failure(w);
             continue;
         }
+        snap_u8(w, 'L');
+        snap_cstr(w, path);
+        snap_cstr(w, name);
+        snap_u8(w, link.type == H5L_TYPE_HARD       ? 0
+                   : link.type == H5L_TYPE_SOFT     ? 1
+                   : link.type == H5L_TYPE_EXTERNAL ? 2
+                                                    : 3);
         if (link.type != H5L_TYPE_HARD) continue;  // never followed, by the reader either
         step(w, child, "open the object", NULL);
         hid_t object = H5Oopen(group, name, H5P_DEFAULT);
@@ -326,10 +606,15 @@ static void probe_members(walker *w, hid_t group, const char *path, int depth) {
         probe_object(w, object, child, depth + 1);
         H5Oclose(object);
     }
+    if (i < names.count) complete = 0;
+    snap_u8(w, 'l');
+    snap_cstr(w, path);
+    snap_u8(w, complete);
     name_list_free(&names);
 }
 
 static void probe_object(walker *w, hid_t object, const char *path, int depth) {
+    if (w->strings_seen) return;  // to be walked again, whole, in a process of its own
     if (++w->visited > MAX_OBJECTS) return;
     step(w, path, "read the object header", NULL);
     H5O_info_t info;
@@ -337,6 +622,9 @@ static void probe_object(walker *w, hid_t object, const char *path, int depth) {
         after_failure(w);
         return;
     }
+    snap_u8(w, 'O');
+    snap_cstr(w, path);
+    snap_u8(w, info.type == H5O_TYPE_GROUP ? 1 : info.type == H5O_TYPE_DATASET ? 2 : 0);
     probe_attributes(w, object, path);
     if (info.type == H5O_TYPE_DATASET) {
         probe_dataset(w, object, path);
@@ -418,9 +706,23 @@ static void close_inherited(int *keep, int n) {
     close_range(lo, ~0u, 0);
 }
 
-// Walks one file; returns when done (an allocation failure exits the child).
-static void walk_file(walker *w, const char *path) {
+// Sends the snapshot of file `index` on `fd`: u32 index, u32 length, the bytes.
+static void send_snapshot(walker *w, int fd, int index) {
+    unsigned char head[8];
+    for (int k = 0; k < 4; k++) {
+        head[k] = (unsigned char)((uint32_t)index >> (8 * k));
+        head[4 + k] = (unsigned char)((uint32_t)w->snap.length >> (8 * k));
+    }
+    write_all(fd, (const char *)head, sizeof head);
+    write_all(fd, (const char *)w->snap.data, w->snap.length);
+}
+
+// Walks one file; returns when done (an allocation failure exits the child). Sends the file's
+// snapshot on `fd` if nothing failed.
+static void walk_file(walker *w, const char *path, int fd, int index) {
     w->visited = 0;
+    w->snap.length = 0;
+    w->snap.failed = 0;
     step(w, "/", "check the file signature", NULL);
     if (H5Fis_hdf5(path) <= 0) {
         H5Eclear2(H5E_DEFAULT);
@@ -439,6 +741,7 @@ static void walk_file(walker *w, const char *path) {
         if (root >= 0) {
             probe_object(w, root, "/", 0);
             H5Oclose(root);
+            if (!w->snap.failed && fd >= 0) send_snapshot(w, fd, index);
         } else {
             after_failure(w);
         }
@@ -450,8 +753,41 @@ static void walk_file(walker *w, const char *path) {
     }
     if (fapl >= 0) H5Pclose(fapl);
     H5Eclear2(H5E_DEFAULT);
-    // Give back libhdf5's free lists, so the memory limit applies to each file alike.
-    H5garbage_collect();
+    // Give back libhdf5's free lists when they hold more than a valid bundle's metadata needs,
+    // so the memory limit applies to each file alike (always collecting made every file
+    // allocate and fault in its metadata cache afresh: a sixth of the walk).
+    size_t reg = 0, arr = 0, blk = 0, fac = 0;
+    if (H5get_free_list_sizes(&reg, &arr, &blk, &fac) < 0 || reg + arr + blk + fac > (16u << 20)) H5garbage_collect();
+}
+
+// A process forked from the walk's child to walk part of the walk (PR_SET_PDEATHSIG: it dies
+// with it); in the child returns 0, in the caller the pid, or -1 if the fork failed.
+static pid_t fork_walker(void) {
+    const pid_t session = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != session) _exit(CHILD_DONE + 9);
+    }
+    return pid;
+}
+
+// Waits for a process of fork_walker; returns its exit status if it exited, else ends this
+// process the way it ended (the same signal), so the parent reports it as it would a walk here.
+static int reap_walker(pid_t pid) {
+    int status = 0;
+    pid_t r;
+    do r = waitpid(pid, &status, 0); while (r < 0 && errno == EINTR);
+    if (r != pid) _exit(CHILD_DONE + 8);
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    int sig = WIFSIGNALED(status) ? WTERMSIG(status) : SIGKILL;
+    signal(sig, SIG_DFL);
+    sigset_t only;
+    sigemptyset(&only);
+    sigaddset(&only, sig);
+    sigprocmask(SIG_UNBLOCK, &only, NULL);
+    raise(sig);
+    _exit(CHILD_DONE + 10);
 }
 
 // Walks files[first..<count] (skipping those marked skipped), recording progress in `report`;
@@ -459,7 +795,7 @@ static void walk_file(walker *w, const char *path) {
 // handler runs. `alive` is the pipe the parent watches for the child's end.
 static void child_main(const char *const *paths, const int *file_fds, const dm_probe_result *results, int first,
                        int count, int alive, walk_report *report, unsigned long long memory_limit, int keep_stderr,
-                       pid_t parent, int cpu_limit_ms) {
+                       pid_t parent, int cpu_limit_ms, const char *data_prefix) {
     child_setup(memory_limit, keep_stderr, parent, cpu_limit_ms, count - first);
     // The parent's open descriptors of the files stay open: the paths may name them
     // (/proc/self/fd/N), so the child reads the very files the parent will read.
@@ -471,20 +807,82 @@ static void child_main(const char *const *paths, const int *file_fds, const dm_p
     close_inherited(keep, n);
     free(keep);
     H5PLset_loading_state(0);
-    walker w = {report, 0};
-    for (int i = first; i < count; i++) {
-        if (results[i].outcome != DM_PROBE_SKIPPED) {
-            report->current = i;
-            if (i > first) cpu_limit_file(cpu_limit_ms);
-            walk_file(&w, paths[i]);
+    // This process reads no file. A process forked from it walks the files in order, without
+    // reading variable-length strings: libhdf5 1.10 corrupts its heap reading some of them
+    // without crashing there (Fuzz/README.md, hdf5-gheap-read-overflow.h5), and the next file
+    // walked in that process then crashed, or could be described wrongly by its snapshot. It
+    // stops at a file that has any (CHILD_STRINGS, sending no snapshot for it); that file is
+    // walked whole, strings included, in a process of its own forked from this one (the heap of
+    // a file walked alone, whatever came before), then a new process goes on with the next file.
+    // dropmodel's bundles store fixed-length strings: one process walks them all.
+    walker w = {report, 0, {0}, data_prefix, 1, 0};
+    int i = first;
+    while (i < count) {
+        pid_t pid = fork_walker();
+        if (pid < 0) _exit(CHILD_DONE + 7);
+        if (pid == 0) {
+            for (int j = i; j < count; j++) {
+                if (results[j].outcome != DM_PROBE_SKIPPED) {
+                    report->current = j;
+                    if (j > i) cpu_limit_file(cpu_limit_ms);
+                    walk_file(&w, paths[j], alive, j);
+                    if (w.strings_seen) _exit(CHILD_STRINGS);
+                }
+                report->finished = j + 1;
+            }
+            _exit(CHILD_DONE);
         }
-        report->finished = i + 1;
+        int status = reap_walker(pid);
+        if (status == CHILD_DONE) break;
+        if (status != CHILD_STRINGS) _exit(status);
+        const int j = report->current;
+        pid = fork_walker();
+        if (pid < 0) _exit(CHILD_DONE + 7);
+        if (pid == 0) {
+            // The CPU-time limit of one file (a new process starts at none used).
+            rlim_t seconds = cpu_seconds(cpu_limit_ms);
+            struct rlimit cpu = {seconds, seconds + 2};
+            setrlimit(RLIMIT_CPU, &cpu);
+            w.defer_strings = 0;
+            walk_file(&w, paths[j], alive, j);
+            _exit(CHILD_DONE);
+        }
+        status = reap_walker(pid);
+        if (status != CHILD_DONE) _exit(status);
+        report->finished = j + 1;
+        i = j + 1;
     }
     _exit(CHILD_DONE);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Parent.
+
+// The most snapshot bytes kept from one child (later files are then read without one).
+#define SESSION_SNAPSHOT_BYTES (64u << 20)
+
+// What a child writes on its pipe, gathered up to a bound.
+typedef struct {
+    unsigned char *data;
+    size_t length, capacity, limit;
+} byte_sink;
+
+static int take_bytes(void *ctx, const char *bytes, size_t n) {
+    byte_sink *s = ctx;
+    if (s->length + n > s->limit) return 1;  // more than `count` strings can take: stop it
+    if (s->length + n > s->capacity) {
+        size_t grown = s->capacity ? s->capacity : 4096;
+        while (grown < s->length + n) grown *= 2;
+        unsigned char *q = realloc(s->data, grown);
+        if (!q) return 1;
+        s->data = q;
+        s->capacity = grown;
+    }
+    memcpy(s->data + s->length, bytes, n);
+    s->length += n;
+    return 0;
+}
+
 
 // Whether this process already has the file open in libhdf5 (then it was probed when opened,
 // or it is a file this process is writing; a child must not open a file the parent writes).
@@ -537,7 +935,7 @@ static pid_t fork_with_pipe(int p[2], dm_probe_result *result) {
 
 int dm_probe_start_files(const char *const *paths, const int *file_fds, int count, int first,
                          unsigned long long memory_limit_bytes, int keep_stderr, int cpu_limit_ms,
-                         dm_probe_session *session, dm_probe_result *results) {
+                         const char *data_prefix, dm_probe_session *session, dm_probe_result *results) {
     memset(session, 0, sizeof *session);
     session->read_fd = -1;
     int walked = 0;
@@ -569,7 +967,7 @@ int dm_probe_start_files(const char *const *paths, const int *file_fds, int coun
     }
     if (pid == 0) {
         child_main(paths, file_fds, results, first, count, p[1], report, memory_limit_bytes, keep_stderr, parent,
-                   cpu_limit_ms);
+                   cpu_limit_ms, data_prefix);
         _exit(CHILD_DONE);
     }
     session->pid = pid;
@@ -661,17 +1059,22 @@ int dm_probe_wait_files(dm_probe_session *session, int first, int count, int cpu
     long long start = now_ms(), since = start;
     int seen_current = report->current, seen_finished = report->finished;
     int timed_out = 0;
-    // The child never writes on the pipe: its end of file says the child is gone. Every quarter
-    // of a second without that, the backstop restarts if the walk moved on to another file.
+    // The child writes the snapshots of the files it walked on the pipe (kept, up to a bound);
+    // its end of file says the child is gone. Every quarter of a second without that, the
+    // backstop restarts if the walk moved on to another file.
+    byte_sink sink = {NULL, 0, 0, SESSION_SNAPSHOT_BYTES};
+    int sink_full = 0;
     for (;;) {
         struct pollfd pfd = {session->read_fd, POLLIN, 0};
         int ready = poll(&pfd, 1, 250);
         if (ready < 0 && errno != EINTR) break;
         if (ready > 0) {
-            char byte;
-            ssize_t n = read(session->read_fd, &byte, 1);
+            // Read as it comes: the child blocks on a full pipe (64 KiB) until this reads, so a
+            // snapshot of any size flows; bytes past the bound are read and dropped.
+            char buf[65536];
+            ssize_t n = read(session->read_fd, buf, sizeof buf);
             if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) break;
-            continue;
+            if (n > 0 && !sink_full && take_bytes(&sink, buf, (size_t)n)) sink_full = 1;
         }
         int current = report->current, finished = report->finished;
         long long now = now_ms();
@@ -708,6 +1111,29 @@ int dm_probe_wait_files(dm_probe_session *session, int first, int count, int cpu
         result->outcome = outcome(timed_out, report->memory, 0, reaped, result);
         next = finished + 1;
     }
+    // The snapshots of the files walked to the end (a file the child was in when it ended has
+    // none). Records past a cut (the bound) are dropped whole.
+    size_t at = 0;
+    while (sink.length - at >= 8) {
+        uint32_t index = 0, length = 0;
+        for (int k = 0; k < 4; k++) {
+            index |= (uint32_t)sink.data[at + k] << (8 * k);
+            length |= (uint32_t)sink.data[at + 4 + k] << (8 * k);
+        }
+        // The child's bytes are checked as a file's would be: a length past what arrived or
+        // past the bound ends the parse (what follows cannot be framed).
+        if (length > sink.length - at - 8 || length > DM_SNAPSHOT_MAX_BYTES) break;
+        dm_probe_result *result = (int)index >= first && (int)index < finished ? &results[index] : NULL;
+        if (result && result->outcome == DM_PROBE_OK && !result->snapshot && length > 0) {
+            result->snapshot = malloc(length);
+            if (result->snapshot) {
+                memcpy(result->snapshot, sink.data + at + 8, length);
+                result->snapshot_length = length;
+            }
+        }
+        at += 8 + (size_t)length;
+    }
+    free(sink.data);
     munmap(report, sizeof(walk_report));
     session->report = NULL;
     session->read_fd = -1;
@@ -767,28 +1193,6 @@ static void strings_child(hid_t attribute, hid_t memtype, size_t count, size_t m
     }
     write_all(fd, "D", 1);
     _exit(CHILD_DONE);
-}
-
-// The strings child's records, gathered up to a bound.
-typedef struct {
-    unsigned char *data;
-    size_t length, capacity, limit;
-} byte_sink;
-
-static int take_bytes(void *ctx, const char *bytes, size_t n) {
-    byte_sink *s = ctx;
-    if (s->length + n > s->limit) return 1;  // more than `count` strings can take: stop it
-    if (s->length + n > s->capacity) {
-        size_t grown = s->capacity ? s->capacity : 4096;
-        while (grown < s->length + n) grown *= 2;
-        unsigned char *q = realloc(s->data, grown);
-        if (!q) return 1;
-        s->data = q;
-        s->capacity = grown;
-    }
-    memcpy(s->data + s->length, bytes, n);
-    s->length += n;
-    return 0;
 }
 
 // The descriptor libhdf5 reads the attribute's file through, or -1. Files read are opened with

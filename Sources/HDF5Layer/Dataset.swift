@@ -31,7 +31,8 @@ public final class Dataset: Object, @unchecked Sendable {
 
     /// The dataset's shape, bounded in rank.
     public func shape() throws -> [Int] {
-        try HDF5Library.withLock { () throws -> [Int] in
+        if let dims = snapshotDims { return dims.map { Int($0) } }
+        return try HDF5Library.withLock { () throws -> [Int] in
             let space = Dataspace(owning: try location.checkID(H5Dget_space(handle.id), "read shape"))
             let dims = try space.dims(at: location, maxRank: limits.maxRank)
             guard elementCount(dims) != nil else {
@@ -43,7 +44,8 @@ public final class Dataset: Object, @unchecked Sendable {
 
     /// The stored element type.
     public func elementType() throws -> ElementType {
-        try HDF5Library.withLock { () throws -> ElementType in
+        if let element = node?.dataset?.type.element { return element }
+        return try HDF5Library.withLock { () throws -> ElementType in
             let type = Handle(try location.checkID(H5Dget_type(handle.id), "read datatype"), .datatype)
             return try ElementType.describe(type.id, at: location)
         }
@@ -51,27 +53,26 @@ public final class Dataset: Object, @unchecked Sendable {
 
     /// Layout, chunking and filters, read from the creation property list (no data read).
     public func storageInfo() throws -> StorageInfo {
-        try HDF5Library.withLock { () throws -> StorageInfo in
+        if let storage = node?.dataset?.storage, storage.chunk.allSatisfy({ $0 <= UInt64(Int.max) }) {
+            return Self.storageInfo(
+                layout: H5D_layout_t(rawValue: storage.layout), chunk: storage.chunk.map { Int($0) },
+                filterIDs: storage.filterIDs, externalFiles: Int(storage.externalFiles),
+                storedBytes: storage.storedBytes)
+        }
+        return try HDF5Library.withLock { () throws -> StorageInfo in
             let dcpl = Handle(try location.checkID(H5Dget_create_plist(handle.id), "read storage properties"), .plist)
-            let layout: StorageInfo.Layout
-            var chunk: [Int]?
-            switch H5Pget_layout(dcpl.id) {
-            case H5D_COMPACT: layout = .compact
-            case H5D_CONTIGUOUS: layout = .contiguous
-            case H5D_CHUNKED:
-                layout = .chunked
+            let layout = H5Pget_layout(dcpl.id)
+            var chunk: [Int] = []
+            if layout == H5D_CHUNKED {
                 var dims = [hsize_t](repeating: 0, count: 32)
                 let rank = H5Pget_chunk(dcpl.id, 32, &dims)
                 if rank < 0 { throw location.libraryError("read chunking") }
                 chunk = dims.prefix(Int(rank)).map { Int($0) }
-            case H5D_VIRTUAL: layout = .virtual
-            default: layout = .unknown
             }
             let external = H5Pget_external_count(dcpl.id)
             if external < 0 { throw location.libraryError("read external storage") }
             let nfilters = H5Pget_nfilters(dcpl.id)
             if nfilters < 0 { throw location.libraryError("read filters") }
-            var filters: [String] = []
             var ids: [Int32] = []
             for i in 0..<UInt32(nfilters) {
                 var flags: UInt32 = 0
@@ -81,18 +82,44 @@ public final class Dataset: Object, @unchecked Sendable {
                 let id = H5Pget_filter2(dcpl.id, i, &flags, &nelmts, nil, name.count, &name, &config)
                 if id < 0 { throw location.libraryError("read filters") }
                 ids.append(Int32(id))
-                switch id {
-                case chdf5_Z_FILTER_FLETCHER32(): filters.append("fletcher32")
-                case chdf5_Z_FILTER_DEFLATE(): filters.append("deflate")
-                case chdf5_Z_FILTER_SHUFFLE(): filters.append("shuffle")
-                default: filters.append("filter \(id)")
-                }
             }
             let stored = H5Dget_storage_size(handle.id)
-            return StorageInfo(
-                layout: layout, chunk: chunk, filters: filters, filterIDs: ids, externalFiles: Int(external),
-                storedBytes: stored)
+            return Self.storageInfo(
+                layout: layout, chunk: chunk, filterIDs: ids, externalFiles: Int(external), storedBytes: stored)
         }
+    }
+
+    /// The storage description from what libhdf5 (or the snapshot) said.
+    private static func storageInfo(
+        layout raw: H5D_layout_t, chunk: [Int], filterIDs: [Int32], externalFiles: Int, storedBytes: UInt64
+    ) -> StorageInfo {
+        let layout: StorageInfo.Layout
+        switch raw {
+        case H5D_COMPACT: layout = .compact
+        case H5D_CONTIGUOUS: layout = .contiguous
+        case H5D_CHUNKED: layout = .chunked
+        case H5D_VIRTUAL: layout = .virtual
+        default: layout = .unknown
+        }
+        let filters = filterIDs.map { id in
+            switch id {
+            case Int32(chdf5_Z_FILTER_FLETCHER32()): return "fletcher32"
+            case Int32(chdf5_Z_FILTER_DEFLATE()): return "deflate"
+            case Int32(chdf5_Z_FILTER_SHUFFLE()): return "shuffle"
+            default: return "filter \(id)"
+            }
+        }
+        return StorageInfo(
+            layout: layout, chunk: layout == .chunked ? chunk : nil, filters: filters, filterIDs: filterIDs,
+            externalFiles: externalFiles, storedBytes: storedBytes)
+    }
+
+    /// The shape from the snapshot, when it answers as ``shape()`` would without an error.
+    private var snapshotDims: [UInt64]? {
+        guard let dims = node?.dataset?.space.dims, dims.count <= limits.maxRank, elementCount(dims) != nil else {
+            return nil
+        }
+        return dims
     }
 
     /// How much of the dataset's data is stored: `(stored, expected)` in chunks for a chunked
@@ -101,31 +128,39 @@ public final class Dataset: Object, @unchecked Sendable {
     public func storedExtent() throws -> (stored: UInt64, expected: UInt64, chunked: Bool) {
         let info = try storageInfo()
         let shape = try self.shape()
-        return try HDF5Library.withLock { () throws -> (stored: UInt64, expected: UInt64, chunked: Bool) in
-            switch info.layout {
-            case .chunked:
-                guard let chunk = info.chunk, chunk.count == shape.count, !chunk.contains(0) else {
-                    throw location.error(.typeMismatch, "read chunking", "its chunk shape does not match its rank")
-                }
-                var expected: UInt64 = 1
-                for (d, c) in zip(shape, chunk) {
-                    let (p, o) = expected.multipliedReportingOverflow(by: UInt64((d + c - 1) / c))
-                    if o { throw location.error(.tooLarge, "read chunking", "its chunk count overflows") }
-                    expected = p
-                }
+        switch info.layout {
+        case .chunked:
+            guard let chunk = info.chunk, chunk.count == shape.count, !chunk.contains(0) else {
+                throw location.error(.typeMismatch, "read chunking", "its chunk shape does not match its rank")
+            }
+            var expected: UInt64 = 1
+            for (d, c) in zip(shape, chunk) {
+                let (p, o) = expected.multipliedReportingOverflow(by: UInt64((d + c - 1) / c))
+                if o { throw location.error(.tooLarge, "read chunking", "its chunk count overflows") }
+                expected = p
+            }
+            if let stored = node?.dataset?.storage?.storedChunks { return (stored, expected, true) }
+            return try HDF5Library.withLock { () throws -> (stored: UInt64, expected: UInt64, chunked: Bool) in
                 var stored: hsize_t = 0
                 let space = Dataspace(owning: try location.checkID(H5Dget_space(handle.id), "read shape"))
                 try location.check(H5Dget_num_chunks(handle.id, space.id, &stored), "count stored chunks")
                 return (UInt64(stored), expected, true)
-            case .compact:
-                return (1, 1, false)
-            default:
-                let type = Handle(try location.checkID(H5Dget_type(handle.id), "read datatype"), .datatype)
-                let size = UInt64(H5Tget_size(type.id))
-                let (bytes, o) = UInt64(shape.reduce(1, *)).multipliedReportingOverflow(by: size)
-                if o { throw location.error(.tooLarge, "read shape", "its byte size overflows") }
-                return (min(info.storedBytes, bytes), bytes, false)
             }
+        case .compact:
+            return (1, 1, false)
+        default:
+            let size: UInt64
+            if let type = node?.dataset?.type, type.element != nil {
+                size = UInt64(type.size)
+            } else {
+                size = try HDF5Library.withLock { () throws -> UInt64 in
+                    let type = Handle(try location.checkID(H5Dget_type(handle.id), "read datatype"), .datatype)
+                    return UInt64(H5Tget_size(type.id))
+                }
+            }
+            let (bytes, o) = UInt64(shape.reduce(1, *)).multipliedReportingOverflow(by: size)
+            if o { throw location.error(.tooLarge, "read shape", "its byte size overflows") }
+            return (min(info.storedBytes, bytes), bytes, false)
         }
     }
 
@@ -235,6 +270,7 @@ public final class Dataset: Object, @unchecked Sendable {
 
     /// Reads the whole dataset as `Double`.
     public func readDoubles() throws -> [Double] {
+        if let values = snapshotData(\.doubles) { return values }
         let shape = try shape()
         return try readRows(start: 0, count: shape.first ?? 1, memType: { chdf5_T_NATIVE_DOUBLE() }, zero: Double(0))
     }
@@ -244,6 +280,7 @@ public final class Dataset: Object, @unchecked Sendable {
         guard case .integer = try elementType() else {
             throw error(.typeMismatch, "read data", "expected integers, found \(try elementType())")
         }
+        if let values = snapshotData(\.int64s) { return values }
         let shape = try shape()
         return try readRows(start: 0, count: shape.first ?? 1, memType: { chdf5_T_NATIVE_INT64() }, zero: Int64(0))
     }
@@ -253,8 +290,25 @@ public final class Dataset: Object, @unchecked Sendable {
         guard case .integer(1, _) = try elementType() else {
             throw error(.typeMismatch, "read data", "expected 8-bit integers, found \(try elementType())")
         }
+        if let values = snapshotData(\.uint8s) { return values }
         let shape = try shape()
         return try readRows(start: 0, count: shape.first ?? 1, memType: { chdf5_T_NATIVE_UINT8() }, zero: UInt8(0))
+    }
+
+    /// The whole dataset from the snapshot (read there in the form `form` names), when it
+    /// answers as reading all rows would without an error.
+    private func snapshotData<T>(_ form: KeyPath<Snapshot.DatasetInfo, [T]?>) -> [T]? {
+        guard let info = node?.dataset, let dims = snapshotDims, let n = elementCount(dims),
+            n <= limits.maxElementsPerRead
+        else { return nil }
+        switch info.type.element {
+        case .float(let b) where [2, 4, 8].contains(b): break
+        case .integer(let b, _) where [1, 2, 4, 8].contains(b): break
+        default: return nil
+        }
+        if n == 0 { return [] }
+        guard let values = info[keyPath: form], values.count == n else { return nil }
+        return values
     }
 
     private func requireNumeric() throws {

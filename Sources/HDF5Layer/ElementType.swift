@@ -62,14 +62,21 @@ public enum ElementType: Equatable, Sendable, CustomStringConvertible {
             if variable < 0 { throw loc.libraryError("read its string type") }
             let cset = H5Tget_cset(type)
             return .string(StringStorage(fixedLength: variable > 0 ? nil : Int(size), utf8: cset == H5T_CSET_UTF8))
-        case H5T_COMPOUND: return .other("compound")
-        case H5T_ARRAY: return .other("array")
-        case H5T_VLEN: return .other("variable-length sequence")
-        case H5T_OPAQUE: return .other("opaque")
-        case H5T_REFERENCE: return .other("reference")
-        case H5T_BITFIELD: return .other("bitfield")
-        case H5T_TIME: return .other("time")
-        default: return .other("unknown type class")
+        default: return .other(otherClassName(cls))
+        }
+    }
+
+    /// The name ``other(_:)`` gives a type of class `cls`.
+    static func otherClassName(_ cls: H5T_class_t) -> String {
+        switch cls {
+        case H5T_COMPOUND: return "compound"
+        case H5T_ARRAY: return "array"
+        case H5T_VLEN: return "variable-length sequence"
+        case H5T_OPAQUE: return "opaque"
+        case H5T_REFERENCE: return "reference"
+        case H5T_BITFIELD: return "bitfield"
+        case H5T_TIME: return "time"
+        default: return "unknown type class"
         }
     }
 }

@@ -10,18 +10,62 @@ import SystemPackage
 /// Created files do not track object times, so writing the same content twice gives the same
 /// bytes, and use the HDF5 1.10 format, whose metadata is checksummed.
 public final class File: @unchecked Sendable {
-    let handle: Handle
+    /// The file's HDF5 identifier; for a file opened from its pre-read's snapshot, opened on
+    /// first use. Guarded by the HDF5 lock.
+    private var opened: Handle?
     public let path: String
     public let limits: ReadLimits
     /// For a file opened read-only, the one descriptor it was opened with: the pre-read and
     /// libhdf5 both read through it, and it stays open as long as the file is read.
     private let pinned: PinnedDescriptor?
+    /// What the isolated pre-read read of the file's metadata, when it sent it back
+    /// (``Snapshot``): the objects opened from it answer what it covers without libhdf5.
+    let snapshot: Snapshot?
 
-    private init(handle: Handle, path: String, limits: ReadLimits, pinned: PinnedDescriptor? = nil) {
-        self.handle = handle
+    private init(
+        handle: Handle?, path: String, limits: ReadLimits, pinned: PinnedDescriptor? = nil, snapshot: Snapshot? = nil
+    ) {
+        self.opened = handle
         self.path = path
         self.limits = limits
         self.pinned = pinned
+        self.snapshot = snapshot
+    }
+
+    /// The HDF5 identifier, opening the file now if it was opened from a snapshot (through the
+    /// pinned descriptor, as ``open(_:limits:snapshotData:)`` would have). Should that fail (the
+    /// child opened the same file, so it does not), the identifier is invalid and the call that
+    /// needed it reports libhdf5's error.
+    var handle: Handle {
+        HDF5Library.withLock { () -> Handle in
+            if let opened { return opened }
+            var handle = Handle(-1, .file)
+            if let pinned, let h = try? Self.openLibrary(pinned.openPath, at: Location(file: path, object: "/")) {
+                handle = h
+            }
+            opened = handle
+            return handle
+        }
+    }
+
+    /// Opens the file at `openPath` read-only with libhdf5 (the stdio driver, closing strongly).
+    private static func openLibrary(_ openPath: String, at loc: Location) throws -> Handle {
+        try HDF5Library.withLock { () throws -> Handle in
+            let fapl = Handle(try loc.checkID(H5Pcreate(chdf5_P_FILE_ACCESS()), "open file"), .plist)
+            try loc.check(H5Pset_fclose_degree(fapl.id, H5F_CLOSE_STRONG), "open file")
+            // The stdio driver, not sec2: sec2 resolves a symbolic link's target by name
+            // (realpath), which fails once the pinned file has been replaced or deleted on
+            // disk; stdio opens the name and reads, so /proc/self/fd/N keeps working.
+            try loc.check(H5Pset_fapl_stdio(fapl.id), "open file")
+            let isHDF5 = H5Fis_hdf5(openPath)
+            if isHDF5 == 0 {
+                throw loc.error(
+                    .notHDF5, "open file",
+                    "it is not an HDF5 file (no HDF5 signature found); a dropmodel bundle is an HDF5 file")
+            }
+            if isHDF5 < 0 { throw loc.libraryError("open file") }
+            return Handle(try loc.checkID(H5Fopen(openPath, chdf5_F_ACC_RDONLY(), fapl.id), "open file"), .file)
+        }
     }
 
     /// Called by ``open(_:limits:)`` after the pre-read and before libhdf5 opens the file, with
@@ -35,6 +79,10 @@ public final class File: @unchecked Sendable {
     private static let testHookLock = NSLock()
     nonisolated(unsafe) private static var testHook: (@Sendable (String) -> Void)?
 
+    /// Whether libhdf5 has opened the file in this process (false while everything asked of a
+    /// file opened from its snapshot was answered from there), for tests.
+    package var openedByLibraryForTesting: Bool { HDF5Library.withLock { opened != nil } }
+
     /// The pinned descriptor (-1 when closed or not read-only), for tests that check it is
     /// closed with the file.
     package var pinnedDescriptorForTesting: Int32 { pinned?.descriptor ?? -1 }
@@ -45,30 +93,24 @@ public final class File: @unchecked Sendable {
     /// checks and what libhdf5 then reads (both through `/proc/self/fd/N`, which names the open
     /// file, not the path): replacing or renaming the file on disk after this call started has no
     /// effect on what is read (Specs/bundle-format.md, 10.1). Errors name `path`.
-    public static func open(_ path: String, limits: ReadLimits = .default) throws -> File {
+    ///
+    /// When the pre-read sends back what it read (``Snapshot``), libhdf5 opens the file in this
+    /// process only when a query needs more than that (weights, anything unusual); the
+    /// datasets of at most `DM_SNAPSHOT_MAX_DATA_ELEMENTS` elements whose path starts with
+    /// `snapshotData` are read whole into it.
+    public static func open(_ path: String, limits: ReadLimits = .default, snapshotData: String? = nil) throws -> File {
         let loc = Location(file: path, object: "/")
         let pinned = try PinnedDescriptor(opening: path, at: loc)
         let openPath = pinned.openPath
         do {
-            try Probe.check(path, openPath: openPath, descriptor: pinned.descriptor)
+            let snapshot = try Probe.check(
+                path, openPath: openPath, descriptor: pinned.descriptor, snapshotData: snapshotData)
             afterPreReadForTesting?(path)
-            return try HDF5Library.withLock { () throws -> File in
-                let fapl = Handle(try loc.checkID(H5Pcreate(chdf5_P_FILE_ACCESS()), "open file"), .plist)
-                try loc.check(H5Pset_fclose_degree(fapl.id, H5F_CLOSE_STRONG), "open file")
-                // The stdio driver, not sec2: sec2 resolves a symbolic link's target by name
-                // (realpath), which fails once the pinned file has been replaced or deleted on
-                // disk; stdio opens the name and reads, so /proc/self/fd/N keeps working.
-                try loc.check(H5Pset_fapl_stdio(fapl.id), "open file")
-                let isHDF5 = H5Fis_hdf5(openPath)
-                if isHDF5 == 0 {
-                    throw loc.error(
-                        .notHDF5, "open file",
-                        "it is not an HDF5 file (no HDF5 signature found); a dropmodel bundle is an HDF5 file")
-                }
-                if isHDF5 < 0 { throw loc.libraryError("open file") }
-                let id = try loc.checkID(H5Fopen(openPath, chdf5_F_ACC_RDONLY(), fapl.id), "open file")
-                return File(handle: Handle(id, .file), path: path, limits: limits, pinned: pinned)
+            if let snapshot {
+                return File(handle: nil, path: path, limits: limits, pinned: pinned, snapshot: snapshot)
             }
+            let handle = try openLibrary(openPath, at: loc)
+            return File(handle: handle, path: path, limits: limits, pinned: pinned)
         } catch var e as HDF5Error {
             // libhdf5's own messages name the file it was given; the user gave `path`.
             e.message = e.message.replacingOccurrences(of: openPath, with: path)
@@ -85,7 +127,7 @@ public final class File: @unchecked Sendable {
     /// that follow start at once. Changes nothing else: every open still refuses a file whose
     /// pre-read failed, with the same error, and a file changed in between is pre-read again.
     /// Files that cannot be opened are passed over (their open reports why).
-    public static func preRead(_ paths: [String]) {
+    public static func preRead(_ paths: [String], snapshotData: String? = nil) {
         var pinned: [PinnedDescriptor] = []
         var targets: [Probe.Target] = []
         for path in paths {
@@ -94,7 +136,7 @@ public final class File: @unchecked Sendable {
             targets.append(Probe.Target(path: path, openPath: p.openPath, descriptor: p.descriptor))
         }
         defer { pinned.forEach { $0.close() } }
-        _ = Probe.preRead(targets)
+        _ = Probe.preRead(targets, snapshotData: snapshotData)
     }
 
     /// Creates (truncating) a file for writing. Prefer ``writeAtomically(to:_:)``.
@@ -118,6 +160,7 @@ public final class File: @unchecked Sendable {
     /// The root group.
     public func root() throws -> Group {
         let loc = Location(file: path, object: "/")
+        if let node = snapshot?.node("/") { return Group(node: node, owner: self, location: loc, limits: limits) }
         return try HDF5Library.withLock { () throws -> Group in
             let id = try loc.checkID(H5Gopen2(handle.id, "/", chdf5_P_DEFAULT()), "open root group")
             return Group(handle: Handle(id, .group), owner: self, location: loc, limits: limits)
@@ -127,11 +170,12 @@ public final class File: @unchecked Sendable {
     /// Flushes and closes the file now (also done when the last reference goes away).
     public func close() throws {
         let loc = Location(file: path, object: "/")
+        let handle = HDF5Library.withLock { opened }
         try HDF5Library.withLock { () throws in
-            guard handle.id >= 0 else { return }
+            guard let handle, handle.id >= 0 else { return }
             try loc.check(H5Fflush(handle.id, H5F_SCOPE_GLOBAL), "flush file")
         }
-        handle.close()
+        handle?.close()
         pinned?.close()
     }
 

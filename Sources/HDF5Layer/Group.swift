@@ -43,6 +43,7 @@ public final class Group: Object, @unchecked Sendable {
     /// How `name` is linked in this group, or nil if there is no such name.
     public func linkKind(_ name: String) throws -> LinkKind? {
         try checkComponent(name)
+        if let node, node.linksComplete, let key = Self.snapshotName(name) { return node.links[key] }
         return try HDF5Library.withLock { () throws -> LinkKind? in
             let loc = location.child(name)
             let exists = H5Lexists(handle.id, name, chdf5_P_DEFAULT())
@@ -65,6 +66,11 @@ public final class Group: Object, @unchecked Sendable {
     /// The kind of object a hard link points to, without opening it further.
     public func objectKind(_ name: String) throws -> ObjectKind {
         try requireHardLink(name, operation: "look up object")
+        switch snapshotMember(name)?.kind {
+        case .group: return .group
+        case .dataset: return .dataset
+        default: break
+        }
         return try HDF5Library.withLock { () throws -> ObjectKind in
             var info = H5O_info_t()
             try location.child(name).check(
@@ -85,6 +91,9 @@ public final class Group: Object, @unchecked Sendable {
         guard try objectKind(name) == .group else {
             throw location.child(name).error(.typeMismatch, "open group", "it is not a group")
         }
+        if let member = snapshotMember(name), member.kind == .group, let owner {
+            return Group(node: member, owner: owner, location: location.child(name), limits: limits)
+        }
         return try HDF5Library.withLock { () throws -> Group in
             let loc = location.child(name)
             let id = try loc.checkID(H5Gopen2(handle.id, name, chdf5_P_DEFAULT()), "open group")
@@ -98,10 +107,15 @@ public final class Group: Object, @unchecked Sendable {
         guard try objectKind(name) == .dataset else {
             throw location.child(name).error(.typeMismatch, "open dataset", "it is not a dataset")
         }
-        let ds = try HDF5Library.withLock { () throws -> Dataset in
-            let loc = location.child(name)
-            let id = try loc.checkID(H5Dopen2(handle.id, name, chdf5_P_DEFAULT()), "open dataset")
-            return Dataset(handle: Handle(id, .dataset), owner: owner, location: loc, limits: limits)
+        let ds: Dataset
+        if let member = snapshotMember(name), member.kind == .dataset, member.dataset != nil, let owner {
+            ds = Dataset(node: member, owner: owner, location: location.child(name), limits: limits)
+        } else {
+            ds = try HDF5Library.withLock { () throws -> Dataset in
+                let loc = location.child(name)
+                let id = try loc.checkID(H5Dopen2(handle.id, name, chdf5_P_DEFAULT()), "open dataset")
+                return Dataset(handle: Handle(id, .dataset), owner: owner, location: loc, limits: limits)
+            }
         }
         try ds.checkStorageIsSafe()
         return ds
@@ -151,6 +165,12 @@ public final class Group: Object, @unchecked Sendable {
                 "create dataset")
             return Dataset(handle: Handle(id, .dataset), owner: owner, location: loc, limits: limits)
         }
+    }
+
+    /// The snapshot's record of the object the hard link `name` names (nil: ask libhdf5).
+    private func snapshotMember(_ name: String) -> Snapshot.Node? {
+        guard let node, node.links[Snapshot.Key(name)] == .hard else { return nil }
+        return owner?.snapshot?.node(location.child(name).object)
     }
 
     private func checkComponent(_ name: String) throws {

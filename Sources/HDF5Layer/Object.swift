@@ -7,7 +7,12 @@ internal import Glibc
 /// numeric types only where no information is lost in meaning (any integer or float to
 /// `Double`; integers to `Int64`).
 public class Object: @unchecked Sendable {
-    let handle: Handle
+    /// The object's HDF5 identifier; for an object opened from a snapshot, opened on first use
+    /// (by path, in the file opened then). Guarded by the HDF5 lock.
+    private var opened: Handle?
+    /// What the file's isolated pre-read read of this object (``Snapshot``), if it was opened
+    /// from there: the queries it answers do not touch libhdf5.
+    let node: Snapshot.Node?
     /// Keeps the file open for as long as any of its objects lives.
     let owner: File?
     let location: Location
@@ -19,16 +24,60 @@ public class Object: @unchecked Sendable {
     public var path: String { location.object }
 
     init(handle: Handle, owner: File?, location: Location, limits: ReadLimits) {
-        self.handle = handle
+        self.opened = handle
+        self.node = nil
         self.owner = owner
         self.location = location
         self.limits = limits
     }
 
+    /// An object known from its file's snapshot; libhdf5 opens it only if a query needs it.
+    init(node: Snapshot.Node, owner: File, location: Location, limits: ReadLimits) {
+        self.opened = nil
+        self.node = node
+        self.owner = owner
+        self.location = location
+        self.limits = limits
+    }
+
+    /// The HDF5 identifier (opening the object now if it came from a snapshot). If that open
+    /// fails (the child opened the same file, so it does not), the identifier is invalid and
+    /// the call that needed it reports libhdf5's error.
+    var handle: Handle {
+        HDF5Library.withLock { () -> Handle in
+            if let opened { return opened }
+            let file = owner?.handle.id ?? -1
+            let h: Handle
+            if self is Dataset {
+                h = Handle(file < 0 ? -1 : H5Dopen2(file, location.object, chdf5_P_DEFAULT()), .dataset)
+            } else {
+                h = Handle(file < 0 ? -1 : H5Gopen2(file, location.object, chdf5_P_DEFAULT()), .group)
+            }
+            opened = h
+            return h
+        }
+    }
+
     /// Closes the object now instead of when the last reference goes away. Writers call this
     /// so the order in which HDF5 finalises objects is fixed by the code, not by ARC.
     public func close() {
-        handle.close()
+        HDF5Library.withLock { opened }?.close()
+    }
+
+    /// The snapshot's record of attribute `name` with its dimensions, when it answers as
+    /// ``withAttribute(_:_:)`` would without an error; nil sends the query to libhdf5.
+    private func snapshotAttribute(_ name: String) -> (Snapshot.Attribute, ElementType, [UInt64])? {
+        guard let node, let a = Self.snapshotName(name).flatMap({ node.attributes[$0] }), let type = a.type.element,
+            let dims = a.space.dims, dims.count <= limits.maxRank, dims.allSatisfy({ $0 <= UInt64(Int.max) })
+        else { return nil }
+        return (a, type, dims)
+    }
+
+    /// `name` as the bytes libhdf5 compares, or nil for a name the snapshot does not answer for
+    /// (empty, or with a NUL, which C would cut).
+    static func snapshotName(_ name: String) -> Snapshot.Key? {
+        let bytes = Array(name.utf8)
+        return bytes.isEmpty || bytes.contains(0) ? nil : Snapshot.Key(bytes)
     }
 
     /// An error located at this object.
@@ -66,7 +115,8 @@ public class Object: @unchecked Sendable {
     }
 
     public func hasAttribute(_ name: String) throws -> Bool {
-        try HDF5Library.withLock { () throws -> Bool in
+        if let node, node.attributesComplete, let key = Self.snapshotName(name) { return node.attributes[key] != nil }
+        return try HDF5Library.withLock { () throws -> Bool in
             let r = H5Aexists(handle.id, name)
             if r < 0 { throw location.attribute(name).libraryError("check for attribute") }
             return r > 0
@@ -75,7 +125,8 @@ public class Object: @unchecked Sendable {
 
     /// The stored type and shape of an attribute, without reading its value.
     public func attributeInfo(_ name: String) throws -> (type: ElementType, shape: [Int]) {
-        try withAttribute(name) { attr, type, dims, loc throws in
+        if let (_, type, dims) = snapshotAttribute(name) { return (type, dims.map { Int($0) }) }
+        return try withAttribute(name) { attr, type, dims, loc throws in
             (try ElementType.describe(type, at: loc), dims.map { Int($0) })
         }
     }
@@ -94,7 +145,21 @@ public class Object: @unchecked Sendable {
 
     /// Reads a string-array attribute (any of the four encodings).
     public func readStrings(_ name: String) throws -> [String] {
-        try withAttribute(name) { attr, type, dims, loc throws -> [String] in
+        if let (a, type, dims) = snapshotAttribute(name), case .string(let storage) = type,
+            let count = elementCount(dims), count <= limits.maxAttributeBytes
+        {
+            if count == 0 { return [] }
+            let limit = ReadLimits.default.maxAttributeBytes  // as readStringElements bounds them
+            if let length = storage.fixedLength, length > 0, length <= limit, count <= limit / length,
+                case .fixedStrings(let raw) = a.value, raw.count == count * length,
+                let strings = try? decodeFixedStrings(
+                    raw, count: count, length: length, spacePadded: a.type.strpad == Int32(H5T_STR_SPACEPAD.rawValue),
+                    storage: storage, at: location.attribute(name))
+            {
+                return strings
+            }
+        }
+        return try withAttribute(name) { attr, type, dims, loc throws -> [String] in
             guard case let .string(storage) = try ElementType.describe(type, at: loc) else {
                 let t = try ElementType.describe(type, at: loc)
                 throw loc.error(.typeMismatch, "read attribute", "expected a string, found \(t)")
@@ -118,7 +183,20 @@ public class Object: @unchecked Sendable {
 
     /// Reads an integer-array attribute.
     public func readInt64s(_ name: String) throws -> [Int64] {
-        try withAttribute(name) { attr, type, dims, loc throws -> [Int64] in
+        if let (a, type, dims) = snapshotAttribute(name), case .integer = type,
+            case .integers(let raw, let size, let signed) = a.value,
+            let count = elementCount(dims), count >= 1, count <= limits.maxAttributeBytes / 8,
+            raw.count == count * size,
+            let values = try? readRawIntegers(
+                count: count, size: size, signed: signed, at: location.attribute(name),
+                read: { buffer in
+                    raw.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: raw.count) }
+                    return 0
+                })
+        {
+            return values
+        }
+        return try withAttribute(name) { attr, type, dims, loc throws -> [Int64] in
             let t = try ElementType.describe(type, at: loc)
             switch t {
             case .integer, .enumeration: break
@@ -159,6 +237,12 @@ public class Object: @unchecked Sendable {
 
     /// Reads a numeric array attribute as `Double`s.
     public func readDoubles(_ name: String) throws -> [Double] {
+        if let (a, type, dims) = snapshotAttribute(name), case .float(let b) = type, [2, 4, 8].contains(b),
+            case .doubles(let values) = a.value, let count = elementCount(dims),
+            count <= limits.maxAttributeBytes / 8, values.count == count
+        {
+            return values
+        }
         let t = try attributeInfo(name).type
         if case .float(let b) = t {
             guard [2, 4, 8].contains(b) else {
@@ -387,6 +471,36 @@ func readRawIntegers(
     return out
 }
 
+/// Decodes one string's bytes stored with `storage`: UTF-8 (ASCII as 7-bit).
+private func decodeString(
+    _ bytes: some Collection<UInt8>, storage: ElementType.StringStorage, at loc: Location
+) throws -> String {
+    if !storage.utf8, bytes.contains(where: { $0 >= 0x80 }) {
+        throw loc.error(.badString, "read string", "it is declared ASCII but has bytes above 127")
+    }
+    guard let s = String(validating: bytes, as: UTF8.self) else {
+        throw loc.error(.badString, "read string", "it is not valid UTF-8")
+    }
+    return s
+}
+
+/// The `count` fixed-length strings of `length` bytes in `raw`, each cut at its first NUL (and
+/// trailing spaces for a space-padded type), decoded.
+func decodeFixedStrings(
+    _ raw: [UInt8], count: Int, length: Int, spacePadded: Bool, storage: ElementType.StringStorage,
+    at loc: Location
+) throws -> [String] {
+    var results: [String] = []
+    results.reserveCapacity(count)
+    for i in 0..<count {
+        var slice = raw[(i * length)..<((i + 1) * length)]
+        if let nul = slice.firstIndex(of: 0) { slice = slice[..<nul] }
+        if spacePadded { while slice.last == 0x20 { slice = slice.dropLast() } }
+        results.append(try decodeString(slice, storage: storage, at: loc))
+    }
+    return results
+}
+
 /// Reads `count` strings stored with `storage` (fixed or variable, ASCII or UTF-8) and
 /// validates each as UTF-8 (ASCII as 7-bit).
 func readStringElements(
@@ -397,13 +511,7 @@ func readStringElements(
     var results: [String] = []
     results.reserveCapacity(count)
     func decode(_ bytes: some Collection<UInt8>) throws -> String {
-        if !storage.utf8, bytes.contains(where: { $0 >= 0x80 }) {
-            throw loc.error(.badString, "read string", "it is declared ASCII but has bytes above 127")
-        }
-        guard let s = String(validating: bytes, as: UTF8.self) else {
-            throw loc.error(.badString, "read string", "it is not valid UTF-8")
-        }
-        return s
+        try decodeString(bytes, storage: storage, at: loc)
     }
     if let length = storage.fixedLength {
         guard length > 0, length <= limit, count <= limit / length else {
@@ -413,14 +521,9 @@ func readStringElements(
         let mem = Handle(try loc.checkID(H5Tcopy(fileType), "read string"), .datatype)
         var raw = [UInt8](repeating: 0, count: count * length)
         try loc.check(raw.withUnsafeMutableBytes { H5Aread(attribute, mem.id, $0.baseAddress!) }, "read string")
-        let pad = H5Tget_strpad(fileType)
-        for i in 0..<count {
-            var slice = raw[(i * length)..<((i + 1) * length)]
-            if let nul = slice.firstIndex(of: 0) { slice = slice[..<nul] }
-            if pad == H5T_STR_SPACEPAD { while slice.last == 0x20 { slice = slice.dropLast() } }
-            results.append(try decode(slice))
-        }
-        return results
+        return try decodeFixedStrings(
+            raw, count: count, length: length, spacePadded: H5Tget_strpad(fileType) == H5T_STR_SPACEPAD,
+            storage: storage, at: loc)
     }
     // Variable length: the strings live in libhdf5's global heap, whose reader overflows
     // buffers, loops and over-allocates on malformed files (Fuzz/README.md); read them in a

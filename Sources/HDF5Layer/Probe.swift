@@ -49,6 +49,11 @@ enum Probe {
     /// Verdicts of earlier pre-reads in this process (nil: the file may be opened), so a command
     /// that opens one file several times pays once. Guarded by the HDF5 lock.
     nonisolated(unsafe) private static var verdicts: [FileIdentity: HDF5Error?] = [:]
+    /// The snapshots those pre-reads sent back, until the open of the unchanged file takes its
+    /// own (once: a later open reads with libhdf5). Bounded in bytes; guarded by the HDF5 lock.
+    nonisolated(unsafe) private static var snapshots: [FileIdentity: Snapshot] = [:]
+    nonisolated(unsafe) private static var snapshotBytes = 0
+    private static let maxSnapshotBytes = 256 << 20
 
     /// A file to pre-read: the user's path (named in errors), the path the child opens
     /// (/proc/self/fd/N for `descriptor`, which it keeps open) and the pinned descriptor.
@@ -59,10 +64,18 @@ enum Probe {
     }
 
     /// Runs the child on the open file `descriptor` (or reuses its verdict for this unchanged
-    /// file); returns normally when the file may be opened. Errors name `path`, the user's.
-    static func check(_ path: String, openPath: String, descriptor: Int32) throws {
-        if let error = preRead([Target(path: path, openPath: openPath, descriptor: descriptor)])[0] {
+    /// file); returns normally when the file may be opened, with the snapshot of its metadata
+    /// when the child sent one. Errors name `path`, the user's.
+    static func check(_ path: String, openPath: String, descriptor: Int32, snapshotData: String?) throws -> Snapshot? {
+        let target = Target(path: path, openPath: openPath, descriptor: descriptor)
+        if let error = preRead([target], snapshotData: snapshotData)[0] {
             throw error
+        }
+        guard let identity = FileIdentity(descriptor: descriptor) else { return nil }
+        return HDF5Library.withLock { () -> Snapshot? in
+            guard let snapshot = snapshots.removeValue(forKey: identity) else { return nil }
+            snapshotBytes -= snapshot.byteCount
+            return snapshot
         }
     }
 
@@ -71,20 +84,30 @@ enum Probe {
     /// child for as many files as it gets through (a file that crashes its child ends that
     /// child; the next one starts at the following file). Each file gets the limits of a file
     /// read alone.
-    static func preRead(_ targets: [Target]) -> [HDF5Error?] {
+    static func preRead(_ targets: [Target], snapshotData: String?) -> [HDF5Error?] {
         let identities = targets.map { FileIdentity(descriptor: $0.descriptor) }
         var known: [HDF5Error??] = HDF5Library.withLock {
             identities.map { identity in identity.flatMap { verdicts[$0] } }
         }
         let pending = targets.indices.filter { known[$0] == nil }
         if !pending.isEmpty {
-            let found = walk(pending.map { targets[$0] })
+            let found = walk(pending.map { targets[$0] }, snapshotData: snapshotData)
             HDF5Library.withLock {
                 for (k, i) in pending.enumerated() {
                     known[i] = .some(found[k].error)
                     if let identity = identities[i], found[k].remember {
-                        if verdicts.count >= 4096 { verdicts.removeAll() }  // a long-running process (the fuzzer)
+                        if verdicts.count >= 4096 {  // a long-running process (the fuzzer)
+                            verdicts.removeAll()
+                            snapshots.removeAll()
+                            snapshotBytes = 0
+                        }
                         verdicts[identity] = .some(found[k].error)
+                        if let snapshot = found[k].snapshot, snapshotBytes + snapshot.byteCount <= maxSnapshotBytes {
+                            if let old = snapshots.updateValue(snapshot, forKey: identity) {
+                                snapshotBytes -= old.byteCount
+                            }
+                            snapshotBytes += snapshot.byteCount
+                        }
                     }
                 }
             }
@@ -93,7 +116,9 @@ enum Probe {
     }
 
     /// Walks `targets` in as few children as it takes.
-    private static func walk(_ targets: [Target]) -> [(error: HDF5Error?, remember: Bool)] {
+    private static func walk(
+        _ targets: [Target], snapshotData: String?
+    ) -> [(error: HDF5Error?, remember: Bool, snapshot: Snapshot?)] {
         let count = Int32(targets.count)
         var results = [dm_probe_result](repeating: dm_probe_result(), count: targets.count)
         let descriptors = targets.map(\.descriptor)
@@ -107,7 +132,7 @@ enum Probe {
                         let pid = HDF5Library.withLock {
                             dm_probe_start_files(
                                 paths, fds.baseAddress, count, next, memoryAllowance, keepStandardError ? 1 : 0,
-                                timeoutMilliseconds, &session, out.baseAddress)
+                                timeoutMilliseconds, snapshotData, &session, out.baseAddress)
                         }
                         if pid > 0 {
                             next = dm_probe_wait_files(&session, next, count, timeoutMilliseconds, out.baseAddress)
@@ -124,6 +149,13 @@ enum Probe {
         }
         return targets.indices.map { i in
             let result = results[i]
+            var snapshot: Snapshot?
+            if let bytes = result.snapshot {
+                if result.outcome == Int32(DM_PROBE_OK.rawValue) {
+                    snapshot = Snapshot(UnsafeRawBufferPointer(start: bytes, count: Int(result.snapshot_length)))
+                }
+                free(bytes)
+            }
             let step = withUnsafeBytes(of: result.step) { raw in
                 String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
             }
@@ -136,7 +168,7 @@ enum Probe {
             let remember =
                 result.outcome != Int32(DM_PROBE_SKIPPED.rawValue)
                 && result.outcome != Int32(DM_PROBE_UNAVAILABLE.rawValue)
-            return (error, remember)
+            return (error, remember, snapshot)
         }
     }
 

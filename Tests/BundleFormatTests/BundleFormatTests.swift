@@ -308,4 +308,58 @@ struct BakeDirectTests {
         #expect(throws: DropModelError.self) { try Bake.run(input: input, output: output) }
         #expect(!FileManager.default.fileExists(atPath: output))
     }
+
+    /// `input` with one bit of weight `index` of layer `layer` flipped (its chunk no longer checks).
+    private func corrupt(_ input: String, layer: Int, index: Int) throws {
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: input)))
+        let value = Self.model.parameters[layer].weight[index].bitPattern.littleEndian
+        let needle = withUnsafeBytes(of: value) { Array($0) }
+        let at = try #require((0...(bytes.count - 4)).first { bytes[$0..<($0 + 4)].elementsEqual(needle) })
+        bytes[at] ^= 0x10
+        try Data(bytes).write(to: URL(fileURLWithPath: input))
+    }
+
+    @Test("the provenance digest, hashed on its own thread, is the unbaked weights' on every path")
+    func provenanceDigest() throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("in.h5"), wide = dir.file("wide.h5")
+        try BundleWriter.write(Self.model, to: input)
+        // float64 weights: the digest's reads go through libhdf5's filters, not the stored chunks.
+        try BundleWriter.write(Fixtures.model(sizes: [300, 20, 10], keep: [0.8, 0.5], dtype: .float64), to: wide)
+        let expected = WeightDigest.sha256(Self.model.parameters)
+        #expect(try BundleReader(path: input).weightsDigest() == expected)
+        let cases: [(String, String, WeightType?, Bool)] = [
+            (input, "direct.h5", nil, true), (input, "filtered.h5", nil, false), (input, "half.h5", .float16, true),
+            (wide, "wide-direct.h5", nil, true), (wide, "wide-half.h5", .float16, false),
+        ]
+        for (source, name, dtype, direct) in cases {
+            let output = dir.file(name)
+            let unbaked = try BundleReader(path: source).weightsDigest()
+            let report = try Bake.run(input: source, output: output, dtype: dtype, direct: direct)
+            #expect(report.unbakedWeightsSHA256 == unbaked, "\(name)")
+            #expect(try BundleReader(path: output).info.unbakedWeightsSHA256 == unbaked, "\(name): stored")
+        }
+    }
+
+    @Test("an error on the hashing side is reported by the bake, and the digest thread ends with it")
+    func digestError() throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("in.h5"), output = dir.file("out.h5")
+        try BundleWriter.write(Self.model, to: input)
+        // The valid input: the digest thread's result, and a digest finished early returns.
+        let reader = try BundleReader(path: input)
+        #expect(try Bake.InputDigest(reader).wait() == WeightDigest.sha256(Self.model.parameters))
+        let early = Bake.InputDigest(reader)
+        early.finish()
+        #expect((try? early.wait()) == nil || (try? early.wait()) == WeightDigest.sha256(Self.model.parameters))
+        // The last layer's weights no longer check: the hashing side meets the checksum error
+        // (after falling back from the stored chunks to libhdf5's filters) and rethrows it.
+        try corrupt(input, layer: 1, index: 100)
+        let digest = Bake.InputDigest(try BundleReader(path: input))
+        let error = try #require(throws: (any Error).self) { try digest.wait() }
+        #expect(!(error is Bake.InputDigest.Cancelled))
+        #expect("\(error)".contains("layers/1"), "names the layer: \(error)")
+        #expect(throws: DropModelError.self) { try Bake.run(input: input, output: output) }
+        #expect(!FileManager.default.fileExists(atPath: output))
+    }
 }

@@ -36,7 +36,39 @@ typedef struct {
     int errno_value;        ///< for DM_PROBE_UNAVAILABLE
     long long elapsed_ms;   ///< wall time of the child
     char step[768];         ///< the last thing the child started doing, e.g. "read attribute 'x' of /a"
+    /// What the child read of a file it walked to the end without any libhdf5 error (the
+    /// metadata snapshot: the format is below), malloc'ed, for the caller to free; NULL if none.
+    unsigned char *snapshot;
+    unsigned long long snapshot_length;
 } dm_probe_result;
+
+// The metadata snapshot. While it walks a file, the child also records what each operation
+// returned; it sends the record to the parent only for a file it walked to the end without a
+// single libhdf5 error, bounded to DM_SNAPSHOT_MAX_BYTES (else nothing is sent). The parent
+// validates it and answers the reader's metadata queries from it, opening the file with
+// libhdf5 itself only for a query the snapshot does not answer (weights, anything unusual), so
+// a file is read with libhdf5 once, in the child, in the common case.
+//
+// Little-endian; u8/u32/u64 integers, str = u32 length + bytes. A sequence of records:
+//   'O' str path, u8 kind (0 other, 1 group, 2 dataset)        an object (the records below
+//                                                               until the next 'O' are its)
+//   'a' u8 complete                                            its attribute list was read whole
+//   'A' str name, type, space, u8 value, value bytes            one attribute (value: 0 none;
+//        1 the stored bytes of a fixed-length string; 2 native integers: u32 size, u8 signed,
+//        str bytes; 3 doubles: str bytes)
+//   'D' type, space, u8 ok, [u32 layout, u32 rank, u64 chunk[rank], i32 external,
+//        u32 filters, i32 id[filters], u64 storage size, u8 counted, u64 stored chunks]
+//   'R' u8 form (1 double, 2 int64, 3 uint8), str bytes        the whole dataset, converted
+//   'L' str group, str name, u8 link type (0 hard, 1 soft, 2 external, 3 other)
+//   'l' str group, u8 complete                                 every link of the group is listed
+// type: u8 class (0 undescribable, 1 integer, 2 enum, 3 float, 4 string, 5 other), u32 size,
+//       u8 signed, u32 base size, u8 base signed (enum), u8 variable, u8 utf8, u8 strpad
+//       (string), i32 H5T class
+// space: u8 kind (0 scalar, 1 simple, 2 null, 3 other), u32 rank, u64 dims[rank]
+#define DM_SNAPSHOT_MAX_BYTES (16u << 20)
+// Datasets of at most this many elements, under the path prefix the caller names (NULL: none),
+// are read whole into the snapshot (a bundle's history columns).
+#define DM_SNAPSHOT_MAX_DATA_ELEMENTS 65536
 
 /// A child walking files, between dm_probe_start_files and dm_probe_wait_files.
 typedef struct {
@@ -54,17 +86,19 @@ typedef struct {
 /// `results[first..<count]`, marking files this process already has open as skipped (probed
 /// when they were opened, or files it writes). Returns the child's pid (> 0), or 0 when there
 /// is nothing to wait for: every file skipped, or the child could not be started (the first
-/// file not skipped is then marked unavailable, with errno_value).
+/// file not skipped is then marked unavailable, with errno_value). `data_prefix`: see
+/// DM_SNAPSHOT_MAX_DATA_ELEMENTS.
 int dm_probe_start_files(const char *const *paths, const int *file_fds, int count, int first,
                          unsigned long long memory_limit_bytes, int keep_stderr, int cpu_limit_ms,
-                         dm_probe_session *session, dm_probe_result *results);
+                         const char *data_prefix, dm_probe_session *session, dm_probe_result *results);
 
 /// Waits for the child of dm_probe_start_files (no libhdf5 call: run it without the lock) and
 /// returns `next`: `results[first..<next]` are final. The files the child walked to the end are
 /// DM_PROBE_OK (or skipped); if it ended early, the file it was walking is `results[next - 1]`,
 /// with how it ended and its last step, and the caller starts another child at `next` for the
 /// rest. A wall-clock backstop of six times `cpu_limit_ms` (at least a minute) without progress
-/// from one file to the next kills a child that blocks.
+/// from one file to the next kills a child that blocks. Each file walked to the end carries the
+/// snapshot the child sent for it, if any (`results[i].snapshot`, the caller frees it).
 int dm_probe_wait_files(dm_probe_session *session, int first, int count, int cpu_limit_ms,
                         dm_probe_result *results);
 
