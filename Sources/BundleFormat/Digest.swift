@@ -45,4 +45,3 @@ public enum WeightDigest {
     /// Lowercase hex (``DropModelBase/Hex``).
     public static func hex(_ bytes: [UInt8]) -> String { Hex.encode(bytes) }
 }
-
