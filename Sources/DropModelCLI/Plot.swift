@@ -47,7 +47,7 @@ struct PlotHistory: ParsableCommand {
     func run() throws {
         let r = try HistoryPlot.plot(
             files: files, output: output, title: title,
-            metrics: metrics.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } })
+            metrics: try metrics.map { try parseList($0, "--metrics", "a metric") })
         if jsonOption.json {
             JSONOutput.print(
                 "plot.history",

@@ -20,7 +20,7 @@ public enum Gzip {
         // The output window: up to 1 MiB, smaller for small inputs (a gzip member seldom inflates
         // by more than 8 times here), never zero-filled: inflate writes it and only what it wrote
         // is copied out.
-        let chunk = min(1 << 20, max(1 << 16, input.count.multipliedReportingOverflow(by: 8).partialValue))
+        let chunk = max(1 << 16, min(input.count, 1 << 17) * 8)
         var buffer = [UInt8](unsafeUninitializedCapacity: chunk) { _, count in count = chunk }
         return try input.withUnsafeBytes { (inBytes: UnsafeRawBufferPointer) -> Data in
             stream.next_in = UnsafeMutablePointer(mutating: inBytes.bindMemory(to: Bytef.self).baseAddress)
