@@ -34,38 +34,37 @@ public final class BundleReader: @unchecked Sendable {
     }
 
     /// Opens the bundles at `paths` one after the other, in order, handing each reader (or the
-    /// error its open threw) to `body`. The isolated pre-reads of the files that follow run
-    /// meanwhile on another thread, several files per child (``File/preRead(_:snapshotData:)``),
-    /// so on a machine with a core to spare each open starts at once: batches of 8 files, then
-    /// twice as many each time up to 64 (the first files are ready soon; the rest pay for few
-    /// children). Only a speed-up: every open still checks and refuses exactly as it would alone.
+    /// error its open threw) to `body`. The isolated pre-reads of the files run meanwhile on
+    /// another thread, up to 64 files per child (``File/preRead(_:snapshotData:ready:)``), and
+    /// each file is opened as soon as its own pre-read is done, while the child walks the next
+    /// ones; so on a machine with a core to spare the walk and the opens overlap. Only a
+    /// speed-up: every open still checks and refuses exactly as it would alone.
     public static func forEach(
         _ paths: [String], _ body: (String, Result<BundleReader, any Error>) throws -> Void
     ) rethrows {
-        var batches: [[String]] = []
-        var start = 0
-        var batch = 8
-        while start < paths.count {
-            batches.append(Array(paths[start..<min(start + batch, paths.count)]))
-            start += batch
-            batch = min(batch * 2, 64)
-        }
-        let ready = batches.map { _ in DispatchSemaphore(value: 0) }
+        let batch = 64
+        let batches = stride(from: 0, to: paths.count, by: batch).map { $0..<min($0 + batch, paths.count) }
+        let ready = paths.map { _ in DispatchSemaphore(value: 0) }
         let queue = DispatchQueue(label: "dropmodel.pre-read")
         let stop = Stop()
-        for (b, files) in batches.enumerated() {
+        for files in batches {
             queue.async {
-                if !stop.requested { File.preRead(files, snapshotData: Parser.snapshotData) }
-                ready[b].signal()
+                if stop.requested {
+                    files.forEach { ready[$0].signal() }
+                } else {
+                    File.preRead(Array(paths[files]), snapshotData: Parser.snapshotData) {
+                        ready[files.lowerBound + $0].signal()
+                    }
+                }
             }
         }
         defer {
             stop.requested = true
             queue.sync {}
         }
-        for (b, files) in batches.enumerated() {
-            ready[b].wait()
-            for path in files { try body(path, Result { try BundleReader(path: path) }) }
+        for (i, path) in paths.enumerated() {
+            ready[i].wait()
+            try body(path, Result { try BundleReader(path: path) })
         }
     }
 

@@ -717,6 +717,21 @@ static void send_snapshot(walker *w, int fd, int index) {
     write_all(fd, (const char *)w->snap.data, w->snap.length);
 }
 
+// Tells the parent on `fd` that `report->finished` moved past file `index` (u32 index, then the
+// length FINISHED_MARK): the parent wakes and hands the files finished so far to its caller,
+// instead of waiting for the child's end. Written after the store to `finished`, so the parent
+// sees the new count once it has read the mark.
+#define FINISHED_MARK 0xffffffffu
+static void send_finished(int fd, int index) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    unsigned char head[8];
+    for (int k = 0; k < 4; k++) {
+        head[k] = (unsigned char)((uint32_t)index >> (8 * k));
+        head[4 + k] = (unsigned char)(FINISHED_MARK >> (8 * k));
+    }
+    write_all(fd, (const char *)head, sizeof head);
+}
+
 // Walks one file; returns when done (an allocation failure exits the child). Sends the file's
 // snapshot on `fd` if nothing failed.
 static void walk_file(walker *w, const char *path, int fd, int index) {
@@ -829,6 +844,7 @@ static void child_main(const char *const *paths, const int *file_fds, const dm_p
                     if (w.strings_seen) _exit(CHILD_STRINGS);
                 }
                 report->finished = j + 1;
+                send_finished(alive, j);
             }
             _exit(CHILD_DONE);
         }
@@ -850,6 +866,7 @@ static void child_main(const char *const *paths, const int *file_fds, const dm_p
         status = reap_walker(pid);
         if (status != CHILD_DONE) _exit(status);
         report->finished = j + 1;
+        send_finished(alive, j);
         i = j + 1;
     }
     _exit(CHILD_DONE);
@@ -1052,18 +1069,55 @@ static int outcome(int ended, int memory, int done, int reaped, const dm_probe_r
     return DM_PROBE_CRASHED;
 }
 
+// Parses the complete records of `sink` from `*at`: attaches each snapshot to its file if that
+// file is in [from, count) (files before `from` were handed over already: a second record for
+// one is dropped) and has none yet; skips finished marks. Stops at an incomplete record, or at
+// one that cannot be framed (then `*at` is set past the end: nothing after it is trusted).
+static void parse_records(const byte_sink *sink, size_t *at, int from, int count, dm_probe_result *results) {
+    while (*at <= sink->length && sink->length - *at >= 8) {
+        uint32_t index = 0, length = 0;
+        for (int k = 0; k < 4; k++) {
+            index |= (uint32_t)sink->data[*at + k] << (8 * k);
+            length |= (uint32_t)sink->data[*at + 4 + k] << (8 * k);
+        }
+        if (length == FINISHED_MARK) {
+            *at += 8;
+            continue;
+        }
+        // The child's bytes are checked as a file's would be: a length past the bound ends the
+        // parse (what follows cannot be framed); one past what arrived waits for more.
+        if (length > DM_SNAPSHOT_MAX_BYTES) {
+            *at = SIZE_MAX;
+            return;
+        }
+        if (length > sink->length - *at - 8) return;
+        dm_probe_result *result = (int)index >= from && (int)index < count ? &results[index] : NULL;
+        if (result && result->outcome == DM_PROBE_OK && !result->snapshot && length > 0) {
+            result->snapshot = malloc(length);
+            if (result->snapshot) {
+                memcpy(result->snapshot, sink->data + *at + 8, length);
+                result->snapshot_length = length;
+            }
+        }
+        *at += 8 + (size_t)length;
+    }
+}
+
 int dm_probe_wait_files(dm_probe_session *session, int first, int count, int cpu_limit_ms,
-                        dm_probe_result *results) {
+                        dm_probe_result *results, void (*finished_through)(void *ctx, int next), void *ctx) {
     walk_report *report = session->report;
     const int wall = wall_limit_ms(cpu_limit_ms);
     long long start = now_ms(), since = start;
     int seen_current = report->current, seen_finished = report->finished;
     int timed_out = 0;
-    // The child writes the snapshots of the files it walked on the pipe (kept, up to a bound);
-    // its end of file says the child is gone. Every quarter of a second without that, the
-    // backstop restarts if the walk moved on to another file.
+    // The child writes the snapshots of the files it walked on the pipe (kept, up to a bound),
+    // and a mark after each file it finished; its end of file says the child is gone. Every
+    // quarter of a second without that, the backstop restarts if the walk moved on to another
+    // file. Files finished are handed over as the marks arrive (`finished_through`).
     byte_sink sink = {NULL, 0, 0, SESSION_SNAPSHOT_BYTES};
     int sink_full = 0;
+    size_t parsed = 0;
+    int handed = first;
     for (;;) {
         struct pollfd pfd = {session->read_fd, POLLIN, 0};
         int ready = poll(&pfd, 1, 250);
@@ -1077,6 +1131,21 @@ int dm_probe_wait_files(dm_probe_session *session, int first, int count, int cpu
             if (n > 0 && !sink_full && take_bytes(&sink, buf, (size_t)n)) sink_full = 1;
         }
         int current = report->current, finished = report->finished;
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (finished_through && finished > handed && finished <= count) {
+            // A file's snapshot is on the pipe before its mark and before `finished` passed it;
+            // what this read has not taken yet waits in the pipe: take it first.
+            struct pollfd more = {session->read_fd, POLLIN, 0};
+            while (!sink_full && poll(&more, 1, 0) > 0 && (more.revents & POLLIN)) {
+                char buf[65536];
+                ssize_t n = read(session->read_fd, buf, sizeof buf);
+                if (n <= 0) break;
+                if (take_bytes(&sink, buf, (size_t)n)) sink_full = 1;
+            }
+            parse_records(&sink, &parsed, handed, count, results);
+            handed = finished;
+            finished_through(ctx, handed);
+        }
         long long now = now_ms();
         if (current != seen_current || finished != seen_finished) {
             seen_current = current;
@@ -1095,7 +1164,7 @@ int dm_probe_wait_files(dm_probe_session *session, int first, int count, int cpu
     close(session->read_fd);
     int reaped = r == session->pid;
     int finished = report->finished;
-    if (finished < first) finished = first;
+    if (finished < handed) finished = handed;
     if (finished > count) finished = count;
     while (finished < count && results[finished].outcome == DM_PROBE_SKIPPED) finished++;
     int next = finished;
@@ -1111,32 +1180,23 @@ int dm_probe_wait_files(dm_probe_session *session, int first, int count, int cpu
         result->outcome = outcome(timed_out, report->memory, 0, reaped, result);
         next = finished + 1;
     }
-    // The snapshots of the files walked to the end (a file the child was in when it ended has
-    // none). Records past a cut (the bound) are dropped whole.
-    size_t at = 0;
-    while (sink.length - at >= 8) {
-        uint32_t index = 0, length = 0;
-        for (int k = 0; k < 4; k++) {
-            index |= (uint32_t)sink.data[at + k] << (8 * k);
-            length |= (uint32_t)sink.data[at + 4 + k] << (8 * k);
+    // The snapshots of the files walked to the end and not handed over yet (a file the child
+    // was in when it ended has none). Records past a cut (the bound) are dropped whole.
+    parse_records(&sink, &parsed, handed, finished, results);
+    for (int i = finished; i < count; i++) {
+        // A snapshot the child sent for a file it did not finish is not kept (the file it ended
+        // in is refused; the next child starts the others afresh).
+        if (results[i].snapshot) {
+            free(results[i].snapshot);
+            results[i].snapshot = NULL;
+            results[i].snapshot_length = 0;
         }
-        // The child's bytes are checked as a file's would be: a length past what arrived or
-        // past the bound ends the parse (what follows cannot be framed).
-        if (length > sink.length - at - 8 || length > DM_SNAPSHOT_MAX_BYTES) break;
-        dm_probe_result *result = (int)index >= first && (int)index < finished ? &results[index] : NULL;
-        if (result && result->outcome == DM_PROBE_OK && !result->snapshot && length > 0) {
-            result->snapshot = malloc(length);
-            if (result->snapshot) {
-                memcpy(result->snapshot, sink.data + at + 8, length);
-                result->snapshot_length = length;
-            }
-        }
-        at += 8 + (size_t)length;
     }
     free(sink.data);
     munmap(report, sizeof(walk_report));
     session->report = NULL;
     session->read_fd = -1;
+    if (finished_through) finished_through(ctx, next);
     return next;
 }
 

@@ -126,17 +126,32 @@ public final class File: @unchecked Sendable {
     /// ``open(_:limits:)``, and each verdict is remembered for the unchanged file, so the opens
     /// that follow start at once. Changes nothing else: every open still refuses a file whose
     /// pre-read failed, with the same error, and a file changed in between is pre-read again.
-    /// Files that cannot be opened are passed over (their open reports why).
-    public static func preRead(_ paths: [String], snapshotData: String? = nil) {
+    /// Files that cannot be opened are passed over (their open reports why). `ready(i)` is
+    /// called, on this thread and in order, as soon as `paths[i]` may be opened without waiting
+    /// for its pre-read (its verdict is remembered, or the file could not be opened here), while
+    /// the child may still walk the files after it; every index once.
+    public static func preRead(
+        _ paths: [String], snapshotData: String? = nil, ready: (Int) -> Void = { _ in }
+    ) {
         var pinned: [PinnedDescriptor] = []
         var targets: [Probe.Target] = []
-        for path in paths {
+        var indices: [Int] = []
+        for (i, path) in paths.enumerated() {
             guard let p = try? PinnedDescriptor(opening: path, at: Location(file: path, object: "/")) else { continue }
             pinned.append(p)
             targets.append(Probe.Target(path: path, openPath: p.openPath, descriptor: p.descriptor))
+            indices.append(i)
         }
         defer { pinned.forEach { $0.close() } }
-        _ = Probe.preRead(targets, snapshotData: snapshotData)
+        var handed = 0
+        func readyThrough(_ upto: Int) {
+            while handed < upto {
+                ready(handed)
+                handed += 1
+            }
+        }
+        _ = Probe.preRead(targets, snapshotData: snapshotData) { k in readyThrough(indices[k] + 1) }
+        readyThrough(paths.count)
     }
 
     /// Creates (truncating) a file for writing. Prefer ``writeAtomically(to:_:)``.

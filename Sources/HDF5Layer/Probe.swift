@@ -83,42 +83,65 @@ enum Probe {
     /// unchanged files where there are any, else from children that walk the rest in order, one
     /// child for as many files as it gets through (a file that crashes its child ends that
     /// child; the next one starts at the following file). Each file gets the limits of a file
-    /// read alone.
-    static func preRead(_ targets: [Target], snapshotData: String?) -> [HDF5Error?] {
+    /// read alone. `ready(i)` is called (on this thread, in order, each index once) as soon as
+    /// the verdicts of targets 0 through `i` are final and remembered, while the child may still
+    /// walk the files after them, so a caller can open those files at once.
+    static func preRead(
+        _ targets: [Target], snapshotData: String?, ready: (Int) -> Void = { _ in }
+    ) -> [HDF5Error?] {
         let identities = targets.map { FileIdentity(descriptor: $0.descriptor) }
         var known: [HDF5Error??] = HDF5Library.withLock {
             identities.map { identity in identity.flatMap { verdicts[$0] } }
         }
+        var cursor = 0
+        func advance() {  // `ready` in order: the files before a final one may still be walked
+            while cursor < targets.count, known[cursor] != nil {
+                ready(cursor)
+                cursor += 1
+            }
+        }
+        advance()
         let pending = targets.indices.filter { known[$0] == nil }
         if !pending.isEmpty {
-            let found = walk(pending.map { targets[$0] }, snapshotData: snapshotData)
-            HDF5Library.withLock {
-                for (k, i) in pending.enumerated() {
-                    known[i] = .some(found[k].error)
-                    if let identity = identities[i], found[k].remember {
-                        if verdicts.count >= 4096 {  // a long-running process (the fuzzer)
-                            verdicts.removeAll()
-                            snapshots.removeAll()
-                            snapshotBytes = 0
-                        }
-                        verdicts[identity] = .some(found[k].error)
-                        if let snapshot = found[k].snapshot, snapshotBytes + snapshot.byteCount <= maxSnapshotBytes {
-                            if let old = snapshots.updateValue(snapshot, forKey: identity) {
-                                snapshotBytes -= old.byteCount
-                            }
-                            snapshotBytes += snapshot.byteCount
-                        }
-                    }
+            walk(pending.map { targets[$0] }, snapshotData: snapshotData) { k, found in
+                let i = pending[k]
+                known[i] = .some(found.error)
+                if let identity = identities[i], found.remember {
+                    HDF5Library.withLock { remember(found, for: identity) }
                 }
+                advance()
             }
         }
         return known.map { $0 ?? nil }
     }
 
-    /// Walks `targets` in as few children as it takes.
+    /// Stores a verdict and its snapshot for the file `identity`. Call with the HDF5 lock held.
+    private static func remember(_ found: Verdict, for identity: FileIdentity) {
+        if verdicts.count >= 4096 {  // a long-running process (the fuzzer)
+            verdicts.removeAll()
+            snapshots.removeAll()
+            snapshotBytes = 0
+        }
+        verdicts[identity] = .some(found.error)
+        if let snapshot = found.snapshot, snapshotBytes + snapshot.byteCount <= maxSnapshotBytes {
+            if let old = snapshots.updateValue(snapshot, forKey: identity) {
+                snapshotBytes -= old.byteCount
+            }
+            snapshotBytes += snapshot.byteCount
+        }
+    }
+
+    private struct Verdict {
+        var error: HDF5Error?
+        var remember: Bool
+        var snapshot: Snapshot?
+    }
+
+    /// Walks `targets` in as few children as it takes, handing each file's verdict to `found`
+    /// (in order, each once) as soon as it is final.
     private static func walk(
-        _ targets: [Target], snapshotData: String?
-    ) -> [(error: HDF5Error?, remember: Bool, snapshot: Snapshot?)] {
+        _ targets: [Target], snapshotData: String?, found: (Int, Verdict) -> Void
+    ) {
         let count = Int32(targets.count)
         var results = [dm_probe_result](repeating: dm_probe_result(), count: targets.count)
         let descriptors = targets.map(\.descriptor)
@@ -126,50 +149,76 @@ enum Probe {
         withCStrings(targets.map(\.openPath)) { paths in
             descriptors.withUnsafeBufferPointer { fds in
                 results.withUnsafeMutableBufferPointer { out in
-                    while next < count {
-                        var session = dm_probe_session()
-                        // No other thread may be inside libhdf5 while the process forks: take the lock.
-                        let pid = HDF5Library.withLock {
-                            dm_probe_start_files(
-                                paths, fds.baseAddress, count, next, memoryAllowance, keepStandardError ? 1 : 0,
-                                timeoutMilliseconds, snapshotData, &session, out.baseAddress)
+                    var handed = 0
+                    // Hands over results[handed..<upto]: converted, their snapshots freed.
+                    let slots = out  // the buffer (its memory), for the closure below
+                    withoutActuallyEscaping(found) { found in
+                        let handOver = { (upto: Int) in
+                            while handed < min(upto, targets.count) {
+                                found(handed, verdict(&slots[handed], for: targets[handed]))
+                                handed += 1
+                            }
                         }
-                        if pid > 0 {
-                            next = dm_probe_wait_files(&session, next, count, timeoutMilliseconds, out.baseAddress)
-                        } else {
-                            // Nothing started: all skipped from here, or the first not skipped is marked
-                            // unavailable (a later try may start: go on after it).
-                            var i = Int(next)
-                            while i < Int(count), out[i].outcome == Int32(DM_PROBE_SKIPPED.rawValue) { i += 1 }
-                            next = Int32(min(i + 1, Int(count)))
+                        var box = HandOver(body: handOver)
+                        while next < count {
+                            var session = dm_probe_session()
+                            // No other thread may be inside libhdf5 while the process forks: take the lock.
+                            let pid = HDF5Library.withLock {
+                                dm_probe_start_files(
+                                    paths, fds.baseAddress, count, next, memoryAllowance, keepStandardError ? 1 : 0,
+                                    timeoutMilliseconds, snapshotData, &session, out.baseAddress)
+                            }
+                            if pid > 0 {
+                                next = withUnsafeMutablePointer(to: &box) { box in
+                                    dm_probe_wait_files(
+                                        &session, next, count, timeoutMilliseconds, out.baseAddress,
+                                        { context, upto in
+                                            context!.assumingMemoryBound(to: HandOver.self).pointee.body(Int(upto))
+                                        }, box)
+                                }
+                            } else {
+                                // Nothing started: all skipped from here, or the first not skipped is marked
+                                // unavailable (a later try may start: go on after it).
+                                var i = Int(next)
+                                while i < Int(count), out[i].outcome == Int32(DM_PROBE_SKIPPED.rawValue) { i += 1 }
+                                next = Int32(min(i + 1, Int(count)))
+                            }
+                            handOver(Int(next))
                         }
                     }
                 }
             }
         }
-        return targets.indices.map { i in
-            let result = results[i]
-            var snapshot: Snapshot?
-            if let bytes = result.snapshot {
-                if result.outcome == Int32(DM_PROBE_OK.rawValue) {
-                    snapshot = Snapshot(UnsafeRawBufferPointer(start: bytes, count: Int(result.snapshot_length)))
-                }
-                free(bytes)
+    }
+
+    private struct HandOver {
+        let body: (Int) -> Void
+    }
+
+    /// The verdict of one final result (whose snapshot, if any, is taken and freed).
+    private static func verdict(_ result: inout dm_probe_result, for target: Target) -> Verdict {
+        var snapshot: Snapshot?
+        if let bytes = result.snapshot {
+            if result.outcome == Int32(DM_PROBE_OK.rawValue) {
+                snapshot = Snapshot(UnsafeRawBufferPointer(start: bytes, count: Int(result.snapshot_length)))
             }
-            let step = withUnsafeBytes(of: result.step) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
-            let parts = step.split(separator: "\t", maxSplits: 1).map(String.init)
-            let object = parts.first.flatMap { $0.isEmpty ? nil : $0 } ?? "/"
-            let activity = parts.count > 1 ? parts[1] : "open the file"
-            let error = failure(
-                result, at: Location(file: targets[i].path, object: object),
-                operation: "read the file's metadata (\(activity))", what: "this file's metadata")
-            let remember =
-                result.outcome != Int32(DM_PROBE_SKIPPED.rawValue)
-                && result.outcome != Int32(DM_PROBE_UNAVAILABLE.rawValue)
-            return (error, remember, snapshot)
+            free(bytes)
+            result.snapshot = nil
+            result.snapshot_length = 0
         }
+        let step = withUnsafeBytes(of: result.step) { raw in
+            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        let parts = step.split(separator: "\t", maxSplits: 1).map(String.init)
+        let object = parts.first.flatMap { $0.isEmpty ? nil : $0 } ?? "/"
+        let activity = parts.count > 1 ? parts[1] : "open the file"
+        let error = failure(
+            result, at: Location(file: target.path, object: object),
+            operation: "read the file's metadata (\(activity))", what: "this file's metadata")
+        let remember =
+            result.outcome != Int32(DM_PROBE_SKIPPED.rawValue)
+            && result.outcome != Int32(DM_PROBE_UNAVAILABLE.rawValue)
+        return Verdict(error: error, remember: remember, snapshot: snapshot)
     }
 
     /// Calls `body` with a C array of the strings (valid only during the call).

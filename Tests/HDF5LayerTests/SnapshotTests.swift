@@ -176,6 +176,43 @@ struct SnapshotTests {
         #expect(try w.readFloats() == weights)
     }
 
+    @Test("File.preRead hands each file over in order, once, as soon as its own pre-read is done")
+    func preReadStreams() throws {
+        let dir = TemporaryDirectory()
+        let x = dir.file("x.h5"), y = dir.file("y.h5"), missing = dir.file("missing.h5")
+        try makeFile(x)
+        try makeFile(y)
+        // A file whose walk takes a while (8,000 groups), and a copy of it (another inode: its
+        // own pre-read) to time that walk alone.
+        let slow = dir.file("slow.h5"), slowAlone = dir.file("slow-alone.h5")
+        try File.writeAtomically(to: slow) { f in
+            let extra = try f.root().createGroup("extra")
+            for i in 0..<8_000 { _ = try extra.createGroup("g\(i)") }
+        }
+        try FileManager.default.copyItem(atPath: slow, toPath: slowAlone)
+        let clock = ContinuousClock()
+        let aloneStart = clock.now
+        File.preRead([slowAlone])
+        let alone = clock.now - aloneStart
+
+        var handed: [Int] = []
+        var yReady: ContinuousClock.Instant?
+        File.preRead([x, missing, y, slow]) { i in
+            handed.append(i)
+            if i == 2 { yReady = clock.now }
+        }
+        let end = clock.now
+        #expect(handed == [0, 1, 2, 3])
+        // y was handed over while the child still walked the slow file: before the change that
+        // made this stream, every file of a batch was handed over when the child had ended.
+        let ready = try #require(yReady)
+        #expect(end - ready > alone / 2, "y ready \(end - ready) before the end; the slow walk alone: \(alone)")
+        // Each verdict was remembered: the opens find it (a valid file opens from its snapshot).
+        let opened = try File.open(y)
+        #expect(!opened.openedByLibraryForTesting)
+        #expect(try opened.root().readString("s") == "héllo ∑")
+    }
+
     @Test("a child's bytes are decoded as hostile: truncated, oversized or inconsistent records are refused")
     func hostileRecords() throws {
         var r: [UInt8] = []

@@ -16,7 +16,7 @@ import Glibc
         "needs the dataset-fashion-mnist package"))
 struct CheckpointTests {
     static let recipe = [
-        "--data", "fashion-mnist", "--limit", "2000", "--batch-size", "20", "--test-limit", "100",
+        "--data", "fashion-mnist", "--limit", "3000", "--batch-size", "20", "--test-limit", "100",
         "--layers", "784,32,10",
         "--keep", "0.8,0.5", "--epochs", "4", "--seed", "3",
     ]

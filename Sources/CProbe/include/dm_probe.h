@@ -99,8 +99,12 @@ int dm_probe_start_files(const char *const *paths, const int *file_fds, int coun
 /// rest. A wall-clock backstop of six times `cpu_limit_ms` (at least a minute) without progress
 /// from one file to the next kills a child that blocks. Each file walked to the end carries the
 /// snapshot the child sent for it, if any (`results[i].snapshot`, the caller frees it).
+/// `finished_through` (may be NULL) is called with `ctx` and `next` each time more files are
+/// final, `results[first..<next]`, while the child still walks the rest (a caller can use
+/// them at once: each file's snapshot arrives before the child says it finished the file), and
+/// once more before returning. It must not touch `results` at or past `next`.
 int dm_probe_wait_files(dm_probe_session *session, int first, int count, int cpu_limit_ms,
-                        dm_probe_result *results);
+                        dm_probe_result *results, void (*finished_through)(void *ctx, int next), void *ctx);
 
 /// Reads the `count` variable-length strings of an open attribute in a forked child (the call
 /// that reads libhdf5's global heap, where 1.10 overflows buffers, loops and over-allocates on
