@@ -45,7 +45,8 @@ public enum Bake {
     /// Bakes `input` into `output`: checks `output` can be written before reading anything,
     /// refuses an already-baked bundle (``DropModelBase/DropModelError`` with code
     /// `.notApplicable`, writing nothing) and reports `.notNeeded` for an inverted one.
-    /// `progress` hears the bytes of weight and bias data baked, layer by layer.
+    /// `progress` hears the bytes of weight and bias data baked, chunk by chunk (block by block
+    /// through the filters).
     public static func run(
         input: String, output: String, dtype: WeightType? = nil, progress: ProgressObserver? = nil
     ) throws -> Report {
@@ -109,7 +110,8 @@ public enum Bake {
         // Whatever ends the bake, the digest's reads end with it: no thread reads the input
         // after this returns.
         defer { digest.finish() }
-        // Progress by layer, in the source's bytes (monotone across a retry through the filters).
+        // Progress in the source's bytes, by rows of weights written (monotone across a retry
+        // through the filters: the retry reports nothing until it passes where the first stopped).
         let counter = ProgressCounter(total: info.dataBytes, progress)
         var out = info
         out.baked = true
@@ -289,6 +291,7 @@ public enum Bake {
             buffers.writeback = Writeback(path: file.path)
             counter.restart()
             let groups = try BundleWriter.writeMetadata(out, to: file, options: WriteOptions())
+            var before = 0  // the source's data bytes of the layers before this one
             for (l, layer) in out.layers.enumerated() {
                 // Only weighted layers have anything to scale (their kind says which).
                 guard let (w, b) = try BundleWriter.createLayerDatasets(groups[l], layer, options: WriteOptions())
@@ -296,18 +299,27 @@ public enum Bake {
                 // p for element and channel dropout; 1 for gaussian (Specs/bake.md).
                 let p = Float(layer.bakeScale)
                 let source = try bundle.weightDataset(l)
+                // Progress within the layer by its rows of weights written (a layer can be most
+                // of the file), then the whole layer once its bias is written too.
+                let layerBytes = bundle.info.layers[l].dataBytes
+                let totalRows = max(1, layer.parameterShapes?.rows ?? 1)
+                let rowsWritten = { (rows: Int) in
+                    counter.reach(before + layerBytes / totalRows * min(rows, totalRows))
+                }
                 if direct, layer.dtype == .float32, let rows = try source.float32RowChunks(),
                     try w.float32RowChunks() == rows
                 {
-                    try bakeChunks(source, into: w, rows: rows, layer: layer, keep: p, buffers: buffers)
+                    try bakeChunks(
+                        source, into: w, rows: rows, layer: layer, keep: p, buffers: buffers, written: rowsWritten)
                 } else {
                     // float16 output, or not the layout the direct path handles: the filters.
-                    try bakeRows(bundle, l, into: w, layer: layer, keep: p, input: input)
+                    try bakeRows(bundle, l, into: w, layer: layer, keep: p, input: input, written: rowsWritten)
                 }
                 try b.write(floats: try bundle.biasDataset(l).readFloats())
                 w.close()
                 b.close()
-                counter.add(bundle.info.layers[l].dataBytes)
+                before += layerBytes
+                counter.reach(before)
             }
             let unbaked = try digest.wait()
             try file.root().write(Schema.unbakedDigestAttribute, uint8s: unbaked)
@@ -318,7 +330,8 @@ public enum Bake {
     /// Through libhdf5's filter pipeline: blocks of whole output chunks, so no chunk is ever
     /// written twice; float16 output converted here.
     private static func bakeRows(
-        _ bundle: BundleReader, _ l: Int, into w: Dataset, layer: LayerInfo, keep p: Float, input: String
+        _ bundle: BundleReader, _ l: Int, into w: Dataset, layer: LayerInfo, keep p: Float, input: String,
+        written: (Int) -> Void
     ) throws {
         // Rows of fan-in, whatever the kind.
         guard let shapes = layer.parameterShapes else { return }
@@ -341,6 +354,7 @@ public enum Bake {
                 }
                 try w.writeFloatRows(start: first, count: rows, UnsafeBufferPointer(rebasing: s[0..<n]))
             }
+            written(first + rows)
         }
     }
 
@@ -350,7 +364,8 @@ public enum Bake {
     /// and checksums the result. Same bytes as the filter path (tested). Throws
     /// DirectPathDeclined if a chunk is not as expected.
     private static func bakeChunks(
-        _ source: Dataset, into w: Dataset, rows: Int, layer: LayerInfo, keep p: Float, buffers: DirectBuffers
+        _ source: Dataset, into w: Dataset, rows: Int, layer: LayerInfo, keep p: Float, buffers: DirectBuffers,
+        written: (Int) -> Void
     ) throws {
         guard let shapes = layer.parameterShapes else { return }
         let (rowLength, totalRows) = (shapes.rowLength, shapes.rows)
@@ -397,11 +412,13 @@ public enum Bake {
                 if flag.declined { throw DirectPathDeclined() }
                 try w.writeStoredChunk(row: (c - 1) * rows, UnsafeRawBufferPointer(out[1 - k]))
                 buffers.writeback?.wrote(bytes)
+                written(c * rows)
             }
         }
         done.wait()
         if flag.declined { throw DirectPathDeclined() }
         try w.writeStoredChunk(row: (chunks - 1) * rows, UnsafeRawBufferPointer(out[(chunks - 1) % 2]))
         buffers.writeback?.wrote(bytes)
+        written(totalRows)
     }
 }
