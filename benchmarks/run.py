@@ -402,20 +402,28 @@ def gemm(gemm_bin, repeats, rounds=3):
     table gave it 132 on the same products."""
     per_round = max(1, repeats // rounds)
     runs = {"ours": [], "peer": []}
+    measure = {"ours": lambda: gemm_bench(gemm_bin, ["--repeats", str(per_round), "--clock", "cpu"]),
+               "peer": lambda: gemm_numpy(["--repeats", str(per_round), "--clock", "cpu"])}
     for r in range(rounds):
         for who in (("ours", "peer") if r % 2 == 0 else ("peer", "ours")):
-            if who == "ours":
-                cmd = [gemm_bin, "--threads", "1", "--repeats", str(per_round), "--clock", "cpu"]
-                runs["ours"].append(json_from(run(pinned(cmd, 1), env=ours_env())[2], "GemmBench"))
-            else:
-                cmd = [PY, os.path.join(HERE, "gemm_numpy.py"), "--repeats", str(per_round), "--clock", "cpu"]
-                result = json_from(run(pinned(cmd, 1), env=peer_env(1))[2], "gemm_numpy.py")
-                check_blas(result["blas"], "gemm_numpy.py")
-                runs["peer"].append(result)
+            runs[who].append(measure[who]())
     ours, peer = combine_gemm_rounds(runs["ours"]), combine_gemm_rounds(runs["peer"])
     log(f"gemm: dropmodel {ours['aggregate_gflops']:.1f} GFLOP/s ({ours['kernel']}), "
         f"numpy {peer['aggregate_gflops']:.1f} GFLOP/s ({rounds} alternating rounds, CPU time)")
     return ours, peer
+
+
+def gemm_bench(gemm_bin, args):
+    """One run of dropmodel's GEMM micro-benchmark on 1 thread (pinned), its JSON."""
+    return json_from(run(pinned([gemm_bin, "--threads", "1"] + args, 1), env=ours_env())[2], "GemmBench")
+
+
+def gemm_numpy(args):
+    """One run of the numpy/OpenBLAS peer on 1 thread (pinned), its JSON; fails if OpenBLAS is crippled."""
+    result = json_from(run(pinned([PY, os.path.join(HERE, "gemm_numpy.py")] + args, 1), env=peer_env(1))[2],
+                       "gemm_numpy.py")
+    check_blas(result["blas"], "gemm_numpy.py " + " ".join(args))
+    return result
 
 
 def combine_gemm_rounds(results):
@@ -424,7 +432,7 @@ def combine_gemm_rounds(results):
     out = dict(results[0])
     products, total_flops, total_seconds = [], 0.0, 0.0
     for i, first in enumerate(results[0]["products"]):
-        flops = first["gflops"] * first["seconds"] * 1e9
+        flops = 2.0 * first["m"] * first["n"] * first["k"]
         seconds = median([r["products"][i]["seconds"] for r in results])
         best = max(r["products"][i]["best_gflops"] for r in results)
         products.append(dict(first, seconds=seconds, gflops=flops / seconds / 1e9, best_gflops=best,
@@ -453,16 +461,12 @@ def gemm_paths(gemm_bin, repeats, rounds):
     given to other programs do not count in. The scalar path (about 3 s per 1024³ product) runs
     once, one call per product."""
     def ours(flag, repeats, min_seconds):
-        cmd = [gemm_bin, "--products", "paths", "--kernel", flag, "--threads", "1",
-               "--repeats", str(repeats), "--min-seconds", str(min_seconds), "--clock", "cpu"]
-        result = json_from(run(pinned(cmd, 1), env=ours_env())[2], "GemmBench")
+        result = gemm_bench(gemm_bin, ["--products", "paths", "--kernel", flag, "--repeats", str(repeats),
+                                       "--min-seconds", str(min_seconds), "--clock", "cpu"])
         return {p["name"]: p["best_gflops"] for p in result["products"]} if result["available"] else None
 
     def peer():
-        cmd = [PY, os.path.join(HERE, "gemm_numpy.py"), "--products", "paths", "--repeats", str(repeats),
-               "--clock", "cpu"]
-        result = json_from(run(pinned(cmd, 1), env=peer_env(1))[2], "gemm_numpy.py")
-        check_blas(result["blas"], "gemm_numpy.py --products paths")
+        result = gemm_numpy(["--products", "paths", "--repeats", str(repeats), "--clock", "cpu"])
         return {p["name"]: p["best_gflops"] for p in result["products"]}, result["blas"]
 
     programs = [name for flag, name in KERNEL_PATHS if flag != "scalar"] + ["openblas"]

@@ -706,14 +706,24 @@ static void close_inherited(int *keep, int n) {
     close_range(lo, ~0u, 0);
 }
 
+static void put_u32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+
+// A record's head on `fd`: u32 index, u32 length.
+static void send_head(int fd, int index, uint32_t length) {
+    unsigned char head[8];
+    put_u32(head, (uint32_t)index);
+    put_u32(head + 4, length);
+    write_all(fd, (const char *)head, sizeof head);
+}
+
 // Sends the snapshot of file `index` on `fd`: u32 index, u32 length, the bytes.
 static void send_snapshot(walker *w, int fd, int index) {
-    unsigned char head[8];
-    for (int k = 0; k < 4; k++) {
-        head[k] = (unsigned char)((uint32_t)index >> (8 * k));
-        head[4 + k] = (unsigned char)((uint32_t)w->snap.length >> (8 * k));
-    }
-    write_all(fd, (const char *)head, sizeof head);
+    send_head(fd, index, (uint32_t)w->snap.length);
     write_all(fd, (const char *)w->snap.data, w->snap.length);
 }
 
@@ -724,12 +734,7 @@ static void send_snapshot(walker *w, int fd, int index) {
 #define FINISHED_MARK 0xffffffffu
 static void send_finished(int fd, int index) {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    unsigned char head[8];
-    for (int k = 0; k < 4; k++) {
-        head[k] = (unsigned char)((uint32_t)index >> (8 * k));
-        head[4 + k] = (unsigned char)(FINISHED_MARK >> (8 * k));
-    }
-    write_all(fd, (const char *)head, sizeof head);
+    send_head(fd, index, FINISHED_MARK);
 }
 
 // Walks one file; returns when done (an allocation failure exits the child). Sends the file's
@@ -1069,6 +1074,17 @@ static int outcome(int ended, int memory, int done, int reaped, const dm_probe_r
     return DM_PROBE_CRASHED;
 }
 
+// One read of the child's pipe into `sink` (bytes past its bound are dropped: `*full`).
+// Returns 0 at end of file or on a read error (the child is gone), -1 if interrupted, else 1.
+static int read_into(int fd, byte_sink *sink, int *full) {
+    char buf[65536];
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) return 0;
+    if (n < 0) return -1;
+    if (!*full && take_bytes(sink, buf, (size_t)n)) *full = 1;
+    return 1;
+}
+
 // Parses the complete records of `sink` from `*at`: attaches each snapshot to its file if that
 // file is in [from, count) (files before `from` were handed over already: a second record for
 // one is dropped) and has none yet; skips finished marks. Stops at an incomplete record, or at
@@ -1122,25 +1138,17 @@ int dm_probe_wait_files(dm_probe_session *session, int first, int count, int cpu
         struct pollfd pfd = {session->read_fd, POLLIN, 0};
         int ready = poll(&pfd, 1, 250);
         if (ready < 0 && errno != EINTR) break;
-        if (ready > 0) {
-            // Read as it comes: the child blocks on a full pipe (64 KiB) until this reads, so a
-            // snapshot of any size flows; bytes past the bound are read and dropped.
-            char buf[65536];
-            ssize_t n = read(session->read_fd, buf, sizeof buf);
-            if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) break;
-            if (n > 0 && !sink_full && take_bytes(&sink, buf, (size_t)n)) sink_full = 1;
-        }
+        // Read as it comes: the child blocks on a full pipe (64 KiB) until this reads, so a
+        // snapshot of any size flows; bytes past the bound are read and dropped.
+        if (ready > 0 && read_into(session->read_fd, &sink, &sink_full) == 0) break;
         int current = report->current, finished = report->finished;
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         if (finished_through && finished > handed && finished <= count) {
             // A file's snapshot is on the pipe before its mark and before `finished` passed it;
             // what this read has not taken yet waits in the pipe: take it first.
             struct pollfd more = {session->read_fd, POLLIN, 0};
-            while (!sink_full && poll(&more, 1, 0) > 0 && (more.revents & POLLIN)) {
-                char buf[65536];
-                ssize_t n = read(session->read_fd, buf, sizeof buf);
-                if (n <= 0) break;
-                if (take_bytes(&sink, buf, (size_t)n)) sink_full = 1;
+            while (!sink_full && poll(&more, 1, 0) > 0 && (more.revents & POLLIN)
+                   && read_into(session->read_fd, &sink, &sink_full) > 0) {
             }
             parse_records(&sink, &parsed, handed, count, results);
             handed = finished;
@@ -1208,13 +1216,6 @@ static herr_t bottom_description(unsigned n, const H5E_error2_t *e, void *data) 
     char *buf = data;
     if (e->desc) snprintf(buf, 512, "%s", e->desc);
     return 0;
-}
-
-static void put_u32(unsigned char *p, uint32_t v) {
-    p[0] = (unsigned char)v;
-    p[1] = (unsigned char)(v >> 8);
-    p[2] = (unsigned char)(v >> 16);
-    p[3] = (unsigned char)(v >> 24);
 }
 
 static void strings_child(hid_t attribute, hid_t memtype, size_t count, size_t max_string_bytes, int fd) {

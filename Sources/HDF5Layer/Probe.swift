@@ -159,7 +159,7 @@ enum Probe {
                                 handed += 1
                             }
                         }
-                        var box = HandOver(body: handOver)
+                        let box = HandOver(body: handOver)
                         while next < count {
                             var session = dm_probe_session()
                             // No other thread may be inside libhdf5 while the process forks: take the lock.
@@ -169,12 +169,13 @@ enum Probe {
                                     timeoutMilliseconds, snapshotData, &session, out.baseAddress)
                             }
                             if pid > 0 {
-                                next = withUnsafeMutablePointer(to: &box) { box in
+                                // The C side hands over as files finish, and once more at the end.
+                                next = withUnsafePointer(to: box) { box in
                                     dm_probe_wait_files(
                                         &session, next, count, timeoutMilliseconds, out.baseAddress,
                                         { context, upto in
                                             context!.assumingMemoryBound(to: HandOver.self).pointee.body(Int(upto))
-                                        }, box)
+                                        }, UnsafeMutableRawPointer(mutating: box))
                                 }
                             } else {
                                 // Nothing started: all skipped from here, or the first not skipped is marked
@@ -182,8 +183,8 @@ enum Probe {
                                 var i = Int(next)
                                 while i < Int(count), out[i].outcome == Int32(DM_PROBE_SKIPPED.rawValue) { i += 1 }
                                 next = Int32(min(i + 1, Int(count)))
+                                handOver(Int(next))
                             }
-                            handOver(Int(next))
                         }
                     }
                 }
