@@ -543,8 +543,29 @@ def train_peer(script, threads, limit, extra_env=None):
     return json_from(run(pinned(cmd, threads), env=peer_env(threads, extra_env))[2], script)
 
 
+def vm_cores(threads=2, seconds=1.5):
+    """The cores `threads` busy processes get at once, each pinned to its own CPU: their CPU time
+    (getrusage of each, user + system) over the wall time. About 2.0 on two idle cores; less when
+    anything else runs beside the benchmark (a forgotten busy loop on one CPU gave 1.44), which
+    bounds every 2-thread figure of the round that follows (docs/benchmarks.md)."""
+    loop = f"import time\ne = time.time() + {seconds}\nwhile time.time() < e: pass"
+    procs = []
+    for i in range(threads):
+        cmd = [sys.executable, "-c", loop]
+        if shutil.which("taskset"):
+            cmd = ["taskset", "-c", str(i)] + cmd
+        procs.append(subprocess.Popen(cmd))
+    start = time.time()
+    used = 0.0
+    for p in procs:
+        _, _, usage = os.wait4(p.pid, 0)
+        used += usage.ru_utime + usage.ru_stime
+    return used / max(time.time() - start, seconds)
+
+
 def training(dm, work, limit, repeats):
     results = {(who, t): [] for who in ("ours", "numpy", "keras") for t in (1, 2)}
+    results["vm_cores"] = []
     # XLA on the CPU: these flags are the documented way to a single-threaded Eigen pool, but
     # a current jaxlib ignores them (two tf_XLAEigen threads busy, measured); the CPU affinity
     # from `pinned` is what sizes XLA's pool to one thread. Both are applied; the peer reports
@@ -552,6 +573,9 @@ def training(dm, work, limit, repeats):
     xla_1t = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
     for rep in range(repeats):
         for t in (1, 2):
+            if t == 2:
+                results["vm_cores"].append(vm_cores())
+                log(f"train: two pinned busy processes got {results['vm_cores'][-1]:.2f} cores (CPU / wall time)")
             runs = [("ours", lambda: train_ours(dm, work, t, limit, rep)),
                     ("numpy", lambda: train_peer("mlp_numpy.py", t, limit)),
                     ("keras", lambda: train_peer("mlp_keras.py", t, limit, xla_1t if t == 1 else None))]
@@ -567,7 +591,7 @@ def training(dm, work, limit, repeats):
                     f" (cores used {r['cores_used']:.2f})")
     digests = {t: sorted({r["weights_sha256"] for r in results[("ours", t)]}) for t in (1, 2)}
     identical = len(digests[1]) == 1 and digests[1] == digests[2]
-    rate = {k: median([r["examples_per_second"] for r in v]) for k, v in results.items()}
+    rate = {k: median([r["examples_per_second"] for r in v]) for k, v in results.items() if k != "vm_cores"}
     return results, rate, digests, identical
 
 
@@ -587,6 +611,7 @@ def train_rows(results, rate, digests, identical, limit, repeats, gemm_ours):
                 "cpu_affinity": f"taskset -c {cpus(t)}" if shutil.which("taskset") and cpus(t) else None,
                 "weights_sha256_1t": digests[1], "weights_sha256_2t": digests[2],
                 "bit_identical_across_threads": identical,
+                "vm_cores_before_2t_runs": [round(x, 3) for x in results["vm_cores"]],
                 "ours_kernel": f"dropmodel {gemm_ours['kernel']}" if gemm_ours else None,
                 "peer_kernel": results[(peer, t)][-1].get("kernel"),
             }
@@ -608,7 +633,8 @@ def train_rows(results, rate, digests, identical, limit, repeats, gemm_ours):
                              "per_threads": {f"{t}t": eff[t] for t in eff},
                              "flops_per_example": FLOPS_PER_EXAMPLE,
                              "flops_forward": FWD_FLOPS, "flops_backward": BWD_FLOPS,
-                             "kernel_gflops_1core": gemm_ours["aggregate_gflops"]}))
+                             "kernel_gflops_1core": gemm_ours["aggregate_gflops"],
+                             "vm_cores_before_2t_runs": [round(x, 3) for x in results["vm_cores"]]}))
     return rows
 
 
@@ -871,6 +897,12 @@ def table(rows, machine, setup_seconds):
                                                               f"DIFFER: 1t {d['weights_sha256_1t']}, 2t {d['weights_sha256_2t']}"))
         eff = rows["train_efficiency"]["details"]["per_threads"]
         notes.append(f"train_efficiency per thread count: 1t {eff['1t']:.2f}, 2t {eff['2t']:.2f}")
+        cores = rows["train_efficiency"]["details"].get("vm_cores_before_2t_runs") or []
+        if cores:
+            notes.append("cores the VM gave two pinned busy processes before each 2-thread round: "
+                         + ", ".join(f"{c:.2f}" for c in cores)
+                         + (" (below 1.9: something else took CPU time from the 2-thread runs)"
+                            if median(cores) < 1.9 else ""))
     bk = rows.get("bake_vs_cp")
     if bk:
         notes.append(f"bake: {bk['details']['bundle']}, page cache {bk['details']['page_cache']}; "
