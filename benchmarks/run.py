@@ -543,7 +543,7 @@ def train_peer(script, threads, limit, extra_env=None):
     return json_from(run(pinned(cmd, threads), env=peer_env(threads, extra_env))[2], script)
 
 
-def vm_cores(threads=2, seconds=1.5):
+def busy_cores(threads=2, seconds=1.5):
     """The cores `threads` busy processes get at once, each pinned to its own CPU: their CPU time
     (getrusage of each, user + system) over the wall time. About 2.0 on two idle cores; less when
     anything else runs beside the benchmark (a forgotten busy loop on one CPU gave 1.44), which
@@ -565,7 +565,7 @@ def vm_cores(threads=2, seconds=1.5):
 
 def training(dm, work, limit, repeats):
     results = {(who, t): [] for who in ("ours", "numpy", "keras") for t in (1, 2)}
-    results["vm_cores"] = []
+    cores = []  # busy_cores() before each round of 2-thread runs
     # XLA on the CPU: these flags are the documented way to a single-threaded Eigen pool, but
     # a current jaxlib ignores them (two tf_XLAEigen threads busy, measured); the CPU affinity
     # from `pinned` is what sizes XLA's pool to one thread. Both are applied; the peer reports
@@ -574,8 +574,8 @@ def training(dm, work, limit, repeats):
     for rep in range(repeats):
         for t in (1, 2):
             if t == 2:
-                results["vm_cores"].append(vm_cores())
-                log(f"train: two pinned busy processes got {results['vm_cores'][-1]:.2f} cores (CPU / wall time)")
+                cores.append(round(busy_cores(), 3))
+                log(f"train: two pinned busy processes got {cores[-1]:.2f} cores (CPU / wall time)")
             runs = [("ours", lambda: train_ours(dm, work, t, limit, rep)),
                     ("numpy", lambda: train_peer("mlp_numpy.py", t, limit)),
                     ("keras", lambda: train_peer("mlp_keras.py", t, limit, xla_1t if t == 1 else None))]
@@ -591,11 +591,11 @@ def training(dm, work, limit, repeats):
                     f" (cores used {r['cores_used']:.2f})")
     digests = {t: sorted({r["weights_sha256"] for r in results[("ours", t)]}) for t in (1, 2)}
     identical = len(digests[1]) == 1 and digests[1] == digests[2]
-    rate = {k: median([r["examples_per_second"] for r in v]) for k, v in results.items() if k != "vm_cores"}
-    return results, rate, digests, identical
+    rate = {k: median([r["examples_per_second"] for r in v]) for k, v in results.items()}
+    return results, rate, digests, identical, cores
 
 
-def train_rows(results, rate, digests, identical, limit, repeats, gemm_ours):
+def train_rows(results, rate, digests, identical, cores, limit, repeats, gemm_ours):
     rows = []
     for peer in ("numpy", "keras"):
         for t in (1, 2):
@@ -611,7 +611,7 @@ def train_rows(results, rate, digests, identical, limit, repeats, gemm_ours):
                 "cpu_affinity": f"taskset -c {cpus(t)}" if shutil.which("taskset") and cpus(t) else None,
                 "weights_sha256_1t": digests[1], "weights_sha256_2t": digests[2],
                 "bit_identical_across_threads": identical,
-                "vm_cores_before_2t_runs": [round(x, 3) for x in results["vm_cores"]],
+                "busy_cores_before_2t_runs": cores,
                 "ours_kernel": f"dropmodel {gemm_ours['kernel']}" if gemm_ours else None,
                 "peer_kernel": results[(peer, t)][-1].get("kernel"),
             }
@@ -634,7 +634,7 @@ def train_rows(results, rate, digests, identical, limit, repeats, gemm_ours):
                              "flops_per_example": FLOPS_PER_EXAMPLE,
                              "flops_forward": FWD_FLOPS, "flops_backward": BWD_FLOPS,
                              "kernel_gflops_1core": gemm_ours["aggregate_gflops"],
-                             "vm_cores_before_2t_runs": [round(x, 3) for x in results["vm_cores"]]}))
+                             "busy_cores_before_2t_runs": cores}))
     return rows
 
 
@@ -897,9 +897,9 @@ def table(rows, machine, setup_seconds):
                                                               f"DIFFER: 1t {d['weights_sha256_1t']}, 2t {d['weights_sha256_2t']}"))
         eff = rows["train_efficiency"]["details"]["per_threads"]
         notes.append(f"train_efficiency per thread count: 1t {eff['1t']:.2f}, 2t {eff['2t']:.2f}")
-        cores = rows["train_efficiency"]["details"].get("vm_cores_before_2t_runs") or []
+        cores = rows["train_efficiency"]["details"].get("busy_cores_before_2t_runs") or []
         if cores:
-            notes.append("cores the VM gave two pinned busy processes before each 2-thread round: "
+            notes.append("cores two pinned busy processes got before each 2-thread round: "
                          + ", ".join(f"{c:.2f}" for c in cores)
                          + (" (below 1.9: something else took CPU time from the 2-thread runs)"
                             if median(cores) < 1.9 else ""))
@@ -1033,10 +1033,10 @@ def main():
                 paths = gemm_paths(args.gemm_bench, gemm_repeats, 1 if quick else 3)
                 rows.update([gemm_row(gemm_ours, gemm_peer, paths)])
         if "train" in only:
-            results, rate, digests, identical = training(dm, work, limit, train_repeats)
+            results, rate, digests, identical, cores = training(dm, work, limit, train_repeats)
             if not identical:
                 log(f"train: dropmodel's 1- and 2-thread weights DIFFER: {digests}")
-            rows.update(train_rows(results, rate, digests, identical, limit, train_repeats, gemm_ours))
+            rows.update(train_rows(results, rate, digests, identical, cores, limit, train_repeats, gemm_ours))
         if "cnn" in only:
             cnn, cnn_identical = cnn_training(dm, work, limit, train_repeats, gemm_ours)
             if not cnn_identical:
