@@ -55,7 +55,7 @@ let package = Package(
         .target(
             name: "HDF5Layer",
             dependencies: [
-                "CHDF5", "CProbe", "CFletcher", "DropModelBase",
+                "CHDF5", "CProbe", "CFletcher", "CZlib", "DropModelBase",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: swiftSettings,

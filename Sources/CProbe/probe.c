@@ -50,12 +50,13 @@ typedef struct {
     char step[sizeof(((dm_probe_result *)0)->step)];
 } walk_report;
 
-// The metadata snapshot of the file being walked (dm_probe.h): dropped (`failed`) at the first
-// libhdf5 error, when it grows past its bound, or on an odd name.
+// The metadata snapshot of the file being walked (dm_probe.h): dropped (`failed`) when it grows
+// past its bound or on an odd name; after a libhdf5 error (`errors`) it is sent marked 'F'.
 typedef struct {
     unsigned char *data;
     size_t length, capacity;
-    int failed;
+    int failed;  // dropped: past its bound, or a name it cannot carry
+    int errors;  // libhdf5 errors met so far in the file
 } snapshot_buffer;
 
 typedef struct {
@@ -66,6 +67,10 @@ typedef struct {
     // Variable-length strings are not read but noted (`strings_seen`): the file is then walked
     // again in a process of its own (child_main).
     int defer_strings, strings_seen;
+    // The file's first libhdf5 error: the step it happened in and the error stack's first
+    // (top) and last (bottom) descriptions, sent as the 'X' record.
+    char first_step[sizeof(((dm_probe_result *)0)->step)];
+    char first_top[256], first_bottom[256];
 } walker;
 
 static void snap_bytes(walker *w, const void *p, size_t n) {
@@ -217,10 +222,29 @@ static herr_t find_allocation_failure(unsigned n, const H5E_error2_t *e, void *d
     return 0;
 }
 
+typedef struct {
+    char *top, *bottom;
+} error_ends;
+
+static herr_t error_ends_of(unsigned n, const H5E_error2_t *e, void *data) {
+    error_ends *ends = data;
+    const char *desc = e->desc ? e->desc : "";
+    if (n == 0) snprintf(ends->top, 256, "%s", desc);
+    snprintf(ends->bottom, 256, "%s", desc);
+    return 0;
+}
+
 // After a failed call: an allocation failure ends the walk (the file asks for more memory than
 // the limit); any other error is the parent's to find and report.
 static void after_failure(walker *w) {
-    w->snap.failed = 1;  // the parent's reader reports the error: it must meet it itself
+    // The parent's reader reports the error: it must meet it itself, so such a snapshot serves
+    // only as the map of where data is stored (the 'F' record, walk_file).
+    if (w->snap.errors++ == 0) {
+        memcpy(w->first_step, w->report->step, sizeof w->first_step);
+        w->first_top[0] = w->first_bottom[0] = 0;
+        error_ends ends = {w->first_top, w->first_bottom};
+        H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, error_ends_of, &ends);
+    }
     int found = 0;
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, find_allocation_failure, &found);
     H5Eclear2(H5E_DEFAULT);
@@ -292,8 +316,9 @@ static void read_attribute_value(walker *w, hid_t attribute, hid_t type, hid_t s
             w->snap.failed = 1;
         } else if (variable > 0) {
             // Variable length: the strings live in the global heap (the crashes in
-            // Fuzz/README.md); read them as the reader does, into C strings. Not recorded: the
-            // reader reads them again in a child of its own.
+            // Fuzz/README.md); read them as the reader does, into C strings, and record them
+            // (value 4), each cut to one byte past the reader's bound (which it then refuses):
+            // the reader validates them and never reads the heap itself.
             hid_t mem = H5Tcopy(H5T_C_S1);
             if (mem < 0) {
                 after_failure(w);
@@ -303,8 +328,22 @@ static void read_attribute_value(walker *w, hid_t attribute, hid_t type, hid_t s
                 H5Tset_cset(mem, cset == H5T_CSET_UTF8 ? H5T_CSET_UTF8 : H5T_CSET_ASCII);
                 char **buf = calloc((size_t)n, sizeof(char *));
                 if (buf) {
-                    if (H5Aread(attribute, mem, buf) < 0) after_failure(w);
-                    else H5Dvlen_reclaim(mem, space, H5P_DEFAULT, buf);
+                    if (H5Aread(attribute, mem, buf) < 0) {
+                        after_failure(w);
+                    } else {
+                        snap_u8(w, 4);
+                        snap_u32(w, (uint32_t)n);
+                        for (hssize_t i = 0; i < n; i++) {
+                            if (!buf[i]) {
+                                snap_u8(w, 'N');
+                                continue;
+                            }
+                            snap_u8(w, 'S');
+                            snap_str(w, buf[i], strnlen(buf[i], (size_t)MAX_ATTRIBUTE_BYTES + 1));
+                        }
+                        recorded = 1;
+                        H5Dvlen_reclaim(mem, space, H5P_DEFAULT, buf);
+                    }
                     free(buf);
                 }
                 H5Tclose(mem);
@@ -456,7 +495,144 @@ static void snap_dataset_data(walker *w, hid_t dataset, const char *path, hid_t 
     free(buf);
 }
 
+// How the parent may decode a stored element itself (dm_probe.h, 'S'): 1 little-endian
+// integer, 2 big-endian integer, 3 little-endian IEEE float, 4 big-endian IEEE float (binary16,
+// 32 or 64: exactly the standard's fields and bias); 0 any other type (the parent then reads
+// the dataset with libhdf5's conversions).
+static unsigned raw_encoding(hid_t type) {
+    H5T_class_t cls = H5Tget_class(type);
+    size_t size = H5Tget_size(type);
+    H5T_order_t order = H5Tget_order(type);
+    if (!(size == 1 || size == 2 || size == 4 || size == 8)) return 0;
+    if (H5Tget_offset(type) != 0 || H5Tget_precision(type) != 8 * size) {
+        H5Eclear2(H5E_DEFAULT);
+        return 0;
+    }
+    int be = order == H5T_ORDER_BE;
+    if (!(order == H5T_ORDER_LE || be || (size == 1 && order == H5T_ORDER_NONE))) return 0;
+    if (cls == H5T_INTEGER) return be ? 2 : 1;
+    if (cls != H5T_FLOAT || size == 1) return 0;
+    static const size_t want[9][6] = {
+        [2] = {15, 10, 5, 0, 10, 15}, [4] = {31, 23, 8, 0, 23, 127}, [8] = {63, 52, 11, 0, 52, 1023}};
+    size_t f[5];
+    if (H5Tget_fields(type, &f[0], &f[1], &f[2], &f[3], &f[4]) < 0) {
+        H5Eclear2(H5E_DEFAULT);
+        return 0;
+    }
+    for (int i = 0; i < 5; i++)
+        if (f[i] != want[size][i]) return 0;
+    if (H5Tget_ebias(type) != want[size][5] || H5Tget_norm(type) != H5T_NORM_IMPLIED) return 0;
+    return be ? 4 : 3;
+}
+
+typedef struct {
+    H5D_layout_t layout;
+    int rank;
+    const hsize_t *dims, *chunk;
+    unsigned long long grid_chunks;
+    unsigned shuffle_size;
+} raw_layout;
+
+// Records where a dataset's data is stored (dm_probe.h, 'S'), so that the parent reads it
+// from the pinned descriptor and decodes it itself: libhdf5 never reads data in the parent.
+static void snap_raw_storage(walker *w, hid_t dataset, const char *path, hid_t type, const raw_layout *r) {
+    unsigned encoding = raw_encoding(type);
+    if (encoding == 0) return;
+    size_t size = H5Tget_size(type);
+    // The base of the chunk addresses: the user block's size (0 for a file without one).
+    hsize_t base = 0;
+    hid_t file = H5Iget_file_id(dataset);
+    if (file >= 0) {
+        hid_t fcpl = H5Fget_create_plist(file);
+        if (fcpl < 0 || H5Pget_userblock(fcpl, &base) < 0) base = ~(hsize_t)0;
+        if (fcpl >= 0) H5Pclose(fcpl);
+        H5Fclose(file);
+    } else {
+        base = ~(hsize_t)0;
+    }
+    if (base == ~(hsize_t)0) {
+        H5Eclear2(H5E_DEFAULT);
+        return;
+    }
+    if (r->layout == H5D_CHUNKED) {
+        if (r->grid_chunks == 0 && r->rank > 0) return;
+        unsigned long long count = r->rank == 0 ? 1 : r->grid_chunks;
+        // 20 bytes a chunk: a snapshot past its bound is not sent at all.
+        if (count > DM_SNAPSHOT_MAX_BYTES / 20) return;
+        step(w, path, "read the dataset's chunk addresses", NULL);
+        size_t head = w->snap.length;
+        snap_u8(w, 'S');
+        snap_u8(w, (unsigned)encoding);
+        snap_u64(w, base);
+        snap_u32(w, r->shuffle_size);
+        snap_u8(w, 2);
+        snap_u64(w, count);
+        hsize_t grid[32] = {0}, offset[32] = {0};
+        for (int i = 0; i < r->rank; i++) grid[i] = (r->dims[i] + r->chunk[i] - 1) / r->chunk[i];
+        for (unsigned long long k = 0; k < count; k++) {
+            // Chunk k of the grid in row-major order: its first element's coordinates.
+            unsigned long long rest = k;
+            for (int i = r->rank - 1; i >= 0; i--) {
+                offset[i] = (rest % grid[i]) * r->chunk[i];
+                rest /= grid[i];
+            }
+            unsigned mask = 0;
+            haddr_t addr = HADDR_UNDEF;
+            hsize_t bytes = 0;
+            if (H5Dget_chunk_info_by_coord(dataset, offset, &mask, &addr, &bytes) < 0) {
+                // The record is dropped, not the snapshot: the parent reads with libhdf5.
+                H5Eclear2(H5E_DEFAULT);
+                w->snap.length = head;
+                return;
+            }
+            snap_u64(w, addr == HADDR_UNDEF ? ~0ull : (unsigned long long)addr);
+            snap_u64(w, bytes);
+            snap_u32(w, mask);
+        }
+        return;
+    }
+    if (r->layout == H5D_CONTIGUOUS) {
+        step(w, path, "read the dataset's data address", NULL);
+        haddr_t addr = H5Dget_offset(dataset);
+        H5Eclear2(H5E_DEFAULT);
+        hsize_t bytes = H5Dget_storage_size(dataset);
+        H5Eclear2(H5E_DEFAULT);
+        snap_u8(w, 'S');
+        snap_u8(w, (unsigned)encoding);
+        snap_u64(w, 0);  // H5Dget_offset counts from the start of the file, user block included
+        snap_u32(w, r->shuffle_size);
+        snap_u8(w, 1);
+        snap_u64(w, addr == HADDR_UNDEF ? ~0ull : (unsigned long long)addr);
+        snap_u64(w, bytes);
+        return;
+    }
+    if (r->layout == H5D_COMPACT) {
+        // At most 64 KiB by the format: read here, in the child, as stored.
+        unsigned long long n = 1;
+        for (int i = 0; i < r->rank; i++) {
+            if (r->dims[i] != 0 && n > (1ull << 16) / r->dims[i]) return;
+            n *= r->dims[i];
+        }
+        if (n * size > (1u << 16)) return;
+        void *buf = malloc(n * size + 1);
+        if (!buf) return;
+        step(w, path, "read the dataset's compact data", NULL);
+        if (n == 0 || H5Dread(dataset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0) {
+            snap_u8(w, 'S');
+            snap_u8(w, (unsigned)encoding);
+            snap_u64(w, base);
+            snap_u32(w, r->shuffle_size);
+            snap_u8(w, 3);
+            snap_str(w, buf, n * size);
+        } else {
+            after_failure(w);
+        }
+        free(buf);
+    }
+}
+
 static void probe_dataset(walker *w, hid_t dataset, const char *path) {
+    const int errors_before = w->snap.errors;
     step(w, path, "read the dataset's type, shape and storage", NULL);
     hid_t type = H5Dget_type(dataset);
     hid_t space = H5Dget_space(dataset);
@@ -487,6 +663,10 @@ static void probe_dataset(walker *w, hid_t dataset, const char *path) {
     hsize_t chunk[32] = {0};
     int crank = 0, external = 0, filters = 0;
     H5Z_filter_t ids[32];
+    unsigned shuffle_size = 0;
+    int zero_fill = 0;
+    unsigned long long grid_chunks = 0;  // chunks in the chunk grid (0: not chunked or not counted)
+    int raw_safe = -1;                    // `safe` before the 1 MiB rule below (-1: not set there)
     if (dcpl >= 0) {
         layout = H5Pget_layout(dcpl);
         external = H5Pget_external_count(dcpl);
@@ -503,7 +683,11 @@ static void probe_dataset(walker *w, hid_t dataset, const char *path) {
                 after_failure(w);
                 storage_ok = 0;
             }
+            if (ids[i] == H5Z_FILTER_SHUFFLE) shuffle_size = nvalues >= 1 ? values[0] : 0;
         }
+        H5D_fill_value_t fill = H5D_FILL_VALUE_ERROR;
+        if (H5Pfill_value_defined(dcpl, &fill) < 0) H5Eclear2(H5E_DEFAULT);
+        zero_fill = fill == H5D_FILL_VALUE_DEFAULT;
         if (layout == H5D_CHUNKED) {
             crank = H5Pget_chunk(dcpl, 32, chunk);
             if (crank < 0 || crank > 32) storage_ok = 0;
@@ -521,6 +705,7 @@ static void probe_dataset(walker *w, hid_t dataset, const char *path) {
                 if (c != 0 && chunks > MAX_CHUNKS / c) { ok = 0; break; }
                 chunks *= c;
             }
+            if (ok && chunks <= MAX_CHUNKS) grid_chunks = chunks;
             if (ok && chunks <= MAX_CHUNKS && space >= 0) {
                 step(w, path, "read the dataset's chunk index", NULL);
                 hsize_t count = 0;
@@ -531,6 +716,7 @@ static void probe_dataset(walker *w, hid_t dataset, const char *path) {
                     stored_chunks = count;
                 }
             }
+            raw_safe = safe;  // the parent bounds the chunks it reads itself
             // Data is read here only in chunks of at most 1 MiB (a hostile chunk size is not
             // allocated in this child on a read the reader may never make).
             unsigned long long chunk_bytes = H5Tget_size(type);
@@ -556,9 +742,15 @@ static void probe_dataset(walker *w, hid_t dataset, const char *path) {
         snap_u8(w, counted);
         snap_u64(w, stored_chunks);
     }
-    if (safe && type >= 0 && space >= 0 && rank >= 0 && !w->snap.failed && w->data_prefix &&
+    if (safe && type >= 0 && space >= 0 && rank >= 0 && !w->snap.failed && !w->snap.errors && w->data_prefix &&
         strncmp(path, w->data_prefix, strlen(w->data_prefix)) == 0)
         snap_dataset_data(w, dataset, path, type, space);
+    if (raw_safe < 0) raw_safe = safe;
+    // The storage record only from calls on this dataset that all succeeded.
+    if (raw_safe && zero_fill && type >= 0 && space >= 0 && rank >= 0 && w->snap.errors == errors_before) {
+        raw_layout raw = {layout, rank, dims, chunk, grid_chunks, shuffle_size};
+        snap_raw_storage(w, dataset, path, type, &raw);
+    }
     if (type >= 0) H5Tclose(type);
     if (space >= 0) H5Sclose(space);
 }
@@ -743,6 +935,7 @@ static void walk_file(walker *w, const char *path, int fd, int index) {
     w->visited = 0;
     w->snap.length = 0;
     w->snap.failed = 0;
+    w->snap.errors = 0;
     step(w, "/", "check the file signature", NULL);
     if (H5Fis_hdf5(path) <= 0) {
         H5Eclear2(H5E_DEFAULT);
@@ -761,6 +954,15 @@ static void walk_file(walker *w, const char *path, int fd, int index) {
         if (root >= 0) {
             probe_object(w, root, "/", 0);
             H5Oclose(root);
+            // After an error, the parent opens the file with libhdf5 to meet it, and uses the
+            // record only for where data is stored ('S'): it reads data itself even then.
+            if (w->snap.errors) {
+                snap_u8(w, 'F');
+                snap_u8(w, 'X');
+                snap_cstr(w, w->first_step);
+                snap_cstr(w, w->first_top);
+                snap_cstr(w, w->first_bottom);
+            }
             if (!w->snap.failed && fd >= 0) send_snapshot(w, fd, index);
         } else {
             after_failure(w);

@@ -176,6 +176,10 @@ public final class Dataset: Object, @unchecked Sendable {
         guard info.layout == .chunked, info.filters == ["fletcher32"], info.externalFiles == 0,
             shape.count == 2, let chunk = info.chunk, chunk.count == 2, chunk[1] == shape[1], chunk[0] >= 1
         else { return nil }
+        if let raw = rawReader() {
+            guard case .float32(bigEndian: false) = raw.decoder.element else { return nil }
+            return chunk[0]
+        }
         let ok = try HDF5Library.withLock { () throws -> Bool in
             let type = Handle(try location.checkID(H5Dget_type(handle.id), "read datatype"), .datatype)
             return H5Tget_class(type.id) == H5T_FLOAT && H5Tget_size(type.id) == 4
@@ -190,7 +194,18 @@ public final class Dataset: Object, @unchecked Sendable {
     /// exactly `buffer.count` bytes or a filter was skipped for it (the caller then reads
     /// through the filters).
     public func readStoredChunk(row: Int, into buffer: UnsafeMutableRawBufferPointer) throws -> Int? {
-        try HDF5Library.withLock { () throws -> Int? in
+        if let raw = rawReader(), case .chunked(let chunks) = raw.storage.placement {
+            guard raw.dims.count == 2, raw.chunk.count == 2, raw.chunk[0] > 0, raw.chunk[1] == raw.dims[1],
+                row >= 0, row < raw.dims[0], row % raw.chunk[0] == 0, row / raw.chunk[0] < chunks.count
+            else { return nil }
+            let entry = chunks[row / raw.chunk[0]]
+            guard let address = entry.address, entry.bytes == UInt64(buffer.count), entry.filterMask == 0 else {
+                return nil
+            }
+            try raw.readStored(at: address, into: buffer)
+            return buffer.count
+        }
+        return try HDF5Library.withLock { () throws -> Int? in
             var offset: [hsize_t] = [hsize_t(row), 0]
             var size: hsize_t = 0
             try location.check(H5Dget_chunk_storage_size(handle.id, &offset, &size), "read chunk size")
@@ -253,6 +268,13 @@ public final class Dataset: Object, @unchecked Sendable {
 
     /// Reads rows into a caller-provided buffer (no allocation), as `Float`.
     public func readFloatRows(start: Int, count: Int, into buffer: UnsafeMutableBufferPointer<Float>) throws {
+        if let raw = rawReader() {
+            let n = try rawRowCount(start: start, count: count, dims: raw.dims)
+            guard buffer.count >= n else {
+                throw location.error(.typeMismatch, "read rows", "the buffer holds \(buffer.count) of \(n) elements")
+            }
+            return try raw.read(rows: start, count: count, into: UnsafeMutableBufferPointer(rebasing: buffer[0..<n]))
+        }
         try HDF5Library.withLock { () throws in
             let (memSpace, fileSpace, n) = try selectRows(start: start, count: count)
             guard buffer.count >= n else {
@@ -323,8 +345,14 @@ public final class Dataset: Object, @unchecked Sendable {
         }
     }
 
-    private func readRows<T>(start: Int, count: Int, memType: () -> hid_t, zero: T) throws -> [T] {
-        try HDF5Library.withLock { () throws -> [T] in
+    private func readRows<T: RawElement>(start: Int, count: Int, memType: () -> hid_t, zero: T) throws -> [T] {
+        if let raw = rawReader() {
+            let n = try rawRowCount(start: start, count: count, dims: raw.dims)
+            var out = [T](repeating: zero, count: n)
+            try out.withUnsafeMutableBufferPointer { try raw.read(rows: start, count: count, into: $0) }
+            return out
+        }
+        return try HDF5Library.withLock { () throws -> [T] in
             let (memSpace, fileSpace, n) = try selectRows(start: start, count: count)
             try requireNumeric()
             guard n <= limits.maxElementsPerRead else {
@@ -344,6 +372,27 @@ public final class Dataset: Object, @unchecked Sendable {
                 "read data")
             return out
         }
+    }
+
+    /// The elements of rows [start, start+count) of a dataset of shape `dims`, checked as
+    /// ``selectRows(start:count:)`` checks them (scalars: the one element).
+    private func rawRowCount(start: Int, count: Int, dims: [Int]) throws -> Int {
+        if dims.isEmpty { return 1 }
+        guard start >= 0, count >= 0, start <= dims[0], count <= dims[0] - start else {
+            throw location.error(
+                .typeMismatch, "read rows", "rows \(start)..<\(start &+ count) are outside its \(dims[0]) rows")
+        }
+        var sub = dims.map { UInt64($0) }
+        sub[0] = UInt64(count)
+        guard let n = elementCount(sub) else {
+            throw location.error(.tooLarge, "read rows", "the selection overflows a 64-bit element count")
+        }
+        guard n <= limits.maxElementsPerRead else {
+            throw location.error(
+                .tooLarge, "read data",
+                "reading \(n) elements at once is more than the \(limits.maxElementsPerRead) allowed")
+        }
+        return n
     }
 
     /// Selects rows [start, start+count) of the first dimension in the file, and a matching

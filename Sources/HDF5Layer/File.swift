@@ -18,6 +18,9 @@ public final class File: @unchecked Sendable {
     /// For a file opened read-only, the one descriptor it was opened with: the pre-read and
     /// libhdf5 both read through it, and it stays open as long as the file is read.
     private let pinned: PinnedDescriptor?
+    /// The pinned descriptor, for the raw data reads of ``Dataset``.
+    var pinnedDescriptor: PinnedDescriptor? { pinned }
+
     /// What the isolated pre-read read of the file's metadata, when it sent it back
     /// (``Snapshot``): the objects opened from it answer what it covers without libhdf5.
     let snapshot: Snapshot?
@@ -42,6 +45,7 @@ public final class File: @unchecked Sendable {
             var handle = Handle(-1, .file)
             if let pinned, let h = try? Self.openLibrary(pinned.openPath, at: Location(file: path, object: "/")) {
                 handle = h
+                Self.noteLibraryOpen(path)
             }
             opened = handle
             return handle
@@ -79,6 +83,20 @@ public final class File: @unchecked Sendable {
     private static let testHookLock = NSLock()
     nonisolated(unsafe) private static var testHook: (@Sendable (String) -> Void)?
 
+    /// The paths of the input files libhdf5 opened in this process, for tests that show a
+    /// command reads a file without libhdf5 here (``libraryOpenedForTesting(_:)``).
+    nonisolated(unsafe) private static var libraryOpens: Set<String> = []
+    private static func noteLibraryOpen(_ path: String) {
+        testHookLock.withLock {
+            if libraryOpens.count >= 4096 { libraryOpens.removeAll() }  // a long-running process
+            libraryOpens.insert(path)
+        }
+    }
+    /// Whether libhdf5 opened the input file `path` in this process, by any ``File`` object.
+    package static func libraryOpenedForTesting(_ path: String) -> Bool {
+        testHookLock.withLock { libraryOpens.contains(path) }
+    }
+
     /// Whether libhdf5 has opened the file in this process (false while everything asked of a
     /// file opened from its snapshot was answered from there), for tests.
     package var openedByLibraryForTesting: Bool { HDF5Library.withLock { opened != nil } }
@@ -99,6 +117,18 @@ public final class File: @unchecked Sendable {
     /// datasets of at most `DM_SNAPSHOT_MAX_DATA_ELEMENTS` elements whose path starts with
     /// `snapshotData` are read whole into it.
     public static func open(_ path: String, limits: ReadLimits = .default, snapshotData: String? = nil) throws -> File {
+        try open(path, limits: limits, snapshotData: snapshotData, withoutSnapshot: false)
+    }
+
+    /// Opens a file as ``open(_:limits:snapshotData:)`` does, but reads everything with libhdf5
+    /// in this process (the pre-read still runs first): for tests that compare the two.
+    package static func openWithLibraryForTesting(_ path: String) throws -> File {
+        try open(path, limits: .default, snapshotData: nil, withoutSnapshot: true)
+    }
+
+    private static func open(
+        _ path: String, limits: ReadLimits, snapshotData: String?, withoutSnapshot: Bool
+    ) throws -> File {
         let loc = Location(file: path, object: "/")
         let pinned = try PinnedDescriptor(opening: path, at: loc)
         let openPath = pinned.openPath
@@ -106,10 +136,25 @@ public final class File: @unchecked Sendable {
             let snapshot = try Probe.check(
                 path, openPath: openPath, descriptor: pinned.descriptor, snapshotData: snapshotData)
             afterPreReadForTesting?(path)
-            if let snapshot {
-                return File(handle: nil, path: path, limits: limits, pinned: pinned, snapshot: snapshot)
+            if let snapshot, !withoutSnapshot {
+                if snapshot.walkFailed, let e = snapshot.firstError {
+                    // libhdf5 met an error in the pre-read: reported from there, so libhdf5 never
+                    // parses a file it fails on in this process.
+                    let message = [e.top, e.bottom].filter { !$0.isEmpty }
+                    throw HDF5Error(
+                        code: .library, file: path, object: e.object, operation: e.operation,
+                        message: message.isEmpty
+                            ? "the HDF5 library reported an error"
+                            : message.count == 2 && message[0] != message[1]
+                                ? "\(message[0]) (\(message[1]))" : message[0],
+                        hdf5Top: e.top.isEmpty ? nil : e.top, hdf5Bottom: e.bottom.isEmpty ? nil : e.bottom)
+                }
+                if !snapshot.walkFailed {
+                    return File(handle: nil, path: path, limits: limits, pinned: pinned, snapshot: snapshot)
+                }
             }
             let handle = try openLibrary(openPath, at: loc)
+            noteLibraryOpen(path)
             return File(handle: handle, path: path, limits: limits, pinned: pinned)
         } catch var e as HDF5Error {
             // libhdf5's own messages name the file it was given; the user gave `path`.

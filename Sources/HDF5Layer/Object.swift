@@ -145,6 +145,12 @@ public class Object: @unchecked Sendable {
 
     /// Reads a string-array attribute (any of the four encodings).
     public func readStrings(_ name: String) throws -> [String] {
+        if let (_, type, _) = snapshotAttribute(name) {
+            guard case .string = type else {
+                throw location.attribute(name).error(
+                    .typeMismatch, "read attribute", "expected a string, found \(type)")
+            }
+        }
         if let (a, type, dims) = snapshotAttribute(name), case .string(let storage) = type,
             let count = elementCount(dims), count <= limits.maxAttributeBytes
         {
@@ -157,6 +163,18 @@ public class Object: @unchecked Sendable {
                     storage: storage, at: location.attribute(name))
             {
                 return strings
+            }
+            // Variable-length strings: read by the child from the global heap, validated here as
+            // readStringElements validates what its own child sends.
+            if storage.fixedLength == nil, case .variableStrings(let values) = a.value, values.count == count {
+                let loc = location.attribute(name)
+                return try values.map { value in
+                    guard let value else { return "" }
+                    if value.count > limit {
+                        throw loc.error(.tooLarge, "read string", "a string is longer than \(limit) bytes")
+                    }
+                    return try decodeString(value, storage: storage, at: loc)
+                }
             }
         }
         return try withAttribute(name) { attr, type, dims, loc throws -> [String] in
@@ -183,6 +201,14 @@ public class Object: @unchecked Sendable {
 
     /// Reads an integer-array attribute.
     public func readInt64s(_ name: String) throws -> [Int64] {
+        if let (_, type, _) = snapshotAttribute(name) {
+            switch type {
+            case .integer, .enumeration: break
+            default:
+                throw location.attribute(name).error(
+                    .typeMismatch, "read attribute", "expected an integer, found \(type)")
+            }
+        }
         if let (a, type, dims) = snapshotAttribute(name), case .integer = type,
             case .integers(let raw, let size, let signed) = a.value,
             let count = elementCount(dims), count >= 1, count <= limits.maxAttributeBytes / 8,
@@ -394,7 +420,12 @@ public class Object: @unchecked Sendable {
     private func withAttribute<T>(
         _ name: String, _ body: (hid_t, hid_t, [UInt64], Location) throws -> T
     ) throws -> T {
-        try HDF5Library.withLock { () throws -> T in
+        // A missing attribute of an object whose attributes the snapshot lists whole: the same
+        // error, without libhdf5.
+        if let node, node.attributesComplete, let key = Self.snapshotName(name), node.attributes[key] == nil {
+            throw location.attribute(name).error(.notFound, "read attribute", "the attribute is missing")
+        }
+        return try HDF5Library.withLock { () throws -> T in
             let loc = location.attribute(name)
             let exists = H5Aexists(handle.id, name)
             if exists < 0 { throw loc.libraryError("read attribute") }

@@ -49,8 +49,10 @@ enum Probe {
     /// Verdicts of earlier pre-reads in this process (nil: the file may be opened), so a command
     /// that opens one file several times pays once. Guarded by the HDF5 lock.
     nonisolated(unsafe) private static var verdicts: [FileIdentity: HDF5Error?] = [:]
-    /// The snapshots those pre-reads sent back, until the open of the unchanged file takes its
-    /// own (once: a later open reads with libhdf5). Bounded in bytes; guarded by the HDF5 lock.
+    /// The snapshots those pre-reads sent back, for every open of the unchanged file (so that
+    /// a command opening a file twice does not read it with libhdf5 the second time). Bounded in
+    /// bytes (a snapshot past the bound is not kept: that file is read with libhdf5); guarded by
+    /// the HDF5 lock.
     nonisolated(unsafe) private static var snapshots: [FileIdentity: Snapshot] = [:]
     nonisolated(unsafe) private static var snapshotBytes = 0
     private static let maxSnapshotBytes = 256 << 20
@@ -72,11 +74,7 @@ enum Probe {
             throw error
         }
         guard let identity = FileIdentity(descriptor: descriptor) else { return nil }
-        return HDF5Library.withLock { () -> Snapshot? in
-            guard let snapshot = snapshots.removeValue(forKey: identity) else { return nil }
-            snapshotBytes -= snapshot.byteCount
-            return snapshot
-        }
+        return HDF5Library.withLock { snapshots[identity] }
     }
 
     /// The verdicts for `targets` (nil: the file may be opened), from earlier pre-reads of the

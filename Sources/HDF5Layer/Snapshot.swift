@@ -36,6 +36,8 @@ final class Snapshot: @unchecked Sendable {
         /// Integers read in the native type of their size.
         case integers([UInt8], size: Int, signed: Bool)
         case doubles([Double])
+        /// Variable-length strings as the child read them (nil: a null pointer).
+        case variableStrings([[UInt8]?])
     }
 
     struct Attribute {
@@ -54,10 +56,40 @@ final class Snapshot: @unchecked Sendable {
         var storedChunks: UInt64?
     }
 
+    /// Where a dataset's data is in the file, for ``Dataset`` to read it from the pinned
+    /// descriptor and decode it itself (the 'S' record), so libhdf5 never reads data here.
+    struct RawStorage {
+        enum Encoding: UInt8 {
+            case integerLE = 1, integerBE = 2, floatLE = 3, floatBE = 4
+            var isFloat: Bool { self == .floatLE || self == .floatBE }
+            var bigEndian: Bool { self == .integerBE || self == .floatBE }
+        }
+        struct Chunk {
+            /// nil: the chunk is not stored (it reads as zeros, the default fill value).
+            var address: UInt64?
+            var bytes: UInt64
+            /// Bit i set: filter i of the pipeline was skipped for this chunk.
+            var filterMask: UInt32
+        }
+        enum Placement {
+            case contiguous(address: UInt64?, bytes: UInt64)
+            /// Every chunk of the chunk grid, row-major.
+            case chunked([Chunk])
+            case compact([UInt8])
+        }
+        var encoding: Encoding
+        /// Added to every address.
+        var base: UInt64
+        /// The shuffle filter's element size (0 without shuffle).
+        var shuffleSize: Int
+        var placement: Placement
+    }
+
     struct DatasetInfo {
         var type: TypeInfo
         var space: Space
         var storage: Storage?
+        var raw: RawStorage?
         /// The whole dataset read as double, int64 and uint8 (as far as the type allows), for
         /// the small datasets the caller asked for.
         var doubles: [Double]?
@@ -87,6 +119,19 @@ final class Snapshot: @unchecked Sendable {
     }
 
     private let nodes: [Key: Node]
+    /// The walk met a libhdf5 error (the 'F' record): the file is refused with the first one
+    /// (`firstError`), and libhdf5 never opens it in this process.
+    let walkFailed: Bool
+    /// The first libhdf5 error of the walk (the 'X' record): the step (object, or
+    /// object@attribute, and what was being done) and the error stack's first and last
+    /// descriptions.
+    struct WalkError {
+        var object: String
+        var operation: String
+        var top: String
+        var bottom: String
+    }
+    let firstError: WalkError?
     /// The size of the record it was decoded from.
     let byteCount: Int
 
@@ -100,6 +145,8 @@ final class Snapshot: @unchecked Sendable {
         var r = Reader(bytes: bytes)
         var nodes: [Key: Node] = [:]
         var current: Node?
+        var failed = false
+        var firstError: WalkError?
         do {
             while !r.atEnd {
                 switch try r.u8() {
@@ -127,6 +174,19 @@ final class Snapshot: @unchecked Sendable {
                         value = .integers(try r.str(), size: size, signed: signed)
                     case 3:
                         value = .doubles(try r.array(of: Double.self))
+                    case 4:
+                        let count = Int(try r.u32())
+                        guard count <= r.remaining else { return nil }  // at least a byte each
+                        var strings: [[UInt8]?] = []
+                        strings.reserveCapacity(count)
+                        for _ in 0..<count {
+                            switch try r.u8() {
+                            case UInt8(ascii: "N"): strings.append(nil)
+                            case UInt8(ascii: "S"): strings.append(try r.str())
+                            default: return nil
+                            }
+                        }
+                        value = .variableStrings(strings)
                     default: return nil
                     }
                     guard node.attributes[name] == nil else { return nil }
@@ -161,6 +221,47 @@ final class Snapshot: @unchecked Sendable {
                     case 3: node.dataset?.uint8s = try r.str()
                     default: return nil
                     }
+                case UInt8(ascii: "S"):
+                    guard let node = current, node.dataset != nil, node.dataset?.raw == nil,
+                        let encoding = RawStorage.Encoding(rawValue: try r.u8())
+                    else { return nil }
+                    let base = try r.u64()
+                    let shuffle = Int(try r.u32())
+                    let placement: RawStorage.Placement
+                    switch try r.u8() {
+                    case 1:
+                        let address = try r.u64()
+                        placement = .contiguous(address: address == .max ? nil : address, bytes: try r.u64())
+                    case 2:
+                        let count = try r.u64()
+                        // 20 bytes a chunk: the count is bounded by the bytes left before allocating.
+                        guard count <= UInt64(r.remaining / 20) else { return nil }
+                        var chunks: [RawStorage.Chunk] = []
+                        chunks.reserveCapacity(Int(count))
+                        for _ in 0..<count {
+                            let address = try r.u64()
+                            let bytes = try r.u64()
+                            chunks.append(
+                                RawStorage.Chunk(
+                                    address: address == .max ? nil : address, bytes: bytes, filterMask: try r.u32()))
+                        }
+                        placement = .chunked(chunks)
+                    case 3:
+                        placement = .compact(try r.str())
+                    default: return nil
+                    }
+                    node.dataset?.raw = RawStorage(
+                        encoding: encoding, base: base, shuffleSize: shuffle, placement: placement)
+                case UInt8(ascii: "F"):
+                    failed = true
+                case UInt8(ascii: "X"):
+                    let step = String(decoding: try r.str(), as: UTF8.self)
+                    let top = String(decoding: try r.str(), as: UTF8.self)
+                    let bottom = String(decoding: try r.str(), as: UTF8.self)
+                    let parts = step.split(separator: "\t", maxSplits: 1, omittingEmptySubsequences: false)
+                    firstError = WalkError(
+                        object: parts.first.map(String.init) ?? "/",
+                        operation: parts.count > 1 ? String(parts[1]) : "read the file", top: top, bottom: bottom)
                 case UInt8(ascii: "L"):
                     let group = Key(try r.str())
                     let name = Key(try r.str())
@@ -186,6 +287,8 @@ final class Snapshot: @unchecked Sendable {
         }
         guard nodes[Key("/")]?.kind == .group else { return nil }
         self.nodes = nodes
+        self.walkFailed = failed
+        self.firstError = firstError
         self.byteCount = bytes.count
     }
 
@@ -196,6 +299,7 @@ final class Snapshot: @unchecked Sendable {
         let bytes: UnsafeRawBufferPointer
         var at = 0
         var atEnd: Bool { at >= bytes.count }
+        var remaining: Int { bytes.count - at }
 
         mutating func take(_ n: Int) throws -> UnsafeRawBufferPointer {
             guard n >= 0, n <= bytes.count - at else { throw Truncated() }

@@ -43,11 +43,14 @@ typedef struct {
 } dm_probe_result;
 
 // The metadata snapshot. While it walks a file, the child also records what each operation
-// returned; it sends the record to the parent only for a file it walked to the end without a
-// single libhdf5 error, bounded to DM_SNAPSHOT_MAX_BYTES (else nothing is sent). The parent
-// validates it and answers the reader's metadata queries from it, opening the file with
-// libhdf5 itself only for a query the snapshot does not answer (weights, anything unusual), so
-// a file is read with libhdf5 once, in the child, in the common case.
+// returned, and sends the record to the parent for a file it walked to the end, bounded to
+// DM_SNAPSHOT_MAX_BYTES (else nothing is sent). For a file walked without a single libhdf5
+// error, the parent validates it and answers the reader's metadata queries from it, opening the
+// file with libhdf5 itself only for a query the snapshot does not answer (anything unusual), so
+// a file is read with libhdf5 once, in the child, in the common case; it reads the data itself
+// from the 'S' records. A walk that met libhdf5 errors ends its record with 'F': the parent then
+// opens the file with libhdf5 (to meet and report the error) but still reads data only from the
+// 'S' records, which the child writes only for datasets whose every call succeeded.
 //
 // Little-endian; u8/u32/u64 integers, str = u32 length + bytes. A sequence of records:
 //   'O' str path, u8 kind (0 other, 1 group, 2 dataset)        an object (the records below
@@ -55,12 +58,27 @@ typedef struct {
 //   'a' u8 complete                                            its attribute list was read whole
 //   'A' str name, type, space, u8 value, value bytes            one attribute (value: 0 none;
 //        1 the stored bytes of a fixed-length string; 2 native integers: u32 size, u8 signed,
-//        str bytes; 3 doubles: str bytes)
+//        str bytes; 3 doubles: str bytes; 4 variable-length strings: u32 count, then for each
+//        'N' (a null pointer) or 'S' str (cut to one byte past DM_LIMIT_MAX_ATTRIBUTE_BYTES))
 //   'D' type, space, u8 ok, [u32 layout, u32 rank, u64 chunk[rank], i32 external,
 //        u32 filters, i32 id[filters], u64 storage size, u8 counted, u64 stored chunks]
 //   'R' u8 form (1 double, 2 int64, 3 uint8), str bytes        the whole dataset, converted
+//   'S' u8 encoding, u64 base, u32 shuffle size, u8 form, ...   where the dataset's data is, for
+//        the parent to read from the pinned descriptor and decode itself (after 'D'; only for a
+//        dataset whose storage is safe, whose fill value is the default (zeros) and whose type
+//        the parent can decode: encoding 1/2 integer little/big-endian, 3/4 IEEE binary16, 32
+//        or 64 little/big-endian; base: added to every address (the user block's size for
+//        chunks, 0 for contiguous data); shuffle size: the shuffle filter's element size, 0
+//        without it). form 1 contiguous: u64 address
+//        (all ones: not allocated), u64 bytes; form 2 chunked: u64 count, then for each chunk
+//        of the chunk grid in row-major order: u64 address (all ones: not stored), u64 bytes,
+//        u32 filter mask (bit i: filter i was skipped); form 3 compact: str the stored bytes
 //   'L' str group, str name, u8 link type (0 hard, 1 soft, 2 external, 3 other)
 //   'l' str group, u8 complete                                 every link of the group is listed
+//   'F'                                                        the walk met a libhdf5 error
+//   'X' str step, str top, str bottom                          the first one: the step it met
+//        it in ("OBJECT\tWHAT" or "OBJECT@ATTRIBUTE\tWHAT") and the error stack's first and
+//        last descriptions
 // type: u8 class (0 undescribable, 1 integer, 2 enum, 3 float, 4 string, 5 other), u32 size,
 //       u8 signed, u32 base size, u8 base signed (enum), u8 variable, u8 utf8, u8 strpad
 //       (string), i32 H5T class
