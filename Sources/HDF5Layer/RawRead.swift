@@ -292,7 +292,9 @@ struct RawReader {
     }
 
     /// Reads one stored chunk and undoes its filters into `out` (exactly its decoded size).
-    func decodeChunk(_ entry: Snapshot.RawStorage.Chunk, address: UInt64, into out: UnsafeMutableRawBufferPointer)
+    func decodeChunk(
+        _ entry: Snapshot.RawStorage.Chunk, address: UInt64, into out: UnsafeMutableRawBufferPointer
+    )
         throws
     {
         let decoded = out.count
