@@ -269,7 +269,7 @@ public final class Dataset: Object, @unchecked Sendable {
     /// Reads rows into a caller-provided buffer (no allocation), as `Float`.
     public func readFloatRows(start: Int, count: Int, into buffer: UnsafeMutableBufferPointer<Float>) throws {
         if let raw = rawReader() {
-            let n = try rawRowCount(start: start, count: count, dims: raw.dims)
+            let n = try rowCount(start: start, count: count, dims: raw.dims.map { UInt64($0) })
             guard buffer.count >= n else {
                 throw location.error(.typeMismatch, "read rows", "the buffer holds \(buffer.count) of \(n) elements")
             }
@@ -347,7 +347,7 @@ public final class Dataset: Object, @unchecked Sendable {
 
     private func readRows<T: RawElement>(start: Int, count: Int, memType: () -> hid_t, zero: T) throws -> [T] {
         if let raw = rawReader() {
-            let n = try rawRowCount(start: start, count: count, dims: raw.dims)
+            let n = try rowCount(start: start, count: count, dims: raw.dims.map { UInt64($0) })
             var out = [T](repeating: zero, count: n)
             try out.withUnsafeMutableBufferPointer { try raw.read(rows: start, count: count, into: $0) }
             return out
@@ -374,15 +374,15 @@ public final class Dataset: Object, @unchecked Sendable {
         }
     }
 
-    /// The elements of rows [start, start+count) of a dataset of shape `dims`, checked as
-    /// ``selectRows(start:count:)`` checks them (scalars: the one element).
-    private func rawRowCount(start: Int, count: Int, dims: [Int]) throws -> Int {
+    /// The elements of rows [start, start+count) of a dataset of shape `dims`, checked (in
+    /// bounds, countable, within ``ReadLimits/maxElementsPerRead``); scalars: the one element.
+    private func rowCount(start: Int, count: Int, dims: [UInt64]) throws -> Int {
         if dims.isEmpty { return 1 }
-        guard start >= 0, count >= 0, start <= dims[0], count <= dims[0] - start else {
+        guard start >= 0, count >= 0, UInt64(start) + UInt64(count) <= dims[0] else {
             throw location.error(
                 .typeMismatch, "read rows", "rows \(start)..<\(start &+ count) are outside its \(dims[0]) rows")
         }
-        var sub = dims.map { UInt64($0) }
+        var sub = dims
         sub[0] = UInt64(count)
         guard let n = elementCount(sub) else {
             throw location.error(.tooLarge, "read rows", "the selection overflows a 64-bit element count")
@@ -404,20 +404,9 @@ public final class Dataset: Object, @unchecked Sendable {
             let mem = try Dataspace.simple([], at: location)
             return (mem, fileSpace, 1)
         }
-        guard start >= 0, count >= 0, UInt64(start) + UInt64(count) <= dims[0] else {
-            throw location.error(
-                .typeMismatch, "read rows", "rows \(start)..<\(start + count) are outside its \(dims[0]) rows")
-        }
+        let n = try rowCount(start: start, count: count, dims: dims)
         var sub = dims
         sub[0] = UInt64(count)
-        guard let n = elementCount(sub) else {
-            throw location.error(.tooLarge, "read rows", "the selection overflows a 64-bit element count")
-        }
-        guard n <= limits.maxElementsPerRead else {
-            throw location.error(
-                .tooLarge, "read data",
-                "reading \(n) elements at once is more than the \(limits.maxElementsPerRead) allowed")
-        }
         if count == 0 { return (try Dataspace.simple([0], at: location), fileSpace, 0) }
         var offset = [hsize_t](repeating: 0, count: dims.count)
         offset[0] = hsize_t(start)
