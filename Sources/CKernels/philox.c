@@ -44,14 +44,16 @@ void dm_philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32
     out[3] = c3;
 }
 
-// The dropout of units [u0, u1) from the words of blocks u0/4 ..; u0 is a multiple of 4.
+// The dropout of units [u0, u1) from the words of blocks u0/4 ..; u0 need not be a multiple of 4
+// (the first block's words before u0 are skipped).
 static void dropout_scalar(uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint32_t c3, long u0,
                            long u1, uint64_t threshold, float kept, const float *src, float *mask,
                            float *out) {
-    for (long u = u0; u < u1; u += 4) {
+    for (long u = u0 & ~3L; u < u1; u += 4) {
         uint32_t w[4];
         dm_philox4x32_10((uint32_t)(u >> 2), c1, c2, c3, k0, k1, w);
         for (long q = 0; q < 4 && u + q < u1; ++q) {
+            if (u + q < u0) continue;
             const float m = (uint64_t)w[q] < threshold ? kept : 0.0f;
             if (mask) mask[u + q] = m;
             if (out) out[u + q] = src[u + q] * m;
@@ -119,14 +121,15 @@ AVX512 static inline void philox16(uint32_t b0, uint32_t k0, uint32_t k1, uint32
     w[3] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
 }
 
-// Returns the first unit not done (a multiple of 64).
+// Units u0 ..< units, u0 a multiple of 4 (a block's first word); returns the first unit not
+// done (u0 plus a multiple of 64).
 AVX512 static long dropout_avx512(uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint32_t c3,
-                                  long units, uint64_t threshold, float kept, const float *src,
+                                  long u0, long units, uint64_t threshold, float kept, const float *src,
                                   float *mask, float *out) {
     const __m512i t = _mm512_set1_epi32((int)(uint32_t)threshold);
     const int all = threshold > 0xFFFFFFFFull;
     const __m512 kv = _mm512_set1_ps(kept);
-    long u = 0;
+    long u = u0;
     for (; u + 64 <= units; u += 64) {
         __m512i w[4];
         philox16((uint32_t)(u >> 2), k0, k1, c1, c2, c3, w);
@@ -191,14 +194,16 @@ AVX2 static inline void philox8(uint32_t b0, uint32_t k0, uint32_t k1, uint32_t 
     w[3] = _mm256_permute2x128_si256(u2, u3, 0x31); // blocks 6, 7
 }
 
-AVX2 static long dropout_avx2(uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint32_t c3, long units,
-                              uint64_t threshold, float kept, const float *src, float *mask, float *out) {
+// Units u0 ..< units, u0 a multiple of 4; returns the first unit not done.
+AVX2 static long dropout_avx2(uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint32_t c3, long u0,
+                              long units, uint64_t threshold, float kept, const float *src, float *mask,
+                              float *out) {
     // Unsigned w < t as signed comparison of both with the sign bit flipped.
     const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
     const __m256i t = _mm256_xor_si256(_mm256_set1_epi32((int)(uint32_t)threshold), sign);
     const int all = threshold > 0xFFFFFFFFull;
     const __m256 kv = _mm256_set1_ps(kept);
-    long u = 0;
+    long u = u0;
     for (; u + 32 <= units; u += 32) {
         __m256i w[4];
         philox8((uint32_t)(u >> 2), k0, k1, c1, c2, c3, w);
@@ -243,15 +248,30 @@ void dm_philox_row_path(int path, uint32_t k0, uint32_t k1, uint32_t c1, uint32_
 void dm_dropout_row_path(int path, uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint32_t c3,
                          long units, uint64_t threshold, float kept, const float *src, float *mask,
                          float *out) {
-    long u = 0;
+    dm_dropout_units_path(path, k0, k1, c1, c2, c3, 0, units, threshold, kept, src, mask, out);
+}
+
+void dm_dropout_units_path(int path, uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint32_t c3,
+                           long first, long end, uint64_t threshold, float kept, const float *src,
+                           float *mask, float *out) {
+    long u = first;
 #if defined(__x86_64__)
-    switch (dm_resolve_path(path)) {
-    case DM_PATH_AVX512: u = dropout_avx512(k0, k1, c1, c2, c3, units, threshold, kept, src, mask, out); break;
-    case DM_PATH_AVX2: u = dropout_avx2(k0, k1, c1, c2, c3, units, threshold, kept, src, mask, out); break;
-    default: break;
+    // The vector loops start on a block's first word; a head before it goes to the scalar loop.
+    const long aligned = (first + 3) & ~3L;
+    if (aligned > first) {
+        const long head = aligned < end ? aligned : end;
+        dropout_scalar(k0, k1, c1, c2, c3, first, head, threshold, kept, src, mask, out);
+        u = head;
+    }
+    if (u < end) {
+        switch (dm_resolve_path(path)) {
+        case DM_PATH_AVX512: u = dropout_avx512(k0, k1, c1, c2, c3, u, end, threshold, kept, src, mask, out); break;
+        case DM_PATH_AVX2: u = dropout_avx2(k0, k1, c1, c2, c3, u, end, threshold, kept, src, mask, out); break;
+        default: break;
+        }
     }
 #else
     (void)path;
 #endif
-    dropout_scalar(k0, k1, c1, c2, c3, u, units, threshold, kept, src, mask, out);
+    if (u < end) dropout_scalar(k0, k1, c1, c2, c3, u, end, threshold, kept, src, mask, out);
 }

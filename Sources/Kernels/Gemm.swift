@@ -91,7 +91,29 @@ public enum Gemm {
         run(
             transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
             accumulate: accumulate, threads: threads, kernel: kernel, minimumParallelFlops: minimumParallelFlops,
-            update: nil, epilogue: nil)
+            update: nil, epilogue: nil, afterBlock: nil)
+    }
+
+    /// `multiply` (not accumulated), then `afterBlock(rows, columns)` for each block of C as soon
+    /// as the worker that computed it has finished it, on that worker: the blocks are disjoint
+    /// and cover C (one block, all of C, when the product runs on one thread). Work on the block
+    /// that needs no other block (an element-wise pass over the new values) so joins the product's
+    /// parallel region instead of needing one of its own, and finds the values still in cache.
+    /// The product's bits are those of ``multiply``; `afterBlock` must write only within its block
+    /// (or memory no other block's call touches) for the whole to be independent of the split.
+    package static func multiply(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        c: UnsafeMutablePointer<Float>, ldc: Int, threads: Int, kernel: Kernel = .automatic,
+        minimumParallelFlops: Int = Gemm.defaultMinimumParallelFlops,
+        afterBlock: (_ rows: Range<Int>, _ columns: Range<Int>) -> Void
+    ) {
+        withoutActuallyEscaping(afterBlock) { after in
+            run(
+                transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
+                accumulate: false, threads: threads, kernel: kernel, minimumParallelFlops: minimumParallelFlops,
+                update: nil, epilogue: nil, afterBlock: after)
+        }
     }
 
     /// A dense layer's forward product with its epilogue fused (Specs/determinism.md §4.2):
@@ -112,7 +134,24 @@ public enum Gemm {
         run(
             transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
             accumulate: false, threads: threads, kernel: kernel, minimumParallelFlops: minimumParallelFlops,
-            update: nil, epilogue: Epilogue(bias: bias, relu: relu))
+            update: nil, epilogue: Epilogue(bias: bias, relu: relu), afterBlock: nil)
+    }
+
+    /// The fused forward product above, then `afterBlock` for each block of C as the `multiply`
+    /// with `afterBlock:` calls it.
+    package static func multiply(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?, relu: Bool, threads: Int,
+        kernel: Kernel = .automatic, minimumParallelFlops: Int = Gemm.defaultMinimumParallelFlops,
+        afterBlock: (_ rows: Range<Int>, _ columns: Range<Int>) -> Void
+    ) {
+        withoutActuallyEscaping(afterBlock) { after in
+            run(
+                transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
+                accumulate: false, threads: threads, kernel: kernel, minimumParallelFlops: minimumParallelFlops,
+                update: nil, epilogue: Epilogue(bias: bias, relu: relu), afterBlock: after)
+        }
     }
 
     /// The fused epilogue of a forward product (the `multiply` with `bias:relu:`).
@@ -153,14 +192,36 @@ public enum Gemm {
         run(
             transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
             c: update.w, ldc: update.ld, accumulate: false, threads: threads, kernel: kernel,
-            minimumParallelFlops: minimumParallelFlops, update: update, epilogue: nil)
+            minimumParallelFlops: minimumParallelFlops, update: update, epilogue: nil, afterBlock: nil)
+    }
+
+    /// ``multiplyUpdate(transA:transB:m:n:k:a:lda:b:ldb:update:threads:kernel:minimumParallelFlops:)``,
+    /// then `afterBlock(rows, columns)` for each block of w (and v) as soon as its update is done,
+    /// on the worker that did it, as the `multiply` with `afterBlock:` calls it: a pass over the
+    /// updated rows (max-norm over whole rows, when the block has every column) joins the
+    /// update's parallel region.
+    package static func multiplyUpdate(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        update: Update, threads: Int, kernel: Kernel = .automatic,
+        minimumParallelFlops: Int = Gemm.defaultMinimumParallelFlops,
+        afterBlock: (_ rows: Range<Int>, _ columns: Range<Int>) -> Void
+    ) {
+        precondition(update.ld >= n, "Gemm: stride too small")
+        withoutActuallyEscaping(afterBlock) { after in
+            run(
+                transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                c: update.w, ldc: update.ld, accumulate: false, threads: threads, kernel: kernel,
+                minimumParallelFlops: minimumParallelFlops, update: update, epilogue: nil, afterBlock: after)
+        }
     }
 
     private static func run(
         transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
         a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
         c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int, kernel: Kernel,
-        minimumParallelFlops: Int, update: Update?, epilogue: Epilogue?
+        minimumParallelFlops: Int, update: Update?, epilogue: Epilogue?,
+        afterBlock: ((Range<Int>, Range<Int>) -> Void)?
     ) {
         precondition(m >= 0 && n >= 0 && k >= 0, "Gemm: negative dimension")
         precondition(lda >= (transA ? m : k) && ldb >= (transB ? k : n) && ldc >= n, "Gemm: stride too small")
@@ -168,20 +229,12 @@ public enum Gemm {
         let code = kernel.code
         let acc: Int32 = accumulate ? 1 : 0
 
-        // Split the larger output dimension, in whole register tiles of the path that runs, so
-        // the operand every worker packs in full is the smaller one. Never split k.
-        let splitRows = m >= n
-        var tileRows = 1, tileColumns = 1
-        dm_kernel_tile(code, &tileRows, &tileColumns)
-        let unit = splitRows ? tileRows : tileColumns
-        let tiles = ((splitRows ? m : n) + unit - 1) / unit
-        var workers = max(1, min(threads, tiles))
-        if 2 * m * n * k < minimumParallelFlops { workers = 1 }
-
+        let plan = Plan(m: m, n: n, k: k, threads: threads, kernel: kernel, minimumParallelFlops: minimumParallelFlops)
+        let (splitRows, unit, tiles, workers) = (plan.splitRows, plan.unit, plan.tiles, plan.workers)
         let job = Job(
             code: code, transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b,
             ldb: ldb, c: c, ldc: ldc, accumulate: acc, splitRows: splitRows, unit: unit,
-            tiles: tiles, workers: workers, update: update, epilogue: epilogue)
+            tiles: tiles, workers: workers, update: update, epilogue: epilogue, afterBlock: afterBlock)
         if workers == 1 {
             job.run(0)
             return
@@ -198,6 +251,36 @@ public enum Gemm {
         }
     }
 
+    /// How a product is shared between threads. Split the larger output dimension, in whole
+    /// register tiles of the path that runs, so the operand every worker packs in full is the
+    /// smaller one. Never split k.
+    private struct Plan {
+        let splitRows: Bool
+        let unit: Int, tiles: Int, workers: Int
+
+        init(m: Int, n: Int, k: Int, threads: Int, kernel: Kernel, minimumParallelFlops: Int) {
+            splitRows = m >= n
+            var tileRows = 1, tileColumns = 1
+            dm_kernel_tile(kernel.code, &tileRows, &tileColumns)
+            unit = splitRows ? tileRows : tileColumns
+            tiles = ((splitRows ? m : n) + unit - 1) / unit
+            workers = 2 * m * n * k < minimumParallelFlops ? 1 : max(1, min(threads, tiles))
+        }
+
+        /// Whether every block is made of whole rows of C (all n columns).
+        var wholeRows: Bool { workers == 1 || splitRows }
+    }
+
+    /// Whether the blocks `afterBlock` receives for this product are whole rows of C (so a pass
+    /// over whole rows can run in them); otherwise they are column blocks. The same arguments as
+    /// the product's.
+    package static func blocksAreWholeRows(
+        m: Int, n: Int, k: Int, threads: Int, kernel: Kernel = .automatic,
+        minimumParallelFlops: Int = Gemm.defaultMinimumParallelFlops
+    ) -> Bool {
+        Plan(m: m, n: n, k: k, threads: threads, kernel: kernel, minimumParallelFlops: minimumParallelFlops).wholeRows
+    }
+
     /// One product split into `workers` blocks of whole register tiles (rows or columns of C). Block `w` is computed by
     /// `run(w)`; blocks write disjoint parts of C and only read A, B.
     private struct Job {
@@ -212,6 +295,7 @@ public enum Gemm {
         let unit: Int, tiles: Int, workers: Int
         let update: Update?
         let epilogue: Epilogue?
+        let afterBlock: ((Range<Int>, Range<Int>) -> Void)?
 
         /// The product of rows/columns [lo, hi) (the whole product when lo == 0, hi == extent).
         func block(rows: Bool, _ lo: Int, _ hi: Int) {
@@ -232,6 +316,7 @@ public enum Gemm {
                 let cc = rows ? c + lo * ldc : c + lo
                 dm_sgemm_path(code, tA, tB, mm, nn, k, aa, lda, bb, ldb, cc, ldc, accumulate)
             }
+            afterBlock?(rows ? lo..<hi : 0..<m, rows ? 0..<n : lo..<hi)
         }
 
         func run(_ w: Int) {

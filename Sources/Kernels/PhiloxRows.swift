@@ -47,4 +47,19 @@ package enum PhiloxRows {
         dm_dropout_row_path(
             kernel.code, row.k0, row.k1, row.c1, row.c2, row.c3, units, threshold, kept, source, mask, output)
     }
+
+    /// ``dropout(_:units:threshold:kept:source:mask:output:kernel:)`` for the units in `range`
+    /// only: the same values there as the whole row's call, nothing read or written elsewhere.
+    /// `source`, `mask` and `output` point at the row's unit 0. Lets the threads that computed
+    /// parts of a row drop out their own parts (``Gemm``'s `afterBlock`).
+    package static func dropout(
+        _ row: Row, units range: Range<Int>, threshold: UInt64, kept: Float, source: UnsafePointer<Float>?,
+        mask: UnsafeMutablePointer<Float>?, output: UnsafeMutablePointer<Float>?, kernel: Gemm.Kernel = .automatic
+    ) {
+        precondition(range.lowerBound >= 0 && threshold <= 1 << 32, "PhiloxRows.dropout: bad units or threshold")
+        precondition(output == nil || source != nil, "PhiloxRows.dropout: an output needs a source")
+        dm_dropout_units_path(
+            kernel.code, row.k0, row.k1, row.c1, row.c2, row.c3, range.lowerBound, range.upperBound, threshold, kept,
+            source, mask, output)
+    }
 }

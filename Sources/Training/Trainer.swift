@@ -42,6 +42,10 @@ public final class Trainer {
     private let channels: [Int?]
     /// Whether layer l's inputs are multiplied by dropout noise (a weighted layer with keep < 1).
     private let masked: [Bool]
+    /// dropoutInBlocks[l]: layer l's dropout runs inside layer l-1's forward product, on each
+    /// block of its output as it completes (element dropout above a dense layer whose
+    /// activation the product applies: relu or linear).
+    private let dropoutInBlocks: [Bool]
     /// Whether the backward pass computes layer l's input gradient: l > 0 and a weighted layer
     /// lies below it.
     private let needsInputGradient: [Bool]
@@ -118,6 +122,10 @@ public final class Trainer {
             "the training data has \(data.train.features) features; the network reads \(engine.first?.inputCount ?? 0)")
         channels = DropoutNoise.channelCounts(layers)
         masked = layers.map { $0.hasWeights && !DropoutNoise.isIdentity($0) }
+        dropoutInBlocks = layers.indices.map { [masked] l in
+            l > 0 && masked[l] && layers[l].dropoutMode == .element && layers[l - 1].kind == .dense
+                && [.relu, .linear].contains(layers[l - 1].activation)
+        }
         needsInputGradient = layers.indices.map { l in l > 0 && layers[0..<l].contains { $0.hasWeights } }
         let b = recipe.batchSize
         // Weight- and bias-shaped state by the kind's parameter shapes (rows of fan-in); empty
@@ -301,7 +309,10 @@ public final class Trainer {
 
         // Forward: mask each weighted layer's inputs, run the layer, then its activation.
         for (l, layer) in layers.enumerated() {
-            dropInputs(layer: l, epoch: epoch, step: step, examples: examples, rowOffset: rowOffset)
+            // Layer l's dropout ran inside layer l-1's product (`dropoutInBlocks`) or runs here.
+            if !(l > 0 && dropoutInBlocks[l]) {
+                dropInputs(layer: l, epoch: epoch, step: step, examples: examples, rowOffset: rowOffset)
+            }
             let (inputCount, outputCount) = (engine[l].inputCount, engine[l].outputCount)
             let x = UnsafeBufferPointer(rebasing: inputs[l][0..<(rows * inputCount)])
             let z = UnsafeMutableBufferPointer(rebasing: outputs[l][0..<(rows * outputCount)])
@@ -310,8 +321,19 @@ public final class Trainer {
             let activated = network.parameters[l].weight.withUnsafeBufferPointer { w in
                 network.parameters[l].bias.withUnsafeBufferPointer { b in
                     if let dense = engine[l] as? DenseLayer {
+                        guard l + 1 < layers.count, dropoutInBlocks[l + 1] else {
+                            return dense.forward(
+                                x, rows: rows, weight: w, bias: b, into: z, activation: layer.activation,
+                                threads: threads)
+                        }
+                        // The layer above's dropout, block by block as this product finishes them.
                         return dense.forward(
-                            x, rows: rows, weight: w, bias: b, into: z, activation: layer.activation, threads: threads)
+                            x, rows: rows, weight: w, bias: b, into: z, activation: layer.activation, threads: threads
+                        ) { rowBlock, units in
+                            dropInputs(
+                                layer: l + 1, epoch: epoch, step: step, rowOffset: rowOffset, rows: rowBlock,
+                                units: units)
+                        }
                     }
                     engine[l].forward(x, rows: rows, weight: w, bias: b, into: z, threads: threads)
                     return false
@@ -362,6 +384,10 @@ public final class Trainer {
             let layer = engine[l]
             let dz = UnsafeBufferPointer(rebasing: deltas[l][0..<(rows * layer.outputCount)])
             let x = UnsafeBufferPointer(rebasing: inputs[l][0..<(rows * layer.inputCount)])
+            if let update, let dense = layer as? DenseLayer {
+                backwardDense(dense, l, dz: dz, x: x, rows: rows, lr: update.lr, mu: update.mu)
+                continue
+            }
             if case .shards(let bounds) = sink {
                 if layer.hasWeights { shardGradients(layer: l, dz: dz, x: x, bounds: bounds) }
             } else if layer.hasWeights {
@@ -378,37 +404,8 @@ public final class Trainer {
                 network.parameters[l].weight.withUnsafeBufferPointer { w in
                     layer.backwardInput(dz, rows: rows, weight: w, into: dx, threads: threads)
                 }
-                let below = layers[l - 1].activation
-                let m = masks[l], isMasked = masked[l]
-                let a = outputs[l - 1], dzBelow = deltas[l - 1]
                 Parallel.forEachRange(count: rows, threads: threads, minimumCount: 8) { range in
-                    let span = (range.lowerBound * width)..<(range.upperBound * width)
-                    // One loop per (mask, activation): the choice is made once, not per element.
-                    // Each loop computes g for every element and then selects, so it compiles to
-                    // branch-free vector code (a branch on the sign of y mispredicts half the time).
-                    if isMasked {
-                        switch below {
-                        case .relu:
-                            for i in span {
-                                let g = dx[i] * m[i]
-                                dzBelow[i] = a[i] > 0 ? g : 0
-                            }
-                        case .logistic: for i in span { let y = a[i]; dzBelow[i] = (dx[i] * m[i]) * (y * (1 - y)) }
-                        case .tanh: for i in span { let y = a[i]; dzBelow[i] = (dx[i] * m[i]) * (1 - y * y) }
-                        case .linear, .softmax: for i in span { dzBelow[i] = dx[i] * m[i] }
-                        }
-                    } else {
-                        switch below {
-                        case .relu:
-                            for i in span {
-                                let g = dx[i]
-                                dzBelow[i] = a[i] > 0 ? g : 0
-                            }
-                        case .logistic: for i in span { let y = a[i]; dzBelow[i] = dx[i] * (y * (1 - y)) }
-                        case .tanh: for i in span { let y = a[i]; dzBelow[i] = dx[i] * (1 - y * y) }
-                        case .linear, .softmax: for i in span { dzBelow[i] = dx[i] }
-                        }
-                    }
+                    inputGradientBelow(l, rows: range, columns: 0..<width)
                 }
             }
             guard layer.hasWeights else { continue }
@@ -424,6 +421,110 @@ public final class Trainer {
         }
 
         return (lossSum, wrong)
+    }
+
+    /// Layer l-1's output gradient from layer l's input gradient (in `backInput`) over the block
+    /// `rows` x `columns`: through layer l's mask and layer l-1's activation derivative, into
+    /// `deltas[l - 1]`. Element-wise, so any split of the blocks gives the same bits.
+    private func inputGradientBelow(_ l: Int, rows: Range<Int>, columns: Range<Int>) {
+        let width = engine[l].inputCount
+        let below = network.layers[l - 1].activation
+        let m = masks[l], isMasked = masked[l]
+        let dx = backInput, a = outputs[l - 1], dzBelow = deltas[l - 1]
+        for r in rows {
+            let span = (r * width + columns.lowerBound)..<(r * width + columns.upperBound)
+            // One loop per (mask, activation): the choice is made once, not per element.
+            // Each loop computes g for every element and then selects, so it compiles to
+            // branch-free vector code (a branch on the sign of y mispredicts half the time).
+            if isMasked {
+                switch below {
+                case .relu:
+                    for i in span {
+                        let g = dx[i] * m[i]
+                        dzBelow[i] = a[i] > 0 ? g : 0
+                    }
+                case .logistic: for i in span { let y = a[i]; dzBelow[i] = (dx[i] * m[i]) * (y * (1 - y)) }
+                case .tanh: for i in span { let y = a[i]; dzBelow[i] = (dx[i] * m[i]) * (1 - y * y) }
+                case .linear, .softmax: for i in span { dzBelow[i] = dx[i] * m[i] }
+                }
+            } else {
+                switch below {
+                case .relu:
+                    for i in span {
+                        let g = dx[i]
+                        dzBelow[i] = a[i] > 0 ? g : 0
+                    }
+                case .logistic: for i in span { let y = a[i]; dzBelow[i] = dx[i] * (y * (1 - y)) }
+                case .tanh: for i in span { let y = a[i]; dzBelow[i] = dx[i] * (1 - y * y) }
+                case .linear, .softmax: for i in span { dzBelow[i] = dx[i] }
+                }
+            }
+        }
+    }
+
+    /// A dense layer's backward pass and update in two parallel regions (Specs/determinism.md
+    /// §4.5, §4.6): the input gradient's product with the mask and activation derivative of the layer
+    /// below run on each block as it completes; then the fused weight update with, for each
+    /// block of whole units it updated, their max-norm, bias gradient and bias step. The same
+    /// operations on the same values as the unfused order (bias gradient, input gradient, mask
+    /// pass, update, max-norm, bias step), which never mixes units or elements, so the same bits.
+    private func backwardDense(
+        _ dense: DenseLayer, _ l: Int, dz: UnsafeBufferPointer<Float>, x: UnsafeBufferPointer<Float>, rows: Int,
+        lr: Float, mu: Float
+    ) {
+        if needsInputGradient[l] {
+            let dx = UnsafeMutableBufferPointer(rebasing: backInput[0..<(rows * dense.inputCount)])
+            network.parameters[l].weight.withUnsafeBufferPointer { w in
+                dense.backwardInput(dz, rows: rows, weight: w, into: dx, threads: threads) { rowBlock, columns in
+                    inputGradientBelow(l, rows: rowBlock, columns: columns)
+                }
+            }
+        }
+        let l2 = Float(recipe.l2)
+        let fanIn = dense.inputCount
+        let maxNorm = l < network.layers.count - 1 ? recipe.maxNorm.map { Float($0) } : nil
+        // The layer's parameters and state, taken out of their arrays for the update (moved, not
+        // copied) so that weights and biases can be written in one region.
+        var p = network.parameters[l], v = velocityW[l], vb = velocityB[l], gb = gradB[l]
+        network.parameters[l] = Parameters(weight: [], bias: [])
+        (velocityW[l], velocityB[l], gradB[l]) = ([], [], [])
+        defer { (network.parameters[l], velocityW[l], velocityB[l], gradB[l]) = (p, v, vb, gb) }
+        p.weight.withUnsafeMutableBufferPointer { w in
+            p.bias.withUnsafeMutableBufferPointer { b in
+                v.withUnsafeMutableBufferPointer { v in
+                    vb.withUnsafeMutableBufferPointer { vb in
+                        gb.withUnsafeMutableBufferPointer { gb in
+                            dense.updateWeights(
+                                dz, x, rows: rows, weight: w, velocity: v, mu: mu, lr: lr, l2: l2, threads: threads
+                            ) { units in
+                                if let c = maxNorm { Self.maxNorm(w, units: units, fanIn: fanIn, limit: c) }
+                                dense.biasGradient(dz, rows: rows, units: units, into: gb)
+                                for i in units { vb[i] = mu * vb[i] - lr * gb[i]; b[i] = b[i] + vb[i] }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Max-norm on the weight rows of `units` (rows of `fanIn` weights): each row's sum of
+    /// squares in order, unfused (RowSums, several rows at a time), then the row scaled by
+    /// `limit / norm` where the norm exceeds `limit` (Specs/determinism.md §4.6).
+    private static func maxNorm(_ w: UnsafeMutableBufferPointer<Float>, units: Range<Int>, fanIn: Int, limit c: Float) {
+        guard !units.isEmpty else { return }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: units.count) { sums in
+            RowSums.sumOfSquares(
+                w.baseAddress! + units.lowerBound * fanIn, rows: units.count, length: fanIn, ld: fanIn,
+                into: sums.baseAddress!)
+            for u in units {
+                let norm = sums[u - units.lowerBound].squareRoot()
+                guard norm > c else { continue }
+                let s = c / norm
+                let row = UnsafeMutableBufferPointer(rebasing: w[(u * fanIn)..<((u + 1) * fanIn)])
+                for i in row.indices { row[i] = row[i] * s }
+            }
+        }
     }
 
     /// Layer l's update: v = mu*v - lr*(g + l2*w); w = w + v with the weight gradient g fused
@@ -452,21 +553,7 @@ public final class Trainer {
             velocityW[l].withUnsafeMutableBufferPointer { v in weightStep(w, v) }
             guard let c = recipe.maxNorm.map({ Float($0) }), l < layers.count - 1 else { return }
             Parallel.forEachRange(count: units, threads: threads, minimumCount: 64) { units in
-                // The sums of squares of these rows, several rows at a time (RowSums: each row's
-                // sum still in order, unfused), then each row's scaling.
-                guard !units.isEmpty else { return }
-                withUnsafeTemporaryAllocation(of: Float.self, capacity: units.count) { sums in
-                    RowSums.sumOfSquares(
-                        w.baseAddress! + units.lowerBound * fanIn, rows: units.count, length: fanIn, ld: fanIn,
-                        into: sums.baseAddress!)
-                    for u in units {
-                        let norm = sums[u - units.lowerBound].squareRoot()
-                        guard norm > c else { continue }
-                        let s = c / norm
-                        let row = UnsafeMutableBufferPointer(rebasing: w[(u * fanIn)..<((u + 1) * fanIn)])
-                        for i in row.indices { row[i] = row[i] * s }
-                    }
-                }
+                Self.maxNorm(w, units: units, fanIn: fanIn, limit: c)
             }
         }
         network.parameters[l].bias.withUnsafeMutableBufferPointer { b in
@@ -475,6 +562,28 @@ public final class Trainer {
                     for i in b.indices { v[i] = mu * v[i] - lr * g[i]; b[i] = b[i] + v[i] }
                 }
             }
+        }
+    }
+
+    /// Element dropout on the block `rows` x `units` of layer `l`'s inputs, from layer l-1's
+    /// outputs (already activated), run by the thread that computed the block in layer l-1's
+    /// product: each row's mask words for those units only (``PhiloxRows/dropout(_:units:threshold:kept:source:mask:output:kernel:)``),
+    /// the same values as ``dropInputs(layer:epoch:step:examples:rowOffset:)`` gives them.
+    private func dropInputs(layer l: Int, epoch: Int, step: Int, rowOffset: Int, rows: Range<Int>, units: Range<Int>) {
+        let layer = network.layers[l]
+        let width = engine[l].inputCount
+        let threshold = KeepThreshold(keepProbability: layer.keepProb).value
+        let kept = DropoutNoise.keptValue(keepProbability: layer.keepProb, convention: recipe.convention)
+        let a = outputs[l - 1], m = masks[l], x = inputs[l]
+        for r in rows {
+            let row = streams.dropoutRow(epoch: epoch, step: step, layer: l, example: rowOffset + r)
+            let base = r * width
+            PhiloxRows.dropout(
+                PhiloxRows.Row(
+                    k0: row.key[0], k1: row.key[1], c1: row.baseCounter[1], c2: row.baseCounter[2],
+                    c3: row.baseCounter[3]),
+                units: units, threshold: threshold, kept: kept, source: a.baseAddress! + base,
+                mask: m.baseAddress! + base, output: x.baseAddress! + base)
         }
     }
 

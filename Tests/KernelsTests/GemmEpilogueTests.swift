@@ -1,5 +1,6 @@
 // The fused epilogue of the forward product (Gemm.multiply with bias:relu:): bit-identical to
 // the bias written into C, the product accumulated (ReferenceGemm) and relu as a loop.
+import Foundation
 import Kernels
 import Testing
 import TestRandom
@@ -116,5 +117,56 @@ func epilogueReluSpecialValues() {
             }
         }
         #expect(mismatches(c, expected) == 0, "kernel=\(kernel)")
+    }
+}
+
+@Test(
+    "afterBlock: blocks disjoint, covering C once, each already final when called, whole rows as blocksAreWholeRows says",
+    arguments: [(100, 1024, 64), (1024, 784, 20), (10, 1024, 100), (100, 10, 300), (37, 45, 9)])
+func afterBlockCoversFinalBlocks(shape: (m: Int, n: Int, k: Int)) {
+    var rng = SplitMix64(state: 0xB10C_0000 &+ UInt64(shape.m * 7 + shape.n))
+    let (m, n, k) = shape
+    let problem = EpilogueProblem(transA: false, transB: true, m: m, n: n, k: k, bias: true, relu: true, rng: &rng)
+    let expected = problem.reference()
+    for kernel in [Gemm.Kernel.scalar, .avx2, .avx512].filter(Gemm.isAvailable) {
+        for threads in 1...3 {
+            var c = [Float](repeating: .nan, count: m * n)
+            // Each call's block, and whether its values were the final ones when it ran (the
+            // calls may come from several threads: one slot per call, guarded).
+            let lock = NSLock()
+            var blocks: [(Range<Int>, Range<Int>, Bool)] = []
+            problem.a.withUnsafeBufferPointer { a in
+                problem.b.withUnsafeBufferPointer { b in
+                    problem.bias!.withUnsafeBufferPointer { bias in
+                        c.withUnsafeMutableBufferPointer { c in
+                            let cs = c.baseAddress!
+                            Gemm.multiply(
+                                transA: false, transB: true, m: m, n: n, k: k, a: a.baseAddress!, lda: k,
+                                b: b.baseAddress!, ldb: k, c: cs, ldc: n, bias: bias.baseAddress, relu: true,
+                                threads: threads, kernel: kernel, minimumParallelFlops: 0
+                            ) { rows, columns in
+                                let final = rows.allSatisfy { i in
+                                    columns.allSatisfy { j in cs[i * n + j].bitPattern == expected[i * n + j].bitPattern
+                                    }
+                                }
+                                lock.withLock { blocks.append((rows, columns, final)) }
+                            }
+                        }
+                    }
+                }
+            }
+            let label = "m=\(m) n=\(n) k=\(k) \(kernel) threads=\(threads)"
+            #expect(c.map(\.bitPattern) == expected.map(\.bitPattern), "\(label)")
+            var seen = [Int](repeating: 0, count: m * n)
+            for (rows, columns, _) in blocks { for i in rows { for j in columns { seen[i * n + j] += 1 } } }
+            #expect(seen.allSatisfy { $0 == 1 }, "\(label): blocks do not cover C exactly once")
+            let allFinal = blocks.allSatisfy { $0.2 }
+            #expect(allFinal, "\(label): a block was not final when its call ran")
+            let whole = Gemm.blocksAreWholeRows(
+                m: m, n: n, k: k, threads: threads, kernel: kernel, minimumParallelFlops: 0)
+            let wholeRows = blocks.allSatisfy { $0.1 == 0..<n }
+            #expect(wholeRows == whole, "\(label)")
+            #expect(threads > 1 || blocks.count == 1, "\(label): one thread, one block")
+        }
     }
 }

@@ -88,3 +88,37 @@ func philoxDropoutMatchesKeepMask() {
         }
     }
 }
+
+@Test("PhiloxRows.dropout over a range of units equals the whole row's call there and writes nothing else, every path")
+func philoxDropoutRangeMatchesRow() {
+    let streams = RandomStreams(seed: 0x0DD5_EED5)
+    var mix = SplitMix64(state: 2_026)
+    let units = 1_027
+    let source: [Float] = (0..<units).map { _ in Float(bitPattern: 0x3F00_0000 ^ (mix.word() & 0x807F_FFFF)) }
+    let row = philoxRow(streams.dropoutRow(epoch: 3, step: 5, layer: 1, example: 42))
+    let threshold = KeepThreshold(keepProbability: 0.5).value
+    var wholeMask = [Float](repeating: .nan, count: units), wholeOut = [Float](repeating: .nan, count: units)
+    source.withUnsafeBufferPointer { s in
+        PhiloxRows.dropout(
+            row, units: units, threshold: threshold, kept: 2, source: s.baseAddress, mask: &wholeMask,
+            output: &wholeOut, kernel: .scalar)
+    }
+    // Ranges starting on and off a block's first word, inside one vector pass and across several,
+    // empty, and up to the row's end.
+    let ranges = [0..<0, 0..<1, 1..<3, 3..<5, 4..<68, 5..<133, 32..<544, 511..<1_027, 1_024..<1_027, 0..<1_027]
+    for range in ranges {
+        for path in paths {
+            var mask = [Float](repeating: .nan, count: units), out = [Float](repeating: .nan, count: units)
+            source.withUnsafeBufferPointer { s in
+                PhiloxRows.dropout(
+                    row, units: range, threshold: threshold, kept: 2, source: s.baseAddress, mask: &mask,
+                    output: &out, kernel: path)
+            }
+            let inside = range.map { (mask[$0].bitPattern, out[$0].bitPattern) }
+            let expected = range.map { (wholeMask[$0].bitPattern, wholeOut[$0].bitPattern) }
+            #expect(inside.elementsEqual(expected, by: ==), "range=\(range) path=\(path)")
+            let untouched = (0..<units).filter { !range.contains($0) }.allSatisfy { mask[$0].isNaN && out[$0].isNaN }
+            #expect(untouched, "range=\(range) path=\(path): wrote outside the range")
+        }
+    }
+}

@@ -38,6 +38,14 @@ void dm_dropout_row_path(int path, uint32_t k0, uint32_t k1, uint32_t c1, uint32
                          long units, uint64_t threshold, float kept, const float *src, float *mask,
                          float *out);
 
+/// dm_dropout_row_path for units first ..< end only (0 <= first <= end): the same mask and
+/// output values as the whole row's call at those units (word u is still output word u & 3 of
+/// block u >> 2), the other units neither read nor written. The arrays are indexed by unit from
+/// the row's start (src[u], mask[u], out[u]).
+void dm_dropout_units_path(int path, uint32_t k0, uint32_t k1, uint32_t c1, uint32_t c2, uint32_t c3,
+                           long first, long end, uint64_t threshold, float kept, const float *src,
+                           float *mask, float *out);
+
 #ifdef __cplusplus
 }
 #endif
