@@ -530,7 +530,7 @@ void dm_sgemm_path(int path, int transA, int transB, long m, long n, long k,
 void dm_kernel_tile(int path, long *rows, long *columns) {
     switch (dm_resolve_path(path)) {
 #if defined(__x86_64__)
-    case DM_PATH_AVX512: *rows = DM_AVX512_MR, *columns = DM_AVX512_NR; return;
+    case DM_PATH_AVX512: *rows = 1, *columns = DM_AVX512_NR; return; // rows: see dm_kernels.h
     case DM_PATH_AVX2: *rows = MR, *columns = NR; return;
 #endif
     default: *rows = 1, *columns = 1; return; // the scalar loops have no tile

@@ -251,9 +251,10 @@ public enum Gemm {
         }
     }
 
-    /// How a product is shared between threads. Split the larger output dimension, in whole
-    /// register tiles of the path that runs, so the operand every worker packs in full is the
-    /// smaller one. Never split k.
+    /// How a product is shared between threads. Split the larger output dimension, so the
+    /// operand every worker packs in full is the smaller one, in the units `dm_kernel_tile` gives
+    /// for the path that runs (whole register tiles, except rows on AVX-512: evenly). Never
+    /// split k.
     private struct Plan {
         let splitRows: Bool
         let unit: Int, tiles: Int, workers: Int

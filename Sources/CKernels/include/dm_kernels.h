@@ -106,9 +106,13 @@ int dm_kernel_path_available(int path);
 /// `notice` (at most `capacity` bytes, NUL-terminated; empty when there is nothing to say).
 int dm_kernel_path_choose(const char *env, int best, char *notice, unsigned long capacity);
 
-/// The register tile (rows x columns of C) of the path dm_sgemm_path runs for `path` (1 x 1 for
-/// the scalar loops). Callers that split a product between threads split it in whole tiles, so
-/// no thread computes a ragged tile in the middle of C; any split gives the same bits.
+/// The units in which a caller that splits a product between threads should cut the rows and
+/// the columns of C on the path dm_sgemm_path runs for `path`, so that no thread computes a
+/// ragged tile in the middle of C: the register tile's width for columns; for rows, the tile's
+/// height on AVX2, but 1 on AVX-512, whose m blocks share any row count out in tiles of nearly
+/// equal height (so rows split evenly cost nothing there, and whole tiles would give one thread
+/// a tile more: 518 and 506 rows for 1,024 on 2 threads); 1 x 1 for the scalar loops. Any split
+/// gives the same bits.
 void dm_kernel_tile(int path, long *rows, long *columns);
 
 /// Runs fn(ctx, i) for every i in 0 ..< count, on the calling thread and up to count - 1 workers
