@@ -613,6 +613,9 @@ public final class Trainer {
         // masked input in one pass (PhiloxRows); the same bits as DropoutNoise.fill followed by
         // the multiplication (Specs/random-streams.md §5).
         let element = isMasked && layer.dropoutMode == .element
+        // The mask is read only by the input gradient (`inputGradientBelow`): layer 0's, computed
+        // by nothing, need not be stored.
+        let keepMask = needsInputGradient[l]
         let threshold = KeepThreshold(keepProbability: layer.keepProb).value
         let kept = DropoutNoise.keptValue(keepProbability: layer.keepProb, convention: convention)
         func prepare(_ rowRange: Range<Int>, _ source: (Int) -> UnsafePointer<Float>) {
@@ -629,7 +632,8 @@ public final class Trainer {
                         PhiloxRows.Row(
                             k0: row.key[0], k1: row.key[1], c1: row.baseCounter[1], c2: row.baseCounter[2],
                             c3: row.baseCounter[3]),
-                        units: width, threshold: threshold, kept: kept, source: src, mask: m.baseAddress! + base,
+                        units: width, threshold: threshold, kept: kept, source: src,
+                        mask: keepMask ? m.baseAddress! + base : nil,
                         output: x.baseAddress! + base)
                     continue
                 }
