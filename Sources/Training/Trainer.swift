@@ -307,6 +307,12 @@ public final class Trainer {
         let rows = examples.count
         let update: (lr: Float, mu: Float)? = if case .update(let lr, let mu) = sink { (lr, mu) } else { nil }
 
+        let last = layers.count - 1
+        let classes = engine[last].outputCount
+        let scale = Float(batchRows ?? rows)
+        // Whether the loss rows ran inside the output layer's product (blocks of whole rows).
+        var lossDone = false
+
         // Forward: mask each weighted layer's inputs, run the layer, then its activation.
         for (l, layer) in layers.enumerated() {
             // Layer l's dropout ran inside layer l-1's product (`dropoutInBlocks`) or runs here.
@@ -321,6 +327,19 @@ public final class Trainer {
             let activated = network.parameters[l].weight.withUnsafeBufferPointer { w in
                 network.parameters[l].bias.withUnsafeBufferPointer { b in
                     if let dense = engine[l] as? DenseLayer {
+                        // The output layer: each block of whole rows' loss and output gradient
+                        // as soon as the block is final (its softmax reads z as the product left it).
+                        if l == last, layer.activation == .softmax,
+                            Gemm.blocksAreWholeRows(m: rows, n: outputCount, k: inputCount, threads: threads)
+                        {
+                            lossDone = true
+                            return dense.forward(
+                                x, rows: rows, weight: w, bias: b, into: z, activation: layer.activation,
+                                threads: threads
+                            ) { rowBlock, _ in
+                                lossRows(rowBlock, examples: examples, classes: classes, scale: scale)
+                            }
+                        }
                         guard l + 1 < layers.count, dropoutInBlocks[l + 1] else {
                             return dense.forward(
                                 x, rows: rows, weight: w, bias: b, into: z, activation: layer.activation,
@@ -349,34 +368,13 @@ public final class Trainer {
             }
         }
 
-        // Loss and output delta: dZ = (softmax(z) - onehot) / rows.
-        let last = layers.count - 1
-        let classes = engine[last].outputCount
+        // Loss and output delta: dZ = (softmax(z) - onehot) / rows; the sums in row order.
+        if !lossDone { lossRows(0..<rows, examples: examples, classes: classes, scale: scale) }
         var lossSum = 0.0
         var wrong = 0
-        let z = outputs[last], d = deltas[last]
-        for (r, ex) in examples.enumerated() {
-            let label = Int(data.train.labels[ex])
-            let row = r * classes
-            var m = z[row]
-            var best = 0
-            for c in 1..<classes where z[row + c] > m { m = z[row + c]; best = c }
-            rowWrong[r] = best != label
-            if best != label { wrong += 1 }
-            var sum: Float = 0
-            for c in 0..<classes {
-                let e = DeterministicMath.exp(z[row + c] - m)
-                d[row + c] = e
-                sum += e
-            }
-            // loss = log(sum) - (z_label - m), in float64 for reporting.
-            rowLoss[r] = Foundation.log(Double(sum)) - Double(z[row + label] - m)
+        for r in 0..<rows {
             lossSum += rowLoss[r]
-            let scale = Float(batchRows ?? rows)
-            for c in 0..<classes {
-                let p = d[row + c] / sum
-                d[row + c] = ((c == label ? p - 1 : p)) / scale
-            }
+            if rowWrong[r] { wrong += 1 }
         }
 
         // Backward.
@@ -421,6 +419,34 @@ public final class Trainer {
         }
 
         return (lossSum, wrong)
+    }
+
+    /// The loss, misclassification and output gradient `(softmax(z) - onehot) / scale` of the
+    /// batch rows in `range` (into `rowLoss`, `rowWrong` and the output layer's deltas), from the
+    /// output layer's z. Each row on its own: any split gives the same bits.
+    private func lossRows(_ range: Range<Int>, examples: ArraySlice<Int>, classes: Int, scale: Float) {
+        let last = outputs.count - 1
+        let z = outputs[last], d = deltas[last]
+        for r in range {
+            let label = Int(data.train.labels[examples[examples.startIndex + r]])
+            let row = r * classes
+            var m = z[row]
+            var best = 0
+            for c in 1..<classes where z[row + c] > m { m = z[row + c]; best = c }
+            rowWrong[r] = best != label
+            var sum: Float = 0
+            for c in 0..<classes {
+                let e = DeterministicMath.exp(z[row + c] - m)
+                d[row + c] = e
+                sum += e
+            }
+            // loss = log(sum) - (z_label - m), in float64 for reporting.
+            rowLoss[r] = Foundation.log(Double(sum)) - Double(z[row + label] - m)
+            for c in 0..<classes {
+                let p = d[row + c] / sum
+                d[row + c] = ((c == label ? p - 1 : p)) / scale
+            }
+        }
     }
 
     /// Layer l-1's output gradient from layer l's input gradient (in `backInput`) over the block
