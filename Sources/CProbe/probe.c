@@ -64,6 +64,7 @@ typedef struct {
     long visited;  // objects visited in the current file
     snapshot_buffer snap;
     const char *data_prefix;  // small datasets under this path are read whole into the snapshot
+    int full_storage;         // list every dataset's chunk addresses (DM_SNAPSHOT_EAGER_CHUNKS)
     // Variable-length strings are not read but noted (`strings_seen`): the file is then walked
     // again in a process of its own (child_main).
     int defer_strings, strings_seen;
@@ -559,6 +560,15 @@ static void snap_raw_storage(walker *w, hid_t dataset, const char *path, hid_t t
         unsigned long long count = r->rank == 0 ? 1 : r->grid_chunks;
         // 20 bytes a chunk: a snapshot past its bound is not sent at all.
         if (count > DM_SNAPSHOT_MAX_BYTES / 20) return;
+        if (count > DM_SNAPSHOT_EAGER_CHUNKS && !w->full_storage) {
+            // Listed by a walk with full_storage when the parent reads the data (dm_probe.h).
+            snap_u8(w, 'S');
+            snap_u8(w, (unsigned)encoding);
+            snap_u64(w, base);
+            snap_u32(w, r->shuffle_size);
+            snap_u8(w, 4);
+            return;
+        }
         step(w, path, "read the dataset's chunk addresses", NULL);
         size_t head = w->snap.length;
         snap_u8(w, 'S');
@@ -1017,7 +1027,7 @@ static int reap_walker(pid_t pid) {
 // handler runs. `alive` is the pipe the parent watches for the child's end.
 static void child_main(const char *const *paths, const int *file_fds, const dm_probe_result *results, int first,
                        int count, int alive, walk_report *report, unsigned long long memory_limit, int keep_stderr,
-                       pid_t parent, int cpu_limit_ms, const char *data_prefix) {
+                       pid_t parent, int cpu_limit_ms, const char *data_prefix, int full_storage) {
     child_setup(memory_limit, keep_stderr, parent, cpu_limit_ms, count - first);
     // The parent's open descriptors of the files stay open: the paths may name them
     // (/proc/self/fd/N), so the child reads the very files the parent will read.
@@ -1037,7 +1047,7 @@ static void child_main(const char *const *paths, const int *file_fds, const dm_p
     // walked whole, strings included, in a process of its own forked from this one (the heap of
     // a file walked alone, whatever came before), then a new process goes on with the next file.
     // dropmodel's bundles store fixed-length strings: one process walks them all.
-    walker w = {report, 0, {0}, data_prefix, 1, 0};
+    walker w = {report, 0, {0}, data_prefix, full_storage, 1, 0};
     int i = first;
     while (i < count) {
         pid_t pid = fork_walker();
@@ -1159,7 +1169,8 @@ static pid_t fork_with_pipe(int p[2], dm_probe_result *result) {
 
 int dm_probe_start_files(const char *const *paths, const int *file_fds, int count, int first,
                          unsigned long long memory_limit_bytes, int keep_stderr, int cpu_limit_ms,
-                         const char *data_prefix, dm_probe_session *session, dm_probe_result *results) {
+                         const char *data_prefix, int full_storage, dm_probe_session *session,
+                         dm_probe_result *results) {
     memset(session, 0, sizeof *session);
     session->read_fd = -1;
     int walked = 0;
@@ -1191,7 +1202,7 @@ int dm_probe_start_files(const char *const *paths, const int *file_fds, int coun
     }
     if (pid == 0) {
         child_main(paths, file_fds, results, first, count, p[1], report, memory_limit_bytes, keep_stderr, parent,
-                   cpu_limit_ms, data_prefix);
+                   cpu_limit_ms, data_prefix, full_storage);
         _exit(CHILD_DONE);
     }
     session->pid = pid;

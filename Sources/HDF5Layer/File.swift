@@ -35,6 +35,25 @@ public final class File: @unchecked Sendable {
         self.snapshot = snapshot
     }
 
+    /// Guards `deferredStorageLoaded`.
+    private let deferredStorageLock = NSLock()
+    private var deferredStorageLoaded = false
+
+    /// Has the chunk addresses the pre-read deferred (`DM_SNAPSHOT_EAGER_CHUNKS`: listing them
+    /// with libhdf5 1.10 costs time quadratic in the chunk count, which a reader of metadata
+    /// alone should not pay) listed by one more walk of the pinned file in a child, once per
+    /// file, and the snapshot takes them. Should that walk fail, the datasets stay deferred and
+    /// libhdf5 reads their data as it would without a record.
+    func loadDeferredStorage() {
+        deferredStorageLock.withLock {
+            guard !deferredStorageLoaded, let snapshot, let pinned else { return }
+            deferredStorageLoaded = true
+            let target = Probe.Target(path: path, openPath: pinned.openPath, descriptor: pinned.descriptor)
+            guard let full = Probe.fullStorage(target) else { return }
+            HDF5Library.withLock { snapshot.adoptDeferredStorage(from: full) }
+        }
+    }
+
     /// The HDF5 identifier, opening the file now if it was opened from a snapshot (through the
     /// pinned descriptor, as ``open(_:limits:snapshotData:)`` would have). Should that fail (the
     /// child opened the same file, so it does not), the identifier is invalid and the call that

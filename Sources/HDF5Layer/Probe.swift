@@ -113,6 +113,17 @@ enum Probe {
         return known.map { $0 ?? nil }
     }
 
+    /// A walk of one file listing the chunk addresses of every dataset (`full_storage`), for
+    /// those the pre-read deferred (`DM_SNAPSHOT_EAGER_CHUNKS`): its snapshot when it walked the
+    /// file without error, else nil. Nothing is remembered.
+    static func fullStorage(_ target: Target) -> Snapshot? {
+        var snapshot: Snapshot?
+        walk([target], snapshotData: nil, fullStorage: true) { _, found in
+            if found.error == nil { snapshot = found.snapshot }
+        }
+        return snapshot
+    }
+
     /// Stores a verdict and its snapshot for the file `identity`. Call with the HDF5 lock held.
     private static func remember(_ found: Verdict, for identity: FileIdentity) {
         if verdicts.count >= 4096 {  // a long-running process (the fuzzer)
@@ -138,7 +149,7 @@ enum Probe {
     /// Walks `targets` in as few children as it takes, handing each file's verdict to `found`
     /// (in order, each once) as soon as it is final.
     private static func walk(
-        _ targets: [Target], snapshotData: String?, found: (Int, Verdict) -> Void
+        _ targets: [Target], snapshotData: String?, fullStorage: Bool = false, found: (Int, Verdict) -> Void
     ) {
         let count = Int32(targets.count)
         var results = [dm_probe_result](repeating: dm_probe_result(), count: targets.count)
@@ -164,7 +175,8 @@ enum Probe {
                             let pid = HDF5Library.withLock {
                                 dm_probe_start_files(
                                     paths, fds.baseAddress, count, next, memoryAllowance, keepStandardError ? 1 : 0,
-                                    timeoutMilliseconds, snapshotData, &session, out.baseAddress)
+                                    timeoutMilliseconds, snapshotData, fullStorage ? 1 : 0, &session,
+                                    out.baseAddress)
                             }
                             if pid > 0 {
                                 // The C side hands over as files finish, and once more at the end.

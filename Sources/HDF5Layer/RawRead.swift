@@ -190,6 +190,9 @@ struct RawReader {
             }
         case .chunked(let chunks):
             try readChunked(chunks, rows: start, count: count, into: out)
+        case .deferred:
+            // rawReader() makes no reader of a deferred placement.
+            preconditionFailure("raw read of a dataset whose chunk addresses were not listed")
         }
     }
 
@@ -432,7 +435,15 @@ extension Dataset {
     /// The raw reader for this dataset, when the pre-read's snapshot says where its data is
     /// and how to decode it; nil otherwise (libhdf5 reads it).
     func rawReader() -> RawReader? {
-        guard let info = node?.dataset, let raw = info.raw, let storage = info.storage,
+        guard let node else { return nil }
+        var info = HDF5Library.withLock { node.dataset }
+        if case .deferred? = info?.raw?.placement {
+            // The pre-read left the chunk addresses to be listed when the data is read.
+            owner?.loadDeferredStorage()
+            info = HDF5Library.withLock { node.dataset }
+            if case .deferred? = info?.raw?.placement { return nil }
+        }
+        guard let info, let raw = info.raw, let storage = info.storage,
             let dims = info.space.dims, dims.count <= limits.maxRank, elementCount(dims) != nil,
             let decoder = RawDecoder(raw.encoding, type: info.type),
             let descriptor = owner?.pinnedDescriptor,
@@ -449,4 +460,12 @@ extension Dataset {
 extension Dataset {
     /// Whether this dataset's data is read without libhdf5 (``rawReader()``), for tests.
     package var readsRawForTesting: Bool { rawReader() != nil }
+
+    /// Whether the pre-read left this dataset's chunk addresses to be listed when its data is
+    /// first read (and they have not been yet), for tests.
+    package var chunkAddressesDeferredForTesting: Bool {
+        guard let node else { return false }
+        if case .deferred? = HDF5Library.withLock({ node.dataset?.raw?.placement }) { return true }
+        return false
+    }
 }

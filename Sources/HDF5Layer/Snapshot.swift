@@ -76,6 +76,10 @@ final class Snapshot: @unchecked Sendable {
             /// Every chunk of the chunk grid, row-major.
             case chunked([Chunk])
             case compact([UInt8])
+            /// Chunked, the addresses not listed by the pre-read (more than
+            /// `DM_SNAPSHOT_EAGER_CHUNKS` chunks): ``File`` has them listed when it first reads
+            /// the data (``adoptDeferredStorage(from:)``).
+            case deferred
         }
         var encoding: Encoding
         /// Added to every address.
@@ -119,6 +123,19 @@ final class Snapshot: @unchecked Sendable {
     }
 
     private let nodes: [Key: Node]
+
+    /// Takes, for each dataset whose placement here is deferred, the storage record `other` (a
+    /// walk of the same open file with every chunk address listed) has for the same path. Call
+    /// with the HDF5 lock held: readers of `raw` take it too.
+    func adoptDeferredStorage(from other: Snapshot) {
+        for (key, node) in nodes {
+            guard case .deferred? = node.dataset?.raw?.placement, let theirs = other.nodes[key]?.dataset?.raw else {
+                continue
+            }
+            if case .deferred = theirs.placement { continue }
+            node.dataset?.raw = theirs
+        }
+    }
     /// The walk met a libhdf5 error (the 'F' record): the file is refused with the first one
     /// (`firstError`), and libhdf5 never opens it in this process.
     let walkFailed: Bool
@@ -248,6 +265,8 @@ final class Snapshot: @unchecked Sendable {
                         placement = .chunked(chunks)
                     case 3:
                         placement = .compact(try r.str())
+                    case 4:
+                        placement = .deferred
                     default: return nil
                     }
                     node.dataset?.raw = RawStorage(

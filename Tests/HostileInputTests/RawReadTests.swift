@@ -200,4 +200,33 @@ struct RawReadTests {
             #expect(File.libraryOpenedForTesting(path))
         }
     }
+
+    @Test("chunk addresses past the pre-read's eager limit: listed when the data is first read, still without libhdf5")
+    func deferredChunkAddresses() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("many-chunks.h5")
+        let model = Fixtures.model(sizes: [30, 200, 150, 3])
+        // One row a chunk: 200 and 150 chunks, past DM_SNAPSHOT_EAGER_CHUNKS (64); the last layer's 3.
+        var options = WriteOptions()
+        options.chunkBytes = 1
+        try withoutSpawns { try BundleWriter.write(model, to: path, options: options) }
+        let file = try File.open(path)
+        let weight = try file.root().group("layers").group("0").dataset("weight")
+        // The pre-read deferred the addresses of the 200-chunk matrix; the first read lists them.
+        let bias = try file.root().group("layers").group("0").dataset("bias")
+        #expect(weight.chunkAddressesDeferredForTesting)
+        #expect(!bias.chunkAddressesDeferredForTesting)
+        #expect(weight.readsRawForTesting)
+        #expect(!weight.chunkAddressesDeferredForTesting)
+        let read = try BundleReader(path: path).readModel()
+        #expect(read.parameters == model.parameters)
+        let report = BundleCheck.run(path: path, deep: true)
+        #expect(report.problems.isEmpty, "\(report.problems)")
+        _ = try Bake.run(input: path, output: dir.file("baked.h5"))
+        #expect(!File.libraryOpenedForTesting(path), "opened by libhdf5 in this process")
+        // The same values as libhdf5 reads.
+        let library = try File.openWithLibraryForTesting(path)
+        let libraryWeight = try library.root().group("layers").group("0").dataset("weight")
+        #expect(try libraryWeight.readFloats() == (try weight.readFloats()))
+    }
 }

@@ -72,7 +72,9 @@ typedef struct {
 //        without it). form 1 contiguous: u64 address
 //        (all ones: not allocated), u64 bytes; form 2 chunked: u64 count, then for each chunk
 //        of the chunk grid in row-major order: u64 address (all ones: not stored), u64 bytes,
-//        u32 filter mask (bit i: filter i was skipped); form 3 compact: str the stored bytes
+//        u32 filter mask (bit i: filter i was skipped); form 3 compact: str the stored bytes;
+//        form 4 deferred: nothing (a chunked dataset of more than DM_SNAPSHOT_EAGER_CHUNKS
+//        chunks, whose addresses a walk lists only with `full_storage`)
 //   'L' str group, str name, u8 link type (0 hard, 1 soft, 2 external, 3 other)
 //   'l' str group, u8 complete                                 every link of the group is listed
 //   'F'                                                        the walk met a libhdf5 error
@@ -87,6 +89,12 @@ typedef struct {
 // Datasets of at most this many elements, under the path prefix the caller names (NULL: none),
 // are read whole into the snapshot (a bundle's history columns).
 #define DM_SNAPSHOT_MAX_DATA_ELEMENTS 65536
+// A pre-read lists the chunk addresses of datasets of at most this many chunks ('S' form 2);
+// larger ones get form 4 unless the walk is asked for `full_storage`. libhdf5 1.10 finds a
+// chunk's address by walking the dataset's whole chunk index (H5Dget_chunk_info_by_coord), so
+// listing n chunks costs n^2/2 index steps: 64 chunks (a 64 MiB matrix in 1 MiB chunks) take
+// well under a millisecond, 256 take about 3 ms, a metadata-only reader (inspect) need not.
+#define DM_SNAPSHOT_EAGER_CHUNKS 64
 
 /// A child walking files, between dm_probe_start_files and dm_probe_wait_files.
 typedef struct {
@@ -105,10 +113,12 @@ typedef struct {
 /// when they were opened, or files it writes). Returns the child's pid (> 0), or 0 when there
 /// is nothing to wait for: every file skipped, or the child could not be started (the first
 /// file not skipped is then marked unavailable, with errno_value). `data_prefix`: see
-/// DM_SNAPSHOT_MAX_DATA_ELEMENTS.
+/// DM_SNAPSHOT_MAX_DATA_ELEMENTS; `full_storage`: list the chunk addresses of every dataset
+/// (DM_SNAPSHOT_EAGER_CHUNKS).
 int dm_probe_start_files(const char *const *paths, const int *file_fds, int count, int first,
                          unsigned long long memory_limit_bytes, int keep_stderr, int cpu_limit_ms,
-                         const char *data_prefix, dm_probe_session *session, dm_probe_result *results);
+                         const char *data_prefix, int full_storage, dm_probe_session *session,
+                         dm_probe_result *results);
 
 /// Waits for the child of dm_probe_start_files (no libhdf5 call: run it without the lock) and
 /// returns `next`: `results[first..<next]` are final. The files the child walked to the end are
