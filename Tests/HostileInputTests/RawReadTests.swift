@@ -206,7 +206,7 @@ struct RawReadTests {
         let dir = TemporaryDirectory()
         let path = dir.file("many-chunks.h5")
         let model = Fixtures.model(sizes: [30, 200, 150, 3])
-        // One row a chunk: 200 and 150 chunks, past DM_SNAPSHOT_EAGER_CHUNKS (64); the last layer's 3.
+        // One row a chunk: 200 and 150 chunks, past DM_SNAPSHOT_EAGER_CHUNKS (16); the last layer's 3.
         var options = WriteOptions()
         options.chunkBytes = 1
         try withoutSpawns { try BundleWriter.write(model, to: path, options: options) }

@@ -92,9 +92,10 @@ typedef struct {
 // A pre-read lists the chunk addresses of datasets of at most this many chunks ('S' form 2);
 // larger ones get form 4 unless the walk is asked for `full_storage`. libhdf5 1.10 finds a
 // chunk's address by walking the dataset's whole chunk index (H5Dget_chunk_info_by_coord), so
-// listing n chunks costs n^2/2 index steps: 64 chunks (a 64 MiB matrix in 1 MiB chunks) take
-// well under a millisecond, 256 take about 3 ms, a metadata-only reader (inspect) need not.
-#define DM_SNAPSHOT_EAGER_CHUNKS 64
+// listing n chunks costs n^2/2 index steps: the 4 GiB bundle of `scripts/benchmark --scaling`
+// (16 matrices of 256 chunks) took 43 ms to inspect instead of 13, the 1 GiB one (64 chunks
+// each) 13.7 ms instead of 11.4-13.1; a reader of metadata alone (inspect) need not pay that.
+#define DM_SNAPSHOT_EAGER_CHUNKS 16
 
 /// A child walking files, between dm_probe_start_files and dm_probe_wait_files.
 typedef struct {
