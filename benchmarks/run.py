@@ -563,9 +563,14 @@ def busy_cores(threads=2, seconds=1.5):
     return used / max(time.time() - start, seconds)
 
 
-def training(dm, work, limit, repeats):
+def training(dm, work, limit, repeats, gemm_bin=None, gemm_repeats=17):
     results = {(who, t): [] for who in ("ours", "numpy", "keras") for t in (1, 2)}
     cores = []  # busy_cores() before each round of 2-thread runs
+    # The kernel's 1-core rate measured again just before each round (GemmBench, as the gemm row
+    # measures it): the host's speed moves by a fifth within minutes (docs/benchmarks.md), so an
+    # efficiency against a rate measured in the same minutes shows what the row's single rate
+    # cannot. Reported beside the row; the row itself divides by the gemm row's rate.
+    kernel = {t: [] for t in (1, 2)}
     # XLA on the CPU: these flags are the documented way to a single-threaded Eigen pool, but
     # a current jaxlib ignores them (two tf_XLAEigen threads busy, measured); the CPU affinity
     # from `pinned` is what sizes XLA's pool to one thread. Both are applied; the peer reports
@@ -576,6 +581,9 @@ def training(dm, work, limit, repeats):
             if t == 2:
                 cores.append(round(busy_cores(), 3))
                 log(f"train: two pinned busy processes got {cores[-1]:.2f} cores (CPU / wall time)")
+            if gemm_bin:
+                kernel[t].append(gemm_bench(gemm_bin, ["--repeats", str(gemm_repeats), "--clock", "cpu"])
+                                 ["aggregate_gflops"])
             runs = [("ours", lambda: train_ours(dm, work, t, limit, rep)),
                     ("numpy", lambda: train_peer("mlp_numpy.py", t, limit)),
                     ("keras", lambda: train_peer("mlp_keras.py", t, limit, xla_1t if t == 1 else None))]
@@ -592,10 +600,10 @@ def training(dm, work, limit, repeats):
     digests = {t: sorted({r["weights_sha256"] for r in results[("ours", t)]}) for t in (1, 2)}
     identical = len(digests[1]) == 1 and digests[1] == digests[2]
     rate = {k: median([r["examples_per_second"] for r in v]) for k, v in results.items()}
-    return results, rate, digests, identical, cores
+    return results, rate, digests, identical, cores, kernel
 
 
-def train_rows(results, rate, digests, identical, cores, limit, repeats, gemm_ours):
+def train_rows(results, rate, digests, identical, cores, limit, repeats, gemm_ours, kernel=None):
     rows = []
     for peer in ("numpy", "keras"):
         for t in (1, 2):
@@ -627,6 +635,9 @@ def train_rows(results, rate, digests, identical, cores, limit, repeats, gemm_ou
             rows.append((key, r))
     eff = {t: rate[("ours", t)] * FLOPS_PER_EXAMPLE / (t * gemm_ours["aggregate_gflops"] * 1e9) for t in (1, 2)}
     worst = min(eff.values())
+    # Per round, against the kernel rate measured just before that round (informational).
+    per_round = {t: [r["examples_per_second"] * FLOPS_PER_EXAMPLE / (t * g * 1e9)
+                     for r, g in zip(results[("ours", t)], (kernel or {}).get(t, []))] for t in (1, 2)}
     rows.append(row("train_efficiency", worst, None, "fraction", ratio=worst, direction="higher is better",
                     details={"formula": "examples/s x matrix FLOPs per example / (threads x kernel 1-core GFLOP/s)",
                              "value": "the lower of 1 and 2 threads",
@@ -634,7 +645,9 @@ def train_rows(results, rate, digests, identical, cores, limit, repeats, gemm_ou
                              "flops_per_example": FLOPS_PER_EXAMPLE,
                              "flops_forward": FWD_FLOPS, "flops_backward": BWD_FLOPS,
                              "kernel_gflops_1core": gemm_ours["aggregate_gflops"],
-                             "busy_cores_before_2t_runs": cores}))
+                             "busy_cores_before_2t_runs": cores,
+                             "kernel_gflops_before_each_round": {f"{t}t": (kernel or {}).get(t, []) for t in (1, 2)},
+                             "per_round_against_that_rate": {f"{t}t": per_round[t] for t in (1, 2)}}))
     return rows
 
 
@@ -897,6 +910,11 @@ def table(rows, machine, setup_seconds):
                                                               f"DIFFER: 1t {d['weights_sha256_1t']}, 2t {d['weights_sha256_2t']}"))
         eff = rows["train_efficiency"]["details"]["per_threads"]
         notes.append(f"train_efficiency per thread count: 1t {eff['1t']:.2f}, 2t {eff['2t']:.2f}")
+        rounds = rows["train_efficiency"]["details"].get("per_round_against_that_rate") or {}
+        if rounds.get("1t") and rounds.get("2t"):
+            notes.append("train_efficiency per round, against the kernel's 1-core rate measured just before it "
+                         "(informational): 1t " + ", ".join(f"{e:.2f}" for e in rounds["1t"])
+                         + "; 2t " + ", ".join(f"{e:.2f}" for e in rounds["2t"]))
         cores = rows["train_efficiency"]["details"].get("busy_cores_before_2t_runs") or []
         if cores:
             notes.append("cores two pinned busy processes got before each 2-thread round: "
@@ -1033,10 +1051,11 @@ def main():
                 paths = gemm_paths(args.gemm_bench, gemm_repeats, 1 if quick else 3)
                 rows.update([gemm_row(gemm_ours, gemm_peer, paths)])
         if "train" in only:
-            results, rate, digests, identical, cores = training(dm, work, limit, train_repeats)
+            results, rate, digests, identical, cores, kernel = training(
+                dm, work, limit, train_repeats, args.gemm_bench, max(1, gemm_repeats // 3))
             if not identical:
                 log(f"train: dropmodel's 1- and 2-thread weights DIFFER: {digests}")
-            rows.update(train_rows(results, rate, digests, identical, cores, limit, train_repeats, gemm_ours))
+            rows.update(train_rows(results, rate, digests, identical, cores, limit, train_repeats, gemm_ours, kernel))
         if "cnn" in only:
             cnn, cnn_identical = cnn_training(dm, work, limit, train_repeats, gemm_ours)
             if not cnn_identical:
