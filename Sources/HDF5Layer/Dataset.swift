@@ -176,7 +176,7 @@ public final class Dataset: Object, @unchecked Sendable {
         guard info.layout == .chunked, info.filters == ["fletcher32"], info.externalFiles == 0,
             shape.count == 2, let chunk = info.chunk, chunk.count == 2, chunk[1] == shape[1], chunk[0] >= 1
         else { return nil }
-        if let raw = rawReader() {
+        if let raw = try rawReader() {
             guard case .float32(bigEndian: false) = raw.decoder.element else { return nil }
             return chunk[0]
         }
@@ -194,7 +194,7 @@ public final class Dataset: Object, @unchecked Sendable {
     /// exactly `buffer.count` bytes or a filter was skipped for it (the caller then reads
     /// through the filters).
     public func readStoredChunk(row: Int, into buffer: UnsafeMutableRawBufferPointer) throws -> Int? {
-        if let raw = rawReader(), case .chunked(let chunks) = raw.storage.placement {
+        if let raw = try rawReader(), case .chunked(let chunks) = raw.storage.placement {
             guard raw.dims.count == 2, raw.chunk.count == 2, raw.chunk[0] > 0, raw.chunk[1] == raw.dims[1],
                 row >= 0, row < raw.dims[0], row % raw.chunk[0] == 0, row / raw.chunk[0] < chunks.count
             else { return nil }
@@ -268,7 +268,7 @@ public final class Dataset: Object, @unchecked Sendable {
 
     /// Reads rows into a caller-provided buffer (no allocation), as `Float`.
     public func readFloatRows(start: Int, count: Int, into buffer: UnsafeMutableBufferPointer<Float>) throws {
-        if let raw = rawReader() {
+        if let raw = try rawReader() {
             let n = try rowCount(start: start, count: count, dims: raw.dims.map { UInt64($0) })
             guard buffer.count >= n else {
                 throw location.error(.typeMismatch, "read rows", "the buffer holds \(buffer.count) of \(n) elements")
@@ -346,7 +346,7 @@ public final class Dataset: Object, @unchecked Sendable {
     }
 
     private func readRows<T: RawElement>(start: Int, count: Int, memType: () -> hid_t, zero: T) throws -> [T] {
-        if let raw = rawReader() {
+        if let raw = try rawReader() {
             let n = try rowCount(start: start, count: count, dims: raw.dims.map { UInt64($0) })
             var out = [T](repeating: zero, count: n)
             try out.withUnsafeMutableBufferPointer { try raw.read(rows: start, count: count, into: $0) }

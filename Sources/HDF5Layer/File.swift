@@ -35,24 +35,45 @@ public final class File: @unchecked Sendable {
         self.snapshot = snapshot
     }
 
-    /// Guards `deferredStorageLoaded`.
+    /// Guards `deferredStorageLoaded` and `deferredStorageError`.
     private let deferredStorageLock = NSLock()
     private var deferredStorageLoaded = false
+    private var deferredStorageError: HDF5Error?
 
     /// Has the chunk addresses the pre-read deferred (`DM_SNAPSHOT_EAGER_CHUNKS`: listing them
     /// with libhdf5 1.10 costs time quadratic in the chunk count, which a reader of metadata
     /// alone should not pay) listed by one more walk of the pinned file in a child, once per
-    /// file, and the snapshot takes them. Should that walk fail, the datasets stay deferred and
-    /// libhdf5 reads their data as it would without a record.
-    func loadDeferredStorage() {
-        deferredStorageLock.withLock {
+    /// file, and the snapshot takes them. Should that walk fail (a crash, a limit, a libhdf5
+    /// error), this throws its error, now and at every later data read of the file: libhdf5
+    /// never reads in this process what made the child fail, as the pre-read would have refused
+    /// the file had it listed the addresses itself. A walk that sends no record for a dataset
+    /// leaves it to libhdf5, as a pre-read without one does.
+    func loadDeferredStorage() throws {
+        try deferredStorageLock.withLock {
+            if let deferredStorageError { throw deferredStorageError }
             guard !deferredStorageLoaded, let snapshot, let pinned else { return }
             deferredStorageLoaded = true
             let target = Probe.Target(path: path, openPath: pinned.openPath, descriptor: pinned.descriptor)
-            guard let full = Probe.fullStorage(target) else { return }
-            HDF5Library.withLock { snapshot.adoptDeferredStorage(from: full) }
+            do {
+                if let failure = Self.deferredStorageFailureForTesting?(path) { throw failure }
+                guard let full = try Probe.fullStorage(target) else { return }
+                HDF5Library.withLock { snapshot.adoptDeferredStorage(from: full) }
+            } catch let e as HDF5Error {
+                var e = e
+                e.message = e.message.replacingOccurrences(of: pinned.openPath, with: path)
+                deferredStorageError = e
+                throw e
+            }
         }
     }
+
+    /// Makes the walk that lists deferred chunk addresses fail with the given error for the
+    /// paths it returns one for, in place of walking. Tests only; nil otherwise.
+    package static var deferredStorageFailureForTesting: (@Sendable (String) -> HDF5Error?)? {
+        get { testHookLock.withLock { deferredStorageHook } }
+        set { testHookLock.withLock { deferredStorageHook = newValue } }
+    }
+    nonisolated(unsafe) private static var deferredStorageHook: (@Sendable (String) -> HDF5Error?)?
 
     /// The HDF5 identifier, opening the file now if it was opened from a snapshot (through the
     /// pinned descriptor, as ``open(_:limits:snapshotData:)`` would have). Should that fail (the

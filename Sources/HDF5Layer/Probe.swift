@@ -114,12 +114,27 @@ enum Probe {
     }
 
     /// A walk of one file listing the chunk addresses of every dataset (`full_storage`), for
-    /// those the pre-read deferred (`DM_SNAPSHOT_EAGER_CHUNKS`): its snapshot when it walked the
-    /// file without error, else nil. Nothing is remembered.
-    static func fullStorage(_ target: Target) -> Snapshot? {
+    /// those the pre-read deferred (`DM_SNAPSHOT_EAGER_CHUNKS`): its snapshot (nil when the child
+    /// sent none, or the file is open in libhdf5 here). Throws what the walk met, as the
+    /// pre-read would have: a crash, a limit, or a libhdf5 error (the walk's first). Nothing is
+    /// remembered.
+    static func fullStorage(_ target: Target) throws -> Snapshot? {
         var snapshot: Snapshot?
+        var failure: HDF5Error?
         walk([target], snapshotData: nil, fullStorage: true) { _, found in
-            if found.error == nil { snapshot = found.snapshot }
+            failure = found.error
+            snapshot = found.snapshot
+        }
+        if let failure { throw failure }
+        if let snapshot, snapshot.walkFailed {
+            let e = snapshot.firstError
+            let message = [e?.top, e?.bottom].compactMap { $0 }.filter { !$0.isEmpty }
+            throw HDF5Error(
+                code: .library, file: target.path, object: e?.object ?? "/",
+                operation: e?.operation ?? "list the chunk addresses of the file's datasets",
+                message: message.first ?? "the HDF5 library reported an error",
+                hdf5Top: e?.top.isEmpty == false ? e?.top : nil,
+                hdf5Bottom: e?.bottom.isEmpty == false ? e?.bottom : nil)
         }
         return snapshot
     }

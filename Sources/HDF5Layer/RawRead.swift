@@ -433,13 +433,15 @@ struct RawReader {
 
 extension Dataset {
     /// The raw reader for this dataset, when the pre-read's snapshot says where its data is
-    /// and how to decode it; nil otherwise (libhdf5 reads it).
-    func rawReader() -> RawReader? {
+    /// and how to decode it; nil otherwise (libhdf5 reads it). Throws when the walk that lists
+    /// the chunk addresses the pre-read deferred failed (``File/loadDeferredStorage()``): that
+    /// file's data is then read by no one.
+    func rawReader() throws -> RawReader? {
         guard let node else { return nil }
         var info = HDF5Library.withLock { node.dataset }
         if case .deferred? = info?.raw?.placement {
             // The pre-read left the chunk addresses to be listed when the data is read.
-            owner?.loadDeferredStorage()
+            try owner?.loadDeferredStorage()
             info = HDF5Library.withLock { node.dataset }
             if case .deferred? = info?.raw?.placement { return nil }
         }
@@ -459,7 +461,7 @@ extension Dataset {
 
 extension Dataset {
     /// Whether this dataset's data is read without libhdf5 (``rawReader()``), for tests.
-    package var readsRawForTesting: Bool { rawReader() != nil }
+    package var readsRawForTesting: Bool { (try? rawReader()) != nil }
 
     /// Whether the pre-read left this dataset's chunk addresses to be listed when its data is
     /// first read (and they have not been yet), for tests.

@@ -229,4 +229,31 @@ struct RawReadTests {
         let libraryWeight = try library.root().group("layers").group("0").dataset("weight")
         #expect(try libraryWeight.readFloats() == (try weight.readFloats()))
     }
+
+    @Test("when the walk that lists deferred chunk addresses fails, the data read fails with its error, never libhdf5")
+    func deferredChunkAddressesWalkFails() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("walk-fails.h5")
+        var options = WriteOptions()
+        options.chunkBytes = 1
+        try withoutSpawns {
+            try BundleWriter.write(Fixtures.model(sizes: [30, 200, 150, 3]), to: path, options: options)
+        }
+        let planted = HDF5Error(
+            code: .tooLarge, file: path, object: "/layers/0/weight", operation: "read the file's metadata",
+            message: "planted by the test")
+        File.deferredStorageFailureForTesting = { $0 == path ? planted : nil }
+        defer { File.deferredStorageFailureForTesting = nil }
+        let file = try File.open(path)
+        let weight = try file.root().group("layers").group("0").dataset("weight")
+        #expect(weight.chunkAddressesDeferredForTesting)
+        for _ in 0..<2 {  // and again: the failure is kept, not retried through libhdf5
+            #expect {
+                _ = try weight.readFloats()
+            } throws: { error in
+                (error as? HDF5Error)?.code == .tooLarge && (error as? HDF5Error)?.message == "planted by the test"
+            }
+        }
+        #expect(!File.libraryOpenedForTesting(path), "opened by libhdf5 in this process")
+    }
 }
