@@ -180,14 +180,7 @@ public final class File: @unchecked Sendable {
                 if snapshot.walkFailed, let e = snapshot.firstError {
                     // libhdf5 met an error in the pre-read: reported from there, so libhdf5 never
                     // parses a file it fails on in this process.
-                    let message = [e.top, e.bottom].filter { !$0.isEmpty }
-                    throw HDF5Error(
-                        code: .library, file: path, object: e.object, operation: e.operation,
-                        message: message.isEmpty
-                            ? "the HDF5 library reported an error"
-                            : message.count == 2 && message[0] != message[1]
-                                ? "\(message[0]) (\(message[1]))" : message[0],
-                        hdf5Top: e.top.isEmpty ? nil : e.top, hdf5Bottom: e.bottom.isEmpty ? nil : e.bottom)
+                    throw e.hdf5Error(file: path)
                 }
                 if !snapshot.walkFailed {
                     return File(handle: nil, path: path, limits: limits, pinned: pinned, snapshot: snapshot)

@@ -127,14 +127,11 @@ enum Probe {
         }
         if let failure { throw failure }
         if let snapshot, snapshot.walkFailed {
-            let e = snapshot.firstError
-            let message = [e?.top, e?.bottom].compactMap { $0 }.filter { !$0.isEmpty }
-            throw HDF5Error(
-                code: .library, file: target.path, object: e?.object ?? "/",
-                operation: e?.operation ?? "list the chunk addresses of the file's datasets",
-                message: message.first ?? "the HDF5 library reported an error",
-                hdf5Top: e?.top.isEmpty == false ? e?.top : nil,
-                hdf5Bottom: e?.bottom.isEmpty == false ? e?.bottom : nil)
+            let e =
+                snapshot.firstError
+                ?? Snapshot.WalkError(
+                    object: "/", operation: "list the chunk addresses of the file's datasets", top: "", bottom: "")
+            throw e.hdf5Error(file: target.path)
         }
         return snapshot
     }

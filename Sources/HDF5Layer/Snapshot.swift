@@ -147,6 +147,18 @@ final class Snapshot: @unchecked Sendable {
         var operation: String
         var top: String
         var bottom: String
+
+        /// The error the reader reports for it on `file`: libhdf5's descriptions, the first and,
+        /// when it differs, the last in parentheses.
+        func hdf5Error(file: String) -> HDF5Error {
+            let message = [top, bottom].filter { !$0.isEmpty }
+            return HDF5Error(
+                code: .library, file: file, object: object, operation: operation,
+                message: message.isEmpty
+                    ? "the HDF5 library reported an error"
+                    : message.count == 2 && message[0] != message[1] ? "\(message[0]) (\(message[1]))" : message[0],
+                hdf5Top: top.isEmpty ? nil : top, hdf5Bottom: bottom.isEmpty ? nil : bottom)
+        }
     }
     let firstError: WalkError?
     /// The size of the record it was decoded from.

@@ -327,32 +327,30 @@ public final class Trainer {
             let activated = network.parameters[l].weight.withUnsafeBufferPointer { w in
                 network.parameters[l].bias.withUnsafeBufferPointer { b in
                     if let dense = engine[l] as? DenseLayer {
-                        // The output layer: each block of whole rows' loss and output gradient
-                        // as soon as the block is final (its softmax reads z as the product left it).
+                        // What runs on each block of z as soon as the product has finished it.
+                        let afterBlock: (Range<Int>, Range<Int>) -> Void
                         if l == last, layer.activation == .softmax,
                             Gemm.blocksAreWholeRows(m: rows, n: outputCount, k: inputCount, threads: threads)
                         {
+                            // The output layer's loss and output gradient, row by row (its
+                            // softmax reads z as the product left it).
                             lossDone = true
-                            return dense.forward(
-                                x, rows: rows, weight: w, bias: b, into: z, activation: layer.activation,
-                                threads: threads
-                            ) { rowBlock, _ in
-                                lossRows(rowBlock, examples: examples, classes: classes, scale: scale)
+                            afterBlock = { rowBlock, _ in
+                                self.lossRows(rowBlock, examples: examples, classes: classes, scale: scale)
                             }
+                        } else if l + 1 < layers.count, dropoutInBlocks[l + 1] {
+                            // The layer above's dropout.
+                            afterBlock = { rowBlock, units in
+                                self.dropInputs(
+                                    layer: l + 1, epoch: epoch, step: step, rowOffset: rowOffset, rows: rowBlock,
+                                    units: units)
+                            }
+                        } else {
+                            afterBlock = { _, _ in }
                         }
-                        guard l + 1 < layers.count, dropoutInBlocks[l + 1] else {
-                            return dense.forward(
-                                x, rows: rows, weight: w, bias: b, into: z, activation: layer.activation,
-                                threads: threads)
-                        }
-                        // The layer above's dropout, block by block as this product finishes them.
                         return dense.forward(
-                            x, rows: rows, weight: w, bias: b, into: z, activation: layer.activation, threads: threads
-                        ) { rowBlock, units in
-                            dropInputs(
-                                layer: l + 1, epoch: epoch, step: step, rowOffset: rowOffset, rows: rowBlock,
-                                units: units)
-                        }
+                            x, rows: rows, weight: w, bias: b, into: z, activation: layer.activation, threads: threads,
+                            afterBlock: afterBlock)
                     }
                     engine[l].forward(x, rows: rows, weight: w, bias: b, into: z, threads: threads)
                     return false
@@ -602,15 +600,19 @@ public final class Trainer {
         let kept = DropoutNoise.keptValue(keepProbability: layer.keepProb, convention: recipe.convention)
         let a = outputs[l - 1], m = masks[l], x = inputs[l]
         for r in rows {
-            let row = streams.dropoutRow(epoch: epoch, step: step, layer: l, example: rowOffset + r)
             let base = r * width
             PhiloxRows.dropout(
-                PhiloxRows.Row(
-                    k0: row.key[0], k1: row.key[1], c1: row.baseCounter[1], c2: row.baseCounter[2],
-                    c3: row.baseCounter[3]),
-                units: units, threshold: threshold, kept: kept, source: a.baseAddress! + base,
-                mask: m.baseAddress! + base, output: x.baseAddress! + base)
+                dropoutRow(layer: l, epoch: epoch, step: step, example: rowOffset + r), units: units,
+                threshold: threshold, kept: kept, source: a.baseAddress! + base, mask: m.baseAddress! + base,
+                output: x.baseAddress! + base)
         }
+    }
+
+    /// The Philox row of layer `l`'s element dropout for one example (Specs/random-streams.md §5).
+    private func dropoutRow(layer l: Int, epoch: Int, step: Int, example: Int) -> PhiloxRows.Row {
+        let row = streams.dropoutRow(epoch: epoch, step: step, layer: l, example: example)
+        return PhiloxRows.Row(
+            k0: row.key[0], k1: row.key[1], c1: row.baseCounter[1], c2: row.baseCounter[2], c3: row.baseCounter[3])
     }
 
     /// Dropout on layer `l`'s inputs for one minibatch: draws each example's multipliers
@@ -653,12 +655,9 @@ public final class Trainer {
                     continue
                 }
                 if element {
-                    let row = streams.dropoutRow(epoch: epoch, step: step, layer: l, example: rowOffset + r)
                     PhiloxRows.dropout(
-                        PhiloxRows.Row(
-                            k0: row.key[0], k1: row.key[1], c1: row.baseCounter[1], c2: row.baseCounter[2],
-                            c3: row.baseCounter[3]),
-                        units: width, threshold: threshold, kept: kept, source: src,
+                        dropoutRow(layer: l, epoch: epoch, step: step, example: rowOffset + r), units: width,
+                        threshold: threshold, kept: kept, source: src,
                         mask: keepMask ? m.baseAddress! + base : nil,
                         output: x.baseAddress! + base)
                     continue

@@ -19,7 +19,7 @@ final class DenseLayer: EngineLayer {
         _ x: UnsafeBufferPointer<Float>, rows: Int, weight: UnsafeBufferPointer<Float>,
         bias: UnsafeBufferPointer<Float>, into z: UnsafeMutableBufferPointer<Float>, threads: Int
     ) {
-        product(x, rows: rows, weight: weight, bias: bias, into: z, relu: false, threads: threads)
+        _ = forward(x, rows: rows, weight: weight, bias: bias, into: z, activation: .linear, threads: threads)
     }
 
     /// ``forward(_:rows:weight:bias:into:threads:)`` with the activation fused into the product's
@@ -32,15 +32,18 @@ final class DenseLayer: EngineLayer {
         bias: UnsafeBufferPointer<Float>, into z: UnsafeMutableBufferPointer<Float>, activation: Activation,
         threads: Int
     ) -> Bool {
-        let relu = activation == .relu
-        product(x, rows: rows, weight: weight, bias: bias, into: z, relu: relu, threads: threads)
-        return relu || activation == .linear
+        forward(x, rows: rows, weight: weight, bias: bias, into: z, activation: activation, threads: threads) { _, _ in
+        }
     }
 
     /// ``forward(_:rows:weight:bias:into:activation:threads:)``, then `afterBlock(rows, units)`
     /// for each block of z as soon as it is final (activation applied when this returns true),
     /// on the thread that computed it (``Gemm``'s `afterBlock`): a pass over the outputs, such as
     /// the dropout of the layer above, joins the product's parallel region.
+    ///
+    /// Z = bias broadcast to every row, Z += X·Wᵀ (each output one FMA chain over the inputs in
+    /// order, started from its bias: Specs/determinism.md §4.2), then relu if asked, all in the
+    /// product's register tiles (``Gemm`` with `bias:relu:`).
     func forward(
         _ x: UnsafeBufferPointer<Float>, rows: Int, weight: UnsafeBufferPointer<Float>,
         bias: UnsafeBufferPointer<Float>, into z: UnsafeMutableBufferPointer<Float>, activation: Activation,
@@ -48,43 +51,21 @@ final class DenseLayer: EngineLayer {
     ) -> Bool {
         let (inputs, outputs) = (info.inputs, info.outputs)
         let relu = activation == .relu
-        guard rows > 0, let xs = x.baseAddress, let w = weight.baseAddress, let zs = z.baseAddress else {
-            return relu || activation == .linear
+        if rows > 0, let xs = x.baseAddress, let w = weight.baseAddress, let zs = z.baseAddress {
+            precondition(bias.count >= outputs, "dense layer: \(bias.count) biases for \(outputs) outputs")
+            Gemm.multiply(
+                transA: false, transB: true, m: rows, n: outputs, k: inputs,
+                a: xs, lda: inputs, b: w, ldb: inputs,
+                c: zs, ldc: outputs, bias: bias.baseAddress, relu: relu, threads: threads, afterBlock: afterBlock)
         }
-        precondition(bias.count >= outputs, "dense layer: \(bias.count) biases for \(outputs) outputs")
-        Gemm.multiply(
-            transA: false, transB: true, m: rows, n: outputs, k: inputs,
-            a: xs, lda: inputs, b: w, ldb: inputs,
-            c: zs, ldc: outputs, bias: bias.baseAddress, relu: relu, threads: threads, afterBlock: afterBlock)
         return relu || activation == .linear
-    }
-
-    /// Z = bias broadcast to every row, Z += X·Wᵀ (each output one FMA chain over the inputs in
-    /// order, started from its bias: Specs/determinism.md §4.2), then relu if asked, all in the
-    /// product's register tiles (``Gemm`` with `bias:relu:`).
-    private func product(
-        _ x: UnsafeBufferPointer<Float>, rows: Int, weight: UnsafeBufferPointer<Float>,
-        bias: UnsafeBufferPointer<Float>, into z: UnsafeMutableBufferPointer<Float>, relu: Bool, threads: Int
-    ) {
-        let (inputs, outputs) = (info.inputs, info.outputs)
-        guard rows > 0, let xs = x.baseAddress, let w = weight.baseAddress, let zs = z.baseAddress else { return }
-        precondition(bias.count >= outputs, "dense layer: \(bias.count) biases for \(outputs) outputs")
-        Gemm.multiply(
-            transA: false, transB: true, m: rows, n: outputs, k: inputs,
-            a: xs, lda: inputs, b: w, ldb: inputs,
-            c: zs, ldc: outputs, bias: bias.baseAddress, relu: relu, threads: threads)
     }
 
     func backwardInput(
         _ dz: UnsafeBufferPointer<Float>, rows: Int, weight: UnsafeBufferPointer<Float>,
         into dx: UnsafeMutableBufferPointer<Float>, threads: Int
     ) {
-        let (inputs, outputs) = (info.inputs, info.outputs)
-        guard rows > 0, let d = dz.baseAddress, let w = weight.baseAddress, let out = dx.baseAddress else { return }
-        Gemm.multiply(
-            transA: false, transB: false, m: rows, n: inputs, k: outputs,
-            a: d, lda: outputs, b: w, ldb: inputs,
-            c: out, ldc: inputs, accumulate: false, threads: threads)
+        backwardInput(dz, rows: rows, weight: weight, into: dx, threads: threads) { _, _ in }
     }
 
     /// ``backwardInput(_:rows:weight:into:threads:)``, then `afterBlock(rows, inputs)` for each
@@ -127,15 +108,8 @@ final class DenseLayer: EngineLayer {
     func biasGradient(
         _ dz: UnsafeBufferPointer<Float>, rows: Int, into gb: UnsafeMutableBufferPointer<Float>, threads: Int
     ) {
-        let outputs = info.outputs
-        guard outputs > 0, let g = gb.baseAddress else { return }
-        g.update(repeating: 0, count: outputs)
-        guard rows > 0, let d = dz.baseAddress else { return }
-        Parallel.forEachRange(count: outputs, threads: threads, minimumCount: 256) { range in
-            for r in 0..<rows {
-                let row = d + r * outputs
-                for o in range { g[o] += row[o] }
-            }
+        Parallel.forEachRange(count: info.outputs, threads: threads, minimumCount: 256) { range in
+            biasGradient(dz, rows: rows, units: range, into: gb)
         }
     }
 
@@ -190,17 +164,11 @@ final class DenseLayer: EngineLayer {
             Parallel.forEachRange(count: outputs, threads: threads, minimumCount: 64, afterUnits)
             return
         }
-        let update = Gemm.Update(w: w, v: v, ld: inputs, mu: mu, lr: lr, l2: l2)
-        if Gemm.blocksAreWholeRows(m: outputs, n: inputs, k: rows, threads: threads) {
-            Gemm.multiplyUpdate(
-                transA: true, transB: false, m: outputs, n: inputs, k: rows, a: d, lda: outputs, b: xs, ldb: inputs,
-                update: update, threads: threads
-            ) { units, _ in afterUnits(units) }
-        } else {
-            Gemm.multiplyUpdate(
-                transA: true, transB: false, m: outputs, n: inputs, k: rows, a: d, lda: outputs, b: xs, ldb: inputs,
-                update: update, threads: threads)
-            Parallel.forEachRange(count: outputs, threads: threads, minimumCount: 64, afterUnits)
-        }
+        let wholeRows = Gemm.blocksAreWholeRows(m: outputs, n: inputs, k: rows, threads: threads)
+        Gemm.multiplyUpdate(
+            transA: true, transB: false, m: outputs, n: inputs, k: rows, a: d, lda: outputs, b: xs, ldb: inputs,
+            update: Gemm.Update(w: w, v: v, ld: inputs, mu: mu, lr: lr, l2: l2), threads: threads
+        ) { units, _ in if wholeRows { afterUnits(units) } }
+        if !wholeRows { Parallel.forEachRange(count: outputs, threads: threads, minimumCount: 64, afterUnits) }
     }
 }
