@@ -89,7 +89,7 @@ AVX512 static ALWAYS_INLINE void tile_body(const int mr, const int nv, long kc,
                                            const float *restrict a, const float *restrict b,
                                            float *restrict c, long ldc, int zero, __mmask16 last,
                                            const dm_update *u, long off, long next, long next_rows, long next_cols,
-                                           const float *bias, int relu, pf_rows pf) {
+                                           const float *bias, int relu, const pf_rows *pfp) {
     __m512 acc[MR5][NV5];
     if (bias) {
         // The chains start from the bias of their column, as if C held it in every row.
@@ -109,15 +109,21 @@ AVX512 static ALWAYS_INLINE void tile_body(const int mr, const int nv, long kc,
     // L3: a training step streams every weight and velocity through its update). With pf: the
     // lines of B that the product's next panel will pack, into L2, one per k step.
     const float *pw = u && next >= 0 ? u->w + next : NULL, *pv = u && next >= 0 ? u->v + next : NULL;
+    const pf_rows pf = pfp ? *pfp : (pf_rows){0};
     long pfr = 0, pfl = 0;
+    // The next tile's rows are fetched spread over this tile's k steps (row r at step r * gap), not
+    // one a step from the first: a burst of them would hold every line fill buffer at once.
+    const long gap = pw && next_rows > 0 ? (kc / next_rows > 0 ? kc / next_rows : 1) : 1;
+    long nrow = 0, nat = 0;
     for (long p = 0; p < kc; ++p) {
         if (pfr < pf.rows) {
             const long at = 16 * pfl < pf.last ? 16 * pfl : pf.last;
             _mm_prefetch((const char *)(pf.base + pfr * pf.ld + at), _MM_HINT_T1);
             if (++pfl == pf.lines) pfl = 0, ++pfr;
         }
-        if (pw && p < next_rows) {
-            const float *rw = pw + p * u->ld, *rv = pv + p * u->ld;
+        if (pw && p == nat && nrow < next_rows) {
+            const float *rw = pw + nrow * u->ld, *rv = pv + nrow * u->ld;
+            ++nrow, nat += gap;
             UNROLL for (int v = 0; v < nv; ++v) {
                 const long at = 16 * v < next_cols ? 16 * v : next_cols - 1;
                 _mm_prefetch((const char *)(rw + at), _MM_HINT_T0);
@@ -157,7 +163,7 @@ AVX512 static ALWAYS_INLINE void tile_body(const int mr, const int nv, long kc,
 // A tile of mr <= MR5 rows and nr <= NR5 columns: tile_body specialised for its shape.
 AVX512 static void tile(long mr, long nr, long kc, const float *a, const float *b, float *c,
                         long ldc, int zero, const dm_update *u, long off, long next, long next_rows,
-                        long next_cols, const float *bias, int relu, pf_rows pf) {
+                        long next_cols, const float *bias, int relu, const pf_rows *pf) {
     const int nv = (int)((nr + 15) / 16);
     const __mmask16 last = (__mmask16)(0xFFFFu >> (16 * nv - nr));
 #define DM_ARGS kc, a, b, c, ldc, zero, last, u, off, next, next_rows, next_cols, bias, relu, pf
@@ -216,12 +222,21 @@ AVX512 static ALWAYS_INLINE void transpose16(__m512 *r) {
 // 14 and one of 2 whose 4 accumulator chains would leave the FMA units waiting on their latency.
 static inline long tile_count(long mc) { return (mc + MR5 - 1) / MR5; }
 static inline long tile_row(long mc, long tiles, long t) { return t * mc / tiles; }
+#define TILES_MAX ((MC5_MAX + MR5 - 1) / MR5)
+// rows[t] = tile_row(mc, tiles, t) for t = 0 ... tiles (tiles = tile_count(mc) <= TILES_MAX): the
+// bounds computed once per m block, not with two divisions in front of every tile.
+static inline long tile_rows(long mc, long rows[TILES_MAX + 1]) {
+    const long tiles = tile_count(mc);
+    for (long t = 0; t <= tiles; ++t) rows[t] = tile_row(mc, tiles, t);
+    return tiles;
+}
 
 // Packs op(A)[i0 .. i0+mc, p0 .. p0+kc] into one panel per row tile; panel t holds the tile's
 // rows r = 0 ..< height as dst[t*kc*MR5 + p*MR5 + r] (the slots past its height are zeros).
 AVX512 static void pack_a(int transA, const float *A, long lda, long i0, long mc, long p0, long kc,
                           float *dst) {
-    const long tiles = tile_count(mc);
+    long rows_[TILES_MAX + 1];
+    const long tiles = tile_rows(mc, rows_);
     const __mmask16 panel = (__mmask16)((1u << MR5) - 1);
     if (transA) {
         // op(A)(i,p) = A[p*lda + i]: row p of A holds op(A)(i0 .. i0+mc, p) contiguously. Read
@@ -230,7 +245,7 @@ AVX512 static void pack_a(int transA, const float *A, long lda, long i0, long mc
             const float *src = A + (p0 + p) * lda + i0;
             float *d = dst + p * MR5;
             for (long t = 0; t < tiles; ++t, d += kc * MR5) {
-                const long r0 = tile_row(mc, tiles, t), mr = tile_row(mc, tiles, t + 1) - r0;
+                const long r0 = rows_[t], mr = rows_[t + 1] - r0;
                 const __mmask16 k = (__mmask16)((1u << mr) - 1);
                 _mm512_mask_storeu_ps(d, panel, _mm512_maskz_loadu_ps(k, src + r0));
             }
@@ -240,7 +255,7 @@ AVX512 static void pack_a(int transA, const float *A, long lda, long i0, long mc
     // op(A)(i,p) = A[i*lda + p]: each panel reads its rows of A sequentially in p, transposing
     // 16 p at a time (the rows past its height are zero vectors).
     for (long t = 0; t < tiles; ++t, dst += kc * MR5) {
-        const long r0 = tile_row(mc, tiles, t), mr = tile_row(mc, tiles, t + 1) - r0;
+        const long r0 = rows_[t], mr = rows_[t + 1] - r0;
         const float *rows = A + (i0 + r0) * lda + p0;
         long p = 0;
         for (; p + 16 <= kc; p += 16) {
@@ -320,7 +335,7 @@ AVX512 int dm_sgemm_avx512(int transA, int transB, long m, long n, long k,
                            const float *A, long lda, const float *B, long ldb,
                            float *C, long ldc, int accumulate, const dm_update *u,
                            const float *bias, int relu) {
-    const long KC = dm_balanced_block(k, KC5_MAX, 1);
+    const long KC = dm_balanced_block(k, KC5_MAX, 16); // whole 16 x 16 transposes in the packs
     const long MC = dm_balanced_block(m, MC5_MAX, MR5);
     const long NC = dm_balanced_block(n, NC5_MAX, NR5);
     float *ap = dm_scratch_get(0, (size_t)MC * (size_t)KC + DM_SLACK);
@@ -340,9 +355,10 @@ AVX512 int dm_sgemm_avx512(int transA, int transB, long m, long n, long k,
             for (long ic = 0; ic < m; ic += MC) {
                 const long mc = m - ic < MC ? m - ic : MC;
                 pack_a(transA, A, lda, ic, mc, 0, k, ap);
-                const long tiles = tile_count(mc);
+                long rows[TILES_MAX + 1];
+                const long tiles = tile_rows(mc, rows);
                 for (long t = 0; t < tiles; ++t) {
-                    const long ir = tile_row(mc, tiles, t), mr = tile_row(mc, tiles, t + 1) - ir;
+                    const long ir = rows[t], mr = rows[t + 1] - ir;
                     const float *apanel = ap + t * k * MR5;
                     for (long jr = 0; jr < nc; jr += NR5) {
                         const long nr = nc - jr < NR5 ? nc - jr : NR5;
@@ -355,8 +371,8 @@ AVX512 int dm_sgemm_avx512(int transA, int transB, long m, long n, long k,
                             next = off + NR5, next_rows = mr;
                             next_cols = nc - jr - NR5 < NR5 ? nc - jr - NR5 : NR5;
                         } else if (t + 1 < tiles) {
-                            next = (ic + tile_row(mc, tiles, t + 1)) * u->ld + jc;
-                            next_rows = tile_row(mc, tiles, t + 2) - tile_row(mc, tiles, t + 1);
+                            next = (ic + rows[t + 1]) * u->ld + jc;
+                            next_rows = rows[t + 2] - rows[t + 1];
                         } else if (ic + mc < m) {
                             const long mc2 = m - ic - mc < MC ? m - ic - mc : MC;
                             next = (ic + mc) * u->ld + jc, next_rows = tile_row(mc2, tile_count(mc2), 1);
@@ -364,7 +380,7 @@ AVX512 int dm_sgemm_avx512(int transA, int transB, long m, long n, long k,
                         if (next_rows > mr) next_rows = mr;
                         if (next_cols > nr) next_cols = nr;
                         tile(mr, nr, k, apanel, bp + (jr / NR5) * k * NR5, NULL, 0, 1, u, off, next, next_rows,
-                             next_cols, NULL, 0, (pf_rows){0});
+                             next_cols, NULL, 0, NULL);
                     }
                 }
             }
@@ -383,30 +399,37 @@ AVX512 int dm_sgemm_avx512(int transA, int transB, long m, long n, long k,
             for (long ic = 0; ic < m; ic += MC) {
                 const long mc = m - ic < MC ? m - ic : MC;
                 pack_a(transA, A, lda, ic, mc, pc, kc, ap);
+                long rows[TILES_MAX + 1];
+                const long tiles = tile_rows(mc, rows);
+                // Transposed B: the rows of B the next panel packs are fetched into L2 while this
+                // panel's tiles compute, tile t the rows share[t] ..< share[t + 1] of the panel
+                // (computed for a full panel once, again only for a partial last one).
+                long share[TILES_MAX + 1], shared = -1;
                 for (long jr = 0; jr < nc; jr += NR5) {
                     const long nr = nc - jr < NR5 ? nc - jr : NR5;
                     float *bpanel = bp + (jr / NR5) * kc * NR5;
                     if (transB && ic == 0) pack_b_trans_panel(B, ldb, pc, kc, jc + jr, nr, bpanel);
-                    const long tiles = tile_count(mc);
-                    // Transposed B: the rows of B the next panel packs are fetched into L2 while
-                    // this panel's tiles compute, each tile a share of them.
                     const long rest = nc - jr - NR5;
                     const long nextn = transB && ic == 0 && rest > 0 ? (rest < NR5 ? rest : NR5) : 0;
+                    if (nextn > 0 && nextn != shared) {
+                        for (long t = 0; t <= tiles; ++t) share[t] = t * nextn / tiles;
+                        shared = nextn;
+                    }
                     for (long t = 0; t < tiles; ++t) {
-                        const long ir = tile_row(mc, tiles, t), mr = tile_row(mc, tiles, t + 1) - ir;
+                        const long ir = rows[t], mr = rows[t + 1] - ir;
                         const float *apanel = ap + t * kc * MR5;
                         float *ct = C + (ic + ir) * ldc + jc + jr;
                         pf_rows pf = {0};
                         if (nextn > 0) {
-                            const long r0 = t * nextn / tiles, r1 = (t + 1) * nextn / tiles;
-                            const float *first = B + (jc + jr + NR5 + r0) * ldb + pc;
-                            pf = (pf_rows){first, ldb, kc - 1, (kc + 15) / 16 + 1, r1 - r0};
+                            const float *first = B + (jc + jr + NR5 + share[t]) * ldb + pc;
+                            pf = (pf_rows){first, ldb, kc - 1, (kc + 15) / 16 + 1, share[t + 1] - share[t]};
                         }
                         // The epilogue: the bias starts the chains (first k block), relu ends
                         // them (last k block).
                         const float *bt = bias && pc == 0 ? bias + jc + jr : NULL;
                         const int rl = relu && pc + kc == k;
-                        tile(mr, nr, kc, apanel, bpanel, ct, ldc, zero, NULL, 0, -1, 0, 0, bt, rl, pf);
+                        tile(mr, nr, kc, apanel, bpanel, ct, ldc, zero, NULL, 0, -1, 0, 0, bt, rl,
+                             nextn > 0 ? &pf : NULL);
                     }
                 }
             }
