@@ -104,12 +104,6 @@ public enum Bake {
                     """)
         }
         if info.convention == .inverted { return nil }
-        // Provenance: the digest of the weights as they are before baking, from now on its own
-        // thread and reads (``InputDigest``).
-        let digest = InputDigest(bundle)
-        // Whatever ends the bake, the digest's reads end with it: no thread reads the input
-        // after this returns.
-        defer { digest.finish() }
         // Progress in the source's bytes, by rows of weights written (monotone across a retry
         // through the filters: the retry reports nothing until it passes where the first stopped).
         let counter = ProgressCounter(total: info.dataBytes, progress)
@@ -119,15 +113,14 @@ public enum Bake {
         do {
             if direct {
                 do {
-                    return try write(
-                        bundle, out, to: output, input: input, direct: true, digest: digest, counter: counter)
+                    return try write(bundle, out, to: output, input: input, direct: true, counter: counter)
                 } catch is DirectPathDeclined {
                     // A chunk that is not what the direct path expects (a checksum that does not
                     // verify, an odd size): start over through libhdf5's filters, which report
                     // the problem precisely (or accept the chunk).
                 }
             }
-            return try write(bundle, out, to: output, input: input, direct: false, digest: digest, counter: counter)
+            return try write(bundle, out, to: output, input: input, direct: false, counter: counter)
         } catch let e as HDF5Error {
             throw DropModelError(e)
         }
@@ -136,25 +129,54 @@ public enum Bake {
     private struct DirectPathDeclined: Error {}
 
     /// The digest of the input's weights and biases as stored (what `/@unbaked_weights_sha256`
-    /// records: the stream of ``BundleReader/weightsDigest()``), computed on a thread of its own
-    /// with reads of its own from right after the parse. SHA-256 is one stream and a third of a
-    /// bake's CPU time: this way it runs beside the output's creation and the chunk loop, instead
-    /// of behind the chunk loop, fed by it. Stored chunks of the direct layout are read as
-    /// stored and their Fletcher-32 checked here; any other layout, or a layer with a chunk that
-    /// does not check, is read through libhdf5's filters (which report the problem). An error
-    /// its reads meet is rethrown by ``wait()``, so the bake reports it and writes nothing.
+    /// records: the stream of ``BundleReader/weightsDigest()``), computed on a thread of its own:
+    /// SHA-256 is one stream and the longest part of a bake, so it runs beside the chunk loop.
+    ///
+    /// Fed (the direct path's digest): the chunk loop says, layer by layer in order, whether it
+    /// bakes the layer's stored chunks (``feedLayer(rowsPerChunk:)``) and then hands over each
+    /// chunk it read (``feed(_:)``), or not (``ownLayer()``); a handed-over chunk is hashed where
+    /// the loop read it, and its buffer given back (``takeBuffer()``), so the bytes are read from
+    /// the file and copied once, not twice. The loop's worker checks each chunk's Fletcher32: a
+    /// chunk that does not check ends the direct path, and the bake starts over through the
+    /// filters with a digest of its own, so the bytes of a digest that is used were checked.
+    /// Not fed, and for a fed digest's other layers: the thread reads the layer itself, stored
+    /// chunks of the direct layout as stored with their Fletcher32 checked here, any other layout
+    /// (or a layer with a chunk that does not check) through libhdf5's filters, which report the
+    /// problem. An error its reads meet is rethrown by ``wait()``, so the bake reports it and
+    /// writes nothing.
     package final class InputDigest: @unchecked Sendable {
+        /// Buffers a fed digest may hold at once (the chunk loop's ring of input buffers).
+        package static let ring = 4
+
+        private enum Message {
+            case own
+            case fed(rowsPerChunk: Int)
+            case chunk(UnsafeRawBufferPointer)
+            /// No more layers are fed: the digest reads any it has not had yet.
+            case end
+        }
+
         private let done = DispatchSemaphore(value: 0)
         private let lock = NSLock()
         private var result: Result<[UInt8], any Error>?
         private var cancelled = false
+        private let fed: Bool
+        // Fed: messages in order (under `lock`), one `items` signal each; `slots` counts the ring
+        // buffers not held here.
+        private var messages: [Message] = []
+        private var first = 0
+        private let items = DispatchSemaphore(value: 0)
+        private let slots = DispatchSemaphore(value: InputDigest.ring)
 
         /// Starts hashing `bundle`'s weights and biases on a thread of its own (not a shared
-        /// pool's: the bake waits for it).
-        package init(_ bundle: BundleReader) {
+        /// pool's: the bake waits for it); `fed`: with the chunks the bake hands over.
+        package init(_ bundle: BundleReader, fed: Bool = false) {
+            self.fed = fed
             let thread = Thread {
                 let r = Result { try self.digest(bundle) }
                 self.lock.withLock { self.result = r }
+                // A chunk loop waiting for a buffer wakes up and sees the end (takeBuffer).
+                self.slots.signal()
                 self.done.signal()
             }
             thread.start()
@@ -171,11 +193,62 @@ public enum Bake {
         /// the thread to end.
         package func finish() {
             lock.withLock { cancelled = true }
+            items.signal()
             _ = try? wait()
         }
 
         /// Thrown by ``wait()`` when ``finish()`` stopped the reads before the end.
         package struct Cancelled: Error {}
+
+        /// Fed: the next weighted layer is baked from its stored chunks, `rowsPerChunk` rows each;
+        /// its chunks follow with ``feed(_:)``.
+        package func feedLayer(rowsPerChunk: Int) { send(.fed(rowsPerChunk: rowsPerChunk)) }
+
+        /// Fed: the next weighted layer is not; the digest reads it itself.
+        package func ownLayer() { send(.own) }
+
+        /// Fed: no more layers are fed (the chunk loop is over): the digest reads any weighted
+        /// layer it has not had yet itself.
+        package func endLayers() { send(.end) }
+
+        /// Fed: waits until a ring buffer is free (the chunk loop's buffer `c % ring` for its
+        /// chunk c is then no longer read here). Throws the digest's error if it ended early.
+        package func takeBuffer() throws {
+            guard fed else { return }
+            slots.wait()
+            if let r = lock.withLock({ result }) {
+                slots.signal()  // every later wait sees the end too
+                _ = try r.get()
+            }
+        }
+
+        /// Fed: the valid bytes of the next chunk (float32 values), in a buffer taken with
+        /// ``takeBuffer()``; they must stay as they are until the buffer is given back.
+        package func feed(_ bytes: UnsafeRawBufferPointer) { send(.chunk(bytes)) }
+
+        /// Fed: waits until every buffer is given back (before the chunk loop frees its ring).
+        package func takeAllBuffers() throws {
+            guard fed else { return }
+            for _ in 0..<Self.ring { try takeBuffer() }
+            for _ in 0..<Self.ring { slots.signal() }
+        }
+
+        private func send(_ m: Message) {
+            guard fed else { return }
+            lock.withLock { messages.append(m) }
+            items.signal()
+        }
+
+        private func next() throws -> Message {
+            items.wait()
+            return try lock.withLock {
+                if cancelled { throw Cancelled() }
+                let m = messages[first]
+                first += 1
+                if first == messages.count { (messages, first) = ([], 0) }
+                return m
+            }
+        }
 
         private func checkCancelled() throws {
             if lock.withLock({ cancelled }) { throw Cancelled() }
@@ -185,57 +258,76 @@ public enum Bake {
             var stream = WeightDigest.Stream()
             var buffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
             defer { buffer.deallocate() }
+            var ended = !fed
             for (l, layer) in bundle.info.layers.enumerated() {
                 guard let shapes = layer.parameterShapes else { continue }
-                let before = stream
-                var direct = false
-                if layer.dtype == .float32, let rows = try bundle.weightDataset(l).float32RowChunks() {
-                    let source = try bundle.weightDataset(l)
-                    let elements = rows * shapes.rowLength
-                    let bytes = elements * 4 + 4
-                    if buffer.count < bytes {
-                        buffer.deallocate()
-                        buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)
-                    }
-                    let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<bytes])
-                    direct = true
+                let how = ended ? .own : try next()
+                switch how {
+                case .fed(let rows):
                     var row = 0
                     while row < shapes.rows {
-                        try checkCancelled()
-                        guard try source.readStoredChunk(row: row, into: chunk) != nil else {
-                            direct = false
-                            break
+                        guard case .chunk(let bytes) = try next() else {
+                            preconditionFailure("Bake.InputDigest: a layer fed fewer chunks than its rows")
                         }
-                        let data = UnsafeRawBufferPointer(chunk)
-                        let stored = data.loadUnaligned(fromByteOffset: elements * 4, as: UInt32.self).littleEndian
-                        guard Fletcher32.checksum(UnsafeRawBufferPointer(rebasing: data[0..<(elements * 4)])) == stored
-                        else {
-                            direct = false
-                            break
-                        }
-                        let values = data.bindMemory(to: Float.self)
-                        let valid = min(rows, shapes.rows - row) * shapes.rowLength
-                        stream.update(UnsafeBufferPointer(rebasing: values[0..<valid]))
+                        stream.update(bytes.bindMemory(to: Float.self))
+                        slots.signal()
                         row += rows
                     }
-                }
-                if !direct {
-                    stream = before
-                    try bundle.streamWeightRows(l) { _, _, block in
-                        try checkCancelled()
-                        stream.update(block)
-                    }
+                case .own, .end:
+                    ended = ended || { if case .end = how { true } else { false } }()
+                    try ownLayer(bundle, l, layer, shapes, into: &stream, buffer: &buffer)
+                case .chunk:
+                    preconditionFailure("Bake.InputDigest: a chunk fed outside a fed layer")
                 }
                 let bias = try bundle.biasDataset(l).readFloats()
                 bias.withUnsafeBufferPointer { stream.update($0) }
             }
             return stream.finalize()
         }
+
+        /// Layer l's weights read here: stored chunks of the direct layout with their Fletcher32
+        /// checked, else through libhdf5's filters.
+        private func ownLayer(
+            _ bundle: BundleReader, _ l: Int, _ layer: LayerInfo, _ shapes: ParameterShapes,
+            into stream: inout WeightDigest.Stream, buffer: inout UnsafeMutableRawBufferPointer
+        ) throws {
+            let before = stream
+            if layer.dtype == .float32, let rows = try bundle.weightDataset(l).float32RowChunks() {
+                let source = try bundle.weightDataset(l)
+                let elements = rows * shapes.rowLength
+                let bytes = elements * 4 + 4
+                if buffer.count < bytes {
+                    buffer.deallocate()
+                    buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)
+                }
+                let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<bytes])
+                var row = 0
+                while row < shapes.rows {
+                    try checkCancelled()
+                    guard try source.readStoredChunk(row: row, into: chunk) != nil else { break }
+                    let data = UnsafeRawBufferPointer(chunk)
+                    let stored = data.loadUnaligned(fromByteOffset: elements * 4, as: UInt32.self).littleEndian
+                    guard Fletcher32.checksum(UnsafeRawBufferPointer(rebasing: data[0..<(elements * 4)])) == stored
+                    else { break }
+                    let values = data.bindMemory(to: Float.self)
+                    let valid = min(rows, shapes.rows - row) * shapes.rowLength
+                    stream.update(UnsafeBufferPointer(rebasing: values[0..<valid]))
+                    row += rows
+                }
+                if row >= shapes.rows { return }
+            }
+            stream = before
+            try bundle.streamWeightRows(l) { _, _, block in
+                try checkCancelled()
+                stream.update(block)
+            }
+        }
     }
 
     /// Buffers and the worker thread of the direct path, shared by all layers of one bake (so
-    /// memory does not depend on the layer count): two stored input chunks and two output
-    /// chunks, grown to the largest chunk.
+    /// memory does not depend on the layer count): a ring of ``InputDigest/ring`` stored input
+    /// chunks (read by the worker and hashed by the digest in place) and two output chunks, grown
+    /// to the largest chunk.
     private final class DirectBuffers: @unchecked Sendable {
         var raw: [UnsafeMutableRawBufferPointer] = []
         var out: [UnsafeMutableRawBufferPointer] = []
@@ -246,7 +338,9 @@ public enum Bake {
         func reserve(_ bytes: Int) {
             guard bytes > capacity else { return }
             release()
-            raw = (0..<2).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64) }
+            raw = (0..<InputDigest.ring).map { _ in
+                UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)
+            }
             out = (0..<2).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64) }
             capacity = bytes
         }
@@ -284,9 +378,18 @@ public enum Bake {
 
     private static func write(
         _ bundle: BundleReader, _ out: ModelInfo, to output: String, input: String, direct: Bool,
-        digest: InputDigest, counter: ProgressCounter
+        counter: ProgressCounter
     ) throws -> [UInt8] {
         let buffers = DirectBuffers()
+        // Provenance: the digest of the weights as they are before baking, on its own thread
+        // from now on (``InputDigest``), fed the chunks the direct path reads. Whatever ends this
+        // attempt, the digest ends with it, before the buffers it may read are freed: no thread
+        // reads the input or the buffers after this returns.
+        let digest = InputDigest(bundle, fed: direct)
+        defer {
+            digest.finish()
+            withExtendedLifetime(buffers) {}
+        }
         return try File.writeAtomically(to: output) { file in
             buffers.writeback = Writeback(path: file.path)
             counter.restart()
@@ -309,10 +412,13 @@ public enum Bake {
                 if direct, layer.dtype == .float32, let rows = try source.float32RowChunks(),
                     try w.float32RowChunks() == rows
                 {
+                    digest.feedLayer(rowsPerChunk: rows)
                     try bakeChunks(
-                        source, into: w, rows: rows, layer: layer, keep: p, buffers: buffers, written: rowsWritten)
+                        source, into: w, rows: rows, layer: layer, keep: p, buffers: buffers, digest: digest,
+                        written: rowsWritten)
                 } else {
                     // float16 output, or not the layout the direct path handles: the filters.
+                    digest.ownLayer()
                     try bakeRows(bundle, l, into: w, layer: layer, keep: p, input: input, written: rowsWritten)
                 }
                 try b.write(floats: try bundle.biasDataset(l).readFloats())
@@ -321,6 +427,7 @@ public enum Bake {
                 before += layerBytes
                 counter.reach(before)
             }
+            digest.endLayers()
             let unbaked = try digest.wait()
             try file.root().write(Schema.unbakedDigestAttribute, uint8s: unbaked)
             return unbaked
@@ -361,16 +468,18 @@ public enum Bake {
     /// Direct chunk I/O for float32 chunks of whole rows with Fletcher32 (what dropmodel writes):
     /// this thread only moves stored chunks in and out of the files; a second thread checks each
     /// chunk's Fletcher32, scales its values, zeroes an edge chunk's padding (as libhdf5 pads)
-    /// and checksums the result. Same bytes as the filter path (tested). Throws
-    /// DirectPathDeclined if a chunk is not as expected.
+    /// and checksums the result. Same bytes as the filter path (tested). Each chunk read is also
+    /// handed to the fed `digest`, which hashes it in place. Throws DirectPathDeclined if a chunk
+    /// is not as expected.
     private static func bakeChunks(
         _ source: Dataset, into w: Dataset, rows: Int, layer: LayerInfo, keep p: Float, buffers: DirectBuffers,
-        written: (Int) -> Void
+        digest: InputDigest, written: (Int) -> Void
     ) throws {
         guard let shapes = layer.parameterShapes else { return }
         let (rowLength, totalRows) = (shapes.rowLength, shapes.rows)
         let elements = rows * rowLength
         let bytes = elements * 4 + 4
+        if bytes > buffers.capacity { try digest.takeAllBuffers() }  // the ring is about to be freed
         buffers.reserve(bytes)
         let raw = buffers.raw.map { UnsafeMutableRawBufferPointer(rebasing: $0[0..<bytes]) }
         let out = buffers.out.map { UnsafeMutableRawBufferPointer(rebasing: $0[0..<bytes]) }
@@ -385,11 +494,14 @@ public enum Bake {
         }
         let chunks = (totalRows + rows - 1) / rows
         for c in 0..<chunks {
-            let k = c % 2
-            // (A pending job is waited for by the deferred `worker.sync` before any buffer is reused.)
-            guard try source.readStoredChunk(row: c * rows, into: raw[k]) != nil else { throw DirectPathDeclined() }
-            let job = Job(
-                raw: raw[k], out: out[k], valid: min(rows, totalRows - c * rows) * rowLength, elements: elements)
+            let k = c % 2, r = c % raw.count
+            // raw[r]: the worker is done with it (chunk c - 2's job at the latest was waited for
+            // below), and the digest once it gives a buffer back.
+            try digest.takeBuffer()
+            guard try source.readStoredChunk(row: c * rows, into: raw[r]) != nil else { throw DirectPathDeclined() }
+            let valid = min(rows, totalRows - c * rows) * rowLength
+            digest.feed(UnsafeRawBufferPointer(rebasing: raw[r][0..<(valid * 4)]))
+            let job = Job(raw: raw[r], out: out[k], valid: valid, elements: elements)
             worker.async {
                 defer { done.signal() }
                 let data = UnsafeRawBufferPointer(job.raw)

@@ -293,6 +293,27 @@ struct BakeDirectTests {
         }
     }
 
+    @Test("the digest fed by the direct path: more chunks than its ring, a larger chunk later, same digest and bytes")
+    func fedDigest() throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("in.h5"), direct = dir.file("direct.h5"), filtered = dir.file("filtered.h5")
+        // Layer 0: 13 chunks of 87 rows of 3000 (1,044,000 bytes), more than the ring's buffers;
+        // layer 1: 5 chunks of 238 rows of 1100 (1,047,200 bytes), larger, so the ring is freed
+        // and grown between the layers.
+        let model = Fixtures.model(sizes: [3000, 1100, 1000, 10], keep: [0.8, 0.5, 0.5])
+        try BundleWriter.write(model, to: input)
+        let reader = try BundleReader(path: input)
+        #expect(try reader.weightDataset(0).float32RowChunks() == 87)
+        #expect(try reader.weightDataset(1).float32RowChunks() == 238)
+        #expect(13 > Bake.InputDigest.ring)
+        let expected = WeightDigest.sha256(model.parameters)
+        for (output, path) in [(direct, true), (filtered, false)] {
+            let report = try Bake.run(input: input, output: output, dtype: nil, direct: path)
+            #expect(report.unbakedWeightsSHA256 == expected, "direct: \(path)")
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: direct)) == Data(contentsOf: URL(fileURLWithPath: filtered)))
+    }
+
     @Test("a flipped weight byte: the direct path declines and the filter path reports the checksum; nothing written")
     func corruptChunk() throws {
         let dir = TemporaryDirectory()
