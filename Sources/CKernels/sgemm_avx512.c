@@ -52,7 +52,7 @@
 #error "the AVX-512 tile is at most 16 x 64"
 #endif
 
-#define AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
+#define AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,prfchw")))
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 // Loops over the rows and vectors of a tile must unroll completely, or the accumulators become
 // an array in memory (clang's own heuristics stop unrolling at about 12 rows).
@@ -126,12 +126,12 @@ AVX512 static ALWAYS_INLINE void tile_body(const int mr, const int nv, long kc,
             ++nrow, nat += gap;
             UNROLL for (int v = 0; v < nv; ++v) {
                 const long at = 16 * v < next_cols ? 16 * v : next_cols - 1;
-                _mm_prefetch((const char *)(rw + at), _MM_HINT_T0);
-                _mm_prefetch((const char *)(rv + at), _MM_HINT_T0);
+                _mm_prefetch((const char *)(rw + at), _MM_HINT_ET0);
+                _mm_prefetch((const char *)(rv + at), _MM_HINT_ET0);
             }
             // The row's last float: its line when the row does not start on a line.
-            _mm_prefetch((const char *)(rw + next_cols - 1), _MM_HINT_T0);
-            _mm_prefetch((const char *)(rv + next_cols - 1), _MM_HINT_T0);
+            _mm_prefetch((const char *)(rw + next_cols - 1), _MM_HINT_ET0);
+            _mm_prefetch((const char *)(rv + next_cols - 1), _MM_HINT_ET0);
         }
         __m512 bv[NV5];
         UNROLL for (int v = 0; v < nv; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
