@@ -19,6 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -604,6 +607,34 @@ void dm_sgemm_bias_act_path(int path, int transA, int transB, long m, long n, lo
     }
 #endif
     sgemm_bias_act_scalar(transA, transB, m, n, k, A, lda, B, ldb, C, ldc, bias, relu);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Huge pages for large arrays (dm_kernels.h)
+
+void dm_advise_huge_pages(void *p, unsigned long bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const unsigned long huge = 2UL << 20;
+    if (p == NULL || bytes < huge) return;
+    const unsigned long start = (unsigned long)p & ~(huge - 1);
+    const unsigned long end = ((unsigned long)p + bytes + huge - 1) & ~(huge - 1);
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+    // The whole 2 MiB pages the range touches; if they are not all in one mapping (the ends
+    // belong to another, or to none), those wholly inside the range.
+    if (madvise((void *)start, end - start, MADV_HUGEPAGE) == 0) {
+        (void)madvise((void *)start, end - start, MADV_COLLAPSE);
+        return;
+    }
+    const unsigned long inner = ((unsigned long)p + huge - 1) & ~(huge - 1);
+    const unsigned long last = ((unsigned long)p + bytes) & ~(huge - 1);
+    if (last <= inner) return;
+    if (madvise((void *)inner, last - inner, MADV_HUGEPAGE) == 0)
+        (void)madvise((void *)inner, last - inner, MADV_COLLAPSE);
+#else
+    (void)p, (void)bytes;
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -94,6 +94,16 @@ void dm_sgemm_update_path(int path, int transA, int transB, long m, long n, long
 /// several at a time (independent chains), which changes no bit.
 void dm_row_sum_squares(const float *w, long rows, long length, long ld, float *out);
 
+/// Asks Linux to back the memory at p (bytes long) with 2 MiB pages (transparent huge pages): the
+/// 2 MiB-aligned pages the range touches, madvise MADV_HUGEPAGE and then MADV_COLLAPSE (Linux
+/// 6.1+, which makes them huge now, not some time later). Only for memory this process owns
+/// whole pages of, such as a large array's storage: the pages at either end may be shared with
+/// a neighbouring allocation, whose memory changes backing but not content. A hint: failures
+/// (an older kernel, THP off, no free huge page, a range outside one mapping) change nothing,
+/// and no value is read or written. Training streams every weight and velocity through the
+/// update each step; with 4 KiB pages each row of a tile is a TLB miss.
+void dm_advise_huge_pages(void *p, unsigned long bytes);
+
 /// The path dm_sgemm uses: 0 = scalar fallback, 1 = AVX2+FMA, 2 = AVX-512.
 int dm_kernel_path(void);
 
