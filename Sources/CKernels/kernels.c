@@ -177,8 +177,14 @@ float *dm_scratch_get(int which, size_t floats) {
         s->buf[which] = NULL;
         s->cap[which] = 0;
         size_t bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
-        float *p = (float *)aligned_alloc(64, bytes);
+        // A packed block of 1 MiB or more (B's, up to 3 MiB, reread by every tile): whole 2 MiB
+        // pages of its own, advised before first use, so its panels cost no TLB misses.
+        const size_t huge = (size_t)2 << 20;
+        const int big = bytes >= huge / 2;
+        if (big) bytes = (bytes + huge - 1) & ~(huge - 1);
+        float *p = (float *)aligned_alloc(big ? huge : 64, bytes);
         if (p == NULL) return NULL;
+        if (big) dm_advise_huge_pages(p, bytes);
         s->buf[which] = p;
         s->cap[which] = floats;
     }
