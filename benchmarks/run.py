@@ -638,6 +638,16 @@ def train_rows(results, rate, digests, identical, cores, limit, repeats, gemm_ou
     # Per round, against the kernel rate measured just before that round (informational).
     per_round = {t: [r["examples_per_second"] * FLOPS_PER_EXAMPLE / (t * g * 1e9)
                      for r, g in zip(results[("ours", t)], (kernel or {}).get(t, []))] for t in (1, 2)}
+    # The host's speed over the training rows: the kernel's 1-core rates (the gemm row's and each
+    # round's), fastest over slowest: 1.13 in the last full run of 2026-11-30, 1.05, 1.59 and 1.94
+    # in those of 2026-12-01 (docs/benchmarks.md). Reported, with a warning above 1.15, never used
+    # to change a verdict. A steady kernel rate does not make a quiet host: the 2-thread rows also
+    # share the host's caches and memory, which a 1-core kernel run barely uses.
+    rates = [gemm_ours["aggregate_gflops"]] + [g for t in (1, 2) for g in (kernel or {}).get(t, [])]
+    spread = max(rates) / min(rates) if rates and min(rates) > 0 else None
+    if spread and spread > 1.15:
+        log(f"train: warning: the kernel's 1-core rate moved by a factor of {spread:.2f} during the training rows "
+            "(a busy host): train_efficiency from this run does not describe the code")
     rows.append(row("train_efficiency", worst, None, "fraction", ratio=worst, direction="higher is better",
                     details={"formula": "examples/s x matrix FLOPs per example / (threads x kernel 1-core GFLOP/s)",
                              "value": "the lower of 1 and 2 threads",
@@ -647,7 +657,8 @@ def train_rows(results, rate, digests, identical, cores, limit, repeats, gemm_ou
                              "kernel_gflops_1core": gemm_ours["aggregate_gflops"],
                              "busy_cores_before_2t_runs": cores,
                              "kernel_gflops_before_each_round": {f"{t}t": (kernel or {}).get(t, []) for t in (1, 2)},
-                             "per_round_against_that_rate": {f"{t}t": per_round[t] for t in (1, 2)}}))
+                             "per_round_against_that_rate": {f"{t}t": per_round[t] for t in (1, 2)},
+                             "kernel_rate_spread": spread}))
     return rows
 
 
@@ -915,6 +926,11 @@ def table(rows, machine, setup_seconds):
             notes.append("train_efficiency per round, against the kernel's 1-core rate measured just before it "
                          "(informational): 1t " + ", ".join(f"{e:.2f}" for e in rounds["1t"])
                          + "; 2t " + ", ".join(f"{e:.2f}" for e in rounds["2t"]))
+        spread = rows["train_efficiency"]["details"].get("kernel_rate_spread")
+        if spread:
+            notes.append(f"the kernel's 1-core rate over the training rows, fastest / slowest: {spread:.2f}"
+                         + (" (above 1.15: the host's speed moved during the run; its training rows and "
+                            "train_efficiency do not show this code on a quiet machine)" if spread > 1.15 else ""))
         cores = rows["train_efficiency"]["details"].get("busy_cores_before_2t_runs") or []
         if cores:
             notes.append("cores two pinned busy processes got before each 2-thread round: "
