@@ -149,8 +149,8 @@ public enum Bake {
         package static let ring = 4
 
         private enum Message {
-            case own
-            case fed(rowsPerChunk: Int)
+            case own(layer: Int)
+            case fed(layer: Int, rowsPerChunk: Int)
             case chunk(UnsafeRawBufferPointer)
             /// No more layers are fed: the digest reads any it has not had yet.
             case end
@@ -200,12 +200,12 @@ public enum Bake {
         /// Thrown by ``wait()`` when ``finish()`` stopped the reads before the end.
         package struct Cancelled: Error {}
 
-        /// Fed: the next weighted layer is baked from its stored chunks, `rowsPerChunk` rows each;
-        /// its chunks follow with ``feed(_:)``.
-        package func feedLayer(rowsPerChunk: Int) { send(.fed(rowsPerChunk: rowsPerChunk)) }
+        /// Fed: weighted layer `l`, the next, is baked from its stored chunks, `rowsPerChunk` rows
+        /// each; its chunks follow with ``feed(_:)``.
+        package func feedLayer(_ l: Int, rowsPerChunk: Int) { send(.fed(layer: l, rowsPerChunk: rowsPerChunk)) }
 
-        /// Fed: the next weighted layer is not; the digest reads it itself.
-        package func ownLayer() { send(.own) }
+        /// Fed: weighted layer `l`, the next, is not; the digest reads it itself.
+        package func ownLayer(_ l: Int) { send(.own(layer: l)) }
 
         /// Fed: no more layers are fed (the chunk loop is over): the digest reads any weighted
         /// layer it has not had yet itself.
@@ -261,9 +261,10 @@ public enum Bake {
             var ended = !fed
             for (l, layer) in bundle.info.layers.enumerated() {
                 guard let shapes = layer.parameterShapes else { continue }
-                let how = ended ? .own : try next()
+                let how = ended ? .own(layer: l) : try next()
                 switch how {
-                case .fed(let rows):
+                case .fed(let at, let rows):
+                    precondition(at == l, "Bake.InputDigest: told about layer \(at) where layer \(l) is next")
                     var row = 0
                     while row < shapes.rows {
                         guard case .chunk(let bytes) = try next() else {
@@ -273,8 +274,11 @@ public enum Bake {
                         slots.signal()
                         row += rows
                     }
-                case .own, .end:
-                    ended = ended || { if case .end = how { true } else { false } }()
+                case .own(let at):
+                    precondition(at == l, "Bake.InputDigest: told about layer \(at) where layer \(l) is next")
+                    try ownLayer(bundle, l, layer, shapes, into: &stream, buffer: &buffer)
+                case .end:
+                    ended = true
                     try ownLayer(bundle, l, layer, shapes, into: &stream, buffer: &buffer)
                 case .chunk:
                     preconditionFailure("Bake.InputDigest: a chunk fed outside a fed layer")
@@ -412,13 +416,13 @@ public enum Bake {
                 if direct, layer.dtype == .float32, let rows = try source.float32RowChunks(),
                     try w.float32RowChunks() == rows
                 {
-                    digest.feedLayer(rowsPerChunk: rows)
+                    digest.feedLayer(l, rowsPerChunk: rows)
                     try bakeChunks(
                         source, into: w, rows: rows, layer: layer, keep: p, buffers: buffers, digest: digest,
                         written: rowsWritten)
                 } else {
                     // float16 output, or not the layout the direct path handles: the filters.
-                    digest.ownLayer()
+                    digest.ownLayer(l)
                     try bakeRows(bundle, l, into: w, layer: layer, keep: p, input: input, written: rowsWritten)
                 }
                 try b.write(floats: try bundle.biasDataset(l).readFloats())
