@@ -133,8 +133,8 @@ public enum Bake {
     /// SHA-256 is one stream and the longest part of a bake, so it runs beside the chunk loop.
     ///
     /// Fed (the direct path's digest): the chunk loop says, layer by layer in order, whether it
-    /// bakes the layer's stored chunks (``feedLayer(rowsPerChunk:)``) and then hands over each
-    /// chunk it read (``feed(_:)``), or not (``ownLayer()``); a handed-over chunk is hashed where
+    /// bakes the layer's stored chunks (``feedLayer(_:rowsPerChunk:)``) and then hands over each
+    /// chunk it read (``feed(_:)``), or not (``ownLayer(_:)``); a handed-over chunk is hashed where
     /// the loop read it, and its buffer given back (``takeBuffer()``), so the bytes are read from
     /// the file and copied once, not twice. The loop's worker checks each chunk's Fletcher32: a
     /// chunk that does not check ends the direct path, and the bake starts over through the
@@ -152,7 +152,7 @@ public enum Bake {
             case own(layer: Int)
             case fed(layer: Int, rowsPerChunk: Int)
             case chunk(UnsafeRawBufferPointer)
-            /// No more layers are fed: the digest reads any it has not had yet.
+            /// The chunk loop is over (sent so that a digest still waiting stops instead of hanging).
             case end
         }
 
@@ -207,8 +207,7 @@ public enum Bake {
         /// Fed: weighted layer `l`, the next, is not; the digest reads it itself.
         package func ownLayer(_ l: Int) { send(.own(layer: l)) }
 
-        /// Fed: no more layers are fed (the chunk loop is over): the digest reads any weighted
-        /// layer it has not had yet itself.
+        /// Fed: the chunk loop is over; every weighted layer has been told about.
         package func endLayers() { send(.end) }
 
         /// Fed: waits until a ring buffer is free (the chunk loop's buffer `c % ring` for its
@@ -258,11 +257,9 @@ public enum Bake {
             var stream = WeightDigest.Stream()
             var buffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
             defer { buffer.deallocate() }
-            var ended = !fed
             for (l, layer) in bundle.info.layers.enumerated() {
                 guard let shapes = layer.parameterShapes else { continue }
-                let how = ended ? .own(layer: l) : try next()
-                switch how {
+                switch fed ? try next() : .own(layer: l) {
                 case .fed(let at, let rows):
                     precondition(at == l, "Bake.InputDigest: told about layer \(at) where layer \(l) is next")
                     var row = 0
@@ -278,8 +275,7 @@ public enum Bake {
                     precondition(at == l, "Bake.InputDigest: told about layer \(at) where layer \(l) is next")
                     try ownLayer(bundle, l, layer, shapes, into: &stream, buffer: &buffer)
                 case .end:
-                    ended = true
-                    try ownLayer(bundle, l, layer, shapes, into: &stream, buffer: &buffer)
+                    preconditionFailure("Bake.InputDigest: the chunk loop ended before layer \(l)")
                 case .chunk:
                     preconditionFailure("Bake.InputDigest: a chunk fed outside a fed layer")
                 }

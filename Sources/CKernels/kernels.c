@@ -21,6 +21,9 @@
 #include <string.h>
 #if defined(__linux__)
 #include <sys/mman.h>
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25 // Linux 6.1; older headers lack it (an older kernel refuses it: a hint)
+#endif
 #endif
 
 #if defined(__x86_64__)
@@ -624,9 +627,6 @@ void dm_advise_huge_pages(void *p, unsigned long bytes) {
     if (p == NULL || bytes < huge) return;
     const unsigned long start = (unsigned long)p & ~(huge - 1);
     const unsigned long end = ((unsigned long)p + bytes + huge - 1) & ~(huge - 1);
-#ifndef MADV_COLLAPSE
-#define MADV_COLLAPSE 25
-#endif
     // The whole 2 MiB pages the range touches; if they are not all in one mapping (the ends
     // belong to another, or to none), those wholly inside the range.
     if (madvise((void *)start, end - start, MADV_HUGEPAGE) == 0) {
