@@ -148,6 +148,10 @@ public enum Bake {
         /// Buffers a fed digest may hold at once (the chunk loop's ring of input buffers).
         package static let ring = 4
 
+        /// Test hook: seconds a fed digest waits before hashing each chunk (0, the default: none),
+        /// so that a test can make hashing lag reading, as it does on a loaded machine.
+        nonisolated(unsafe) package static var lagForTesting: Double = 0
+
         private enum Message {
             case own(layer: Int)
             case fed(layer: Int, rowsPerChunk: Int)
@@ -267,6 +271,7 @@ public enum Bake {
                         guard case .chunk(let bytes) = try next() else {
                             preconditionFailure("Bake.InputDigest: a layer fed fewer chunks than its rows")
                         }
+                        if Self.lagForTesting > 0 { Thread.sleep(forTimeInterval: Self.lagForTesting) }
                         stream.update(bytes.bindMemory(to: Float.self))
                         slots.signal()
                         row += rows
@@ -333,6 +338,10 @@ public enum Bake {
         var out: [UnsafeMutableRawBufferPointer] = []
         let worker = DispatchQueue(label: "dropmodel.bake")
         var capacity = 0
+        /// The ring buffer the next chunk is read into, counted across layers: the digest hands
+        /// buffers back in the order it was fed them, so the loop must take them in that order
+        /// too (restarting at 0 for a layer would overwrite one the digest has not hashed yet).
+        var turn = 0
         var writeback: Writeback?
 
         func reserve(_ bytes: Int) {
@@ -494,9 +503,11 @@ public enum Bake {
         }
         let chunks = (totalRows + rows - 1) / rows
         for c in 0..<chunks {
-            let k = c % 2, r = c % raw.count
+            let k = c % 2, r = buffers.turn % raw.count
+            buffers.turn += 1
             // raw[r]: the worker is done with it (chunk c - 2's job at the latest was waited for
-            // below), and the digest once it gives a buffer back.
+            // below, a previous layer's before this one started), and the digest once it gives a
+            // buffer back (the ring is taken in the order it is given back).
             try digest.takeBuffer()
             guard try source.readStoredChunk(row: c * rows, into: raw[r]) != nil else { throw DirectPathDeclined() }
             let valid = min(rows, totalRows - c * rows) * rowLength

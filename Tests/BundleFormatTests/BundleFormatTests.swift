@@ -314,6 +314,26 @@ struct BakeDirectTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: direct)) == Data(contentsOf: URL(fileURLWithPath: filtered)))
     }
 
+    @Test("the fed digest across layers of equal chunks: the ring is taken in the order it is given back")
+    func fedDigestAcrossLayers() throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("in.h5")
+        // Six layers of one 1 MiB chunk each (512 rows of 512), the same size, so the ring is not
+        // freed between layers: a layer's chunk must not land in a buffer the digest still holds
+        // from the layer before. The digest is made to lag reading, as on a loaded machine.
+        let model = Fixtures.model(sizes: [Int](repeating: 512, count: 7), keep: [Double](repeating: 0.5, count: 6))
+        try BundleWriter.write(model, to: input)
+        #expect(try BundleReader(path: input).weightDataset(1).float32RowChunks() == 512)
+        let expected = WeightDigest.sha256(model.parameters)
+        Bake.InputDigest.lagForTesting = 0.02
+        defer { Bake.InputDigest.lagForTesting = 0 }
+        for attempt in 0..<2 {
+            let output = dir.file("out-\(attempt).h5")
+            let report = try Bake.run(input: input, output: output, dtype: nil, direct: true)
+            #expect(report.unbakedWeightsSHA256 == expected, "bake \(attempt)")
+        }
+    }
+
     @Test("a flipped weight byte: the direct path declines and the filter path reports the checksum; nothing written")
     func corruptChunk() throws {
         let dir = TemporaryDirectory()
