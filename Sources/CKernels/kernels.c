@@ -7,6 +7,10 @@
 //    _mm256_fmadd_ps per element per p; k is cut into blocks that resume from the value stored
 //    in C (a float round-trips memory exactly); m and n are cut into cache blocks; op(A) and
 //    op(B) are packed into panels (packing only moves bits);
+//    Inside training the operands a product does not own stream from L3 or memory, so the fused
+//    update runs its tiles along rows of w and v and fetches the next tile's lines while one
+//    computes, and a product with a transposed B fetches the rows its next panel packs (the
+//    AVX-512 path's scheme; neither touches a value);
 //  * the scalar path: plain loops calling fmaf (correctly rounded by IEEE 754, like vfmadd).
 // Nothing else touches the values, and the compiler must not fuse anything on its own:
 #pragma STDC FP_CONTRACT OFF
@@ -209,12 +213,13 @@ float *dm_scratch_get(int which, size_t floats) {
 #define NC_MAX 2048 // n block (multiple of NR): packed B block KC x NC (<= 3 MiB) in L2/L3
 #endif
 
-#define AVX2 __attribute__((target("avx2,fma")))
+#define AVX2 __attribute__((target("avx2,fma,prfchw")))
+#define AVX2_INLINE AVX2 inline __attribute__((always_inline))
+// Loops over a tile's rows must unroll completely, or the accumulators become an array in memory.
+#define UNROLL _Pragma("clang loop unroll(full)")
 
-// C tile (6 x 16, row stride ldc) = (zero ? 0 : C tile) + sum over p of a[p*6 + r] * b[p*16 + c],
-// each element a chain of fused multiply-adds in increasing p.
 // One row of 16 results g0|g1 consumed by the update at w, v (see dm_update).
-AVX2 static inline void update_row16(__m256 g0, __m256 g1, float *w, float *v, const dm_update *u) {
+AVX2_INLINE static void update_row16(__m256 g0, __m256 g1, float *w, float *v, const dm_update *u) {
     const __m256 mu = _mm256_set1_ps(u->mu), lr = _mm256_set1_ps(u->lr), l2 = _mm256_set1_ps(u->l2);
     for (int h = 0; h < 2; ++h) {
         __m256 g = h ? g1 : g0;
@@ -227,90 +232,103 @@ AVX2 static inline void update_row16(__m256 g0, __m256 g1, float *w, float *v, c
     }
 }
 
-// With u == NULL: C tile = (zero ? 0 : C tile) + A·B. With u: the tile's products go to the
-// update at u->w, u->v (offset `off`, stride u->ld) instead of C (zero must be set).
-// bias: the chains start from bias[0 .. 16] in every row (instead of C or 0); relu: each finished
-// element z is stored as max(z, +0), exactly z > 0 ? z : +0 (vmaxps returns its second operand for
-// z <= 0, -0 and NaN). Neither with u.
+// `count` k steps of the 6 x 16 register tile: acc[2r + h] += a[r] * b[8h .. 8h + 8] for each
+// step, a and b advanced past them. Always inlined with acc a local array of the caller, so the
+// 12 accumulators stay in registers.
+AVX2_INLINE static void steps_6x16(__m256 acc[12], const float *restrict *a, const float *restrict *b,
+                                   long count) {
+    const float *pa = *a, *pb = *b;
+    for (long p = 0; p < count; ++p) {
+        const __m256 b0 = _mm256_load_ps(pb), b1 = _mm256_load_ps(pb + 8);
+        UNROLL for (int r = 0; r < MR; ++r) {
+            const __m256 av = _mm256_broadcast_ss(pa + r);
+            acc[2 * r] = _mm256_fmadd_ps(av, b0, acc[2 * r]);
+            acc[2 * r + 1] = _mm256_fmadd_ps(av, b1, acc[2 * r + 1]);
+        }
+        pa += MR;
+        pb += NR;
+    }
+    *a = pa, *b = pb;
+}
+
+// Lines to fetch while a tile computes (the AVX-512 path's scheme, sgemm_avx512.c): `rows` rows
+// at base + r * ld, each as `lines` addresses 16 floats apart from its first float, the last
+// one clamped to float `last` of the row (its last line when the row does not start on one);
+// nothing when rows is 0. The prefetches are spread evenly over the tile's k steps.
+typedef struct {
+    const float *base;
+    long ld, last, lines, rows;
+} pf_rows;
+
+// C tile (6 x 16, row stride ldc) = (bias ? bias[c] : zero ? 0 : C tile) + sum over p of
+// a[p*6 + r] * b[p*16 + c], each element a chain of fused multiply-adds in increasing p; with
+// relu, each finished element z is stored as max(z, +0) (vmaxps returns its second operand for
+// z <= 0, -0 and NaN: exactly z > 0 ? z : +0). With pf: the lines it names are fetched into L2
+// meanwhile (the rows of B that the product's next panel will pack).
 AVX2 static void ukernel_6x16(long kc, const float *restrict a, const float *restrict b,
-                              float *restrict c, long ldc, int zero, const dm_update *u, long off,
-                              const float *bias, int relu) {
-    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+                              float *restrict c, long ldc, int zero, const float *bias, int relu,
+                              const pf_rows *pf) {
+    __m256 acc[12];
     if (bias) {
-        c00 = c10 = c20 = c30 = c40 = c50 = _mm256_loadu_ps(bias);
-        c01 = c11 = c21 = c31 = c41 = c51 = _mm256_loadu_ps(bias + 8);
-    } else if (zero) {
-        c00 = c01 = c10 = c11 = c20 = c21 = _mm256_setzero_ps();
-        c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+        const __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
+        UNROLL for (int r = 0; r < MR; ++r) acc[2 * r] = b0, acc[2 * r + 1] = b1;
     } else {
-        c00 = _mm256_loadu_ps(c + 0 * ldc);
-        c01 = _mm256_loadu_ps(c + 0 * ldc + 8);
-        c10 = _mm256_loadu_ps(c + 1 * ldc);
-        c11 = _mm256_loadu_ps(c + 1 * ldc + 8);
-        c20 = _mm256_loadu_ps(c + 2 * ldc);
-        c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
-        c30 = _mm256_loadu_ps(c + 3 * ldc);
-        c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
-        c40 = _mm256_loadu_ps(c + 4 * ldc);
-        c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
-        c50 = _mm256_loadu_ps(c + 5 * ldc);
-        c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
+        UNROLL for (int r = 0; r < MR; ++r)
+            UNROLL for (int h = 0; h < 2; ++h)
+                acc[2 * r + h] = zero ? _mm256_setzero_ps() : _mm256_loadu_ps(c + r * ldc + 8 * h);
     }
-    for (long p = 0; p < kc; ++p) {
-        const __m256 b0 = _mm256_load_ps(b);
-        const __m256 b1 = _mm256_load_ps(b + 8);
-        __m256 av;
-        av = _mm256_broadcast_ss(a + 0);
-        c00 = _mm256_fmadd_ps(av, b0, c00);
-        c01 = _mm256_fmadd_ps(av, b1, c01);
-        av = _mm256_broadcast_ss(a + 1);
-        c10 = _mm256_fmadd_ps(av, b0, c10);
-        c11 = _mm256_fmadd_ps(av, b1, c11);
-        av = _mm256_broadcast_ss(a + 2);
-        c20 = _mm256_fmadd_ps(av, b0, c20);
-        c21 = _mm256_fmadd_ps(av, b1, c21);
-        av = _mm256_broadcast_ss(a + 3);
-        c30 = _mm256_fmadd_ps(av, b0, c30);
-        c31 = _mm256_fmadd_ps(av, b1, c31);
-        av = _mm256_broadcast_ss(a + 4);
-        c40 = _mm256_fmadd_ps(av, b0, c40);
-        c41 = _mm256_fmadd_ps(av, b1, c41);
-        av = _mm256_broadcast_ss(a + 5);
-        c50 = _mm256_fmadd_ps(av, b0, c50);
-        c51 = _mm256_fmadd_ps(av, b1, c51);
-        a += MR;
-        b += NR;
-    }
-    if (u) {
-        float *w = u->w + off, *v = u->v + off;
-        const long ld = u->ld;
-        update_row16(c00, c01, w + 0 * ld, v + 0 * ld, u);
-        update_row16(c10, c11, w + 1 * ld, v + 1 * ld, u);
-        update_row16(c20, c21, w + 2 * ld, v + 2 * ld, u);
-        update_row16(c30, c31, w + 3 * ld, v + 3 * ld, u);
-        update_row16(c40, c41, w + 4 * ld, v + 4 * ld, u);
-        update_row16(c50, c51, w + 5 * ld, v + 5 * ld, u);
-        return;
+    const long count = pf ? pf->rows * pf->lines : 0;
+    if (count > 0) {
+        // Prefetch i before step i * kc / count, by running counters (no division per line).
+        const long step = kc / count, extra = kc % count;
+        long row = 0, line = 0, acc_extra = 0;
+        for (long i = 0; i < count; ++i) {
+            const long at = 16 * line < pf->last ? 16 * line : pf->last;
+            _mm_prefetch((const char *)(pf->base + row * pf->ld + at), _MM_HINT_T1);
+            if (++line == pf->lines) line = 0, ++row;
+            long s = step;
+            if ((acc_extra += extra) >= count) acc_extra -= count, ++s;
+            steps_6x16(acc, &a, &b, s);
+        }
+    } else {
+        steps_6x16(acc, &a, &b, kc);
     }
     if (relu) {
         const __m256 z = _mm256_setzero_ps();
-        c00 = _mm256_max_ps(c00, z), c01 = _mm256_max_ps(c01, z), c10 = _mm256_max_ps(c10, z);
-        c11 = _mm256_max_ps(c11, z), c20 = _mm256_max_ps(c20, z), c21 = _mm256_max_ps(c21, z);
-        c30 = _mm256_max_ps(c30, z), c31 = _mm256_max_ps(c31, z), c40 = _mm256_max_ps(c40, z);
-        c41 = _mm256_max_ps(c41, z), c50 = _mm256_max_ps(c50, z), c51 = _mm256_max_ps(c51, z);
+        UNROLL for (int i = 0; i < 12; ++i) acc[i] = _mm256_max_ps(acc[i], z);
     }
-    _mm256_storeu_ps(c + 0 * ldc, c00);
-    _mm256_storeu_ps(c + 0 * ldc + 8, c01);
-    _mm256_storeu_ps(c + 1 * ldc, c10);
-    _mm256_storeu_ps(c + 1 * ldc + 8, c11);
-    _mm256_storeu_ps(c + 2 * ldc, c20);
-    _mm256_storeu_ps(c + 2 * ldc + 8, c21);
-    _mm256_storeu_ps(c + 3 * ldc, c30);
-    _mm256_storeu_ps(c + 3 * ldc + 8, c31);
-    _mm256_storeu_ps(c + 4 * ldc, c40);
-    _mm256_storeu_ps(c + 4 * ldc + 8, c41);
-    _mm256_storeu_ps(c + 5 * ldc, c50);
-    _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+    UNROLL for (int r = 0; r < MR; ++r)
+        UNROLL for (int h = 0; h < 2; ++h) _mm256_storeu_ps(c + r * ldc + 8 * h, acc[2 * r + h]);
+}
+
+// The fused update's tile: the 6 x 16 products (chains from +0, as above) go to the update at
+// u->w, u->v (offset `off`, stride u->ld). Meanwhile the weights and velocities of the next tile
+// (`next_rows` rows of `next_cols` floats at offset `next`; -1 for none) are fetched for writing
+// into L1, row r before step r * (kc / next_rows): they come from L3 or memory (a training step
+// streams every weight and velocity through its update), and spread out the fetches do not hold
+// every line fill buffer at once.
+AVX2 static void ukernel_6x16_update(long kc, const float *restrict a, const float *restrict b,
+                                     const dm_update *u, long off, long next, long next_rows, long next_cols) {
+    __m256 acc[12];
+    UNROLL for (int i = 0; i < 12; ++i) acc[i] = _mm256_setzero_ps();
+    long done = 0;
+    if (next >= 0 && next_rows > 0) {
+        const long gap = kc / next_rows > 0 ? kc / next_rows : 1;
+        for (long r = 0; r < next_rows; ++r) {
+            const float *rw = u->w + next + r * u->ld, *rv = u->v + next + r * u->ld;
+            _mm_prefetch((const char *)rw, _MM_HINT_ET0);
+            _mm_prefetch((const char *)rv, _MM_HINT_ET0);
+            // The row's last float: its line when the row does not start on a line.
+            _mm_prefetch((const char *)(rw + next_cols - 1), _MM_HINT_ET0);
+            _mm_prefetch((const char *)(rv + next_cols - 1), _MM_HINT_ET0);
+            const long s = kc - done < gap ? kc - done : gap;
+            steps_6x16(acc, &a, &b, s);
+            done += s;
+        }
+    }
+    steps_6x16(acc, &a, &b, kc - done);
+    float *w = u->w + off, *v = u->v + off;
+    UNROLL for (int r = 0; r < MR; ++r) update_row16(acc[2 * r], acc[2 * r + 1], w + r * u->ld, v + r * u->ld, u);
 }
 
 // A partial tile (mr <= 6 rows, nr <= 16 columns): run the full kernel on a local copy. The
@@ -327,7 +345,7 @@ AVX2 static void ukernel_edge(long kc, const float *a, const float *b, float *c,
         for (long r = 0; r < mr; ++r)
             for (long j = 0; j < nr; ++j) t[r * NR + j] = c[r * ldc + j];
     }
-    ukernel_6x16(kc, a, b, t, NR, zero, NULL, 0, NULL, relu);
+    ukernel_6x16(kc, a, b, t, NR, zero, NULL, relu, NULL);
     if (u) {
         for (long r = 0; r < mr; ++r)
             for (long j = 0; j < nr; ++j)
@@ -476,6 +494,53 @@ AVX2 static int sgemm_avx2(int transA, int transB, long m, long n, long k,
     float *bp = dm_scratch_get(1, (size_t)NC * (size_t)KC + DM_SLACK);
     if (ap == NULL || bp == NULL) return 0;
 
+    if (u) {
+        // The fused update (one k block: k <= KC_MAX). All panels of B are packed first; tiles
+        // then run along rows of w and v (every panel of B for one panel of A), so each row of w
+        // and v is read and written in order, and the next tile's lines are fetched while one
+        // computes (ukernel_6x16_update).
+        for (long jc = 0; jc < n; jc += NC) {
+            const long nc = n - jc < NC ? n - jc : NC;
+            if (!transB) pack_b_rows(B, ldb, 0, k, jc, nc, bp);
+            else
+                for (long jr = 0; jr < nc; jr += NR)
+                    pack_b_trans_panel(B, ldb, 0, k, jc + jr, nc - jr < NR ? nc - jr : NR, bp + (jr / NR) * k * NR);
+            for (long ic = 0; ic < m; ic += MC) {
+                const long mc = m - ic < MC ? m - ic : MC;
+                pack_a(transA, A, lda, ic, mc, 0, k, ap);
+                for (long ir = 0; ir < mc; ir += MR) {
+                    const long mr = mc - ir < MR ? mc - ir : MR;
+                    const float *apanel = ap + (ir / MR) * k * MR;
+                    for (long jr = 0; jr < nc; jr += NR) {
+                        const long nr = nc - jr < NR ? nc - jr : NR;
+                        const float *bpanel = bp + (jr / NR) * k * NR;
+                        const long off = (ic + ir) * u->ld + jc + jr;
+                        if (mr < MR || nr < NR) {
+                            ukernel_edge(k, apanel, bpanel, NULL, 0, 1, mr, nr, u, off, NULL, 0);
+                            continue;
+                        }
+                        // The next tile: along these rows, else the next rows of this m block,
+                        // else the first rows of the next m block.
+                        long next = -1, next_rows = 0, next_cols = NR;
+                        if (jr + NR < nc) {
+                            next = off + NR, next_rows = MR;
+                            next_cols = nc - jr - NR < NR ? nc - jr - NR : NR;
+                        } else if (ir + MR < mc) {
+                            next = (ic + ir + MR) * u->ld + jc;
+                            next_rows = mc - ir - MR < MR ? mc - ir - MR : MR;
+                        } else if (ic + mc < m) {
+                            next = (ic + mc) * u->ld + jc;
+                            next_rows = m - ic - mc < MR ? m - ic - mc : MR;
+                        }
+                        if (next_cols > nc) next_cols = nc;
+                        ukernel_6x16_update(k, apanel, bpanel, u, off, next, next_rows, next_cols);
+                    }
+                }
+            }
+        }
+        return 1;
+    }
+
     for (long jc = 0; jc < n; jc += NC) {
         const long nc = n - jc < NC ? n - jc : NC;
         for (long pc = 0; pc < k; pc += KC) {
@@ -483,28 +548,43 @@ AVX2 static int sgemm_avx2(int transA, int transB, long m, long n, long k,
             const int zero = pc == 0 && !accumulate;
             // Row-major B is packed up front, reading it row by row. Transposed B is packed one
             // panel at a time just before its first use, so the panel is still in L1 when the
-            // micro-kernels of the first m block read it.
+            // micro-kernels of the first m block read it; meanwhile the rows of B that the next
+            // panel packs are fetched into L2, tile t of the first m block taking the rows
+            // share[t] ..< share[t + 1] of it.
             if (!transB) pack_b_rows(B, ldb, pc, kc, jc, nc, bp);
             for (long ic = 0; ic < m; ic += MC) {
                 const long mc = m - ic < MC ? m - ic : MC;
                 pack_a(transA, A, lda, ic, mc, pc, kc, ap);
+                const long tiles = (mc + MR - 1) / MR;
+                long share[MC_MAX / MR + 2], shared = -1; // computed once per size of the next panel
                 for (long jr = 0; jr < nc; jr += NR) {
                     const long nr = nc - jr < NR ? nc - jr : NR;
                     float *bpanel = bp + (jr / NR) * kc * NR;
                     if (transB && ic == 0) pack_b_trans_panel(B, ldb, pc, kc, jc + jr, nr, bpanel);
-                    for (long ir = 0; ir < mc; ir += MR) {
+                    const long rest = nc - jr - NR;
+                    const long nextn = transB && ic == 0 && rest > 0 ? (rest < NR ? rest : NR) : 0;
+                    if (nextn > 0 && nextn != shared) {
+                        for (long t = 0; t <= tiles; ++t) share[t] = t * nextn / tiles;
+                        shared = nextn;
+                    }
+                    for (long t = 0, ir = 0; ir < mc; ir += MR, ++t) {
                         const long mr = mc - ir < MR ? mc - ir : MR;
                         const float *apanel = ap + (ir / MR) * kc * MR;
-                        float *ct = u ? NULL : C + (ic + ir) * ldc + jc + jr;
-                        const long off = u ? (ic + ir) * u->ld + jc + jr : 0;
+                        float *ct = C + (ic + ir) * ldc + jc + jr;
                         // The epilogue: the bias starts the chains (first k block), relu ends
                         // them (last k block).
                         const float *bt = bias && pc == 0 ? bias + jc + jr : NULL;
                         const int rl = relu && pc + kc == k;
-                        if (mr == MR && nr == NR)
-                            ukernel_6x16(kc, apanel, bpanel, ct, ldc, zero, u, off, bt, rl);
-                        else
-                            ukernel_edge(kc, apanel, bpanel, ct, ldc, zero, mr, nr, u, off, bt, rl);
+                        if (mr == MR && nr == NR) {
+                            pf_rows pf = {0};
+                            if (nextn > 0) {
+                                const float *first = B + (jc + jr + NR + share[t]) * ldb + pc;
+                                pf = (pf_rows){first, ldb, kc - 1, (kc + 15) / 16 + 1, share[t + 1] - share[t]};
+                            }
+                            ukernel_6x16(kc, apanel, bpanel, ct, ldc, zero, bt, rl, nextn > 0 ? &pf : NULL);
+                        } else {
+                            ukernel_edge(kc, apanel, bpanel, ct, ldc, zero, mr, nr, NULL, 0, bt, rl);
+                        }
                     }
                 }
             }
