@@ -422,6 +422,32 @@ def gemm_bench(gemm_bin, args):
     return json_from(run(pinned([gemm_bin, "--threads", "1"] + args, 1), env=ours_env())[2], "GemmBench")
 
 
+def gemm_bench_two_at_once(gemm_bin, args):
+    """Two runs of the GEMM micro-benchmark at once, each on 1 thread pinned to its own CPU: their
+    aggregate GFLOP/s. What the kernel gets per core when both cores work (the host's shared
+    caches, memory and clock): on the AMD EPYC host of 2026-12-01 two at once got 0.84-0.95 of
+    one alone. A bound on a 2-thread run's efficiency against the 1-core rate; None with fewer
+    than two CPUs."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2 or not shutil.which("taskset"):
+        return None
+    outs, procs = [], []
+    for cpu in allowed[:2]:
+        out = tempfile.TemporaryFile()
+        cmd = ["taskset", "-c", str(cpu), gemm_bin, "--threads", "1"] + args
+        procs.append(subprocess.Popen(cmd, env=ours_env(), stdin=subprocess.DEVNULL, stdout=out,
+                                      stderr=subprocess.DEVNULL))
+        outs.append(out)
+    rates = []
+    for p, out in zip(procs, outs):
+        if p.wait() != 0:
+            raise Failure(f"GemmBench (two at once) exited {p.returncode}")
+        out.seek(0)
+        rates.append(json_from(out.read().decode(errors="replace"), "GemmBench")["aggregate_gflops"])
+        out.close()
+    return rates
+
+
 def gemm_numpy(args):
     """One run of the numpy/OpenBLAS peer on 1 thread (pinned), its JSON; fails if OpenBLAS is crippled."""
     result = json_from(run(pinned([PY, os.path.join(HERE, "gemm_numpy.py")] + args, 1), env=peer_env(1))[2],
@@ -575,6 +601,9 @@ def training(dm, work, limit, repeats, gemm_bin=None, gemm_repeats=17):
     # efficiency against a rate measured in the same minutes shows what the row's single rate
     # cannot. Reported beside the row; the row itself divides by the gemm row's rate.
     kernel = {t: [] for t in (1, 2)}
+    # Before each 2-thread round also the rates of two kernel runs at once, one per core
+    # (informational): the share of the 1-core rate each core keeps when both work.
+    pair = []
     # XLA on the CPU: these flags are the documented way to a single-threaded Eigen pool, but
     # a current jaxlib ignores them (two tf_XLAEigen threads busy, measured); the CPU affinity
     # from `pinned` is what sizes XLA's pool to one thread. Both are applied; the peer reports
@@ -588,6 +617,12 @@ def training(dm, work, limit, repeats, gemm_bin=None, gemm_repeats=17):
             if gemm_bin:
                 kernel[t].append(gemm_bench(gemm_bin, ["--repeats", str(gemm_repeats), "--clock", "cpu"])
                                  ["aggregate_gflops"])
+                if t == 2:
+                    both = gemm_bench_two_at_once(gemm_bin, ["--repeats", str(gemm_repeats), "--clock", "cpu"])
+                    if both:
+                        pair.append(both)
+                        log(f"train: the kernel alone {kernel[t][-1]:.1f} GFLOP/s, two at once "
+                            f"{both[0]:.1f} + {both[1]:.1f}")
             runs = [("ours", lambda: train_ours(dm, work, t, limit, rep)),
                     ("numpy", lambda: train_peer("mlp_numpy.py", t, limit)),
                     ("keras", lambda: train_peer("mlp_keras.py", t, limit, xla_1t if t == 1 else None))]
@@ -604,6 +639,7 @@ def training(dm, work, limit, repeats, gemm_bin=None, gemm_repeats=17):
     digests = {t: sorted({r["weights_sha256"] for r in results[("ours", t)]}) for t in (1, 2)}
     identical = len(digests[1]) == 1 and digests[1] == digests[2]
     rate = {k: median([r["examples_per_second"] for r in v]) for k, v in results.items()}
+    kernel["two_at_once"] = pair
     return results, rate, digests, identical, cores, kernel
 
 
@@ -647,6 +683,9 @@ def train_rows(results, rate, digests, identical, cores, limit, repeats, gemm_ou
     # in those of 2026-12-01 (docs/benchmarks.md). Reported, with a warning above the limit, never used
     # to change a verdict. A steady kernel rate does not make a quiet host: the 2-thread rows also
     # share the host's caches and memory, which a 1-core kernel run barely uses.
+    # Each core's share of the 1-core rate when both run the kernel at once (informational).
+    pairs = (kernel or {}).get("two_at_once") or []
+    shared = [sum(p) / 2 / alone for p, alone in zip(pairs, (kernel or {}).get(2, [])) if alone > 0]
     rates = [gemm_ours["aggregate_gflops"]] + [g for t in (1, 2) for g in (kernel or {}).get(t, [])]
     spread = max(rates) / min(rates) if rates and min(rates) > 0 else None
     if spread and spread > STEADY_KERNEL_SPREAD:
@@ -662,7 +701,9 @@ def train_rows(results, rate, digests, identical, cores, limit, repeats, gemm_ou
                              "busy_cores_before_2t_runs": cores,
                              "kernel_gflops_before_each_round": {f"{t}t": (kernel or {}).get(t, []) for t in (1, 2)},
                              "per_round_against_that_rate": {f"{t}t": per_round[t] for t in (1, 2)},
-                             "kernel_rate_spread": spread}))
+                             "kernel_rate_spread": spread,
+                             "kernel_gflops_two_at_once_before_2t_rounds": pairs,
+                             "kernel_share_per_core_two_at_once": shared}))
     return rows
 
 
@@ -936,6 +977,11 @@ def table(rows, machine, setup_seconds):
                          + (f" (above {STEADY_KERNEL_SPREAD}: the host's speed moved during the run; its training rows and "
                             "train_efficiency do not show this code on a quiet machine)"
                             if spread > STEADY_KERNEL_SPREAD else ""))
+        shared = rows["train_efficiency"]["details"].get("kernel_share_per_core_two_at_once") or []
+        if shared:
+            notes.append("the kernel run on both cores at once, each core's rate over one alone (before each 2-thread "
+                         "round): " + ", ".join(f"{x:.2f}" for x in shared)
+                         + " (a 2-thread efficiency against the 1-core rate shares this bound)")
         cores = rows["train_efficiency"]["details"].get("busy_cores_before_2t_runs") or []
         if cores:
             notes.append("cores two pinned busy processes got before each 2-thread round: "

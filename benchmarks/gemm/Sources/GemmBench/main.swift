@@ -14,9 +14,7 @@
 // is not run ({"kernel": ..., "available": false}). --clock cpu times this thread's CPU time
 // instead of the wall clock.
 //
-// usage: GemmBench [--layers 784,1024,1024,10] [--batch 100] [--threads 1] [--repeats 31]
-//                  [--min-seconds 0.2] [--products step|paths] [--kernel default|scalar|avx2|avx512]
-//                  [--clock wall|cpu]
+// Usage: `GemmBench --help`; bad usage exits 64 with the reason.
 import Foundation
 import Kernels
 
@@ -28,32 +26,55 @@ var minSeconds = 0.2
 var productSet = "step"
 var timer = CLOCK_MONOTONIC
 var kernel = Gemm.Kernel.automatic
+let usage = """
+    usage: GemmBench [--layers 784,1024,1024,10] [--batch 100] [--threads 1] [--repeats 31]
+                     [--min-seconds 0.2] [--products step|paths] [--kernel default|scalar|avx2|avx512]
+                     [--clock wall|cpu]
+    """
+
+/// Bad usage: the reason and the usage line on standard error, exit 64 (no trap, no backtrace).
+func fail(_ reason: String) -> Never {
+    FileHandle.standardError.write(Data("GemmBench: \(reason)\n\(usage)\n".utf8))
+    exit(64)
+}
+
+func number<T: LosslessStringConvertible & Comparable>(_ flag: String, _ value: String, least: T) -> T {
+    guard let n = T(value), n >= least else { fail("\(flag): \(value) is not a number of at least \(least)") }
+    return n
+}
+
 var args = Array(CommandLine.arguments.dropFirst())
 while !args.isEmpty {
     let flag = args.removeFirst()
-    guard let value = args.first else { fatalError("\(flag) needs a value") }
+    if flag == "--help" || flag == "-h" {
+        print(usage)
+        exit(0)
+    }
+    guard let value = args.first else { fail("\(flag) needs a value") }
     args.removeFirst()
     switch flag {
-    case "--layers": layers = value.split(separator: ",").map { Int($0)! }
-    case "--batch": batch = Int(value)!
-    case "--threads": threads = Int(value)!
-    case "--repeats": repeats = Int(value)!
-    case "--min-seconds": minSeconds = Double(value)!
+    case "--layers":
+        layers = value.split(separator: ",").map { number(flag, String($0), least: 1) }
+        if layers.count < 2 { fail("--layers: at least two sizes") }
+    case "--batch": batch = number(flag, value, least: 1)
+    case "--threads": threads = number(flag, value, least: 1)
+    case "--repeats": repeats = number(flag, value, least: 1)
+    case "--min-seconds": minSeconds = number(flag, value, least: 0.0)
     case "--products":
-        guard ["step", "paths"].contains(value) else { fatalError("--products: step or paths") }
+        guard ["step", "paths"].contains(value) else { fail("--products: step or paths") }
         productSet = value
     case "--clock":
         // cpu: this thread's CPU time, which time slices given to other programs do not count in
         // (with --threads 1 all the work runs on this thread).
-        guard ["wall", "cpu"].contains(value) else { fatalError("--clock: wall or cpu") }
+        guard ["wall", "cpu"].contains(value) else { fail("--clock: wall or cpu") }
         timer = value == "cpu" ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC
     case "--kernel":
         let kernels: [String: Gemm.Kernel] = [
             "default": .automatic, "scalar": .scalar, "avx2": .avx2, "avx512": .avx512,
         ]
-        guard let k = kernels[value] else { fatalError("--kernel: default, scalar, avx2 or avx512") }
+        guard let k = kernels[value] else { fail("--kernel: default, scalar, avx2 or avx512") }
         kernel = k
-    default: fatalError("unknown option \(flag)")
+    default: fail("unknown option \(flag)")
     }
 }
 
