@@ -36,7 +36,7 @@ import pytest  # noqa: E402
 import safetensors.numpy as safetensors_numpy  # noqa: E402
 
 import cnn_reference as ref  # noqa: E402
-from test_cnn_fixtures import ACCEPTED, EXPECTED_DROPOUT, KERAS3_CANNOT_LOAD, idx, stem  # noqa: E402
+from test_cnn_fixtures import ACCEPTED, EXPECTED_DROPOUT, TOLERANT, idx, stem  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))
@@ -93,13 +93,11 @@ _original = {}
 
 
 def original(name, x):
-    """The fixture's own predictions: Keras 3, or the reference for a file Keras 3 cannot load."""
+    """The fixture's own predictions, by Keras 3 (with the TOLERANT layer classes for a tf-keras file
+    Keras 3 cannot load as it is)."""
     if name not in _original:
-        if name in KERAS3_CANNOT_LOAD:
-            _original[name] = ref.predict(FIXTURES / name, x)
-        else:
-            model = keras.models.load_model(str(FIXTURES / name), compile=False)
-            _original[name] = np.asarray(model.predict(x, batch_size=250, verbose=0), np.float64)
+        model = keras.models.load_model(str(FIXTURES / name), compile=False, custom_objects=TOLERANT.get(name))
+        _original[name] = np.asarray(model.predict(x, batch_size=250, verbose=0), np.float64)
     return _original[name]
 
 
