@@ -77,6 +77,17 @@ __attribute__((target("avx2"))) static inline uint32_t hsum128(__m128i v) {
     return (uint32_t)_mm_cvtsi128_si32(v);
 }
 
+// Ends a block whose first 352 words are summed in the four lanes of s4 and ws4: adds the last
+// 8 words (at `block` + 704), sums the lanes, restores the flipped-out constants and folds the
+// block into (sum1, sum2) as libhdf5 does after every 360 words.
+__attribute__((target("avx2"))) static inline void end_block(const uint8_t *block, __m128i s4, __m128i ws4,
+                                                           uint32_t *sum1, uint32_t *sum2) {
+    block_tail8(block + 704, &s4, &ws4);
+    const uint32_t sw = hsum128(s4) + FLIP_SUM, sww = hsum128(ws4) + FLIP_WEIGHTED;
+    *sum2 = fold(*sum2 + BLOCK_WORDS * *sum1 + sww);
+    *sum1 = fold(*sum1 + sw);
+}
+
 __attribute__((target("avx2"))) static uint32_t fletcher32_avx2(const uint8_t *data, size_t bytes) {
     size_t len = bytes / 2;
     uint32_t sum1 = 0, sum2 = 0;
@@ -98,12 +109,8 @@ __attribute__((target("avx2"))) static uint32_t fletcher32_avx2(const uint8_t *d
             ws = _mm256_add_epi32(ws, _mm256_madd_epi16(w, weight));
             weight = _mm256_sub_epi16(weight, sixteen);
         }
-        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-        __m128i ws4 = _mm_add_epi32(_mm256_castsi256_si128(ws), _mm256_extracti128_si256(ws, 1));
-        block_tail8(data + 704, &s4, &ws4);
-        const uint32_t sw = hsum128(s4) + FLIP_SUM, sww = hsum128(ws4) + FLIP_WEIGHTED;
-        sum2 = fold(sum2 + BLOCK_WORDS * sum1 + sww);
-        sum1 = fold(sum1 + sw);
+        end_block(data, _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1)),
+                  _mm_add_epi32(_mm256_castsi256_si128(ws), _mm256_extracti128_si256(ws, 1)), &sum1, &sum2);
         data += 2 * BLOCK_WORDS;
         len -= BLOCK_WORDS;
     }
@@ -136,12 +143,8 @@ __attribute__((target("avx512f,avx512bw,avx2"))) static uint32_t fletcher32_avx5
         }
         const __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
         const __m256i ws8 = _mm256_add_epi32(_mm512_castsi512_si256(ws), _mm512_extracti64x4_epi64(ws, 1));
-        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
-        __m128i ws4 = _mm_add_epi32(_mm256_castsi256_si128(ws8), _mm256_extracti128_si256(ws8, 1));
-        block_tail8(data + 704, &s4, &ws4);
-        const uint32_t sw = hsum128(s4) + FLIP_SUM, sww = hsum128(ws4) + FLIP_WEIGHTED;
-        sum2 = fold(sum2 + BLOCK_WORDS * sum1 + sww);
-        sum1 = fold(sum1 + sw);
+        end_block(data, _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1)),
+                  _mm_add_epi32(_mm256_castsi256_si128(ws8), _mm256_extracti128_si256(ws8, 1)), &sum1, &sum2);
         data += 2 * BLOCK_WORDS;
         len -= BLOCK_WORDS;
     }

@@ -151,9 +151,8 @@ struct CheckpointTests {
         try #require(r.status == 0, "\(r)")
         // A signal can still land on an epoch's boundary (step 0: the end-of-epoch evaluation is
         // a visible share of an epoch this small): up to four moments, until one lands inside.
-        var attempt = 0
         var landed: (output: Outcome, state: CheckpointState)?
-        while landed == nil || (landed!.state.step == 0 && attempt < 4) {
+        for attempt in 0..<4 where landed.map({ $0.state.step == 0 }) ?? true {
             try? FileManager.default.removeItem(atPath: checkpoint)
             let o = try Bounded.run(
                 ["train"] + recipe + ["--threads", String(threads), "-o", output], timeout: 300, addressSpaceMiB: nil,
@@ -161,9 +160,8 @@ struct CheckpointTests {
             #expect(o.status == 130 && !o.signaled, "\(o)")
             try #require(Self.exists(checkpoint), "\(o)")
             landed = (o, try #require(try BundleReader(path: checkpoint).readCheckpoint()))
-            attempt += 1
         }
-        let (o, state) = landed!
+        let (o, state) = try #require(landed)
         let at = "epoch \(state.epoch), step \(state.step)"
         #expect(state.epoch >= 1 && state.epoch < 6 && state.step > 0 && state.step < 600, "\(at)")
         #expect(o.stderr.contains("after step \(state.step) of epoch \(state.epoch + 1)"), "\(at): \(o)")
