@@ -331,8 +331,8 @@ public enum Bake {
 
     /// Buffers and the worker thread of the direct path, shared by all layers of one bake (so
     /// memory does not depend on the layer count): a ring of ``InputDigest/ring`` stored input
-    /// chunks (read by the worker and hashed by the digest in place) and two output chunks, grown
-    /// to the largest chunk.
+    /// chunks (read by this thread, scaled by the worker and hashed by the digest in place) and
+    /// the worker's output chunk, grown to the largest chunk.
     private final class DirectBuffers: @unchecked Sendable {
         var raw: [UnsafeMutableRawBufferPointer] = []
         var out: [UnsafeMutableRawBufferPointer] = []
@@ -350,7 +350,7 @@ public enum Bake {
             raw = (0..<InputDigest.ring).map { _ in
                 UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)
             }
-            out = (0..<2).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64) }
+            out = [UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)]
             capacity = bytes
         }
 
@@ -367,22 +367,29 @@ public enum Bake {
     /// Starts the kernel writing the output to disk every 32 MiB, without waiting for it
     /// (`posix_fadvise` DONTNEED starts the writeback of a range's dirty pages and drops those
     /// already written): the output's writes to disk overlap the input's reads instead of all
-    /// waiting for the final fsync. A hint only: failures are ignored; the fsync before the
-    /// rename still decides.
-    final class Writeback {
+    /// waiting for the final fsync. The call runs on a thread of its own, as it can block while
+    /// the disk's queue is full, and the chunk loop must not. A hint only: failures are ignored;
+    /// the fsync before the rename still decides.
+    final class Writeback: @unchecked Sendable {
         private let fd: Int32
         private var pending = 0
+        private let queue = DispatchQueue(label: "dropmodel.bake.writeback")
 
         init(path: String) { fd = open(path, O_RDONLY | O_CLOEXEC) }
 
+        /// `bytes` more were written (called from one thread at a time).
         func wrote(_ bytes: Int) {
             pending += bytes
             guard pending >= 32 << 20, fd >= 0 else { return }
-            _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
             pending = 0
+            let fd = self.fd
+            queue.async { _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) }
         }
 
-        deinit { if fd >= 0 { close(fd) } }
+        deinit {
+            queue.sync {}
+            if fd >= 0 { close(fd) }
+        }
     }
 
     private static func write(
@@ -475,11 +482,12 @@ public enum Bake {
     }
 
     /// Direct chunk I/O for float32 chunks of whole rows with Fletcher32 (what dropmodel writes):
-    /// this thread only moves stored chunks in and out of the files; a second thread checks each
-    /// chunk's Fletcher32, scales its values, zeroes an edge chunk's padding (as libhdf5 pads)
-    /// and checksums the result. Same bytes as the filter path (tested). Each chunk read is also
-    /// handed to the fed `digest`, which hashes it in place. Throws DirectPathDeclined if a chunk
-    /// is not as expected.
+    /// this thread only reads stored chunks from the input and hands each one to the fed
+    /// `digest`, which hashes it in place, and to a second thread, which checks its Fletcher32,
+    /// scales its values, zeroes an edge chunk's padding (as libhdf5 pads), checksums the result
+    /// and writes it. So reading, hashing and writing run side by side; the reads run at most
+    /// ``InputDigest/ring`` chunks ahead of the writes (the ring of input buffers). Same bytes as
+    /// the filter path (tested). Throws DirectPathDeclined if a chunk is not as expected.
     private static func bakeChunks(
         _ source: Dataset, into w: Dataset, rows: Int, layer: LayerInfo, keep p: Float, buffers: DirectBuffers,
         digest: InputDigest, written: (Int) -> Void
@@ -491,57 +499,89 @@ public enum Bake {
         if bytes > buffers.capacity { try digest.takeAllBuffers() }  // the ring is about to be freed
         buffers.reserve(bytes)
         let raw = buffers.raw.map { UnsafeMutableRawBufferPointer(rebasing: $0[0..<bytes]) }
-        let out = buffers.out.map { UnsafeMutableRawBufferPointer(rebasing: $0[0..<bytes]) }
         let worker = buffers.worker
-        let done = DispatchSemaphore(value: 0)
-        final class Flag: @unchecked Sendable { var declined = false }
-        let flag = Flag()
-        defer { worker.sync {} }
+        // What the worker did, read by this thread under `lock`.
+        final class Shared: @unchecked Sendable {
+            let lock = NSLock()
+            var declined = false
+            var failure: (any Error)?
+            var rowsWritten = 0
+            var stopped: Bool { lock.withLock { declined || failure != nil } }
+        }
+        let shared = Shared()
+        // One per job the worker finished (its chunk written, or not): the tail of a layer is
+        // reported chunk by chunk as the writes end.
+        let finished = DispatchSemaphore(value: 0)
+        var queuedJobs = 0
+        // One per input buffer the worker is not using: a buffer is read into again only after
+        // the worker has scaled what it held (and the digest has given it back).
+        let free = DispatchSemaphore(value: raw.count)
+        defer { worker.sync {} }  // every job signals `free` before the semaphore goes
         struct Job: @unchecked Sendable {
             let raw: UnsafeMutableRawBufferPointer, out: UnsafeMutableRawBufferPointer
-            let valid: Int, elements: Int
+            let valid: Int, elements: Int, row: Int
+            let target: Dataset, writeback: Writeback?
         }
         let chunks = (totalRows + rows - 1) / rows
         for c in 0..<chunks {
-            let k = c % 2, r = buffers.turn % raw.count
+            free.wait()
+            var queued = false
+            defer { if !queued { free.signal() } }
+            if shared.stopped { break }
+            let r = buffers.turn % raw.count
             buffers.turn += 1
-            // raw[r]: the worker is done with it (chunk c - 2's job at the latest was waited for
-            // below, a previous layer's before this one started), and the digest once it gives a
-            // buffer back (the ring is taken in the order it is given back).
+            // raw[r]: the worker is done with it (`free`), and the digest once it gives a buffer
+            // back (the ring is taken in the order it is given back).
             try digest.takeBuffer()
             guard try source.readStoredChunk(row: c * rows, into: raw[r]) != nil else { throw DirectPathDeclined() }
             let valid = min(rows, totalRows - c * rows) * rowLength
             digest.feed(UnsafeRawBufferPointer(rebasing: raw[r][0..<(valid * 4)]))
-            let job = Job(raw: raw[r], out: out[k], valid: valid, elements: elements)
+            let job = Job(
+                raw: raw[r], out: UnsafeMutableRawBufferPointer(rebasing: buffers.out[0][0..<bytes]), valid: valid,
+                elements: elements, row: c * rows, target: w, writeback: buffers.writeback)
             worker.async {
-                defer { done.signal() }
+                var holding = true
+                defer {
+                    if holding { free.signal() }
+                    finished.signal()
+                }
+                if shared.stopped { return }
                 let data = UnsafeRawBufferPointer(job.raw)
                 let stored = data.loadUnaligned(fromByteOffset: job.elements * 4, as: UInt32.self).littleEndian
                 guard Fletcher32.checksum(UnsafeRawBufferPointer(rebasing: data[0..<(job.elements * 4)])) == stored
                 else {
-                    flag.declined = true
+                    shared.lock.withLock { shared.declined = true }
                     return
                 }
                 let src = data.bindMemory(to: Float.self)
                 let dst = job.out.bindMemory(to: Float.self)
                 for i in 0..<job.valid { dst[i] = scale(src[i], keep: p) }
                 for i in job.valid..<job.elements { dst[i] = 0 }
+                free.signal()
+                holding = false
                 let sum = Fletcher32.checksum(
                     UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(job.out)[0..<(job.elements * 4)]))
                 job.out.storeBytes(of: sum.littleEndian, toByteOffset: job.elements * 4, as: UInt32.self)
+                do {
+                    try job.target.writeStoredChunk(row: job.row, UnsafeRawBufferPointer(job.out))
+                    job.writeback?.wrote(job.out.count)
+                    shared.lock.withLock { shared.rowsWritten = job.row + job.valid / rowLength }
+                } catch {
+                    shared.lock.withLock { shared.failure = error }
+                }
             }
-            if c > 0 {
-                done.wait()
-                if flag.declined { throw DirectPathDeclined() }
-                try w.writeStoredChunk(row: (c - 1) * rows, UnsafeRawBufferPointer(out[1 - k]))
-                buffers.writeback?.wrote(bytes)
-                written(c * rows)
-            }
+            queued = true
+            queuedJobs += 1
+            written(shared.lock.withLock { shared.rowsWritten })
         }
-        done.wait()
-        if flag.declined { throw DirectPathDeclined() }
-        try w.writeStoredChunk(row: (chunks - 1) * rows, UnsafeRawBufferPointer(out[(chunks - 1) % 2]))
-        buffers.writeback?.wrote(bytes)
+        for _ in 0..<queuedJobs {
+            finished.wait()
+            written(shared.lock.withLock { shared.rowsWritten })
+        }
+        try shared.lock.withLock { () throws in
+            if let failure = shared.failure { throw failure }
+            if shared.declined { throw DirectPathDeclined() }
+        }
         written(totalRows)
     }
 }
