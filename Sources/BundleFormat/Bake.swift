@@ -505,14 +505,20 @@ public enum Bake {
             let lock = NSLock()
             var declined = false
             var failure: (any Error)?
-            var rowsWritten = 0
             var stopped: Bool { lock.withLock { declined || failure != nil } }
         }
         let shared = Shared()
-        // One per job the worker finished (its chunk written, or not): the tail of a layer is
-        // reported chunk by chunk as the writes end.
+        // One per job the worker finished (its chunk written, or not), in the order queued: job k
+        // done means the first k chunks are written, reported one by one as they end.
         let finished = DispatchSemaphore(value: 0)
-        var queuedJobs = 0
+        var (queuedJobs, reportedJobs) = (0, 0)
+        func report(waiting: Bool) {
+            while reportedJobs < queuedJobs {
+                if waiting { finished.wait() } else if finished.wait(timeout: .now()) != .success { return }
+                reportedJobs += 1
+                if !shared.stopped { written(min(reportedJobs * rows, totalRows)) }
+            }
+        }
         // One per input buffer the worker is not using: a buffer is read into again only after
         // the worker has scaled what it held (and the digest has given it back).
         let free = DispatchSemaphore(value: raw.count)
@@ -565,19 +571,15 @@ public enum Bake {
                 do {
                     try job.target.writeStoredChunk(row: job.row, UnsafeRawBufferPointer(job.out))
                     job.writeback?.wrote(job.out.count)
-                    shared.lock.withLock { shared.rowsWritten = job.row + job.valid / rowLength }
                 } catch {
                     shared.lock.withLock { shared.failure = error }
                 }
             }
             queued = true
             queuedJobs += 1
-            written(shared.lock.withLock { shared.rowsWritten })
+            report(waiting: false)
         }
-        for _ in 0..<queuedJobs {
-            finished.wait()
-            written(shared.lock.withLock { shared.rowsWritten })
-        }
+        report(waiting: true)
         try shared.lock.withLock { () throws in
             if let failure = shared.failure { throw failure }
             if shared.declined { throw DirectPathDeclined() }

@@ -1,4 +1,4 @@
-public import DropModelBase
+import DropModelBase
 import HDF5Layer
 
 /// The optimizer state of an unfinished training run, kept in a checkpoint bundle's optional

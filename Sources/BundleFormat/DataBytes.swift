@@ -1,4 +1,4 @@
-public import DropModelBase
+package import DropModelBase
 
 extension LayerInfo {
     /// The bytes of the layer's weight and bias data in its element type (0 for a kind without

@@ -1,4 +1,4 @@
-public import BundleFormat
+import BundleFormat
 import Charts
 import DropModelBase
 import Foundation
