@@ -389,9 +389,11 @@ public final class Trainer {
                 backwardDense(dense, l, dz: dz, x: x, rows: rows, lr: update.lr, mu: update.mu)
                 continue
             }
+            // With the update, a kind that can computes the bias gradient inside it (below).
+            let biasInUpdate = update != nil && layer.biasGradientInUpdate
             if case .shards(let bounds) = sink {
                 if layer.hasWeights { shardGradients(layer: l, dz: dz, x: x, bounds: bounds) }
-            } else if layer.hasWeights {
+            } else if layer.hasWeights && !biasInUpdate {
                 // db = the sum of dZ over the batch (and pixels), in the kind's order.
                 gradB[l].withUnsafeMutableBufferPointer { gb in
                     layer.biasGradient(dz, rows: rows, into: gb, threads: threads)
@@ -413,7 +415,7 @@ public final class Trainer {
             // dW: into gradW, or straight into the update (with shards: done above).
             if case .shards = sink { continue }
             if let update {
-                updateLayer(l, lr: update.lr, mu: update.mu, dz: dz, x: x, rows: rows)
+                updateLayer(l, lr: update.lr, mu: update.mu, dz: dz, x: x, rows: rows, biasGradient: biasInUpdate)
             } else {
                 gradW[l].withUnsafeMutableBufferPointer { g in
                     layer.weightGradient(dz, x, rows: rows, into: g, threads: threads)
@@ -561,11 +563,22 @@ public final class Trainer {
     /// order, on one thread: a dense unit's or a conv filter's incoming weights); then the
     /// bias: v = mu*v - lr*g; b = b + v. A kind without weights has nothing to update.
     private func updateLayer(
-        _ l: Int, lr: Float, mu: Float, dz: UnsafeBufferPointer<Float>, x: UnsafeBufferPointer<Float>, rows: Int
+        _ l: Int, lr: Float, mu: Float, dz: UnsafeBufferPointer<Float>, x: UnsafeBufferPointer<Float>, rows: Int,
+        biasGradient: Bool = false
     ) {
         let l2 = Float(recipe.l2)
         updateLayer(l, lr: lr, mu: mu) { w, v in
-            engine[l].updateWeights(dz, x, rows: rows, weight: w, velocity: v, mu: mu, lr: lr, l2: l2, threads: threads)
+            guard biasGradient else {
+                engine[l].updateWeights(
+                    dz, x, rows: rows, weight: w, velocity: v, mu: mu, lr: lr, l2: l2, threads: threads)
+                return
+            }
+            // gradB[l], which the bias step after this reads, written by the update's own pass.
+            gradB[l].withUnsafeMutableBufferPointer { gb in
+                engine[l].updateWeights(
+                    dz, x, rows: rows, weight: w, velocity: v, biasGradient: gb, mu: mu, lr: lr, l2: l2,
+                    threads: threads)
+            }
         }
     }
 

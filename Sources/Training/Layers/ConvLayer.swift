@@ -78,12 +78,32 @@ final class ConvLayer: EngineLayer {
         weight: UnsafeMutableBufferPointer<Float>, velocity: UnsafeMutableBufferPointer<Float>,
         mu: Float, lr: Float, l2: Float, threads: Int
     ) {
+        update(dz, x, rows: rows, weight: weight, velocity: velocity, biasGradient: nil, mu: mu, lr: lr, l2: l2,
+            threads: threads)
+    }
+
+    var biasGradientInUpdate: Bool { true }
+
+    func updateWeights(
+        _ dz: UnsafeBufferPointer<Float>, _ x: UnsafeBufferPointer<Float>, rows: Int,
+        weight: UnsafeMutableBufferPointer<Float>, velocity: UnsafeMutableBufferPointer<Float>,
+        biasGradient gb: UnsafeMutableBufferPointer<Float>, mu: Float, lr: Float, l2: Float, threads: Int
+    ) {
+        update(dz, x, rows: rows, weight: weight, velocity: velocity, biasGradient: gb, mu: mu, lr: lr, l2: l2,
+            threads: threads)
+    }
+
+    private func update(
+        _ dz: UnsafeBufferPointer<Float>, _ x: UnsafeBufferPointer<Float>, rows: Int,
+        weight: UnsafeMutableBufferPointer<Float>, velocity: UnsafeMutableBufferPointer<Float>,
+        biasGradient gb: UnsafeMutableBufferPointer<Float>?, mu: Float, lr: Float, l2: Float, threads: Int
+    ) {
         precondition(weight.count >= geometry.weightCount && velocity.count >= geometry.weightCount)
         guard let w = weight.baseAddress, let v = velocity.baseAddress else { return }
         kernelCall {
             try Convolution.weightGradient(
                 geometry, batch: rows, input: x, outputGradient: dz,
-                update: Gemm.Update(w: w, v: v, ld: geometry.patchSize, mu: mu, lr: lr, l2: l2),
+                update: Gemm.Update(w: w, v: v, ld: geometry.patchSize, mu: mu, lr: lr, l2: l2), biasGradient: gb,
                 workspace: workspace, threads: threads)
         }
     }

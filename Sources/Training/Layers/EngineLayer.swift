@@ -62,9 +62,34 @@ package protocol EngineLayer: AnyObject {
         _ dz: UnsafeBufferPointer<Float>, _ x: UnsafeBufferPointer<Float>, rows: Int,
         weight: UnsafeMutableBufferPointer<Float>, velocity: UnsafeMutableBufferPointer<Float>,
         mu: Float, lr: Float, l2: Float, threads: Int)
+
+    /// Whether ``updateWeights(_:_:rows:weight:velocity:biasGradient:mu:lr:l2:threads:)`` computes
+    /// the bias gradient in the update's own pass over `dz` (false by default: the caller runs
+    /// ``biasGradient(_:rows:into:threads:)`` first).
+    var biasGradientInUpdate: Bool { get }
+
+    /// ``updateWeights(_:_:rows:weight:velocity:mu:lr:l2:threads:)`` that also writes the bias
+    /// gradient `gb` (the same bits as ``biasGradient(_:rows:into:threads:)``) when
+    /// ``biasGradientInUpdate``: a convolution's weight-gradient tiles carry the bias as one more
+    /// column, so the sum over the batch runs split between the threads with the tiles instead of
+    /// as a pass of its own. The default (and a kind without the fused form) updates only.
+    func updateWeights(
+        _ dz: UnsafeBufferPointer<Float>, _ x: UnsafeBufferPointer<Float>, rows: Int,
+        weight: UnsafeMutableBufferPointer<Float>, velocity: UnsafeMutableBufferPointer<Float>,
+        biasGradient gb: UnsafeMutableBufferPointer<Float>, mu: Float, lr: Float, l2: Float, threads: Int)
 }
 
 extension EngineLayer {
+    package var biasGradientInUpdate: Bool { false }
+
+    package func updateWeights(
+        _ dz: UnsafeBufferPointer<Float>, _ x: UnsafeBufferPointer<Float>, rows: Int,
+        weight: UnsafeMutableBufferPointer<Float>, velocity: UnsafeMutableBufferPointer<Float>,
+        biasGradient gb: UnsafeMutableBufferPointer<Float>, mu: Float, lr: Float, l2: Float, threads: Int
+    ) {
+        updateWeights(dz, x, rows: rows, weight: weight, velocity: velocity, mu: mu, lr: lr, l2: l2, threads: threads)
+    }
+
     /// Elements of one example's input and output (``TensorShape/count``).
     package var inputCount: Int { inputShape.count }
     package var outputCount: Int { outputShape.count }
