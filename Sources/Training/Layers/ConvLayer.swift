@@ -78,7 +78,8 @@ final class ConvLayer: EngineLayer {
         weight: UnsafeMutableBufferPointer<Float>, velocity: UnsafeMutableBufferPointer<Float>,
         mu: Float, lr: Float, l2: Float, threads: Int
     ) {
-        update(dz, x, rows: rows, weight: weight, velocity: velocity, biasGradient: nil, mu: mu, lr: lr, l2: l2,
+        update(
+            dz, x, rows: rows, weight: weight, velocity: velocity, biasGradient: nil, mu: mu, lr: lr, l2: l2,
             threads: threads)
     }
 
@@ -89,7 +90,8 @@ final class ConvLayer: EngineLayer {
         weight: UnsafeMutableBufferPointer<Float>, velocity: UnsafeMutableBufferPointer<Float>,
         biasGradient gb: UnsafeMutableBufferPointer<Float>, mu: Float, lr: Float, l2: Float, threads: Int
     ) {
-        update(dz, x, rows: rows, weight: weight, velocity: velocity, biasGradient: gb, mu: mu, lr: lr, l2: l2,
+        update(
+            dz, x, rows: rows, weight: weight, velocity: velocity, biasGradient: gb, mu: mu, lr: lr, l2: l2,
             threads: threads)
     }
 
