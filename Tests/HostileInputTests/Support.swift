@@ -14,7 +14,9 @@ import TestSupport
 /// thread while this process has a bundle open for writing inherits the descriptor and with it
 /// the exclusive lock, and a reader opening the finished file a moment later fails with
 /// "unable to lock file". (A test-harness artefact: the dropmodel CLI never spawns.) Spawns and
-/// in-process writes therefore never overlap.
+/// in-process writes therefore never overlap. The isolated pre-read's fork, which any in-process
+/// read of any suite makes, is not covered by this lock: scripts/test runs the suites with
+/// `HDF5_USE_FILE_LOCKING=FALSE` for that reason.
 let spawnLock = NSRecursiveLock()
 
 /// Runs `body` (an in-process write, closed before it returns) while no child can be spawned.
