@@ -499,6 +499,7 @@ public enum Bake {
         if bytes > buffers.capacity { try digest.takeAllBuffers() }  // the ring is about to be freed
         buffers.reserve(bytes)
         let raw = buffers.raw.map { UnsafeMutableRawBufferPointer(rebasing: $0[0..<bytes]) }
+        let out = UnsafeMutableRawBufferPointer(rebasing: buffers.out[0][0..<bytes])
         let worker = buffers.worker
         // What the worker did, read by this thread under `lock`.
         final class Shared: @unchecked Sendable {
@@ -543,8 +544,8 @@ public enum Bake {
             let valid = min(rows, totalRows - c * rows) * rowLength
             digest.feed(UnsafeRawBufferPointer(rebasing: raw[r][0..<(valid * 4)]))
             let job = Job(
-                raw: raw[r], out: UnsafeMutableRawBufferPointer(rebasing: buffers.out[0][0..<bytes]), valid: valid,
-                elements: elements, row: c * rows, target: w, writeback: buffers.writeback)
+                raw: raw[r], out: out, valid: valid, elements: elements, row: c * rows, target: w,
+                writeback: buffers.writeback)
             worker.async {
                 var holding = true
                 defer {

@@ -568,16 +568,12 @@ public final class Trainer {
     ) {
         let l2 = Float(recipe.l2)
         updateLayer(l, lr: lr, mu: mu) { w, v in
-            guard biasGradient else {
-                engine[l].updateWeights(
-                    dz, x, rows: rows, weight: w, velocity: v, mu: mu, lr: lr, l2: l2, threads: threads)
-                return
-            }
-            // gradB[l], which the bias step after this reads, written by the update's own pass.
+            // With biasGradient: gradB[l], which the bias step after this reads, written by the
+            // update's own pass.
             gradB[l].withUnsafeMutableBufferPointer { gb in
                 engine[l].updateWeights(
-                    dz, x, rows: rows, weight: w, velocity: v, biasGradient: gb, mu: mu, lr: lr, l2: l2,
-                    threads: threads)
+                    dz, x, rows: rows, weight: w, velocity: v, biasGradient: biasGradient ? gb : nil, mu: mu, lr: lr,
+                    l2: l2, threads: threads)
             }
         }
     }

@@ -78,7 +78,7 @@ final class ConvLayer: EngineLayer {
         weight: UnsafeMutableBufferPointer<Float>, velocity: UnsafeMutableBufferPointer<Float>,
         mu: Float, lr: Float, l2: Float, threads: Int
     ) {
-        update(
+        updateWeights(
             dz, x, rows: rows, weight: weight, velocity: velocity, biasGradient: nil, mu: mu, lr: lr, l2: l2,
             threads: threads)
     }
@@ -86,16 +86,6 @@ final class ConvLayer: EngineLayer {
     var biasGradientInUpdate: Bool { true }
 
     func updateWeights(
-        _ dz: UnsafeBufferPointer<Float>, _ x: UnsafeBufferPointer<Float>, rows: Int,
-        weight: UnsafeMutableBufferPointer<Float>, velocity: UnsafeMutableBufferPointer<Float>,
-        biasGradient gb: UnsafeMutableBufferPointer<Float>, mu: Float, lr: Float, l2: Float, threads: Int
-    ) {
-        update(
-            dz, x, rows: rows, weight: weight, velocity: velocity, biasGradient: gb, mu: mu, lr: lr, l2: l2,
-            threads: threads)
-    }
-
-    private func update(
         _ dz: UnsafeBufferPointer<Float>, _ x: UnsafeBufferPointer<Float>, rows: Int,
         weight: UnsafeMutableBufferPointer<Float>, velocity: UnsafeMutableBufferPointer<Float>,
         biasGradient gb: UnsafeMutableBufferPointer<Float>?, mu: Float, lr: Float, l2: Float, threads: Int

@@ -69,14 +69,14 @@ package protocol EngineLayer: AnyObject {
     var biasGradientInUpdate: Bool { get }
 
     /// ``updateWeights(_:_:rows:weight:velocity:mu:lr:l2:threads:)`` that also writes the bias
-    /// gradient `gb` (the same bits as ``biasGradient(_:rows:into:threads:)``) when
+    /// gradient `gb`, when given, (the same bits as ``biasGradient(_:rows:into:threads:)``) when
     /// ``biasGradientInUpdate``: a convolution's weight-gradient tiles carry the bias as one more
     /// column, so the sum over the batch runs split between the threads with the tiles instead of
     /// as a pass of its own. The default (and a kind without the fused form) updates only.
     func updateWeights(
         _ dz: UnsafeBufferPointer<Float>, _ x: UnsafeBufferPointer<Float>, rows: Int,
         weight: UnsafeMutableBufferPointer<Float>, velocity: UnsafeMutableBufferPointer<Float>,
-        biasGradient gb: UnsafeMutableBufferPointer<Float>, mu: Float, lr: Float, l2: Float, threads: Int)
+        biasGradient gb: UnsafeMutableBufferPointer<Float>?, mu: Float, lr: Float, l2: Float, threads: Int)
 }
 
 extension EngineLayer {
@@ -85,7 +85,7 @@ extension EngineLayer {
     package func updateWeights(
         _ dz: UnsafeBufferPointer<Float>, _ x: UnsafeBufferPointer<Float>, rows: Int,
         weight: UnsafeMutableBufferPointer<Float>, velocity: UnsafeMutableBufferPointer<Float>,
-        biasGradient gb: UnsafeMutableBufferPointer<Float>, mu: Float, lr: Float, l2: Float, threads: Int
+        biasGradient gb: UnsafeMutableBufferPointer<Float>?, mu: Float, lr: Float, l2: Float, threads: Int
     ) {
         updateWeights(dz, x, rows: rows, weight: weight, velocity: velocity, mu: mu, lr: lr, l2: l2, threads: threads)
     }
